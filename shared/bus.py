@@ -1,0 +1,411 @@
+"""The bus every service uses: a FastStream Kafka broker with CloudEvents envelopes,
+dead-lettering, idempotent consumption (inbox) and a transactional outbox relay.
+
+A consumer's handler receives the typed event and a HandlerContext whose session is
+already inside a transaction; events it returns (or `emit`s) are written to the outbox
+in that same transaction and published by the relay once it commits. The Kafka offset
+is committed only after that transaction, so a crash anywhere means redelivery, and the
+inbox makes redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.middlewares import AckPolicy
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import topics
+from shared.db import OutboxRow, add_to_outbox, claim_inbox, outbox_headers
+from shared.envelope import Envelope, EnvelopeError, Headers, decode, encode
+from shared.events import DeadLettered, Event
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
+HandlerResult = Event | Sequence[Event] | None
+Handler = Callable[[Any, "HandlerContext"], Awaitable[HandlerResult]]
+
+
+class TransientError(Exception):
+    """Raised by a handler for a failure worth retrying (a dependency is briefly away)."""
+
+
+TRANSIENT = (TransientError, OperationalError, InterfaceError, KafkaError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a handler failure is worth retrying with backoff."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides its event: the envelope, its transaction, and emit()."""
+
+    envelope: Envelope
+    session: AsyncSession
+    consumer: str
+    pending: list[Event] = field(default_factory=list)
+
+    def emit(self, event: Event) -> None:
+        """Publish `event` when (and only if) this handler's transaction commits."""
+        self.pending.append(event)
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """FastStream security object from the settings' Kafka protocol options."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile) if "SSL" in protocol else None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    user = settings.kafka_sasl_username or ""
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    return sasl[settings.kafka_sasl_mechanism](user, password, ssl_context=context, use_ssl=protocol == "SASL_SSL")
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for plain aiokafka clients (admin, CLI tail)."""
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
+    protocol = settings.kafka_security_protocol
+    options["security_protocol"] = protocol
+    if "SSL" in protocol:
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return options
+
+
+def make_broker(
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> KafkaBroker:
+    """The FastStream broker of a service: idempotent producer, tracing and metrics middleware."""
+    middlewares: list[Any] = [KafkaTelemetryMiddleware(tracer_provider=tracer_provider)]
+    if registry is not None:
+        middlewares.append(KafkaPrometheusMiddleware(registry=registry, app_name=settings.service_name))
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=settings.service_name,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=settings.max_message_bytes + 65_536,
+        security=kafka_security(settings),
+        middlewares=middlewares,
+        logger=logging.getLogger(f"modelbus.{settings.service_name}.broker"),
+    )
+
+
+class Bus:
+    """A service's connection to the event bus."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.broker = make_broker(settings, tracer_provider=tracer_provider, registry=registry)
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("modelbus.bus")
+        self.source = f"/modelbus/{settings.service_name}"
+        self._relay_wake = asyncio.Event()
+        self._relay_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, event: Event, *, event_id: str | None = None) -> str:
+        """Publish one event now (not transactional: for producers and the CLI); returns its ce_id."""
+        message = encode(event, source=self.source, event_id=event_id)
+        await self.publish_raw(self.settings.topic(event.topic), message.key, message.value, message.headers)
+        return message.event_id
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        """Publish bytes and headers as they are (dead letters, replays, the relay)."""
+        await self.broker.publish(
+            value,
+            topic=topic,
+            key=key,
+            headers={name: data.decode("utf-8", "surrogateescape") for name, data in headers},
+        )
+
+    def stage(self, session: AsyncSession, event: Event, *, cause: Envelope | None = None) -> str:
+        """Write `event` to the outbox in the session's transaction; the relay publishes it."""
+        if cause is not None:
+            update: dict[str, Any] = {}
+            if "correlation_id" not in event.model_fields_set:
+                update["correlation_id"] = cause.event.correlation_id
+            if "causation_id" not in event.model_fields_set:
+                update["causation_id"] = cause.id
+            event = event.model_copy(update=update) if update else event
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        message = encode(event, source=self.source, trace_headers=carrier)
+        add_to_outbox(session, topic=self.settings.topic(event.topic), message=message)
+        return message.event_id
+
+    # ------------------------------------------------------------------ consuming
+
+    def consumer(
+        self,
+        topic: str,
+        *,
+        group: str,
+        events: Sequence[type[Event]] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register `handler(event, ctx)` for a catalog topic under consumer group `group`."""
+        if self.sessions is None:
+            raise RuntimeError("a consuming Bus needs a database session factory")
+        allowed = frozenset(cls.event_type for cls in events) if events else None
+        group_id = f"{self.settings.topic_prefix}.{group}"
+
+        def register(handler: Handler) -> Handler:
+            async def on_message(message: KafkaMessage) -> None:
+                await self._consume(message, handler, group_id=group_id, allowed=allowed)
+
+            on_message.__name__ = f"{group}_{handler.__name__}"
+            self.broker.subscriber(
+                self.settings.topic(topic),
+                group_id=group_id,
+                ack_policy=AckPolicy.MANUAL,
+                auto_offset_reset="earliest",
+                title=f"{group}:{topic}",
+            )(on_message)
+            return handler
+
+        return register
+
+    async def _consume(
+        self, message: KafkaMessage, handler: Handler, *, group_id: str, allowed: frozenset[str] | None
+    ) -> None:
+        record: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
+        headers: Headers = [(name, bytes(data)) for name, data in (record.headers or ())]
+        try:
+            envelope = decode(record.value, headers, allowed=allowed, max_bytes=self.settings.max_message_bytes)
+        except EnvelopeError as exc:
+            await self._settle(message, record, headers, group_id, exc.kind, exc.reason, attempts=1)
+            return
+        with self.tracer.start_as_current_span(
+            f"{group_id} handle {envelope.type}",
+            attributes={
+                "modelbus.consumer": group_id,
+                "modelbus.event_type": envelope.type,
+                "modelbus.event_id": envelope.id,
+                "modelbus.correlation_id": envelope.event.correlation_id,
+                "messaging.kafka.message.key": envelope.event.key(),
+            },
+        ):
+            failure = await self._handle_with_retries(envelope, handler, group_id)
+        if failure is None:
+            await self._ack_or_rewind(message)
+        else:
+            kind, reason, attempts = failure
+            await self._settle(message, record, headers, group_id, kind, reason, attempts=attempts, envelope=envelope)
+
+    async def _handle_with_retries(
+        self, envelope: Envelope, handler: Handler, group_id: str
+    ) -> tuple[str, str, int] | None:
+        assert self.sessions is not None
+        delay = self.settings.handler_backoff_seconds
+        attempts = self.settings.handler_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.sessions() as session, session.begin():
+                    if not await claim_inbox(
+                        session, consumer=group_id, event_id=envelope.id, event_type=envelope.type
+                    ):
+                        log.info("duplicate %s %s skipped", envelope.type, envelope.id)
+                        return None
+                    ctx = HandlerContext(envelope=envelope, session=session, consumer=group_id)
+                    result = await handler(envelope.event, ctx)
+                    produced = [*ctx.pending, *([result] if isinstance(result, Event) else (result or []))]
+                    for event in produced:
+                        self.stage(session, event, cause=envelope)
+                if produced:
+                    self._relay_wake.set()
+                return None
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not is_transient(exc):
+                    log.exception("handler failed on %s %s", envelope.type, envelope.id)
+                    return ("handler", reason, attempt)
+                if attempt == attempts:
+                    return ("transient-exhausted", f"gave up after {attempts} attempts: {reason}", attempt)
+                log.warning("transient failure on %s (attempt %d/%d): %s", envelope.id, attempt, attempts, reason)
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
+
+    async def _settle(
+        self,
+        message: KafkaMessage,
+        record: ConsumerRecord[bytes, bytes],
+        headers: Headers,
+        group_id: str,
+        kind: str,
+        reason: str,
+        *,
+        attempts: int,
+        envelope: Envelope | None = None,
+    ) -> None:
+        """Dead-letter a message, then commit past it; if even that fails, rewind and retry."""
+        original_id = dict(headers).get("ce_id")
+        letter = DeadLettered(
+            consumer=group_id,
+            reason=reason,
+            error_type=kind,  # type: ignore[arg-type]
+            attempts=attempts,
+            original_topic=record.topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            original_key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+            original_value_b64=base64.b64encode(record.value or b"").decode(),
+            original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
+            original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
+            correlation_id=envelope.event.correlation_id if envelope else DeadLettered.model_fields[
+                "correlation_id"
+            ].get_default(call_default_factory=True),
+            causation_id=envelope.id if envelope else None,
+        )
+        log.warning(
+            "dead-lettering %s[%d]@%d for %s: %s", record.topic, record.partition, record.offset, group_id, reason
+        )
+        try:
+            await self.publish(letter)
+        except Exception:
+            log.exception("could not dead-letter; the message will be redelivered")
+            await asyncio.sleep(self.settings.handler_backoff_seconds)
+            await message.nack()
+            return
+        await self._ack_or_rewind(message)
+
+    async def _ack_or_rewind(self, message: KafkaMessage) -> None:
+        try:
+            await message.ack()
+        except KafkaError:
+            # The offset stays uncommitted: after a rebalance the message comes back, and the
+            # inbox turns that redelivery into a no-op.
+            log.warning("offset commit failed; the message may be redelivered", exc_info=True)
+
+    # ------------------------------------------------------------------ outbox relay
+
+    async def relay_once(self, *, limit: int = 200) -> int:
+        """Publish staged outbox rows in order; returns how many were published."""
+        assert self.sessions is not None
+        async with self.sessions() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(OutboxRow)
+                    .where(OutboxRow.published_at.is_(None))
+                    .order_by(OutboxRow.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                headers = outbox_headers(row)
+                carrier = {n: v.decode() for n, v in headers if n in ("traceparent", "tracestate")}
+                token = otel_context.attach(extract(carrier))
+                try:
+                    await self.publish_raw(
+                        row.topic, row.key, row.value, [h for h in headers if h[0] not in carrier]
+                    )
+                finally:
+                    otel_context.detach(token)
+                row.published_at = datetime.now(UTC)
+            if rows:
+                await session.execute(
+                    delete(OutboxRow).where(OutboxRow.published_at < datetime.now(UTC) - timedelta(days=1))
+                )
+        return len(rows)
+
+    async def _relay_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._relay_wake.wait(), timeout=self.settings.outbox_poll_seconds)
+            self._relay_wake.clear()
+            try:
+                while await self.relay_once() > 0:
+                    pass
+            except Exception:
+                log.warning("outbox relay failed; retrying", exc_info=True)
+                await asyncio.sleep(self.settings.outbox_poll_seconds)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Connect, start the subscribers and, when there is a database, the outbox relay."""
+        await self.broker.start()
+        if self.sessions is not None:
+            self._relay_task = asyncio.create_task(self._relay_forever(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Stop the relay and the broker."""
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+        await self.broker.stop()
+
+
+async def ensure_topics(settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG) -> tuple[
+    list[str], list[str]
+]:
+    """Create the catalog's missing topics; returns (created, already there)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {settings.topic(spec.name): spec for spec in catalog}
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=spec.partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+            )
+            for name, spec in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+        return [t.name for t in missing], sorted(set(wanted) & existing)
+    finally:
+        await admin.close()

@@ -1,0 +1,96 @@
+"""Database plumbing shared by every service: engine, sessions, the inbox and the outbox."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.envelope import Headers, Outgoing
+from shared.settings import Settings
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every modelbus table (one metadata, one migration tree)."""
+
+
+class InboxRow(Base):
+    """A message a consumer has handled: the key of idempotent consumption."""
+
+    __tablename__ = "inbox"
+
+    consumer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class OutboxRow(Base):
+    """An event written with a service's own changes, published by the relay after commit."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[list[list[str]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    """The process's one async engine."""
+    return create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Session factory bound to the engine."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def claim_inbox(session: AsyncSession, *, consumer: str, event_id: str, event_type: str) -> bool:
+    """Record that `consumer` handles `event_id`; False if it already did (a redelivery)."""
+    stmt = (
+        insert(InboxRow)
+        .values(consumer=consumer, event_id=event_id, event_type=event_type)
+        .on_conflict_do_nothing()
+        .returning(InboxRow.event_id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+def add_to_outbox(session: AsyncSession, *, topic: str, message: Outgoing) -> None:
+    """Stage a message in the outbox, in the caller's transaction."""
+    session.add(
+        OutboxRow(
+            event_id=message.event_id,
+            topic=topic,
+            key=message.key,
+            value=message.value,
+            headers=[[name, base64.b64encode(data).decode()] for name, data in message.headers],
+        )
+    )
+
+
+def outbox_headers(row: OutboxRow) -> Headers:
+    """Headers of an outbox row as Kafka wants them."""
+    return [(name, base64.b64decode(data)) for name, data in row.headers]
+
+
+def alembic_config(settings: Settings) -> Config:
+    """Alembic configuration of the one migration tree, for the settings' database."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    return config

@@ -1,0 +1,587 @@
+"""Every event modelbus exchanges: frozen pydantic models, the source of truth of the contract.
+
+`schemas/` is generated from these models (`modelbus schemas generate`). Within one
+`schema_version` major, only optional fields may be added; consumers ignore fields
+they do not know, and refuse a major they do not know.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared import topics
+
+SCHEMA_VERSION = "1.0"
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+_NAME = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+_SHA256 = r"^[0-9a-f]{64}$"
+
+ModelName = Annotated[
+    str, Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")
+]
+Sha256 = Annotated[str, Field(pattern=_SHA256, description="SHA-256 digest, 64 lowercase hex digits.")]
+Version = Annotated[int, Field(ge=1, description="Model version number, monotonic per model.")]
+Scalar = str | int | float | bool | None
+Severity = Literal["info", "warning", "critical"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Record(BaseModel):
+    """A frozen value inside an event."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(Record):
+    """Base of every event: versioned body plus the lifecycle's correlation and causation."""
+
+    event_type: ClassVar[str]
+    topic: ClassVar[str]
+    key_field: ClassVar[str] = "model"
+
+    schema_version: str = Field(
+        default=SCHEMA_VERSION,
+        description="Body schema version MAJOR.MINOR; a consumer refuses a major it does not know.",
+    )
+    correlation_id: str = Field(
+        default_factory=_uuid,
+        description="One lifecycle: from the data or retrain request to the rollout.",
+    )
+    causation_id: str | None = Field(
+        default=None, description="ce_id of the event that caused this one; null for a first cause."
+    )
+    occurred_at: datetime = Field(default_factory=_now, description="When it happened (UTC).")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        match = _VERSION.match(value)
+        if not match:
+            raise ValueError(f"schema_version must look like MAJOR.MINOR, got {value!r}")
+        if match.group(1) != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(
+                f"schema_version {value} has major {match.group(1)}; this consumer reads "
+                f"major {SCHEMA_VERSION.split('.')[0]} only"
+            )
+        return value
+
+    def key(self) -> str:
+        """The Kafka key: the model name (the dataset name for DataArrived)."""
+        return str(getattr(self, self.key_field))
+
+
+# ---------------------------------------------------------------- shared records
+
+
+class FeatureSchema(Record):
+    """One input column of a model."""
+
+    name: str = Field(min_length=1, description="Column name.")
+    kind: Literal["numeric", "categorical", "boolean", "datetime", "text"] = Field(
+        description="How the column is treated."
+    )
+    dtype: str = Field(description="Storage dtype as read (e.g. float64, int64, string).")
+    nullable: bool = Field(default=True, description="Whether nulls are allowed.")
+
+
+class ArtifactRef(Record):
+    """A stored artifact and its digest, checked before every load."""
+
+    name: Literal["model.skops", "model.onnx", "manifest.json", "test-split.parquet", "other"] | str = (
+        Field(description="Role of the artifact, e.g. model.skops, model.onnx, manifest.json.")
+    )
+    uri: str = Field(description="s3://bucket/key or file:///path.")
+    sha256: Sha256
+    size_bytes: int = Field(ge=0, description="Size in bytes.")
+
+
+class NumericProfile(Record):
+    """Reference distribution of a numeric feature."""
+
+    kind: Literal["numeric"] = Field(default="numeric", description="Discriminator.")
+    count: int = Field(ge=0, description="Non-null values seen.")
+    null_fraction: float = Field(ge=0, le=1, description="Share of nulls.")
+    mean: float = Field(description="Mean of non-null values.")
+    std: float = Field(ge=0, description="Standard deviation of non-null values.")
+    min: float = Field(description="Smallest value.")
+    max: float = Field(description="Largest value.")
+    bin_edges: list[float] = Field(min_length=2, description="Quantile bin edges, ascending.")
+    bin_fractions: list[float] = Field(
+        min_length=1, description="Share of values per bin (len(bin_edges) - 1 entries)."
+    )
+    sample: list[float] = Field(
+        default_factory=list, description="A seeded sample of values for exact tests (KS)."
+    )
+
+
+class CategoricalProfile(Record):
+    """Reference distribution of a categorical feature."""
+
+    kind: Literal["categorical"] = Field(default="categorical", description="Discriminator.")
+    count: int = Field(ge=0, description="Non-null values seen.")
+    null_fraction: float = Field(ge=0, le=1, description="Share of nulls.")
+    frequencies: dict[str, float] = Field(description="Share of each category among non-nulls.")
+
+
+FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
+
+
+class ReferenceProfile(Record):
+    """What the training data looked like, per feature and for the prediction."""
+
+    rows: int = Field(ge=0, description="Rows profiled.")
+    features: dict[str, FeatureProfile] = Field(description="Profile per feature name.")
+    prediction: FeatureProfile | None = Field(
+        default=None, description="Distribution of the model's prediction on the validation split."
+    )
+
+
+class CandidateResult(Record):
+    """One estimator tried during training."""
+
+    estimator: str = Field(description="scikit-learn class path, from the allowlist.")
+    params: dict[str, Scalar] = Field(description="Hyperparameters of its best fit.")
+    score: float = Field(description="Value of the spec's selection metric on validation.")
+
+
+class ContractViolation(Record):
+    """One rule of a data contract that the data broke."""
+
+    column: str | None = Field(description="Column concerned; null for table-level rules.")
+    rule: str = Field(description="The rule, e.g. required, dtype, max_null_fraction, range, domain.")
+    expected: str = Field(description="What the contract asks for.")
+    observed: str = Field(description="What the data has.")
+
+
+class GateResult(Record):
+    """One evaluation gate with its numbers."""
+
+    name: str = Field(description="Gate name, e.g. min_accuracy, not_worse_than_champion.")
+    metric: str = Field(description="Metric the gate reads.")
+    value: float | None = Field(description="Measured value (null when it could not be measured).")
+    threshold: float = Field(description="Threshold the value is compared with.")
+    comparator: Literal[">=", "<=", ">", "<", "within"] = Field(description="How they compare.")
+    passed: bool = Field(description="Whether the gate passed.")
+    detail: str = Field(default="", description="Readable explanation.")
+
+
+class TrafficShare(Record):
+    """Share of live traffic a version receives."""
+
+    version: Version
+    percent: float = Field(ge=0, le=100, description="Percent of requests, 0-100.")
+    role: Literal["stable", "canary", "shadow"] = Field(description="Its role in the rollout.")
+
+
+class Prediction(Record):
+    """One served prediction."""
+
+    request_id: str = Field(min_length=1, description="Id returned to the caller; labels join on it.")
+    model_version: Version
+    role: Literal["stable", "canary", "shadow"] = Field(description="Which side answered.")
+    features: dict[str, Scalar] = Field(description="The request's feature values.")
+    prediction: str | int | float = Field(description="Predicted class or value.")
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="Class probabilities, classification only."
+    )
+    latency_ms: float = Field(ge=0, description="Model latency in milliseconds.")
+    served_at: datetime = Field(description="When it was served (UTC).")
+    sticky_key: str | None = Field(default=None, description="Value of the rollout's sticky key.")
+
+
+class Label(Record):
+    """Ground truth for one earlier prediction."""
+
+    request_id: str = Field(min_length=1, description="request_id of the prediction.")
+    label: str | int | float = Field(description="True class or value.")
+    observed_at: datetime = Field(description="When the truth was observed (UTC).")
+
+
+class MetricComparison(Record):
+    """A metric of the canary against the stable version."""
+
+    metric: str = Field(description="Metric name, e.g. error_rate, accuracy, latency_p99_ms.")
+    candidate: float | None = Field(description="Canary value.")
+    stable: float | None = Field(description="Stable value.")
+    threshold: float = Field(description="Allowed difference or ratio.")
+    passed: bool = Field(description="Whether the canary is within the threshold.")
+
+
+class FeatureDrift(Record):
+    """A drift test on one feature (or on the prediction)."""
+
+    feature: str = Field(description="Feature name, or __prediction__.")
+    test: Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"] = Field(
+        description="Statistical test used."
+    )
+    statistic: float = Field(description="Test statistic.")
+    p_value: float | None = Field(default=None, description="p-value, for hypothesis tests.")
+    score: float | None = Field(default=None, description="Distance or effect size, for distances.")
+    threshold: float = Field(description="Threshold applied (p-value or score).")
+    drifted: bool = Field(description="Verdict after multiple-testing and effect-size checks.")
+
+
+# ---------------------------------------------------------------- the events
+
+
+class DataArrived(Event):
+    """A producer published a new version of a dataset."""
+
+    event_type: ClassVar[str] = "DataArrived"
+    topic: ClassVar[str] = topics.DATA_ARRIVED
+    key_field: ClassVar[str] = "dataset"
+
+    dataset: ModelName = Field(description="Dataset name.")
+    version: str = Field(min_length=1, max_length=128, description="Producer's version label.")
+    uri: str = Field(min_length=1, description="Where the data is: s3://… or file://…")
+    sha256: Sha256 | None = Field(default=None, description="Digest of the file; checked on load.")
+    format: Literal["csv", "parquet"] = Field(default="csv", description="File format.")
+    row_count: int | None = Field(default=None, ge=0, description="Rows, if the producer knows.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Bytes, if the producer knows.")
+    columns: dict[str, str] | None = Field(
+        default=None, description="Column name to dtype, if the producer declares them."
+    )
+    producer: str = Field(default="unknown", description="Who published it.")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("s3://", "file://")):
+            raise ValueError("uri must start with s3:// or file://")
+        return value
+
+
+class ModelSpecApplied(Event):
+    """A model spec revision was applied; the latest per model lives in a compacted topic."""
+
+    event_type: ClassVar[str] = "ModelSpecApplied"
+    topic: ClassVar[str] = topics.MODEL_SPEC_APPLIED
+
+    model: ModelName
+    revision: int = Field(ge=1, description="Revision number of the spec, monotonic per model.")
+    spec: dict[str, Any] = Field(description="The validated spec as JSON (schemas/model-spec.json).")
+    spec_yaml: str = Field(description="The YAML as applied.")
+    spec_sha256: Sha256 = Field(description="Digest of the canonical JSON spec.")
+    applied_by: str = Field(description="Who applied it.")
+
+
+class TrainingStarted(Event):
+    """A training run began."""
+
+    event_type: ClassVar[str] = "TrainingStarted"
+    topic: ClassVar[str] = topics.TRAINING_STARTED
+
+    model: ModelName
+    run_id: str = Field(description="Training run id.")
+    trigger: Literal["data-arrived", "retrain-requested"] = Field(description="What started it.")
+    dataset: ModelName = Field(description="Dataset name.")
+    dataset_version: str = Field(description="Dataset version trained on.")
+    data_sha256: Sha256 | None = Field(default=None, description="Digest of the training data.")
+    spec_revision: int = Field(ge=1, description="Spec revision in force.")
+    candidates: list[str] = Field(min_length=1, description="Estimators to be tried.")
+    code_version: str = Field(description="Version of the trainer's code.")
+
+
+class ModelTrained(Event):
+    """A training run produced a model, its artifacts and its reference profile."""
+
+    event_type: ClassVar[str] = "ModelTrained"
+    topic: ClassVar[str] = topics.MODEL_TRAINED
+
+    model: ModelName
+    run_id: str = Field(description="Training run id.")
+    task: Literal["classification", "regression"] = Field(description="Learning task.")
+    target: str = Field(description="Target column.")
+    dataset: ModelName = Field(description="Dataset name.")
+    dataset_version: str = Field(description="Dataset version trained on.")
+    data_sha256: Sha256 = Field(description="Digest of the training data.")
+    spec_revision: int = Field(ge=1, description="Spec revision in force.")
+    estimator: str = Field(description="Winning scikit-learn class path.")
+    params: dict[str, Scalar] = Field(description="Hyperparameters of the winner.")
+    metrics: dict[str, float] = Field(description="Validation metrics of the winner.")
+    candidates: list[CandidateResult] = Field(description="Every estimator tried, with its score.")
+    artifacts: list[ArtifactRef] = Field(min_length=1, description="Model, manifest, test split.")
+    feature_schema: list[FeatureSchema] = Field(min_length=1, description="Input columns.")
+    reference_profile: ReferenceProfile = Field(description="Training data profile for drift.")
+    code_version: str = Field(description="Version of the trainer's code.")
+    training_seconds: float = Field(ge=0, description="Wall time of the fit.")
+
+
+class TrainingFailed(Event):
+    """A training run ended without a model; the cause says why."""
+
+    event_type: ClassVar[str] = "TrainingFailed"
+    topic: ClassVar[str] = topics.TRAINING_FAILED
+
+    model: ModelName
+    run_id: str = Field(description="Training run id.")
+    dataset: ModelName = Field(description="Dataset name.")
+    dataset_version: str = Field(description="Dataset version.")
+    stage: Literal["load", "validate", "fit", "export", "upload"] = Field(
+        description="Stage that failed."
+    )
+    reason: str = Field(description="Readable cause.")
+    violations: list[ContractViolation] = Field(
+        default_factory=list, description="Every data-contract rule broken (stage validate)."
+    )
+    attempts: int = Field(default=1, ge=1, description="Attempts made before giving up.")
+
+
+class ModelRegistered(Event):
+    """The registry recorded a new model version."""
+
+    event_type: ClassVar[str] = "ModelRegistered"
+    topic: ClassVar[str] = topics.MODEL_REGISTERED
+
+    model: ModelName
+    version: Version
+    run_id: str = Field(description="Training run that produced it.")
+    dataset_version: str = Field(description="Dataset version it was trained on.")
+    task: Literal["classification", "regression"] = Field(description="Learning task.")
+    artifacts: list[ArtifactRef] = Field(min_length=1, description="Its artifacts with digests.")
+    metrics: dict[str, float] = Field(description="Validation metrics.")
+    champion_version: int | None = Field(default=None, description="Champion when registered.")
+
+
+class ModelEvaluated(Event):
+    """A version was evaluated on held-out data against the champion, gate by gate."""
+
+    event_type: ClassVar[str] = "ModelEvaluated"
+    topic: ClassVar[str] = topics.MODEL_EVALUATED
+
+    model: ModelName
+    version: Version
+    champion_version: int | None = Field(description="Version compared against; null if none.")
+    passed: bool = Field(description="Whether every gate passed.")
+    decision: Literal["approved", "held-for-review", "rejected"] = Field(
+        description="What happens next."
+    )
+    gates: list[GateResult] = Field(description="Every gate with its numbers.")
+    metrics: dict[str, float] = Field(description="Candidate metrics on the test split.")
+    champion_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Champion metrics on the same split."
+    )
+    test_rows: int = Field(ge=0, description="Rows of the test split.")
+
+
+class RolloutCommanded(Event):
+    """An operator commands a rollout (through the API or CLI)."""
+
+    event_type: ClassVar[str] = "RolloutCommanded"
+    topic: ClassVar[str] = topics.ROLLOUT_COMMANDED
+
+    model: ModelName
+    command: Literal["approve", "promote", "pause", "resume", "rollback", "set-weights"] = Field(
+        description="What to do."
+    )
+    version: int | None = Field(default=None, ge=1, description="Version concerned.")
+    traffic: list[TrafficShare] | None = Field(
+        default=None, description="Target split, for set-weights."
+    )
+    actor: str = Field(min_length=1, description="Operator who commanded it.")
+    reason: str = Field(default="", description="Why.")
+
+
+class RolloutChanged(Event):
+    """A rollout moved from one state to another; every transition is one event."""
+
+    event_type: ClassVar[str] = "RolloutChanged"
+    topic: ClassVar[str] = topics.ROLLOUT_CHANGED
+
+    model: ModelName
+    rollout_id: str = Field(description="Rollout id.")
+    candidate_version: Version
+    stable_version: int | None = Field(description="Version serving before the rollout.")
+    from_state: Literal["none", "pending", "shadow", "canary", "paused"] | str = Field(
+        description="State before."
+    )
+    to_state: Literal[
+        "pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"
+    ] = Field(description="State after.")
+    step: int = Field(ge=0, description="Index of the canary step.")
+    traffic: list[TrafficShare] = Field(description="Traffic split after the transition.")
+    reason: str = Field(description="Why it moved.")
+    evidence: dict[str, float] = Field(default_factory=dict, description="Numbers behind it.")
+    actor: str = Field(default="deployer", description="deployer, or the operator.")
+
+
+class PredictionsLogged(Event):
+    """Serving logged a batch of predictions."""
+
+    event_type: ClassVar[str] = "PredictionsLogged"
+    topic: ClassVar[str] = topics.PREDICTIONS_LOGGED
+
+    model: ModelName
+    batch_id: str = Field(description="Batch id.")
+    predictions: list[Prediction] = Field(min_length=1, description="The predictions.")
+
+
+class LabelsArrived(Event):
+    """Ground truth for earlier predictions."""
+
+    event_type: ClassVar[str] = "LabelsArrived"
+    topic: ClassVar[str] = topics.LABELS_ARRIVED
+
+    model: ModelName
+    labels: list[Label] = Field(min_length=1, description="The labels.")
+
+
+class CanaryAnalyzed(Event):
+    """The monitor compared the canary with the stable version over a window."""
+
+    event_type: ClassVar[str] = "CanaryAnalyzed"
+    topic: ClassVar[str] = topics.CANARY_ANALYZED
+
+    model: ModelName
+    rollout_id: str = Field(description="Rollout analysed.")
+    candidate_version: Version
+    stable_version: int | None = Field(description="Stable version.")
+    verdict: Literal["advance", "hold", "rollback"] = Field(description="What the deployer should do.")
+    comparisons: list[MetricComparison] = Field(description="Metric by metric.")
+    candidate_samples: int = Field(ge=0, description="Canary requests in the window.")
+    stable_samples: int = Field(ge=0, description="Stable requests in the window.")
+    window_start: datetime = Field(description="Window start (UTC).")
+    window_end: datetime = Field(description="Window end (UTC).")
+    reason: str = Field(description="Readable summary.")
+
+
+class DriftDetected(Event):
+    """A window of live data drifted from the training reference."""
+
+    event_type: ClassVar[str] = "DriftDetected"
+    topic: ClassVar[str] = topics.DRIFT_DETECTED
+
+    model: ModelName
+    version: Version
+    window_id: str = Field(description="Window id.")
+    window_start: datetime = Field(description="Window start (UTC).")
+    window_end: datetime = Field(description="Window end (UTC).")
+    rows: int = Field(ge=1, description="Rows in the window.")
+    features: list[FeatureDrift] = Field(description="Every feature tested.")
+    prediction: FeatureDrift | None = Field(default=None, description="Drift of the prediction.")
+    drifted_share: float = Field(ge=0, le=1, description="Share of features that drifted.")
+    dataset_drift: bool = Field(description="Whether the share crossed the policy's threshold.")
+    severity: Severity = Field(description="Severity from the monitoring policy.")
+
+
+class PerformanceDegraded(Event):
+    """A live metric of a version fell past its threshold."""
+
+    event_type: ClassVar[str] = "PerformanceDegraded"
+    topic: ClassVar[str] = topics.PERFORMANCE_DEGRADED
+
+    model: ModelName
+    version: Version
+    window_id: str = Field(description="Window id.")
+    metric: str = Field(description="Metric name.")
+    value: float = Field(description="Live value.")
+    baseline: float = Field(description="Value at evaluation time.")
+    threshold: float = Field(description="Threshold crossed.")
+    labelled_rows: int = Field(ge=1, description="Labelled rows behind the value.")
+    severity: Severity = Field(description="Severity from the monitoring policy.")
+
+
+class RetrainRequested(Event):
+    """A model should be trained again (policy or operator)."""
+
+    event_type: ClassVar[str] = "RetrainRequested"
+    topic: ClassVar[str] = topics.RETRAIN_REQUESTED
+
+    model: ModelName
+    reason: Literal["drift", "performance", "operator", "schedule"] = Field(description="Why.")
+    dataset_version: str | None = Field(
+        default=None, description="Dataset version to use; null means the latest."
+    )
+    requested_by: str = Field(description="Service or operator asking.")
+    cause_event_id: str | None = Field(
+        default=None, description="ce_id of the drift/performance event behind it."
+    )
+
+
+class AlertRaised(Event):
+    """An alert fired (or was updated); published on the alerts topic."""
+
+    event_type: ClassVar[str] = "AlertRaised"
+    topic: ClassVar[str] = topics.ALERTS
+
+    model: str = Field(description="Model concerned, or '-' for platform alerts.")
+    fingerprint: str = Field(description="Identity of the alert: hash of its label set.")
+    labels: dict[str, str] = Field(description="Identifying labels (model, version, kind, severity, team).")
+    annotations: dict[str, str] = Field(description="Summary, evidence, links.")
+    severity: Severity = Field(description="Severity.")
+    starts_at: datetime = Field(description="When it started firing (UTC).")
+    source_event_type: str = Field(description="Event type that raised it.")
+    source_event_id: str = Field(description="ce_id of that event.")
+
+
+class AlertResolved(Event):
+    """A firing alert's condition cleared; published on the alerts topic."""
+
+    event_type: ClassVar[str] = "AlertResolved"
+    topic: ClassVar[str] = topics.ALERTS
+
+    model: str = Field(description="Model concerned, or '-' for platform alerts.")
+    fingerprint: str = Field(description="Identity of the alert.")
+    labels: dict[str, str] = Field(description="Its labels.")
+    starts_at: datetime = Field(description="When it started firing (UTC).")
+    ends_at: datetime = Field(description="When it cleared (UTC).")
+    reason: str = Field(description="Why it resolved.")
+
+
+class DeadLettered(Event):
+    """A message a consumer could not handle, kept whole with the reason."""
+
+    event_type: ClassVar[str] = "DeadLettered"
+    topic: ClassVar[str] = topics.DEAD_LETTER
+    key_field: ClassVar[str] = "consumer"
+
+    consumer: str = Field(description="Consumer (group) that refused it.")
+    reason: str = Field(description="Readable reason, naming the bad field where there is one.")
+    error_type: Literal["parse", "validation", "unknown-type", "handler", "transient-exhausted"] = Field(
+        description="Kind of failure."
+    )
+    attempts: int = Field(ge=1, description="Handler attempts made.")
+    original_topic: str = Field(description="Topic it was read from.")
+    original_partition: int = Field(ge=0, description="Partition it was read from.")
+    original_offset: int = Field(ge=0, description="Offset it was read from.")
+    original_key_b64: str | None = Field(description="Original key bytes, base64.")
+    original_value_b64: str = Field(description="Original value bytes, base64.")
+    original_headers: list[tuple[str, str]] = Field(
+        description="Original headers as (name, base64 value) pairs, in order."
+    )
+    original_event_id: str | None = Field(default=None, description="ce_id, if it had one.")
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    DataArrived,
+    ModelSpecApplied,
+    TrainingStarted,
+    ModelTrained,
+    TrainingFailed,
+    ModelRegistered,
+    ModelEvaluated,
+    RolloutCommanded,
+    RolloutChanged,
+    PredictionsLogged,
+    LabelsArrived,
+    CanaryAnalyzed,
+    DriftDetected,
+    PerformanceDegraded,
+    RetrainRequested,
+    AlertRaised,
+    AlertResolved,
+    DeadLettered,
+)
+BY_TYPE: dict[str, type[Event]] = {cls.event_type: cls for cls in EVENT_TYPES}

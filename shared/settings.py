@@ -1,0 +1,113 @@
+"""Typed settings of every modelbus process, read from MODELBUS_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["viewer", "operator", "admin"]
+
+
+class Settings(BaseSettings):
+    """Configuration of one modelbus process; every field is MODELBUS_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELBUS_", env_file=".env", extra="ignore")
+
+    # Kafka bootstrap servers, comma-separated host:port.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL mechanism when the protocol is SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    # SASL user name.
+    kafka_sasl_username: str | None = None
+    # SASL password.
+    kafka_sasl_password: SecretStr | None = None
+    # CA bundle (PEM) that signs the brokers' certificates, for SSL and SASL_SSL.
+    kafka_ssl_cafile: Path | None = None
+    # Prefix of every topic name: <prefix>.<event-name>.
+    topic_prefix: str = "modelbus"
+    # Replication factor of topics the platform creates (1 on the local stack, 3 in production).
+    topic_replication_factor: int = Field(default=1, ge=1)
+    # Largest event body accepted or produced, in bytes.
+    max_message_bytes: int = 1_048_576
+
+    # SQLAlchemy URL of the database (async driver).
+    database_url: str = "postgresql+asyncpg://modelbus:modelbus@127.0.0.1:5432/modelbus"
+
+    # Where artifacts are written: s3://bucket/prefix or file:///absolute/root.
+    artifact_url: str = "s3://modelbus-artifacts/artifacts"
+    # Extra roots that file:// URIs may point into (datasets), besides the artifact root.
+    file_roots: list[Path] = Field(default_factory=list)
+    # S3 endpoint URL; empty means AWS's own.
+    s3_endpoint_url: str | None = "http://127.0.0.1:9000"
+    # S3 region.
+    s3_region: str = "us-east-1"
+    # S3 access key id.
+    s3_access_key_id: str | None = "modelbus"
+    # S3 secret access key.
+    s3_secret_access_key: SecretStr | None = SecretStr("modelbus-secret")
+    # Buckets that s3:// URIs may name, besides the artifact bucket.
+    s3_allowed_buckets: list[str] = Field(default_factory=list)
+
+    # OTLP/HTTP traces endpoint (…/v1/traces is appended); empty disables export.
+    otlp_endpoint: str | None = "http://127.0.0.1:4318"
+    # Trace query API (Jaeger's HTTP API shape) of the local trace receiver.
+    trace_query_url: str = "http://127.0.0.1:16686"
+    # Name this process reports in traces, logs and CloudEvents ce_source.
+    service_name: str = "modelbus"
+    # Log level of the service's JSON logs.
+    log_level: str = "INFO"
+
+    # API bearer tokens and their roles, as token=role pairs separated by commas.
+    api_tokens: SecretStr = SecretStr("")
+
+    # Attempts of a handler on transient errors before its message is dead-lettered.
+    handler_max_attempts: int = Field(default=5, ge=1)
+    # First backoff between handler attempts, in seconds; it doubles each time.
+    handler_backoff_seconds: float = Field(default=0.2, gt=0)
+    # How often the outbox relay looks for unpublished events, in seconds.
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+
+    # Folder of the local stack's data, downloads, logs and pids.
+    stack_dir: Path = Path(".modelbus")
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = urlparse(value).scheme
+        if scheme not in ("s3", "file"):
+            raise ValueError(f"artifact_url must start with s3:// or file://, not {scheme or 'nothing'}://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("database_url must use the async driver: postgresql+asyncpg://…")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name of a catalog entry (see shared.topics)."""
+        return f"{self.topic_prefix}.{name}"
+
+    def tokens(self) -> dict[str, Role]:
+        """Parse api_tokens into {token: role}."""
+        pairs: dict[str, Role] = {}
+        for item in filter(None, (p.strip() for p in self.api_tokens.get_secret_value().split(","))):
+            token, sep, role = item.rpartition("=")
+            if not sep or role not in ("viewer", "operator", "admin") or not token:
+                raise ValueError("api_tokens entries must look like TOKEN=viewer|operator|admin")
+            pairs[token] = role  # type: ignore[assignment]
+        return pairs
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,60 @@
+"""The topic catalog: one topic per event type, keyed by model (or dataset) name.
+
+Constants here are topic names without the configurable prefix; `Settings.topic()`
+turns one into the full name, e.g. ``modelbus.data-arrived``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic of the catalog: its name (without prefix), partitions and cleanup policy."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+    description: str = ""
+
+
+DATA_ARRIVED = "data-arrived"
+MODEL_SPEC_APPLIED = "model-spec-applied"
+TRAINING_STARTED = "training-started"
+MODEL_TRAINED = "model-trained"
+TRAINING_FAILED = "training-failed"
+MODEL_REGISTERED = "model-registered"
+MODEL_EVALUATED = "model-evaluated"
+ROLLOUT_COMMANDED = "rollout-commanded"
+ROLLOUT_CHANGED = "rollout-changed"
+PREDICTIONS_LOGGED = "predictions-logged"
+LABELS_ARRIVED = "labels-arrived"
+CANARY_ANALYZED = "canary-analyzed"
+DRIFT_DETECTED = "drift-detected"
+PERFORMANCE_DEGRADED = "performance-degraded"
+RETRAIN_REQUESTED = "retrain-requested"
+ALERTS = "alerts"
+DEAD_LETTER = "dead-letter"
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TopicSpec(DATA_ARRIVED, 3, description="A producer published a new dataset version."),
+    TopicSpec(MODEL_SPEC_APPLIED, 1, compacted=True, description="Applied model specs, latest per model."),
+    TopicSpec(TRAINING_STARTED, 3, description="A training run began."),
+    TopicSpec(MODEL_TRAINED, 3, description="A training run produced a model."),
+    TopicSpec(TRAINING_FAILED, 3, description="A training run failed."),
+    TopicSpec(MODEL_REGISTERED, 3, description="The registry recorded a model version."),
+    TopicSpec(MODEL_EVALUATED, 3, description="A version was gated against the champion."),
+    TopicSpec(ROLLOUT_COMMANDED, 3, description="An operator commanded a rollout."),
+    TopicSpec(ROLLOUT_CHANGED, 3, description="A rollout changed state or traffic split."),
+    TopicSpec(PREDICTIONS_LOGGED, 6, description="Serving logged a batch of predictions."),
+    TopicSpec(LABELS_ARRIVED, 6, description="Ground truth arrived for earlier predictions."),
+    TopicSpec(CANARY_ANALYZED, 3, description="The monitor compared canary and stable."),
+    TopicSpec(DRIFT_DETECTED, 3, description="A window drifted from the reference profile."),
+    TopicSpec(PERFORMANCE_DEGRADED, 3, description="A live metric fell below its threshold."),
+    TopicSpec(RETRAIN_REQUESTED, 3, description="A model should be trained again."),
+    TopicSpec(ALERTS, 3, description="AlertRaised and AlertResolved, for ops."),
+    TopicSpec(DEAD_LETTER, 3, description="Messages a consumer could not handle, with the reason."),
+)
+
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOG}
