@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from opentelemetry import context as otel_context
@@ -128,6 +129,12 @@ def make_broker(
     )
 
 
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    # The envelope is decoded by Bus._consume, which dead-letters what does not parse;
+    # FastStream must not try (and fail) first.
+    return message.body
+
+
 class Bus:
     """A service's connection to the event bus."""
 
@@ -203,6 +210,7 @@ class Bus:
                 self.settings.topic(topic),
                 group_id=group_id,
                 ack_policy=AckPolicy.MANUAL,
+                decoder=_raw_body,
                 auto_offset_reset="earliest",
                 title=f"{group}:{topic}",
             )(on_message)
