@@ -305,9 +305,9 @@ class Bus:
             original_value_b64=base64.b64encode(record.value or b"").decode(),
             original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
             original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
-            correlation_id=envelope.event.correlation_id if envelope else DeadLettered.model_fields[
-                "correlation_id"
-            ].get_default(call_default_factory=True),
+            correlation_id=envelope.event.correlation_id
+            if envelope
+            else DeadLettered.model_fields["correlation_id"].get_default(call_default_factory=True),
             causation_id=envelope.id if envelope else None,
         )
         log.warning(
@@ -350,9 +350,7 @@ class Bus:
                 carrier = {n: v.decode() for n, v in headers if n in ("traceparent", "tracestate")}
                 token = otel_context.attach(extract(carrier))
                 try:
-                    await self.publish_raw(
-                        row.topic, row.key, row.value, [h for h in headers if h[0] not in carrier]
-                    )
+                    await self.publish_raw(row.topic, row.key, row.value, [h for h in headers if h[0] not in carrier])
                 finally:
                     otel_context.detach(token)
                 row.published_at = datetime.now(UTC)
@@ -391,9 +389,9 @@ class Bus:
         await self.broker.stop()
 
 
-async def ensure_topics(settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG) -> tuple[
-    list[str], list[str]
-]:
+async def ensure_topics(
+    settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG
+) -> tuple[list[str], list[str]]:
     """Create the catalog's missing topics; returns (created, already there)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 

@@ -68,6 +68,14 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
+@app.command("config")
+def config_table() -> None:
+    """Print every setting (environment variable, default, meaning) as a Markdown table."""
+    from shared.settings import markdown_table
+
+    console.print(markdown_table(), markup=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION."""
@@ -129,15 +137,22 @@ def publish_data_arrived(
         sha256, size = sha256_file(local), local.stat().st_size
     try:
         event = DataArrived(
-            dataset=dataset, version=version, uri=uri, sha256=sha256, format=data_format,  # type: ignore[arg-type]
-            row_count=rows, size_bytes=size, producer="modelbus-cli",
+            dataset=dataset,
+            version=version,
+            uri=uri,
+            sha256=sha256,
+            format=data_format,  # type: ignore[arg-type]
+            row_count=rows,
+            size_bytes=size,
+            producer="modelbus-cli",
         )
     except ValidationError as exc:
         err.print(f"not published: {describe_validation_error(exc)}", markup=False)
         raise typer.Exit(2) from None
     event_id = asyncio.run(_publish(settings, event))
-    console.print(f"published DataArrived {dataset}@{version} to {settings.topic(event.topic)} ce_id={event_id}",
-                  markup=False)
+    console.print(
+        f"published DataArrived {dataset}@{version} to {settings.topic(event.topic)} ce_id={event_id}", markup=False
+    )
 
 
 async def _publish(settings: Settings, event: object) -> str:
@@ -168,8 +183,7 @@ def tail(
     """Follow a topic, pretty-printing each event with its headers."""
     from shared import tools
 
-    asyncio.run(tools.tail(_settings(), topic, from_beginning=from_beginning, limit=limit, idle=idle,
-                           out=console))
+    asyncio.run(tools.tail(_settings(), topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console))
 
 
 @dlq_app.command("ls")

@@ -121,5 +121,7 @@ def stale(folder: Path) -> list[str]:
     """Paths under folder that differ from what the models generate (missing, changed or extra)."""
     files = render()
     wrong = [p for p, text in files.items() if not (folder / p).is_file() or (folder / p).read_text() != text]
-    extra = [p.relative_to(folder).as_posix() for p in _generated(folder) if p.relative_to(folder).as_posix() not in files]
+    extra = [
+        p.relative_to(folder).as_posix() for p in _generated(folder) if p.relative_to(folder).as_posix() not in files
+    ]
     return sorted(wrong + extra)

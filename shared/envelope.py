@@ -110,9 +110,7 @@ def decode(
     if missing:
         raise EnvelopeError("parse", f"missing CloudEvents header(s): {', '.join(missing)}")
     if text["ce_specversion"] != SPEC_VERSION:
-        raise EnvelopeError(
-            "parse", f"header 'ce_specversion' is {text['ce_specversion']!r}; only 1.0 is read"
-        )
+        raise EnvelopeError("parse", f"header 'ce_specversion' is {text['ce_specversion']!r}; only 1.0 is read")
     content_type = text.get("content-type", CONTENT_TYPE)
     if content_type.split(";")[0].strip() != CONTENT_TYPE:
         raise EnvelopeError("parse", f"header 'content-type' is {content_type!r}; expected {CONTENT_TYPE}")

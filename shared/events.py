@@ -21,9 +21,7 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _NAME = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
 _SHA256 = r"^[0-9a-f]{64}$"
 
-ModelName = Annotated[
-    str, Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")
-]
+ModelName = Annotated[str, Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")]
 Sha256 = Annotated[str, Field(pattern=_SHA256, description="SHA-256 digest, 64 lowercase hex digits.")]
 Version = Annotated[int, Field(ge=1, description="Model version number, monotonic per model.")]
 Scalar = str | int | float | bool | None
@@ -99,8 +97,8 @@ class FeatureSchema(Record):
 class ArtifactRef(Record):
     """A stored artifact and its digest, checked before every load."""
 
-    name: Literal["model.skops", "model.onnx", "manifest.json", "test-split.parquet", "other"] | str = (
-        Field(description="Role of the artifact, e.g. model.skops, model.onnx, manifest.json.")
+    name: Literal["model.skops", "model.onnx", "manifest.json", "test-split.parquet", "other"] | str = Field(
+        description="Role of the artifact, e.g. model.skops, model.onnx, manifest.json."
     )
     uri: str = Field(description="s3://bucket/key or file:///path.")
     sha256: Sha256
@@ -121,9 +119,7 @@ class NumericProfile(Record):
     bin_fractions: list[float] = Field(
         min_length=1, description="Share of values per bin (len(bin_edges) - 1 entries)."
     )
-    sample: list[float] = Field(
-        default_factory=list, description="A seeded sample of values for exact tests (KS)."
-    )
+    sample: list[float] = Field(default_factory=list, description="A seeded sample of values for exact tests (KS).")
 
 
 class CategoricalProfile(Record):
@@ -223,9 +219,7 @@ class FeatureDrift(Record):
     """A drift test on one feature (or on the prediction)."""
 
     feature: str = Field(description="Feature name, or __prediction__.")
-    test: Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"] = Field(
-        description="Statistical test used."
-    )
+    test: Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"] = Field(description="Statistical test used.")
     statistic: float = Field(description="Test statistic.")
     p_value: float | None = Field(default=None, description="p-value, for hypothesis tests.")
     score: float | None = Field(default=None, description="Distance or effect size, for distances.")
@@ -329,9 +323,7 @@ class TrainingFailed(Event):
     run_id: str = Field(description="Training run id.")
     dataset: ModelName = Field(description="Dataset name.")
     dataset_version: str = Field(description="Dataset version.")
-    stage: Literal["load", "validate", "fit", "export", "upload"] = Field(
-        description="Stage that failed."
-    )
+    stage: Literal["load", "validate", "fit", "export", "upload"] = Field(description="Stage that failed.")
     reason: str = Field(description="Readable cause.")
     violations: list[ContractViolation] = Field(
         default_factory=list, description="Every data-contract rule broken (stage validate)."
@@ -365,14 +357,10 @@ class ModelEvaluated(Event):
     version: Version
     champion_version: int | None = Field(description="Version compared against; null if none.")
     passed: bool = Field(description="Whether every gate passed.")
-    decision: Literal["approved", "held-for-review", "rejected"] = Field(
-        description="What happens next."
-    )
+    decision: Literal["approved", "held-for-review", "rejected"] = Field(description="What happens next.")
     gates: list[GateResult] = Field(description="Every gate with its numbers.")
     metrics: dict[str, float] = Field(description="Candidate metrics on the test split.")
-    champion_metrics: dict[str, float] = Field(
-        default_factory=dict, description="Champion metrics on the same split."
-    )
+    champion_metrics: dict[str, float] = Field(default_factory=dict, description="Champion metrics on the same split.")
     test_rows: int = Field(ge=0, description="Rows of the test split.")
 
 
@@ -387,9 +375,7 @@ class RolloutCommanded(Event):
         description="What to do."
     )
     version: int | None = Field(default=None, ge=1, description="Version concerned.")
-    traffic: list[TrafficShare] | None = Field(
-        default=None, description="Target split, for set-weights."
-    )
+    traffic: list[TrafficShare] | None = Field(default=None, description="Target split, for set-weights.")
     actor: str = Field(min_length=1, description="Operator who commanded it.")
     reason: str = Field(default="", description="Why.")
 
@@ -404,12 +390,10 @@ class RolloutChanged(Event):
     rollout_id: str = Field(description="Rollout id.")
     candidate_version: Version
     stable_version: int | None = Field(description="Version serving before the rollout.")
-    from_state: Literal["none", "pending", "shadow", "canary", "paused"] | str = Field(
-        description="State before."
+    from_state: Literal["none", "pending", "shadow", "canary", "paused"] | str = Field(description="State before.")
+    to_state: Literal["pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"] = Field(
+        description="State after."
     )
-    to_state: Literal[
-        "pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"
-    ] = Field(description="State after.")
     step: int = Field(ge=0, description="Index of the canary step.")
     traffic: list[TrafficShare] = Field(description="Traffic split after the transition.")
     reason: str = Field(description="Why it moved.")
@@ -501,13 +485,9 @@ class RetrainRequested(Event):
 
     model: ModelName
     reason: Literal["drift", "performance", "operator", "schedule"] = Field(description="Why.")
-    dataset_version: str | None = Field(
-        default=None, description="Dataset version to use; null means the latest."
-    )
+    dataset_version: str | None = Field(default=None, description="Dataset version to use; null means the latest.")
     requested_by: str = Field(description="Service or operator asking.")
-    cause_event_id: str | None = Field(
-        default=None, description="ce_id of the drift/performance event behind it."
-    )
+    cause_event_id: str | None = Field(default=None, description="ce_id of the drift/performance event behind it.")
 
 
 class AlertRaised(Event):

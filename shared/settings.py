@@ -107,6 +107,39 @@ class Settings(BaseSettings):
         return pairs
 
 
+def documented() -> list[tuple[str, str, str]]:
+    """(environment variable, default, the comment above the field) for every setting."""
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    pending = ""
+    for line in inspect.getsource(Settings).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# "):
+            pending = stripped[2:]
+        elif (match := re.match(r"^(\w+):", stripped)) and pending:
+            comments[match.group(1)] = pending
+            pending = ""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if hasattr(default, "get_secret_value"):
+            default = "(secret)" if default.get_secret_value() else ""
+        rows.append((f"MODELBUS_{name.upper()}", "" if default is None else str(default), comments.get(name, "")))
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [
+        f"| `{name}` | `{default}` | {meaning} |" if default else f"| `{name}` | | {meaning} |"
+        for name, default, meaning in documented()
+    ]
+    return "\n".join(lines)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""

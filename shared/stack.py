@@ -186,9 +186,19 @@ class Kafka(Component):
         self.say("[kafka] resolving Apache Kafka from Maven Central (first run only, ~40 MB)…")
         started = time.monotonic()
         proc = subprocess.Popen(
-            [mvn, "-B", "-ntp", "-f", str(FILES / "pom.xml"), "dependency:copy-dependencies",
-             "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                mvn,
+                "-B",
+                "-ntp",
+                "-f",
+                str(FILES / "pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={lib}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert proc.stdout is not None
         output = []
@@ -212,9 +222,7 @@ class Kafka(Component):
         data = self.home / "data"
         config = self.home / "server.properties"
         template = string.Template((FILES / "server.properties").read_text())
-        config.write_text(
-            template.substitute(host=host, port=port, controller_port=port + 1, data_dir=data)
-        )
+        config.write_text(template.substitute(host=host, port=port, controller_port=port + 1, data_dir=data))
         logs = self.home / "log"
         logs.mkdir(parents=True, exist_ok=True)
         classpath = f"{lib}/*"
@@ -223,14 +231,37 @@ class Kafka(Component):
             self.say("[kafka] formatting KRaft storage")
             cluster = _run([java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid")
             _run(
-                [java, "-cp", classpath, log4j, f"-Dkafka.logs.dir={logs}", "kafka.tools.StorageTool",
-                 "format", "--standalone", "-t", cluster.stdout.strip(), "-c", str(config)],
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    log4j,
+                    f"-Dkafka.logs.dir={logs}",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster.stdout.strip(),
+                    "-c",
+                    str(config),
+                ],
                 what="kafka storage format",
             )
         self.say(f"[kafka] starting broker on {host}:{port}")
         self.spawn(
-            [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true", log4j,
-             f"-Dkafka.logs.dir={logs}", "-cp", classpath, "kafka.Kafka", str(config)],
+            [
+                java,
+                "-Xms256m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                log4j,
+                f"-Dkafka.logs.dir={logs}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(config),
+            ],
         )
         _wait("Kafka metadata", self.metadata_ok, timeout=90, say=self.say, log=self.log_file)
 
@@ -287,8 +318,11 @@ class Postgres(Component):
             if os.geteuid() == 0 and shutil.which("apt-get"):
                 self.say("[postgres] installing PostgreSQL from the OS packages (apt-get)…")
                 _run(["apt-get", "update", "-qq"], what="apt-get update")
-                _run(["apt-get", "install", "-y", "-qq", "postgresql"], what="apt-get install postgresql",
-                     env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+                _run(
+                    ["apt-get", "install", "-y", "-qq", "postgresql"],
+                    what="apt-get install postgresql",
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                )
                 return self._bin()
             raise StackError("PostgreSQL server binaries are missing: apt-get install postgresql")
         return found[-1].parent
@@ -314,38 +348,83 @@ class Postgres(Component):
         if not (self.data / "PG_VERSION").exists():
             self.say(f"[postgres] initdb {self.data}")
             _run(
-                self._as_owner([str(binaries / "initdb"), "-D", str(self.data), "-U", "postgres",
-                                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"]),
+                self._as_owner(
+                    [
+                        str(binaries / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        "postgres",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                    ]
+                ),
                 what="initdb",
             )
         self.say(f"[postgres] starting on {host}:{port}")
         _run(
-            self._as_owner([str(binaries / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file), "-w",
-                            "-t", "60", "-o", f"-p {port} -k {run_dir} -c listen_addresses={host}", "start"]),
+            self._as_owner(
+                [
+                    str(binaries / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {port} -k {run_dir} -c listen_addresses={host}",
+                    "start",
+                ]
+            ),
             what="pg_ctl start",
         )
         self._ensure_database(binaries, run_dir, port)
 
     def _ensure_database(self, binaries: Path, run_dir: Path, port: int) -> None:
         url = urlparse(self.settings.database_url)
-        user, password, database = url.username or "modelbus", url.password or "", url.path.lstrip("/")
         client = binaries / "psql" if (binaries / "psql").exists() else Path("psql")
-        psql = self._as_owner([str(client), "-h", str(run_dir), "-p", str(port), "-U", "postgres",
-                               "-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1", "-c"])
-        literal = password.replace("'", "''")
-        role = _run([*psql, f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"], what="psql").stdout.strip()
-        verb = "ALTER" if role else "CREATE"
-        _run([*psql, f"{verb} ROLE \"{user}\" LOGIN PASSWORD '{literal}'"], what=f"{verb.lower()} role {user}")
-        exists = _run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{database}'"], what="psql").stdout
-        if not exists.strip():
-            self.say(f"[postgres] creating database {database}")
-            _run([*psql, f"CREATE DATABASE \"{database}\" OWNER \"{user}\""], what="create database")
+        # psql quotes the values itself (:'name' literals, %I/%L in format), read from stdin.
+        script = (
+            "SELECT format('CREATE ROLE %I LOGIN', :'user') "
+            "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user')\\gexec\n"
+            "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'user', :'password')\\gexec\n"
+            "SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user') "
+            "WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db')\\gexec\n"
+        )
+        command = [
+            str(client),
+            "-h",
+            str(run_dir),
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            f"user={url.username or 'modelbus'}",
+            "-v",
+            f"password={url.password or ''}",
+            "-v",
+            f"db={url.path.lstrip('/') or 'modelbus'}",
+        ]
+        _run(self._as_owner(command), what="creating the role and database", input=script)
+        self.say(f"[postgres] role {url.username} and database {url.path.lstrip('/')} ready")
 
     def stop(self) -> bool:
         if self.pid() is None:
             return False
-        _run(self._as_owner([str(self._bin() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-             what="pg_ctl stop")
+        _run(
+            self._as_owner([str(self._bin() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+            what="pg_ctl stop",
+        )
         return True
 
 
@@ -379,11 +458,28 @@ class S3Server(Component):
         secret = self.settings.s3_secret_access_key.get_secret_value() if self.settings.s3_secret_access_key else ""
         self.say(f"[s3] starting rclone serve s3 on {host}:{port}")
         self.spawn(
-            [rclone, "serve", "s3", "--addr", f"{host}:{port}", "--auth-key", f"{key},{secret}",
-             "--config", "/dev/null", "--log-level", "NOTICE", str(root)],
+            [
+                rclone,
+                "serve",
+                "s3",
+                "--addr",
+                f"{host}:{port}",
+                "--auth-key",
+                f"{key},{secret}",
+                "--config",
+                "/dev/null",
+                "--log-level",
+                "NOTICE",
+                str(root),
+            ],
         )
-        _wait("the S3 server", lambda: self._alive() and _port_open(host, port), timeout=30, say=self.say,
-              log=self.log_file)
+        _wait(
+            "the S3 server",
+            lambda: self._alive() and _port_open(host, port),
+            timeout=30,
+            say=self.say,
+            log=self.log_file,
+        )
 
     def _alive(self) -> bool:
         if self.exited_early():
@@ -409,11 +505,25 @@ class Traces(Component):
         query = urlparse(self.settings.trace_query_url)
         self.say(f"[traces] starting the OTLP receiver on {host}:{port}")
         self.spawn(
-            [sys.executable, "-m", "shared.tracestore", "--otlp", f"{host}:{port}",
-             "--query", f"{query.hostname}:{query.port}", "--store", str(self.home / "spans.jsonl")],
+            [
+                sys.executable,
+                "-m",
+                "shared.tracestore",
+                "--otlp",
+                f"{host}:{port}",
+                "--query",
+                f"{query.hostname}:{query.port}",
+                "--store",
+                str(self.home / "spans.jsonl"),
+            ],
         )
-        _wait("the trace receiver", lambda: not self.exited_early() and _port_open(host, port), timeout=30,
-              say=self.say, log=self.log_file)
+        _wait(
+            "the trace receiver",
+            lambda: not self.exited_early() and _port_open(host, port),
+            timeout=30,
+            say=self.say,
+            log=self.log_file,
+        )
 
 
 def components(settings: Settings, say: Say) -> list[Component]:

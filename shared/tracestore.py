@@ -46,14 +46,18 @@ def flatten(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
     spans = []
     body = MessageToDict(request, preserving_proto_field_name=False)
     for resource_spans in body.get("resourceSpans", []):
-        resource = {a["key"]: _attribute_value(a["value"]) for a in resource_spans.get("resource", {}).get("attributes", [])}
+        resource = {
+            a["key"]: _attribute_value(a["value"]) for a in resource_spans.get("resource", {}).get("attributes", [])
+        }
         service = str(resource.get("service.name", "unknown"))
         for scope in resource_spans.get("scopeSpans", []):
             for span in scope.get("spans", []):
                 trace_id = _hex(span.get("traceId", ""))
                 references = []
                 if span.get("parentSpanId"):
-                    references.append({"refType": "CHILD_OF", "traceID": trace_id, "spanID": _hex(span["parentSpanId"])})
+                    references.append(
+                        {"refType": "CHILD_OF", "traceID": trace_id, "spanID": _hex(span["parentSpanId"])}
+                    )
                 for link in span.get("links", []):
                     references.append(
                         {"refType": "FOLLOWS_FROM", "traceID": _hex(link["traceId"]), "spanID": _hex(link["spanId"])}
@@ -122,7 +126,8 @@ class Store:
     def search(self, service: str | None, limit: int) -> list[dict[str, Any]]:
         with self.lock:
             ids = [
-                tid for tid, spans in reversed(self.traces.items())
+                tid
+                for tid, spans in reversed(self.traces.items())
                 if service is None or any(s["serviceName"] == service for s in spans)
             ][:limit]
         return [t for t in (self.trace(tid) for tid in ids) if t]
@@ -134,7 +139,7 @@ class Store:
 
 def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
@@ -169,7 +174,9 @@ def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
             elif url.path.startswith("/api/traces/"):
                 found = store.trace(url.path.rsplit("/", 1)[1])
                 if found is None:
-                    self._send(404, json.dumps({"data": None, "errors": [{"code": 404, "msg": "trace not found"}]}).encode())
+                    self._send(
+                        404, json.dumps({"data": None, "errors": [{"code": 404, "msg": "trace not found"}]}).encode()
+                    )
                 else:
                     self._send(200, json.dumps({"data": [found]}).encode())
             elif url.path == "/api/traces":

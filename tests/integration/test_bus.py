@@ -40,12 +40,14 @@ async def test_published_event_arrives_with_cloudevents_headers_and_one_trace(
     consumer_tracing = make_tracer_provider(settings.model_copy(update={"service_name": "it-consumer"}))
     producer_tracing = make_tracer_provider(settings.model_copy(update={"service_name": "it-producer"}))
     seen: list[Envelope] = []
-    consumer = Bus(settings.model_copy(update={"service_name": "it-consumer"}), sessions=sessions,
-                   tracer_provider=consumer_tracing)
+    consumer = Bus(
+        settings.model_copy(update={"service_name": "it-consumer"}), sessions=sessions, tracer_provider=consumer_tracing
+    )
     recording_consumer(consumer, "recorder", seen)
     await start_bus(consumer)
-    producer = await start_bus(Bus(settings.model_copy(update={"service_name": "it-producer"}),
-                                   tracer_provider=producer_tracing))
+    producer = await start_bus(
+        Bus(settings.model_copy(update={"service_name": "it-producer"}), tracer_provider=producer_tracing)
+    )
 
     sent = arrival()
     with producer_tracing.get_tracer("it").start_as_current_span("producer root") as root:
@@ -156,8 +158,13 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
     @bus.consumer(topics.DATA_ARRIVED, group="trainer-like", events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> TrainingStarted:
         started = TrainingStarted(
-            model=event.dataset, run_id=f"run-{event.version}", trigger="data-arrived", dataset=event.dataset,
-            dataset_version=event.version, spec_revision=1, candidates=["sklearn.linear_model.LogisticRegression"],
+            model=event.dataset,
+            run_id=f"run-{event.version}",
+            trigger="data-arrived",
+            dataset=event.dataset,
+            dataset_version=event.version,
+            spec_revision=1,
+            candidates=["sklearn.linear_model.LogisticRegression"],
             code_version="test",
         )
         if event.version == "fails":
@@ -180,7 +187,8 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
     assert started[0].event.causation_id == passing
     assert started[0].event.correlation_id == ok.correlation_id
     (cause,) = [
-        decode(r.value, list(r.headers)) for r in await read_topic(settings, topics.DATA_ARRIVED)
+        decode(r.value, list(r.headers))
+        for r in await read_topic(settings, topics.DATA_ARRIVED)
         if dict(r.headers)["ce_id"].decode() == passing
     ]
     assert started[0].traceparent is not None and cause.traceparent is not None
@@ -207,8 +215,14 @@ async def test_correlation_id_follows_the_lifecycle_and_causation_points_at_the_
     @bus.consumer(topics.DATA_ARRIVED, group="chain", events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> TrainingStarted:
         return TrainingStarted(
-            model=event.dataset, run_id="r", trigger="data-arrived", dataset=event.dataset,
-            dataset_version=event.version, spec_revision=1, candidates=["x"], code_version="test",
+            model=event.dataset,
+            run_id="r",
+            trigger="data-arrived",
+            dataset=event.dataset,
+            dataset_version=event.version,
+            spec_revision=1,
+            candidates=["x"],
+            code_version="test",
         )
 
     await start_bus(bus)

@@ -16,7 +16,9 @@ def data_arrived() -> DataArrived:
 
 def test_round_trip_keeps_event_and_cloudevents_attributes() -> None:
     event = data_arrived()
-    message = encode(event, source="/modelbus/test", trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
+    message = encode(
+        event, source="/modelbus/test", trace_headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    )
     envelope = decode(message.value, message.headers)
     assert envelope.event == event
     assert envelope.id == message.event_id
@@ -55,8 +57,18 @@ BODY = json.dumps({"dataset": "churn", "version": "v1", "uri": "s3://d/churn.csv
         (BODY, _headers(ce_type="io.modelbus.Nope"), "unknown-type", "unknown event type"),
         (BODY, _headers(ce_specversion="0.3"), "parse", "ce_specversion"),
         (BODY, _headers(**{"content-type": "text/plain"}), "parse", "content-type"),
-        (json.dumps({"dataset": "churn", "version": "v1"}).encode(), _headers(), "validation", "field 'uri': Field required"),
-        (json.dumps({"dataset": "churn", "version": "v1", "uri": "http://x"}).encode(), _headers(), "validation", "field 'uri'"),
+        (
+            json.dumps({"dataset": "churn", "version": "v1"}).encode(),
+            _headers(),
+            "validation",
+            "field 'uri': Field required",
+        ),
+        (
+            json.dumps({"dataset": "churn", "version": "v1", "uri": "http://x"}).encode(),
+            _headers(),
+            "validation",
+            "field 'uri'",
+        ),
         (
             json.dumps({"dataset": "churn", "version": "v1", "uri": "s3://d/c.csv", "schema_version": "2.0"}).encode(),
             _headers(),

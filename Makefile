@@ -1,0 +1,32 @@
+# The two set-up commands: `make demo` runs the platform on its local stack, `make test` runs the tests.
+# Each installs what it needs first (scripts/bootstrap.sh), so both work on a fresh machine.
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo up down status test lint schemas
+
+install:
+	@bash scripts/bootstrap.sh
+
+up: install
+	@$(BIN)/modelbus stack up
+
+demo: up
+	@$(BIN)/modelbus stack status
+
+down:
+	@$(BIN)/modelbus stack down
+
+status:
+	@$(BIN)/modelbus stack status
+
+test: up
+	@$(BIN)/modelbus schemas generate --check
+	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+lint: install
+	@$(BIN)/ruff check shared services tests
+
+schemas: install
+	@$(BIN)/modelbus schemas generate

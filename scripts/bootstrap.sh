@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
+# kcat from the OS packages (when missing), and the project into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+fail() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
+
+missing=()
+java_major=$( (java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1) || true)
+[ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
+command -v kcat >/dev/null || missing+=(kcat)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    fail "missing system packages: ${missing[*]} (install them with your package manager, then run this again)"
+  fi
+  say "installing ${missing[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
+    # The package may start a default cluster on 5432; the stack runs its own.
+    pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r version cluster; do
+      say "stopping the package's default cluster $version/$cluster"
+      pg_ctlcluster "$version" "$cluster" stop || true
+    done
+  fi
+else
+  say "system packages present (java ${java_major}, maven, postgresql, kcat)"
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "Python 3.11 or newer is needed (found $("$python" --version 2>&1))"
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$python" -m venv .venv
+fi
+say "installing modelbus and its dependencies into .venv"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+say "done: $(.venv/bin/modelbus --help >/dev/null && echo 'modelbus CLI ready at .venv/bin/modelbus')"

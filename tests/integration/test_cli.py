@@ -1,0 +1,191 @@
+"""What producers and ops do by hand: kcat with hand-written events, the modelbus CLI, dlq replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import topics
+from shared.bus import Bus, HandlerContext
+from shared.envelope import Envelope
+from shared.events import DataArrived
+from shared.settings import Settings
+from shared.tools import read_dead_letters
+from tests.integration.conftest import eventually
+from tests.integration.kafka_helpers import record_effect
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELBUS = Path(sys.executable).parent / "modelbus"
+SCHEMA = json.loads((ROOT / "schemas/events/data-arrived.json").read_text())
+
+
+def recorder(bus: Bus, seen: list[Envelope]) -> None:
+    @bus.consumer(topics.DATA_ARRIVED, group="registry-like", events=[DataArrived])
+    async def on_data(event: DataArrived, ctx: HandlerContext) -> None:
+        seen.append(ctx.envelope)
+        await record_effect(ctx.session, ctx.consumer, ctx.envelope.id)
+
+
+async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELBUS_TOPIC_PREFIX": settings.topic_prefix, "MODELBUS_OTLP_ENDPOINT": ""}
+    return await asyncio.to_thread(
+        subprocess.run, [str(MODELBUS), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def kcat_produce(settings: Settings, body: dict[str, Any], headers: dict[str, str]) -> None:
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat (Debian package kcat) is needed: .ci/run installs it"
+    command = [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", settings.topic(topics.DATA_ARRIVED), "-k", "churn"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}={value}"]
+    subprocess.run(command, input=json.dumps(body).encode(), check=True, timeout=30)
+
+
+async def test_a_hand_written_event_produced_with_kcat_is_parsed_and_a_broken_one_dead_lettered(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
+) -> None:
+    seen: list[Envelope] = []
+    bus = Bus(settings, sessions=sessions)
+    recorder(bus, seen)
+    await start_bus(bus)
+    body = {
+        "schema_version": "1.0",
+        "correlation_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "dataset": "churn",
+        "version": "2026-11-22",
+        "uri": "s3://datasets/churn/2026-11-22.csv",
+        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "format": "csv",
+        "row_count": 10000,
+        "producer": "kcat",
+    }
+    jsonschema.validate(body, SCHEMA)  # written by hand to match schemas/, as a non-Python producer would
+    headers = {
+        "ce_id": "kcat-1",
+        "ce_source": "/producers/kcat",
+        "ce_type": "io.modelbus.DataArrived",
+        "ce_specversion": "1.0",
+        "ce_time": "2026-11-22T10:00:00Z",
+        "content-type": "application/json",
+    }
+    kcat_produce(settings, body, headers)
+    broken = {k: v for k, v in body.items() if k != "uri"}
+    kcat_produce(settings, broken, {**headers, "ce_id": "kcat-2"})
+
+    async def parsed() -> bool:
+        return bool(seen)
+
+    await eventually(parsed, what="the kcat event to be consumed")
+    event = seen[0].event
+    assert isinstance(event, DataArrived)
+    assert (event.dataset, event.version, event.row_count, event.producer) == ("churn", "2026-11-22", 10000, "kcat")
+    assert seen[0].id == "kcat-1" and seen[0].source == "/producers/kcat"
+
+    async def dead_lettered() -> bool:
+        return bool(await read_dead_letters(settings))
+
+    await eventually(dead_lettered, what="the broken kcat event in the dead-letter topic")
+    (letter,) = [item.letter for item in await read_dead_letters(settings)]
+    assert letter.original_event_id == "kcat-2"
+    assert "field 'uri': Field required" in letter.reason
+    assert [e.id for e in seen] == ["kcat-1"]
+
+
+async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any, tmp_path: Path
+) -> None:
+    seen: list[Envelope] = []
+    bus = Bus(settings, sessions=sessions)
+    recorder(bus, seen)
+    await start_bus(bus)
+    kcat_produce(
+        settings,
+        {"dataset": "churn", "version": "v9", "uri": "ftp://old-host/churn.csv"},
+        {
+            "ce_id": "needs-fix",
+            "ce_source": "/producers/legacy",
+            "ce_type": "io.modelbus.DataArrived",
+            "ce_specversion": "1.0",
+        },
+    )
+
+    async def dead_lettered() -> bool:
+        return bool(await read_dead_letters(settings))
+
+    await eventually(dead_lettered, what="the bad message in the dead-letter topic")
+    listing = await cli(settings, "dlq", "ls", "--json")
+    assert listing.returncode == 0, listing.stderr
+    (entry,) = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert "field 'uri'" in entry["reason"]
+
+    shown = await cli(settings, "dlq", "show", entry["id"])
+    fixed = json.loads(shown.stdout) | {"uri": "s3://datasets/churn-v9.csv"}
+    (tmp_path / "fixed.json").write_text(json.dumps(fixed))
+    replayed = await cli(settings, "dlq", "replay", entry["id"], "--value-file", str(tmp_path / "fixed.json"))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed {entry['id']} to {settings.topic(topics.DATA_ARRIVED)}" in replayed.stdout
+
+    async def handled() -> bool:
+        return bool(seen)
+
+    await eventually(handled, what="the replayed message to be handled")
+    assert seen[0].id == "needs-fix"
+    assert seen[0].event.uri == "s3://datasets/churn-v9.csv"  # type: ignore[attr-defined]
+    assert seen[0].extra.get("modelbus_replayed") == "1"
+
+
+async def test_cli_publish_validates_computes_the_digest_and_tail_shows_the_event(
+    settings: Settings, tmp_path: Path
+) -> None:
+    refused = await cli(
+        settings,
+        "publish",
+        "data-arrived",
+        "--dataset",
+        "churn",
+        "--version",
+        "v1",
+        "--uri",
+        "s3://datasets/churn.csv",
+        "--sha256",
+        "not-a-digest",
+    )
+    assert refused.returncode == 2
+    assert "field 'sha256'" in refused.stderr
+
+    data = tmp_path / "churn.csv"
+    data.write_text("age,plan,churned\n33,pro,1\n")
+    published = await cli(
+        settings,
+        "publish",
+        "data-arrived",
+        "--dataset",
+        "churn",
+        "--version",
+        "v1",
+        "--uri",
+        data.as_uri(),
+        "--rows",
+        "1",
+    )
+    assert published.returncode == 0, published.stderr
+    assert "published DataArrived churn@v1" in published.stdout
+
+    tailed = await cli(settings, "tail", "data-arrived", "--from-beginning", "--max", "1", "--idle", "20")
+    assert tailed.returncode == 0, tailed.stderr
+    assert "io.modelbus.DataArrived" in tailed.stdout
+    assert "ce_source: /modelbus/cli" in tailed.stdout
+    assert hashlib.sha256(data.read_bytes()).hexdigest() in tailed.stdout

@@ -1,0 +1,34 @@
+"""`modelbus stack` as an operator uses it, against the running local stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+MODELBUS = Path(sys.executable).parent / "modelbus"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MODELBUS), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_second_stack_up_reports_what_runs_and_changes_nothing() -> None:
+    before = run("stack", "status")
+    again = run("stack", "up")
+    after = run("stack", "status")
+    assert again.returncode == 0, again.stderr
+    for component in ("postgres", "s3", "traces", "kafka"):
+        assert f"[{component}] already running" in again.stdout
+    assert "[topics] 0 created, 17 already there" in again.stdout
+    assert before.stdout == after.stdout, "pids and addresses must not change"
+
+
+def test_status_lists_every_component_with_its_address() -> None:
+    status = run("stack", "status")
+    assert status.returncode == 0
+    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert set(lines) == {"postgres", "s3", "traces", "kafka"}
+    assert all(" running " in line for line in lines.values())
+    assert "127.0.0.1:9092" in lines["kafka"]
+    assert "127.0.0.1:5432" in lines["postgres"]
