@@ -39,7 +39,15 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$python" -m venv .venv
 fi
-say "installing modelbus and its dependencies into .venv"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -f "$stamp" ] && .venv/bin/modelbus --help >/dev/null 2>&1; then
+  say "modelbus already installed in .venv (pyproject.toml unchanged)"
+  exit 0
+fi
+say "installing modelbus and its dependencies into .venv (first run downloads ~300 MB)"
+export PYTHONWARNINGS=ignore  # setuptools' notices about editable installs
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-say "done: $(.venv/bin/modelbus --help >/dev/null && echo 'modelbus CLI ready at .venv/bin/modelbus')"
+rm -f .venv/.installed-*
+.venv/bin/modelbus --help >/dev/null && touch "$stamp"
+say "done: modelbus CLI ready at .venv/bin/modelbus"

@@ -221,7 +221,7 @@ class Bus:
     async def _consume(
         self, message: KafkaMessage, handler: Handler, *, group_id: str, allowed: frozenset[str] | None
     ) -> None:
-        record: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
+        record: ConsumerRecord[bytes, bytes] = message.raw_message
         headers: Headers = [(name, bytes(data)) for name, data in (record.headers or ())]
         try:
             envelope = decode(record.value, headers, allowed=allowed, max_bytes=self.settings.max_message_bytes)
@@ -293,10 +293,11 @@ class Bus:
     ) -> None:
         """Dead-letter a message, then commit past it; if even that fails, rewind and retry."""
         original_id = dict(headers).get("ce_id")
+        lineage = {"correlation_id": envelope.event.correlation_id, "causation_id": envelope.id} if envelope else {}
         letter = DeadLettered(
             consumer=group_id,
             reason=reason,
-            error_type=kind,  # type: ignore[arg-type]
+            error_type=kind,
             attempts=attempts,
             original_topic=record.topic,
             original_partition=record.partition,
@@ -305,10 +306,7 @@ class Bus:
             original_value_b64=base64.b64encode(record.value or b"").decode(),
             original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
             original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
-            correlation_id=envelope.event.correlation_id
-            if envelope
-            else DeadLettered.model_fields["correlation_id"].get_default(call_default_factory=True),
-            causation_id=envelope.id if envelope else None,
+            **lineage,
         )
         log.warning(
             "dead-lettering %s[%d]@%d for %s: %s", record.topic, record.partition, record.offset, group_id, reason

@@ -141,7 +141,7 @@ def publish_data_arrived(
             version=version,
             uri=uri,
             sha256=sha256,
-            format=data_format,  # type: ignore[arg-type]
+            format=data_format,
             row_count=rows,
             size_bytes=size,
             producer="modelbus-cli",

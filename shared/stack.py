@@ -61,8 +61,8 @@ def _wait(what: str, ready: Callable[[], bool], *, timeout: float, say: Say, log
         time.sleep(0.25)
 
 
-def _run(cmd: list[str], *, what: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+def _run(cmd: list[str], *, what: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, input=input)
     if result.returncode != 0:
         raise StackError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{result.stderr.strip()[-2000:]}")
     return result
@@ -189,7 +189,6 @@ class Kafka(Component):
             [
                 mvn,
                 "-B",
-                "-ntp",
                 "-f",
                 str(FILES / "pom.xml"),
                 "dependency:copy-dependencies",
@@ -205,10 +204,10 @@ class Kafka(Component):
         copied = 0
         for line in proc.stdout:
             output.append(line)
-            if "Downloaded from" in line or "Copying" in line:
+            if line.startswith("Downloaded from"):
                 copied += 1
-                if copied % 10 == 0:
-                    self.say(f"  … {copied} artifacts so far ({time.monotonic() - started:.0f} s)")
+                if copied % 25 == 0:
+                    self.say(f"  … {copied} files downloaded ({time.monotonic() - started:.0f} s)")
         if proc.wait() != 0:
             raise StackError("Maven could not resolve Kafka:\n" + "".join(output[-30:]))
         self.say(f"[kafka] {len(list(lib.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s")
@@ -319,9 +318,8 @@ class Postgres(Component):
                 self.say("[postgres] installing PostgreSQL from the OS packages (apt-get)…")
                 _run(["apt-get", "update", "-qq"], what="apt-get update")
                 _run(
-                    ["apt-get", "install", "-y", "-qq", "postgresql"],
+                    ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "postgresql"],
                     what="apt-get install postgresql",
-                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
                 )
                 return self._bin()
             raise StackError("PostgreSQL server binaries are missing: apt-get install postgresql")
