@@ -27,6 +27,17 @@ def arrival(dataset: str = "churn", version: str = "v1") -> DataArrived:
     return DataArrived(dataset=dataset, version=version, uri="s3://datasets/churn.csv", sha256=SHA)
 
 
+async def start_recorder(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
+) -> list[Envelope]:
+    """Start a consumer of data-arrived that records each envelope (and an effect row)."""
+    seen: list[Envelope] = []
+    bus = Bus(settings, sessions=sessions)
+    recording_consumer(bus, "recorder", seen)
+    await start_bus(bus)
+    return seen
+
+
 def recording_consumer(bus: Bus, group: str, seen: list[Envelope]) -> None:
     @bus.consumer(topics.DATA_ARRIVED, group=group, events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> None:
@@ -99,10 +110,7 @@ def _headers(event_id: str, event_type: str = "DataArrived") -> list[tuple[str, 
 async def test_malformed_and_invalid_messages_are_dead_lettered_and_the_next_one_is_handled(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
 ) -> None:
-    seen: list[Envelope] = []
-    bus = Bus(settings, sessions=sessions)
-    recording_consumer(bus, "recorder", seen)
-    await start_bus(bus)
+    seen = await start_recorder(settings, sessions, start_bus)
     topic = settings.topic(topics.DATA_ARRIVED)
     bad_json = b'{"dataset": "churn", "version": '
     no_uri = json.dumps({"dataset": "churn", "version": "v2"}).encode()
@@ -130,10 +138,7 @@ async def test_malformed_and_invalid_messages_are_dead_lettered_and_the_next_one
 async def test_the_same_event_delivered_twice_is_handled_once(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
 ) -> None:
-    seen: list[Envelope] = []
-    bus = Bus(settings, sessions=sessions)
-    recording_consumer(bus, "recorder", seen)
-    await start_bus(bus)
+    seen = await start_recorder(settings, sessions, start_bus)
     topic = settings.topic(topics.DATA_ARRIVED)
     twice = encode(arrival(version="twice"), source="/it")
     for _ in range(2):

@@ -150,37 +150,14 @@ async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
 async def test_cli_publish_validates_computes_the_digest_and_tail_shows_the_event(
     settings: Settings, tmp_path: Path
 ) -> None:
-    refused = await cli(
-        settings,
-        "publish",
-        "data-arrived",
-        "--dataset",
-        "churn",
-        "--version",
-        "v1",
-        "--uri",
-        "s3://datasets/churn.csv",
-        "--sha256",
-        "not-a-digest",
-    )
+    publish = ["publish", "data-arrived", "--dataset", "churn", "--version", "v1"]
+    refused = await cli(settings, *publish, "--uri", "s3://datasets/churn.csv", "--sha256", "not-a-digest")
     assert refused.returncode == 2
     assert "field 'sha256'" in refused.stderr
 
     data = tmp_path / "churn.csv"
     data.write_text("age,plan,churned\n33,pro,1\n")
-    published = await cli(
-        settings,
-        "publish",
-        "data-arrived",
-        "--dataset",
-        "churn",
-        "--version",
-        "v1",
-        "--uri",
-        data.as_uri(),
-        "--rows",
-        "1",
-    )
+    published = await cli(settings, *publish, "--uri", data.as_uri(), "--rows", "1")
     assert published.returncode == 0, published.stderr
     assert "published DataArrived churn@v1" in published.stdout
 
