@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlparse
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.bus import ensure_topics
+from shared import topics
+from shared.bus import aiokafka_options, ensure_topics
 from shared.db import alembic_config, make_engine, make_sessions
 from shared.settings import Settings
 
@@ -48,13 +50,19 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture
-async def settings(base_settings: Settings) -> Settings:
-    """Settings with a fresh topic prefix whose catalog topics exist."""
+async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """Settings with a fresh topic prefix whose catalog topics exist (deleted after the test)."""
     fresh = base_settings.model_copy(
         update={"topic_prefix": f"it-{uuid.uuid4().hex[:10]}", "handler_backoff_seconds": 0.05}
     )
     await ensure_topics(fresh)
-    return fresh
+    yield fresh
+    admin = AIOKafkaAdminClient(**aiokafka_options(fresh))
+    await admin.start()
+    try:
+        await admin.delete_topics([fresh.topic(spec.name) for spec in topics.CATALOG])
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

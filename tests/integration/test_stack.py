@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared import topics
+
 MODELBUS = Path(sys.executable).parent / "modelbus"
 
 
@@ -32,3 +34,25 @@ def test_status_lists_every_component_with_its_address() -> None:
     assert all(" running " in line for line in lines.values())
     assert "127.0.0.1:9092" in lines["kafka"]
     assert "127.0.0.1:5432" in lines["postgres"]
+
+
+async def test_the_specs_topic_is_log_compacted_and_the_others_are_not() -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from shared.settings import Settings
+
+    settings = Settings()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [settings.topic(topics.MODEL_SPEC_APPLIED), settings.topic(topics.DATA_ARRIVED)]
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    policies = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
+        for response in responses
+        for resource in response.resources
+    }
+    assert policies == {names[0]: "compact", names[1]: "delete"}
