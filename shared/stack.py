@@ -143,12 +143,13 @@ class Component:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGTERM)
+        # Each process was started as a session leader: signal its whole group (java, rclone, …).
+        os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while _pid_alive(pid, self.marker) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _pid_alive(pid, self.marker):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
 
