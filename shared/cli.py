@@ -232,8 +232,8 @@ def dlq_replay(
         err.print("--value-file replaces one message's body: name exactly one dead letter")
         raise typer.Exit(2)
     body = value_file.read_bytes() if value_file else None
-    for item in chosen:
-        topic = asyncio.run(tools.replay(settings, item.letter, value=body))
+    replayed_to = asyncio.run(tools.replay(settings, [item.letter for item in chosen], value=body))
+    for item, topic in zip(chosen, replayed_to, strict=True):
         console.print(f"replayed {item.id} to {topic}", markup=False)
     console.print(f"{len(chosen)} message(s) replayed", markup=False)
 

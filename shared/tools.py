@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 
@@ -101,27 +101,34 @@ class StoredLetter:
     letter: DeadLettered
 
 
-async def read_dead_letters(settings: Settings, *, timeout: float = 10.0) -> list[StoredLetter]:
-    """Every dead letter currently in the topic, oldest first per partition."""
-    consumer, assigned = await _assigned(settings, settings.topic(topics.DEAD_LETTER))
-    letters: list[StoredLetter] = []
+async def read_all(settings: Settings, name: str, *, timeout: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record currently in a topic (catalog or full name), oldest first per partition."""
+    consumer, assigned = await _assigned(settings, full_topic(settings, name))
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
         deadline = time.monotonic() + timeout
         while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:
-                raise TimeoutError("reading the dead-letter topic took too long")
+                raise TimeoutError(f"reading {full_topic(settings, name)} took longer than {timeout} s")
             batch = await consumer.getmany(timeout_ms=500)
-            for record in (r for rs in batch.values() for r in rs):
-                try:
-                    envelope = decode(record.value, list(record.headers or ()), allowed=frozenset({"DeadLettered"}))
-                except EnvelopeError:
-                    continue
-                assert isinstance(envelope.event, DeadLettered)
-                letters.append(StoredLetter(f"{record.partition}:{record.offset}", envelope.event))
+            records += [r for rs in batch.values() for r in rs]
     finally:
         await consumer.stop()
+    return records
+
+
+async def read_dead_letters(settings: Settings) -> list[StoredLetter]:
+    """Every dead letter currently in the topic, oldest first per partition."""
+    letters: list[StoredLetter] = []
+    for record in await read_all(settings, topics.DEAD_LETTER):
+        try:
+            envelope = decode(record.value, list(record.headers or ()), allowed=frozenset({"DeadLettered"}))
+        except EnvelopeError:
+            continue
+        assert isinstance(envelope.event, DeadLettered)
+        letters.append(StoredLetter(f"{record.partition}:{record.offset}", envelope.event))
     return letters
 
 
@@ -158,18 +165,21 @@ def print_dead_letters(letters: list[StoredLetter], *, out: Console, as_json: bo
     out.print(f"{len(letters)} dead letter(s)", markup=False)
 
 
-async def replay(settings: Settings, letter: DeadLettered, *, value: bytes | None = None) -> str:
-    """Re-publish a dead letter to its original topic (optionally with a fixed body)."""
+async def replay(settings: Settings, letters: list[DeadLettered], *, value: bytes | None = None) -> list[str]:
+    """Re-publish dead letters to their original topics (optionally one with a fixed body), in order."""
     producer = AIOKafkaProducer(**aiokafka_options(settings), enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        headers = [(name, base64.b64decode(data)) for name, data in letter.original_headers]
-        headers.append(("modelbus_replayed", b"1"))
-        key = base64.b64decode(letter.original_key_b64) if letter.original_key_b64 else None
-        await asyncio.wait_for(
-            producer.send_and_wait(letter.original_topic, value or original_value(letter), key=key, headers=headers),
-            timeout=30,
-        )
+        for letter in letters:
+            headers = [(name, base64.b64decode(data)) for name, data in letter.original_headers]
+            headers.append(("modelbus_replayed", b"1"))
+            key = base64.b64decode(letter.original_key_b64) if letter.original_key_b64 else None
+            await asyncio.wait_for(
+                producer.send_and_wait(
+                    letter.original_topic, value or original_value(letter), key=key, headers=headers
+                ),
+                timeout=30,
+            )
     finally:
         await producer.stop()
-    return letter.original_topic
+    return [letter.original_topic for letter in letters]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import topics
 from shared.bus import aiokafka_options
 from shared.settings import Settings
 
@@ -20,25 +17,6 @@ async def produce(settings: Settings, topic: str, value: bytes, headers: list[tu
         await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
-
-
-async def read_topic(settings: Settings, name: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record currently in a catalog topic."""
-    topic = settings.topic(name)
-    consumer = AIOKafkaConsumer(**aiokafka_options(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(topics.BY_NAME[name].partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batch = await asyncio.wait_for(consumer.getmany(timeout_ms=500), timeout=10)
-            records += [r for rs in batch.values() for r in rs]
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def effects(sessions: async_sessionmaker[AsyncSession], event_id: str | None = None) -> int:

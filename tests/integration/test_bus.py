@@ -16,15 +16,29 @@ from shared.envelope import Envelope, decode, encode
 from shared.events import DataArrived, ModelSpecApplied, TrainingStarted
 from shared.settings import Settings
 from shared.telemetry import make_tracer_provider
-from shared.tools import read_dead_letters
+from shared.tools import read_all, read_dead_letters
 from tests.integration.conftest import eventually
-from tests.integration.kafka_helpers import effects, produce, read_topic, record_effect
+from tests.integration.kafka_helpers import effects, produce, record_effect
 
 SHA = "b" * 64
 
 
 def arrival(dataset: str = "churn", version: str = "v1") -> DataArrived:
     return DataArrived(dataset=dataset, version=version, uri="s3://datasets/churn.csv", sha256=SHA)
+
+
+def training_started(event: DataArrived) -> TrainingStarted:
+    """What a trainer would emit for a DataArrived."""
+    return TrainingStarted(
+        model=event.dataset,
+        run_id=f"run-{event.version}",
+        trigger="data-arrived",
+        dataset=event.dataset,
+        dataset_version=event.version,
+        spec_revision=1,
+        candidates=["sklearn.linear_model.LogisticRegression"],
+        code_version="test",
+    )
 
 
 async def start_recorder(
@@ -162,16 +176,7 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
 
     @bus.consumer(topics.DATA_ARRIVED, group="trainer-like", events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> TrainingStarted:
-        started = TrainingStarted(
-            model=event.dataset,
-            run_id=f"run-{event.version}",
-            trigger="data-arrived",
-            dataset=event.dataset,
-            dataset_version=event.version,
-            spec_revision=1,
-            candidates=["sklearn.linear_model.LogisticRegression"],
-            code_version="test",
-        )
+        started = training_started(event)
         if event.version == "fails":
             ctx.emit(started)
             raise ValueError("the handler broke after emitting")
@@ -183,17 +188,17 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
     passing = await bus.publish(ok)
 
     async def published() -> bool:
-        return any(r.key == b"churn" for r in await read_topic(settings, topics.TRAINING_STARTED))
+        return any(r.key == b"churn" for r in await read_all(settings, topics.TRAINING_STARTED))
 
     await eventually(published, what="TrainingStarted from the committed handler")
-    records = await read_topic(settings, topics.TRAINING_STARTED)
+    records = await read_all(settings, topics.TRAINING_STARTED)
     started = [decode(r.value, list(r.headers)) for r in records]
     assert [e.event.run_id for e in started] == ["run-ok"]  # type: ignore[attr-defined]
     assert started[0].event.causation_id == passing
     assert started[0].event.correlation_id == ok.correlation_id
     (cause,) = [
         decode(r.value, list(r.headers))
-        for r in await read_topic(settings, topics.DATA_ARRIVED)
+        for r in await read_all(settings, topics.DATA_ARRIVED)
         if dict(r.headers)["ce_id"].decode() == passing
     ]
     assert started[0].traceparent is not None and cause.traceparent is not None
@@ -209,7 +214,7 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
             bus.stage(session, spec)
             await session.rollback()
     assert await bus.relay_once() == 0
-    assert await read_topic(settings, topics.MODEL_SPEC_APPLIED) == []
+    assert await read_all(settings, topics.MODEL_SPEC_APPLIED) == []
 
 
 async def test_correlation_id_follows_the_lifecycle_and_causation_points_at_the_cause(
@@ -219,26 +224,17 @@ async def test_correlation_id_follows_the_lifecycle_and_causation_points_at_the_
 
     @bus.consumer(topics.DATA_ARRIVED, group="chain", events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> TrainingStarted:
-        return TrainingStarted(
-            model=event.dataset,
-            run_id="r",
-            trigger="data-arrived",
-            dataset=event.dataset,
-            dataset_version=event.version,
-            spec_revision=1,
-            candidates=["x"],
-            code_version="test",
-        )
+        return training_started(event)
 
     await start_bus(bus)
     cause = arrival(version=str(uuid.uuid4()))
     cause_id = await bus.publish(cause)
 
     async def published() -> bool:
-        return bool(await read_topic(settings, topics.TRAINING_STARTED))
+        return bool(await read_all(settings, topics.TRAINING_STARTED))
 
     await eventually(published, what="the caused event")
-    (record,) = await read_topic(settings, topics.TRAINING_STARTED)
+    (record,) = await read_all(settings, topics.TRAINING_STARTED)
     caused = decode(record.value, list(record.headers)).event
     assert caused.correlation_id == cause.correlation_id
     assert caused.causation_id == cause_id
