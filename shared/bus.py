@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
 Handler = Callable[[Any, "HandlerContext"], Awaitable[HandlerResult]]
+Route = tuple[Handler, frozenset[str] | None]
 
 
 class TransientError(Exception):
@@ -153,6 +154,8 @@ class Bus:
         self.source = f"/modelbus/{settings.service_name}"
         self._relay_wake = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
+        self.running = False
+        self._routes: dict[str, dict[str, Route]] = {}
 
     # ------------------------------------------------------------------ publishing
 
@@ -186,6 +189,10 @@ class Bus:
         add_to_outbox(session, topic=self.settings.topic(event.topic), message=message)
         return message.event_id
 
+    def wake_relay(self) -> None:
+        """Have the relay publish now what a committed transaction staged (instead of at its next poll)."""
+        self._relay_wake.set()
+
     # ------------------------------------------------------------------ consuming
 
     def consumer(
@@ -195,28 +202,48 @@ class Bus:
         group: str,
         events: Sequence[type[Event]] | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register `handler(event, ctx)` for a catalog topic under consumer group `group`."""
+        """Register `handler(event, ctx)` for a catalog topic under consumer group `group`.
+
+        All topics of one group share one Kafka consumer (one group membership, one rebalance at
+        start), and the message's topic picks the handler.
+        """
         if self.sessions is None:
             raise RuntimeError("a consuming Bus needs a database session factory")
+        if self.running:
+            raise RuntimeError("register consumers before Bus.start()")
         allowed = frozenset(cls.event_type for cls in events) if events else None
         group_id = f"{self.settings.topic_prefix}.{group}"
 
         def register(handler: Handler) -> Handler:
-            async def on_message(message: KafkaMessage) -> None:
-                await self._consume(message, handler, group_id=group_id, allowed=allowed)
+            routes = self._routes.setdefault(group_id, {})
+            full = self.settings.topic(topic)
+            if full in routes:
+                raise ValueError(f"{group} already has a handler for {topic}")
+            routes[full] = (handler, allowed)
+            return handler
 
-            on_message.__name__ = f"{group}_{handler.__name__}"
+        return register
+
+    def _subscribe(self) -> None:
+        for group_id, routes in self._routes.items():
+            on_message = self._dispatcher(group_id, routes)
+            on_message.__name__ = group_id.rsplit(".", 1)[-1].replace("-", "_")
             self.broker.subscriber(
-                self.settings.topic(topic),
+                *routes,
                 group_id=group_id,
                 ack_policy=AckPolicy.MANUAL,
                 decoder=_raw_body,
                 auto_offset_reset="earliest",
-                title=f"{group}:{topic}",
+                title=f"{group_id}:{','.join(sorted(routes))}",
             )(on_message)
-            return handler
 
-        return register
+    def _dispatcher(self, group_id: str, routes: dict[str, Route]) -> Callable[[KafkaMessage], Awaitable[None]]:
+        async def on_message(message: KafkaMessage) -> None:
+            record: ConsumerRecord[bytes, bytes] = message.raw_message
+            handler, allowed = routes[record.topic]
+            await self._consume(message, handler, group_id=group_id, allowed=allowed)
+
+        return on_message
 
     async def _consume(
         self, message: KafkaMessage, handler: Handler, *, group_id: str, allowed: frozenset[str] | None
@@ -374,12 +401,15 @@ class Bus:
 
     async def start(self) -> None:
         """Connect, start the subscribers and, when there is a database, the outbox relay."""
+        self._subscribe()
         await self.broker.start()
         if self.sessions is not None:
             self._relay_task = asyncio.create_task(self._relay_forever(), name="outbox-relay")
+        self.running = True
 
     async def stop(self) -> None:
         """Stop the relay and the broker."""
+        self.running = False
         if self._relay_task is not None:
             self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import topics
+from shared.spec import ModelSpec
 
 SCHEMA_VERSION = "1.0"
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -265,10 +266,16 @@ class ModelSpecApplied(Event):
 
     model: ModelName
     revision: int = Field(ge=1, description="Revision number of the spec, monotonic per model.")
-    spec: dict[str, Any] = Field(description="The validated spec as JSON (schemas/model-spec.json).")
+    spec: ModelSpec = Field(description="The validated spec (schemas/model-spec.json).")
     spec_yaml: str = Field(description="The YAML as applied.")
     spec_sha256: Sha256 = Field(description="Digest of the canonical JSON spec.")
     applied_by: str = Field(description="Who applied it.")
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _lenient_spec(cls, value: Any) -> Any:
+        # Keys added by a newer spec format are dropped, not refused (compatibility within a major).
+        return ModelSpec.model_validate(value, context={"lenient": True}) if isinstance(value, dict) else value
 
 
 class TrainingStarted(Event):
@@ -371,8 +378,8 @@ class RolloutCommanded(Event):
     topic: ClassVar[str] = topics.ROLLOUT_COMMANDED
 
     model: ModelName
-    command: Literal["approve", "promote", "pause", "resume", "rollback", "set-weights"] = Field(
-        description="What to do."
+    command: Literal["approve", "start", "promote", "pause", "resume", "rollback", "set-weights"] = Field(
+        description="What to do: approve a held version, start a rollout of a version, or steer the running one."
     )
     version: int | None = Field(default=None, ge=1, description="Version concerned.")
     traffic: list[TrafficShare] | None = Field(default=None, description="Target split, for set-weights.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -64,8 +65,16 @@ class Settings(BaseSettings):
     # Log level of the service's JSON logs.
     log_level: str = "INFO"
 
-    # API bearer tokens and their roles, as token=role pairs separated by commas.
+    # API bearer tokens: TOKEN=ROLE[:NAME] pairs, comma-separated; ROLE is viewer, operator or admin; NAME is audited.
     api_tokens: SecretStr = SecretStr("")
+    # Address the registry's HTTP API listens on.
+    registry_host: str = "127.0.0.1"
+    # Port of the registry's HTTP API.
+    registry_port: int = Field(default=8080, ge=1, le=65535)
+    # Registry API the CLI talks to.
+    api_url: str = "http://127.0.0.1:8080"
+    # Bearer token the CLI sends to the registry API.
+    api_token: SecretStr = SecretStr("")
 
     # Attempts of a handler on transient errors before its message is dead-lettered.
     handler_max_attempts: int = Field(default=5, ge=1)
@@ -98,12 +107,18 @@ class Settings(BaseSettings):
 
     def tokens(self) -> dict[str, Role]:
         """Parse api_tokens into {token: role}."""
-        pairs: dict[str, Role] = {}
+        return {token: role for token, (role, _) in self.principals().items()}
+
+    def principals(self) -> dict[str, tuple[Role, str]]:
+        """Parse api_tokens into {token: (role, actor name)}; an unnamed token's actor is ROLE-<digest>."""
+        pairs: dict[str, tuple[Role, str]] = {}
         for item in filter(None, (p.strip() for p in self.api_tokens.get_secret_value().split(","))):
-            token, sep, role = item.rpartition("=")
+            token, sep, grant = item.rpartition("=")
+            role, _, name = grant.partition(":")
             if not sep or role not in ("viewer", "operator", "admin") or not token:
-                raise ValueError("api_tokens entries must look like TOKEN=viewer|operator|admin")
-            pairs[token] = role  # type: ignore[assignment]
+                raise ValueError("api_tokens entries must look like TOKEN=viewer|operator|admin[:NAME]")
+            actor = name or f"{role}-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+            pairs[token] = (role, actor)  # type: ignore[assignment]
         return pairs
 
 

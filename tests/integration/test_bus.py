@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import topics
 from shared.bus import Bus, HandlerContext
 from shared.envelope import Envelope, decode, encode
-from shared.events import DataArrived, ModelSpecApplied, TrainingStarted
+from shared.events import DataArrived, RetrainRequested, TrainingStarted
 from shared.settings import Settings
 from shared.telemetry import make_tracer_provider
 from shared.tools import read_all, read_dead_letters
@@ -208,13 +208,13 @@ async def test_events_staged_in_the_outbox_are_published_only_when_the_transacti
     assert "ValueError: the handler broke after emitting" in letters[0].letter.reason
 
     # Staged directly: a rolled-back transaction publishes nothing.
-    spec = ModelSpecApplied(model="churn", revision=1, spec={}, spec_yaml="", spec_sha256=SHA, applied_by="it")
+    retrain = RetrainRequested(model="churn", reason="operator", requested_by="it")
     async with sessions() as session:
         async with session.begin():
-            bus.stage(session, spec)
+            bus.stage(session, retrain)
             await session.rollback()
     assert await bus.relay_once() == 0
-    assert await read_all(settings, topics.MODEL_SPEC_APPLIED) == []
+    assert await read_all(settings, topics.RETRAIN_REQUESTED) == []
 
 
 async def test_correlation_id_follows_the_lifecycle_and_causation_points_at_the_cause(

@@ -1,0 +1,43 @@
+"""`python -m services.registry`: the registry's consumers and its HTTP API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from services.registry.app import build
+from shared.settings import get_settings
+from shared.telemetry import configure_logging
+
+log = logging.getLogger("modelbus.registry")
+
+
+async def main() -> None:
+    """Start consuming, serve the API until SIGINT/SIGTERM, then stop cleanly."""
+    settings = get_settings()
+    if "service_name" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"service_name": "registry"})
+    configure_logging(settings)
+    registry = build(settings)
+    await registry.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            registry.api,
+            host=settings.registry_host,
+            port=settings.registry_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    log.info("registry API on http://%s:%d", settings.registry_host, settings.registry_port)
+    try:
+        await server.serve()
+    finally:
+        await registry.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,687 @@
+"""The registry's HTTP API: read models, versions, lineage and audit; act on rollouts, retrains,
+approvals, aliases, tags and specs. Bearer tokens with roles; every action audited.
+
+`NAME@ref` answers come from a per-process cache that PostgreSQL keeps honest: every change to a
+model's versions or aliases sends `NOTIFY modelbus_registry '<model>'` in its own transaction,
+and each process LISTENs and drops that model's entries. While the listening connection is down,
+the cache is bypassed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+
+import asyncpg
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.registry import domain, store
+from shared.bus import Bus
+from shared.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
+from shared.settings import Role, Settings
+from shared.spec import SpecError, load_spec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+MAX_CACHED = 50_000
+
+
+# ---------------------------------------------------------------- the cache of NAME@ref answers
+
+
+class AliasCache:
+    """Answers to `GET /v1/models/{name}/versions/{ref}`, dropped when PostgreSQL says the model changed."""
+
+    def __init__(self, database_url: str, *, keepalive_seconds: float = 5.0) -> None:
+        self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._keepalive = keepalive_seconds
+        self._entries: dict[tuple[str, str], bytes] = {}
+        self._generation: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.live = False
+
+    def get(self, model: str, ref: str) -> bytes | None:
+        """The cached answer, if the cache is live and has one."""
+        return self._entries.get((model, ref)) if self.live else None
+
+    def generation(self, model: str) -> int:
+        """Changes seen for `model`; read before a query, pass to put()."""
+        return self._generation.get(model, 0)
+
+    def put(self, model: str, ref: str, generation: int, answer: bytes) -> None:
+        """Keep an answer computed at `generation`, unless the model changed meanwhile."""
+        if self.live and self._generation.get(model, 0) == generation:
+            if len(self._entries) >= MAX_CACHED:
+                self._entries.clear()
+            self._entries[(model, ref)] = answer
+
+    def invalidate(self, model: str) -> None:
+        """Forget a model's answers."""
+        self._generation[model] = self._generation.get(model, 0) + 1
+        for key in [key for key in self._entries if key[0] == model]:
+            del self._entries[key]
+
+    def _on_notify(self, _connection: object, _pid: int, _channel: str, model: str) -> None:
+        self.invalidate(model)
+
+    async def start(self) -> None:
+        """Start listening (in the background; the cache is live once subscribed)."""
+        self._task = asyncio.create_task(self._listen(), name="registry-cache-listener")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=10)
+                await connection.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
+                self._entries.clear()
+                self.live = True
+                while True:
+                    await asyncio.sleep(self._keepalive)
+                    await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=self._keepalive)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("registry cache listener lost its connection (%s); cache bypassed until back", exc)
+            finally:
+                self.live = False
+                self._entries.clear()
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            await asyncio.sleep(1)
+
+
+# ---------------------------------------------------------------- who is asking
+
+
+class Principal(NamedTuple):
+    """The caller behind a bearer token."""
+
+    actor: str
+    role: Role
+
+
+_bearer = HTTPBearer(auto_error=False, description="A token from MODELBUS_API_TOKENS.")
+
+
+class RoleCheck:
+    """A FastAPI dependency admitting callers with at least `role` (401 without a valid token, 403 if weaker)."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        if credentials is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        principal: Principal | None = request.app.state.identify(credentials.credentials)
+        if principal is None:
+            raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
+        if RANK[principal.role] < RANK[self.role]:
+            raise HTTPException(403, f"role {principal.role} may not do this; it needs {self.role}")
+        return principal
+
+
+def identifier(settings: Settings) -> Callable[[str], Principal | None]:
+    """Token -> principal; compares against every token in constant time, whichever matches."""
+    known = [(token.encode(), Principal(actor, role)) for token, (role, actor) in settings.principals().items()]
+
+    def identify(presented: str) -> Principal | None:
+        candidate = presented.encode()
+        found = None
+        for token, principal in known:
+            if hmac.compare_digest(token, candidate):
+                found = principal
+        return found
+
+    return identify
+
+
+Viewer = Annotated[Principal, Depends(RoleCheck("viewer"))]
+Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
+Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+class Reason(BaseModel):
+    """Why an operator acts; kept in the audit log."""
+
+    reason: str = Field(default="", max_length=2000, description="Why.")
+
+
+class RolloutRequest(Reason):
+    """A rollout command."""
+
+    version: int | None = Field(default=None, ge=1, description="Version (required to start).")
+
+
+class RetrainRequest(Reason):
+    """A retrain request."""
+
+    dataset_version: str | None = Field(default=None, description="Dataset version; latest if absent.")
+
+
+class AliasRequest(Reason):
+    """Point an alias at a version."""
+
+    version: int = Field(ge=1, description="Version the alias names.")
+
+
+class TagRequest(Reason):
+    """Set a tag."""
+
+    value: str = Field(max_length=1000, description="Tag value.")
+
+
+class SpecRequest(BaseModel):
+    """A spec to apply, as YAML text."""
+
+    spec_yaml: str = Field(max_length=1_000_000, description="The spec, as YAML (or JSON).")
+    reason: str = Field(default="", max_length=2000, description="Why.")
+
+
+class Applied(BaseModel):
+    """Result of applying a spec."""
+
+    model: str
+    revision: int
+    sha256: str
+    changed: bool = Field(description="False when the spec equals the revision in force (nothing published).")
+
+
+class Done(BaseModel):
+    """Result of an action."""
+
+    action: str
+    target: str
+    event_id: str | None = Field(default=None, description="ce_id of the event emitted, if any.")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class History(BaseModel):
+    """A model's rollout transitions and other lifecycle events."""
+
+    rollouts: list[domain.RolloutStep]
+    events: list[domain.HistoryItem]
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class HttpMetrics:
+    """Requests, errors and latency per route, as an ASGI middleware."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter(
+            "modelbus_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "modelbus_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- the app
+
+
+def _spec_target(spec_yaml: str) -> str:
+    # The audit target of a spec, even one too broken to validate.
+    with contextlib.suppress(Exception):
+        data = yaml.safe_load(spec_yaml)
+        name = data.get("model") if isinstance(data, dict) else None
+        if isinstance(name, str):
+            return name[:128]
+    return "(unnamed spec)"
+
+
+def make_api(
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    bus: Bus,
+    cache: AliasCache,
+    metrics: CollectorRegistry,
+) -> FastAPI:
+    """The registry's FastAPI application."""
+    api = FastAPI(
+        title="modelbus registry",
+        version="1",
+        description="Models, versions, aliases, lineage and audit; operator actions emit events.",
+    )
+    api.state.identify = identifier(settings)
+    api.add_middleware(HttpMetrics, registry=metrics)
+    tracer = trace.get_tracer("modelbus.registry.api")
+
+    @api.exception_handler(domain.NotFound)
+    async def _not_found(_: Request, exc: domain.NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc).strip("'\"")}, status_code=404)
+
+    @api.exception_handler(domain.RegistryRefusal)
+    async def _refused(_: Request, exc: domain.RegistryRefusal) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @api.exception_handler(SpecError)
+    async def _bad_spec(_: Request, exc: SpecError) -> JSONResponse:
+        issues = [{"path": i.path, "line": i.line, "message": i.message} for i in exc.issues]
+        return JSONResponse({"detail": "invalid spec", "errors": issues}, status_code=422)
+
+    def ref_of(name: str, ref: str) -> domain.Ref:
+        try:
+            return domain.parse_ref(f"{name}@{ref}")
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    async def act(
+        who: Principal,
+        action: str,
+        target: str,
+        reason: str,
+        detail: dict[str, Any],
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        model: str | None = None,
+    ) -> T:
+        """Run an action in one transaction with its audit entry; a refusal is audited too."""
+        with tracer.start_as_current_span(
+            f"registry {action}", attributes={"modelbus.actor": who.actor, "modelbus.target": target}
+        ):
+            try:
+                async with sessions() as session, session.begin():
+                    result = await work(session)
+                    await store.audit(
+                        session,
+                        actor=who.actor,
+                        role=who.role,
+                        action=action,
+                        target=target,
+                        reason=reason,
+                        detail=detail,
+                    )
+            except (domain.RegistryRefusal, domain.NotFound, SpecError) as exc:
+                async with sessions() as session, session.begin():
+                    await store.audit(
+                        session,
+                        actor=who.actor,
+                        role=who.role,
+                        action=action,
+                        target=target,
+                        reason=reason,
+                        outcome="refused",
+                        detail={**detail, "error": str(exc).strip("'\"")},
+                    )
+                raise
+        if model is not None:
+            cache.invalidate(model)
+        bus.wake_relay()
+        return result
+
+    # ------------------------------------------------------------ health
+
+    @api.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready when the database answers and the bus is running."""
+        problems = []
+        try:
+            async with sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            problems.append(f"database: {type(exc).__name__}")
+        if not bus.running:
+            problems.append("bus: not started")
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
+
+    @api.get("/metrics", tags=["health"])
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------ read (viewer)
+
+    @api.get("/v1/models", tags=["read"])
+    async def list_models(_: Viewer, q: str | None = None) -> list[domain.ModelSummary]:
+        """Every model (optionally those whose name contains `q`) with aliases and version counts."""
+        async with sessions() as session:
+            return await store.list_models(session, name_contains=q)
+
+    @api.get("/v1/models/{name}", tags=["read"])
+    async def get_model(_: Viewer, name: str) -> domain.ModelSummary:
+        """One model."""
+        async with sessions() as session:
+            return await store.get_model(session, name)
+
+    async def search(
+        model: str | None,
+        status: str | None,
+        alias: str | None,
+        tag: str | None,
+        metric: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[domain.ModelVersion]:
+        try:
+            metric_filter = domain.parse_metric_filter(metric) if metric else None
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        tag_filter = None
+        if tag:
+            key, sep, value = tag.partition("=")
+            tag_filter = (key, value if sep else None)
+        async with sessions() as session:
+            return await store.list_versions(
+                session,
+                model=model,
+                status=status,
+                alias=alias,
+                tag=tag_filter,
+                metric=metric_filter,
+                limit=limit,
+                offset=offset,
+            )
+
+    StatusQuery = Annotated[domain.Status | None, Query(description="Only versions with this status.")]
+    AliasQuery = Annotated[str | None, Query(description="Only the version this alias names.")]
+    TagQuery = Annotated[str | None, Query(description="KEY or KEY=VALUE.")]
+    MetricQuery = Annotated[str | None, Query(description="e.g. accuracy>=0.8")]
+    Limit = Annotated[int, Query(ge=1, le=1000)]
+    Offset = Annotated[int, Query(ge=0)]
+
+    @api.get("/v1/versions", tags=["read"])
+    async def search_versions(
+        _: Viewer,
+        model: str | None = None,
+        status: StatusQuery = None,
+        alias: AliasQuery = None,
+        tag: TagQuery = None,
+        metric: MetricQuery = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> list[domain.ModelVersion]:
+        """Search versions across models by alias, status, tag and metric."""
+        return await search(model, status, alias, tag, metric, limit, offset)
+
+    @api.get("/v1/models/{name}/versions", tags=["read"])
+    async def list_versions(
+        _: Viewer,
+        name: str,
+        status: StatusQuery = None,
+        alias: AliasQuery = None,
+        tag: TagQuery = None,
+        metric: MetricQuery = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> list[domain.ModelVersion]:
+        """A model's versions, newest first, filtered."""
+        return await search(name, status, alias, tag, metric, limit, offset)
+
+    @api.get("/v1/models/{name}/versions/{ref}", tags=["read"], response_model=domain.ModelVersion)
+    async def get_version(_: Viewer, name: str, ref: str) -> Response:
+        """A version by number or alias (`NAME@3`, `NAME@champion`)."""
+        answer = cache.get(name, ref)
+        if answer is None:
+            parsed = ref_of(name, ref)
+            generation = cache.generation(name)
+            async with sessions() as session:
+                found = await store.get_version(session, name, await store.resolve(session, parsed))
+            answer = found.model_dump_json().encode()
+            cache.put(name, ref, generation, answer)
+        return Response(answer, media_type="application/json")
+
+    @api.get("/v1/models/{name}/versions/{ref}/lineage", tags=["read"])
+    async def get_lineage(_: Viewer, name: str, ref: str) -> domain.Lineage:
+        """Dataset version → training run → version → evaluations → rollouts → drift and alerts."""
+        async with sessions() as session:
+            return await store.lineage(session, name, await store.resolve(session, ref_of(name, ref)))
+
+    @api.get("/v1/models/{name}/history", tags=["read"])
+    async def get_history(_: Viewer, name: str, kind: str | None = None, limit: Limit = 200) -> History:
+        """Rollout transitions and drift, performance, alert and command events, newest first."""
+        async with sessions() as session:
+            rollouts, events = await store.model_history(session, name, kind=kind, limit=limit)
+        return History(rollouts=rollouts, events=events)
+
+    @api.get("/v1/models/{name}/spec", tags=["read"])
+    async def get_spec(_: Viewer, name: str) -> domain.SpecRevision:
+        """The spec revision in force."""
+        async with sessions() as session:
+            return await store.latest_spec(session, name)
+
+    @api.get("/v1/models/{name}/spec/revisions", tags=["read"])
+    async def get_spec_revisions(_: Viewer, name: str) -> list[domain.SpecRevision]:
+        """Every applied revision, newest first."""
+        async with sessions() as session:
+            return await store.spec_revisions(session, name)
+
+    @api.get("/v1/datasets", tags=["read"])
+    async def list_datasets(_: Viewer, name: str | None = None, limit: Limit = 100) -> list[domain.DatasetVersion]:
+        """Dataset versions, newest first."""
+        async with sessions() as session:
+            return await store.list_datasets(session, name=name, limit=limit)
+
+    @api.get("/v1/datasets/{name}/{version}", tags=["read"])
+    async def get_dataset(_: Viewer, name: str, version: str) -> domain.DatasetVersion:
+        """One dataset version."""
+        async with sessions() as session:
+            return await store.get_dataset(session, name, version)
+
+    @api.get("/v1/audit", tags=["read"])
+    async def get_audit(
+        _: Viewer,
+        target: Annotated[str | None, Query(description="A model (and its versions) or model@version.")] = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: Limit = 100,
+    ) -> list[domain.AuditEntry]:
+        """Who did what, newest first."""
+        async with sessions() as session:
+            return await store.audit_log(session, target=target, actor=actor, action=action, limit=limit)
+
+    # ------------------------------------------------------------ act (operator)
+
+    @api.post("/v1/models/{name}/versions/{version}/approve", tags=["act"])
+    async def approve(who: Operator, name: str, version: int, body: Reason) -> Done:
+        """Approve a version held for review; the deployer starts its rollout."""
+
+        async def work(session: AsyncSession) -> str:
+            row = await store.version_row(session, name, version, lock=True)
+            if row.status != "held-for-review":
+                raise domain.RegistryRefusal(
+                    f"{name}@{version} is {row.status}; only a version held for review is approved by hand"
+                )
+            await store.set_status(session, row, "approved", f"approved by {who.actor}: {body.reason}".rstrip(": "))
+            command = RolloutCommanded(
+                model=name, command="approve", version=version, actor=who.actor, reason=body.reason
+            )
+            return bus.stage(session, command)
+
+        event_id: str = await act(who, "approve", f"{name}@{version}", body.reason, {}, work, model=name)
+        return Done(action="approve", target=f"{name}@{version}", event_id=event_id)
+
+    @api.post("/v1/models/{name}/versions/{version}/reject", tags=["act"])
+    async def reject(who: Operator, name: str, version: int, body: Reason) -> Done:
+        """Reject a version that is not serving."""
+
+        async def work(session: AsyncSession) -> None:
+            row = await store.version_row(session, name, version, lock=True)
+            if row.status in ("serving", "retired", "rejected"):
+                hint = "; roll it back instead" if row.status == "serving" else ""
+                raise domain.RegistryRefusal(f"{name}@{version} is {row.status}{hint}")
+            await store.set_status(session, row, "rejected", f"rejected by {who.actor}: {body.reason}".rstrip(": "))
+
+        await act(who, "reject", f"{name}@{version}", body.reason, {}, work, model=name)
+        return Done(action="reject", target=f"{name}@{version}")
+
+    @api.post("/v1/models/{name}/rollout/{command}", tags=["act"])
+    async def rollout(
+        who: Operator,
+        name: str,
+        command: Literal["start", "promote", "pause", "resume", "rollback"],
+        body: RolloutRequest,
+    ) -> Done:
+        """Command the model's rollout; the deployer carries it out (or refuses it, with a reason)."""
+
+        async def work(session: AsyncSession) -> str:
+            await store.get_model(session, name)
+            if command == "start":
+                if body.version is None:
+                    raise domain.RegistryRefusal("starting a rollout needs a version")
+                row = await store.version_row(session, name, body.version)
+                if row.status not in ("approved", "retired"):
+                    raise domain.RegistryRefusal(
+                        f"{name}@{body.version} is {row.status}; only approved or retired versions are rolled out"
+                    )
+            elif body.version is not None:
+                await store.version_row(session, name, body.version)
+            event = RolloutCommanded(
+                model=name, command=command, version=body.version, actor=who.actor, reason=body.reason
+            )
+            return bus.stage(session, event)
+
+        detail = {"version": body.version} if body.version else {}
+        event_id = await act(who, f"rollout-{command}", name, body.reason, detail, work)
+        return Done(action=f"rollout-{command}", target=name, event_id=event_id, detail=detail)
+
+    @api.post("/v1/models/{name}/retrain", tags=["act"])
+    async def retrain(who: Operator, name: str, body: RetrainRequest) -> Done:
+        """Ask the trainer to train the model again (on the latest dataset version unless one is named)."""
+
+        async def work(session: AsyncSession) -> str:
+            spec = await store.latest_spec(session, name)
+            if body.dataset_version is not None:
+                await store.get_dataset(session, spec.spec["dataset"], body.dataset_version)
+            event = RetrainRequested(
+                model=name, reason="operator", dataset_version=body.dataset_version, requested_by=who.actor
+            )
+            return bus.stage(session, event)
+
+        detail = {"dataset_version": body.dataset_version} if body.dataset_version else {}
+        event_id = await act(who, "retrain", name, body.reason, detail, work)
+        return Done(action="retrain", target=name, event_id=event_id, detail=detail)
+
+    @api.put("/v1/models/{name}/aliases/{alias}", tags=["act"])
+    async def put_alias(who: Operator, name: str, alias: str, body: AliasRequest) -> Done:
+        """Point an alias of your own at a version (`champion` and `challenger` move with rollouts)."""
+
+        async def work(session: AsyncSession) -> None:
+            domain.check_alias(alias)
+            await store.version_row(session, name, body.version)
+            await store.set_alias(session, name, alias, body.version, by=who.actor)
+
+        await act(who, "set-alias", f"{name}@{alias}", body.reason, {"version": body.version}, work, model=name)
+        return Done(action="set-alias", target=f"{name}@{alias}", detail={"version": body.version})
+
+    @api.delete("/v1/models/{name}/aliases/{alias}", tags=["act"])
+    async def delete_alias(who: Operator, name: str, alias: str, reason: str = "") -> Done:
+        """Remove an alias of your own."""
+
+        async def work(session: AsyncSession) -> None:
+            domain.check_alias(alias)
+            if not await store.drop_alias(session, name, alias):
+                raise domain.NotFound(f"{name} has no alias {alias!r}")
+
+        await act(who, "delete-alias", f"{name}@{alias}", reason, {}, work, model=name)
+        return Done(action="delete-alias", target=f"{name}@{alias}")
+
+    @api.put("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
+    async def put_tag(who: Operator, name: str, version: int, key: str, body: TagRequest) -> Done:
+        """Set a tag on a version."""
+
+        async def work(session: AsyncSession) -> None:
+            await store.version_row(session, name, version)
+            await store.set_tag(session, name, version, key, body.value)
+
+        target = f"{name}@{version}"
+        await act(who, "set-tag", target, body.reason, {"key": key, "value": body.value}, work, model=name)
+        return Done(action="set-tag", target=target, detail={"key": key, "value": body.value})
+
+    @api.delete("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
+    async def delete_tag(who: Operator, name: str, version: int, key: str, reason: str = "") -> Done:
+        """Remove a tag from a version."""
+
+        async def work(session: AsyncSession) -> None:
+            if not await store.drop_tag(session, name, version, key):
+                raise domain.NotFound(f"{name}@{version} has no tag {key!r}")
+
+        await act(who, "delete-tag", f"{name}@{version}", reason, {"key": key}, work, model=name)
+        return Done(action="delete-tag", target=f"{name}@{version}", detail={"key": key})
+
+    # ------------------------------------------------------------ admin
+
+    @api.post("/v1/specs", tags=["admin"])
+    async def apply_spec(who: Admin, body: SpecRequest) -> Applied:
+        """Validate and apply a model spec; a changed spec becomes a new revision and is published."""
+
+        async def work(session: AsyncSession) -> Applied:
+            spec = load_spec(body.spec_yaml)
+            revision, changed = await store.apply_spec(session, spec, body.spec_yaml, applied_by=who.actor)
+            if changed:
+                bus.stage(
+                    session,
+                    ModelSpecApplied(
+                        model=spec.model,
+                        revision=revision.revision,
+                        spec=spec,
+                        spec_yaml=body.spec_yaml,
+                        spec_sha256=revision.sha256,
+                        applied_by=who.actor,
+                    ),
+                )
+            return Applied(model=spec.model, revision=revision.revision, sha256=revision.sha256, changed=changed)
+
+        return await act(who, "apply-spec", _spec_target(body.spec_yaml), body.reason, {}, work)
+
+    return api

@@ -1,0 +1,366 @@
+"""The registry's rules: version statuses, what rollouts do to aliases, references and filters.
+
+Pure: values in, values out. The objects here are also what the HTTP API returns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import (
+    AlertRaised,
+    AlertResolved,
+    ArtifactRef,
+    DriftDetected,
+    Event,
+    ModelRegistered,
+    PerformanceDegraded,
+    RetrainRequested,
+    RolloutChanged,
+    RolloutCommanded,
+)
+
+Status = Literal["registered", "evaluating", "approved", "held-for-review", "rejected", "serving", "retired"]
+RESERVED_ALIASES = frozenset({"champion", "challenger"})
+ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+# Which status may follow which. Events arrive from several topics and may be redelivered;
+# a change not listed here is recorded in the history but leaves the status alone.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "registered": frozenset({"evaluating", "approved", "held-for-review", "rejected"}),
+    "evaluating": frozenset({"approved", "held-for-review", "rejected"}),
+    "held-for-review": frozenset({"approved", "rejected"}),
+    "approved": frozenset({"serving", "rejected", "retired"}),
+    "serving": frozenset({"retired", "rejected"}),
+    "retired": frozenset({"serving"}),
+    "rejected": frozenset(),
+}
+
+
+class RegistryRefusal(ValueError):
+    """An event or request the registry will not apply; the message says why."""
+
+
+class NotFound(LookupError):
+    """A model, version, alias, dataset or spec that does not exist."""
+
+
+def can_move(current: str, target: str) -> bool:
+    """Whether a version in `current` may move to `target`."""
+    return target == current or target in TRANSITIONS.get(current, frozenset())
+
+
+# ---------------------------------------------------------------- what rollouts change
+
+
+@dataclass(frozen=True)
+class RolloutEffects:
+    """What one RolloutChanged does to a model's aliases and version statuses."""
+
+    set_aliases: dict[str, int] = field(default_factory=dict)
+    drop_aliases: frozenset[str] = frozenset()
+    statuses: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def rollout_effects(event: RolloutChanged, aliases: dict[str, int]) -> RolloutEffects:
+    """Aliases and statuses after a rollout transition.
+
+    `champion` moves to the candidate on promotion and back to the stable version on rollback;
+    `challenger` names the candidate while it takes live traffic.
+    """
+    candidate, stable = event.candidate_version, event.stable_version
+    challenger_is_candidate = aliases.get("challenger") == candidate
+    drop = frozenset({"challenger"}) if challenger_is_candidate else frozenset()
+    if event.to_state in ("canary", "shadow"):
+        return RolloutEffects(set_aliases={"challenger": candidate})
+    if event.to_state == "promoted":
+        statuses = {candidate: ("serving", f"promoted: {event.reason}")}
+        if stable is not None and stable != candidate:
+            statuses[stable] = ("retired", f"replaced by version {candidate}")
+        return RolloutEffects(set_aliases={"champion": candidate}, drop_aliases=drop, statuses=statuses)
+    if event.to_state == "rolled-back":
+        statuses = {candidate: ("rejected", f"rolled back: {event.reason}")}
+        set_aliases: dict[str, int] = {}
+        if stable is not None:
+            statuses[stable] = ("serving", f"restored after rolling back version {candidate}")
+            set_aliases["champion"] = stable
+        drop_champion = frozenset({"champion"}) if stable is None and aliases.get("champion") == candidate else drop
+        return RolloutEffects(set_aliases=set_aliases, drop_aliases=drop | drop_champion, statuses=statuses)
+    if event.to_state == "superseded":
+        return RolloutEffects(drop_aliases=drop, statuses={candidate: ("retired", f"superseded: {event.reason}")})
+    return RolloutEffects()
+
+
+def registered(version: ModelVersion, *, champion: int | None) -> ModelRegistered:
+    """The event that hands a new version to the evaluator."""
+    return ModelRegistered(
+        model=version.model,
+        version=version.version,
+        run_id=version.run_id,
+        dataset_version=version.dataset_version,
+        task=version.task,
+        artifacts=[ArtifactRef.model_validate(a) for a in version.artifacts],
+        metrics=version.metrics,
+        champion_version=champion,
+    )
+
+
+def history_entry(event: Event) -> tuple[int | None, str] | None:
+    """(version, one-line summary) of a lifecycle event the registry keeps; None if it keeps nothing."""
+    match event:
+        case DriftDetected():
+            drifted = [f.feature for f in event.features if f.drifted]
+            return event.version, (
+                f"drift in {len(drifted)}/{len(event.features)} features over {event.rows} rows"
+                + (f": {', '.join(drifted[:8])}" if drifted else "")
+                + (" (dataset drift)" if event.dataset_drift else "")
+            )
+        case PerformanceDegraded():
+            return event.version, (
+                f"{event.metric} {event.value:.4g} against {event.baseline:.4g} at evaluation "
+                f"(threshold {event.threshold:.4g}, {event.labelled_rows} labels)"
+            )
+        case AlertRaised() if event.model != "-":
+            version = event.labels.get("version")
+            summary = event.annotations.get("summary", event.labels.get("kind", "alert"))
+            return (int(version) if version and version.isdigit() else None), f"alert raised: {summary}"
+        case AlertResolved() if event.model != "-":
+            version = event.labels.get("version")
+            return (int(version) if version and version.isdigit() else None), f"alert resolved: {event.reason}"
+        case RetrainRequested():
+            return None, f"retrain requested by {event.requested_by} ({event.reason})"
+        case RolloutCommanded():
+            return event.version, f"{event.actor} commanded {event.command}" + (
+                f": {event.reason}" if event.reason else ""
+            )
+    return None
+
+
+def status_after_evaluation(decision: str) -> str:
+    """Version status for an evaluator decision."""
+    return {"approved": "approved", "held-for-review": "held-for-review", "rejected": "rejected"}[decision]
+
+
+# ---------------------------------------------------------------- references and filters
+
+
+@dataclass(frozen=True)
+class Ref:
+    """NAME, NAME@VERSION or NAME@ALIAS."""
+
+    model: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        suffix = self.version if self.version is not None else self.alias
+        return f"{self.model}@{suffix}" if suffix is not None else self.model
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse NAME[@VERSION|@ALIAS]; raises ValueError naming the problem."""
+    model, sep, rest = text.partition("@")
+    if not model:
+        raise ValueError(f"{text!r}: a reference is NAME, NAME@VERSION or NAME@ALIAS")
+    if not sep:
+        return Ref(model)
+    if rest.isdigit() and int(rest) >= 1:
+        return Ref(model, version=int(rest))
+    if ALIAS.match(rest):
+        return Ref(model, alias=rest)
+    raise ValueError(f"{text!r}: after '@' comes a version number (1, 2, …) or an alias")
+
+
+_METRIC_FILTER = re.compile(r"^([a-z_0-9]+)\s*(>=|<=|>|<|=)\s*(-?[0-9.]+(?:e-?[0-9]+)?)$")
+
+
+@dataclass(frozen=True)
+class MetricFilter:
+    """metric OP value, e.g. accuracy>=0.8."""
+
+    metric: str
+    op: str
+    value: float
+
+
+def parse_metric_filter(text: str) -> MetricFilter:
+    """Parse `metric>=0.8` style filters; raises ValueError naming the problem."""
+    match = _METRIC_FILTER.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r}: a metric filter looks like accuracy>=0.8 (operators >= <= > < =)")
+    return MetricFilter(match.group(1), match.group(2), float(match.group(3)))
+
+
+def check_alias(alias: str) -> None:
+    """Refuse an alias name operators may not set by hand."""
+    if not ALIAS.match(alias):
+        raise RegistryRefusal(f"alias {alias!r}: lowercase letters, digits, '_' and '-', starting with a letter")
+    if alias in RESERVED_ALIASES:
+        raise RegistryRefusal(f"{alias!r} moves only with rollouts: use `modelbus rollout promote|rollback`")
+
+
+# ---------------------------------------------------------------- what the registry returns
+
+
+class View(BaseModel):
+    """A read-only value returned by the registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class ModelVersion(View):
+    """One version of a model."""
+
+    model: str = Field(description="Model name.")
+    version: int = Field(description="Version number.")
+    status: str = Field(description="Lifecycle status.")
+    status_reason: str = Field(description="Why it has that status.")
+    run_id: str = Field(description="Training run that produced it.")
+    task: str = Field(description="classification or regression.")
+    estimator: str = Field(description="scikit-learn class.")
+    params: dict[str, Any] = Field(description="Hyperparameters.")
+    metrics: dict[str, float] = Field(description="Validation metrics.")
+    artifacts: list[dict[str, Any]] = Field(description="Artifacts with URIs and SHA-256.")
+    manifest: dict[str, Any] = Field(description="Feature schema, data digest, code version, candidates, timing.")
+    dataset: str = Field(description="Dataset name.")
+    dataset_version: str = Field(description="Dataset version trained on.")
+    code_version: str = Field(description="Trainer code version.")
+    spec_revision: int = Field(description="Spec revision in force.")
+    aliases: list[str] = Field(description="Aliases pointing at it.")
+    tags: dict[str, str] = Field(description="Tags.")
+    correlation_id: str = Field(description="Lifecycle that produced it.")
+    created_at: datetime = Field(description="When it was registered.")
+    updated_at: datetime = Field(description="Last status change.")
+
+
+class ModelSummary(View):
+    """A model with its aliases and latest state."""
+
+    name: str = Field(description="Model name.")
+    latest_version: int = Field(description="Highest version number (0: none yet).")
+    aliases: dict[str, int] = Field(description="Alias to version.")
+    spec_revision: int | None = Field(description="Latest applied spec revision.")
+    dataset: str | None = Field(description="Dataset named by the spec.")
+    task: str | None = Field(description="Task named by the spec.")
+    statuses: dict[str, int] = Field(description="Number of versions per status.")
+    updated_at: datetime = Field(description="Last change.")
+
+
+class DatasetVersion(View):
+    """A recorded version of a dataset."""
+
+    name: str = Field(description="Dataset name.")
+    version: str = Field(description="Version label.")
+    uri: str = Field(description="Where it is.")
+    sha256: str | None = Field(description="Digest.")
+    format: str = Field(description="csv or parquet.")
+    row_count: int | None = Field(description="Rows.")
+    size_bytes: int | None = Field(description="Bytes.")
+    columns: dict[str, str] | None = Field(description="Schema: column to dtype.")
+    profile: dict[str, Any] | None = Field(description="Profile of the data (from the first training on it).")
+    producer: str = Field(description="Who published it.")
+    arrived_at: datetime = Field(description="When it arrived.")
+
+
+class TrainingRun(View):
+    """A training run."""
+
+    run_id: str = Field(description="Run id.")
+    model: str = Field(description="Model name.")
+    status: Literal["running", "succeeded", "failed"] = Field(description="Outcome so far.")
+    trigger: str | None = Field(description="data-arrived or retrain-requested.")
+    dataset: str = Field(description="Dataset name.")
+    dataset_version: str = Field(description="Dataset version.")
+    spec_revision: int | None = Field(description="Spec revision.")
+    code_version: str | None = Field(description="Trainer code version.")
+    candidates: list[Any] = Field(description="Estimators tried (with scores once done).")
+    training_seconds: float | None = Field(description="Fit time.")
+    failure: dict[str, Any] | None = Field(description="Stage, reason and violations, if it failed.")
+    started_at: datetime | None = Field(description="Start.")
+    finished_at: datetime | None = Field(description="End.")
+
+
+class Evaluation(View):
+    """An evaluation of a version."""
+
+    event_id: str = Field(description="ce_id of the ModelEvaluated event.")
+    version: int = Field(description="Version evaluated.")
+    decision: str = Field(description="approved, held-for-review or rejected.")
+    passed: bool = Field(description="Every gate passed.")
+    champion_version: int | None = Field(description="Champion compared with.")
+    gates: list[dict[str, Any]] = Field(description="Gates with their numbers.")
+    metrics: dict[str, float] = Field(description="Candidate metrics on the test split.")
+    champion_metrics: dict[str, float] = Field(description="Champion metrics on the same split.")
+    test_rows: int = Field(description="Rows of the test split.")
+    evaluated_at: datetime = Field(description="When.")
+
+
+class RolloutStep(View):
+    """One rollout transition."""
+
+    event_id: str = Field(description="ce_id of the RolloutChanged event.")
+    rollout_id: str = Field(description="Rollout id.")
+    candidate_version: int = Field(description="Candidate.")
+    stable_version: int | None = Field(description="Stable version.")
+    from_state: str = Field(description="State before.")
+    to_state: str = Field(description="State after.")
+    step: int = Field(description="Canary step index.")
+    traffic: list[dict[str, Any]] = Field(description="Split after the transition.")
+    reason: str = Field(description="Why.")
+    evidence: dict[str, float] = Field(description="Numbers behind it.")
+    actor: str = Field(description="deployer or an operator.")
+    occurred_at: datetime = Field(description="When.")
+
+
+class HistoryItem(View):
+    """A drift, performance, alert, failure or command event about a model."""
+
+    event_id: str = Field(description="ce_id of the event.")
+    kind: str = Field(description="Event type.")
+    version: int | None = Field(description="Version concerned.")
+    summary: str = Field(description="One line.")
+    payload: dict[str, Any] = Field(description="The event body.")
+    occurred_at: datetime = Field(description="When.")
+
+
+class AuditEntry(View):
+    """One audited action."""
+
+    id: int = Field(description="Sequence number.")
+    at: datetime = Field(description="When.")
+    actor: str = Field(description="Who.")
+    role: str = Field(description="Their role.")
+    action: str = Field(description="What.")
+    target: str = Field(description="On what (model, model@version, spec).")
+    reason: str = Field(description="Why, as given.")
+    outcome: Literal["ok", "refused"] = Field(description="Done or refused.")
+    detail: dict[str, Any] = Field(description="Parameters and, when refused, the reason.")
+
+
+class SpecRevision(View):
+    """An applied spec revision."""
+
+    model: str = Field(description="Model name.")
+    revision: int = Field(description="Revision number.")
+    sha256: str = Field(description="Digest of the canonical spec.")
+    spec: dict[str, Any] = Field(description="The validated spec.")
+    spec_yaml: str = Field(description="The YAML as applied.")
+    applied_by: str = Field(description="Who applied it.")
+    applied_at: datetime = Field(description="When.")
+
+
+class Lineage(View):
+    """A version's whole chain: data → run → version → evaluations → rollouts → drift and alerts."""
+
+    version: ModelVersion
+    dataset: DatasetVersion | None
+    run: TrainingRun | None
+    spec: SpecRevision | None
+    evaluations: list[Evaluation]
+    rollouts: list[RolloutStep]
+    history: list[HistoryItem]

@@ -1,0 +1,514 @@
+"""The model spec: what a model is, how it is trained, judged, rolled out, watched and alerted on.
+
+Operators write it as YAML and apply it (`modelbus apply -f spec.yaml`); the registry keeps every
+revision and publishes it as `ModelSpecApplied` on a compacted topic, from which every service
+builds its view. `schemas/model-spec.json` is generated from `ModelSpec`.
+
+Validation refuses a spec with every error, each named by its YAML path (and line, when the
+text is at hand). Estimators come from an allowlist; hyperparameters must be constructor
+arguments of the class, scalar, and strings are plain words, so a spec cannot carry code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+
+_NAME = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+_WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
+MAX_CANDIDATES = 8
+MAX_CHOICES = 64
+MAX_FITS = 2000
+
+Task = Literal["classification", "regression"]
+Word = Annotated[str, Field(pattern=_WORD, description="A plain word: letters, digits, '_', '.', '+', '-'.")]
+
+
+def _param_value(value: Any) -> bool | int | float | str | None:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and re.fullmatch(_WORD, value):
+        return value
+    raise ValueError(
+        f"{value!r} is not a hyperparameter value: use a number, true/false, null or a plain word "
+        "(letters, digits, '_', '.', '+', '-'; at most 64)"
+    )
+
+
+ParamValue = Annotated[
+    bool | int | float | str | None,
+    PlainValidator(_param_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "number"},
+                {"type": "null"},
+                {"type": "string", "pattern": _WORD},
+            ],
+            "description": "A number, a boolean, null or a plain word.",
+        }
+    ),
+]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric a spec may select on, gate on or watch."""
+
+    task: Task
+    higher_is_better: bool
+
+
+METRICS: dict[str, MetricInfo] = {
+    "accuracy": MetricInfo("classification", True),
+    "balanced_accuracy": MetricInfo("classification", True),
+    "f1": MetricInfo("classification", True),
+    "f1_macro": MetricInfo("classification", True),
+    "precision": MetricInfo("classification", True),
+    "recall": MetricInfo("classification", True),
+    "roc_auc": MetricInfo("classification", True),
+    "log_loss": MetricInfo("classification", False),
+    "r2": MetricInfo("regression", True),
+    "mae": MetricInfo("regression", False),
+    "rmse": MetricInfo("regression", False),
+    "mape": MetricInfo("regression", False),
+}
+
+ESTIMATORS: dict[str, Task] = {
+    "sklearn.linear_model.LogisticRegression": "classification",
+    "sklearn.ensemble.RandomForestClassifier": "classification",
+    "sklearn.ensemble.ExtraTreesClassifier": "classification",
+    "sklearn.ensemble.GradientBoostingClassifier": "classification",
+    "sklearn.ensemble.HistGradientBoostingClassifier": "classification",
+    "sklearn.tree.DecisionTreeClassifier": "classification",
+    "sklearn.neighbors.KNeighborsClassifier": "classification",
+    "sklearn.naive_bayes.GaussianNB": "classification",
+    "sklearn.linear_model.LinearRegression": "regression",
+    "sklearn.linear_model.Ridge": "regression",
+    "sklearn.linear_model.Lasso": "regression",
+    "sklearn.linear_model.ElasticNet": "regression",
+    "sklearn.ensemble.RandomForestRegressor": "regression",
+    "sklearn.ensemble.ExtraTreesRegressor": "regression",
+    "sklearn.ensemble.GradientBoostingRegressor": "regression",
+    "sklearn.ensemble.HistGradientBoostingRegressor": "regression",
+    "sklearn.tree.DecisionTreeRegressor": "regression",
+    "sklearn.neighbors.KNeighborsRegressor": "regression",
+}
+EstimatorPath = Literal[
+    "sklearn.linear_model.LogisticRegression",
+    "sklearn.ensemble.RandomForestClassifier",
+    "sklearn.ensemble.ExtraTreesClassifier",
+    "sklearn.ensemble.GradientBoostingClassifier",
+    "sklearn.ensemble.HistGradientBoostingClassifier",
+    "sklearn.tree.DecisionTreeClassifier",
+    "sklearn.neighbors.KNeighborsClassifier",
+    "sklearn.naive_bayes.GaussianNB",
+    "sklearn.linear_model.LinearRegression",
+    "sklearn.linear_model.Ridge",
+    "sklearn.linear_model.Lasso",
+    "sklearn.linear_model.ElasticNet",
+    "sklearn.ensemble.RandomForestRegressor",
+    "sklearn.ensemble.ExtraTreesRegressor",
+    "sklearn.ensemble.GradientBoostingRegressor",
+    "sklearn.ensemble.HistGradientBoostingRegressor",
+    "sklearn.tree.DecisionTreeRegressor",
+    "sklearn.neighbors.KNeighborsRegressor",
+]
+
+
+@functools.cache
+def estimator_params(path: str) -> frozenset[str]:
+    """Constructor arguments of an allowlisted estimator (imports scikit-learn on first use)."""
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return frozenset(p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs"))
+
+
+class SpecModel(BaseModel):
+    """A part of a spec: frozen; unknown keys are refused (a typo is an error, not a silent default).
+
+    A service reading a spec from the bus validates with context {"lenient": True}: keys added by
+    a newer spec format are dropped rather than refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_when_lenient(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context and info.context.get("lenient"):
+            return {key: value for key, value in data.items() if key in cls.model_fields}
+        return data
+
+
+class Feature(SpecModel):
+    """An input column of the model."""
+
+    name: str = Field(min_length=1, max_length=128, description="Column name.")
+    type: Literal["numeric", "categorical", "boolean"] = Field(description="How the column is treated.")
+
+
+class ColumnRule(SpecModel):
+    """Data-contract rules of one column."""
+
+    required: bool = Field(default=True, description="The column must be present.")
+    dtype: Literal["numeric", "integer", "string", "boolean"] | None = Field(
+        default=None, description="Expected kind of values."
+    )
+    max_null_fraction: float = Field(default=0.0, ge=0, le=1, description="Largest share of nulls allowed.")
+    min: float | None = Field(default=None, description="Smallest value allowed (numeric).")
+    max: float | None = Field(default=None, description="Largest value allowed (numeric).")
+    domain: list[str] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="Allowed categories (categorical)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ColumnRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Contract(SpecModel):
+    """What the data must satisfy before anything is trained on it."""
+
+    min_rows: int = Field(default=1, ge=1, description="Fewest rows accepted.")
+    max_rows: int | None = Field(default=None, ge=1, description="Most rows accepted, if bounded.")
+    columns: dict[str, ColumnRule] = Field(default_factory=dict, description="Rules per column name.")
+    min_class_count: int = Field(default=2, ge=1, description="Classification: fewest distinct target classes.")
+
+
+class Choice(SpecModel):
+    """A search dimension over listed values."""
+
+    values: list[ParamValue] = Field(min_length=1, max_length=MAX_CHOICES, description="Values to try.")
+
+
+class Range(SpecModel):
+    """A search dimension over a numeric interval."""
+
+    low: float = Field(description="Lower bound.")
+    high: float = Field(description="Upper bound.")
+    log: bool = Field(default=False, description="Sample on a log scale.")
+    integer: bool = Field(default=False, description="Sample integers.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if abs(self.low) > 1e9 or abs(self.high) > 1e9:
+            raise ValueError("bounds must lie within ±1e9")
+        return self
+
+
+class Candidate(SpecModel):
+    """One estimator to try, with fixed hyperparameters and an optional search space."""
+
+    estimator: EstimatorPath = Field(description="scikit-learn class path from the allowlist.")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    search: dict[str, Choice | Range] = Field(default_factory=dict, description="Hyperparameters to search.")
+
+
+class Search(SpecModel):
+    """How a candidate's search space is explored (bounded)."""
+
+    method: Literal["random", "halving"] = Field(default="random", description="Randomized or successive halving.")
+    iterations: int = Field(default=10, ge=1, le=200, description="Parameter settings tried per candidate.")
+    cv: int = Field(default=3, ge=2, le=10, description="Cross-validation folds.")
+
+
+class Split(SpecModel):
+    """Seeded train / validation / test split; the test split is kept for the evaluator."""
+
+    validation: float = Field(default=0.2, gt=0, lt=0.5, description="Share for validation.")
+    test: float = Field(default=0.2, gt=0, lt=0.5, description="Share held out for evaluation.")
+    seed: int = Field(default=42, ge=0, description="Random seed.")
+    stratify: bool = Field(default=True, description="Stratify on the target (classification).")
+
+
+class Gate(SpecModel):
+    """An evaluation gate: an absolute bound and/or the largest regression against the champion."""
+
+    metric: str = Field(description="Metric on the test split.")
+    min: float | None = Field(default=None, description="Smallest value allowed.")
+    max: float | None = Field(default=None, description="Largest value allowed.")
+    max_regression: float | None = Field(
+        default=None, ge=0, description="Largest loss against the champion on the same split (metric units)."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Gate:
+        if self.min is None and self.max is None and self.max_regression is None:
+            raise ValueError("a gate needs min, max or max_regression")
+        return self
+
+
+class Segment(SpecModel):
+    """Requests whose field has one of these values always get the stable version."""
+
+    field: str = Field(min_length=1, description="Request field.")
+    values: list[str] = Field(min_length=1, description="Values that exclude a request from the canary.")
+
+
+class Rollout(SpecModel):
+    """How an approved version reaches all traffic."""
+
+    steps: list[float] = Field(
+        default=[10, 25, 50, 100], min_length=1, max_length=20, description="Canary percentages, ending at 100."
+    )
+    bake_seconds: float = Field(default=60, ge=0, le=86_400, description="Least time at each step.")
+    min_samples: int = Field(default=100, ge=1, description="Canary requests needed before a step is judged.")
+    sticky_key: str | None = Field(default=None, description="Request field hashed so one key sees one version.")
+    excluded_segments: list[Segment] = Field(default_factory=list, description="Segments kept on stable.")
+    shadow: bool = Field(default=False, description="First mirror traffic to the candidate without answering.")
+    max_error_rate_increase: float = Field(
+        default=0.02, ge=0, le=1, description="Largest canary error-rate excess over stable."
+    )
+    max_latency_ratio: float = Field(default=1.5, ge=1, description="Largest canary/stable p99 latency ratio.")
+    max_metric_drop: float = Field(default=0.05, ge=0, description="Largest drop of the live metric versus stable.")
+
+
+class DriftPolicy(SpecModel):
+    """Drift tests and thresholds."""
+
+    tests: dict[str, Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"]] = Field(
+        default_factory=dict, description="Test per feature; unnamed features get the automatic choice."
+    )
+    p_value: float = Field(default=0.05, gt=0, lt=1, description="Significance (after Benjamini-Hochberg).")
+    min_effect: float = Field(default=0.1, ge=0, description="Effect-size floor for a feature to count as drifted.")
+    drifted_share: float = Field(default=0.5, gt=0, le=1, description="Share of drifted features for dataset drift.")
+
+
+class PerformancePolicy(SpecModel):
+    """Live performance watch."""
+
+    metric: str | None = Field(default=None, description="Metric watched; defaults to the selection metric.")
+    max_drop: float = Field(default=0.05, ge=0, description="Largest drop from the evaluated value.")
+    min_labels: int = Field(default=100, ge=1, description="Labelled rows needed before judging.")
+
+
+class Monitoring(SpecModel):
+    """What the monitor watches and when it asks for a retrain."""
+
+    window_rows: int = Field(default=1000, ge=10, le=10_000_000, description="Rows per window.")
+    window_seconds: float = Field(default=300, gt=0, le=604_800, description="Longest window, in seconds.")
+    drift: DriftPolicy = Field(default_factory=DriftPolicy, description="Drift tests.")
+    performance: PerformancePolicy = Field(default_factory=PerformancePolicy, description="Performance watch.")
+    retrain_on: list[Literal["drift", "performance"]] = Field(
+        default=["drift", "performance"], description="Conditions that request a retrain."
+    )
+    retrain_cooldown_seconds: float = Field(default=3600, ge=0, description="Least time between retrain requests.")
+
+
+class Alerts(SpecModel):
+    """Labels every alert about this model carries."""
+
+    team: Word = Field(default="ml", description="Owning team (routing label).")
+    severity: Literal["info", "warning", "critical"] = Field(default="warning", description="Default severity.")
+    labels: dict[Word, Word] = Field(default_factory=dict, description="Extra labels.")
+
+
+class ModelSpec(SpecModel):
+    """A model spec, as applied with `modelbus apply -f spec.yaml`."""
+
+    api_version: Literal["modelbus/v1"] = Field(default="modelbus/v1", description="Spec format version.")
+    model: str = Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")
+    description: str = Field(default="", max_length=2000, description="What the model is for.")
+    dataset: str = Field(pattern=_NAME, description="Dataset whose arrivals train this model.")
+    task: Task = Field(description="classification or regression.")
+    target: str = Field(min_length=1, description="Target column.")
+    features: list[Feature] = Field(min_length=1, max_length=2000, description="Input columns.")
+    contract: Contract = Field(default_factory=Contract, description="Data contract.")
+    candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Estimators to try.")
+    search: Search = Field(default_factory=Search, description="Search bounds.")
+    split: Split = Field(default_factory=Split, description="Data split.")
+    selection_metric: str = Field(description="Metric that picks the best candidate.")
+    gates: list[Gate] = Field(default_factory=list, description="Evaluation gates.")
+    rollout: Rollout = Field(default_factory=Rollout, description="Rollout policy.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring policy.")
+    alerts: Alerts = Field(default_factory=Alerts, description="Alert labels.")
+    require_approval: bool = Field(default=False, description="A human must approve before any rollout.")
+
+    def sha256(self) -> str:
+        """Digest of the canonical JSON form: equal specs have equal digests, whatever their YAML."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- errors with YAML paths
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One thing wrong with a spec."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path} (line {self.line})" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec was refused; `issues` names every error by its YAML path."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = issues
+        super().__init__("invalid spec:\n" + "\n".join(f"  - {issue}" for issue in issues))
+
+
+def yaml_path(loc: tuple[str | int, ...]) -> str:
+    """('candidates', 0, 'params', 'C') -> candidates[0].params.C"""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(root)"
+
+
+def _line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+_UNION_TAGS = {"Choice", "Range", "function-after[_bounded(), Range]"}
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    # pydantic adds union member names to the location (search.C.Range); a YAML path has none.
+    return tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
+
+
+def _pydantic_issues(exc: ValidationError, root: yaml.Node | None) -> list[SpecIssue]:
+    seen: dict[str, SpecIssue] = {}
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (not part of the spec format)"
+        elif error["type"] == "literal_error" and loc[-1:] == ("estimator",):
+            short = ", ".join(path.rsplit(".", 1)[1] for path in ESTIMATORS)
+            message = f"{error['input']!r} is not on the estimator allowlist (sklearn's {short})"
+        path = yaml_path(loc)
+        # A union reports one error per member; the first is enough to name the problem.
+        seen.setdefault(path, SpecIssue(path, message, _line(root, loc)))
+    return list(seen.values())
+
+
+def _cross_issues(spec: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    names = [f.name for f in spec.features]
+    for i, feature in enumerate(spec.features):
+        if names.index(feature.name) != i:
+            problems.append((("features", i, "name"), f"feature {feature.name!r} is listed twice"))
+        if feature.name == spec.target:
+            problems.append((("features", i, "name"), "the target cannot also be a feature"))
+    for column in spec.contract.columns:
+        if column not in names and column != spec.target:
+            problems.append((("contract", "columns", column), "not a feature nor the target"))
+    for metric_loc, metric in [
+        (("selection_metric",), spec.selection_metric),
+        *[(("gates", i, "metric"), g.metric) for i, g in enumerate(spec.gates)],
+        *(
+            [(("monitoring", "performance", "metric"), spec.monitoring.performance.metric)]
+            if spec.monitoring.performance.metric
+            else []
+        ),
+    ]:
+        info = METRICS.get(metric)
+        if info is None:
+            problems.append((metric_loc, f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}"))
+        elif info.task != spec.task:
+            problems.append((metric_loc, f"{metric} is a {info.task} metric; this model does {spec.task}"))
+    fits = 0
+    for i, candidate in enumerate(spec.candidates):
+        task = ESTIMATORS[candidate.estimator]
+        if task != spec.task:
+            problems.append((("candidates", i, "estimator"), f"{candidate.estimator} is a {task} estimator"))
+            continue
+        known = estimator_params(candidate.estimator)
+        for part in ("params", "search"):
+            for param in getattr(candidate, part):
+                if param not in known:
+                    problems.append(((("candidates", i, part, param)), f"not a parameter of {candidate.estimator}"))
+        for param in set(candidate.params) & set(candidate.search):
+            problems.append((("candidates", i, "search", param), "also fixed in params; keep one"))
+        fits += (spec.search.iterations * spec.search.cv) if candidate.search else 1
+    if fits > MAX_FITS:
+        problems.append((("search",), f"{fits} fits across candidates exceed the bound of {MAX_FITS}"))
+    steps = spec.rollout.steps
+    for i, step in enumerate(steps):
+        if not 0 < step <= 100:
+            problems.append((("rollout", "steps", i), f"{step} is not a percentage in (0, 100]"))
+        elif i and step <= steps[i - 1]:
+            problems.append((("rollout", "steps", i), "steps must increase"))
+    if steps[-1] != 100:
+        problems.append((("rollout", "steps"), "the last step must be 100"))
+    for tested in spec.monitoring.drift.tests:
+        if tested not in names and tested != "__prediction__":
+            problems.append((("monitoring", "drift", "tests", tested), "not a feature"))
+    return problems
+
+
+def parse_spec(data: Any, *, root: yaml.Node | None = None) -> ModelSpec:
+    """Validate a spec given as plain data; raises SpecError naming every problem."""
+    if not isinstance(data, dict):
+        raise SpecError([SpecIssue("(root)", f"a spec is a mapping, got {type(data).__name__}")])
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_issues(exc, root)) from None
+    problems = _cross_issues(spec)
+    if problems:
+        raise SpecError([SpecIssue(yaml_path(loc), message, _line(root, loc)) for loc, message in problems])
+    return spec
+
+
+def load_spec(text: str) -> ModelSpec:
+    """Parse and validate a spec from YAML (or JSON) text; raises SpecError."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(
+            [SpecIssue("(root)", f"not YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)]
+        ) from None
+    return parse_spec(data, root=root)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec format (schemas/model-spec.json)."""
+    return ModelSpec.model_json_schema(mode="validation")
