@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,12 +18,17 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 schemas_app = typer.Typer(help="JSON Schemas and the AsyncAPI document in schemas/.", no_args_is_help=True)
 publish_app = typer.Typer(help="Publish events, validated before sending.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter topic.", no_args_is_help=True)
+models_app = typer.Typer(help="Models and versions in the registry.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Command a model's rollout (operator).", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(publish_app, name="publish")
 app.add_typer(dlq_app, name="dlq")
-console = Console(highlight=False, soft_wrap=True)
+app.add_typer(models_app, name="models")
+app.add_typer(rollout_app, name="rollout")
+# Piped output (grep, files, tests) is never squeezed to 80 columns: tables and trees keep whole values.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -236,6 +242,370 @@ def dlq_replay(
     for item, topic in zip(chosen, replayed_to, strict=True):
         console.print(f"replayed {item.id} to {topic}", markup=False)
     console.print(f"{len(chosen)} message(s) replayed", markup=False)
+
+
+# ---------------------------------------------------------------- the registry API
+
+
+def _api(method: str, path: str, *, json: object = None, params: dict[str, object] | None = None) -> Any:
+    from shared.client import ApiError, RegistryClient
+
+    try:
+        with RegistryClient(_settings()) as client:
+            return client.call(method, path, json=json, params=params)
+    except ApiError as exc:
+        err.print(str(exc), markup=False)
+        for issue in exc.errors:
+            line = f" (line {issue['line']})" if issue.get("line") else ""
+            err.print(f"  - {issue['path']}{line}: {issue['message']}", markup=False)
+        raise typer.Exit(2 if exc.status and 400 <= exc.status < 500 else 1) from None
+
+
+def _ref(text: str) -> Any:
+    from services.registry.domain import parse_ref
+
+    try:
+        return parse_ref(text)
+    except ValueError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+
+Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit log).")]
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Spec YAML file, or - for stdin.")],
+    reason: Reason = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only validate, locally.")] = False,
+) -> None:
+    """Validate a model spec and apply it (admin): a changed spec becomes a new revision."""
+
+    from shared.spec import SpecError, load_spec
+
+    text = sys.stdin.read() if str(file) == "-" else file.read_text() if file.is_file() else None
+    if text is None:
+        err.print(f"no file at {file}", markup=False)
+        raise typer.Exit(2)
+    try:
+        spec = load_spec(text)
+    except SpecError as exc:
+        err.print(f"{file}: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    if dry_run:
+        say(f"{file}: valid spec for model {spec.model} (sha256 {spec.sha256()[:12]})")
+        return
+    result = _api("POST", "/v1/specs", json={"spec_yaml": text, "reason": reason})
+    if result["changed"]:
+        say(f"{result['model']}: revision {result['revision']} applied (sha256 {result['sha256'][:12]})")
+    else:
+        say(f"{result['model']}: unchanged (revision {result['revision']} is the same spec)")
+
+
+def _table(columns: list[str], rows: list[list[object]]) -> None:
+    from rich.table import Table
+
+    table = Table(*columns, box=None, pad_edge=False, highlight=False)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def _metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items()))
+
+
+@models_app.command("ls")
+def models_ls(
+    contains: Annotated[str | None, typer.Argument(help="Only models whose name contains this.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List models: latest version, aliases, versions per status, spec revision."""
+    import json
+
+    models = _api("GET", "/v1/models", params={"q": contains})
+    if as_json:
+        say(json.dumps(models, indent=2))
+        return
+    _table(
+        ["MODEL", "LATEST", "ALIASES", "STATUSES", "SPEC", "DATASET", "UPDATED"],
+        [
+            [
+                m["name"],
+                m["latest_version"] or "-",
+                " ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items())) or "-",
+                " ".join(f"{s}:{n}" for s, n in sorted(m["statuses"].items())) or "-",
+                m["spec_revision"] or "-",
+                m["dataset"] or "-",
+                m["updated_at"][:19],
+            ]
+            for m in models
+        ],
+    )
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    status: Annotated[str | None, typer.Option(help="With NAME: only versions with this status.")] = None,
+    tag: Annotated[str | None, typer.Option(help="With NAME: only versions with tag KEY or KEY=VALUE.")] = None,
+    metric: Annotated[str | None, typer.Option(help="With NAME: e.g. accuracy>=0.8.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a model and its versions, or one version in full."""
+    import json
+
+    parsed = _ref(ref)
+    if parsed.version is None and parsed.alias is None:
+        model = _api("GET", f"/v1/models/{parsed.model}")
+        versions = _api(
+            "GET", f"/v1/models/{parsed.model}/versions", params={"status": status, "tag": tag, "metric": metric}
+        )
+        if as_json:
+            say(json.dumps({"model": model, "versions": versions}, indent=2))
+            return
+        aliases = " ".join(f"{a}={v}" for a, v in sorted(model["aliases"].items())) or "none"
+        say(f"{model['name']}  spec revision {model['spec_revision'] or '-'}  dataset {model['dataset'] or '-'}")
+        say(f"aliases: {aliases}")
+        _table(
+            ["VERSION", "STATUS", "ALIASES", "ESTIMATOR", "METRICS", "DATASET", "CREATED"],
+            [
+                [
+                    v["version"],
+                    v["status"],
+                    ",".join(v["aliases"]) or "-",
+                    v["estimator"].rsplit(".", 1)[-1],
+                    _metrics(v["metrics"]),
+                    v["dataset_version"],
+                    v["created_at"][:19],
+                ]
+                for v in versions
+            ],
+        )
+        return
+    version = _api("GET", f"/v1/models/{parsed.model}/versions/{parsed.version or parsed.alias}")
+    if as_json:
+        say(json.dumps(version, indent=2))
+        return
+    say(f"{version['model']}@{version['version']}  {version['status']}: {version['status_reason']}")
+    for label, value in (
+        ("aliases", ", ".join(version["aliases"]) or "-"),
+        ("estimator", version["estimator"]),
+        ("params", json.dumps(version["params"], sort_keys=True)),
+        ("metrics", _metrics(version["metrics"])),
+        ("dataset", f"{version['dataset']}@{version['dataset_version']}"),
+        ("run", version["run_id"]),
+        ("code", version["code_version"]),
+        ("spec", f"revision {version['spec_revision']}"),
+        ("tags", " ".join(f"{k}={v}" for k, v in sorted(version["tags"].items())) or "-"),
+        ("registered", version["created_at"]),
+    ):
+        say(f"  {label:<11}{value}")
+    for artifact in version["artifacts"]:
+        say(f"  artifact   {artifact['name']}: {artifact['uri']} sha256 {artifact['sha256'][:16]}…")
+
+
+@models_app.command("approve")
+def models_approve(ref: Annotated[str, typer.Argument(help="NAME@VERSION.")], reason: Reason = "") -> None:
+    """Approve a version held for review (operator); its rollout starts."""
+    parsed = _ref(ref)
+    done = _api("POST", f"/v1/models/{parsed.model}/versions/{parsed.version}/approve", json={"reason": reason})
+    say(f"approved {done['target']} (RolloutCommanded {done['event_id']})")
+
+
+@models_app.command("reject")
+def models_reject(ref: Annotated[str, typer.Argument(help="NAME@VERSION.")], reason: Reason = "") -> None:
+    """Reject a version that is not serving (operator)."""
+    parsed = _ref(ref)
+    done = _api("POST", f"/v1/models/{parsed.model}/versions/{parsed.version}/reject", json={"reason": reason})
+    say(f"rejected {done['target']}")
+
+
+@models_app.command("alias")
+def models_alias(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS.")],
+    version: Annotated[int | None, typer.Argument(help="Version to point at; omit with --delete.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    reason: Reason = "",
+) -> None:
+    """Set or remove an alias of your own (operator); champion and challenger move with rollouts."""
+    model, _, alias = ref.partition("@")
+    if not alias or (version is None) != delete:
+        err.print("usage: modelbus models alias NAME@ALIAS VERSION | NAME@ALIAS --delete")
+        raise typer.Exit(2)
+    if delete:
+        _api("DELETE", f"/v1/models/{model}/aliases/{alias}", params={"reason": reason})
+        say(f"removed {model}@{alias}")
+    else:
+        _api("PUT", f"/v1/models/{model}/aliases/{alias}", json={"version": version, "reason": reason})
+        say(f"{model}@{alias} -> {version}")
+
+
+@models_app.command("tag")
+def models_tag(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION.")],
+    tag: Annotated[str, typer.Argument(help="KEY=VALUE to set, or KEY with --delete.")],
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the tag.")] = False,
+    reason: Reason = "",
+) -> None:
+    """Set or remove a tag on a version (operator)."""
+    parsed = _ref(ref)
+    key, sep, value = tag.partition("=")
+    path = f"/v1/models/{parsed.model}/versions/{parsed.version}/tags/{key}"
+    if delete:
+        _api("DELETE", path, params={"reason": reason})
+        say(f"removed tag {key} from {parsed}")
+    elif not sep:
+        err.print("a tag to set looks like KEY=VALUE")
+        raise typer.Exit(2)
+    else:
+        _api("PUT", path, json={"value": value, "reason": reason})
+        say(f"{parsed} tagged {key}={value}")
+
+
+@app.command("lineage")
+def lineage(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a version's lineage as a tree: data, run, version, evaluations, rollouts, drift and alerts."""
+    import json
+
+    from rich.text import Text
+    from rich.tree import Tree
+
+    parsed = _ref(ref)
+    found = _api("GET", f"/v1/models/{parsed.model}/versions/{parsed.version or parsed.alias or 'latest'}/lineage")
+    if as_json:
+        say(json.dumps(found, indent=2))
+        return
+    v, data, run, spec = found["version"], found["dataset"], found["run"], found["spec"]
+    root = Tree(Text(f"{v['model']}@{v['version']}  [{v['status']}] {v['status_reason']}"))
+    if data:
+        node = root.add(Text(f"dataset {data['name']}@{data['version']}  {data['uri']}"))
+        node.add(Text(f"sha256 {data['sha256'] or '-'}  rows {data['row_count'] or '-'}  from {data['producer']}"))
+    else:
+        root.add(Text(f"dataset {v['dataset']}@{v['dataset_version']} (not recorded)"))
+    if spec:
+        root.add(Text(f"spec revision {spec['revision']}  sha256 {spec['sha256'][:12]}  by {spec['applied_by']}"))
+    if run:
+        node = root.add(Text(f"training run {run['run_id']}  {run['status']}  trigger {run['trigger'] or '-'}"))
+        if run["training_seconds"] is not None:
+            node.add(Text(f"fit {run['training_seconds']:.1f} s  code {run['code_version'] or '-'}"))
+        for candidate in run["candidates"]:
+            if isinstance(candidate, dict):
+                node.add(Text(f"candidate {candidate['estimator'].rsplit('.', 1)[-1]}  score {candidate['score']:.4g}"))
+    node = root.add(Text(f"version {v['version']}  {v['estimator'].rsplit('.', 1)[-1]}  {_metrics(v['metrics'])}"))
+    for artifact in v["artifacts"]:
+        node.add(Text(f"{artifact['name']}  {artifact['uri']}  sha256 {artifact['sha256'][:12]}"))
+    for evaluation in found["evaluations"]:
+        node = root.add(
+            Text(
+                f"evaluation {evaluation['decision']}  vs champion {evaluation['champion_version'] or '-'}  "
+                f"{evaluation['test_rows']} test rows"
+            )
+        )
+        for gate in evaluation["gates"]:
+            mark = "pass" if gate["passed"] else "FAIL"
+            node.add(
+                Text(
+                    f"{mark} {gate['name']}: {gate['metric']} {gate['value']} {gate['comparator']} {gate['threshold']}"
+                )
+            )
+    if found["rollouts"]:
+        node = root.add(Text(f"rollout {found['rollouts'][0]['rollout_id']}"))
+        for step in found["rollouts"]:
+            split = " ".join(f"v{t['version']}={t['percent']:g}%" for t in step["traffic"])
+            node.add(
+                Text(
+                    f"{step['occurred_at'][11:19]} {step['from_state']} -> {step['to_state']}"
+                    f"  {split}  {step['reason']}"
+                )
+            )
+    for item in found["history"]:
+        root.add(Text(f"{item['kind']}  {item['occurred_at'][:19]}  {item['summary']}"))
+    console.print(root)
+
+
+def _rollout(command: str, name: str, version: int | None, reason: str) -> None:
+    done = _api("POST", f"/v1/models/{name}/rollout/{command}", json={"version": version, "reason": reason})
+    say(f"{command} {name}{f'@{version}' if version else ''}: RolloutCommanded {done['event_id']}")
+
+
+Version = Annotated[int | None, typer.Option("--version", "-v", help="Version concerned.")]
+
+
+@rollout_app.command("start")
+def rollout_start(
+    name: str,
+    version: Annotated[int, typer.Option("--version", "-v", help="Version to roll out.")],
+    reason: Reason = "",
+) -> None:
+    """Start rolling out an approved version."""
+    _rollout("start", name, version, reason)
+
+
+@rollout_app.command("promote")
+def rollout_promote(name: str, version: Version = None, reason: Reason = "") -> None:
+    """Send all traffic to the candidate now."""
+    _rollout("promote", name, version, reason)
+
+
+@rollout_app.command("pause")
+def rollout_pause(name: str, version: Version = None, reason: Reason = "") -> None:
+    """Hold the rollout at its current step."""
+    _rollout("pause", name, version, reason)
+
+
+@rollout_app.command("resume")
+def rollout_resume(name: str, version: Version = None, reason: Reason = "") -> None:
+    """Resume a paused rollout."""
+    _rollout("resume", name, version, reason)
+
+
+@rollout_app.command("rollback")
+def rollout_rollback(name: str, version: Version = None, reason: Reason = "") -> None:
+    """Put all traffic back on the previous champion."""
+    _rollout("rollback", name, version, reason)
+
+
+@app.command("retrain")
+def retrain(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    dataset_version: Annotated[str | None, typer.Option(help="Dataset version; the latest if absent.")] = None,
+    reason: Reason = "",
+) -> None:
+    """Ask for the model to be trained again (operator)."""
+    done = _api("POST", f"/v1/models/{name}/retrain", json={"dataset_version": dataset_version, "reason": reason})
+    say(f"retrain of {name} requested: RetrainRequested {done['event_id']}")
+
+
+@app.command("audit")
+def audit(
+    target: Annotated[str | None, typer.Option(help="A model (with its versions) or NAME@VERSION.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
+    limit: Annotated[int, typer.Option(help="Most entries shown.")] = 50,
+) -> None:
+    """The audit log, newest first."""
+    entries = _api("GET", "/v1/audit", params={"target": target, "actor": actor, "action": action, "limit": limit})
+    _table(
+        ["#", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REASON"],
+        [
+            [
+                e["id"],
+                e["at"][:19],
+                e["actor"],
+                e["role"],
+                e["action"],
+                e["target"],
+                e["outcome"] if e["outcome"] == "ok" else "refused: " + e["detail"].get("error", "").splitlines()[0],
+                e["reason"],
+            ]
+            for e in entries
+        ],
+    )
 
 
 def main() -> None:

@@ -161,6 +161,12 @@ def identifier(settings: Settings) -> Callable[[str], Principal | None]:
     return identify
 
 
+StatusQuery = Annotated[domain.Status | None, Query(description="Only versions with this status.")]
+AliasQuery = Annotated[str | None, Query(description="Only the version this alias names.")]
+TagQuery = Annotated[str | None, Query(description="KEY or KEY=VALUE.")]
+MetricQuery = Annotated[str | None, Query(description="e.g. accuracy>=0.8")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
 Viewer = Annotated[Principal, Depends(RoleCheck("viewer"))]
 Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
 Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
@@ -304,7 +310,7 @@ def make_api(
 
     @api.exception_handler(domain.NotFound)
     async def _not_found(_: Request, exc: domain.NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc).strip("'\"")}, status_code=404)
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @api.exception_handler(domain.RegistryRefusal)
     async def _refused(_: Request, exc: domain.RegistryRefusal) -> JSONResponse:
@@ -357,7 +363,7 @@ def make_api(
                         target=target,
                         reason=reason,
                         outcome="refused",
-                        detail={**detail, "error": str(exc).strip("'\"")},
+                        detail={**detail, "error": str(exc)},
                     )
                 raise
         if model is not None:
@@ -432,13 +438,6 @@ def make_api(
                 limit=limit,
                 offset=offset,
             )
-
-    StatusQuery = Annotated[domain.Status | None, Query(description="Only versions with this status.")]
-    AliasQuery = Annotated[str | None, Query(description="Only the version this alias names.")]
-    TagQuery = Annotated[str | None, Query(description="KEY or KEY=VALUE.")]
-    MetricQuery = Annotated[str | None, Query(description="e.g. accuracy>=0.8")]
-    Limit = Annotated[int, Query(ge=1, le=1000)]
-    Offset = Annotated[int, Query(ge=0)]
 
     @api.get("/v1/versions", tags=["read"])
     async def search_versions(

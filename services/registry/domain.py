@@ -26,7 +26,7 @@ from shared.events import (
 )
 
 Status = Literal["registered", "evaluating", "approved", "held-for-review", "rejected", "serving", "retired"]
-RESERVED_ALIASES = frozenset({"champion", "challenger"})
+RESERVED_ALIASES = frozenset({"champion", "challenger", "latest"})
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 # Which status may follow which. Events arrive from several topics and may be redelivered;
@@ -151,7 +151,7 @@ def status_after_evaluation(decision: str) -> str:
 
 @dataclass(frozen=True)
 class Ref:
-    """NAME, NAME@VERSION or NAME@ALIAS."""
+    """NAME, NAME@VERSION or NAME@ALIAS; NAME alone (or NAME@latest) is the highest version."""
 
     model: str
     version: int | None = None
@@ -171,6 +171,8 @@ def parse_ref(text: str) -> Ref:
         return Ref(model)
     if rest.isdigit() and int(rest) >= 1:
         return Ref(model, version=int(rest))
+    if rest == "latest":
+        return Ref(model)
     if ALIAS.match(rest):
         return Ref(model, alias=rest)
     raise ValueError(f"{text!r}: after '@' comes a version number (1, 2, …) or an alias")
@@ -201,7 +203,7 @@ def check_alias(alias: str) -> None:
     if not ALIAS.match(alias):
         raise RegistryRefusal(f"alias {alias!r}: lowercase letters, digits, '_' and '-', starting with a letter")
     if alias in RESERVED_ALIASES:
-        raise RegistryRefusal(f"{alias!r} moves only with rollouts: use `modelbus rollout promote|rollback`")
+        raise RegistryRefusal(f"{alias!r} is kept by the registry (champion and challenger move with rollouts)")
 
 
 # ---------------------------------------------------------------- what the registry returns

@@ -394,7 +394,7 @@ async def version_row(session: AsyncSession, model: str, version: int, *, lock: 
 async def aliases_of(session: AsyncSession, model: str) -> dict[str, int]:
     """Alias to version for one model."""
     rows = await session.execute(select(AliasRow.alias, AliasRow.version).where(AliasRow.model == model))
-    return {alias: version for alias, version in rows.tuples()}
+    return {alias: version for alias, version in rows.all()}
 
 
 async def set_alias(session: AsyncSession, model: str, alias: str, version: int, *, by: str) -> None:
@@ -503,7 +503,7 @@ async def get_version(session: AsyncSession, model: str, version: int) -> domain
     tags = await session.execute(
         select(TagRow.key, TagRow.value).where(TagRow.model == model, TagRow.version == version)
     )
-    return _version(row, aliases, dict(tags.tuples().all()))
+    return _version(row, aliases, dict(tags.all()))
 
 
 async def resolve(session: AsyncSession, ref: domain.Ref) -> int:
@@ -592,7 +592,7 @@ async def list_models(session: AsyncSession, *, name_contains: str | None = None
         select(VersionRow.model, VersionRow.status, func.count()).group_by(VersionRow.model, VersionRow.status)
     )
     statuses: dict[str, dict[str, int]] = {}
-    for model, status, count in counts.tuples():
+    for model, status, count in counts.all():
         statuses.setdefault(model, {})[status] = count
     aliases: dict[str, dict[str, int]] = {}
     for row in (await session.scalars(select(AliasRow))).all():

@@ -1,0 +1,63 @@
+"""A small client of the registry's HTTP API, used by the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shared.settings import Settings
+
+
+class ApiError(Exception):
+    """The API refused a request or could not be reached; the message says why."""
+
+    def __init__(self, message: str, *, status: int | None = None, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+
+class RegistryClient:
+    """Calls the registry API with the settings' URL and bearer token."""
+
+    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+        token = settings.api_token.get_secret_value()
+        self.base = settings.api_url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.base,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """One request; returns the decoded JSON, raises ApiError with the API's reason."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self.http.request(method, path, json=json, params=query)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"the registry API at {self.base} is unreachable ({type(exc).__name__}); "
+                "is the registry running (`python -m services.registry`) and MODELBUS_API_URL right?"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text}
+            detail = body.get("detail") if isinstance(body, dict) else body
+            if isinstance(detail, list):  # FastAPI's request validation errors
+                detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+            hint = " (set MODELBUS_API_TOKEN)" if response.status_code == 401 else ""
+            raise ApiError(
+                f"{response.status_code}: {detail}{hint}",
+                status=response.status_code,
+                errors=body.get("errors", []) if isinstance(body, dict) else [],
+            )
+        return response.json()
