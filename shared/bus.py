@@ -16,6 +16,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import topics
-from shared.db import OutboxRow, add_to_outbox, claim_inbox, outbox_headers
+from shared.db import OutboxRow, add_to_outbox, claim_inbox, claim_inbox_many, outbox_headers
 from shared.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.events import DeadLettered, Event
 from shared.settings import Settings
@@ -48,6 +49,28 @@ E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
 Handler = Callable[[Any, "HandlerContext"], Awaitable[HandlerResult]]
 Route = tuple[Handler, frozenset[str] | None]
+
+
+@dataclass(frozen=True)
+class Work:
+    """A decoded message waiting for its handler."""
+
+    record: ConsumerRecord[bytes, bytes]
+    headers: Headers
+    handler: Handler
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A message to dead-letter, and why."""
+
+    record: ConsumerRecord[bytes, bytes]
+    headers: Headers
+    kind: str
+    reason: str
+    attempts: int
+    envelope: Envelope | None
 
 
 class TransientError(Exception):
@@ -166,13 +189,20 @@ class Bus:
         return message.event_id
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
-        """Publish bytes and headers as they are (dead letters, replays, the relay)."""
-        await self.broker.publish(
+        """Publish bytes and headers as they are (dead letters, replays), waiting for the broker's ack."""
+        await (await self._send(topic, key, value, headers))
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> asyncio.Future[Any]:
+        # Queued in call order (the idempotent producer keeps that order per partition); the
+        # returned future resolves on the broker's acknowledgement.
+        future: asyncio.Future[Any] = await self.broker.publish(
             value,
             topic=topic,
             key=key,
             headers={name: data.decode("utf-8", "surrogateescape") for name, data in headers},
+            no_confirm=True,
         )
+        return future
 
     def stage(self, session: AsyncSession, event: Event, *, cause: Envelope | None = None) -> str:
         """Write `event` to the outbox in the session's transaction; the relay publishes it."""
@@ -226,37 +256,37 @@ class Bus:
 
     def _subscribe(self) -> None:
         for group_id, routes in self._routes.items():
-            on_message = self._dispatcher(group_id, routes)
-            on_message.__name__ = group_id.rsplit(".", 1)[-1].replace("-", "_")
+            on_batch = self._dispatcher(group_id, routes)
+            on_batch.__name__ = group_id.rsplit(".", 1)[-1].replace("-", "_")
             self.broker.subscriber(
                 *routes,
                 group_id=group_id,
+                batch=True,
+                max_records=self.settings.consumer_batch_max,
                 ack_policy=AckPolicy.MANUAL,
                 decoder=_raw_body,
                 auto_offset_reset="earliest",
                 title=f"{group_id}:{','.join(sorted(routes))}",
-            )(on_message)
+            )(on_batch)
 
     def _dispatcher(self, group_id: str, routes: dict[str, Route]) -> Callable[[KafkaMessage], Awaitable[None]]:
-        async def on_message(message: KafkaMessage) -> None:
-            record: ConsumerRecord[bytes, bytes] = message.raw_message
-            handler, allowed = routes[record.topic]
-            await self._consume(message, handler, group_id=group_id, allowed=allowed)
+        async def on_batch(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records: tuple[ConsumerRecord[bytes, bytes], ...] = raw if isinstance(raw, tuple) else (raw,)
+            await self._consume(message, records, routes, group_id)
 
-        return on_message
+        return on_batch
 
-    async def _consume(
-        self, message: KafkaMessage, handler: Handler, *, group_id: str, allowed: frozenset[str] | None
-    ) -> None:
-        record: ConsumerRecord[bytes, bytes] = message.raw_message
-        headers: Headers = [(name, bytes(data)) for name, data in (record.headers or ())]
-        try:
-            envelope = decode(record.value, headers, allowed=allowed, max_bytes=self.settings.max_message_bytes)
-        except EnvelopeError as exc:
-            await self._settle(message, record, headers, group_id, exc.kind, exc.reason, attempts=1)
-            return
-        with self.tracer.start_as_current_span(
+    def _span(self, group_id: str, envelope: Envelope) -> AbstractContextManager[trace.Span]:
+        """The handler's span: a child of the span that published the event (from its traceparent)."""
+        carrier = {
+            name: value
+            for name, value in (("traceparent", envelope.traceparent), ("tracestate", envelope.tracestate))
+            if value
+        }
+        return self.tracer.start_as_current_span(
             f"{group_id} handle {envelope.type}",
+            context=extract(carrier),
             attributes={
                 "modelbus.consumer": group_id,
                 "modelbus.event_type": envelope.type,
@@ -264,33 +294,112 @@ class Bus:
                 "modelbus.correlation_id": envelope.event.correlation_id,
                 "messaging.kafka.message.key": envelope.event.key(),
             },
-        ):
-            failure = await self._handle_with_retries(envelope, handler, group_id)
-        if failure is None:
-            await self._ack_or_rewind(message)
-        else:
-            kind, reason, attempts = failure
-            await self._settle(message, record, headers, group_id, kind, reason, attempts=attempts, envelope=envelope)
+        )
+
+    async def _consume(
+        self,
+        message: KafkaMessage,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        routes: dict[str, Route],
+        group_id: str,
+    ) -> None:
+        """Handle a batch: all of it in one transaction; if anything fails, message by message."""
+        work: list[Work] = []
+        letters: list[Letter] = []
+        for record in records:
+            headers: Headers = [(name, bytes(data)) for name, data in (record.headers or ())]
+            handler, allowed = routes[record.topic]
+            try:
+                envelope = decode(record.value, headers, allowed=allowed, max_bytes=self.settings.max_message_bytes)
+            except EnvelopeError as exc:
+                letters.append(Letter(record, headers, exc.kind, exc.reason, 1, None))
+                continue
+            work.append(Work(record, headers, handler, envelope))
+        # A batch is tried in one transaction; a lone message (or a batch that failed) goes the
+        # one-by-one way, where each message has its own retries and, at worst, its dead letter.
+        culprit = None
+        if len(work) > 1:
+            culprit = await self._handle_together(work, group_id)
+            if culprit is None:
+                work = []
+        for index, item in enumerate(work):
+            # The message whose handler broke the batch has had its first attempt already.
+            tried = 1 if index == culprit else 0
+            with self._span(group_id, item.envelope):
+                failure = await self._handle_with_retries(item.envelope, item.handler, group_id, tried=tried)
+            if failure is not None:
+                kind, reason, attempts = failure
+                letters.append(Letter(item.record, item.headers, kind, reason, attempts, item.envelope))
+        for letter in letters:
+            if not await self._dead_letter(letter, group_id):
+                # Not dead-lettered, so not committed: the batch comes back, and the inbox skips
+                # what was already handled.
+                await asyncio.sleep(self.settings.handler_backoff_seconds)
+                await message.nack()
+                return
+        await self._ack_or_rewind(message)
+
+    async def _handle_together(self, work: Sequence[Work], group_id: str) -> int | None:
+        """Handle a batch in one transaction; None if done, else (nothing applied) the index that failed."""
+        assert self.sessions is not None
+        staged, current = False, -1
+        try:
+            async with self.sessions() as session, session.begin():
+                # One inbox statement for the whole batch; a ce_id seen twice is handled once.
+                fresh = await claim_inbox_many(
+                    session, consumer=group_id, events=[(item.envelope.id, item.envelope.type) for item in work]
+                )
+                for current, item in enumerate(work):  # noqa: B007 - read by the except clause
+                    with self._span(group_id, item.envelope):
+                        claimed = item.envelope.id in fresh
+                        fresh.discard(item.envelope.id)
+                        staged |= await self._handle_one(
+                            session, item.envelope, item.handler, group_id, claimed=claimed
+                        )
+                current = -1  # the commit itself failed: no message is to blame
+        except Exception as exc:
+            # Nothing of the batch was applied; the one-by-one path retries, or dead-letters the culprit.
+            log.info("a batch of %d failed (%r); handling it message by message", len(work), exc)
+            return current
+        if staged:
+            self._relay_wake.set()
+        return None
+
+    async def _handle_one(
+        self, session: AsyncSession, envelope: Envelope, handler: Handler, group_id: str, *, claimed: bool | None = None
+    ) -> bool:
+        """Claim the inbox (unless the caller did), run the handler and stage what it emits.
+
+        Returns True if the handler emitted anything.
+        """
+        if claimed is None:
+            claimed = await claim_inbox(session, consumer=group_id, event_id=envelope.id, event_type=envelope.type)
+        if not claimed:
+            log.info("duplicate %s %s skipped", envelope.type, envelope.id)
+            return False
+        ctx = HandlerContext(envelope=envelope, session=session, consumer=group_id)
+        result = await handler(envelope.event, ctx)
+        produced = [*ctx.pending, *([result] if isinstance(result, Event) else (result or []))]
+        for event in produced:
+            self.stage(session, event, cause=envelope)
+        return bool(produced)
 
     async def _handle_with_retries(
-        self, envelope: Envelope, handler: Handler, group_id: str
+        self, envelope: Envelope, handler: Handler, group_id: str, *, tried: int = 0
     ) -> tuple[str, str, int] | None:
+        """Handle one message in its own transaction, retrying transient failures with backoff.
+
+        Returns None when handled (or a duplicate), else (kind, reason, attempts) for its dead letter.
+        """
         assert self.sessions is not None
         delay = self.settings.handler_backoff_seconds
         attempts = self.settings.handler_max_attempts
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1 + tried, attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(delay * 2 ** (attempt - 2))
             try:
                 async with self.sessions() as session, session.begin():
-                    if not await claim_inbox(
-                        session, consumer=group_id, event_id=envelope.id, event_type=envelope.type
-                    ):
-                        log.info("duplicate %s %s skipped", envelope.type, envelope.id)
-                        return None
-                    ctx = HandlerContext(envelope=envelope, session=session, consumer=group_id)
-                    result = await handler(envelope.event, ctx)
-                    produced = [*ctx.pending, *([result] if isinstance(result, Event) else (result or []))]
-                    for event in produced:
-                        self.stage(session, event, cause=envelope)
+                    produced = await self._handle_one(session, envelope, handler, group_id)
                 if produced:
                     self._relay_wake.set()
                 return None
@@ -302,30 +411,18 @@ class Bus:
                 if attempt == attempts:
                     return ("transient-exhausted", f"gave up after {attempts} attempts: {reason}", attempt)
                 log.warning("transient failure on %s (attempt %d/%d): %s", envelope.id, attempt, attempts, reason)
-                await asyncio.sleep(delay)
-                delay *= 2
-        return None
+        return ("transient-exhausted", f"gave up after {attempts} attempts", attempts)
 
-    async def _settle(
-        self,
-        message: KafkaMessage,
-        record: ConsumerRecord[bytes, bytes],
-        headers: Headers,
-        group_id: str,
-        kind: str,
-        reason: str,
-        *,
-        attempts: int,
-        envelope: Envelope | None = None,
-    ) -> None:
-        """Dead-letter a message, then commit past it; if even that fails, rewind and retry."""
+    async def _dead_letter(self, letter: Letter, group_id: str) -> bool:
+        """Publish a dead letter for a message; False if even that failed."""
+        record, headers, envelope = letter.record, letter.headers, letter.envelope
         original_id = dict(headers).get("ce_id")
         lineage = {"correlation_id": envelope.event.correlation_id, "causation_id": envelope.id} if envelope else {}
-        letter = DeadLettered(
+        dead = DeadLettered(
             consumer=group_id,
-            reason=reason,
-            error_type=kind,
-            attempts=attempts,
+            reason=letter.reason,
+            error_type=letter.kind,
+            attempts=letter.attempts,
             original_topic=record.topic,
             original_partition=record.partition,
             original_offset=record.offset,
@@ -335,17 +432,14 @@ class Bus:
             original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
             **lineage,
         )
-        log.warning(
-            "dead-lettering %s[%d]@%d for %s: %s", record.topic, record.partition, record.offset, group_id, reason
-        )
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        log.warning("dead-lettering %s for %s: %s", where, group_id, letter.reason)
         try:
-            await self.publish(letter)
+            await self.publish(dead)
         except Exception:
             log.exception("could not dead-letter; the message will be redelivered")
-            await asyncio.sleep(self.settings.handler_backoff_seconds)
-            await message.nack()
-            return
-        await self._ack_or_rewind(message)
+            return False
+        return True
 
     async def _ack_or_rewind(self, message: KafkaMessage) -> None:
         try:
@@ -370,14 +464,20 @@ class Bus:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            acks = []
             for row in rows:
                 headers = outbox_headers(row)
                 carrier = {n: v.decode() for n, v in headers if n in ("traceparent", "tracestate")}
                 token = otel_context.attach(extract(carrier))
                 try:
-                    await self.publish_raw(row.topic, row.key, row.value, [h for h in headers if h[0] not in carrier])
+                    plain = [h for h in headers if h[0] not in carrier]
+                    acks.append(await self._send(row.topic, row.key, row.value, plain))
                 finally:
                     otel_context.detach(token)
+            # Sent in order, acknowledged together; a failure rolls back and the rows go again
+            # (consumers drop the duplicates by ce_id).
+            await asyncio.gather(*acks)
+            for row in rows:
                 row.published_at = datetime.now(UTC)
             if rows:
                 await session.execute(

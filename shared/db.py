@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from alembic.config import Config
-from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, String, func, text
+from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, String, Table, func, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -47,6 +48,11 @@ class OutboxRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+def core_table(mapped: type[Base]) -> Table:
+    """The Core table of a mapped class, for hot statements that skip the ORM's per-row work."""
+    return cast(Table, mapped.__table__)
+
+
 def make_engine(settings: Settings) -> AsyncEngine:
     """The process's one async engine."""
     return create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -59,13 +65,26 @@ def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 async def claim_inbox(session: AsyncSession, *, consumer: str, event_id: str, event_type: str) -> bool:
     """Record that `consumer` handles `event_id`; False if it already did (a redelivery)."""
+    inbox = core_table(InboxRow)  # a Core statement: every handled message runs it
     stmt = (
-        insert(InboxRow)
+        insert(inbox)
         .values(consumer=consumer, event_id=event_id, event_type=event_type)
         .on_conflict_do_nothing()
-        .returning(InboxRow.event_id)
+        .returning(inbox.c.event_id)
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def claim_inbox_many(session: AsyncSession, *, consumer: str, events: list[tuple[str, str]]) -> set[str]:
+    """Record that `consumer` handles each (event_id, event_type); returns the ids not handled before."""
+    inbox = core_table(InboxRow)
+    stmt = (
+        insert(inbox)
+        .values([{"consumer": consumer, "event_id": event_id, "event_type": kind} for event_id, kind in events])
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return set((await session.scalars(stmt)).all())
 
 
 def add_to_outbox(session: AsyncSession, *, topic: str, message: Outgoing) -> None:

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     handler_max_attempts: int = Field(default=5, ge=1)
     # First backoff between handler attempts, in seconds; it doubles each time.
     handler_backoff_seconds: float = Field(default=0.2, gt=0)
+    # Most messages a consumer handles in one database transaction (one offset commit).
+    consumer_batch_max: int = Field(default=200, ge=1, le=10_000)
     # How often the outbox relay looks for unpublished events, in seconds.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
 

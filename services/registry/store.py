@@ -20,13 +20,14 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.registry import domain
-from shared.db import Base
+from shared.db import Base, core_table
 from shared.events import (
     DataArrived,
     ModelEvaluated,
@@ -370,8 +371,14 @@ def _audit(row: AuditRow) -> domain.AuditEntry:
 
 
 async def notify(session: AsyncSession, model: str) -> None:
-    """Tell every registry process that `model`'s aliases or versions changed (delivered on commit)."""
-    await session.execute(text("SELECT pg_notify(:channel, :model)"), {"channel": NOTIFY_CHANNEL, "model": model})
+    """Tell every registry process that `model`'s aliases or versions changed (delivered on commit).
+
+    Once per model and transaction is enough: PostgreSQL delivers notifications at commit.
+    """
+    notified: set[str] = session.info.setdefault("notified_models", set())
+    if model not in notified:
+        notified.add(model)
+        await session.execute(text("SELECT pg_notify(:channel, :model)"), {"channel": NOTIFY_CHANNEL, "model": model})
 
 
 async def lock_model(session: AsyncSession, name: str) -> ModelRow:
@@ -379,6 +386,7 @@ async def lock_model(session: AsyncSession, name: str) -> ModelRow:
     await session.execute(insert(ModelRow).values(name=name).on_conflict_do_nothing())
     row = await session.scalar(select(ModelRow).where(ModelRow.name == name).with_for_update())
     assert row is not None
+    session.info.get("aliases", {}).pop(name, None)  # read them again under the lock
     return row
 
 
@@ -392,9 +400,12 @@ async def version_row(session: AsyncSession, model: str, version: int, *, lock: 
 
 
 async def aliases_of(session: AsyncSession, model: str) -> dict[str, int]:
-    """Alias to version for one model."""
-    rows = await session.execute(select(AliasRow.alias, AliasRow.version).where(AliasRow.model == model))
-    return {alias: version for alias, version in rows.all()}
+    """Alias to version for one model (read once per transaction, kept up to date by set/drop_alias)."""
+    known: dict[str, dict[str, int]] = session.info.setdefault("aliases", {})
+    if model not in known:
+        rows = await session.execute(select(AliasRow.alias, AliasRow.version).where(AliasRow.model == model))
+        known[model] = {alias: version for alias, version in rows.all()}
+    return dict(known[model])
 
 
 async def set_alias(session: AsyncSession, model: str, alias: str, version: int, *, by: str) -> None:
@@ -406,6 +417,7 @@ async def set_alias(session: AsyncSession, model: str, alias: str, version: int,
             set_={"version": version, "updated_by": by, "updated_at": func.now()},
         )
     )
+    session.info.get("aliases", {}).pop(model, None)
     await notify(session, model)
 
 
@@ -415,6 +427,7 @@ async def drop_alias(session: AsyncSession, model: str, alias: str) -> bool:
     if row is None:
         return False
     await session.delete(row)
+    session.info.get("aliases", {}).pop(model, None)
     await notify(session, model)
     return True
 
@@ -811,17 +824,23 @@ async def register_version(
 ) -> tuple[domain.ModelVersion, bool]:
     """Give a trained model the next version number; returns (version, created).
 
-    The model row is locked first, so concurrent registrations of one model (even from two
-    registry processes) take numbers one after another; the number is taken in the same
-    transaction as the version row, so a rollback leaves no gap. A run already registered
-    (the same run delivered again under another event id) returns its version.
+    Taking the number locks the model's row, so concurrent registrations of one model (even from
+    two registry processes) take numbers one after another; the number is taken in the same
+    transaction as the version row, so a rollback leaves no gap. A run already registered (the
+    same run delivered again under another event id) gives its number back and returns its version.
     """
-    model = await lock_model(session, event.model)
-    existing = await session.scalar(select(VersionRow).where(VersionRow.run_id == event.run_id))
-    if existing is not None:
-        return await get_version(session, existing.model, existing.version), False
-    model.last_version += 1
-    model.updated_at = func.now()
+    # Core statements on the tables (not ORM bulk inserts): this is the registry's hot path.
+    models, versions, runs = core_table(ModelRow), core_table(VersionRow), core_table(RunRow)
+    number = await session.scalar(
+        insert(models)
+        .values(name=event.model, last_version=1)
+        .on_conflict_do_update(
+            index_elements=[models.c.name],
+            set_={"last_version": models.c.last_version + 1, "updated_at": func.now()},
+        )
+        .returning(models.c.last_version)
+    )
+    assert number is not None
     manifest = {
         "feature_schema": [f.model_dump(mode="json") for f in event.feature_schema],
         "data_sha256": event.data_sha256,
@@ -829,27 +848,41 @@ async def register_version(
         "candidates": [c.model_dump(mode="json") for c in event.candidates],
         "training_seconds": event.training_seconds,
     }
-    session.add(
-        VersionRow(
-            model=event.model,
-            version=model.last_version,
-            run_id=event.run_id,
-            status="registered",
-            status_reason="trained and registered",
-            task=event.task,
-            estimator=event.estimator,
-            params=dict(event.params),
-            metrics=dict(event.metrics),
-            artifacts=[a.model_dump(mode="json") for a in event.artifacts],
-            manifest=manifest,
-            dataset=event.dataset,
-            dataset_version=event.dataset_version,
-            code_version=event.code_version,
-            spec_revision=event.spec_revision,
-            correlation_id=event.correlation_id,
-            event_id=event_id,
+    values: dict[str, Any] = {
+        "model": event.model,
+        "version": number,
+        "run_id": event.run_id,
+        "status": "registered",
+        "status_reason": "trained and registered",
+        "task": event.task,
+        "estimator": event.estimator,
+        "params": dict(event.params),
+        "metrics": dict(event.metrics),
+        "artifacts": [a.model_dump(mode="json") for a in event.artifacts],
+        "manifest": manifest,
+        "dataset": event.dataset,
+        "dataset_version": event.dataset_version,
+        "code_version": event.code_version,
+        "spec_revision": event.spec_revision,
+        "correlation_id": event.correlation_id,
+        "event_id": event_id,
+    }
+    stamps = (
+        await session.execute(
+            insert(versions)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[versions.c.run_id])
+            .returning(versions.c.created_at)
         )
-    )
+    ).first()
+    if stamps is None:
+        # The run is registered already: give the number back and answer with its version.
+        await session.execute(
+            update(models).where(models.c.name == event.model).values(last_version=models.c.last_version - 1)
+        )
+        existing = await session.scalar(select(versions.c.version).where(versions.c.run_id == event.run_id))
+        assert existing is not None
+        return await get_version(session, event.model, existing), False
     run_values = {
         "status": "succeeded",
         "candidates": manifest["candidates"],
@@ -859,7 +892,7 @@ async def register_version(
         "code_version": event.code_version,
     }
     await session.execute(
-        insert(RunRow)
+        insert(runs)
         .values(
             run_id=event.run_id,
             model=event.model,
@@ -867,20 +900,41 @@ async def register_version(
             dataset_version=event.dataset_version,
             **run_values,
         )
-        .on_conflict_do_update(index_elements=[RunRow.run_id], set_=run_values)
+        .on_conflict_do_update(index_elements=[runs.c.run_id], set_=run_values)
     )
-    dataset = await session.get(DatasetRow, (event.dataset, event.dataset_version))
-    if dataset is not None and dataset.profile is None:
-        dataset.profile = event.reference_profile.model_dump(mode="json")
-    await session.flush()
+    profiled = session.info.setdefault("profiled_datasets", set())
+    if (event.dataset, event.dataset_version) not in profiled:
+        profiled.add((event.dataset, event.dataset_version))
+        datasets = core_table(DatasetRow)
+        await session.execute(
+            update(datasets)
+            .where(
+                datasets.c.name == event.dataset,
+                datasets.c.version == event.dataset_version,
+                datasets.c.profile.is_(None),
+            )
+            .values(profile=event.reference_profile.model_dump(mode="json"))
+        )
     await notify(session, event.model)
-    return await get_version(session, event.model, model.last_version), True
+    created = domain.ModelVersion(
+        **values, aliases=[], tags={}, created_at=stamps.created_at, updated_at=stamps.created_at
+    )
+    return created, True
 
 
 async def mark_evaluating(session: AsyncSession, event: ModelRegistered) -> None:
-    """The version has been handed to the evaluator."""
-    row = await version_row(session, event.model, event.version, lock=True)
-    await set_status(session, row, "evaluating", "handed to the evaluator")
+    """The version has been handed to the evaluator (unless something later already happened)."""
+    moved = await session.execute(
+        update(VersionRow)
+        .where(
+            VersionRow.model == event.model,
+            VersionRow.version == event.version,
+            VersionRow.status == "registered",
+        )
+        .values(status="evaluating", status_reason="handed to the evaluator", updated_at=func.now())
+    )
+    if moved.rowcount:  # type: ignore[attr-defined]
+        await notify(session, event.model)
 
 
 async def record_evaluation(session: AsyncSession, event: ModelEvaluated, *, event_id: str) -> bool:
