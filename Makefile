@@ -26,7 +26,7 @@ test: up
 	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: install
-	@$(BIN)/ruff check shared services tests
+	@$(BIN)/ruff check shared services tests bench
 
 schemas: install
 	@$(BIN)/modelbus schemas generate

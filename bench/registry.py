@@ -46,7 +46,7 @@ from shared.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa:
 from shared.settings import Settings  # noqa: E402
 
 BENCH = ROOT / ".modelbus" / "bench"
-TOKEN = "bench-viewer-token"
+TOKEN = "bench-viewer-token"  # noqa: S105 - the viewer token of the throwaway registry the benchmark starts
 HEY_VERSION = "v0.1.4"
 
 

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from shared.events import DeadLettered, Event
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+RELAY_TIMEOUT_SECONDS = 10.0
+RELAY_HOLD_SECONDS = 30
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
 Handler = Callable[[Any, "HandlerContext"], Awaitable[HandlerResult]]
@@ -177,6 +180,7 @@ class Bus:
         self.source = f"/modelbus/{settings.service_name}"
         self._relay_wake = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
+        self._held: dict[str, float] = {}
         self.running = False
         self._routes: dict[str, dict[str, Route]] = {}
 
@@ -452,38 +456,78 @@ class Bus:
     # ------------------------------------------------------------------ outbox relay
 
     async def relay_once(self, *, limit: int = 200) -> int:
-        """Publish staged outbox rows in order; returns how many were published."""
+        """Publish staged outbox rows of this platform (its topic prefix) in order; returns how many.
+
+        A topic the broker refuses (deleted, not authorised) is held back for a while, with its
+        rows, and does not block the others.
+        """
         assert self.sessions is not None
+        now = time.monotonic()
+        self._held = {topic: until for topic, until in self._held.items() if until > now}
+        query = (
+            select(OutboxRow)
+            .where(
+                OutboxRow.published_at.is_(None),
+                OutboxRow.topic.startswith(f"{self.settings.topic_prefix}.", autoescape=True),
+            )
+            .order_by(OutboxRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if self._held:
+            query = query.where(OutboxRow.topic.not_in(list(self._held)))
         async with self.sessions() as session, session.begin():
-            rows = (
-                await session.scalars(
-                    select(OutboxRow)
-                    .where(OutboxRow.published_at.is_(None))
-                    .order_by(OutboxRow.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            acks = []
-            for row in rows:
-                headers = outbox_headers(row)
-                carrier = {n: v.decode() for n, v in headers if n in ("traceparent", "tracestate")}
-                token = otel_context.attach(extract(carrier))
-                try:
-                    plain = [h for h in headers if h[0] not in carrier]
-                    acks.append(await self._send(row.topic, row.key, row.value, plain))
-                finally:
-                    otel_context.detach(token)
-            # Sent in order, acknowledged together; a failure rolls back and the rows go again
-            # (consumers drop the duplicates by ce_id).
-            await asyncio.gather(*acks)
-            for row in rows:
+            rows = (await session.scalars(query)).all()
+            try:
+                await asyncio.wait_for(self._publish_rows(rows), timeout=RELAY_TIMEOUT_SECONDS)
+                published = list(rows)
+            except Exception as exc:
+                # One by one, so that a refused topic holds back only its own rows (what went
+                # out before the failure may go twice; consumers drop duplicates by ce_id).
+                log.warning("outbox relay: batch of %d failed (%r); publishing one by one", len(rows), exc)
+                published = await self._relay_one_by_one(rows)
+            for row in published:
                 row.published_at = datetime.now(UTC)
-            if rows:
+            if published:
                 await session.execute(
                     delete(OutboxRow).where(OutboxRow.published_at < datetime.now(UTC) - timedelta(days=1))
                 )
-        return len(rows)
+        return len(published)
+
+    async def _publish_rows(self, rows: Sequence[OutboxRow]) -> None:
+        # Sent in order (an unknown topic blocks already here, waiting for its metadata),
+        # acknowledged together.
+        acks = [await self._send_row(row) for row in rows]
+        await asyncio.gather(*acks)
+
+    async def _send_row(self, row: OutboxRow) -> asyncio.Future[Any]:
+        headers = outbox_headers(row)
+        carrier = {n: v.decode() for n, v in headers if n in ("traceparent", "tracestate")}
+        token = otel_context.attach(extract(carrier))
+        try:
+            return await self._send(row.topic, row.key, row.value, [h for h in headers if h[0] not in carrier])
+        finally:
+            otel_context.detach(token)
+
+    async def _relay_one_by_one(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        published = []
+        for row in rows:
+            if row.topic in self._held:
+                continue
+            try:
+                await asyncio.wait_for(self._publish_rows([row]), timeout=RELAY_TIMEOUT_SECONDS)
+            except Exception as exc:
+                self._held[row.topic] = time.monotonic() + RELAY_HOLD_SECONDS
+                log.error(
+                    "outbox relay: %s refused %s (%r); its rows wait %d s",
+                    row.topic,
+                    row.event_id,
+                    exc,
+                    RELAY_HOLD_SECONDS,
+                )
+                continue
+            published.append(row)
+        return published
 
     async def _relay_forever(self) -> None:
         while True:

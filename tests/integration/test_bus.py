@@ -271,3 +271,25 @@ async def test_transient_failures_are_retried_then_dead_lettered(
     assert letters[0].letter.error_type == "transient-exhausted"
     assert letters[0].letter.attempts == attempts
     assert await effects(sessions, down) == 0
+
+
+async def test_an_outbox_row_for_a_refused_topic_does_not_hold_back_the_others(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from shared.db import add_to_outbox
+
+    bus = Bus(settings, sessions=sessions)
+    await bus.broker.start()
+    try:
+        retrain = RetrainRequested(model="churn", reason="operator", requested_by="it")
+        async with sessions() as session, session.begin():
+            # A topic that does not exist (auto-creation is off): the broker cannot take it.
+            add_to_outbox(session, topic=settings.topic("no-such-topic"), message=encode(retrain, source="/it"))
+            bus.stage(session, retrain)
+        assert await bus.relay_once() == 1
+        assert [decode(r.value, list(r.headers)).event for r in await read_all(settings, topics.RETRAIN_REQUESTED)] == [
+            retrain
+        ]
+        assert await bus.relay_once() == 0, "the refused topic is held back, not retried at once"
+    finally:
+        await bus.broker.stop()
