@@ -528,46 +528,32 @@ def lineage(
     console.print(root)
 
 
-def _rollout(command: str, name: str, version: int | None, reason: str) -> None:
-    done = _api("POST", f"/v1/models/{name}/rollout/{command}", json={"version": version, "reason": reason})
-    say(f"{command} {name}{f'@{version}' if version else ''}: RolloutCommanded {done['event_id']}")
+Version = Annotated[int | None, typer.Option("--version", "-v", help="Version concerned (required to start).")]
+ROLLOUT_COMMANDS = {
+    "start": "Start rolling out an approved version (--version).",
+    "promote": "Send all traffic to the candidate now.",
+    "pause": "Hold the rollout at its current step.",
+    "resume": "Resume a paused rollout.",
+    "rollback": "Put all traffic back on the previous champion.",
+}
 
 
-Version = Annotated[int | None, typer.Option("--version", "-v", help="Version concerned.")]
+def _rollout_command(command: str) -> None:
+    def run(
+        name: Annotated[str, typer.Argument(help="Model name.")], version: Version = None, reason: Reason = ""
+    ) -> None:
+        if command == "start" and version is None:
+            err.print("starting a rollout needs --version")
+            raise typer.Exit(2)
+        body = {"version": version, "reason": reason}
+        done = _api("POST", f"/v1/models/{name}/rollout/{command}", json=body)
+        say(f"{command} {name}{f'@{version}' if version else ''}: RolloutCommanded {done['event_id']}")
+
+    rollout_app.command(command, help=ROLLOUT_COMMANDS[command])(run)
 
 
-@rollout_app.command("start")
-def rollout_start(
-    name: str,
-    version: Annotated[int, typer.Option("--version", "-v", help="Version to roll out.")],
-    reason: Reason = "",
-) -> None:
-    """Start rolling out an approved version."""
-    _rollout("start", name, version, reason)
-
-
-@rollout_app.command("promote")
-def rollout_promote(name: str, version: Version = None, reason: Reason = "") -> None:
-    """Send all traffic to the candidate now."""
-    _rollout("promote", name, version, reason)
-
-
-@rollout_app.command("pause")
-def rollout_pause(name: str, version: Version = None, reason: Reason = "") -> None:
-    """Hold the rollout at its current step."""
-    _rollout("pause", name, version, reason)
-
-
-@rollout_app.command("resume")
-def rollout_resume(name: str, version: Version = None, reason: Reason = "") -> None:
-    """Resume a paused rollout."""
-    _rollout("resume", name, version, reason)
-
-
-@rollout_app.command("rollback")
-def rollout_rollback(name: str, version: Version = None, reason: Reason = "") -> None:
-    """Put all traffic back on the previous champion."""
-    _rollout("rollback", name, version, reason)
+for _command in ROLLOUT_COMMANDS:
+    _rollout_command(_command)
 
 
 @app.command("retrain")

@@ -161,18 +161,24 @@ def identifier(settings: Settings) -> Callable[[str], Principal | None]:
     return identify
 
 
-StatusQuery = Annotated[domain.Status | None, Query(description="Only versions with this status.")]
-AliasQuery = Annotated[str | None, Query(description="Only the version this alias names.")]
-TagQuery = Annotated[str | None, Query(description="KEY or KEY=VALUE.")]
-MetricQuery = Annotated[str | None, Query(description="e.g. accuracy>=0.8")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 Viewer = Annotated[Principal, Depends(RoleCheck("viewer"))]
 Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
 Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
 
 
 # ---------------------------------------------------------------- request bodies
+
+
+class VersionQuery(BaseModel):
+    """Filters of a version search (query parameters)."""
+
+    status: domain.Status | None = Field(default=None, description="Only versions with this status.")
+    alias: str | None = Field(default=None, description="Only the version this alias names.")
+    tag: str | None = Field(default=None, description="KEY or KEY=VALUE.")
+    metric: str | None = Field(default=None, description="e.g. accuracy>=0.8")
+    limit: int = Field(default=100, ge=1, le=1000, description="Most versions returned.")
+    offset: int = Field(default=0, ge=0, description="Versions skipped (newest first).")
 
 
 class Reason(BaseModel):
@@ -410,62 +416,38 @@ def make_api(
         async with sessions() as session:
             return await store.get_model(session, name)
 
-    async def search(
-        model: str | None,
-        status: str | None,
-        alias: str | None,
-        tag: str | None,
-        metric: str | None,
-        limit: int,
-        offset: int,
-    ) -> list[domain.ModelVersion]:
+    async def search(model: str | None, query: VersionQuery) -> list[domain.ModelVersion]:
         try:
-            metric_filter = domain.parse_metric_filter(metric) if metric else None
+            metric_filter = domain.parse_metric_filter(query.metric) if query.metric else None
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         tag_filter = None
-        if tag:
-            key, sep, value = tag.partition("=")
+        if query.tag:
+            key, sep, value = query.tag.partition("=")
             tag_filter = (key, value if sep else None)
         async with sessions() as session:
             return await store.list_versions(
                 session,
                 model=model,
-                status=status,
-                alias=alias,
+                status=query.status,
+                alias=query.alias,
                 tag=tag_filter,
                 metric=metric_filter,
-                limit=limit,
-                offset=offset,
+                limit=query.limit,
+                offset=query.offset,
             )
 
     @api.get("/v1/versions", tags=["read"])
     async def search_versions(
-        _: Viewer,
-        model: str | None = None,
-        status: StatusQuery = None,
-        alias: AliasQuery = None,
-        tag: TagQuery = None,
-        metric: MetricQuery = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
+        _: Viewer, query: Annotated[VersionQuery, Query()], model: str | None = None
     ) -> list[domain.ModelVersion]:
         """Search versions across models by alias, status, tag and metric."""
-        return await search(model, status, alias, tag, metric, limit, offset)
+        return await search(model, query)
 
     @api.get("/v1/models/{name}/versions", tags=["read"])
-    async def list_versions(
-        _: Viewer,
-        name: str,
-        status: StatusQuery = None,
-        alias: AliasQuery = None,
-        tag: TagQuery = None,
-        metric: MetricQuery = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> list[domain.ModelVersion]:
+    async def list_versions(_: Viewer, name: str, query: Annotated[VersionQuery, Query()]) -> list[domain.ModelVersion]:
         """A model's versions, newest first, filtered."""
-        return await search(name, status, alias, tag, metric, limit, offset)
+        return await search(name, query)
 
     @api.get("/v1/models/{name}/versions/{ref}", tags=["read"], response_model=domain.ModelVersion)
     async def get_version(_: Viewer, name: str, ref: str) -> Response:

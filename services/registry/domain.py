@@ -210,9 +210,9 @@ def check_alias(alias: str) -> None:
 
 
 class View(BaseModel):
-    """A read-only value returned by the registry."""
+    """A read-only value returned by the registry (built from a row's attributes by the store)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
 
 class ModelVersion(View):

@@ -264,109 +264,6 @@ def _version(row: VersionRow, aliases: Sequence[str], tags: dict[str, str]) -> d
     )
 
 
-def _dataset(row: DatasetRow) -> domain.DatasetVersion:
-    return domain.DatasetVersion(
-        name=row.name,
-        version=row.version,
-        uri=row.uri,
-        sha256=row.sha256,
-        format=row.format,
-        row_count=row.row_count,
-        size_bytes=row.size_bytes,
-        columns=row.columns,
-        profile=row.profile,
-        producer=row.producer,
-        arrived_at=row.arrived_at,
-    )
-
-
-def _run(row: RunRow) -> domain.TrainingRun:
-    return domain.TrainingRun(
-        run_id=row.run_id,
-        model=row.model,
-        status=row.status,
-        trigger=row.trigger,
-        dataset=row.dataset,
-        dataset_version=row.dataset_version,
-        spec_revision=row.spec_revision,
-        code_version=row.code_version,
-        candidates=row.candidates,
-        training_seconds=row.training_seconds,
-        failure=row.failure,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _spec(row: SpecRow) -> domain.SpecRevision:
-    return domain.SpecRevision(
-        model=row.model,
-        revision=row.revision,
-        sha256=row.sha256,
-        spec=row.spec,
-        spec_yaml=row.spec_yaml,
-        applied_by=row.applied_by,
-        applied_at=row.applied_at,
-    )
-
-
-def _evaluation(row: EvaluationRow) -> domain.Evaluation:
-    return domain.Evaluation(
-        event_id=row.event_id,
-        version=row.version,
-        decision=row.decision,
-        passed=row.passed,
-        champion_version=row.champion_version,
-        gates=row.gates,
-        metrics=row.metrics,
-        champion_metrics=row.champion_metrics,
-        test_rows=row.test_rows,
-        evaluated_at=row.evaluated_at,
-    )
-
-
-def _rollout(row: RolloutRow) -> domain.RolloutStep:
-    return domain.RolloutStep(
-        event_id=row.event_id,
-        rollout_id=row.rollout_id,
-        candidate_version=row.candidate_version,
-        stable_version=row.stable_version,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        step=row.step,
-        traffic=row.traffic,
-        reason=row.reason,
-        evidence=row.evidence,
-        actor=row.actor,
-        occurred_at=row.occurred_at,
-    )
-
-
-def _history(row: HistoryRow) -> domain.HistoryItem:
-    return domain.HistoryItem(
-        event_id=row.event_id,
-        kind=row.kind,
-        version=row.version,
-        summary=row.summary,
-        payload=row.payload,
-        occurred_at=row.occurred_at,
-    )
-
-
-def _audit(row: AuditRow) -> domain.AuditEntry:
-    return domain.AuditEntry(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        role=row.role,
-        action=row.action,
-        target=row.target,
-        reason=row.reason,
-        outcome=row.outcome,
-        detail=row.detail,
-    )
-
-
 # ---------------------------------------------------------------- writes
 
 
@@ -648,13 +545,13 @@ async def latest_spec(session: AsyncSession, model: str) -> domain.SpecRevision:
     row = await session.scalar(select(SpecRow).where(SpecRow.model == model).order_by(SpecRow.revision.desc()).limit(1))
     if row is None:
         raise domain.NotFound(f"no spec applied for model {model!r}")
-    return _spec(row)
+    return domain.SpecRevision.model_validate(row)
 
 
 async def spec_revisions(session: AsyncSession, model: str) -> list[domain.SpecRevision]:
     """Every applied revision of a model's spec, newest first."""
     rows = await session.scalars(select(SpecRow).where(SpecRow.model == model).order_by(SpecRow.revision.desc()))
-    return [_spec(row) for row in rows.all()]
+    return [domain.SpecRevision.model_validate(row) for row in rows.all()]
 
 
 async def get_dataset(session: AsyncSession, name: str, version: str) -> domain.DatasetVersion:
@@ -662,7 +559,7 @@ async def get_dataset(session: AsyncSession, name: str, version: str) -> domain.
     row = await session.get(DatasetRow, (name, version))
     if row is None:
         raise domain.NotFound(f"dataset {name}@{version} does not exist")
-    return _dataset(row)
+    return domain.DatasetVersion.model_validate(row)
 
 
 async def list_datasets(
@@ -673,7 +570,7 @@ async def list_datasets(
     if name:
         query = query.where(DatasetRow.name == name)
     rows = await session.scalars(query.order_by(DatasetRow.arrived_at.desc()).limit(limit))
-    return [_dataset(row) for row in rows.all()]
+    return [domain.DatasetVersion.model_validate(row) for row in rows.all()]
 
 
 async def lineage(session: AsyncSession, model: str, version: int) -> domain.Lineage:
@@ -699,12 +596,12 @@ async def lineage(session: AsyncSession, model: str, version: int) -> domain.Lin
     )
     return domain.Lineage(
         version=found,
-        dataset=_dataset(dataset) if dataset else None,
-        run=_run(run) if run else None,
-        spec=_spec(spec) if spec else None,
-        evaluations=[_evaluation(r) for r in evaluations.all()],
-        rollouts=[_rollout(r) for r in rollouts.all()],
-        history=[_history(r) for r in history.all()],
+        dataset=domain.DatasetVersion.model_validate(dataset) if dataset else None,
+        run=domain.TrainingRun.model_validate(run) if run else None,
+        spec=domain.SpecRevision.model_validate(spec) if spec else None,
+        evaluations=[domain.Evaluation.model_validate(r) for r in evaluations.all()],
+        rollouts=[domain.RolloutStep.model_validate(r) for r in rollouts.all()],
+        history=[domain.HistoryItem.model_validate(r) for r in history.all()],
     )
 
 
@@ -719,7 +616,9 @@ async def model_history(
     if kind:
         query = query.where(HistoryRow.kind == kind)
     history = await session.scalars(query.order_by(HistoryRow.occurred_at.desc()).limit(limit))
-    return [_rollout(r) for r in rollouts.all()], [_history(r) for r in history.all()]
+    return [domain.RolloutStep.model_validate(r) for r in rollouts.all()], [
+        domain.HistoryItem.model_validate(r) for r in history.all()
+    ]
 
 
 async def audit_log(
@@ -739,7 +638,7 @@ async def audit_log(
     if action:
         query = query.where(AuditRow.action == action)
     rows = await session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
-    return [_audit(row) for row in rows.all()]
+    return [domain.AuditEntry.model_validate(row) for row in rows.all()]
 
 
 # ---------------------------------------------------------------- what each event changes
@@ -1002,7 +901,7 @@ async def apply_spec(
     if model.spec_revision is not None:
         current = await session.get(SpecRow, (spec.model, model.spec_revision))
         if current is not None and current.sha256 == digest:
-            return _spec(current), False
+            return domain.SpecRevision.model_validate(current), False
     revision = (model.spec_revision or 0) + 1
     row = SpecRow(
         model=spec.model,
@@ -1018,4 +917,4 @@ async def apply_spec(
     model.updated_at = func.now()
     await session.flush()
     await session.refresh(row)
-    return _spec(row), True
+    return domain.SpecRevision.model_validate(row), True
