@@ -81,8 +81,8 @@ class DatasetRow(Base):
     format: Mapped[str] = mapped_column(String(16))
     row_count: Mapped[int | None] = mapped_column(BigInteger)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    columns: Mapped[dict[str, str] | None] = mapped_column(JSONB)
-    profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    columns: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     producer: Mapped[str] = mapped_column(String(200))
     event_id: Mapped[str] = mapped_column(String(200))
     arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -103,7 +103,9 @@ class RunRow(Base):
     code_version: Mapped[str | None] = mapped_column(String(200))
     candidates: Mapped[list[Any]] = mapped_column(JSONB, default=list)
     training_seconds: Mapped[float | None] = mapped_column(Float)
-    failure: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    failure: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # The training data's profile (ModelTrained's reference profile), for a dataset recorded later.
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -659,8 +661,19 @@ async def record_dataset(session: AsyncSession, event: DataArrived, *, event_id:
                 "A version label names one content: publish a new version instead"
             )
         return False
-    session.add(
-        DatasetRow(
+    # Events on different topics race: a model may have been trained on this data already.
+    profile = await session.scalar(
+        select(RunRow.profile)
+        .where(
+            RunRow.dataset == event.dataset,
+            RunRow.dataset_version == event.version,
+            RunRow.profile.is_not(None),
+        )
+        .limit(1)
+    )
+    # A Core insert runs now, so a ModelTrained later in the same batch finds the row.
+    await session.execute(
+        insert(core_table(DatasetRow)).values(
             name=event.dataset,
             version=event.version,
             uri=event.uri,
@@ -672,6 +685,7 @@ async def record_dataset(session: AsyncSession, event: DataArrived, *, event_id:
             producer=event.producer,
             event_id=event_id,
             arrived_at=event.occurred_at,
+            profile=profile,
         )
     )
     return True
@@ -782,7 +796,9 @@ async def register_version(
         existing = await session.scalar(select(versions.c.version).where(versions.c.run_id == event.run_id))
         assert existing is not None
         return await get_version(session, event.model, existing), False
+    profile = event.reference_profile.model_dump(mode="json")
     run_values = {
+        "profile": profile,
         "status": "succeeded",
         "candidates": manifest["candidates"],
         "training_seconds": event.training_seconds,
@@ -812,7 +828,7 @@ async def register_version(
                 datasets.c.version == event.dataset_version,
                 datasets.c.profile.is_(None),
             )
-            .values(profile=event.reference_profile.model_dump(mode="json"))
+            .values(profile=profile)
         )
     await notify(session, event.model)
     created = domain.ModelVersion(

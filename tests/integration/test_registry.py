@@ -396,3 +396,26 @@ async def test_operator_actions_emit_events_and_are_audited_refusals_too(
         "version": 1,
         "actor": "olga",
     }
+
+
+async def test_a_dataset_recorded_after_its_first_training_still_gets_the_training_profile(
+    registries: Callable[..., Awaitable[Registry]], publisher: Bus
+) -> None:
+    registry = await registries()
+    model = f"m-{uuid.uuid4().hex[:8]}"
+    await publisher.publish(trained(model, f"{model}-r1", dataset_version=f"{model}-late"))
+
+    async def registered() -> bool:
+        return len(await versions_of(registry, model)) == 1
+
+    await eventually(registered, what="the version")
+    await publisher.publish(example(DataArrived, dataset="churn", version=f"{model}-late", sha256="e" * 64))
+    async with client(registry) as http:
+
+        async def recorded() -> bool:
+            answer = await http.get(f"/v1/datasets/churn/{model}-late", headers=AS["viewer"])
+            return answer.status_code == 200
+
+        await eventually(recorded, what="the dataset version")
+        dataset = (await http.get(f"/v1/datasets/churn/{model}-late", headers=AS["viewer"])).json()
+    assert dataset["profile"] == trained(model, "x").reference_profile.model_dump(mode="json")

@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("candidates", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("training_seconds", sa.Float(), nullable=True),
         sa.Column("failure", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("profile", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("run_id"),
