@@ -1,0 +1,333 @@
+"""The trainer's rules: the data contract, the split, the pipeline, the search, metrics and profile.
+
+Pure: frames and specs in, values out (no storage, no bus). `fit.py` runs these in a worker process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn import metrics as skm
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import RandomizedSearchCV, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from shared.events import CategoricalProfile, ContractViolation, NumericProfile, ReferenceProfile
+from shared.features import prepare
+from shared.spec import METRICS, Candidate, Choice, ModelSpec
+
+PROFILE_BINS = 10
+PROFILE_SAMPLE = 1000
+
+
+# ---------------------------------------------------------------- the data contract
+
+
+def _kind_ok(column: pd.Series, dtype: str) -> bool:
+    values = column.dropna()
+    if dtype == "numeric":
+        return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    if dtype == "integer":
+        return pd.api.types.is_numeric_dtype(column) and bool(np.all(np.mod(values.astype(float), 1) == 0))
+    if dtype == "boolean":
+        return pd.api.types.is_bool_dtype(column) or set(map(str, values.unique())) <= {
+            "True",
+            "False",
+            "true",
+            "false",
+            "0",
+            "1",
+        }
+    return not pd.api.types.is_numeric_dtype(column)
+
+
+def check_contract(frame: pd.DataFrame, spec: ModelSpec) -> list[ContractViolation]:
+    """Every rule of the spec's data contract the frame breaks (an empty list: the data is fit)."""
+    found: list[ContractViolation] = []
+
+    def broke(column: str | None, rule: str, expected: str, observed: str) -> None:
+        found.append(ContractViolation(column=column, rule=rule, expected=expected, observed=observed))
+
+    contract = spec.contract
+    rows = len(frame)
+    if rows < contract.min_rows:
+        broke(None, "min_rows", f">= {contract.min_rows} rows", f"{rows} rows")
+    if contract.max_rows is not None and rows > contract.max_rows:
+        broke(None, "max_rows", f"<= {contract.max_rows} rows", f"{rows} rows")
+    needed = [f.name for f in spec.features] + [spec.target]
+    needed += [name for name, rule in contract.columns.items() if rule.required and name not in needed]
+    for name in needed:
+        if name not in frame.columns:
+            broke(name, "required", "column present", "column missing")
+    for name, rule in contract.columns.items():
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        share = float(column.isna().mean()) if rows else 0.0
+        if share > rule.max_null_fraction:
+            broke(name, "max_null_fraction", f"<= {rule.max_null_fraction:g}", f"{share:.4g}")
+        if rule.dtype is not None and not _kind_ok(column, rule.dtype):
+            broke(name, "dtype", rule.dtype, str(column.dtype))
+            continue
+        numeric = pd.to_numeric(column, errors="coerce") if (rule.min is not None or rule.max is not None) else None
+        if numeric is not None and numeric.notna().any():
+            if rule.min is not None and numeric.min() < rule.min:
+                broke(name, "min", f">= {rule.min:g}", f"min {numeric.min():g}")
+            if rule.max is not None and numeric.max() > rule.max:
+                broke(name, "max", f"<= {rule.max:g}", f"max {numeric.max():g}")
+        if rule.domain is not None:
+            outside = sorted(set(map(str, column.dropna().unique())) - set(rule.domain))
+            if outside:
+                shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+                broke(name, "domain", f"one of {', '.join(rule.domain)}", shown)
+    if spec.target in frame.columns:
+        target = frame[spec.target]
+        if target.isna().any():
+            broke(spec.target, "target_nulls", "no missing targets", f"{int(target.isna().sum())} missing")
+        if spec.task == "classification" and target.nunique() < contract.min_class_count:
+            broke(spec.target, "min_class_count", f">= {contract.min_class_count} classes", f"{target.nunique()}")
+    return found
+
+
+# ---------------------------------------------------------------- split, pipeline, search
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train / validation / test rows, seeded; test is held out for the evaluator."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def split(frame: pd.DataFrame, spec: ModelSpec) -> Split:
+    """Seeded split into train, validation and test (stratified on the target for classification)."""
+    s = spec.split
+    stratify = spec.task == "classification" and s.stratify
+    rest, test = train_test_split(
+        frame, test_size=s.test, random_state=s.seed, stratify=frame[spec.target] if stratify else None
+    )
+    share = s.validation / (1 - s.test)
+    train, validation = train_test_split(
+        rest, test_size=share, random_state=s.seed + 1, stratify=rest[spec.target] if stratify else None
+    )
+    return Split(train=train, validation=validation, test=test)
+
+
+def estimator_class(path: str) -> type[Any]:
+    """The allowlisted scikit-learn class named by `path`."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
+    """Preprocessing inside the pipeline (so serving applies the same), then the estimator."""
+    numeric = [f.name for f in spec.features if f.type == "numeric"]
+    categorical = [f.name for f in spec.features if f.type != "numeric"]
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
+        )
+    if categorical:
+        transformers.append(
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                categorical,
+            )
+        )
+    params = dict(candidate.params)
+    if "random_state" in estimator_class(candidate.estimator)().get_params() and "random_state" not in params:
+        params["random_state"] = spec.split.seed
+    return Pipeline(
+        [
+            ("preprocess", ColumnTransformer(transformers)),
+            ("model", estimator_class(candidate.estimator)(**params)),
+        ]
+    )
+
+
+def scorer(spec: ModelSpec, classes: int = 2) -> str:
+    """scikit-learn scoring name of the spec's selection metric."""
+    name = spec.selection_metric
+    binary = classes <= 2
+    return {
+        "accuracy": "accuracy",
+        "balanced_accuracy": "balanced_accuracy",
+        "f1": "f1" if binary else "f1_weighted",
+        "f1_macro": "f1_macro",
+        "precision": "precision" if binary else "precision_weighted",
+        "recall": "recall" if binary else "recall_weighted",
+        "roc_auc": "roc_auc" if binary else "roc_auc_ovr",
+        "log_loss": "neg_log_loss",
+        "r2": "r2",
+        "mae": "neg_mean_absolute_error",
+        "rmse": "neg_root_mean_squared_error",
+        "mape": "neg_mean_absolute_percentage_error",
+    }[name]
+
+
+def search_space(candidate: Candidate) -> dict[str, Any]:
+    """The candidate's search space as scikit-learn distributions over pipeline parameters."""
+    space: dict[str, Any] = {}
+    for name, dimension in candidate.search.items():
+        key = f"model__{name}"
+        if isinstance(dimension, Choice):
+            space[key] = list(dimension.values)
+        elif dimension.integer:
+            space[key] = stats.randint(math.floor(dimension.low), math.floor(dimension.high) + 1)
+        elif dimension.log:
+            space[key] = stats.loguniform(dimension.low, dimension.high)
+        else:
+            space[key] = stats.uniform(dimension.low, dimension.high - dimension.low)
+    return space
+
+
+def fit_candidate(
+    spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit one candidate (searching its space when it has one); returns the fitted pipeline and its params."""
+    pipeline = build_pipeline(spec, candidate)
+    if not candidate.search:
+        pipeline.fit(x, y)
+        return pipeline, dict(candidate.params)
+    classes = int(y.nunique()) if spec.task == "classification" else 0
+    common = {
+        "scoring": scorer(spec, classes),
+        "cv": spec.search.cv,
+        "random_state": spec.split.seed,
+        "n_jobs": 1,
+        "refit": True,
+    }
+    if spec.search.method == "halving":
+        from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+        from sklearn.model_selection import HalvingRandomSearchCV
+
+        search: Any = HalvingRandomSearchCV(
+            pipeline, search_space(candidate), n_candidates=spec.search.iterations, **common
+        )
+    else:
+        search = RandomizedSearchCV(pipeline, search_space(candidate), n_iter=spec.search.iterations, **common)
+    search.fit(x, y)
+    best = {key.removeprefix("model__"): _plain(value) for key, value in search.best_params_.items()}
+    return search.best_estimator_, {**candidate.params, **best}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def evaluate(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    """Every metric of the task on (x, y)."""
+    predicted = model.predict(x)
+    if task == "regression":
+        return {
+            "r2": float(skm.r2_score(y, predicted)),
+            "mae": float(skm.mean_absolute_error(y, predicted)),
+            "rmse": float(math.sqrt(skm.mean_squared_error(y, predicted))),
+            "mape": float(skm.mean_absolute_percentage_error(y, predicted)),
+        }
+    classes = list(model.classes_)
+    binary = len(classes) == 2
+    average = "binary" if binary else "weighted"
+    positive = classes[-1]
+    found = {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, predicted)),
+        "f1": float(skm.f1_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
+        "f1_macro": float(skm.f1_score(y, predicted, average="macro", zero_division=0)),
+        "precision": float(skm.precision_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
+        "recall": float(skm.recall_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
+    }
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)
+        found["log_loss"] = float(skm.log_loss(y, proba, labels=classes))
+        if len(set(y)) > 1:
+            found["roc_auc"] = float(
+                skm.roc_auc_score(y, proba[:, 1]) if binary else skm.roc_auc_score(y, proba, multi_class="ovr")
+            )
+    return found
+
+
+def better(spec: ModelSpec, score: float, than: float | None) -> bool:
+    """Whether `score` beats `than` on the spec's selection metric."""
+    if than is None:
+        return True
+    return score > than if METRICS[spec.selection_metric].higher_is_better else score < than
+
+
+# ---------------------------------------------------------------- the reference profile
+
+
+def numeric_profile(values: pd.Series, *, seed: int) -> NumericProfile:
+    """Quantile bins and a seeded sample of a numeric column."""
+    clean = values.dropna().to_numpy(dtype=float)
+    nulls = float(values.isna().mean()) if len(values) else 0.0
+    if clean.size == 0:
+        return NumericProfile(
+            count=0, null_fraction=nulls, mean=0, std=0, min=0, max=0, bin_edges=[0.0, 0.0], bin_fractions=[0.0]
+        )
+    edges = np.unique(np.quantile(clean, np.linspace(0, 1, PROFILE_BINS + 1)))
+    if edges.size < 2:
+        edges = np.array([edges[0], edges[0]])
+        fractions = np.array([1.0])
+    else:
+        counts, _ = np.histogram(clean, bins=edges)
+        fractions = counts / counts.sum()
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(clean, size=min(PROFILE_SAMPLE, clean.size), replace=False)
+    return NumericProfile(
+        count=int(clean.size),
+        null_fraction=nulls,
+        mean=float(clean.mean()),
+        std=float(clean.std()),
+        min=float(clean.min()),
+        max=float(clean.max()),
+        bin_edges=[float(e) for e in edges],
+        bin_fractions=[float(f) for f in fractions],
+        sample=[float(v) for v in sample],
+    )
+
+
+def categorical_profile(values: pd.Series) -> CategoricalProfile:
+    """Category frequencies of a column."""
+    clean = values.dropna().astype(str)
+    frequencies = clean.value_counts(normalize=True)
+    return CategoricalProfile(
+        count=int(clean.size),
+        null_fraction=float(values.isna().mean()) if len(values) else 0.0,
+        frequencies={str(k): float(v) for k, v in frequencies.items()},
+    )
+
+
+def reference_profile(spec: ModelSpec, train: pd.DataFrame, predictions: np.ndarray[Any, Any]) -> ReferenceProfile:
+    """What the training data and the model's predictions look like, for the monitor's drift tests."""
+    x = prepare(train, spec.features)
+    features: dict[str, NumericProfile | CategoricalProfile] = {
+        f.name: numeric_profile(x[f.name], seed=spec.split.seed)
+        if f.type == "numeric"
+        else categorical_profile(train[f.name])  # raw values: nulls stay nulls in the profile
+        for f in spec.features
+    }
+    series = pd.Series(predictions)
+    prediction = (
+        categorical_profile(series.astype(str))
+        if spec.task == "classification"
+        else numeric_profile(series.astype(float), seed=spec.split.seed)
+    )
+    return ReferenceProfile(rows=len(train), features=features, prediction=prediction)

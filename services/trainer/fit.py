@@ -1,0 +1,262 @@
+"""One training run, in a worker process: files in, files and a summary out.
+
+The service process downloads the data (checking its digest), hands this function local paths,
+and uploads what it writes; so the fit never blocks the event loop that keeps the Kafka
+consumer alive, and a crash here loses nothing but the run, which is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.trainer import domain
+from shared.events import CandidateResult, ContractViolation, FeatureSchema
+from shared.features import prepare
+from shared.spec import ModelSpec
+
+log = logging.getLogger("modelbus.trainer.fit")
+ONNX_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one run needs: the spec, where the data is, where to write."""
+
+    run_id: str
+    spec: dict[str, Any]
+    data_path: str
+    data_format: str
+    data_sha256: str
+    out_dir: str
+    code_version: str
+
+
+@dataclass
+class Outcome:
+    """What one run produced: a model and its files, or the stage that failed and why."""
+
+    run_id: str
+    ok: bool
+    stage: str = ""
+    reason: str = ""
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    estimator: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    feature_schema: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    onnx: str = ""
+    training_seconds: float = 0.0
+
+
+def _load(job: Job) -> pd.DataFrame:
+    if job.data_format == "parquet":
+        return pd.read_parquet(job.data_path)
+    return pd.read_csv(job.data_path)
+
+
+def _dtype(column: pd.Series) -> str:
+    return str(column.dtype)
+
+
+def train(job: Job) -> Outcome:
+    """Validate, split, fit every candidate, keep the best, profile, serialize; never raises for bad data."""
+    started = time.perf_counter()
+    spec = ModelSpec.model_validate(job.spec, context={"lenient": True})
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        frame = _load(job)
+    except Exception as exc:
+        return Outcome(job.run_id, ok=False, stage="load", reason=f"cannot read {job.data_format}: {exc}")
+    violations = domain.check_contract(frame, spec)
+    if violations:
+        return Outcome(
+            job.run_id,
+            ok=False,
+            stage="validate",
+            reason=f"{len(violations)} data-contract rule(s) broken",
+            violations=[v.model_dump() for v in violations],
+        )
+    parts = domain.split(frame, spec)
+    x_train, y_train = prepare(parts.train, spec.features), parts.train[spec.target]
+    x_val, y_val = prepare(parts.validation, spec.features), parts.validation[spec.target]
+    log.info(
+        "run %s: %d rows (train %d, validation %d, test %d)",
+        job.run_id,
+        len(frame),
+        len(x_train),
+        len(x_val),
+        len(parts.test),
+    )
+    best: tuple[Any, dict[str, Any], str, float] | None = None
+    tried: list[CandidateResult] = []
+    try:
+        for index, candidate in enumerate(spec.candidates, 1):
+            began = time.perf_counter()
+            log.info("run %s: candidate %d/%d %s", job.run_id, index, len(spec.candidates), candidate.estimator)
+            model, params = domain.fit_candidate(spec, candidate, x_train, y_train)
+            score = domain.evaluate(spec.task, model, x_val, y_val).get(spec.selection_metric, float("nan"))
+            log.info(
+                "run %s: %s %s=%.4f in %.1f s",
+                job.run_id,
+                candidate.estimator.rsplit(".", 1)[1],
+                spec.selection_metric,
+                score,
+                time.perf_counter() - began,
+            )
+            tried.append(CandidateResult(estimator=candidate.estimator, params=params, score=score))
+            if best is None or domain.better(spec, score, best[3]):
+                best = (model, params, candidate.estimator, score)
+    except Exception as exc:
+        log.exception("run %s: fit failed", job.run_id)
+        return Outcome(job.run_id, ok=False, stage="fit", reason=f"{type(exc).__name__}: {exc}")
+    assert best is not None
+    model, params, estimator, _ = best
+    metrics = domain.evaluate(spec.task, model, x_val, y_val)
+    profile = domain.reference_profile(spec, parts.train, model.predict(x_val))
+    files = _write_artifacts(job, spec, model, parts.test, out)
+    onnx_note = _export_onnx(spec, model, x_val, out / "model.onnx")
+    if onnx_note == "ok":
+        files["model.onnx"] = str(out / "model.onnx")
+    seconds = time.perf_counter() - started
+    schema = [
+        FeatureSchema(
+            name=f.name, kind="numeric" if f.type == "numeric" else "categorical", dtype=_dtype(frame[f.name])
+        ).model_dump()
+        for f in spec.features
+    ]
+    manifest = {
+        "run_id": job.run_id,
+        "model": spec.model,
+        "estimator": estimator,
+        "params": params,
+        "metrics": metrics,
+        "selection_metric": spec.selection_metric,
+        "candidates": [c.model_dump() for c in tried],
+        "feature_schema": schema,
+        "target": spec.target,
+        "data_sha256": job.data_sha256,
+        "rows": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)},
+        "code_version": job.code_version,
+        "training_seconds": seconds,
+        "onnx": onnx_note,
+        "frameworks": _versions(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    files["manifest.json"] = str(out / "manifest.json")
+    log.info("run %s: %s wins, %s in %.1f s (onnx: %s)", job.run_id, estimator, _short(metrics), seconds, onnx_note)
+    return Outcome(
+        job.run_id,
+        ok=True,
+        estimator=estimator,
+        params=params,
+        metrics=metrics,
+        candidates=[c.model_dump() for c in tried],
+        feature_schema=schema,
+        profile=profile.model_dump(mode="json"),
+        files=files,
+        onnx=onnx_note,
+        training_seconds=seconds,
+    )
+
+
+def _short(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+
+
+def _write_artifacts(job: Job, spec: ModelSpec, model: Any, test: pd.DataFrame, out: Path) -> dict[str, str]:
+    import skops.io as sio
+
+    sio.dump(model, out / "model.skops")
+    test.to_parquet(out / "test-split.parquet", index=False)
+    return {"model.skops": str(out / "model.skops"), "test-split.parquet": str(out / "test-split.parquet")}
+
+
+def _onnx_inputs(spec: ModelSpec, x: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for feature in spec.features:
+        column = x[feature.name]
+        if feature.type == "numeric":
+            inputs[feature.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+        else:
+            inputs[feature.name] = column.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+    return inputs
+
+
+def _export_onnx(spec: ModelSpec, model: Any, x_val: pd.DataFrame, path: Path) -> str:
+    """Export to ONNX and check it agrees with scikit-learn on the validation rows; 'ok' or why not."""
+    try:
+        import onnxruntime as ort
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+        types = [
+            (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
+            for f in spec.features
+        ]
+        options = {id(model.steps[-1][1]): {"zipmap": False}} if spec.task == "classification" else None
+        onnx_model = to_onnx(model, initial_types=types, options=options, target_opset=17)
+        path.write_bytes(onnx_model.SerializeToString())
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs = session.run(None, _onnx_inputs(spec, x_val))
+        if spec.task == "classification":
+            expected = model.predict_proba(x_val)
+            got = np.asarray(outputs[1], dtype=float)
+        else:
+            expected = model.predict(x_val).reshape(-1, 1)
+            got = np.asarray(outputs[0], dtype=float).reshape(-1, 1)
+        diff = float(np.max(np.abs(expected - got)))
+        if not diff <= ONNX_TOLERANCE:
+            path.unlink(missing_ok=True)
+            reason = f"ONNX disagrees with scikit-learn on validation (max abs diff {diff:.3g} > {ONNX_TOLERANCE:g})"
+            log.warning("%s: no ONNX artifact", reason)
+            return reason
+        return "ok"
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        reason = f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}"
+        log.warning("%s: no ONNX artifact", reason)
+        return reason
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import skops
+
+    found = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+    try:
+        import onnx
+        import skl2onnx
+
+        found |= {"onnx": onnx.__version__, "skl2onnx": skl2onnx.__version__}
+    except ImportError:
+        pass
+    return found
+
+
+def outcome_violations(outcome: Outcome) -> list[ContractViolation]:
+    """The outcome's contract violations as records."""
+    return [ContractViolation.model_validate(v) for v in outcome.violations]
+
+
+def as_dict(outcome: Outcome) -> dict[str, Any]:
+    """The outcome as plain data (for logs)."""
+    return asdict(outcome)

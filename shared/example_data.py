@@ -1,0 +1,65 @@
+"""The example dataset: customer churn, made deterministically from a seed (no download).
+
+Numeric and categorical features, missing values, label noise, a sticky key (`customer_id`) and a
+segment column (`senior`) for fairness gates. `shift` moves the world (older contracts, higher
+prices, more support calls) to show drift and retraining.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PLANS = ("basic", "plus", "pro")
+REGIONS = ("north", "south", "east", "west", "eu-central")
+
+
+def churn_frame(rows: int = 5000, *, seed: int = 7, shift: float = 0.0) -> pd.DataFrame:
+    """A churn table of `rows` customers; the same seed gives the same table, byte for byte."""
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(PLANS, size=rows, p=(0.5, 0.3, 0.2))
+    region = rng.choice(REGIONS, size=rows, p=(0.3, 0.25, 0.2, 0.15, 0.1)).astype(object)
+    senior = rng.random(rows) < 0.2
+    tenure = np.clip(rng.gamma(2.0, 12.0, rows) * (1 + shift), 0, 240).round(0)
+    base = np.select([plan == "basic", plan == "plus"], [30.0, 55.0], 85.0)
+    monthly = (base + rng.normal(0, 8, rows) + 10 * shift).clip(5, None).round(2)
+    calls = rng.poisson(1.2 + 2.0 * shift + 0.8 * senior, rows)
+    logit = (
+        -0.2
+        - 0.09 * tenure
+        + 0.035 * (monthly - 50)
+        + 0.9 * calls
+        + np.select([plan == "basic", plan == "plus"], [0.8, 0.0], -0.9)
+        + 0.4 * senior
+    )
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    noise = rng.random(rows) < 0.05
+    churned[noise] = 1 - churned[noise]
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{seed:03d}-{i:07d}" for i in range(rows)],
+            "tenure_months": tenure,
+            "monthly_charges": monthly,
+            "support_calls": calls,
+            "plan": plan,
+            "region": region,
+            "senior": np.where(senior, "yes", "no"),
+            "churned": churned,
+        }
+    )
+    frame.loc[rng.random(rows) < 0.02, "tenure_months"] = np.nan
+    frame.loc[rng.random(rows) < 0.05, "region"] = None
+    return frame
+
+
+def write_churn(path: Path, *, rows: int = 5000, seed: int = 7, shift: float = 0.0) -> Path:
+    """Write the churn table as CSV or Parquet (by suffix); returns the path."""
+    frame = churn_frame(rows, seed=seed, shift=shift)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,51 @@
+"""Input columns as every model sees them: the same coercion at training, evaluation and serving.
+
+The fitted pipeline (imputation, scaling, one-hot encoding) lives inside the model artifact;
+this only turns raw values (CSV cells, JSON fields) into the dtypes the pipeline was fitted on:
+float64 for numeric columns (missing as NaN), strings for categorical and boolean ones (missing
+as the category `__missing__`, so exported ONNX graphs see plain strings too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.spec import Feature
+
+MISSING = "__missing__"
+
+
+def prepare(frame: pd.DataFrame, features: Iterable[Feature]) -> pd.DataFrame:
+    """The feature columns of `frame`, coerced; raises KeyError naming missing columns."""
+    wanted = list(features)
+    missing = [f.name for f in wanted if f.name not in frame.columns]
+    if missing:
+        raise KeyError(f"missing feature columns: {', '.join(missing)}")
+    columns: dict[str, Any] = {}
+    for feature in wanted:
+        column = frame[feature.name]
+        if feature.type == "numeric":
+            columns[feature.name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        else:
+            columns[feature.name] = pd.Series(
+                [_category(v) for v in column.astype(object)], index=frame.index, dtype=object
+            )
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _category(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return MISSING
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return str(value)
+
+
+def rows_frame(rows: list[Mapping[str, Any]], features: Iterable[Feature]) -> pd.DataFrame:
+    """Request rows (JSON objects) as a prepared frame."""
+    wanted = list(features)
+    return prepare(pd.DataFrame([{f.name: row.get(f.name) for f in wanted} for row in rows]), wanted)
