@@ -177,8 +177,12 @@ class ArtifactStore:
             handle.flush()
             return self.put_file(key, Path(handle.name))
 
-    def get_file(self, uri: str, target: Path, *, sha256: str) -> Path:
-        """Download URI to TARGET, verifying its SHA-256; nothing is left at TARGET on mismatch."""
+    def get_file(self, uri: str, target: Path, *, sha256: str | None) -> Path:
+        """Download URI to TARGET, verifying its SHA-256; nothing is left at TARGET on mismatch.
+
+        `sha256=None` (a producer that announced no digest) skips the check; the caller records
+        the digest of what it read (sha256_file).
+        """
         backend = self._backend(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
@@ -186,7 +190,7 @@ class ArtifactStore:
             with partial.open("wb") as handle:
                 backend.read(uri, handle)
             actual = sha256_file(partial)
-            if actual != sha256.lower():
+            if sha256 is not None and actual != sha256.lower():
                 raise ArtifactIntegrityError(
                     f"SHA-256 mismatch for {uri}: recorded {sha256}, read {actual}; refusing to use it"
                 )

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # How often the outbox relay looks for unpublished events, in seconds.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
 
+    # Lease of a training job, in seconds: a trainer that stops renewing it (killed) loses the job to another.
+    trainer_lease_seconds: float = Field(default=60, gt=0)
+    # Attempts of a training job on transient failures (data or artifact store away) before TrainingFailed.
+    trainer_max_attempts: int = Field(default=3, ge=1)
+
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
 

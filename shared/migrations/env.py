@@ -8,7 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import services.registry.store  # noqa: F401  (each service's tables join the one metadata)
+import services.registry.store
+import services.trainer.store  # noqa: F401
 from shared.db import Base
 
 target_metadata = Base.metadata

@@ -6,7 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import services.registry.store  # noqa: F401  (registers the registry's tables)
+import services.registry.store
+import services.trainer.store  # noqa: F401
 from shared.db import Base
 
 

@@ -1,0 +1,232 @@
+"""The trainer's tables: its view of specs and datasets, and training jobs (a durable queue)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, String, Text, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.events import DataArrived, ModelSpecApplied
+from shared.spec import ModelSpec
+
+
+class SpecRow(Base):
+    """The spec revision in force per model, as read from the specs topic."""
+
+    __tablename__ = "trainer_specs"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    dataset: Mapped[str] = mapped_column(String(128), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class DatasetRow(Base):
+    """A dataset version the trainer may train on."""
+
+    __tablename__ = "trainer_datasets"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobRow(Base):
+    """A training run to do: pending, running (under a lease), done or failed."""
+
+    __tablename__ = "trainer_jobs"
+
+    run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    trigger: Mapped[str] = mapped_column(String(32))
+    dataset: Mapped[str] = mapped_column(String(128))
+    dataset_version: Mapped[str] = mapped_column(String(128))
+    spec_revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    correlation_id: Mapped[str] = mapped_column(String(200))
+    cause_event_id: Mapped[str] = mapped_column(String(200))
+    traceparent: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset version to load."""
+
+    name: str
+    version: str
+    uri: str
+    sha256: str | None
+    format: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed training job with everything the run needs."""
+
+    run_id: str
+    model: str
+    trigger: str
+    attempts: int
+    spec_revision: int
+    spec: ModelSpec
+    dataset: Dataset
+    correlation_id: str
+    cause_event_id: str
+    traceparent: str | None
+
+
+async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> None:
+    """Keep the newest revision of a model's spec (an older one arriving late changes nothing)."""
+    values = {"revision": event.revision, "dataset": event.spec.dataset, "spec": event.spec.model_dump(mode="json")}
+    stmt = insert(SpecRow).values(model=event.model, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[SpecRow.model], set_=values, where=SpecRow.revision < stmt.excluded.revision
+        )
+    )
+
+
+async def keep_dataset(session: AsyncSession, event: DataArrived) -> None:
+    """Remember a dataset version (the first announcement of a version wins)."""
+    await session.execute(
+        insert(DatasetRow)
+        .values(
+            name=event.dataset,
+            version=event.version,
+            uri=event.uri,
+            sha256=event.sha256,
+            format=event.format,
+            arrived_at=event.occurred_at,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def specs_for_dataset(session: AsyncSession, dataset: str) -> list[tuple[str, int, ModelSpec]]:
+    """(model, revision, spec) of every spec that trains on `dataset`."""
+    rows = await session.scalars(select(SpecRow).where(SpecRow.dataset == dataset).order_by(SpecRow.model))
+    return [
+        (row.model, row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})) for row in rows.all()
+    ]
+
+
+async def spec_of(session: AsyncSession, model: str) -> tuple[int, ModelSpec] | None:
+    """The spec in force for a model, if any."""
+    row = await session.get(SpecRow, model)
+    return (row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})) if row else None
+
+
+async def dataset_version(session: AsyncSession, name: str, version: str | None) -> str | None:
+    """`version` if known, else the latest version of the dataset; None when there is none."""
+    query = select(DatasetRow.version).where(DatasetRow.name == name)
+    if version is not None:
+        query = query.where(DatasetRow.version == version)
+    return await session.scalar(query.order_by(DatasetRow.arrived_at.desc()).limit(1))
+
+
+async def add_job(
+    session: AsyncSession,
+    *,
+    run_id: str,
+    model: str,
+    trigger: str,
+    dataset: str,
+    version: str,
+    revision: int,
+    correlation_id: str,
+    cause_event_id: str,
+    traceparent: str | None,
+) -> None:
+    """Queue a training run."""
+    await session.execute(
+        insert(JobRow)
+        .values(
+            run_id=run_id,
+            model=model,
+            trigger=trigger,
+            dataset=dataset,
+            dataset_version=version,
+            spec_revision=revision,
+            status="pending",
+            attempts=0,
+            correlation_id=correlation_id,
+            cause_event_id=cause_event_id,
+            traceparent=traceparent,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def claim_job(session: AsyncSession, *, lease_seconds: float) -> Job | None:
+    """The oldest pending job, or one whose runner stopped renewing its lease; now ours."""
+    now = datetime.now(UTC)
+    row = await session.scalar(
+        select(JobRow)
+        .where(or_(JobRow.status == "pending", (JobRow.status == "running") & (JobRow.lease_until < now)))
+        .order_by(JobRow.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if row is None:
+        return None
+    row.status, row.attempts, row.lease_until = "running", row.attempts + 1, now + timedelta(seconds=lease_seconds)
+    spec = await session.get(SpecRow, row.model)
+    data = await session.get(DatasetRow, (row.dataset, row.dataset_version))
+    if spec is None or data is None:
+        row.status, row.last_error, row.finished_at = "failed", "spec or dataset vanished", now
+        return None
+    return Job(
+        run_id=row.run_id,
+        model=row.model,
+        trigger=row.trigger,
+        attempts=row.attempts,
+        spec_revision=spec.revision,
+        spec=ModelSpec.model_validate(spec.spec, context={"lenient": True}),
+        dataset=Dataset(data.name, data.version, data.uri, data.sha256, data.format),
+        correlation_id=row.correlation_id,
+        cause_event_id=row.cause_event_id,
+        traceparent=row.traceparent,
+    )
+
+
+async def renew(session: AsyncSession, run_id: str, attempt: int, *, lease_seconds: float) -> bool:
+    """Extend our lease; False if the job is no longer ours."""
+    result = await session.execute(
+        update(JobRow)
+        .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
+        .values(lease_until=datetime.now(UTC) + timedelta(seconds=lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish(session: AsyncSession, run_id: str, attempt: int, *, status: str, error: str | None = None) -> bool:
+    """Close our job as done or failed; False if someone else took it over meanwhile."""
+    result = await session.execute(
+        update(JobRow)
+        .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
+        .values(status=status, last_error=error, finished_at=datetime.now(UTC), lease_until=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release(session: AsyncSession, run_id: str, attempt: int, *, error: str) -> None:
+    """Give a job back (a transient failure): pending again, to be retried."""
+    await session.execute(
+        update(JobRow)
+        .where(JobRow.run_id == run_id, JobRow.attempts == attempt)
+        .values(status="pending", last_error=error, lease_until=None)
+    )
