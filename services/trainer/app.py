@@ -80,12 +80,21 @@ def run_id_for(model: str, cause_event_id: str) -> str:
 
 
 async def _queue(
-    ctx: HandlerContext, *, model: str, revision: int, candidates: list[str], trigger: str, dataset: str, version: str
+    ctx: HandlerContext,
+    *,
+    platform: str,
+    model: str,
+    revision: int,
+    candidates: list[str],
+    trigger: str,
+    dataset: str,
+    version: str,
 ) -> None:
     data = await ctx.session.get(store.DatasetRow, (dataset, version))
     run_id = run_id_for(model, ctx.envelope.id)
     await store.add_job(
         ctx.session,
+        platform=platform,
         run_id=run_id,
         model=model,
         trigger=trigger,
@@ -124,6 +133,7 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
         for model, revision, spec in await store.specs_for_dataset(ctx.session, event.dataset):
             await _queue(
                 ctx,
+                platform=bus.settings.topic_prefix,
                 model=model,
                 revision=revision,
                 candidates=[c.estimator for c in spec.candidates],
@@ -144,6 +154,7 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
             raise TrainerRefusal(f"no {wanted} dataset {spec.dataset!r} has arrived")
         await _queue(
             ctx,
+            platform=bus.settings.topic_prefix,
             model=event.model,
             revision=revision,
             candidates=[c.estimator for c in spec.candidates],
@@ -193,7 +204,9 @@ class Worker:
     async def run_one(self) -> bool:
         """Claim and run one job; False when there was none."""
         async with self.sessions() as session, session.begin():
-            job = await store.claim_job(session, lease_seconds=self.settings.trainer_lease_seconds)
+            job = await store.claim_job(
+                session, platform=self.settings.topic_prefix, lease_seconds=self.settings.trainer_lease_seconds
+            )
         if job is None:
             return False
         carrier = {"traceparent": job.traceparent} if job.traceparent else {}

@@ -46,6 +46,9 @@ class JobRow(Base):
     __tablename__ = "trainer_jobs"
 
     run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The topic prefix of the platform that queued it: trainers of another platform sharing the
+    # database leave it alone (as the outbox relay does).
+    platform: Mapped[str] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(128))
     trigger: Mapped[str] = mapped_column(String(32))
     dataset: Mapped[str] = mapped_column(String(128))
@@ -141,6 +144,7 @@ async def dataset_version(session: AsyncSession, name: str, version: str | None)
 async def add_job(
     session: AsyncSession,
     *,
+    platform: str,
     run_id: str,
     model: str,
     trigger: str,
@@ -156,6 +160,7 @@ async def add_job(
         insert(JobRow)
         .values(
             run_id=run_id,
+            platform=platform,
             model=model,
             trigger=trigger,
             dataset=dataset,
@@ -171,12 +176,15 @@ async def add_job(
     )
 
 
-async def claim_job(session: AsyncSession, *, lease_seconds: float) -> Job | None:
+async def claim_job(session: AsyncSession, *, platform: str, lease_seconds: float) -> Job | None:
     """The oldest pending job, or one whose runner stopped renewing its lease; now ours."""
     now = datetime.now(UTC)
     row = await session.scalar(
         select(JobRow)
-        .where(or_(JobRow.status == "pending", (JobRow.status == "running") & (JobRow.lease_until < now)))
+        .where(
+            JobRow.platform == platform,
+            or_(JobRow.status == "pending", (JobRow.status == "running") & (JobRow.lease_until < now)),
+        )
         .order_by(JobRow.created_at)
         .limit(1)
         .with_for_update(skip_locked=True)

@@ -31,6 +31,7 @@ def upgrade() -> None:
     op.create_table(
         "trainer_jobs",
         sa.Column("run_id", sa.String(length=200), nullable=False),
+        sa.Column("platform", sa.String(length=200), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("trigger", sa.String(length=32), nullable=False),
         sa.Column("dataset", sa.String(length=128), nullable=False),

@@ -1,0 +1,240 @@
+"""The trainer against the real Kafka, PostgreSQL and S3 server: data in, a registered model out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from services.registry.app import Registry
+from services.registry.app import build as build_registry
+from services.trainer.app import Trainer
+from services.trainer.app import build as build_trainer
+from shared import topics
+from shared.artifacts import ArtifactStore
+from shared.bus import Bus
+from shared.envelope import decode
+from shared.events import DataArrived, Event, ModelRegistered, ModelTrained, TrainingFailed, TrainingStarted
+from shared.example_data import churn_frame, write_churn
+from shared.settings import Settings
+from shared.tools import read_all
+from tests.integration.conftest import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = (ROOT / "schemas/examples/model-spec.yaml").read_text()
+
+
+def spec_yaml(model: str) -> str:
+    """The example spec for `model`, with a small search so the test stays quick."""
+    return (
+        SPEC.replace("model: churn", f"model: {model}")
+        .replace("dataset: churn", f"dataset: {model}")
+        .replace("search: {method: random, iterations: 8, cv: 3}", "search: {method: random, iterations: 2, cv: 2}")
+    )
+
+
+@pytest.fixture
+def trainer_settings(settings: Settings) -> Settings:
+    update = {
+        "api_tokens": SecretStr("adm=admin:alice"),
+        "otlp_endpoint": None,
+        "trainer_lease_seconds": 3.0,
+    }
+    return settings.model_copy(update=update)
+
+
+@pytest.fixture
+async def services(trainer_settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    started: list[Registry | Trainer] = []
+
+    async def start(kind: str) -> Registry | Trainer:
+        named = trainer_settings.model_copy(update={"service_name": kind})
+        service = build_registry(named) if kind == "registry" else build_trainer(named)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        await service.stop()
+
+
+async def apply(registry: Registry, model: str) -> None:
+    import httpx
+
+    transport = httpx.ASGITransport(app=registry.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as http:
+        answer = await http.post(
+            "/v1/specs", json={"spec_yaml": spec_yaml(model)}, headers={"Authorization": "Bearer adm"}
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def upload(settings: Settings, path: Path, key: str) -> tuple[str, str]:
+    stored = await asyncio.to_thread(ArtifactStore(settings).put_file, key, path)
+    return stored.uri, stored.sha256
+
+
+async def events(settings: Settings, topic: str, model: str) -> list[Event]:
+    found = [decode(r.value, list(r.headers)).event for r in await read_all(settings, topic)]
+    return [e for e in found if getattr(e, "model", None) == model]
+
+
+async def publish(settings: Settings, event: Event) -> str:
+    bus = Bus(settings.model_copy(update={"service_name": "it-producer"}))
+    await bus.start()
+    try:
+        return await bus.publish(event)
+    finally:
+        await bus.stop()
+
+
+async def test_data_arrival_trains_the_example_and_the_registry_registers_it(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    await services("trainer")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    uri, digest = await upload(
+        trainer_settings, write_churn(tmp_path / "churn.csv", rows=3000), f"datasets/{model}/v1.csv"
+    )
+    cause = await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256=digest))
+
+    async def registered() -> bool:
+        return bool(await events(trainer_settings, topics.MODEL_REGISTERED, model))
+
+    await eventually(registered, timeout=180, what="ModelRegistered")
+    [started] = await events(trainer_settings, topics.TRAINING_STARTED, model)
+    [trained] = await events(trainer_settings, topics.MODEL_TRAINED, model)
+    [version] = await events(trainer_settings, topics.MODEL_REGISTERED, model)
+    assert isinstance(started, TrainingStarted) and started.causation_id == cause
+    assert isinstance(trained, ModelTrained) and isinstance(version, ModelRegistered)
+    assert trained.correlation_id == started.correlation_id == version.correlation_id
+    assert trained.data_sha256 == digest and trained.dataset_version == f"{model}-v1"
+    assert {a.name for a in trained.artifacts} == {"model.skops", "model.onnx", "test-split.parquet", "manifest.json"}
+    assert trained.metrics["roc_auc"] > 0.7, trained.metrics
+    assert set(trained.reference_profile.features) == {
+        "tenure_months",
+        "monthly_charges",
+        "support_calls",
+        "plan",
+        "region",
+    }
+    store = ArtifactStore(trainer_settings)
+    for artifact in trained.artifacts:
+        data = await asyncio.to_thread(store.get_bytes, artifact.uri, sha256=artifact.sha256)
+        assert len(data) == artifact.size_bytes
+    assert version.version == 1 and version.run_id == trained.run_id
+
+
+async def test_data_that_breaks_the_contract_fails_the_run_with_every_violation(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    await services("trainer")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    frame = churn_frame(300)
+    frame.loc[:60, "region"] = None
+    frame.loc[3, "plan"] = "platinum"
+    bad = tmp_path / "bad.csv"
+    frame.drop(columns=["support_calls"]).head(150).to_csv(bad, index=False)
+    uri, digest = await upload(trainer_settings, bad, f"datasets/{model}/bad.csv")
+    await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-bad", uri=uri, sha256=digest))
+
+    async def failed() -> bool:
+        return bool(await events(trainer_settings, topics.TRAINING_FAILED, model))
+
+    await eventually(failed, timeout=120, what="TrainingFailed")
+    [failure] = await events(trainer_settings, topics.TRAINING_FAILED, model)
+    assert isinstance(failure, TrainingFailed) and failure.stage == "validate"
+    assert {(v.column, v.rule) for v in failure.violations} == {
+        (None, "min_rows"),
+        ("support_calls", "required"),
+        ("region", "max_null_fraction"),
+        ("plan", "domain"),
+    }
+    assert await events(trainer_settings, topics.MODEL_TRAINED, model) == []
+
+
+async def test_a_digest_that_does_not_match_the_data_fails_the_run_at_load(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    await services("trainer")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    uri, _ = await upload(trainer_settings, write_churn(tmp_path / "churn.csv", rows=500), f"datasets/{model}/v1.csv")
+    await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256="0" * 64))
+
+    async def failed() -> bool:
+        return bool(await events(trainer_settings, topics.TRAINING_FAILED, model))
+
+    await eventually(failed, timeout=120, what="TrainingFailed")
+    [failure] = await events(trainer_settings, topics.TRAINING_FAILED, model)
+    assert isinstance(failure, TrainingFailed) and failure.stage == "load"
+    assert "SHA-256 mismatch" in failure.reason
+
+
+async def test_a_trainer_killed_mid_fit_is_replaced_and_exactly_one_version_results(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    uri, digest = await upload(
+        trainer_settings, write_churn(tmp_path / "churn.csv", rows=20000), f"datasets/{model}/v1.csv"
+    )
+    env = {
+        **os.environ,
+        "MODELBUS_TOPIC_PREFIX": trainer_settings.topic_prefix,
+        "MODELBUS_OTLP_ENDPOINT": "",
+        "MODELBUS_TRAINER_LEASE_SECONDS": "3",
+    }
+    log = (tmp_path / "trainer.log").open("w")
+    doomed = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "services.trainer"],
+        cwd=ROOT,
+        env=env,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256=digest))
+
+        async def fitting() -> bool:
+            return bool(await events(trainer_settings, topics.TRAINING_STARTED, model))
+
+        await eventually(fitting, timeout=60, what="TrainingStarted from the first trainer")
+
+        async def in_fit() -> bool:
+            return "candidate 1/2" in (tmp_path / "trainer.log").read_text()
+
+        await eventually(in_fit, timeout=60, what="the first trainer's fit to begin")
+        await asyncio.sleep(1)
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)  # the trainer and its fit process
+        doomed.wait(timeout=30)
+        log.close()
+    assert await events(trainer_settings, topics.MODEL_TRAINED, model) == [], "killed before it finished"
+    await services("trainer")
+
+    async def registered() -> bool:
+        return bool(await events(trainer_settings, topics.MODEL_REGISTERED, model))
+
+    await eventually(registered, timeout=240, what="ModelRegistered after the takeover")
+    await asyncio.sleep(3)
+    assert len(await events(trainer_settings, topics.MODEL_TRAINED, model)) == 1
+    [version] = await events(trainer_settings, topics.MODEL_REGISTERED, model)
+    assert version.version == 1
