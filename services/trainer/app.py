@@ -125,7 +125,22 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
 
     @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
     async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> None:
-        await store.keep_spec(ctx.session, event)
+        if not await store.keep_spec(ctx.session, event) or await store.ever_trained(ctx.session, event.model):
+            return
+        # A model's first spec trains on data that arrived before it (specs and data travel on
+        # different topics, so a trainer may well see the data first).
+        version = await store.dataset_version(ctx.session, event.spec.dataset, None)
+        if version is not None:
+            await _queue(
+                ctx,
+                platform=bus.settings.topic_prefix,
+                model=event.model,
+                revision=event.revision,
+                candidates=[c.estimator for c in event.spec.candidates],
+                trigger="data-arrived",
+                dataset=event.spec.dataset,
+                version=version,
+            )
 
     @bus.consumer(topics.DATA_ARRIVED, group=group, events=[DataArrived])
     async def on_data(event: DataArrived, ctx: HandlerContext) -> None:

@@ -92,15 +92,21 @@ class Job:
     traceparent: str | None
 
 
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> None:
-    """Keep the newest revision of a model's spec (an older one arriving late changes nothing)."""
+async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
+    """Keep the newest revision of a model's spec; False if an older one arrived late (nothing changed)."""
     values = {"revision": event.revision, "dataset": event.spec.dataset, "spec": event.spec.model_dump(mode="json")}
     stmt = insert(SpecRow).values(model=event.model, **values)
-    await session.execute(
+    kept = await session.execute(
         stmt.on_conflict_do_update(
             index_elements=[SpecRow.model], set_=values, where=SpecRow.revision < stmt.excluded.revision
-        )
+        ).returning(SpecRow.model)
     )
+    return kept.first() is not None
+
+
+async def ever_trained(session: AsyncSession, model: str) -> bool:
+    """Whether a training job was ever queued for the model."""
+    return await session.scalar(select(JobRow.run_id).where(JobRow.model == model).limit(1)) is not None
 
 
 async def keep_dataset(session: AsyncSession, event: DataArrived) -> None:
