@@ -256,12 +256,40 @@ class Gate(SpecModel):
     max_regression: float | None = Field(
         default=None, ge=0, description="Largest loss against the champion on the same split (metric units)."
     )
+    max_relative_regression: float | None = Field(
+        default=None, ge=0, le=1, description="Largest loss against the champion as a share of its value."
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Gate:
-        if self.min is None and self.max is None and self.max_regression is None:
-            raise ValueError("a gate needs min, max or max_regression")
+        bounds = (self.min, self.max, self.max_regression, self.max_relative_regression)
+        if all(b is None for b in bounds):
+            raise ValueError("a gate needs min, max, max_regression or max_relative_regression")
         return self
+
+
+class Fairness(SpecModel):
+    """A fairness gate across the groups of a segment column of the test data."""
+
+    segment: str = Field(min_length=1, description="Column that names the groups (need not be a feature).")
+    metric: Literal["demographic_parity", "equal_opportunity"] = Field(
+        default="demographic_parity",
+        description="Difference of positive-prediction rates, or of true-positive rates, between groups.",
+    )
+    max_difference: float = Field(default=0.1, ge=0, le=1, description="Largest difference allowed.")
+
+
+class Evaluation(SpecModel):
+    """Gates every candidate passes besides the metric gates."""
+
+    max_latency_ms_row: float = Field(default=50, gt=0, description="p99 latency of one-row predictions, ms.")
+    max_latency_ms_batch: float = Field(default=2000, gt=0, description="p99 latency of a 1,000-row batch, ms.")
+    min_class_rate: float = Field(default=0.0, ge=0, le=1, description="Smallest share of predictions per class.")
+    max_class_rate: float = Field(default=1.0, ge=0, le=1, description="Largest share of predictions per class.")
+    fairness: Fairness | None = Field(default=None, description="Fairness gate, if wanted.")
+    min_importance_correlation: float | None = Field(
+        default=None, ge=-1, le=1, description="Least correlation of feature importances with the champion's."
+    )
 
 
 class Segment(SpecModel):
@@ -344,7 +372,8 @@ class ModelSpec(SpecModel):
     search: Search = Field(default_factory=Search, description="Search bounds.")
     split: Split = Field(default_factory=Split, description="Data split.")
     selection_metric: str = Field(description="Metric that picks the best candidate.")
-    gates: list[Gate] = Field(default_factory=list, description="Evaluation gates.")
+    gates: list[Gate] = Field(default_factory=list, description="Metric gates.")
+    evaluation: Evaluation = Field(default_factory=Evaluation, description="Latency, sanity, fairness gates.")
     rollout: Rollout = Field(default_factory=Rollout, description="Rollout policy.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring policy.")
     alerts: Alerts = Field(default_factory=Alerts, description="Alert labels.")

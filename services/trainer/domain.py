@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn import metrics as skm
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import RandomizedSearchCV, train_test_split
@@ -229,39 +228,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# ---------------------------------------------------------------- metrics
-
-
-def evaluate(task: str, model: Any, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """Every metric of the task on (x, y)."""
-    predicted = model.predict(x)
-    if task == "regression":
-        return {
-            "r2": float(skm.r2_score(y, predicted)),
-            "mae": float(skm.mean_absolute_error(y, predicted)),
-            "rmse": float(math.sqrt(skm.mean_squared_error(y, predicted))),
-            "mape": float(skm.mean_absolute_percentage_error(y, predicted)),
-        }
-    classes = list(model.classes_)
-    binary = len(classes) == 2
-    average = "binary" if binary else "weighted"
-    positive = classes[-1]
-    found = {
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y, predicted)),
-        "f1": float(skm.f1_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
-        "f1_macro": float(skm.f1_score(y, predicted, average="macro", zero_division=0)),
-        "precision": float(skm.precision_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
-        "recall": float(skm.recall_score(y, predicted, average=average, pos_label=positive, zero_division=0)),
-    }
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(x)
-        found["log_loss"] = float(skm.log_loss(y, proba, labels=classes))
-        if len(set(y)) > 1:
-            found["roc_auc"] = float(
-                skm.roc_auc_score(y, proba[:, 1]) if binary else skm.roc_auc_score(y, proba, multi_class="ovr")
-            )
-    return found
+# ---------------------------------------------------------------- selection
 
 
 def better(spec: ModelSpec, score: float, than: float | None) -> bool:

@@ -21,6 +21,7 @@ import pandas as pd
 from services.trainer import domain
 from shared.events import CandidateResult, ContractViolation, FeatureSchema
 from shared.features import prepare
+from shared.metrics import evaluate
 from shared.spec import ModelSpec
 
 log = logging.getLogger("modelbus.trainer.fit")
@@ -107,7 +108,7 @@ def train(job: Job) -> Outcome:
             began = time.perf_counter()
             log.info("run %s: candidate %d/%d %s", job.run_id, index, len(spec.candidates), candidate.estimator)
             model, params = domain.fit_candidate(spec, candidate, x_train, y_train)
-            score = domain.evaluate(spec.task, model, x_val, y_val).get(spec.selection_metric, float("nan"))
+            score = evaluate(spec.task, model, x_val, y_val).get(spec.selection_metric, float("nan"))
             log.info(
                 "run %s: %s %s=%.4f in %.1f s",
                 job.run_id,
@@ -124,7 +125,7 @@ def train(job: Job) -> Outcome:
         return Outcome(job.run_id, ok=False, stage="fit", reason=f"{type(exc).__name__}: {exc}")
     assert best is not None
     model, params, estimator, _ = best
-    metrics = domain.evaluate(spec.task, model, x_val, y_val)
+    metrics = evaluate(spec.task, model, x_val, y_val)
     profile = domain.reference_profile(spec, parts.train, model.predict(x_val))
     files = _write_artifacts(job, spec, model, parts.test, out)
     onnx_note = _export_onnx(spec, model, x_val, out / "model.onnx")

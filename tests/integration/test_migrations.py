@@ -6,6 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import services.evaluator.store
 import services.registry.store
 import services.trainer.store  # noqa: F401
 from shared.db import Base

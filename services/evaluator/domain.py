@@ -1,0 +1,222 @@
+"""The evaluator's rules: every gate with its numbers, and the decision.
+
+Pure: fitted models, the test split and measured latencies in; gate results and a decision out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.events import GateResult
+from shared.features import prepare
+from shared.metrics import evaluate
+from shared.spec import METRICS, ModelSpec
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Measured p99 latencies of a model, in milliseconds."""
+
+    row_p99_ms: float
+    batch_p99_ms: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the evaluation found."""
+
+    gates: list[GateResult]
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    decision: str
+    test_rows: int
+
+    @property
+    def passed(self) -> bool:
+        """Every gate passed."""
+        return all(g.passed for g in self.gates)
+
+
+def _gate(
+    name: str, metric: str, value: float | None, threshold: float, comparator: str, detail: str = ""
+) -> GateResult:
+    if value is None or np.isnan(value):
+        passed = False
+        detail = detail or "could not be measured"
+        value = None
+    elif comparator == ">=":
+        passed = value >= threshold
+    elif comparator == "<=":
+        passed = value <= threshold
+    elif comparator == ">":
+        passed = value > threshold
+    else:
+        passed = value < threshold
+    return GateResult(
+        name=name, metric=metric, value=value, threshold=threshold, comparator=comparator, passed=passed, detail=detail
+    )
+
+
+def metric_gates(spec: ModelSpec, metrics: dict[str, float], champion: dict[str, float] | None) -> list[GateResult]:
+    """The spec's metric gates: absolute bounds, and regression against the champion on the same rows."""
+    found: list[GateResult] = []
+    for gate in spec.gates:
+        value = metrics.get(gate.metric)
+        higher = METRICS[gate.metric].higher_is_better
+        if gate.min is not None:
+            found.append(_gate(f"min_{gate.metric}", gate.metric, value, gate.min, ">="))
+        if gate.max is not None:
+            found.append(_gate(f"max_{gate.metric}", gate.metric, value, gate.max, "<="))
+        for kind, allowed in (("absolute", gate.max_regression), ("relative", gate.max_relative_regression)):
+            if allowed is None:
+                continue
+            name = f"{gate.metric}_vs_champion_{kind}"
+            if champion is None or gate.metric not in champion:
+                found.append(
+                    GateResult(
+                        name=name,
+                        metric=gate.metric,
+                        value=None,
+                        threshold=allowed,
+                        comparator="<=",
+                        passed=True,
+                        detail="no champion to compare with",
+                    )
+                )
+                continue
+            base = champion[gate.metric]
+            loss = (base - value if higher else value - base) if value is not None else None
+            if kind == "relative" and loss is not None:
+                loss = loss / abs(base) if base else (0.0 if loss <= 0 else float("inf"))
+            found.append(
+                _gate(name, gate.metric, loss, allowed, "<=", f"candidate {value:.4g} vs champion {base:.4g}")
+                if value is not None
+                else _gate(name, gate.metric, None, allowed, "<=")
+            )
+    return found
+
+
+def sanity_gates(spec: ModelSpec, model: Any, x: pd.DataFrame) -> list[GateResult]:
+    """Probabilities in [0, 1] summing to 1; each class predicted at a plausible rate."""
+    if spec.task != "classification":
+        predicted = np.asarray(model.predict(x), dtype=float)
+        finite = float(np.isfinite(predicted).mean())
+        return [_gate("finite_predictions", "finite_share", finite, 1.0, ">=")]
+    found = []
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(x), dtype=float)
+        inside = float(((proba >= 0) & (proba <= 1)).all(axis=1).mean())
+        sums = float(np.max(np.abs(proba.sum(axis=1) - 1))) if len(proba) else 0.0
+        found.append(_gate("probabilities_in_0_1", "share_in_range", inside, 1.0, ">="))
+        found.append(_gate("probabilities_sum_to_1", "max_abs_error", sums, 1e-6, "<="))
+    predicted = pd.Series(model.predict(x))
+    rates = predicted.value_counts(normalize=True).reindex(list(model.classes_), fill_value=0.0)
+    e = spec.evaluation
+    found.append(_gate("min_class_rate", "class_rate", float(rates.min()), e.min_class_rate, ">=", _rates(rates)))
+    found.append(_gate("max_class_rate", "class_rate", float(rates.max()), e.max_class_rate, "<=", _rates(rates)))
+    return found
+
+
+def _rates(rates: pd.Series) -> str:
+    return ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
+
+
+def latency_gates(spec: ModelSpec, latency: Latency) -> list[GateResult]:
+    """Inference latency budget: one row, and a 1,000-row batch."""
+    e = spec.evaluation
+    return [
+        _gate("latency_p99_row", "latency_p99_ms", latency.row_p99_ms, e.max_latency_ms_row, "<="),
+        _gate("latency_p99_batch_1000", "latency_p99_ms", latency.batch_p99_ms, e.max_latency_ms_batch, "<="),
+    ]
+
+
+def fairness_gate(spec: ModelSpec, model: Any, test: pd.DataFrame) -> list[GateResult]:
+    """Demographic parity or equal opportunity difference across the segment's groups, if configured."""
+    fairness = spec.evaluation.fairness
+    if fairness is None or spec.task != "classification":
+        return []
+    name = f"fairness_{fairness.metric}_{fairness.segment}"
+    if fairness.segment not in test.columns:
+        return [_gate(name, fairness.metric, None, fairness.max_difference, "<=", f"no column {fairness.segment!r}")]
+    positive = list(model.classes_)[-1]
+    predicted = pd.Series(model.predict(prepare(test, spec.features)), index=test.index) == positive
+    groups = test[fairness.segment].astype(str)
+    if fairness.metric == "equal_opportunity":
+        actual = test[spec.target] == positive
+        rates = predicted[actual].groupby(groups[actual]).mean()
+    else:
+        rates = predicted.groupby(groups).mean()
+    if len(rates) < 2:
+        return [_gate(name, fairness.metric, None, fairness.max_difference, "<=", "fewer than two groups")]
+    detail = ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
+    return [_gate(name, fairness.metric, float(rates.max() - rates.min()), fairness.max_difference, "<=", detail)]
+
+
+def importances(model: Any) -> np.ndarray[Any, Any] | None:
+    """Feature importances of the pipeline's estimator (tree importances or |coefficients|), if it has them."""
+    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
+    if hasattr(estimator, "feature_importances_"):
+        return np.asarray(estimator.feature_importances_, dtype=float)
+    if hasattr(estimator, "coef_"):
+        coef = np.abs(np.asarray(estimator.coef_, dtype=float))
+        mean: np.ndarray[Any, Any] = coef.mean(axis=0) if coef.ndim > 1 else coef
+        return mean
+    return None
+
+
+def importance_gate(spec: ModelSpec, model: Any, champion: Any | None) -> list[GateResult]:
+    """Correlation of feature importances with the champion's, when configured and both have them."""
+    wanted = spec.evaluation.min_importance_correlation
+    if wanted is None or champion is None:
+        return []
+    mine, theirs = importances(model), importances(champion)
+    if mine is None or theirs is None or mine.shape != theirs.shape or mine.size < 2:
+        return [
+            GateResult(
+                name="importance_stability",
+                metric="importance_correlation",
+                value=None,
+                threshold=wanted,
+                comparator=">=",
+                passed=True,
+                detail="not comparable (an estimator without importances, or other features)",
+            )
+        ]
+    correlation = float(np.corrcoef(mine, theirs)[0, 1])
+    return [_gate("importance_stability", "importance_correlation", correlation, wanted, ">=")]
+
+
+def judge(
+    spec: ModelSpec,
+    model: Any,
+    test: pd.DataFrame,
+    latency: Latency,
+    *,
+    champion: Any | None = None,
+) -> Verdict:
+    """Every gate on the test split, the champion measured on the same rows, and the decision."""
+    x, y = prepare(test, spec.features), test[spec.target]
+    metrics = evaluate(spec.task, model, x, y)
+    champion_metrics = evaluate(spec.task, champion, x, y) if champion is not None else {}
+    gates = [
+        *metric_gates(spec, metrics, champion_metrics or None),
+        *sanity_gates(spec, model, x),
+        *latency_gates(spec, latency),
+        *fairness_gate(spec, model, test),
+        *importance_gate(spec, model, champion),
+    ]
+    passed = all(g.passed for g in gates)
+    decision = ("held-for-review" if spec.require_approval else "approved") if passed else "rejected"
+    return Verdict(
+        gates=gates, metrics=metrics, champion_metrics=champion_metrics, decision=decision, test_rows=len(test)
+    )
+
+
+def rejected_for(reason: str, name: str = "artifact_integrity") -> Verdict:
+    """A verdict for a model that could not be evaluated at all (e.g. its bytes are not what was recorded)."""
+    gate = GateResult(name=name, metric="sha256", value=None, threshold=0, comparator=">=", passed=False, detail=reason)
+    return Verdict(gates=[gate], metrics={}, champion_metrics={}, decision="rejected", test_rows=0)

@@ -1,0 +1,107 @@
+"""The evaluator's tables: its view of specs, the versions it may compare with, its results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, func, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
+from shared.spec import ModelSpec
+
+
+class SpecRow(Base):
+    """The spec revision in force per model."""
+
+    __tablename__ = "evaluator_specs"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class VersionRow(Base):
+    """A registered version and its artifacts (a champion to compare with, later)."""
+
+    __tablename__ = "evaluator_versions"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+class ResultRow(Base):
+    """An evaluation: decision, every gate, timing."""
+
+    __tablename__ = "evaluator_results"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision: Mapped[str] = mapped_column(String(32))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    champion_version: Mapped[int | None] = mapped_column(Integer)
+    gates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    seconds: Mapped[float] = mapped_column(Float)
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> None:
+    """Keep the newest revision of a model's spec."""
+    values = {"revision": event.revision, "spec": event.spec.model_dump(mode="json")}
+    stmt = insert(SpecRow).values(model=event.model, **values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[SpecRow.model], set_=values, where=SpecRow.revision < stmt.excluded.revision
+        )
+    )
+
+
+async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
+    """The spec in force for a model, if any."""
+    row = await session.get(SpecRow, model)
+    return ModelSpec.model_validate(row.spec, context={"lenient": True}) if row else None
+
+
+async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:
+    """Remember a version's artifacts."""
+    artifacts = [a.model_dump(mode="json") for a in event.artifacts]
+    await session.execute(
+        insert(VersionRow)
+        .values(model=event.model, version=event.version, artifacts=artifacts)
+        .on_conflict_do_nothing()
+    )
+
+
+async def artifacts_of(session: AsyncSession, model: str, version: int) -> list[ArtifactRef] | None:
+    """A known version's artifacts."""
+    row = await session.get(VersionRow, (model, version))
+    return [ArtifactRef.model_validate(a) for a in row.artifacts] if row else None
+
+
+async def keep_result(session: AsyncSession, event: ModelEvaluated, *, seconds: float) -> None:
+    """Record an evaluation (the first one of a version stands)."""
+    await session.execute(
+        insert(ResultRow)
+        .values(
+            model=event.model,
+            version=event.version,
+            decision=event.decision,
+            passed=event.passed,
+            champion_version=event.champion_version,
+            gates=[g.model_dump(mode="json") for g in event.gates],
+            seconds=seconds,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def result_of(session: AsyncSession, model: str, version: int) -> str | None:
+    """The decision already taken for a version, if any."""
+    return await session.scalar(
+        select(ResultRow.decision).where(ResultRow.model == model, ResultRow.version == version)
+    )
