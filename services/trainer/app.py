@@ -205,7 +205,8 @@ class Worker:
         return self.executor
 
     async def run_forever(self) -> None:
-        """Run jobs as they come."""
+        """Start the fit process, then run jobs as they come."""
+        await asyncio.get_running_loop().run_in_executor(self._pool(), fit.warm_up)
         while True:
             try:
                 if not await self.run_one():

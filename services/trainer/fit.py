@@ -61,6 +61,15 @@ class Outcome:
     training_seconds: float = 0.0
 
 
+def warm_up() -> None:
+    """Import what a fit needs, so the first run does not pay for it."""
+    import onnxruntime  # noqa: F401
+    import skl2onnx  # noqa: F401
+    import skops.io  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+
+
 def _load(job: Job) -> pd.DataFrame:
     if job.data_format == "parquet":
         return pd.read_parquet(job.data_path)

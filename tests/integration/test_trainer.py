@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from services.evaluator.app import Evaluator
+from services.evaluator.app import build as build_evaluator
 from services.registry.app import Registry
 from services.registry.app import build as build_registry
 from services.trainer.app import Trainer
@@ -23,7 +25,16 @@ from shared import topics
 from shared.artifacts import ArtifactStore
 from shared.bus import Bus
 from shared.envelope import decode
-from shared.events import DataArrived, Event, ModelRegistered, ModelTrained, TrainingFailed, TrainingStarted
+from shared.events import (
+    ArtifactRef,
+    DataArrived,
+    Event,
+    ModelEvaluated,
+    ModelRegistered,
+    ModelTrained,
+    TrainingFailed,
+    TrainingStarted,
+)
 from shared.example_data import churn_frame, write_churn
 from shared.settings import Settings
 from shared.tools import read_all
@@ -54,11 +65,12 @@ def trainer_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def services(trainer_settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
-    started: list[Registry | Trainer] = []
+    started: list[Registry | Trainer | Evaluator] = []
+    builders = {"registry": build_registry, "trainer": build_trainer, "evaluator": build_evaluator}
 
-    async def start(kind: str) -> Registry | Trainer:
+    async def start(kind: str) -> Registry | Trainer | Evaluator:
         named = trainer_settings.model_copy(update={"service_name": kind})
-        service = build_registry(named) if kind == "registry" else build_trainer(named)
+        service = builders[kind](named)
         await service.start()
         started.append(service)
         return service
@@ -238,3 +250,73 @@ async def test_a_trainer_killed_mid_fit_is_replaced_and_exactly_one_version_resu
     assert len(await events(trainer_settings, topics.MODEL_TRAINED, model)) == 1
     [version] = await events(trainer_settings, topics.MODEL_REGISTERED, model)
     assert version.version == 1
+
+
+async def test_the_example_goes_from_data_to_an_approved_evaluation_with_every_gate(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    await services("trainer")
+    await services("evaluator")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    uri, digest = await upload(
+        trainer_settings, write_churn(tmp_path / "churn.csv", rows=5000), f"datasets/{model}/v1.csv"
+    )
+    await publish(trainer_settings, DataArrived(dataset=model, version="v1", uri=uri, sha256=digest))
+
+    async def evaluated() -> bool:
+        return bool(await events(trainer_settings, topics.MODEL_EVALUATED, model))
+
+    await eventually(evaluated, timeout=240, what="ModelEvaluated")
+    [verdict] = await events(trainer_settings, topics.MODEL_EVALUATED, model)
+    assert isinstance(verdict, ModelEvaluated)
+    gates = {g.name: g for g in verdict.gates}
+    assert verdict.decision == "approved" and verdict.passed, [g for g in verdict.gates if not g.passed]
+    assert {
+        "min_accuracy",
+        "min_roc_auc",
+        "roc_auc_vs_champion_absolute",
+        "roc_auc_vs_champion_relative",
+        "probabilities_in_0_1",
+        "min_class_rate",
+        "max_class_rate",
+        "latency_p99_row",
+        "latency_p99_batch_1000",
+        "fairness_demographic_parity_senior",
+    } <= set(gates)
+    assert gates["roc_auc_vs_champion_absolute"].detail == "no champion to compare with"
+    assert verdict.test_rows == 1000 and verdict.metrics["roc_auc"] == gates["min_roc_auc"].value
+
+
+async def test_a_tampered_artifact_is_rejected_with_a_checksum_reason_and_never_loaded(
+    services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
+) -> None:
+    registry = await services("registry")
+    await services("evaluator")
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await apply(registry, model)
+    # Bytes that would run code if anything unpickled them; their digest is not the recorded one.
+    bait = tmp_path / "model.skops"
+    bait.write_bytes(b"\x80\x04cos\nsystem\n(S'touch /tmp/modelbus-pwned'\ntR.")
+    stored = await asyncio.to_thread(ArtifactStore(trainer_settings).put_file, f"{model}/run-x/model.skops", bait)
+    registered = ModelRegistered(
+        model=model,
+        version=1,
+        run_id="run-x",
+        dataset_version="v1",
+        task="classification",
+        artifacts=[ArtifactRef(name="model.skops", uri=stored.uri, sha256="ab" * 32, size_bytes=stored.size_bytes)],
+        metrics={},
+    )
+    await publish(trainer_settings, registered)
+
+    async def evaluated() -> bool:
+        return bool(await events(trainer_settings, topics.MODEL_EVALUATED, model))
+
+    await eventually(evaluated, timeout=60, what="ModelEvaluated")
+    [verdict] = await events(trainer_settings, topics.MODEL_EVALUATED, model)
+    assert isinstance(verdict, ModelEvaluated) and verdict.decision == "rejected"
+    assert [g.name for g in verdict.gates] == ["artifact_integrity"]
+    assert verdict.gates[0].detail.startswith("checksum: SHA-256 mismatch")
+    assert not Path("/tmp/modelbus-pwned").exists()

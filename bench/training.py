@@ -1,0 +1,205 @@
+"""From DataArrived to ModelEvaluated: where the time goes.
+
+    .venv/bin/python bench/training.py [--runs 3] [--rows 5000]
+
+Needs the local stack (`modelbus stack up`). Starts the registry, trainer and evaluator as separate
+processes (fresh topic prefix), applies the example spec, and for each run uploads a fresh example
+dataset to the S3 server and publishes DataArrived. The time until ModelEvaluated is on the bus is
+split into training (the trainer's fit, from its manifest), evaluation (the evaluator's own
+timing) and everything else (the bus, the outbox, downloads and uploads, registration).
+Prints a table and writes JSON (default bench/results/training.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.bus import Bus, aiokafka_options, ensure_topics  # noqa: E402
+from shared.envelope import decode  # noqa: E402
+from shared.events import DataArrived, ModelEvaluated, ModelTrained  # noqa: E402
+from shared.example_data import write_churn  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+TOKEN = "bench-admin-token"  # noqa: S105 - the admin token of the throwaway registry the benchmark starts
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def one_run(settings: Settings, model: str, rows: int, seed: int, folder: Path) -> dict[str, Any]:
+    """Upload data, publish DataArrived, wait for ModelEvaluated; the time split."""
+    data = write_churn(folder / f"{model}-{seed}.csv", rows=rows, seed=seed)
+    stored = await asyncio.to_thread(ArtifactStore(settings).put_file, f"datasets/{model}/{seed}.csv", data)
+    consumer = AIOKafkaConsumer(
+        settings.topic("model-trained"),
+        settings.topic("model-evaluated"),
+        auto_offset_reset="latest",
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+        **aiokafka_options(settings),
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=2000)  # joins the group and takes its partitions at their ends
+    bus = Bus(settings.model_copy(update={"service_name": "bench"}))
+    await bus.start()
+    trained: ModelTrained | None = None
+    try:
+        started = time.perf_counter()
+        await bus.publish(
+            DataArrived(dataset=model, version=f"v{seed}", uri=stored.uri, sha256=stored.sha256, row_count=rows)
+        )
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batch.values() for r in rs):
+                event = decode(record.value, list(record.headers or ())).event
+                if isinstance(event, ModelTrained) and event.model == model:
+                    trained = event
+                if isinstance(event, ModelEvaluated) and event.model == model and trained is not None:
+                    total = time.perf_counter() - started
+                    evaluation = await _evaluation_seconds(settings, model, event.version)
+                    return {
+                        "total_s": total,
+                        "training_s": trained.training_seconds,
+                        "evaluation_s": evaluation,
+                        "else_s": total - trained.training_seconds - evaluation,
+                        "decision": 1.0 if event.decision == "approved" else 0.0,
+                        "roc_auc": event.metrics.get("roc_auc", float("nan")),
+                        "gates": [g.model_dump() for g in event.gates],
+                        "metrics": event.metrics,
+                    }
+            if time.perf_counter() - started > 600:
+                raise SystemExit("no ModelEvaluated within 600 s")
+    finally:
+        await bus.stop()
+        await consumer.stop()
+
+
+async def _evaluation_seconds(settings: Settings, model: str, version: int) -> float:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as connection:
+            value = await connection.scalar(
+                text("SELECT seconds FROM evaluator_results WHERE model = :m AND version = :v"),
+                {"m": model, "v": version},
+            )
+    finally:
+        await engine.dispose()
+    return float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
+    args = parser.parse_args()
+    settings = Settings().model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+    asyncio.run(ensure_topics(settings))
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "MODELBUS_API_TOKENS": f"{TOKEN}=admin:bench",
+        "MODELBUS_REGISTRY_PORT": str(port),
+        "MODELBUS_LOG_LEVEL": "WARNING",
+    }
+    logs = Path(tempfile.mkdtemp(prefix="modelbus-bench-"))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env, stderr=(logs / f"{name}.log").open("w")
+        )
+        for name in ("registry", "trainer", "evaluator")
+    ]
+    say(f"[bench] registry, trainer and evaluator started (prefix {settings.topic_prefix}, logs in {logs})")
+    model = f"bench-churn-{uuid.uuid4().hex[:6]}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the registry did not become ready")
+            time.sleep(0.5)
+        spec = (ROOT / "schemas/examples/model-spec.yaml").read_text()
+        spec = spec.replace("model: churn", f"model: {model}").replace("dataset: churn", f"dataset: {model}")
+        httpx.post(
+            f"http://127.0.0.1:{port}/v1/specs",
+            json={"spec_yaml": spec},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        ).raise_for_status()
+        time.sleep(5)  # the trainer and evaluator read the spec and warm up
+        runs = []
+        for run in range(args.runs):
+            result = asyncio.run(one_run(settings, model, args.rows, 100 + run, logs))
+            runs.append(result)
+            say(
+                f"[bench] run {run + 1}/{args.runs}: {result['total_s']:.2f} s "
+                f"(training {result['training_s']:.2f}, evaluation {result['evaluation_s']:.2f}, "
+                f"else {result['else_s']:.2f})"
+            )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    keys = ("total_s", "training_s", "evaluation_s", "else_s")
+    median = {key: statistics.median(r[key] for r in runs) for key in keys}
+    say("")
+    say(f"{'DataArrived -> ModelEvaluated':<32} {'median s':>9} {'min s':>8} {'max s':>8}")
+    say("-" * 60)
+    for key, label in zip(keys, ("total", "training (fit)", "evaluation", "everything else"), strict=True):
+        values = [r[key] for r in runs]
+        say(f"{label:<32} {median[key]:>9.2f} {min(values):>8.2f} {max(values):>8.2f}")
+    say(f"(rows {args.rows}, runs {args.runs}; decisions approved: {sum(r['decision'] for r in runs):.0f}/{args.runs})")
+    last = runs[-1]
+    say("\nmetrics (test split): " + " ".join(f"{k}={v:.4f}" for k, v in sorted(last["metrics"].items())))
+    say(f"{'gate':<40} {'value':>10} {'':>3} {'threshold':>10}  passed")
+    for gate in last["gates"]:
+        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
+        say(f"{gate['name']:<40} {value:>10} {gate['comparator']:>3} {gate['threshold']:>10.4g}  {gate['passed']}")
+    result_doc: dict[str, Any] = {
+        "benchmark": "training",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "parameters": {"runs": args.runs, "rows": args.rows},
+        "runs": runs,
+        "median": median,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result_doc, indent=2) + "\n")
+    say(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
