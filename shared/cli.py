@@ -594,6 +594,21 @@ def audit(
     )
 
 
+@app.command("example-data")
+def example_data(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write: .csv or .parquet.")],
+    rows: Annotated[int, typer.Option(help="Customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same file.")] = 7,
+    shift: Annotated[float, typer.Option(help="How far the world has moved (0: not at all), for drift.")] = 0.0,
+) -> None:
+    """Write the example churn dataset (the one schemas/examples/model-spec.yaml trains on)."""
+    from shared.artifacts import sha256_file
+    from shared.example_data import write_churn
+
+    path = write_churn(out, rows=rows, seed=seed, shift=shift)
+    say(f"wrote {rows} rows to {path} (sha256 {sha256_file(path)})")
+
+
 def main() -> None:
     """Entry point of the `modelbus` console script."""
     try:

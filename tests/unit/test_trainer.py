@@ -136,3 +136,15 @@ def test_when_onnx_disagrees_only_the_skops_artifact_is_kept_and_the_reason_logg
     assert outcome.onnx.startswith("ONNX disagrees with scikit-learn")
     assert not (tmp_path / "r1" / "model.onnx").exists()
     assert any("no ONNX artifact" in r.getMessage() for r in caplog.records)
+
+
+def test_successive_halving_search_is_bounded_and_reproducible(tmp_path: Path) -> None:
+    spec = SPEC.model_copy(
+        update={
+            "search": SPEC.search.model_copy(update={"method": "halving", "iterations": 4, "cv": 2}),
+            "candidates": [SPEC.candidates[0]],
+        }
+    )
+    data = write_churn(tmp_path / "churn.csv", rows=1500)
+    first, again = fit.train(job(tmp_path, spec, data, "h1")), fit.train(job(tmp_path, spec, data, "h2"))
+    assert first.ok and first.params == again.params and 0.01 <= first.params["C"] <= 10
