@@ -8,18 +8,14 @@ import uvicorn
 import uvloop
 
 from services.registry.app import build
-from shared.settings import get_settings
-from shared.telemetry import configure_logging
+from shared.runner import service_settings
 
 log = logging.getLogger("modelbus.registry")
 
 
 async def main() -> None:
     """Start consuming, serve the API until SIGINT/SIGTERM, then stop cleanly."""
-    settings = get_settings()
-    if "service_name" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"service_name": "registry"})
-    configure_logging(settings)
+    settings = service_settings("registry")
     registry = build(settings)
     await registry.start()
     server = uvicorn.Server(

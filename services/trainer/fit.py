@@ -65,9 +65,9 @@ def warm_up() -> None:
     """Import what a fit needs, so the first run does not pay for it."""
     import onnxruntime  # noqa: F401
     import skl2onnx  # noqa: F401
-    import skops.io  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
+    import sklearn.ensemble
     import sklearn.linear_model  # noqa: F401
+    import skops.io  # noqa: F401
 
 
 def _load(job: Job) -> pd.DataFrame:

@@ -101,6 +101,16 @@ async def events(settings: Settings, topic: str, model: str) -> list[Event]:
     return [e for e in found if getattr(e, "model", None) == model]
 
 
+async def arrival(settings: Settings, topic: str, model: str, *, timeout: float, what: str) -> list[Event]:
+    """Wait until `model` has an event on `topic`; returns them all."""
+
+    async def seen() -> bool:
+        return bool(await events(settings, topic, model))
+
+    await eventually(seen, timeout=timeout, what=what)
+    return await events(settings, topic, model)
+
+
 async def publish(settings: Settings, event: Event) -> str:
     bus = Bus(settings.model_copy(update={"service_name": "it-producer"}))
     await bus.start()
@@ -164,11 +174,7 @@ async def test_data_that_breaks_the_contract_fails_the_run_with_every_violation(
     uri, digest = await upload(trainer_settings, bad, f"datasets/{model}/bad.csv")
     await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-bad", uri=uri, sha256=digest))
 
-    async def failed() -> bool:
-        return bool(await events(trainer_settings, topics.TRAINING_FAILED, model))
-
-    await eventually(failed, timeout=120, what="TrainingFailed")
-    [failure] = await events(trainer_settings, topics.TRAINING_FAILED, model)
+    [failure] = await arrival(trainer_settings, topics.TRAINING_FAILED, model, timeout=120, what="TrainingFailed")
     assert isinstance(failure, TrainingFailed) and failure.stage == "validate"
     assert {(v.column, v.rule) for v in failure.violations} == {
         (None, "min_rows"),
@@ -189,11 +195,7 @@ async def test_a_digest_that_does_not_match_the_data_fails_the_run_at_load(
     uri, _ = await upload(trainer_settings, write_churn(tmp_path / "churn.csv", rows=500), f"datasets/{model}/v1.csv")
     await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256="0" * 64))
 
-    async def failed() -> bool:
-        return bool(await events(trainer_settings, topics.TRAINING_FAILED, model))
-
-    await eventually(failed, timeout=120, what="TrainingFailed")
-    [failure] = await events(trainer_settings, topics.TRAINING_FAILED, model)
+    [failure] = await arrival(trainer_settings, topics.TRAINING_FAILED, model, timeout=120, what="TrainingFailed")
     assert isinstance(failure, TrainingFailed) and failure.stage == "load"
     assert "SHA-256 mismatch" in failure.reason
 
@@ -265,11 +267,7 @@ async def test_the_example_goes_from_data_to_an_approved_evaluation_with_every_g
     )
     await publish(trainer_settings, DataArrived(dataset=model, version="v1", uri=uri, sha256=digest))
 
-    async def evaluated() -> bool:
-        return bool(await events(trainer_settings, topics.MODEL_EVALUATED, model))
-
-    await eventually(evaluated, timeout=240, what="ModelEvaluated")
-    [verdict] = await events(trainer_settings, topics.MODEL_EVALUATED, model)
+    [verdict] = await arrival(trainer_settings, topics.MODEL_EVALUATED, model, timeout=240, what="ModelEvaluated")
     assert isinstance(verdict, ModelEvaluated)
     gates = {g.name: g for g in verdict.gates}
     assert verdict.decision == "approved" and verdict.passed, [g for g in verdict.gates if not g.passed]
@@ -311,11 +309,7 @@ async def test_a_tampered_artifact_is_rejected_with_a_checksum_reason_and_never_
     )
     await publish(trainer_settings, registered)
 
-    async def evaluated() -> bool:
-        return bool(await events(trainer_settings, topics.MODEL_EVALUATED, model))
-
-    await eventually(evaluated, timeout=60, what="ModelEvaluated")
-    [verdict] = await events(trainer_settings, topics.MODEL_EVALUATED, model)
+    [verdict] = await arrival(trainer_settings, topics.MODEL_EVALUATED, model, timeout=60, what="ModelEvaluated")
     assert isinstance(verdict, ModelEvaluated) and verdict.decision == "rejected"
     assert [g.name for g in verdict.gates] == ["artifact_integrity"]
     assert verdict.gates[0].detail.startswith("checksum: SHA-256 mismatch")

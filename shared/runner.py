@@ -1,0 +1,44 @@
+"""Running a service process: settings, logs, start, wait for SIGINT/SIGTERM, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+from shared.settings import Settings, get_settings
+from shared.telemetry import configure_logging
+
+
+class Service(Protocol):
+    """What a service's composition root builds."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def service_settings(name: str) -> Settings:
+    """The process's settings, named after the service unless MODELBUS_SERVICE_NAME says otherwise."""
+    settings = get_settings()
+    if "service_name" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"service_name": name})
+    configure_logging(settings)
+    return settings
+
+
+async def run_until_stopped(name: str, build: Callable[[Settings], Service]) -> None:
+    """Build the service, start it, and stop it cleanly on SIGINT or SIGTERM."""
+    service = build(service_settings(name))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    logging.getLogger(f"modelbus.{name}").info("%s running", name)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
