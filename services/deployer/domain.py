@@ -1,0 +1,269 @@
+"""The deployer's rules: the rollout state machine and the sticky traffic split.
+
+Pure: a rollout and what happened (an analysis, a command, a newer approved version) in; the
+next rollout and the transition to announce out, or a refusal that says why. Nothing is ever
+half-applied: a refused command changes nothing.
+
+States: `shadow` (the candidate gets a copy of traffic, its answers are never returned) →
+`canary` at each step of the policy (10 → 25 → 50 → 100 % by default) → `promoted`; from any live
+state, `rolled-back` puts 100 % back on the stable version in one transition; `paused` holds the
+current split until resumed by anyone, or promoted by the operator who paused it. A newer approved
+version *supersedes* a running rollout: the running candidate is withdrawn (`superseded`, 100 % on
+stable) and the newer one starts from the first step, so one rollout per model is ever live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from shared.events import TrafficShare
+from shared.spec import Rollout as RolloutPolicy
+
+State = Literal["pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"]
+LIVE = frozenset({"shadow", "canary", "paused"})
+BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One model's rollout of a candidate over its stable version."""
+
+    model: str
+    rollout_id: str
+    candidate: int
+    stable: int | None
+    state: State
+    step: int
+    steps: tuple[float, ...]
+    shadow: bool
+    paused_by: str | None
+    paused_from: State | None
+    entered_at: datetime
+
+    @property
+    def live(self) -> bool:
+        """Whether the rollout still steers traffic."""
+        return self.state in LIVE
+
+    @property
+    def percent(self) -> float:
+        """Share of traffic answered by the candidate."""
+        if self.state == "promoted":
+            return 100.0
+        if self.state == "canary" or (self.state == "paused" and self.paused_from == "canary"):
+            return self.steps[self.step]
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A move to announce as RolloutChanged."""
+
+    rollout: Rollout
+    from_state: str
+    reason: str
+    actor: str = "deployer"
+    evidence: Mapping[str, float] | None = None
+
+
+class Refused(ValueError):
+    """A command or event that makes no sense for the rollout; nothing changed."""
+
+
+def traffic(rollout: Rollout) -> list[TrafficShare]:
+    """The traffic split a rollout implies."""
+    if rollout.state == "promoted":
+        return [TrafficShare(version=rollout.candidate, percent=100, role="stable")]
+    if rollout.stable is None:
+        return []
+    stable = TrafficShare(version=rollout.stable, percent=100 - rollout.percent, role="stable")
+    if rollout.state in ("rolled-back", "superseded"):
+        return [stable]
+    if rollout.state == "shadow" or rollout.paused_from == "shadow":
+        return [stable, TrafficShare(version=rollout.candidate, percent=0, role="shadow")]
+    return [stable, TrafficShare(version=rollout.candidate, percent=rollout.percent, role="canary")]
+
+
+def start(
+    model: str, rollout_id: str, candidate: int, stable: int | None, policy: RolloutPolicy, now: datetime
+) -> Transition:
+    """Begin a rollout: shadow first if the policy says so, else the first canary step.
+
+    A model's first version has nothing to be compared with: it is promoted at once.
+    """
+    first: State = "promoted" if stable is None else "shadow" if policy.shadow else "canary"
+    rollout = Rollout(
+        model=model,
+        rollout_id=rollout_id,
+        candidate=candidate,
+        stable=stable,
+        state=first,
+        step=0,
+        steps=tuple(policy.steps),
+        shadow=policy.shadow,
+        paused_by=None,
+        paused_from=None,
+        entered_at=now,
+    )
+    reason = {
+        "promoted": "approved: the model's first version, nothing to compare it with",
+        "shadow": "approved: shadowing the stable version",
+        "canary": f"approved: canary at {policy.steps[0]:g} %",
+    }[first]
+    return Transition(rollout, "pending", reason)
+
+
+def _move(rollout: Rollout, now: datetime, **changes: Any) -> Rollout:
+    return replace(rollout, entered_at=now, **changes)
+
+
+def advance(rollout: Rollout, now: datetime, *, reason: str, evidence: Mapping[str, float] | None = None) -> Transition:
+    """The next step: shadow → first canary step → … → promoted."""
+    if rollout.state == "shadow":
+        return Transition(_move(rollout, now, state="canary", step=0), "shadow", reason, evidence=evidence)
+    if rollout.state != "canary":
+        raise Refused(f"a {rollout.state} rollout does not advance")
+    if rollout.step + 1 >= len(rollout.steps) or rollout.steps[rollout.step] >= 100:
+        return Transition(_move(rollout, now, state="promoted"), "canary", reason, evidence=evidence)
+    return Transition(_move(rollout, now, step=rollout.step + 1), "canary", reason, evidence=evidence)
+
+
+def on_analysis(
+    rollout: Rollout,
+    verdict: Literal["advance", "hold", "rollback"],
+    now: datetime,
+    *,
+    bake_seconds: float,
+    reason: str,
+    evidence: Mapping[str, float] | None = None,
+) -> Transition | None:
+    """What a canary analysis changes: advance once the step has baked, roll back at once, or nothing."""
+    if not rollout.live or rollout.state == "paused":
+        return None
+    if verdict == "rollback":
+        return rollback(rollout, now, reason=reason, evidence=evidence)
+    if verdict == "advance" and (now - rollout.entered_at).total_seconds() >= bake_seconds:
+        return advance(rollout, now, reason=reason, evidence=evidence)
+    return None
+
+
+def rollback(
+    rollout: Rollout,
+    now: datetime,
+    *,
+    reason: str,
+    actor: str = "deployer",
+    evidence: Mapping[str, float] | None = None,
+) -> Transition:
+    """All traffic back on the stable version, in one transition."""
+    if rollout.state not in LIVE and rollout.state != "promoted":
+        raise Refused(f"the rollout of version {rollout.candidate} is already {rollout.state}")
+    if rollout.stable is None:
+        raise Refused(
+            f"version {rollout.candidate} is the first version of {rollout.model}: there is nothing to go back to"
+        )
+    return Transition(_move(rollout, now, state="rolled-back"), rollout.state, reason, actor=actor, evidence=evidence)
+
+
+def supersede(rollout: Rollout, now: datetime, *, newer: int) -> Transition:
+    """Withdraw a running rollout because a newer version was approved."""
+    if not rollout.live:
+        raise Refused(f"the rollout of version {rollout.candidate} is not running")
+    return Transition(_move(rollout, now, state="superseded"), rollout.state, f"superseded by version {newer}")
+
+
+def command(
+    rollout: Rollout,
+    name: Literal["promote", "pause", "resume", "rollback"],
+    now: datetime,
+    *,
+    actor: str,
+    version: int | None = None,
+    reason: str = "",
+) -> Transition:
+    """An operator's command; raises Refused with the reason when it makes no sense."""
+    if version is not None and version != rollout.candidate:
+        raise Refused(f"version {version} is not the candidate of the running rollout (version {rollout.candidate})")
+    why = reason or f"{name} by {actor}"
+    if name == "rollback":
+        return rollback(rollout, now, reason=why, actor=actor)
+    if not rollout.live:
+        raise Refused(f"the rollout of version {rollout.candidate} is {rollout.state}; nothing to {name}")
+    if name == "pause":
+        if rollout.state == "paused":
+            raise Refused(f"already paused by {rollout.paused_by}")
+        paused = _move(rollout, now, state="paused", paused_by=actor, paused_from=rollout.state)
+        return Transition(paused, rollout.state, why, actor=actor)
+    if name == "resume":
+        if rollout.state != "paused":
+            raise Refused("the rollout is not paused")
+        resumed = _move(rollout, now, state=rollout.paused_from or "canary", paused_by=None, paused_from=None)
+        return Transition(resumed, "paused", why, actor=actor)
+    if rollout.state == "paused" and rollout.paused_by != actor:
+        raise Refused(f"paused by {rollout.paused_by}: only they may promote it (or resume it first)")
+    promoted = _move(rollout, now, state="promoted", paused_by=None, paused_from=None)
+    return Transition(promoted, rollout.state, why, actor=actor)
+
+
+def check_weights(shares: list[TrafficShare], known: set[int]) -> None:
+    """Refuse a split naming unknown versions or not adding up to 100 % (each weight's 0-100 range is
+    already enforced where the command is parsed)."""
+    for share in shares:
+        if share.version not in known:
+            raise Refused(f"version {share.version} is not a version of this model")
+    total = sum(s.percent for s in shares if s.role != "shadow")
+    if abs(total - 100) > 1e-9:
+        raise Refused(f"weights add up to {total:g} %, not 100 %")
+
+
+# ---------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which version answers a request, and which one (if any) gets a shadow copy."""
+
+    version: int
+    role: Literal["stable", "canary"]
+    shadow: int | None = None
+
+
+def bucket(rollout_id: str, key: str) -> int:
+    """A stable bucket 0..9999 for a sticky key within one rollout."""
+    digest = hashlib.blake2b(f"{rollout_id}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def route(
+    rollout: Rollout,
+    request: Mapping[str, Any],
+    *,
+    sticky_key: str | None,
+    excluded: Mapping[str, frozenset[str]],
+    fallback_key: str,
+) -> Route:
+    """The version that answers a request: excluded segments always get stable; the rest by sticky bucket.
+
+    `fallback_key` (the request id) is used when the request has no sticky key, so such requests
+    split at the right rate without sticking.
+    """
+    stable = rollout.stable
+    if stable is None or rollout.state == "promoted":
+        return Route(rollout.candidate, "stable")
+    if rollout.state in ("rolled-back", "superseded"):
+        return Route(stable, "stable")
+    shadow = rollout.candidate if (rollout.state == "shadow" or rollout.paused_from == "shadow") else None
+    for field, values in excluded.items():
+        if str(request.get(field)) in values:
+            return Route(stable, "stable")
+    if shadow is not None:
+        return Route(stable, "stable", shadow=shadow)
+    key = request.get(sticky_key) if sticky_key else None
+    share = rollout.percent
+    if bucket(rollout.rollout_id, str(key) if key is not None else fallback_key) < share * BUCKETS / 100:
+        return Route(rollout.candidate, "canary")
+    return Route(stable, "stable")
