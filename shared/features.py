@@ -8,7 +8,7 @@ as the category `__missing__`, so exported ONNX graphs see plain strings too).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,3 @@ def _category(value: Any) -> Any:
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     return str(value)
-
-
-def rows_frame(rows: list[Mapping[str, Any]], features: Iterable[Feature]) -> pd.DataFrame:
-    """Request rows (JSON objects) as a prepared frame."""
-    wanted = list(features)
-    return prepare(pd.DataFrame([{f.name: row.get(f.name) for f in wanted} for row in rows]), wanted)

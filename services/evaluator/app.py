@@ -123,21 +123,10 @@ class Judge:
 def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
     """Subscribe the evaluator to specs and registrations."""
 
-    @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
-    async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> None:
-        await store.keep_spec(ctx.session, event)
-
-    @bus.consumer(topics.MODEL_REGISTERED, group=group, events=[ModelRegistered])
-    async def on_registered(event: ModelRegistered, ctx: HandlerContext) -> ModelEvaluated | None:
-        await store.keep_version(ctx.session, event)
-        if await store.result_of(ctx.session, event.model, event.version) is not None:
-            return None
-        spec = await store.spec_of(ctx.session, event.model)
-        if spec is None:
-            raise EvaluatorRefusal(f"no spec applied for model {event.model!r}: its gates are unknown")
+    async def evaluate(session: AsyncSession, spec: ModelSpec, event: ModelRegistered) -> ModelEvaluated:
         champion = None
         if event.champion_version is not None and event.champion_version != event.version:
-            champion = await store.artifacts_of(ctx.session, event.model, event.champion_version)
+            champion = await store.artifacts_of(session, event.model, event.champion_version)
         began = time.perf_counter()
         verdict = await judge.verdict(spec, event, champion)
         seconds = time.perf_counter() - began
@@ -152,7 +141,7 @@ def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
             champion_metrics=verdict.champion_metrics,
             test_rows=verdict.test_rows,
         )
-        await store.keep_result(ctx.session, evaluated, seconds=seconds)
+        await store.keep_result(session, evaluated, seconds=seconds)
         failed = [g.name for g in verdict.gates if not g.passed]
         log.info(
             "%s@%d %s in %.2f s%s",
@@ -163,6 +152,33 @@ def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
             f" (failed: {', '.join(failed)})" if failed else "",
         )
         return evaluated
+
+    @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
+    async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> list[ModelEvaluated]:
+        if not await store.keep_spec(ctx.session, event):
+            return []
+        parked = await store.unpark(ctx.session, event.model)
+        if parked:
+            log.info(
+                "%s: spec revision %d arrived; judging %d parked version(s)",
+                event.model,
+                event.revision,
+                len(parked),
+            )
+        return [await evaluate(ctx.session, event.spec, registered) for registered in parked]
+
+    @bus.consumer(topics.MODEL_REGISTERED, group=group, events=[ModelRegistered])
+    async def on_registered(event: ModelRegistered, ctx: HandlerContext) -> ModelEvaluated | None:
+        await store.keep_version(ctx.session, event)
+        if await store.result_of(ctx.session, event.model, event.version) is not None:
+            return None
+        spec = await store.spec_of(ctx.session, event.model)
+        if spec is None:
+            # Specs and registrations travel on different topics; one may overtake the other.
+            await store.park(ctx.session, event)
+            log.warning("%s@%d: no spec known yet; parked until it arrives", event.model, event.version)
+            return None
+        return await evaluate(ctx.session, spec, event)
 
 
 @dataclass

@@ -5,24 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, func, select
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, delete, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared import specview
 from shared.db import Base
 from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
 from shared.spec import ModelSpec
+from shared.specview import SpecViewColumns
 
 
-class SpecRow(Base):
+class SpecRow(SpecViewColumns, Base):
     """The spec revision in force per model."""
 
     __tablename__ = "evaluator_specs"
-
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    revision: Mapped[int] = mapped_column(Integer)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
 class VersionRow(Base):
@@ -33,6 +31,17 @@ class VersionRow(Base):
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+class ParkedRow(Base):
+    """A registration that arrived before its model's spec: judged when the spec arrives."""
+
+    __tablename__ = "evaluator_parked"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    parked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ResultRow(Base):
@@ -50,21 +59,15 @@ class ResultRow(Base):
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> None:
-    """Keep the newest revision of a model's spec."""
-    values = {"revision": event.revision, "spec": event.spec.model_dump(mode="json")}
-    stmt = insert(SpecRow).values(model=event.model, **values)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[SpecRow.model], set_=values, where=SpecRow.revision < stmt.excluded.revision
-        )
-    )
+async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
+    """Keep the newest revision of a model's spec; False if it was older than the one kept."""
+    return await specview.keep_spec(session, SpecRow, event)
 
 
 async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
     """The spec in force for a model, if any."""
-    row = await session.get(SpecRow, model)
-    return ModelSpec.model_validate(row.spec, context={"lenient": True}) if row else None
+    found = await specview.spec_of(session, SpecRow, model)
+    return found[1] if found else None
 
 
 async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:
@@ -81,6 +84,21 @@ async def artifacts_of(session: AsyncSession, model: str, version: int) -> list[
     """A known version's artifacts."""
     row = await session.get(VersionRow, (model, version))
     return [ArtifactRef.model_validate(a) for a in row.artifacts] if row else None
+
+
+async def park(session: AsyncSession, event: ModelRegistered) -> None:
+    """Hold a registration until its model's spec is known."""
+    await session.execute(
+        insert(ParkedRow)
+        .values(model=event.model, version=event.version, event=event.model_dump(mode="json"))
+        .on_conflict_do_nothing()
+    )
+
+
+async def unpark(session: AsyncSession, model: str) -> list[ModelRegistered]:
+    """Take a model's parked registrations, oldest version first."""
+    rows = await session.scalars(delete(ParkedRow).where(ParkedRow.model == model).returning(ParkedRow.event))
+    return sorted((ModelRegistered.model_validate(e) for e in rows), key=lambda e: e.version)
 
 
 async def keep_result(session: AsyncSession, event: ModelEvaluated, *, seconds: float) -> None:

@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,6 @@ def _load(job: Job) -> pd.DataFrame:
     if job.data_format == "parquet":
         return pd.read_parquet(job.data_path)
     return pd.read_csv(job.data_path)
-
-
-def _dtype(column: pd.Series) -> str:
-    return str(column.dtype)
 
 
 def train(job: Job) -> Outcome:
@@ -143,7 +139,7 @@ def train(job: Job) -> Outcome:
     seconds = time.perf_counter() - started
     schema = [
         FeatureSchema(
-            name=f.name, kind="numeric" if f.type == "numeric" else "categorical", dtype=_dtype(frame[f.name])
+            name=f.name, kind="numeric" if f.type == "numeric" else "categorical", dtype=str(frame[f.name].dtype)
         ).model_dump()
         for f in spec.features
     ]
@@ -265,8 +261,3 @@ def _versions() -> dict[str, str]:
 def outcome_violations(outcome: Outcome) -> list[ContractViolation]:
     """The outcome's contract violations as records."""
     return [ContractViolation.model_validate(v) for v in outcome.violations]
-
-
-def as_dict(outcome: Outcome) -> dict[str, Any]:
-    """The outcome as plain data (for logs)."""
-    return asdict(outcome)

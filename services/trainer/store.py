@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, Text, func, or_, select, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared import specview
 from shared.db import Base
 from shared.events import DataArrived, ModelSpecApplied
 from shared.spec import ModelSpec
+from shared.specview import SpecViewColumns
 
 
-class SpecRow(Base):
-    """The spec revision in force per model, as read from the specs topic."""
+class SpecRow(SpecViewColumns, Base):
+    """The spec revision in force per model, as read from the specs topic, with the dataset it names."""
 
     __tablename__ = "trainer_specs"
 
-    model: Mapped[str] = mapped_column(String(128), primary_key=True)
-    revision: Mapped[int] = mapped_column(Integer)
     dataset: Mapped[str] = mapped_column(String(128), index=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
 class DatasetRow(Base):
@@ -94,14 +92,7 @@ class Job:
 
 async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
     """Keep the newest revision of a model's spec; False if an older one arrived late (nothing changed)."""
-    values = {"revision": event.revision, "dataset": event.spec.dataset, "spec": event.spec.model_dump(mode="json")}
-    stmt = insert(SpecRow).values(model=event.model, **values)
-    kept = await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[SpecRow.model], set_=values, where=SpecRow.revision < stmt.excluded.revision
-        ).returning(SpecRow.model)
-    )
-    return kept.first() is not None
+    return await specview.keep_spec(session, SpecRow, event, dataset=event.spec.dataset)
 
 
 async def ever_trained(session: AsyncSession, model: str) -> bool:
@@ -135,8 +126,7 @@ async def specs_for_dataset(session: AsyncSession, dataset: str) -> list[tuple[s
 
 async def spec_of(session: AsyncSession, model: str) -> tuple[int, ModelSpec] | None:
     """The spec in force for a model, if any."""
-    row = await session.get(SpecRow, model)
-    return (row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})) if row else None
+    return await specview.spec_of(session, SpecRow, model)
 
 
 async def dataset_version(session: AsyncSession, name: str, version: str | None) -> str | None:

@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from services.evaluator import store as evaluator_store
 from services.evaluator.app import Evaluator
 from services.evaluator.app import build as build_evaluator
 from services.registry.app import Registry
 from services.registry.app import build as build_registry
+from services.trainer import store as trainer_store
 from services.trainer.app import Trainer
 from services.trainer.app import build as build_trainer
 from shared import topics
@@ -111,6 +114,16 @@ async def arrival(settings: Settings, topic: str, model: str, *, timeout: float,
     return await events(settings, topic, model)
 
 
+async def holds(service: Trainer | Evaluator, table: Any, model: str, *, what: str) -> None:
+    """Wait until the service's `table` has a row for `model`."""
+
+    async def found() -> bool:
+        async with service.sessions() as session:
+            return await session.scalar(select(table.model).where(table.model == model)) is not None
+
+    await eventually(found, timeout=30, what=what)
+
+
 async def publish(settings: Settings, event: Event) -> str:
     bus = Bus(settings.model_copy(update={"service_name": "it-producer"}))
     await bus.start()
@@ -124,18 +137,17 @@ async def test_data_arrival_trains_the_example_and_the_registry_registers_it(
     services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
 ) -> None:
     registry = await services("registry")
-    await services("trainer")
+    trainer = await services("trainer")
     model = f"churn-{uuid.uuid4().hex[:6]}"
     await apply(registry, model)
+    # Data that overtook its spec would be trained when the spec arrives (its cause would be the spec).
+    await holds(trainer, trainer_store.SpecRow, model, what="the trainer to know the spec")
     uri, digest = await upload(
         trainer_settings, write_churn(tmp_path / "churn.csv", rows=3000), f"datasets/{model}/v1.csv"
     )
     cause = await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256=digest))
 
-    async def registered() -> bool:
-        return bool(await events(trainer_settings, topics.MODEL_REGISTERED, model))
-
-    await eventually(registered, timeout=180, what="ModelRegistered")
+    await arrival(trainer_settings, topics.MODEL_REGISTERED, model, timeout=180, what="ModelRegistered")
     [started] = await events(trainer_settings, topics.TRAINING_STARTED, model)
     [trained] = await events(trainer_settings, topics.MODEL_TRAINED, model)
     [version] = await events(trainer_settings, topics.MODEL_REGISTERED, model)
@@ -227,10 +239,9 @@ async def test_a_trainer_killed_mid_fit_is_replaced_and_exactly_one_version_resu
     try:
         await publish(trainer_settings, DataArrived(dataset=model, version=f"{model}-v1", uri=uri, sha256=digest))
 
-        async def fitting() -> bool:
-            return bool(await events(trainer_settings, topics.TRAINING_STARTED, model))
-
-        await eventually(fitting, timeout=60, what="TrainingStarted from the first trainer")
+        await arrival(
+            trainer_settings, topics.TRAINING_STARTED, model, timeout=60, what="TrainingStarted from the first trainer"
+        )
 
         async def in_fit() -> bool:
             return "candidate 1/2" in (tmp_path / "trainer.log").read_text()
@@ -244,10 +255,9 @@ async def test_a_trainer_killed_mid_fit_is_replaced_and_exactly_one_version_resu
     assert await events(trainer_settings, topics.MODEL_TRAINED, model) == [], "killed before it finished"
     await services("trainer")
 
-    async def registered() -> bool:
-        return bool(await events(trainer_settings, topics.MODEL_REGISTERED, model))
-
-    await eventually(registered, timeout=240, what="ModelRegistered after the takeover")
+    await arrival(
+        trainer_settings, topics.MODEL_REGISTERED, model, timeout=240, what="ModelRegistered after the takeover"
+    )
     await asyncio.sleep(3)
     assert len(await events(trainer_settings, topics.MODEL_TRAINED, model)) == 1
     [version] = await events(trainer_settings, topics.MODEL_REGISTERED, model)
@@ -291,9 +301,8 @@ async def test_a_tampered_artifact_is_rejected_with_a_checksum_reason_and_never_
     services: Callable[..., Awaitable[Any]], trainer_settings: Settings, tmp_path: Path
 ) -> None:
     registry = await services("registry")
-    await services("evaluator")
+    evaluator = await services("evaluator")
     model = f"churn-{uuid.uuid4().hex[:6]}"
-    await apply(registry, model)
     # Bytes that would run code if anything unpickled them; their digest is not the recorded one.
     bait = tmp_path / "model.skops"
     bait.write_bytes(b"\x80\x04cos\nsystem\n(S'touch /tmp/modelbus-pwned'\ntR.")
@@ -308,6 +317,9 @@ async def test_a_tampered_artifact_is_rejected_with_a_checksum_reason_and_never_
         metrics={},
     )
     await publish(trainer_settings, registered)
+    # The registration overtakes the spec: it waits, and is judged once the spec arrives.
+    await holds(evaluator, evaluator_store.ParkedRow, model, what="the registration to be parked")
+    await apply(registry, model)
 
     [verdict] = await arrival(trainer_settings, topics.MODEL_EVALUATED, model, timeout=60, what="ModelEvaluated")
     assert isinstance(verdict, ModelEvaluated) and verdict.decision == "rejected"

@@ -1,0 +1,48 @@
+"""A service's view of the model specs, built from the compacted specs topic.
+
+Each service keeps its own table (it owns its state), made of `SpecViewColumns` plus whatever it
+needs besides; these functions keep the newest revision and read it back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Integer, String
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base
+from shared.events import ModelSpecApplied
+from shared.spec import ModelSpec
+
+
+class SpecViewColumns:
+    """Columns of a spec view table: the model, the revision in force and the spec."""
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+async def keep_spec(session: AsyncSession, table: type[Base], event: ModelSpecApplied, **extra: Any) -> bool:
+    """Keep the newest revision of a model's spec; False if an older one arrived late (nothing changed)."""
+    values = {"revision": event.revision, "spec": event.spec.model_dump(mode="json"), **extra}
+    stmt = insert(table).values(model=event.model, **values)
+    kept = await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[table.model],  # type: ignore[attr-defined]
+            set_=values,
+            where=table.revision < stmt.excluded.revision,  # type: ignore[attr-defined]
+        ).returning(table.model)  # type: ignore[attr-defined]
+    )
+    return kept.first() is not None
+
+
+async def spec_of(session: AsyncSession, table: type[Base], model: str) -> tuple[int, ModelSpec] | None:
+    """(revision, spec) in force for a model, if any; keys of a newer spec format are dropped."""
+    row: Any = await session.get(table, model)
+    if row is None:
+        return None
+    return row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})
