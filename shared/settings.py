@@ -90,6 +90,27 @@ class Settings(BaseSettings):
     # Attempts of a training job on transient failures (data or artifact store away) before TrainingFailed.
     trainer_max_attempts: int = Field(default=3, ge=1)
 
+    # Address serving (python -m services.deployer.serving) listens on.
+    serving_host: str = "127.0.0.1"
+    # Port of serving's HTTP API.
+    serving_port: int = Field(default=8081, ge=1, le=65535)
+    # Models this serving process serves, comma-separated; empty serves every model with a rollout.
+    serving_models: str = ""
+    # Most rows one request may carry.
+    serving_max_rows: int = Field(default=1000, ge=1, le=100_000)
+    # Largest request body serving accepts, in bytes.
+    serving_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Most rows of concurrent requests predicted together in one model call.
+    serving_batch_rows: int = Field(default=256, ge=1, le=100_000)
+    # How often serving re-reads the rollouts besides reacting to RolloutChanged, in seconds.
+    serving_refresh_seconds: float = Field(default=30, gt=0)
+    # Predictions buffered for PredictionsLogged; beyond it new ones are dropped (and counted).
+    prediction_log_capacity: int = Field(default=50_000, ge=1)
+    # Most predictions in one PredictionsLogged event.
+    prediction_log_batch: int = Field(default=500, ge=1, le=10_000)
+    # Longest a prediction waits in the buffer before its batch is published, in seconds.
+    prediction_log_flush_seconds: float = Field(default=1.0, gt=0)
+
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
 

@@ -43,6 +43,7 @@ class Rollout:
     paused_by: str | None
     paused_from: State | None
     entered_at: datetime
+    weight: float | None = None
 
     @property
     def live(self) -> bool:
@@ -55,7 +56,7 @@ class Rollout:
         if self.state == "promoted":
             return 100.0
         if self.state == "canary" or (self.state == "paused" and self.paused_from == "canary"):
-            return self.steps[self.step]
+            return self.weight if self.weight is not None else self.steps[self.step]
         return 0.0
 
 
@@ -127,9 +128,15 @@ def advance(rollout: Rollout, now: datetime, *, reason: str, evidence: Mapping[s
         return Transition(_move(rollout, now, state="canary", step=0), "shadow", reason, evidence=evidence)
     if rollout.state != "canary":
         raise Refused(f"a {rollout.state} rollout does not advance")
-    if rollout.step + 1 >= len(rollout.steps) or rollout.steps[rollout.step] >= 100:
-        return Transition(_move(rollout, now, state="promoted"), "canary", reason, evidence=evidence)
-    return Transition(_move(rollout, now, step=rollout.step + 1), "canary", reason, evidence=evidence)
+    if rollout.weight is not None:  # set by hand: on to the first step above it
+        following = [i for i, percent in enumerate(rollout.steps) if percent > rollout.weight]
+    else:
+        following = [] if rollout.steps[rollout.step] >= 100 else list(range(rollout.step + 1, len(rollout.steps)))
+    if not following:
+        promoted = _move(rollout, now, state="promoted", weight=None)
+        return Transition(promoted, "canary", reason, evidence=evidence)
+    moved = _move(rollout, now, step=following[0], weight=None)
+    return Transition(moved, "canary", reason, evidence=evidence)
 
 
 def on_analysis(
@@ -209,15 +216,29 @@ def command(
     return Transition(promoted, rollout.state, why, actor=actor)
 
 
-def check_weights(shares: list[TrafficShare], known: set[int]) -> None:
-    """Refuse a split naming unknown versions or not adding up to 100 % (each weight's 0-100 range is
-    already enforced where the command is parsed)."""
+def set_weights(rollout: Rollout, shares: list[TrafficShare], now: datetime, *, actor: str, reason: str) -> Transition:
+    """Put the running canary at the split an operator gives; the next advance goes to the first step above it.
+
+    Refused unless the split names only the rollout's stable and candidate versions, adds up to
+    100 % and the rollout is taking live traffic (each weight's 0-100 range is enforced where the
+    command is parsed).
+    """
+    if rollout.state not in ("shadow", "canary"):
+        raise Refused(f"version {rollout.candidate}'s rollout is {rollout.state}; weights apply to a running canary")
+    ours = {rollout.candidate, rollout.stable}
     for share in shares:
-        if share.version not in known:
-            raise Refused(f"version {share.version} is not a version of this model")
+        if share.version not in ours:
+            raise Refused(
+                f"version {share.version} is neither the stable ({rollout.stable}) nor the candidate "
+                f"({rollout.candidate}) of the running rollout"
+            )
     total = sum(s.percent for s in shares if s.role != "shadow")
     if abs(total - 100) > 1e-9:
         raise Refused(f"weights add up to {total:g} %, not 100 %")
+    weight = sum(s.percent for s in shares if s.version == rollout.candidate and s.role != "shadow")
+    step = max([i for i, percent in enumerate(rollout.steps) if percent <= weight], default=0)
+    moved = _move(rollout, now, state="canary", step=step, weight=weight)
+    return Transition(moved, rollout.state, reason or f"weights set by {actor}: candidate at {weight:g} %", actor=actor)
 
 
 # ---------------------------------------------------------------- routing

@@ -26,35 +26,20 @@ from shared.bus import Bus, HandlerContext
 from shared.db import make_engine, make_sessions
 from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
 from shared.features import prepare
+from shared.modelfile import UntrustedArtifact, load_model
 from shared.settings import Settings
 from shared.spec import ModelSpec
 from shared.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.evaluator")
 GROUP = "evaluator"
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 ROW_SAMPLES = 200
 BATCH_ROWS = 1000
 BATCH_SAMPLES = 20
 
 
 class EvaluatorRefusal(ValueError):
-    """A version the evaluator cannot judge (no spec, no artifact); dead-lettered with why."""
-
-
-class UntrustedArtifact(ValueError):
-    """A model file naming types outside the trusted libraries."""
-
-
-def load_model(path: Path) -> Any:
-    """Load a skops file, refusing any type outside scikit-learn, NumPy and SciPy."""
-    import skops.io as sio
-
-    types = sio.get_untrusted_types(file=path)
-    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
-    if foreign:
-        raise UntrustedArtifact(f"the model names types outside the trusted libraries: {', '.join(foreign[:5])}")
-    return sio.load(path, trusted=types)
+    """A version the evaluator cannot judge (an artifact is missing)."""
 
 
 def measure_latency(model: Any, x: pd.DataFrame) -> domain.Latency:

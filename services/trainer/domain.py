@@ -128,15 +128,21 @@ def estimator_class(path: str) -> type[Any]:
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
+TREE_FAMILIES = ("sklearn.ensemble.", "sklearn.tree.")
+
+
 def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
     """Preprocessing inside the pipeline (so serving applies the same), then the estimator."""
     numeric = [f.name for f in spec.features if f.type == "numeric"]
     categorical = [f.name for f in spec.features if f.type != "numeric"]
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
-        transformers.append(
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
-        )
+        # Trees do not care about scale, and a scaler in front of them makes the float32 ONNX graph
+        # disagree with scikit-learn near split thresholds: they get imputation only.
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if not candidate.estimator.startswith(TREE_FAMILIES):
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(steps), numeric))
     if categorical:
         transformers.append(
             (

@@ -153,6 +153,8 @@ def train(job: Job) -> Outcome:
         "candidates": [c.model_dump() for c in tried],
         "feature_schema": schema,
         "target": spec.target,
+        "task": spec.task,
+        "classes": model.classes_.tolist() if spec.task == "classification" else None,
         "data_sha256": job.data_sha256,
         "rows": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)},
         "code_version": job.code_version,

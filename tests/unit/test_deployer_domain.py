@@ -76,13 +76,25 @@ def test_commands_that_make_no_sense_are_refused_and_change_nothing() -> None:
         domain.command(done, "rollback", T0, actor="olga")
     with pytest.raises(ValueError, match="less than or equal to 100"):
         TrafficShare(version=2, percent=120, role="stable")
-    with pytest.raises(domain.Refused, match="not a version"):
-        domain.check_weights([TrafficShare(version=7, percent=100, role="stable")], {2, 3})
+    with pytest.raises(domain.Refused, match="neither the stable"):
+        domain.set_weights(rollout, [TrafficShare(version=7, percent=100, role="stable")], T0, actor="olga", reason="")
     with pytest.raises(domain.Refused, match="add up to 90"):
-        domain.check_weights(
-            [TrafficShare(version=2, percent=80, role="stable"), TrafficShare(version=3, percent=10, role="canary")],
-            {2, 3},
-        )
+        split = [TrafficShare(version=2, percent=80, role="stable"), TrafficShare(version=3, percent=10, role="canary")]
+        domain.set_weights(rollout, split, T0, actor="olga", reason="")
+    with pytest.raises(domain.Refused, match="weights apply to a running canary"):
+        split = [TrafficShare(version=2, percent=70, role="stable"), TrafficShare(version=3, percent=30, role="canary")]
+        domain.set_weights(paused, split, T0, actor="olga", reason="")
+
+
+def test_weights_set_by_hand_hold_until_the_next_advance_which_goes_to_the_step_above() -> None:
+    split = [TrafficShare(version=2, percent=70, role="stable"), TrafficShare(version=3, percent=30, role="canary")]
+    moved = domain.set_weights(canary(), split, T0, actor="olga", reason="")
+    assert moved.rollout.percent == 30 and "olga" in moved.reason
+    assert [(s.version, s.percent) for s in domain.traffic(moved.rollout)] == [(2, 70), (3, 30)]
+    assert domain.advance(moved.rollout, T0, reason="ok").rollout.percent == 50
+    everything = [TrafficShare(version=3, percent=100, role="canary")]
+    at_full = domain.set_weights(canary(), everything, T0, actor="olga", reason="").rollout
+    assert domain.advance(at_full, T0, reason="ok").rollout.state == "promoted"
 
 
 def test_a_newer_approved_version_supersedes_the_running_rollout() -> None:

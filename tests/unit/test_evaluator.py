@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from services.evaluator import domain
-from services.evaluator.app import UntrustedArtifact, load_model
 from services.trainer import fit
 from shared.example_data import write_churn
+from shared.modelfile import UntrustedArtifact, load_model
 from shared.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,213 @@
+"""A loaded model version: input checking against its feature schema, and fast prediction.
+
+A version is loaded from its artifacts only after each one's SHA-256 matches the registry's
+record. With a `model.onnx` it predicts through ONNX Runtime (one `[n, 1]` input per feature, as
+the trainer exported it); otherwise through the skops pipeline. Either way the raw values are
+coerced the way training coerced them (`shared.features`): numbers as floats (null as NaN),
+categories as strings (null as `__missing__`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from shared.artifacts import ArtifactStore
+from shared.events import ArtifactRef
+from shared.features import MISSING
+from shared.modelfile import load_model
+
+Kind = Literal["numeric", "categorical"]
+Row = list[Any]
+
+
+class InputError(ValueError):
+    """Rows that do not match the version's feature schema; `errors` names every bad field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column of a version."""
+
+    name: str
+    kind: Kind
+
+
+def _number(value: Any) -> float | None:
+    """A numeric cell as a float (null as NaN); None if it is not a number (booleans are not numbers)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _category(value: Any) -> str | None:
+    """A categorical cell as training saw it; None if it cannot be one (lists, objects)."""
+    if value is None:
+        return MISSING
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def check_rows(features: tuple[Feature, ...], rows: list[Any], *, where: str = "instances") -> list[Row]:
+    """The rows' feature values in schema order, coerced; raises InputError listing every bad field."""
+    checked: list[Row] = []
+    errors: list[str] = []
+    for index, row in enumerate(rows):
+        at = f"{where}[{index}]" if where == "instances" else where
+        if not isinstance(row, dict):
+            errors.append(f"{at}: expected an object of features, got {_type_name(row)}")
+            continue
+        values: Row = []
+        for feature in features:
+            if feature.name not in row:
+                errors.append(f"{at}.{feature.name}: required")
+                continue
+            raw = row[feature.name]
+            if feature.kind == "numeric":
+                number = _number(raw)
+                if number is None:
+                    errors.append(f"{at}.{feature.name}: expected a number, got {_type_name(raw)}")
+                values.append(number)
+            else:
+                category = _category(raw)
+                if category is None:
+                    errors.append(f"{at}.{feature.name}: expected a string, got {_type_name(raw)}")
+                values.append(category)
+        checked.append(values)
+    if errors:
+        raise InputError(errors)
+    return checked
+
+
+def _rss_bytes() -> int:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Loaded:
+    """A model version ready to predict."""
+
+    model: str
+    version: int
+    task: Literal["classification", "regression"]
+    features: tuple[Feature, ...]
+    classes: list[Any] | None
+    runtime: Literal["onnx", "skops"]
+    session: Any
+    memory_bytes: int
+    loaded_at: float = field(default_factory=time.time)
+    digest: str = ""
+
+    def predict(self, rows: list[Row]) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities, in `classes` order) for checked rows."""
+        if self.runtime == "onnx":
+            inputs: dict[str, np.ndarray[Any, Any]] = {}
+            for j, feature in enumerate(self.features):
+                column = [row[j] for row in rows]
+                if feature.kind == "numeric":
+                    inputs[feature.name] = np.array(column, dtype=np.float32).reshape(-1, 1)
+                else:
+                    inputs[feature.name] = np.array(column, dtype=object).reshape(-1, 1)
+            outputs = self.session.run(None, inputs)
+            if self.task == "classification":
+                return outputs[0].ravel().tolist(), np.asarray(outputs[1], dtype=np.float64).tolist()
+            return np.asarray(outputs[0], dtype=np.float64).ravel().tolist(), None
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                f.name: pd.Series([row[j] for row in rows], dtype="float64" if f.kind == "numeric" else object)
+                for j, f in enumerate(self.features)
+            }
+        )
+        labels = self.session.predict(frame).tolist()
+        if self.task == "classification" and hasattr(self.session, "predict_proba"):
+            return labels, np.asarray(self.session.predict_proba(frame), dtype=np.float64).tolist()
+        return labels, None
+
+
+def _ref(artifacts: list[ArtifactRef], name: str) -> ArtifactRef | None:
+    return next((a for a in artifacts if a.name == name), None)
+
+
+def load(store: ArtifactStore, model: str, version: int, artifacts: list[ArtifactRef], folder: Path) -> Loaded:
+    """Download (checking digests) and load a version; ONNX when it has one, else skops.
+
+    Raises ArtifactError (missing, tampered) or UntrustedArtifact; nothing half-loaded stays.
+    """
+    from shared.artifacts import ArtifactError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_ref = _ref(artifacts, "manifest.json")
+    if manifest_ref is None:
+        raise ArtifactError(f"{model}@{version} has no manifest.json")
+    manifest_path = store.get_file(manifest_ref.uri, folder / "manifest.json", sha256=manifest_ref.sha256)
+    manifest = json.loads(manifest_path.read_text())
+    features = tuple(
+        Feature(f["name"], "numeric" if f["kind"] == "numeric" else "categorical") for f in manifest["feature_schema"]
+    )
+    task: str | None = manifest.get("task")
+    classes = manifest.get("classes")
+    before = _rss_bytes()
+    onnx_ref = _ref(artifacts, "model.onnx")
+    if onnx_ref is not None and (task == "regression" or (task == "classification" and classes)):
+        import onnxruntime as ort
+
+        path = store.get_file(onnx_ref.uri, folder / "model.onnx", sha256=onnx_ref.sha256)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        runtime: Literal["onnx", "skops"] = "onnx"
+        digest = onnx_ref.sha256 or ""
+    else:
+        skops_ref = _ref(artifacts, "model.skops")
+        if skops_ref is None:
+            raise ArtifactError(f"{model}@{version} has neither model.onnx nor model.skops")
+        path = store.get_file(skops_ref.uri, folder / "model.skops", sha256=skops_ref.sha256)
+        session = load_model(path)
+        runtime = "skops"
+        digest = skops_ref.sha256 or ""
+        found = getattr(session, "classes_", None)
+        task = "classification" if found is not None else "regression"
+        classes = found.tolist() if found is not None else None
+    loaded = Loaded(
+        model=model,
+        version=version,
+        task=task,  # type: ignore[arg-type]
+        features=features,
+        classes=classes,
+        runtime=runtime,
+        session=session,
+        memory_bytes=0,
+        digest=digest,
+    )
+    loaded.predict([[math.nan if f.kind == "numeric" else MISSING for f in features]])  # warm up, fail early
+    loaded.memory_bytes = max(0, _rss_bytes() - before)
+    return loaded

@@ -1,0 +1,776 @@
+"""Serving: `python -m services.deployer.serving`, the deployer's second entrypoint, scaled separately.
+
+It answers `POST /v1/models/{name}:predict` from the versions the current rollout routes to,
+sticky by the spec's key, and swaps versions when a `RolloutChanged` arrives: the new versions are
+downloaded, digest-checked and loaded first, then the routing table is replaced in one step, so a
+request in flight finishes on what it started with and none fails.
+
+Concurrent requests for one version are predicted together (adaptive micro-batching: whatever
+arrived while the model was busy forms the next batch). Every prediction goes to a bounded
+buffer that a background task publishes as `PredictionsLogged`; a slow or absent broker never
+delays or fails a prediction: when the buffer is full, new predictions are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.deployer import domain, store
+from services.deployer.predictor import InputError, Loaded, Row, check_rows, load
+from shared import topics
+from shared.artifacts import ArtifactError, ArtifactStore
+from shared.bus import Bus, aiokafka_options
+from shared.db import make_engine, make_sessions
+from shared.envelope import decode
+from shared.events import Prediction, PredictionsLogged, RolloutChanged
+from shared.modelfile import UntrustedArtifact
+from shared.settings import Settings
+
+log = logging.getLogger("modelbus.serving")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SLOW_CALL_SECONDS = 0.002
+
+
+class Metrics:
+    """Serving's Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "modelbus_serving_predictions",
+            "Rows predicted, by model, version and role.",
+            ["model", "version", "role"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "modelbus_serving_errors",
+            "Requests refused or failed, by model and kind.",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "modelbus_serving_request_seconds",
+            "Request latency, by model and answering version.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "modelbus_serving_batch_rows",
+            "Rows per model call (micro-batches of concurrent requests).",
+            ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )
+        self.shadow = Counter(
+            "modelbus_serving_shadow_predictions",
+            "Shadow predictions, by whether they agreed with the answer returned.",
+            ["model", "version", "agreed"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "modelbus_serving_predictions_dropped", "Predictions not logged: buffer full.", registry=registry
+        )
+        self.logged = Counter(
+            "modelbus_serving_predictions_logged", "Predictions published as PredictionsLogged.", registry=registry
+        )
+        self.buffered = Gauge(
+            "modelbus_serving_log_buffered", "Predictions waiting to be published.", registry=registry
+        )
+        self.loaded = Gauge(
+            "modelbus_serving_version_memory_bytes",
+            "Memory taken by loading a version (resident set growth).",
+            ["model", "version", "runtime"],
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "modelbus_serving_load_failures", "Versions that could not be loaded.", ["model"], registry=registry
+        )
+
+
+# ---------------------------------------------------------------- micro-batching
+
+
+class Batcher:
+    """Predicts the rows of concurrent requests for one version together.
+
+    Requests submitted in the same turn of the event loop, or while the model was busy, form one
+    call. Cheap models run inline (no thread hop); a model whose calls take longer than
+    `SLOW_CALL_SECONDS` runs in a worker thread so the loop keeps accepting requests meanwhile.
+    """
+
+    def __init__(self, loaded: Loaded, *, max_rows: int, observe: Histogram) -> None:
+        self.loaded = loaded
+        self.max_rows = max_rows
+        self.observe = observe.labels(loaded.model, str(loaded.version))
+        self.waiting: collections.deque[tuple[list[Row], asyncio.Future[tuple[list[Any], Any]]]] = collections.deque()
+        self.scheduled = False
+        self.busy = False
+        self.call_seconds = 0.0
+
+    def submit(self, rows: list[Row]) -> asyncio.Future[tuple[list[Any], Any]]:
+        """Queue rows; the future resolves to (predictions, probabilities or None)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[list[Any], Any]] = loop.create_future()
+        self.waiting.append((rows, future))
+        if not self.scheduled and not self.busy:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _take(self) -> list[tuple[list[Row], asyncio.Future[tuple[list[Any], Any]]]]:
+        batch = [self.waiting.popleft()]
+        rows = len(batch[0][0])
+        while self.waiting and rows + len(self.waiting[0][0]) <= self.max_rows:
+            item = self.waiting.popleft()
+            rows += len(item[0])
+            batch.append(item)
+        return batch
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        if not self.waiting:
+            return
+        batch = self._take()
+        if self.call_seconds > SLOW_CALL_SECONDS:
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._in_thread(batch))
+        else:
+            self._settle(batch, self._call(batch))
+            self._again()
+
+    async def _in_thread(self, batch: list[tuple[list[Row], asyncio.Future[tuple[list[Any], Any]]]]) -> None:
+        try:
+            outcome = await asyncio.to_thread(self._call, batch)
+            self._settle(batch, outcome)
+        finally:
+            self.busy = False
+            self._again()
+
+    def _again(self) -> None:
+        if self.waiting and not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _call(
+        self, batch: list[tuple[list[Row], asyncio.Future[tuple[list[Any], Any]]]]
+    ) -> tuple[list[Any], Any] | BaseException:
+        rows = [row for request, _ in batch for row in request]
+        began = time.perf_counter()
+        try:
+            outcome = self.loaded.predict(rows)
+        except Exception as exc:
+            return exc
+        seconds = time.perf_counter() - began
+        self.call_seconds = seconds if not self.call_seconds else 0.8 * self.call_seconds + 0.2 * seconds
+        self.observe.observe(len(rows))
+        return outcome
+
+    def _settle(
+        self,
+        batch: list[tuple[list[Row], asyncio.Future[tuple[list[Any], Any]]]],
+        outcome: tuple[list[Any], Any] | BaseException,
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            if len(batch) > 1:  # find the culprit: each request on its own
+                for item in batch:
+                    self._settle([item], self._call([item]))
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(outcome)
+            return
+        labels, probabilities = outcome
+        start = 0
+        for rows, future in batch:
+            end = start + len(rows)
+            if not future.done():
+                future.set_result((labels[start:end], probabilities[start:end] if probabilities is not None else None))
+            start = end
+
+
+# ---------------------------------------------------------------- what is live
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A loaded version and its batcher."""
+
+    loaded: Loaded
+    batcher: Batcher
+
+
+@dataclass(frozen=True)
+class Live:
+    """One model's routing table: its rollout, its routing rules and the engines it routes to."""
+
+    model: str
+    rollout: domain.Rollout
+    sticky_key: str | None
+    excluded: dict[str, frozenset[str]]
+    engines: dict[int, Engine]
+    policy_key: int | None = None
+
+    def route(self, row: Any, fallback_key: str) -> domain.Route:
+        """The version that answers one row."""
+        request = row if isinstance(row, dict) else {}
+        return domain.route(
+            self.rollout, request, sticky_key=self.sticky_key, excluded=self.excluded, fallback_key=fallback_key
+        )
+
+
+def needed(rollout: domain.Rollout) -> set[int]:
+    """Versions a rollout routes to (or mirrors to)."""
+    if rollout.state == "promoted" or rollout.stable is None:
+        return {rollout.candidate}
+    if rollout.state in ("rolled-back", "superseded"):
+        return {rollout.stable}
+    return {rollout.candidate, rollout.stable}
+
+
+class Host:
+    """The models this process serves, refreshed from the deployer's tables."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        artifacts: ArtifactStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.only = frozenset(m.strip() for m in settings.serving_models.split(",") if m.strip()) or None
+        self.live: dict[str, Live] = {}
+        self.engines: dict[tuple[str, int], Engine] = {}
+        self.problems: dict[str, str] = {}
+        self.refreshed = False
+        self.folder = Path(tempfile.mkdtemp(prefix="modelbus-serving-"))
+        self._lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """Loaded what the rollouts route to (at least one refresh done, no load failing)."""
+        return self.refreshed and not self.problems
+
+    async def refresh(self, model: str | None = None) -> None:
+        """Re-read the rollouts (of one model, or all) and swap in what changed, loading first."""
+        async with self._lock:
+            only = frozenset({model}) if model else self.only
+            if model and self.only and model not in self.only:
+                return
+            async with self.sessions() as session:
+                found = await store.live_models(session, only)
+            for item in found:
+                await self._apply(item)
+            if model is None:
+                self.refreshed = True
+            self._drop_unused()
+
+    async def _apply(self, item: store.LiveModel) -> None:
+        current = self.live.get(item.model)
+        if current is not None and current.rollout == item.rollout and current.policy_key == _policy_key(item):
+            return
+        engines: dict[int, Engine] = {}
+        for version in sorted(needed(item.rollout)):
+            engine = self.engines.get((item.model, version))
+            if engine is None:
+                try:
+                    engine = await self._load(item, version)
+                except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
+                    self.metrics.load_failures.labels(item.model).inc()
+                    self.problems[item.model] = f"{item.model}@{version} cannot be loaded: {exc}"
+                    log.error("%s; still serving what was live before", self.problems[item.model])
+                    return
+            engines[version] = engine
+        policy = item.spec.rollout if item.spec is not None else None
+        live = Live(
+            model=item.model,
+            rollout=item.rollout,
+            sticky_key=policy.sticky_key if policy else None,
+            excluded={s.field: frozenset(map(str, s.values)) for s in policy.excluded_segments} if policy else {},
+            engines=engines,
+            policy_key=_policy_key(item),
+        )
+        self.live[item.model] = live  # the swap: one assignment
+        self.problems.pop(item.model, None)
+        split = ", ".join(f"v{s.version} {s.percent:g}% {s.role}" for s in domain.traffic(item.rollout))
+        log.info("%s: %s (%s) now live: %s", item.model, item.rollout.rollout_id, item.rollout.state, split)
+
+    async def _load(self, item: store.LiveModel, version: int) -> Engine:
+        refs = item.artifacts.get(version)
+        if not refs:
+            raise ArtifactError(f"the deployer knows no artifacts of {item.model}@{version}")
+        folder = self.folder / item.model / str(version)
+        began = time.perf_counter()
+        loaded = await asyncio.to_thread(load, self.artifacts, item.model, version, refs, folder)
+        self.metrics.loaded.labels(item.model, str(version), loaded.runtime).set(loaded.memory_bytes)
+        log.info(
+            "%s@%d loaded (%s, %.1f MiB) in %.2f s",
+            item.model,
+            version,
+            loaded.runtime,
+            loaded.memory_bytes / 2**20,
+            time.perf_counter() - began,
+        )
+        engine = Engine(
+            loaded, Batcher(loaded, max_rows=self.settings.serving_batch_rows, observe=self.metrics.batch_rows)
+        )
+        self.engines[(item.model, version)] = engine
+        return engine
+
+    def _drop_unused(self) -> None:
+        used = {(m, v) for m, live in self.live.items() for v in live.engines}
+        for key in [k for k in self.engines if k not in used]:
+            del self.engines[key]  # requests still holding it finish on it
+            shutil.rmtree(self.folder / key[0] / str(key[1]), ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove downloaded artifacts."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _policy_key(item: store.LiveModel) -> int | None:
+    return hash(item.spec.rollout.model_dump_json()) if item.spec is not None else None
+
+
+# ---------------------------------------------------------------- prediction log
+
+
+@dataclass
+class PredictionLog:
+    """A bounded buffer of predictions, published in batches as PredictionsLogged."""
+
+    bus: Bus
+    metrics: Metrics
+    capacity: int
+    batch: int
+    flush_seconds: float
+    buffer: collections.deque[tuple[str, Prediction]] = field(default_factory=collections.deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, model: str, prediction: Prediction) -> None:
+        """Buffer one prediction; never blocks; drops (and counts) it when the buffer is full."""
+        if len(self.buffer) >= self.capacity:
+            self.metrics.dropped.inc()
+            return
+        self.buffer.append((model, prediction))
+        if len(self.buffer) >= self.batch:
+            self.wake.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled; a failed batch goes back to the front of the buffer."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.flush_seconds)
+            self.wake.clear()
+            self.metrics.buffered.set(len(self.buffer))
+            while self.buffer:
+                if not await self.publish_some():
+                    await asyncio.sleep(min(5.0, self.flush_seconds * 2))
+                    break
+
+    async def publish_some(self) -> bool:
+        """Publish one batch per model from the head of the buffer; False if the broker failed."""
+        taken = [self.buffer.popleft() for _ in range(min(self.batch, len(self.buffer)))]
+        by_model: dict[str, list[Prediction]] = {}
+        for model, prediction in taken:
+            by_model.setdefault(model, []).append(prediction)
+        for index, (model, predictions) in enumerate(by_model.items()):
+            # Built without re-validating each prediction (serving made them); defaults are filled in.
+            event = PredictionsLogged.model_construct(model=model, batch_id=uuid.uuid4().hex, predictions=predictions)
+            try:
+                await asyncio.wait_for(self.bus.publish(event), timeout=10)
+            except Exception as exc:
+                rest = [(m, p) for m, ps in list(by_model.items())[index:] for p in ps]
+                room = self.capacity - len(self.buffer)
+                self.buffer.extendleft(reversed(rest[:room]))
+                if len(rest) > room:
+                    self.metrics.dropped.inc(len(rest) - room)
+                log.warning("could not publish %d predictions (%s); will retry", len(rest), exc)
+                return False
+            self.metrics.logged.inc(len(predictions))
+        return True
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, detail: Any, metrics: Metrics, model: str, kind: str) -> Response:
+    metrics.errors.labels(model, kind).inc()
+    return _json({"detail": detail}, status)
+
+
+@dataclass
+class Serving:
+    """One serving process: the host, the prediction log, the watcher and the HTTP app."""
+
+    settings: Settings
+    engine: AsyncEngine
+    host: Host
+    bus: Bus
+    predictions: PredictionLog
+    metrics: Metrics
+    api: FastAPI = field(init=False)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.api = make_api(self)
+
+    async def start(self) -> None:
+        """Load what is live (retrying until the database answers), then follow rollouts and log predictions."""
+        self.tasks.append(asyncio.create_task(self._connect_bus(), name="serving-bus"))
+        self.tasks.append(asyncio.create_task(self._watch(), name="serving-watch"))
+        self.tasks.append(asyncio.create_task(self._refresh_forever(), name="serving-refresh"))
+        self.tasks.append(asyncio.create_task(self.predictions.run(), name="serving-log"))
+        with contextlib.suppress(Exception):
+            await self.host.refresh()
+
+    async def stop(self) -> None:
+        """Flush what can be flushed, stop the tasks, close everything."""
+        if self.bus.running and self.predictions.buffer:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.predictions.publish_some(), timeout=5)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.bus.stop()
+        await self.engine.dispose()
+        self.host.close()
+
+    async def _connect_bus(self) -> None:
+        while not self.bus.running:
+            try:
+                await self.bus.start()
+            except Exception as exc:
+                log.warning("broker unavailable (%s); predictions are buffered meanwhile", exc)
+                await asyncio.sleep(2)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.serving_refresh_seconds if self.host.refreshed else 1.0)
+            try:
+                await self.host.refresh()
+            except Exception as exc:
+                log.warning("refresh failed (%s); serving what was loaded", exc)
+
+    async def _watch(self) -> None:
+        """Follow RolloutChanged (from the end: the database has the state) and refresh the model it names."""
+        topic = self.settings.topic(topics.ROLLOUT_CHANGED)
+        while True:
+            consumer = AIOKafkaConsumer(
+                topic, group_id=None, auto_offset_reset="latest", **aiokafka_options(self.settings)
+            )
+            try:
+                await consumer.start()
+                await self.host.refresh()  # anything that changed before the consumer was positioned
+                async for record in consumer:
+                    try:
+                        event = decode(record.value or b"", list(record.headers)).event
+                    except Exception as exc:
+                        log.warning("unreadable RolloutChanged at offset %d: %s", record.offset, exc)
+                        continue
+                    if isinstance(event, RolloutChanged):
+                        await self.host.refresh(event.model)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("rollout watch interrupted (%s); retrying", exc)
+                await asyncio.sleep(2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+
+def make_api(serving: Serving) -> FastAPI:
+    """Serving's HTTP API."""
+    host, metrics, settings = serving.host, serving.metrics, serving.settings
+    api = FastAPI(
+        title="modelbus serving",
+        version="1",
+        description="Predictions from the versions each model's rollout routes to.",
+    )
+
+    @api.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["ops"])
+    async def readyz() -> Response:
+        """Ready only when every version the rollouts route to is loaded."""
+        if host.ready:
+            return _json({"status": "ready", "models": sorted(host.live)})
+        why = list(host.problems.values()) or ["the rollouts have not been read yet"]
+        return _json({"status": "not ready", "problems": why}, 503)
+
+    @api.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        metrics.buffered.set(len(serving.predictions.buffer))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/models", tags=["predict"])
+    async def models() -> dict[str, list[str]]:
+        """The models served here."""
+        return {"models": sorted(host.live)}
+
+    @api.get("/v1/models/{name}", tags=["predict"])
+    async def describe(name: str) -> Response:
+        """What is live for a model: the rollout, its split, and each loaded version."""
+        live = host.live.get(name)
+        if live is None:
+            return _json({"detail": f"no model named {name!r} is served here (served: {sorted(host.live)})"}, 404)
+        rollout = live.rollout
+        return _json(
+            {
+                "model": name,
+                "rollout_id": rollout.rollout_id,
+                "state": rollout.state,
+                "traffic": [s.model_dump() for s in domain.traffic(rollout)],
+                "sticky_key": live.sticky_key,
+                "excluded_segments": {k: sorted(v) for k, v in live.excluded.items()},
+                "versions": [
+                    {
+                        "version": v,
+                        "runtime": e.loaded.runtime,
+                        "task": e.loaded.task,
+                        "classes": e.loaded.classes,
+                        "features": [{"name": f.name, "kind": f.kind} for f in e.loaded.features],
+                        "memory_bytes": e.loaded.memory_bytes,
+                        "sha256": e.loaded.digest,
+                    }
+                    for v, e in sorted(live.engines.items())
+                ],
+            }
+        )
+
+    @api.post("/v1/models/{name}:predict", tags=["predict"])
+    async def predict(name: str, request: Request) -> Response:
+        """Predict one row (`{"instance": {...}}`) or a batch (`{"instances": [{...}, ...]}`)."""
+        began = time.perf_counter()
+        live = host.live.get(name)
+        if live is None:
+            return _error(
+                404,
+                f"no model named {name!r} is served here (served: {sorted(host.live)})",
+                metrics,
+                name,
+                "unknown-model",
+            )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.serving_max_body_bytes:
+            return _error(
+                413, f"body of {length} bytes exceeds {settings.serving_max_body_bytes}", metrics, name, "too-large"
+            )
+        body = await request.body()
+        if len(body) > settings.serving_max_body_bytes:
+            return _error(
+                413, f"body of {len(body)} bytes exceeds {settings.serving_max_body_bytes}", metrics, name, "too-large"
+            )
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not JSON: {exc}", metrics, name, "bad-json")
+        single = isinstance(payload, dict) and "instance" in payload and "instances" not in payload
+        rows = [payload["instance"]] if single else payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(rows, list) or not rows:
+            return _error(
+                422,
+                ['body must be {"instance": {feature: value, ...}} or {"instances": [{...}, ...]}, with a row'],
+                metrics,
+                name,
+                "bad-shape",
+            )
+        if len(rows) > settings.serving_max_rows:
+            return _error(
+                413, f"{len(rows)} rows exceed the limit of {settings.serving_max_rows}", metrics, name, "too-large"
+            )
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if len(request_id) > 128:
+            return _error(400, "x-request-id is longer than 128 characters", metrics, name, "bad-request-id")
+        ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
+        routes = [live.route(row, ids[i]) for i, row in enumerate(rows)]
+        groups: dict[int, list[int]] = {}
+        for index, chosen in enumerate(routes):
+            groups.setdefault(chosen.version, []).append(index)
+        checked: dict[int, list[Row]] = {}
+        errors: list[str] = []
+        for version, indices in groups.items():
+            features = live.engines[version].loaded.features
+            for index in indices:
+                try:
+                    checked.setdefault(version, []).extend(
+                        check_rows(features, [rows[index]], where="instance" if single else f"instances[{index}]")
+                    )
+                except InputError as exc:
+                    errors.extend(exc.errors)
+        if errors:
+            return _error(422, errors, metrics, name, "invalid-features")
+        futures = {v: live.engines[v].batcher.submit(checked[v]) for v in groups}
+        try:
+            outcomes = {v: await f for v, f in futures.items()}
+        except Exception as exc:
+            log.exception("%s: prediction failed", name)
+            return _error(500, f"prediction failed: {type(exc).__name__}: {exc}", metrics, name, "model-error")
+        answers: list[dict[str, Any]] = [{} for _ in rows]
+        for version, indices in groups.items():
+            labels, probabilities = outcomes[version]
+            classes = live.engines[version].loaded.classes
+            for k, index in enumerate(indices):
+                answer: dict[str, Any] = {
+                    "request_id": ids[index],
+                    "version": version,
+                    "role": routes[index].role,
+                    "prediction": labels[k],
+                }
+                if probabilities is not None and classes is not None:
+                    answer["probabilities"] = {str(c): p for c, p in zip(classes, probabilities[k], strict=False)}
+                answers[index] = answer
+        elapsed = time.perf_counter() - began
+        for version, indices in groups.items():
+            metrics.latency.labels(name, str(version)).observe(elapsed)
+            metrics.requests.labels(name, str(version), routes[indices[0]].role).inc(len(indices))
+        served_at = datetime.now(UTC)
+        for index, answer in enumerate(answers):
+            serving.predictions.add(name, _logged(live, rows[index], answer, elapsed * 1000, served_at))
+        mirrored = [i for i, r in enumerate(routes) if r.shadow is not None and r.shadow in live.engines]
+        if mirrored:
+            asyncio.get_running_loop().create_task(_shadow(serving, live, rows, mirrored, routes, answers, served_at))
+        headers = {"x-request-id": request_id}
+        if single:
+            return _json({"model": name, **answers[0]}, headers=headers)
+        return _json({"model": name, "predictions": answers}, headers=headers)
+
+    return api
+
+
+def _logged(live: Live, row: dict[str, Any], answer: dict[str, Any], latency_ms: float, at: datetime) -> Prediction:
+    """The record of one answer (or shadow answer) for PredictionsLogged; built without re-validation."""
+    features = {f.name: row.get(f.name) for f in live.engines[answer["version"]].loaded.features}
+    key = row.get(live.sticky_key) if live.sticky_key else None
+    return Prediction.model_construct(
+        request_id=answer["request_id"],
+        model_version=answer["version"],
+        role=answer["role"],
+        features=features,
+        prediction=answer["prediction"],
+        probabilities=answer.get("probabilities"),
+        latency_ms=latency_ms,
+        served_at=at,
+        sticky_key=str(key) if key is not None else None,
+    )
+
+
+async def _shadow(
+    serving: Serving,
+    live: Live,
+    rows: list[Any],
+    mirrored: list[int],
+    routes: list[domain.Route],
+    answers: list[dict[str, Any]],
+    at: datetime,
+) -> None:
+    """Predict with the shadow version and log it; its answers are compared, never returned."""
+    version = routes[mirrored[0]].shadow
+    assert version is not None
+    engine = live.engines[version]
+    try:
+        checked = check_rows(engine.loaded.features, [rows[i] for i in mirrored], where="shadow")
+        labels, probabilities = await engine.batcher.submit(checked)
+    except Exception as exc:
+        serving.metrics.errors.labels(live.model, "shadow").inc()
+        log.info("%s: shadow v%d could not predict: %s", live.model, version, exc)
+        return
+    classes = engine.loaded.classes
+    for k, index in enumerate(mirrored):
+        agreed = labels[k] == answers[index]["prediction"]
+        serving.metrics.shadow.labels(live.model, str(version), str(agreed).lower()).inc()
+        answer: dict[str, Any] = {
+            "request_id": answers[index]["request_id"],
+            "version": version,
+            "role": "shadow",
+            "prediction": labels[k],
+        }
+        if probabilities is not None and classes is not None:
+            answer["probabilities"] = {str(c): p for c, p in zip(classes, probabilities[k], strict=False)}
+        serving.predictions.add(live.model, _logged(live, rows[index], answer, 0.0, at))
+
+
+def build(settings: Settings) -> Serving:
+    """The composition root of a serving process."""
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+    metrics = Metrics(CollectorRegistry())
+    host = Host(settings, sessions, ArtifactStore(settings), metrics)
+    bus = Bus(settings)
+    predictions = PredictionLog(
+        bus,
+        metrics,
+        capacity=settings.prediction_log_capacity,
+        batch=settings.prediction_log_batch,
+        flush_seconds=settings.prediction_log_flush_seconds,
+    )
+    return Serving(settings=settings, engine=engine, host=host, bus=bus, predictions=predictions, metrics=metrics)
+
+
+async def main() -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from shared.runner import service_settings
+
+    settings = service_settings("serving")
+    serving = build(settings)
+    await serving.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            serving.api,
+            host=settings.serving_host,
+            port=settings.serving_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    log.info("serving on http://%s:%d", settings.serving_host, settings.serving_port)
+    try:
+        await server.serve()
+    finally:
+        await serving.stop()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())
