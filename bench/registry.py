@@ -17,14 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 import os
 import platform
-import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -40,68 +35,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import BENCH, free_port, hey, mlflow_python, say, wait_http  # noqa: E402
 from shared.bus import Bus, aiokafka_options, ensure_topics  # noqa: E402
 from shared.envelope import decode  # noqa: E402
 from shared.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
-BENCH = ROOT / ".modelbus" / "bench"
 TOKEN = "bench-viewer-token"  # noqa: S105 - the viewer token of the throwaway registry the benchmark starts
-HEY_VERSION = "v0.1.4"
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def hey_binary() -> str:
-    """The `hey` load generator, built from the Go module proxy if it is not there yet."""
-    found = shutil.which("hey") or (str(BENCH / "bin" / "hey") if (BENCH / "bin" / "hey").exists() else None)
-    if found:
-        return found
-    say(f"[bench] installing hey {HEY_VERSION} with go install …")
-    env = {**os.environ, "GOBIN": str(BENCH / "bin")}
-    subprocess.run(["go", "install", f"github.com/rakyll/hey@{HEY_VERSION}"], env=env, check=True)
-    return str(BENCH / "bin" / "hey")
-
-
-def load(url: str, *, requests: int, concurrency: int, headers: dict[str, str]) -> dict[str, float]:
-    """Run hey; ops/s, p50 and p99 in ms, and the share of non-200 answers."""
-    command = [hey_binary(), "-n", str(requests), "-c", str(concurrency), "-o", "csv"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    rows = list(csv.DictReader(io.StringIO(output)))
-    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
-    elapsed = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
-    errors = sum(1 for r in rows if r["status-code"] != "200")
-    return {
-        "requests": len(rows),
-        "ops_per_s": len(rows) / elapsed,
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "error_share": errors / len(rows),
-    }
-
-
-def wait_http(url: str, *, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"{what} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{what} did not answer {url} within {timeout} s")
 
 
 # ---------------------------------------------------------------- modelbus
@@ -189,11 +129,11 @@ def bench_modelbus(versions: int, resolves: int) -> dict[str, Any]:
         asyncio.run(set_champion(settings, model, api))
         url = f"{api}/v1/models/{model}/versions/champion"
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        load(url, requests=min(resolves, 500), concurrency=8, headers=headers)  # warm-up
+        hey(url, requests=min(resolves, 500), concurrency=8, headers=headers)  # warm-up
         results = {
             "register": registration,
-            "resolve_c1": load(url, requests=resolves, concurrency=1, headers=headers),
-            "resolve_c8": load(url, requests=resolves, concurrency=8, headers=headers),
+            "resolve_c1": hey(url, requests=resolves, concurrency=1, headers=headers),
+            "resolve_c8": hey(url, requests=resolves, concurrency=8, headers=headers),
         }
     finally:
         process.terminate()
@@ -216,16 +156,6 @@ async def _drop_topics(settings: Settings) -> None:
 
 
 # ---------------------------------------------------------------- MLflow
-
-
-def mlflow_python() -> Path:
-    venv = BENCH / "mlflow-venv"
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "mlflow").exists():
-        say("[bench] installing MLflow into .modelbus/bench/mlflow-venv (a few minutes the first time) …")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow", "psycopg2-binary"], check=True)
-    return python
 
 
 async def _fresh_schema(settings: Settings) -> None:
@@ -282,12 +212,12 @@ def bench_mlflow(versions: int, resolves: int) -> dict[str, Any]:
                 "/registered-models/alias", json={"name": name, "alias": "champion", "version": "1"}
             ).raise_for_status()
         url = f"{api}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion"
-        load(url, requests=min(resolves, 100), concurrency=8, headers={})  # warm-up
+        hey(url, requests=min(resolves, 100), concurrency=8, headers={})  # warm-up
         return {
             "version": version,
             "register": {"versions": versions, "seconds": elapsed, "ops_per_s": versions / elapsed},
-            "resolve_c1": load(url, requests=resolves, concurrency=1, headers={}),
-            "resolve_c8": load(url, requests=resolves, concurrency=8, headers={}),
+            "resolve_c1": hey(url, requests=resolves, concurrency=1, headers={}),
+            "resolve_c8": hey(url, requests=resolves, concurrency=8, headers={}),
         }
     finally:
         process.terminate()

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, say  # noqa: E402
 from shared.artifacts import ArtifactStore  # noqa: E402
 from shared.bus import Bus, aiokafka_options, ensure_topics  # noqa: E402
 from shared.envelope import decode  # noqa: E402
@@ -43,16 +43,6 @@ from shared.example_data import write_churn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 TOKEN = "bench-admin-token"  # noqa: S105 - the admin token of the throwaway registry the benchmark starts
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def one_run(settings: Settings, model: str, rows: int, seed: int, folder: Path) -> dict[str, Any]:

@@ -124,17 +124,26 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""
 
+    def __post_init__(self) -> None:
+        self._names = [f.name for f in self.features]
+        self._numeric = [j for j, f in enumerate(self.features) if f.kind == "numeric"]
+        self._categorical = [j for j, f in enumerate(self.features) if f.kind != "numeric"]
+        self._all_numeric = not self._categorical
+        self._outputs = [o.name for o in self.session.get_outputs()] if self.runtime == "onnx" else None
+
     def predict(self, rows: list[Row]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities, in `classes` order) for checked rows."""
         if self.runtime == "onnx":
             inputs: dict[str, np.ndarray[Any, Any]] = {}
-            for j, feature in enumerate(self.features):
-                column = [row[j] for row in rows]
-                if feature.kind == "numeric":
-                    inputs[feature.name] = np.array(column, dtype=np.float32).reshape(-1, 1)
-                else:
-                    inputs[feature.name] = np.array(column, dtype=object).reshape(-1, 1)
-            outputs = self.session.run(None, inputs)
+            if self._numeric:
+                # One float32 block, column-major: each feature's [n, 1] input is a contiguous view of it.
+                picked = rows if self._all_numeric else [[row[j] for j in self._numeric] for row in rows]
+                block = np.asfortranarray(np.array(picked, dtype=np.float32))
+                for position, j in enumerate(self._numeric):
+                    inputs[self._names[j]] = block[:, position : position + 1]
+            for j in self._categorical:
+                inputs[self._names[j]] = np.array([row[j] for row in rows], dtype=object).reshape(-1, 1)
+            outputs = self.session.run(self._outputs, inputs)
             if self.task == "classification":
                 return outputs[0].ravel().tolist(), np.asarray(outputs[1], dtype=np.float64).tolist()
             return np.asarray(outputs[0], dtype=np.float64).ravel().tolist(), None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import logging
 import shutil
@@ -214,6 +215,7 @@ class Engine:
 
     loaded: Loaded
     batcher: Batcher
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,8 +270,12 @@ class Host:
 
     @property
     def ready(self) -> bool:
-        """Loaded what the rollouts route to (at least one refresh done, no load failing)."""
-        return self.refreshed and not self.problems
+        """The rollouts were read and every model has a routing table (its versions loaded).
+
+        A new version that fails to load, while the previous routing keeps answering, leaves the
+        process ready (and listed in `problems`): taking it out of service would fail every model.
+        """
+        return self.refreshed and all(model in self.live for model in self.problems)
 
     async def refresh(self, model: str | None = None) -> None:
         """Re-read the rollouts (of one model, or all) and swap in what changed, loading first."""
@@ -279,27 +285,37 @@ class Host:
                 return
             async with self.sessions() as session:
                 found = await store.live_models(session, only)
+            loaded_any = False
             for item in found:
-                await self._apply(item)
+                loaded_any |= await self._apply(item)
             if model is None:
                 self.refreshed = True
             self._drop_unused()
+        if loaded_any:
+            # What is loaded now lives as long as the process: keep it out of the collector's
+            # full passes, which otherwise stall requests for tens of milliseconds.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
-    async def _apply(self, item: store.LiveModel) -> None:
+    async def _apply(self, item: store.LiveModel) -> bool:
+        """Swap in the model's routing if it changed; True if a version had to be loaded for it."""
         current = self.live.get(item.model)
         if current is not None and current.rollout == item.rollout and current.policy_key == _policy_key(item):
-            return
+            return False
         engines: dict[int, Engine] = {}
+        loaded = False
         for version in sorted(needed(item.rollout)):
             engine = self.engines.get((item.model, version))
             if engine is None:
+                loaded = True
                 try:
                     engine = await self._load(item, version)
                 except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
                     self.metrics.load_failures.labels(item.model).inc()
                     self.problems[item.model] = f"{item.model}@{version} cannot be loaded: {exc}"
                     log.error("%s; still serving what was live before", self.problems[item.model])
-                    return
+                    return loaded
             engines[version] = engine
         policy = item.spec.rollout if item.spec is not None else None
         live = Live(
@@ -314,6 +330,7 @@ class Host:
         self.problems.pop(item.model, None)
         split = ", ".join(f"v{s.version} {s.percent:g}% {s.role}" for s in domain.traffic(item.rollout))
         log.info("%s: %s (%s) now live: %s", item.model, item.rollout.rollout_id, item.rollout.state, split)
+        return loaded
 
     async def _load(self, item: store.LiveModel, version: int) -> Engine:
         refs = item.artifacts.get(version)
@@ -331,9 +348,8 @@ class Host:
             loaded.memory_bytes / 2**20,
             time.perf_counter() - began,
         )
-        engine = Engine(
-            loaded, Batcher(loaded, max_rows=self.settings.serving_batch_rows, observe=self.metrics.batch_rows)
-        )
+        batcher = Batcher(loaded, max_rows=self.settings.serving_batch_rows, observe=self.metrics.batch_rows)
+        engine = Engine(loaded, batcher, tuple(str(c) for c in loaded.classes or ()))
         self.engines[(item.model, version)] = engine
         return engine
 
@@ -354,6 +370,10 @@ def _policy_key(item: store.LiveModel) -> int | None:
 
 # ---------------------------------------------------------------- prediction log
 
+# What the request path hands to the log: (live, row, answer, latency ms, served at); the
+# Prediction record is built by the publishing task, off the request path.
+Served = tuple["Live", dict[str, Any], dict[str, Any], float, float]
+
 
 @dataclass
 class PredictionLog:
@@ -364,10 +384,10 @@ class PredictionLog:
     capacity: int
     batch: int
     flush_seconds: float
-    buffer: collections.deque[tuple[str, Prediction]] = field(default_factory=collections.deque)
+    buffer: collections.deque[tuple[str, Served]] = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, model: str, prediction: Prediction) -> None:
+    def add(self, model: str, prediction: Served) -> None:
         """Buffer one prediction; never blocks; drops (and counts) it when the buffer is full."""
         if len(self.buffer) >= self.capacity:
             self.metrics.dropped.inc()
@@ -391,12 +411,14 @@ class PredictionLog:
     async def publish_some(self) -> bool:
         """Publish one batch per model from the head of the buffer; False if the broker failed."""
         taken = [self.buffer.popleft() for _ in range(min(self.batch, len(self.buffer)))]
-        by_model: dict[str, list[Prediction]] = {}
-        for model, prediction in taken:
-            by_model.setdefault(model, []).append(prediction)
+        by_model: dict[str, list[Served]] = {}
+        for model, served in taken:
+            by_model.setdefault(model, []).append(served)
         for index, (model, predictions) in enumerate(by_model.items()):
             # Built without re-validating each prediction (serving made them); defaults are filled in.
-            event = PredictionsLogged.model_construct(model=model, batch_id=uuid.uuid4().hex, predictions=predictions)
+            event = PredictionsLogged.model_construct(
+                model=model, batch_id=uuid.uuid4().hex, predictions=[_logged(*p) for p in predictions]
+            )
             try:
                 await asyncio.wait_for(self.bus.publish(event), timeout=10)
             except Exception as exc:
@@ -415,17 +437,178 @@ class PredictionLog:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    return Response(_dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
 
-def _error(status: int, detail: Any, metrics: Metrics, model: str, kind: str) -> Response:
-    metrics.errors.labels(model, kind).inc()
-    return _json({"detail": detail}, status)
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of the predict route."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Predictor:
+    """The predict route's work, shared by the fast ASGI front and the documented FastAPI route."""
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+        self.host = serving.host
+        self.metrics = serving.metrics
+        self.settings = serving.settings
+
+    def refuse(self, status: int, detail: Any, model: str, kind: str) -> Answer:
+        self.metrics.errors.labels(model, kind).inc()
+        return Answer(status, _dumps({"detail": detail}))
+
+    async def answer(self, name: str, body: bytes, request_id: str | None) -> Answer:
+        """Predict what the body asks for, or say precisely why not."""
+        began = time.perf_counter()
+        live = self.host.live.get(name)
+        if live is None:
+            served = sorted(self.host.live)
+            return self.refuse(404, f"no model named {name!r} is served here (served: {served})", name, "unknown-model")
+        limit = self.settings.serving_max_body_bytes
+        if len(body) > limit:
+            return self.refuse(413, f"body of {len(body)} bytes exceeds {limit}", name, "too-large")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return self.refuse(400, f"body is not JSON: {exc}", name, "bad-json")
+        single = isinstance(payload, dict) and "instance" in payload and "instances" not in payload
+        rows = [payload["instance"]] if single else payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(rows, list) or not rows:
+            shape = 'body must be {"instance": {feature: value, ...}} or {"instances": [{...}, ...]}, with a row'
+            return self.refuse(422, [shape], name, "bad-shape")
+        if len(rows) > self.settings.serving_max_rows:
+            return self.refuse(
+                413, f"{len(rows)} rows exceed the limit of {self.settings.serving_max_rows}", name, "too-large"
+            )
+        request_id = request_id or uuid.uuid4().hex
+        if len(request_id) > 128:
+            return self.refuse(400, "x-request-id is longer than 128 characters", name, "bad-request-id")
+        ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
+        routes = [live.route(row, ids[i]) for i, row in enumerate(rows)]
+        groups: dict[int, list[int]] = {}
+        for index, chosen in enumerate(routes):
+            groups.setdefault(chosen.version, []).append(index)
+        checked: dict[int, list[Row]] = {}
+        errors: list[str] = []
+        for version, indices in groups.items():
+            features = live.engines[version].loaded.features
+            if single:
+                try:
+                    checked[version] = check_rows(features, rows, where="instance")
+                except InputError as exc:
+                    errors.extend(exc.errors)
+                continue
+            for index in indices:
+                try:
+                    checked.setdefault(version, []).extend(
+                        check_rows(features, [rows[index]], where=f"instances[{index}]")
+                    )
+                except InputError as exc:
+                    errors.extend(exc.errors)
+        if errors:
+            return self.refuse(422, errors, name, "invalid-features")
+        futures = [(v, live.engines[v].batcher.submit(checked[v])) for v in groups]
+        try:
+            outcomes = {v: await f for v, f in futures}
+        except Exception as exc:
+            log.exception("%s: prediction failed", name)
+            return self.refuse(500, f"prediction failed: {type(exc).__name__}: {exc}", name, "model-error")
+        answers: list[dict[str, Any]] = [{} for _ in rows]
+        for version, indices in groups.items():
+            labels, probabilities = outcomes[version]
+            classes = live.engines[version].loaded.classes
+            names = live.engines[version].class_names
+            for k, index in enumerate(indices):
+                answer: dict[str, Any] = {
+                    "request_id": ids[index],
+                    "version": version,
+                    "role": routes[index].role,
+                    "prediction": labels[k],
+                }
+                if probabilities is not None and classes is not None:
+                    answer["probabilities"] = dict(zip(names, probabilities[k], strict=False))
+                answers[index] = answer
+        elapsed = time.perf_counter() - began
+        for version, indices in groups.items():
+            self.metrics.latency.labels(name, str(version)).observe(elapsed)
+            self.metrics.requests.labels(name, str(version), routes[indices[0]].role).inc(len(indices))
+        served_at = time.time()
+        log_ = self.serving.predictions
+        for index, answer in enumerate(answers):
+            log_.add(name, (live, rows[index], answer, elapsed * 1000, served_at))
+        mirrored = [i for i, r in enumerate(routes) if r.shadow is not None and r.shadow in live.engines]
+        if mirrored:
+            asyncio.get_running_loop().create_task(
+                _shadow(self.serving, live, rows, mirrored, routes, answers, served_at)
+            )
+        headers = {"x-request-id": request_id}
+        if single:
+            return Answer(200, _dumps({"model": name, **answers[0]}), headers)
+        return Answer(200, _dumps({"model": name, "predictions": answers}), headers)
+
+
+class PredictFront:
+    """The ASGI app serving runs: `POST /v1/models/{name}:predict` answered directly, the rest by FastAPI.
+
+    The predict route is the hot path; going around the framework's routing, dependency and
+    middleware layers takes a good part of the per-request cost off it.
+    """
+
+    def __init__(self, predictor: Predictor, app: FastAPI) -> None:
+        self.predictor = predictor
+        self.app = app
+        self.limit = predictor.settings.serving_max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith("/v1/models/"):
+            await self.app(scope, receive, send)
+            return
+        name, _, verb = path[len("/v1/models/") :].rpartition(":")
+        if verb != "predict" or not name or "/" in name:
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        declared = 0
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif key == b"content-length" and value.isdigit():
+                declared = int(value)
+        if declared > self.limit:
+            answer = self.predictor.refuse(413, f"body of {declared} bytes exceeds {self.limit}", name, "too-large")
+        else:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limit:
+                    break
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if size > self.limit:
+                answer = self.predictor.refuse(413, f"body exceeds {self.limit} bytes", name, "too-large")
+            else:
+                answer = await self.predictor.answer(name, body, request_id)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode())]
+        headers += [(k.encode(), v.encode("latin-1")) for k, v in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 @dataclass
@@ -438,11 +621,15 @@ class Serving:
     bus: Bus
     predictions: PredictionLog
     metrics: Metrics
-    api: FastAPI = field(init=False)
+    predictor: Predictor = field(init=False)
+    fastapi: FastAPI = field(init=False)
+    api: PredictFront = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.api = make_api(self)
+        self.predictor = Predictor(self)
+        self.fastapi = make_api(self)
+        self.api = PredictFront(self.predictor, self.fastapi)
 
     async def start(self) -> None:
         """Load what is live (retrying until the database answers), then follow rollouts and log predictions."""
@@ -514,7 +701,7 @@ class Serving:
 
 def make_api(serving: Serving) -> FastAPI:
     """Serving's HTTP API."""
-    host, metrics, settings = serving.host, serving.metrics, serving.settings
+    host, metrics = serving.host, serving.metrics
     api = FastAPI(
         title="modelbus serving",
         version="1",
@@ -528,11 +715,12 @@ def make_api(serving: Serving) -> FastAPI:
 
     @api.get("/readyz", tags=["ops"])
     async def readyz() -> Response:
-        """Ready only when every version the rollouts route to is loaded."""
+        """Ready when every model's routing is loaded; `degraded` lists versions that failed to load."""
+        problems = sorted(host.problems.values())
         if host.ready:
-            return _json({"status": "ready", "models": sorted(host.live)})
-        why = list(host.problems.values()) or ["the rollouts have not been read yet"]
-        return _json({"status": "not ready", "problems": why}, 503)
+            status = "degraded" if problems else "ready"
+            return _json({"status": status, "models": sorted(host.live), "problems": problems})
+        return _json({"status": "not ready", "problems": problems or ["the rollouts have not been read yet"]}, 503)
 
     @api.get("/metrics", tags=["ops"])
     async def prometheus() -> Response:
@@ -577,105 +765,20 @@ def make_api(serving: Serving) -> FastAPI:
 
     @api.post("/v1/models/{name}:predict", tags=["predict"])
     async def predict(name: str, request: Request) -> Response:
-        """Predict one row (`{"instance": {...}}`) or a batch (`{"instances": [{...}, ...]}`)."""
-        began = time.perf_counter()
-        live = host.live.get(name)
-        if live is None:
-            return _error(
-                404,
-                f"no model named {name!r} is served here (served: {sorted(host.live)})",
-                metrics,
-                name,
-                "unknown-model",
-            )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.serving_max_body_bytes:
-            return _error(
-                413, f"body of {length} bytes exceeds {settings.serving_max_body_bytes}", metrics, name, "too-large"
-            )
-        body = await request.body()
-        if len(body) > settings.serving_max_body_bytes:
-            return _error(
-                413, f"body of {len(body)} bytes exceeds {settings.serving_max_body_bytes}", metrics, name, "too-large"
-            )
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, f"body is not JSON: {exc}", metrics, name, "bad-json")
-        single = isinstance(payload, dict) and "instance" in payload and "instances" not in payload
-        rows = [payload["instance"]] if single else payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(rows, list) or not rows:
-            return _error(
-                422,
-                ['body must be {"instance": {feature: value, ...}} or {"instances": [{...}, ...]}, with a row'],
-                metrics,
-                name,
-                "bad-shape",
-            )
-        if len(rows) > settings.serving_max_rows:
-            return _error(
-                413, f"{len(rows)} rows exceed the limit of {settings.serving_max_rows}", metrics, name, "too-large"
-            )
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if len(request_id) > 128:
-            return _error(400, "x-request-id is longer than 128 characters", metrics, name, "bad-request-id")
-        ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
-        routes = [live.route(row, ids[i]) for i, row in enumerate(rows)]
-        groups: dict[int, list[int]] = {}
-        for index, chosen in enumerate(routes):
-            groups.setdefault(chosen.version, []).append(index)
-        checked: dict[int, list[Row]] = {}
-        errors: list[str] = []
-        for version, indices in groups.items():
-            features = live.engines[version].loaded.features
-            for index in indices:
-                try:
-                    checked.setdefault(version, []).extend(
-                        check_rows(features, [rows[index]], where="instance" if single else f"instances[{index}]")
-                    )
-                except InputError as exc:
-                    errors.extend(exc.errors)
-        if errors:
-            return _error(422, errors, metrics, name, "invalid-features")
-        futures = {v: live.engines[v].batcher.submit(checked[v]) for v in groups}
-        try:
-            outcomes = {v: await f for v, f in futures.items()}
-        except Exception as exc:
-            log.exception("%s: prediction failed", name)
-            return _error(500, f"prediction failed: {type(exc).__name__}: {exc}", metrics, name, "model-error")
-        answers: list[dict[str, Any]] = [{} for _ in rows]
-        for version, indices in groups.items():
-            labels, probabilities = outcomes[version]
-            classes = live.engines[version].loaded.classes
-            for k, index in enumerate(indices):
-                answer: dict[str, Any] = {
-                    "request_id": ids[index],
-                    "version": version,
-                    "role": routes[index].role,
-                    "prediction": labels[k],
-                }
-                if probabilities is not None and classes is not None:
-                    answer["probabilities"] = {str(c): p for c, p in zip(classes, probabilities[k], strict=False)}
-                answers[index] = answer
-        elapsed = time.perf_counter() - began
-        for version, indices in groups.items():
-            metrics.latency.labels(name, str(version)).observe(elapsed)
-            metrics.requests.labels(name, str(version), routes[indices[0]].role).inc(len(indices))
-        served_at = datetime.now(UTC)
-        for index, answer in enumerate(answers):
-            serving.predictions.add(name, _logged(live, rows[index], answer, elapsed * 1000, served_at))
-        mirrored = [i for i, r in enumerate(routes) if r.shadow is not None and r.shadow in live.engines]
-        if mirrored:
-            asyncio.get_running_loop().create_task(_shadow(serving, live, rows, mirrored, routes, answers, served_at))
-        headers = {"x-request-id": request_id}
-        if single:
-            return _json({"model": name, **answers[0]}, headers=headers)
-        return _json({"model": name, "predictions": answers}, headers=headers)
+        """Predict one row (`{"instance": {...}}`) or a batch (`{"instances": [{...}, ...]}`).
+
+        Rows are routed one by one (sticky key, excluded segments) and checked against the
+        answering version's feature schema: 422 lists every bad field. `X-Request-Id` is used as
+        the request id when given. (The running server answers this route in `PredictFront`,
+        without the framework's per-request machinery; this handler does the same.)
+        """
+        answer = await serving.predictor.answer(name, await request.body(), request.headers.get("x-request-id"))
+        return Response(answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers)
 
     return api
 
 
-def _logged(live: Live, row: dict[str, Any], answer: dict[str, Any], latency_ms: float, at: datetime) -> Prediction:
+def _logged(live: Live, row: dict[str, Any], answer: dict[str, Any], latency_ms: float, at: float) -> Prediction:
     """The record of one answer (or shadow answer) for PredictionsLogged; built without re-validation."""
     features = {f.name: row.get(f.name) for f in live.engines[answer["version"]].loaded.features}
     key = row.get(live.sticky_key) if live.sticky_key else None
@@ -687,7 +790,7 @@ def _logged(live: Live, row: dict[str, Any], answer: dict[str, Any], latency_ms:
         prediction=answer["prediction"],
         probabilities=answer.get("probabilities"),
         latency_ms=latency_ms,
-        served_at=at,
+        served_at=datetime.fromtimestamp(at, UTC),
         sticky_key=str(key) if key is not None else None,
     )
 
@@ -699,7 +802,7 @@ async def _shadow(
     mirrored: list[int],
     routes: list[domain.Route],
     answers: list[dict[str, Any]],
-    at: datetime,
+    at: float,
 ) -> None:
     """Predict with the shadow version and log it; its answers are compared, never returned."""
     version = routes[mirrored[0]].shadow
@@ -723,8 +826,8 @@ async def _shadow(
             "prediction": labels[k],
         }
         if probabilities is not None and classes is not None:
-            answer["probabilities"] = {str(c): p for c, p in zip(classes, probabilities[k], strict=False)}
-        serving.predictions.add(live.model, _logged(live, rows[index], answer, 0.0, at))
+            answer["probabilities"] = dict(zip(engine.class_names, probabilities[k], strict=False))
+        serving.predictions.add(live.model, (live, rows[index], answer, 0.0, at))
 
 
 def build(settings: Settings) -> Serving:

@@ -77,14 +77,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[int, fit.Outcome]:
 
 
 @pytest.fixture
+def model() -> str:
+    """The test's model: the database is shared between tests, so each test serves only its own."""
+    return f"churn-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
 def deploy_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"otlp_endpoint": None, "serving_refresh_seconds": 30.0})
 
 
 @pytest.fixture
-async def platform(deploy_settings: Settings) -> AsyncIterator[tuple[Deployer, Serving]]:
+async def platform(deploy_settings: Settings, model: str) -> AsyncIterator[tuple[Deployer, Serving]]:
     deployer = build_deployer(deploy_settings.model_copy(update={"service_name": "deployer"}))
-    serving = build_serving(deploy_settings.model_copy(update={"service_name": "serving"}))
+    serving = build_serving(deploy_settings.model_copy(update={"service_name": "serving", "serving_models": model}))
     await deployer.start()
     await serving.start()
     yield deployer, serving
@@ -118,14 +124,24 @@ async def changes(settings: Settings, model: str, count: int, *, timeout: float 
 
 
 async def register(
-    settings: Settings, model: str, version: int, outcome: fit.Outcome, *, decision: str = "approved"
+    settings: Settings,
+    model: str,
+    version: int,
+    outcome: fit.Outcome,
+    *,
+    decision: str = "approved",
+    tamper: bool = False,
 ) -> None:
-    """Upload a version's artifacts, then announce it registered and evaluated."""
+    """Upload a version's artifacts, then announce it registered and evaluated.
+
+    `tamper`: the model file recorded with a digest its bytes do not have.
+    """
     artifacts = ArtifactStore(settings)
     refs = []
     for name in ("model.onnx", "model.skops", "manifest.json"):
         stored = await asyncio.to_thread(artifacts.put_file, f"{model}/v{version}/{name}", Path(outcome.files[name]))
-        refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+        digest = "ab" * 32 if tamper and name == "model.onnx" else stored.sha256
+        refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=digest, size_bytes=stored.size_bytes))
     registered = ModelRegistered(
         model=model,
         version=version,
@@ -167,10 +183,9 @@ async def live_state(serving: Serving, model: str, state: str, *, candidate: int
 
 
 async def canary_of_v2(
-    settings: Settings, serving: Serving, trained: dict[int, fit.Outcome], **rollout: Any
+    settings: Settings, serving: Serving, trained: dict[int, fit.Outcome], model: str, **rollout: Any
 ) -> tuple[str, list[RolloutChanged]]:
-    """A fresh model with version 1 promoted and version 2 approved; returns its RolloutChanged so far."""
-    model = f"churn-{uuid.uuid4().hex[:6]}"
+    """`model` with version 1 promoted and version 2 approved; returns its RolloutChanged so far."""
     await apply(settings, model, **rollout)
     await register(settings, model, 1, trained[1])
     await changes(settings, model, 1)
@@ -204,10 +219,10 @@ async def predict_batch(http: httpx.AsyncClient, model: str, batch: list[dict[st
 
 
 async def test_an_approved_version_goes_canary_at_ten_percent_split_sticky_with_excluded_segments(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     _, serving = platform
-    model, moves = await canary_of_v2(deploy_settings, serving, trained)
+    model, moves = await canary_of_v2(deploy_settings, serving, trained, model)
     first, canary = moves
     assert (first.candidate_version, first.to_state, first.stable_version) == (1, "promoted", None)
     assert (canary.candidate_version, canary.stable_version, canary.from_state, canary.to_state) == (
@@ -269,10 +284,10 @@ async def test_an_approved_version_goes_canary_at_ten_percent_split_sticky_with_
 
 
 async def test_a_bad_request_is_refused_naming_every_field(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     _, serving = platform
-    model, _ = await canary_of_v2(deploy_settings, serving, trained)
+    model, _ = await canary_of_v2(deploy_settings, serving, trained, model)
     good = rows(3)
     broken = [
         {**good[0], "tenure_months": "twelve"},
@@ -299,10 +314,10 @@ async def test_a_bad_request_is_refused_naming_every_field(
 
 
 async def test_hot_swaps_under_concurrent_load_fail_no_request_and_end_promoted(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     _, serving = platform
-    model, moves = await canary_of_v2(deploy_settings, serving, trained)
+    model, moves = await canary_of_v2(deploy_settings, serving, trained, model)
     rollout_id = moves[-1].rollout_id
     statuses: Counter[int] = Counter()
     versions: Counter[int] = Counter()
@@ -357,10 +372,10 @@ async def test_hot_swaps_under_concurrent_load_fail_no_request_and_end_promoted(
 
 
 async def test_an_operator_rollback_puts_all_traffic_on_the_previous_champion_and_nonsense_is_refused(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     deployer, serving = platform
-    model, moves = await canary_of_v2(deploy_settings, serving, trained)
+    model, moves = await canary_of_v2(deploy_settings, serving, trained, model)
     command = RolloutCommanded(model=model, command="pause", actor="olga", reason="looking into it")
     await publish(deploy_settings, command)
     await changes(deploy_settings, model, 3)
@@ -420,10 +435,10 @@ async def on_topic_letters(settings: Settings) -> list[DeadLettered]:
 
 
 async def test_shadow_mode_never_returns_the_candidates_answer_but_logs_it(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     _, serving = platform
-    model, moves = await canary_of_v2(deploy_settings, serving, trained, shadow=True)
+    model, moves = await canary_of_v2(deploy_settings, serving, trained, model, shadow=True)
     assert moves[-1].to_state == "shadow"
     assert [(s.version, s.percent, s.role) for s in moves[-1].traffic] == [(1, 100, "stable"), (2, 0, "shadow")]
     sent = rows(500, seed=8)
@@ -447,10 +462,10 @@ async def test_shadow_mode_never_returns_the_candidates_answer_but_logs_it(
 
 
 async def test_a_newer_approved_version_supersedes_the_running_canary(
-    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome]
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
 ) -> None:
     _, serving = platform
-    model, moves = await canary_of_v2(deploy_settings, serving, trained)
+    model, moves = await canary_of_v2(deploy_settings, serving, trained, model)
     await register(deploy_settings, model, 3, trained[1])
     moves = await changes(deploy_settings, model, 4)
     superseded, started = moves[2:]
@@ -463,3 +478,29 @@ async def test_a_newer_approved_version_supersedes_the_running_canary(
     await register(deploy_settings, model, 2, trained[2])
     await asyncio.sleep(2)
     assert len(await on_topic(deploy_settings, topics.ROLLOUT_CHANGED, model)) == 4
+
+
+async def test_a_version_whose_artifact_fails_its_digest_is_never_loaded_and_stable_keeps_serving(
+    platform: tuple[Deployer, Serving], deploy_settings: Settings, trained: dict[int, fit.Outcome], model: str
+) -> None:
+    _, serving = platform
+    await apply(deploy_settings, model)
+    await register(deploy_settings, model, 1, trained[1])
+    await changes(deploy_settings, model, 1)
+    await live_state(serving, model, "promoted")
+    await register(deploy_settings, model, 2, trained[2], tamper=True)
+    await changes(deploy_settings, model, 2)
+
+    async def refused() -> bool:
+        return model in serving.host.problems
+
+    await eventually(refused, timeout=30, what="serving to refuse the tampered version")
+    async with client(serving) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", "it still answers for the model"
+        assert any(f"{model}@2" in p and "SHA-256" in p for p in ready.json()["problems"]), ready.text
+        answers = await predict_batch(http, model, rows(1000, seed=10))
+        assert {a["version"] for a in answers} == {1}, "the previous routing stays in place"
+        metrics = (await http.get("/metrics")).text
+    assert f'modelbus_serving_load_failures_total{{model="{model}"}}' in metrics
+    assert f'modelbus_serving_predictions_total{{model="{model}",role="stable",version="1"}}' in metrics

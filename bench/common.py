@@ -1,0 +1,158 @@
+"""What the benchmark scripts share: output, ports, the `hey` load generator, MLflow's virtualenv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / ".modelbus" / "bench"
+HEY_VERSION = "v0.1.4"
+VEGETA_VERSION = "v12.12.0"
+
+
+def say(line: str) -> None:
+    """Print a progress or result line at once."""
+    print(line, flush=True)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hey_binary() -> str:
+    """The `hey` load generator, built from the Go module proxy if it is not there yet."""
+    found = shutil.which("hey") or (str(BENCH / "bin" / "hey") if (BENCH / "bin" / "hey").exists() else None)
+    if found:
+        return found
+    say(f"[bench] installing hey {HEY_VERSION} with go install …")
+    env = {**os.environ, "GOBIN": str(BENCH / "bin")}
+    subprocess.run(["go", "install", f"github.com/rakyll/hey@{HEY_VERSION}"], env=env, check=True)
+    return str(BENCH / "bin" / "hey")
+
+
+def hey(
+    url: str,
+    *,
+    concurrency: int,
+    requests: int | None = None,
+    seconds: float | None = None,
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+) -> dict[str, float]:
+    """Run hey for a number of requests or a duration; requests/s, p50 and p99 in ms, share of non-200."""
+    command = [hey_binary(), "-c", str(concurrency), "-o", "csv"]
+    command += ["-z", f"{seconds}s"] if seconds is not None else ["-n", str(requests)]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    if body is not None:
+        command += ["-m", "POST", "-T", "application/json", "-d", body]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(output)))
+    if not rows:
+        raise SystemExit(f"hey made no request to {url}")
+    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
+    elapsed = max(float(r["offset"]) + float(r["response-time"]) for r in rows)
+    errors = sum(1 for r in rows if r["status-code"] != "200")
+    return {
+        "requests": len(rows),
+        "ops_per_s": len(rows) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "error_share": errors / len(rows),
+    }
+
+
+def go_tool(name: str, module: str, version: str) -> str:
+    """A Go load generator, built from the Go module proxy into .modelbus/bench/bin if it is not there yet."""
+    found = shutil.which(name) or (str(BENCH / "bin" / name) if (BENCH / "bin" / name).exists() else None)
+    if found:
+        return found
+    say(f"[bench] installing {name} {version} with go install …")
+    env = {**os.environ, "GOBIN": str(BENCH / "bin")}
+    subprocess.run(["go", "install", f"{module}@{version}"], env=env, check=True)
+    return str(BENCH / "bin" / name)
+
+
+def vegeta(url: str, *, concurrency: int, seconds: float, body: str, folder: Path) -> dict[str, float]:
+    """POST `body` with vegeta's closed loop (`concurrency` workers, each waiting for its answer).
+
+    Latencies are measured to the nanosecond (hey rounds to 0.1 ms, too coarse for sub-millisecond
+    servers). Returns requests/s (successful), p50 and p99 in ms, and the share of non-2xx answers.
+    """
+    binary = go_tool("vegeta", "github.com/tsenart/vegeta/v12", VEGETA_VERSION)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = folder / "body.json"
+    payload.write_text(body)
+    targets = folder / "targets.txt"
+    targets.write_text(f"POST {url}\nContent-Type: application/json\n@{payload}\n")
+    attack = subprocess.run(
+        [
+            binary,
+            "attack",
+            f"-targets={targets}",
+            "-rate=0",
+            f"-workers={concurrency}",
+            f"-max-workers={concurrency}",
+            f"-duration={seconds}s",
+            "-timeout=30s",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    report = subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True, check=True)
+    found = json.loads(report.stdout)
+    latencies = found["latencies"]
+    return {
+        "requests": found["requests"],
+        "ops_per_s": found["throughput"],
+        "p50_ms": latencies["50th"] / 1e6,
+        "p99_ms": latencies["99th"] / 1e6,
+        "mean_ms": latencies["mean"] / 1e6,
+        "error_share": 1 - found["success"],
+    }
+
+
+def wait_http(url: str, *, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `url` answers below 500; exit naming `what` if it does not (or its process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not answer {url} within {timeout} s")
+
+
+def mlflow_python() -> Path:
+    """Python of the benchmark's own MLflow virtualenv (created on first use), with skops to read our models."""
+    venv = BENCH / "mlflow-venv"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "mlflow").exists():
+        say("[bench] installing MLflow into .modelbus/bench/mlflow-venv (a few minutes the first time) …")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow", "psycopg2-binary"], check=True)
+    probe = subprocess.run([str(python), "-c", "import skops"], capture_output=True)
+    if probe.returncode != 0:
+        import skops
+
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"skops=={skops.__version__}"], check=True)
+    return python

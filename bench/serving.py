@@ -1,0 +1,449 @@
+"""Serving benchmark: modelbus serving against `mlflow models serve`, same models, same machine, same run.
+
+    .venv/bin/python bench/serving.py [--seconds 20] [--concurrency 1,8,32] [--no-mlflow]
+
+Needs the local stack (`modelbus stack up`). Three models, each trained here by the trainer's own
+code (`services.trainer.fit`): the example churn pipeline, a 100-tree random forest and a logistic
+regression on 20 numeric features. Each is registered and approved through events (fresh topic
+prefix), so the deployer (a process) promotes it and serving (a process) loads it the way it
+always does. Then, per model:
+  - the in-process floor: one row through the loaded version's predict, no HTTP;
+  - modelbus serving: single-row requests with vegeta (closed loop) for `--seconds` at each concurrency;
+  - MLflow: the same fitted pipeline saved with `mlflow.sklearn.save_model` in the benchmark's own
+    virtualenv and served by `mlflow models serve` (one worker), same requests, same load generator.
+Prints the tables (with ratios) and writes JSON (default bench/results/serving.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import free_port, mlflow_python, say, vegeta, wait_http  # noqa: E402
+from services.deployer.predictor import check_rows, load  # noqa: E402
+from services.trainer import fit  # noqa: E402
+from shared.artifacts import ArtifactStore  # noqa: E402
+from shared.bus import Bus, ensure_topics  # noqa: E402
+from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
+from shared.example_data import write_churn  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.spec import ModelSpec, load_spec  # noqa: E402
+
+NUMERIC_SPEC = """
+api_version: modelbus/v1
+model: {model}
+dataset: {model}
+task: classification
+target: label
+features: [{features}]
+contract: {{min_rows: 100}}
+candidates:
+  - estimator: {estimator}
+    params: {params}
+selection_metric: roc_auc
+"""
+SAVE_FOR_MLFLOW = """
+import sys, skops.io as sio, mlflow.sklearn
+source, target = sys.argv[1], sys.argv[2]
+trusted = sio.get_untrusted_types(file=source)
+model = sio.load(source, trusted=trusted)
+# MLflow's own format (skops) re-checks the types on save; the same allowlist plus numpy.dtype.
+mlflow.sklearn.save_model(model, target, skops_trusted_types=[*trusted, "numpy.dtype"])
+"""
+
+
+def numeric_data(path: Path, rows: int = 5000) -> Path:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=rows, n_features=20, n_informative=10, random_state=0)
+    frame = pd.DataFrame(x, columns=[f"f{i:02d}" for i in range(20)])
+    frame["label"] = y
+    frame.to_csv(path, index=False)
+    return path
+
+
+def specs(suffix: str) -> dict[str, ModelSpec]:
+    """The three benchmark models' specs."""
+    features = ", ".join(f"{{name: f{i:02d}, type: numeric}}" for i in range(20))
+    example = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
+    return {
+        "example": example.model_copy(
+            update={"model": f"bench-example-{suffix}", "dataset": f"bench-example-{suffix}"}
+        ),
+        "random-forest-100": load_spec(
+            NUMERIC_SPEC.format(
+                model=f"bench-rf-{suffix}",
+                features=features,
+                estimator="sklearn.ensemble.RandomForestClassifier",
+                params="{n_estimators: 100, random_state: 0}",
+            )
+        ),
+        "logistic-regression": load_spec(
+            NUMERIC_SPEC.format(
+                model=f"bench-lr-{suffix}",
+                features=features,
+                estimator="sklearn.linear_model.LogisticRegression",
+                params="{max_iter: 1000}",
+            )
+        ),
+    }
+
+
+def train_all(folder: Path, suffix: str) -> dict[str, tuple[ModelSpec, fit.Outcome, dict[str, Any]]]:
+    """Train each model with the trainer's code; (spec, outcome, one request row) per model."""
+    churn = write_churn(folder / "churn.csv", rows=5000)
+    numeric = numeric_data(folder / "numeric.csv")
+    trained = {}
+    for name, spec in specs(suffix).items():
+        data = churn if name == "example" else numeric
+        say(f"[bench] training {name} …")
+        outcome = fit.train(
+            fit.Job(name, spec.model_dump(mode="json"), str(data), "csv", "0" * 64, str(folder / name), "bench")
+        )
+        if not outcome.ok:
+            raise SystemExit(f"training {name} failed: {outcome.reason}")
+        say(f"[bench]   {outcome.estimator} in {outcome.training_seconds:.1f} s, ONNX: {outcome.onnx}")
+        frame = pd.read_csv(data)
+        row = frame[[f.name for f in spec.features]].dropna().iloc[0].to_dict()
+        row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        trained[name] = (spec, outcome, row)
+    return trained
+
+
+async def register(settings: Settings, spec: ModelSpec, outcome: fit.Outcome) -> list[ArtifactRef]:
+    """Upload the artifacts, then publish the spec, the registration and an approval."""
+    store = ArtifactStore(settings)
+    refs = []
+    for name in ("model.onnx", "model.skops", "manifest.json"):
+        if name in outcome.files:
+            stored = await asyncio.to_thread(store.put_file, f"bench/{spec.model}/v1/{name}", Path(outcome.files[name]))
+            refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+    bus = Bus(settings.model_copy(update={"service_name": "bench"}))
+    await bus.start()
+    try:
+        await bus.publish(
+            ModelSpecApplied(
+                model=spec.model, revision=1, spec=spec, spec_yaml="-", spec_sha256="0" * 64, applied_by="bench"
+            )
+        )
+        await bus.publish(
+            ModelRegistered(
+                model=spec.model,
+                version=1,
+                run_id=outcome.run_id,
+                dataset_version="v1",
+                task=spec.task,
+                artifacts=refs,
+                metrics=outcome.metrics,
+            )
+        )
+        await bus.publish(
+            ModelEvaluated(
+                model=spec.model,
+                version=1,
+                champion_version=None,
+                passed=True,
+                decision="approved",
+                gates=[],
+                metrics=outcome.metrics,
+                test_rows=0,
+            )
+        )
+    finally:
+        await bus.stop()
+    return refs
+
+
+def floor(
+    spec: ModelSpec,
+    outcome: fit.Outcome,
+    refs: list[ArtifactRef],
+    row: dict[str, Any],
+    settings: Settings,
+    folder: Path,
+) -> dict[str, Any]:
+    """In-process predict of one row: the loaded version as serving runs it, and the scikit-learn pipeline."""
+    loaded = load(ArtifactStore(settings), spec.model, 1, refs, folder / "floor" / spec.model)
+    checked = check_rows(loaded.features, [row])
+
+    def timed(call: Any, repeat: int = 3000) -> list[float]:
+        for _ in range(200):
+            call()
+        samples = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            call()
+            samples.append((time.perf_counter() - began) * 1000)
+        return sorted(samples)
+
+    # Memory per loaded version: the resident-set growth of loading it five more times, over five
+    # (the first load of the process also pays for ONNX Runtime itself).
+    before = _own_rss()
+    kept = [
+        load(ArtifactStore(settings), spec.model, 1, refs, folder / "floor" / f"{spec.model}-{i}") for i in range(5)
+    ]
+    per_version = max(0, _own_rss() - before) / len(kept)
+    del kept
+    served = timed(lambda: loaded.predict(checked))
+    checked_too = timed(lambda: loaded.predict(check_rows(loaded.features, [row])))
+    from shared.modelfile import load_model
+
+    pipeline = load_model(Path(outcome.files["model.skops"]))
+    frame = pd.DataFrame([row])
+    sklearn = timed(lambda: pipeline.predict_proba(frame), repeat=300)
+    return {
+        "runtime": loaded.runtime,
+        "memory_per_version_bytes": per_version,
+        "predict_p50_ms": statistics.median(served),
+        "predict_p99_ms": served[int(len(served) * 0.99)],
+        "check_and_predict_p50_ms": statistics.median(checked_too),
+        "sklearn_predict_proba_p50_ms": statistics.median(sklearn),
+    }
+
+
+def _own_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children."""
+    total = 0
+    for line in subprocess.run(["ps", "-o", "pid=,ppid=,rss="], capture_output=True, text=True).stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and (int(fields[0]) == pid or int(fields[1]) == pid):
+            total += int(fields[2]) * 1024
+    return total
+
+
+def load_runs(
+    url: str, body: str, concurrency: list[int], seconds: float, label: str, folder: Path
+) -> dict[int, dict[str, float]]:
+    vegeta(url, concurrency=8, seconds=2, body=body, folder=folder)  # warm-up
+    runs = {}
+    for c in concurrency:
+        result = vegeta(url, concurrency=c, seconds=seconds, body=body, folder=folder)
+        say(
+            f"[bench]   {label} c={c}: {result['ops_per_s']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+            f"p99 {result['p99_ms']:.2f} ms, errors {result['error_share']:.1%}"
+        )
+        runs[c] = result
+    return runs
+
+
+def bench_mlflow(
+    trained: dict[str, tuple[ModelSpec, fit.Outcome, dict[str, Any]]],
+    concurrency: list[int],
+    seconds: float,
+    folder: Path,
+) -> dict[str, Any]:
+    python = mlflow_python()
+    mlflow = python.parent / "mlflow"
+    out: dict[str, Any] = {}
+    for name, (_, outcome, row) in trained.items():
+        target = folder / "mlflow" / name
+        subprocess.run([str(python), "-c", SAVE_FOR_MLFLOW, outcome.files["model.skops"], str(target)], check=True)
+        port = free_port()
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"file://{folder / 'mlruns'}",
+            "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # it runs `uvicorn` by name
+        }
+        log = (folder / f"mlflow-{name}.log").open("w")
+        process = subprocess.Popen(
+            [
+                str(mlflow),
+                "models",
+                "serve",
+                "-m",
+                str(target),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(
+                f"http://127.0.0.1:{port}/ping", timeout=120, what=f"mlflow models serve ({name})", process=process
+            )
+            body = json.dumps({"dataframe_records": [row]})
+            check = httpx.post(
+                f"http://127.0.0.1:{port}/invocations", content=body, headers={"content-type": "application/json"}
+            )
+            if check.status_code != 200:
+                raise SystemExit(f"MLflow refused the request for {name}: {check.text[:300]}")
+            say(f"[bench] MLflow {name}: {check.text[:80]}")
+            runs = load_runs(
+                f"http://127.0.0.1:{port}/invocations", body, concurrency, seconds, f"MLflow {name}", folder / "load"
+            )
+            out[name] = {"runs": runs, "rss_bytes": rss_bytes(process.pid)}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    args = parser.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    suffix = uuid.uuid4().hex[:6]
+    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
+    asyncio.run(ensure_topics(settings))
+    folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-serving-"))
+    trained = train_all(folder, suffix)
+    refs = {name: asyncio.run(register(settings, spec, outcome)) for name, (spec, outcome, _) in trained.items()}
+    floors = {
+        name: floor(spec, outcome, refs[name], row, settings, folder) for name, (spec, outcome, row) in trained.items()
+    }
+    for name, found in floors.items():
+        say(
+            f"[bench] floor {name} ({found['runtime']}): predict p50 {found['predict_p50_ms'] * 1000:.0f} µs, "
+            f"scikit-learn predict_proba p50 {found['sklearn_predict_proba_p50_ms']:.2f} ms"
+        )
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "MODELBUS_SERVING_PORT": str(port),
+        "MODELBUS_SERVING_MODELS": ",".join(spec.model for spec, _, _ in trained.values()),
+        "MODELBUS_LOG_LEVEL": "WARNING",
+        "MODELBUS_OTLP_ENDPOINT": "",
+    }
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=(folder / f"{name}.log").open("w")
+        )
+        for name, module in (("deployer", "services.deployer"), ("serving", "services.deployer.serving"))
+    }
+    say(f"[bench] deployer and serving started (prefix {settings.topic_prefix}, logs in {folder})")
+    base = f"http://127.0.0.1:{port}"
+    results: dict[str, Any] = {"modelbus": {}, "mlflow": {}, "floor": floors}
+    try:
+        deadline = time.monotonic() + 120
+        wanted = {spec.model for spec, _, _ in trained.values()}
+        while True:
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=2)
+                if ready.status_code == 200 and wanted <= set(ready.json()["models"]):
+                    break
+            except httpx.TransportError:
+                pass
+            if processes["serving"].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serving did not load the models; see {folder / 'serving.log'}")
+            time.sleep(0.5)
+        for name, (spec, _, row) in trained.items():
+            described = httpx.get(f"{base}/v1/models/{spec.model}").json()
+            version = described["versions"][0]
+            say(f"[bench] modelbus {name}: {version['runtime']}, {version['memory_bytes'] / 2**20:.1f} MiB loaded")
+            url = f"{base}/v1/models/{spec.model}:predict"
+            runs = load_runs(
+                url, json.dumps({"instance": row}), concurrency, args.seconds, f"modelbus {name}", folder / "load"
+            )
+            results["modelbus"][name] = {
+                "runs": runs,
+                "runtime": version["runtime"],
+                "memory_bytes": version["memory_bytes"],
+            }
+        results["serving_rss_bytes"] = rss_bytes(processes["serving"].pid)
+        metrics = httpx.get(f"{base}/metrics").text
+        results["predictions_dropped"] = _metric(metrics, "modelbus_serving_predictions_dropped_total")
+        results["predictions_logged"] = _metric(metrics, "modelbus_serving_predictions_logged_total")
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)
+    if not args.no_mlflow:
+        results["mlflow"] = bench_mlflow(trained, concurrency, args.seconds, folder)
+    report(results, concurrency)
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    results["parameters"] = {"seconds": args.seconds, "concurrency": concurrency}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    say(f"\nJSON: {args.out}")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return math.nan
+
+
+def report(results: dict[str, Any], concurrency: list[int]) -> None:
+    say("")
+    say(
+        f"{'model':<22} {'c':>3} {'modelbus req/s':>15} {'p50/p99 ms':>14} "
+        f"{'MLflow req/s':>13} {'p50/p99 ms':>14} {'ratio':>7}"
+    )
+    say("-" * 95)
+    for name, ours in results["modelbus"].items():
+        theirs = results["mlflow"].get(name, {}).get("runs", {})
+        for c in concurrency:
+            a = ours["runs"][c]
+            b = theirs.get(c)
+            mlflow_cells = (
+                f"{b['ops_per_s']:>13,.0f} {b['p50_ms']:>6.1f}/{b['p99_ms']:<7.1f} "
+                f"{a['ops_per_s'] / b['ops_per_s']:>6.1f}x"
+                if b
+                else f"{'-':>13} {'-':>14} {'-':>7}"
+            )
+            say(f"{name:<22} {c:>3} {a['ops_per_s']:>15,.0f} {a['p50_ms']:>6.2f}/{a['p99_ms']:<7.2f} {mlflow_cells}")
+    say("")
+    say(f"{'model':<22} {'runtime':>8} {'floor p50 µs':>13} {'c=1 p50 µs':>11} {'overhead µs':>12} {'memory MiB':>11}")
+    say("-" * 82)
+    for name, ours in results["modelbus"].items():
+        found = results["floor"][name]
+        c1 = ours["runs"].get(1)
+        overhead = (c1["p50_ms"] - found["predict_p50_ms"]) * 1000 if c1 else math.nan
+        say(
+            f"{name:<22} {ours['runtime']:>8} {found['predict_p50_ms'] * 1000:>13.0f} "
+            f"{(c1['p50_ms'] * 1000 if c1 else math.nan):>11.0f} {overhead:>12.0f} "
+            f"{found['memory_per_version_bytes'] / 2**20:>11.1f}"
+        )
+    say(
+        f"serving process RSS {results['serving_rss_bytes'] / 2**20:.0f} MiB "
+        f"with {len(results['modelbus'])} models loaded"
+    )
+    for name, theirs in results["mlflow"].items():
+        say(f"MLflow serving {name}: RSS {theirs['rss_bytes'] / 2**20:.0f} MiB (one model)")
+    say(f"predictions logged {results['predictions_logged']:,.0f}, dropped {results['predictions_dropped']:,.0f}")
+
+
+if __name__ == "__main__":
+    main()

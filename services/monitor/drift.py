@@ -1,0 +1,469 @@
+"""Drift statistics of a window against the training reference profile, vectorised.
+
+The reference is what the trainer profiled (never recomputed from raw data): for a numeric
+feature a seeded sample of training values (its ECDF) and quantile bins, for a categorical one
+the category frequencies and the row count. The current window arrives column by column: numeric
+columns as float64 arrays (NaN = missing, left out of the tests), categorical ones as integer codes
+into the feature's `Vocabulary` (the monitor encodes at ingestion).
+
+Tests (`FeatureDrift.test`), and when a feature counts as drifted:
+  - `ks` (numeric): two-sample Kolmogorov-Smirnov D against the reference sample, p-value from
+    Smirnov's asymptotic distribution (scipy's `method="asymp"`); BH-adjusted p below `p_value`
+    and D at least `min_effect`.
+  - `chi2` (categorical): chi-square on the 2-by-k table of reference and window counts;
+    BH-adjusted p below `p_value` and Cramer's V (of the table with both rows scaled to one total,
+    so that a large reference does not shrink it) at least `min_effect`.
+  - `wasserstein` (numeric): Wasserstein-1 distance over the reference standard deviation; at
+    least `min_effect`.
+  - `jensenshannon` (both): Jensen-Shannon distance, base 2, over the categories or the
+    reference's quantile bins; at least `min_effect`.
+  - `psi` (both): population stability index over the same bins, shares clipped at 1e-4; at
+    least 0.2.
+
+Automatic choice (as Evidently's defaults, by sample size): windows of at most 1,000 rows get the
+p-value tests (`ks`, `chi2`); larger windows, where any p-value test finds *some* difference, get
+the distances (`wasserstein`, `jensenshannon`). A spec may name the test per feature.
+
+Cost per window is O(rows) per column: no sort of the window. A numeric value's rank among the
+reference sample is read from a uniform grid laid over the sample (exact wherever no reference
+point is near; a binary search only for values whose grid cell or a neighbour holds one), and
+the counts below and at each reference point give the **exact** KS statistic: between two
+reference points the reference CDF is flat, so the supremum is reached at an interval's ends.
+Wasserstein needs the window's order inside an interval only where the two CDFs cross; there the
+fast mode takes |integral(F_ref - F_win)| and reports the most it can be off (`bound`): the exact value
+lies in [score, score + bound]. `exact=True` sorts the window instead and equals scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from shared.events import CategoricalProfile, FeatureDrift, NumericProfile
+
+Test = Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"]
+P_VALUE_TESTS = frozenset({"ks", "chi2"})
+SMALL_WINDOW = 1000
+PSI_THRESHOLD = 0.2
+PSI_FLOOR = 1e-4
+GRID_PER_POINT = 64
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+
+
+# ---------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """A numeric feature's reference: its sample's ECDF, quantile bins, and the rank grid."""
+
+    name: str
+    points: FloatArray  # sorted distinct sample values
+    cdf: FloatArray  # share of the sample at or below each point
+    sample: FloatArray  # the sample itself, sorted (exact mode)
+    edges: FloatArray  # inner quantile bin edges (bins open at both ends)
+    fractions: FloatArray
+    std: float
+    low: float
+    scale: float  # grid cells per unit
+    cells: int
+    below: IntArray  # per cell: reference points strictly below the cell's left edge
+    near: np.ndarray[Any, np.dtype[np.bool_]]  # per cell: a reference point in it or a neighbour
+
+    @classmethod
+    def from_profile(cls, name: str, profile: NumericProfile) -> NumericReference:
+        sample = np.sort(np.asarray(profile.sample, dtype=np.float64))
+        if sample.size == 0:
+            sample = np.array([profile.mean], dtype=np.float64)
+        points, counts = np.unique(sample, return_counts=True)
+        cdf = np.cumsum(counts) / sample.size
+        low, high = float(points[0]), float(points[-1])
+        cells = max(1, GRID_PER_POINT * points.size)
+        scale = cells / (high - low) if high > low else 0.0
+        left_edges = low + np.arange(cells) / scale if scale else np.array([low])
+        below = np.searchsorted(points, left_edges, side="left").astype(np.int64)
+        has = np.zeros(cells, dtype=bool)
+        if scale:
+            inside = np.minimum(((points - low) * scale).astype(np.int64), cells - 1)
+            has[inside] = True
+        else:
+            has[:] = True
+        near = has.copy()
+        near[1:] |= has[:-1]
+        near[:-1] |= has[1:]
+        edges = np.asarray(profile.bin_edges[1:-1], dtype=np.float64)
+        fractions = np.asarray(profile.bin_fractions, dtype=np.float64)
+        if fractions.size != edges.size + 1:  # a degenerate profile: one bin
+            edges, fractions = np.array([], dtype=np.float64), np.array([1.0])
+        return cls(
+            name=name,
+            points=points,
+            cdf=cdf,
+            sample=sample,
+            edges=edges,
+            fractions=fractions,
+            std=float(profile.std) if profile.std > 0 else float(np.std(sample)) or 1.0,
+            low=low,
+            scale=scale,
+            cells=cells,
+            below=below,
+            near=near,
+        )
+
+    def ranks(self, x: FloatArray) -> tuple[IntArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+        """Per value: how many reference points lie strictly below it, and whether it equals one."""
+        k = self.points.size
+        if self.scale:
+            cell = (x - self.low) * self.scale
+            np.clip(cell, 0, self.cells - 1, out=cell)
+            index = cell.astype(np.int64)
+            left = self.below[index]
+            search = self.near[index]
+        else:
+            left = np.zeros(x.size, dtype=np.int64)
+            search = np.ones(x.size, dtype=bool)
+        under, over = x < self.low, x > self.points[-1]
+        left[under], left[over] = 0, k
+        search &= ~(under | over)
+        chosen = np.flatnonzero(search)
+        equal = np.zeros(x.size, dtype=bool)
+        if chosen.size:
+            at = np.searchsorted(self.points, x[chosen], side="left")
+            left[chosen] = at
+            hit = at < k
+            equal[chosen[hit]] = self.points[at[hit]] == x[chosen[hit]]
+        return left, equal
+
+
+class Vocabulary:
+    """Integer codes of a categorical feature: the reference's categories first, new ones appended."""
+
+    def __init__(self, categories: Sequence[str]) -> None:
+        self.codes: dict[str, int] = {c: i for i, c in enumerate(categories)}
+        self.names: list[str] = list(categories)
+
+    def code(self, value: str) -> int:
+        """The code of a category, allocating one for a category never seen."""
+        found = self.codes.get(value)
+        if found is None:
+            found = self.codes[value] = len(self.names)
+            self.names.append(value)
+        return found
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    """A categorical feature's reference: counts per category, in the vocabulary's order."""
+
+    name: str
+    counts: FloatArray
+    vocabulary: Vocabulary = field(compare=False)
+
+    @classmethod
+    def from_profile(cls, name: str, profile: CategoricalProfile) -> CategoricalReference:
+        categories = sorted(profile.frequencies)
+        total = max(profile.count, 1)
+        counts = np.array([profile.frequencies[c] * total for c in categories], dtype=np.float64)
+        return cls(name=name, counts=counts, vocabulary=Vocabulary(categories))
+
+
+Reference = NumericReference | CategoricalReference
+
+
+# ---------------------------------------------------------------- numeric statistics
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A window's position against a numeric reference: the sufficient statistics of KS and Wasserstein."""
+
+    m: int
+    below_or_at: FloatArray  # per reference point: window values <= it
+    below: FloatArray  # per reference point: window values < it
+    inner_count: FloatArray  # per gap (-inf,p0), (p0,p1), …, (p_last,inf): window values strictly inside
+    inner_sum: FloatArray
+
+
+def count(reference: NumericReference, x: FloatArray) -> Counts:
+    """Rank the window's values among the reference points in O(rows)."""
+    k = reference.points.size
+    left, equal = reference.ranks(x)
+    right = left + equal
+    below_or_at = np.cumsum(np.bincount(left, minlength=k + 1))[:k].astype(np.float64)
+    below = np.cumsum(np.bincount(right, minlength=k + 1))[:k].astype(np.float64)
+    strict = ~equal
+    gaps = left[strict]  # gap g holds values between point g-1 and point g
+    inner_count = np.bincount(gaps, minlength=k + 1).astype(np.float64)
+    inner_sum = np.bincount(gaps, weights=x[strict], minlength=k + 1).astype(np.float64)
+    return Counts(x.size, below_or_at, below, inner_count, inner_sum)
+
+
+def ks_statistic(reference: NumericReference, counts: Counts) -> float:
+    """The exact two-sample KS statistic from the counts."""
+    m, r = counts.m, reference.cdf
+    at_points = np.abs(r - counts.below_or_at / m)
+    gaps = np.abs(r[:-1] - counts.below[1:] / m)
+    first = counts.below[0] / m
+    return float(max(first, at_points.max(initial=0.0), gaps.max(initial=0.0)))
+
+
+def ks_p_value(d: float, n: int, m: int) -> float:
+    """Smirnov's asymptotic two-sided p-value, as scipy's `ks_2samp(method="asymp")`."""
+    big, small = sorted([float(n), float(m)], reverse=True)
+    return float(stats.kstwo.sf(d, np.round(big * small / (big + small))))
+
+
+def wasserstein_fast(reference: NumericReference, counts: Counts) -> tuple[float, float]:
+    """Wasserstein-1 between the reference ECDF and the window: (value, most it can be off)."""
+    m, p, r = counts.m, reference.points, reference.cdf
+    # Outside the reference's range the reference CDF is 0 (below) or 1 (above): exact.
+    below = (counts.inner_count[0] * p[0] - counts.inner_sum[0]) / m
+    above = (counts.inner_sum[-1] - counts.inner_count[-1] * p[-1]) / m
+    if p.size == 1:
+        return float(below + above), 0.0
+    width = np.diff(p)
+    at = counts.below_or_at[:-1] / m  # window CDF just after each point
+    before_next = counts.below[1:] / m  # window CDF just before the next point
+    inside = (counts.inner_count[1:-1] * p[1:] - counts.inner_sum[1:-1]) / m
+    integral_window = at * width + inside  # ∫ F_win over each gap
+    integral_reference = r[:-1] * width
+    signed = integral_reference - integral_window
+    value = np.abs(signed)
+    crossing = (before_next > r[:-1]) & (at < r[:-1])
+    bound = 2 * width * np.minimum(r[:-1] - at, before_next - r[:-1])
+    return float(below + above + value.sum()), float(bound[crossing].sum())
+
+
+def wasserstein_exact(reference: NumericReference, x: FloatArray) -> float:
+    """Wasserstein-1 by sorting the window (as scipy's `wasserstein_distance`)."""
+    a, b = reference.sample, np.sort(x)
+    values = np.concatenate([a, b])
+    values.sort(kind="mergesort")
+    deltas = np.diff(values)
+    cdf_a = np.searchsorted(a, values[:-1], side="right") / a.size
+    cdf_b = np.searchsorted(b, values[:-1], side="right") / b.size
+    return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
+
+
+def ks_exact(reference: NumericReference, x: FloatArray) -> float:
+    """KS D by sorting the window (as scipy's `ks_2samp`)."""
+    a, b = reference.sample, np.sort(x)
+    values = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, values, side="right") / a.size
+    cdf_b = np.searchsorted(b, values, side="right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+def binned(reference: NumericReference, x: FloatArray) -> FloatArray:
+    """Window shares over the reference's quantile bins."""
+    counts = np.bincount(np.searchsorted(reference.edges, x, side="right"), minlength=reference.fractions.size)
+    return counts / max(x.size, 1)
+
+
+# ---------------------------------------------------------------- shared statistics
+
+
+def psi(expected: FloatArray, actual: FloatArray) -> float:
+    """Population stability index of two share vectors (shares clipped at 1e-4)."""
+    e = np.clip(expected, PSI_FLOOR, None)
+    a = np.clip(actual, PSI_FLOOR, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def jensen_shannon(p: FloatArray, q: FloatArray) -> float:
+    """Jensen-Shannon distance, base 2 (scipy's `jensenshannon(p, q, base=2)`)."""
+    p = p / p.sum()
+    q = q / q.sum()
+    mid = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(p > 0, p * np.log(p / mid), 0.0)
+        right = np.where(q > 0, q * np.log(q / mid), 0.0)
+    divergence = (left.sum() + right.sum()) / 2
+    return float(math.sqrt(max(divergence, 0.0) / math.log(2)))
+
+
+def chi2_two_rows(reference: FloatArray, window: FloatArray) -> tuple[float, float, float]:
+    """Chi-square on the 2-by-k table as scipy's `chi2_contingency`: statistic, p-value, effect size."""
+    keep = (reference + window) > 0
+    table = np.vstack([reference[keep], window[keep]])
+    if table.shape[1] < 2:
+        return 0.0, 1.0, 0.0
+    total = table.sum()
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / total
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    dof = table.shape[1] - 1
+    p_value = float(stats.chi2.sf(statistic, dof))
+    # Cramer's V of the same table with both rows scaled to one total: an effect size that does not
+    # shrink as the reference grows (V proper would, since the reference has far more rows).
+    p, q = table[0] / table[0].sum(), table[1] / table[1].sum()
+    effect = math.sqrt(float(np.sum((p - q) ** 2 / (2 * (p + q)))))
+    return statistic, p_value, effect
+
+
+# ---------------------------------------------------------------- a window's verdicts
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a window is judged (from the spec's monitoring policy)."""
+
+    p_value: float = 0.05
+    min_effect: float = 0.1
+    drifted_share: float = 0.5
+    tests: Mapping[str, Test] = field(default_factory=dict)
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One feature's test before the window-level correction."""
+
+    feature: str
+    test: Test
+    statistic: float
+    p_value: float | None
+    score: float
+    threshold: float
+    bound: float = 0.0
+
+
+def choose(reference: Reference, rows: int, policy: Policy) -> Test:
+    """The test for a column: the spec's, else by type and window size."""
+    named = policy.tests.get(reference.name)
+    if named is not None:
+        return named
+    small = rows <= SMALL_WINDOW
+    if isinstance(reference, NumericReference):
+        return "ks" if small else "wasserstein"
+    return "chi2" if small else "jensenshannon"
+
+
+def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) -> Measured | None:
+    """Test one column of the window; None when it has no values."""
+    if isinstance(reference, NumericReference):
+        x = np.asarray(column, dtype=np.float64)
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return None
+        test = choose(reference, x.size, policy)
+        if test in ("ks", "wasserstein") and not policy.exact:
+            counts = count(reference, x)
+        if test == "ks":
+            d = ks_exact(reference, x) if policy.exact else ks_statistic(reference, counts)
+            p = ks_p_value(d, reference.sample.size, x.size)
+            return Measured(reference.name, "ks", d, p, d, policy.p_value)
+        if test == "wasserstein":
+            if policy.exact:
+                w, bound = wasserstein_exact(reference, x), 0.0
+            else:
+                w, bound = wasserstein_fast(reference, counts)
+            return Measured(reference.name, test, w, None, w / reference.std, policy.min_effect, bound / reference.std)
+        shares = binned(reference, x)
+        if test == "psi":
+            score = psi(reference.fractions, shares)
+            return Measured(reference.name, test, score, None, score, PSI_THRESHOLD)
+        if test == "jensenshannon":
+            score = jensen_shannon(reference.fractions, shares)
+            return Measured(reference.name, test, score, None, score, policy.min_effect)
+        raise ValueError(f"{test} does not apply to the numeric feature {reference.name}")
+    codes = np.asarray(column, dtype=np.int64)
+    codes = codes[codes >= 0]
+    if codes.size == 0:
+        return None
+    size = max(len(reference.vocabulary.names), reference.counts.size)
+    window = np.bincount(codes, minlength=size).astype(np.float64)
+    expected = np.zeros(window.size)
+    expected[: reference.counts.size] = reference.counts
+    test = choose(reference, codes.size, policy)
+    if test == "chi2":
+        statistic, p, v = chi2_two_rows(expected, window)
+        return Measured(reference.name, "chi2", statistic, p, v, policy.p_value)
+    if test == "jensenshannon":
+        score = jensen_shannon(expected, window)
+        return Measured(reference.name, test, score, None, score, policy.min_effect)
+    if test == "psi":
+        score = psi(expected / max(expected.sum(), 1.0), window / window.sum())
+        return Measured(reference.name, test, score, None, score, PSI_THRESHOLD)
+    raise ValueError(f"{test} does not apply to the categorical feature {reference.name}")
+
+
+def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Which hypotheses BH rejects at false-discovery rate `alpha`."""
+    m = len(p_values)
+    if m == 0:
+        return []
+    order = np.argsort(p_values)
+    ranked = np.asarray(p_values, dtype=np.float64)[order]
+    passing = np.flatnonzero(ranked <= alpha * (np.arange(1, m + 1) / m))
+    rejected = np.zeros(m, dtype=bool)
+    if passing.size:
+        rejected[order[: passing[-1] + 1]] = True
+    return rejected.tolist()
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    """Every feature's verdict and the window's."""
+
+    features: list[FeatureDrift]
+    prediction: FeatureDrift | None
+    drifted_share: float
+    dataset_drift: bool
+    bounds: dict[str, float]
+
+
+def judge(measured: Sequence[Measured], prediction: Measured | None, policy: Policy) -> WindowDrift:
+    """Verdicts: p-value tests need a BH-adjusted p below `p_value` *and* an effect above the floor;
+    distances need their score above the threshold. The prediction is judged alongside the features
+    (it is in the BH family) but does not count in the dataset share."""
+    everything = [*measured, *([prediction] if prediction else [])]
+    tested = [i for i, m in enumerate(everything) if m.test in P_VALUE_TESTS]
+    rejected = benjamini_hochberg([everything[i].p_value or 1.0 for i in tested], policy.p_value)
+    significant = {i for i, r in zip(tested, rejected, strict=True) if r}
+    verdicts = []
+    for i, m in enumerate(everything):
+        if m.test in P_VALUE_TESTS:
+            drifted = i in significant and m.score >= policy.min_effect
+        else:
+            drifted = m.score >= m.threshold
+        verdicts.append(
+            FeatureDrift(
+                feature=m.feature,
+                test=m.test,
+                statistic=m.statistic,
+                p_value=m.p_value,
+                score=m.score,
+                threshold=m.threshold,
+                drifted=drifted,
+            )
+        )
+    features = verdicts[: len(measured)]
+    share = sum(f.drifted for f in features) / len(features) if features else 0.0
+    return WindowDrift(
+        features=features,
+        prediction=verdicts[-1] if prediction else None,
+        drifted_share=share,
+        dataset_drift=share >= policy.drifted_share,
+        bounds={m.feature: m.bound for m in everything if m.bound},
+    )
+
+
+def window_drift(
+    references: Mapping[str, Reference],
+    columns: Mapping[str, np.ndarray[Any, Any]],
+    policy: Policy,
+    *,
+    prediction: tuple[Reference, np.ndarray[Any, Any]] | None = None,
+) -> WindowDrift:
+    """Test every column of a window against its reference and judge the window."""
+    measured = [m for name, ref in references.items() if (m := measure(ref, columns[name], policy)) is not None]
+    predicted = measure(prediction[0], prediction[1], policy) if prediction else None
+    if predicted is not None:
+        predicted = replace(predicted, feature="__prediction__")
+    return judge(measured, predicted, policy)
