@@ -24,7 +24,8 @@ Automatic choice (as Evidently's defaults, by sample size): windows of at most 1
 p-value tests (`ks`, `chi2`); larger windows, where any p-value test finds *some* difference, get
 the distances (`wasserstein`, `jensenshannon`). A spec may name the test per feature.
 
-Cost per window is O(rows) per column: no sort of the window. A numeric value's rank among the
+Cost per window is O(rows) per column, and the columns are tested on a thread per core (numpy
+releases the GIL): no sort of the window. A numeric value's rank among the
 reference sample is read from a uniform grid laid over the sample (exact wherever no reference
 point is near; a binary search only for values whose grid cell or a neighbour holds one), and
 the counts below and at each reference point give the **exact** KS statistic: between two
@@ -37,7 +38,9 @@ lies in [score, score + bound]. `exact=True` sorts the window instead and equals
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -51,7 +54,7 @@ P_VALUE_TESTS = frozenset({"ks", "chi2"})
 SMALL_WINDOW = 1000
 PSI_THRESHOLD = 0.2
 PSI_FLOOR = 1e-4
-GRID_PER_POINT = 64
+GRID_PER_POINT = 256
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -85,18 +88,20 @@ class NumericReference:
         cdf = np.cumsum(counts) / sample.size
         low, high = float(points[0]), float(points[-1])
         cells = max(1, GRID_PER_POINT * points.size)
-        scale = cells / (high - low) if high > low else 0.0
+        # A hair under cells/(high-low), so the highest point falls in the last cell, not beyond.
+        scale = cells / (high - low) * (1 - 1e-9) if high > low else 0.0
         left_edges = low + np.arange(cells) / scale if scale else np.array([low])
-        below = np.searchsorted(points, left_edges, side="left").astype(np.int64)
         has = np.zeros(cells, dtype=bool)
         if scale:
-            inside = np.minimum(((points - low) * scale).astype(np.int64), cells - 1)
-            has[inside] = True
+            has[np.minimum(((points - low) * scale).astype(np.int64), cells - 1)] = True
         else:
             has[:] = True
         near = has.copy()
         near[1:] |= has[:-1]
         near[:-1] |= has[1:]
+        # Cell 0 is everything below the lowest point, cell cells+1 everything above the highest.
+        below = np.concatenate([[0], np.searchsorted(points, left_edges, side="left"), [points.size]]).astype(np.int64)
+        near = np.concatenate([[False], near, [False]])
         edges = np.asarray(profile.bin_edges[1:-1], dtype=np.float64)
         fractions = np.asarray(profile.bin_fractions, dtype=np.float64)
         if fractions.size != edges.size + 1:  # a degenerate profile: one bin
@@ -116,29 +121,26 @@ class NumericReference:
             near=near,
         )
 
-    def ranks(self, x: FloatArray) -> tuple[IntArray, np.ndarray[Any, np.dtype[np.bool_]]]:
-        """Per value: how many reference points lie strictly below it, and whether it equals one."""
+    def ranks(self, x: FloatArray) -> tuple[IntArray, IntArray, np.ndarray[Any, np.dtype[np.bool_]]]:
+        """How many reference points lie strictly below each value, read off the grid, then settled
+        by binary search where the grid cannot tell: (ranks, the positions searched, which of those
+        equal a reference point)."""
         k = self.points.size
-        if self.scale:
-            cell = (x - self.low) * self.scale
-            np.clip(cell, 0, self.cells - 1, out=cell)
-            index = cell.astype(np.int64)
-            left = self.below[index]
-            search = self.near[index]
-        else:
-            left = np.zeros(x.size, dtype=np.int64)
-            search = np.ones(x.size, dtype=bool)
-        under, over = x < self.low, x > self.points[-1]
-        left[under], left[over] = 0, k
-        search &= ~(under | over)
-        chosen = np.flatnonzero(search)
-        equal = np.zeros(x.size, dtype=bool)
-        if chosen.size:
-            at = np.searchsorted(self.points, x[chosen], side="left")
-            left[chosen] = at
-            hit = at < k
-            equal[chosen[hit]] = self.points[at[hit]] == x[chosen[hit]]
-        return left, equal
+        if not self.scale:
+            at = np.searchsorted(self.points, x, side="left")
+            searched = np.arange(x.size)
+            return at, searched, self.points[np.minimum(at, k - 1)] == x
+        cell = x - self.low  # subtract first: the lowest point lands on exactly 1.0
+        cell *= self.scale
+        cell += 1
+        np.clip(cell, 0, self.cells + 1, out=cell)
+        index = cell.astype(np.int64)
+        left = self.below[index]
+        searched = np.flatnonzero(self.near[index])
+        values = x[searched]
+        at = np.searchsorted(self.points, values, side="left")
+        left[searched] = at
+        return left, searched, self.points[np.minimum(at, k - 1)] == values
 
 
 class Vocabulary:
@@ -191,17 +193,23 @@ class Counts:
 
 
 def count(reference: NumericReference, x: FloatArray) -> Counts:
-    """Rank the window's values among the reference points in O(rows)."""
+    """Rank the window's values among the reference points in O(rows): a few passes, no sort."""
     k = reference.points.size
-    left, equal = reference.ranks(x)
-    right = left + equal
-    below_or_at = np.cumsum(np.bincount(left, minlength=k + 1))[:k].astype(np.float64)
-    below = np.cumsum(np.bincount(right, minlength=k + 1))[:k].astype(np.float64)
-    strict = ~equal
-    gaps = left[strict]  # gap g holds values between point g-1 and point g
-    inner_count = np.bincount(gaps, minlength=k + 1).astype(np.float64)
-    inner_sum = np.bincount(gaps, weights=x[strict], minlength=k + 1).astype(np.float64)
-    return Counts(x.size, below_or_at, below, inner_count, inner_sum)
+    left, searched, equal = reference.ranks(x)
+    ties = left[searched[equal]]  # values equal to reference point `tie`
+    tied = np.bincount(ties, minlength=k + 1).astype(np.float64)
+    by_left = np.bincount(left, minlength=k + 1).astype(np.float64)
+    by_right = by_left - tied  # a value equal to point j counts below point j+1, not j
+    by_right[1:] += tied[:-1]
+    sums = np.bincount(left, weights=x, minlength=k + 1).astype(np.float64)
+    sums -= np.bincount(ties, weights=x[searched[equal]], minlength=k + 1)
+    return Counts(
+        m=x.size,
+        below_or_at=np.cumsum(by_left)[:k],
+        below=np.cumsum(by_right)[:k],
+        inner_count=by_left - tied,
+        inner_sum=sums,
+    )
 
 
 def ks_statistic(reference: NumericReference, counts: Counts) -> float:
@@ -348,7 +356,8 @@ def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) 
     """Test one column of the window; None when it has no values."""
     if isinstance(reference, NumericReference):
         x = np.asarray(column, dtype=np.float64)
-        x = x[~np.isnan(x)]
+        if np.isnan(x.sum()):
+            x = x[~np.isnan(x)]
         if x.size == 0:
             return None
         test = choose(reference, x.size, policy)
@@ -373,7 +382,8 @@ def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) 
             return Measured(reference.name, test, score, None, score, policy.min_effect)
         raise ValueError(f"{test} does not apply to the numeric feature {reference.name}")
     codes = np.asarray(column, dtype=np.int64)
-    codes = codes[codes >= 0]
+    if codes.size and codes.min() < 0:  # -1: missing
+        codes = codes[codes >= 0]
     if codes.size == 0:
         return None
     size = max(len(reference.vocabulary.names), reference.counts.size)
@@ -454,16 +464,36 @@ def judge(measured: Sequence[Measured], prediction: Measured | None, policy: Pol
     )
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="drift")
+    return _POOL
+
+
 def window_drift(
     references: Mapping[str, Reference],
     columns: Mapping[str, np.ndarray[Any, Any]],
     policy: Policy,
     *,
     prediction: tuple[Reference, np.ndarray[Any, Any]] | None = None,
+    parallel: bool = True,
 ) -> WindowDrift:
-    """Test every column of a window against its reference and judge the window."""
-    measured = [m for name, ref in references.items() if (m := measure(ref, columns[name], policy)) is not None]
-    predicted = measure(prediction[0], prediction[1], policy) if prediction else None
+    """Test every column of a window against its reference and judge the window.
+
+    Columns are tested on a thread per core: the work is numpy's, which releases the GIL.
+    """
+    jobs = [(ref, columns[name]) for name, ref in references.items()]
+    if prediction is not None:
+        jobs.append(prediction)
+    if parallel and len(jobs) > 1:
+        results = list(_pool().map(lambda job: measure(job[0], job[1], policy), jobs))
+    else:
+        results = [measure(ref, column, policy) for ref, column in jobs]
+    predicted = results.pop() if prediction is not None else None
     if predicted is not None:
         predicted = replace(predicted, feature="__prediction__")
-    return judge(measured, predicted, policy)
+    return judge([m for m in results if m is not None], predicted, policy)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -32,20 +34,28 @@ def numeric_reference(
     return drift.NumericReference.from_profile(name, profile)
 
 
-CASES = {
+CASES: dict[str, Any] = {
     "continuous": lambda rng, n: rng.normal(0, 1, n),
     "shifted": lambda rng, n: rng.normal(0.3, 1.2, n),
     "integers with ties": lambda rng, n: rng.poisson(3, n).astype(float),
     "heavy tail": lambda rng, n: rng.lognormal(0, 1.5, n),
     "beyond the reference": lambda rng, n: rng.normal(5, 1, n),
+    "on the reference's own points": None,  # drawn from the reference sample: ties at every value, both ends
 }
+
+
+def current(case: str, reference: drift.NumericReference, rng: np.random.Generator, n: int) -> np.ndarray:
+    make = CASES[case]
+    if make is None:
+        return np.concatenate([rng.choice(reference.sample, n - 2), reference.sample[[0, -1]]])
+    return make(rng, n)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_ks_from_counts_is_exact_and_equals_scipy(case: str) -> None:
     rng = np.random.default_rng(1)
     reference = numeric_reference(CASES["integers with ties" if "ties" in case else "continuous"](rng, 20_000))
-    window = CASES[case](rng, 30_000)
+    window = current(case, reference, rng, 30_000)
     expected = stats.ks_2samp(reference.sample, window, method="asymp")
     d = drift.ks_statistic(reference, drift.count(reference, window))
     assert d == pytest.approx(expected.statistic, abs=1e-12)
@@ -57,7 +67,7 @@ def test_ks_from_counts_is_exact_and_equals_scipy(case: str) -> None:
 def test_fast_wasserstein_is_within_its_reported_bound_of_scipy(case: str) -> None:
     rng = np.random.default_rng(2)
     reference = numeric_reference(CASES["integers with ties" if "ties" in case else "continuous"](rng, 20_000))
-    window = CASES[case](rng, 30_000)
+    window = current(case, reference, rng, 30_000)
     expected = stats.wasserstein_distance(reference.sample, window)
     fast, bound = drift.wasserstein_fast(reference, drift.count(reference, window))
     assert drift.wasserstein_exact(reference, window) == pytest.approx(expected, abs=1e-9)
