@@ -46,10 +46,10 @@ from services.trainer.domain import categorical_profile, numeric_profile  # noqa
 NUMERIC = [f"n{i:02d}" for i in range(20)]
 CATEGORICAL = [f"c{i}" for i in range(5)]
 SHIFTED = ["n00", "n01", "n02", "n03", "n04", "c0"]
-PEERS = {
-    "evidently": ["evidently==0.7.23", "pyarrow"],
-    "nannyml": ["nannyml==0.13.1", "pyarrow"],
-    "alibi-detect": ["alibi-detect==0.13.0", "pyarrow"],
+PEERS = {  # each peer's pins; pandas below 3, which these releases predate
+    "evidently": ["evidently==0.7.23", "pandas<3", "pyarrow"],
+    "nannyml": ["nannyml==0.13.1", "pandas<3", "pyarrow", "statsmodels"],
+    "alibi-detect": ["alibi-detect==0.13.0", "pandas<3", "pyarrow"],
 }
 RUNNERS = {
     "evidently": """
@@ -173,11 +173,13 @@ def peer_python(name: str) -> Path:
     venv = BENCH / f"{name}-venv"
     python = venv / "bin" / "python"
     marker = venv / ".installed"
-    if not marker.exists():
+    wanted = " ".join(PEERS[name])
+    if not marker.exists() or marker.read_text() != wanted:
         say(f"[bench] installing {', '.join(PEERS[name])} into {venv} (a few minutes the first time) …")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS[name]], check=True)
-        marker.write_text(" ".join(PEERS[name]))
+        marker.write_text(wanted)
     return python
 
 

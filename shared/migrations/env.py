@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import services.deployer.store
 import services.evaluator.store
+import services.monitor.store
 import services.registry.store
 import services.trainer.store  # noqa: F401
 from shared.db import Base

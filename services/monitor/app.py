@@ -1,0 +1,293 @@
+"""The monitor: windows of live predictions per model version, drift against the training reference,
+and the retrain policy.
+
+Consumes specs (the monitoring policy), `ModelTrained` (the reference profile, never recomputed
+from raw data), `ModelRegistered` (which run a version is), `RolloutChanged` (what is live) and
+`PredictionsLogged` (in batches). Each PredictionsLogged adds its rows to the open window of each
+version it covers, in the transaction that claims it; the window closes at the policy's row count
+(or age, checked by a sweep), is tested, kept in `monitor_windows`, and announced as
+`DriftDetected` when a feature or the prediction drifted. A dataset-level drift asks for a retrain
+(`RetrainRequested`), at most once per cooldown per model however many windows drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.monitor import store, windows
+from shared import topics
+from shared.bus import Bus, HandlerContext
+from shared.db import make_engine, make_sessions
+from shared.envelope import Envelope
+from shared.events import (
+    DriftDetected,
+    ModelRegistered,
+    ModelSpecApplied,
+    ModelTrained,
+    Prediction,
+    PredictionsLogged,
+    RetrainRequested,
+    RolloutChanged,
+)
+from shared.settings import Settings
+from shared.spec import Monitoring
+from shared.telemetry import make_tracer_provider
+
+log = logging.getLogger("modelbus.monitor")
+GROUP = "monitor"
+SWEEP_SECONDS = 5.0
+
+
+@dataclass
+class Metrics:
+    """The monitor's Prometheus metrics."""
+
+    registry: CollectorRegistry
+    rows: Counter = field(init=False)
+    windows: Counter = field(init=False)
+    drift_seconds: Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = Counter(
+            "modelbus_monitor_rows", "Prediction rows added to windows.", ["model"], registry=self.registry
+        )
+        self.windows = Counter(
+            "modelbus_monitor_windows", "Windows closed, by outcome.", ["model", "outcome"], registry=self.registry
+        )
+        self.drift_seconds = Histogram(
+            "modelbus_monitor_drift_seconds",
+            "Time to test a window.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Monitor:
+    """Window bookkeeping and the decisions taken when a window closes."""
+
+    bus: Bus
+    metrics: Metrics
+
+    async def add(self, session: AsyncSession, event: PredictionsLogged, cause: Envelope) -> None:
+        """Add the batch's rows to each version's open window; close the windows that are full."""
+        spec = await store.spec_of(session, event.model)
+        policy = spec.monitoring if spec is not None else Monitoring()
+        by_version: dict[int, list[Prediction]] = defaultdict(list)
+        for prediction in event.predictions:
+            by_version[prediction.model_version].append(prediction)
+        for version, predictions in sorted(by_version.items()):
+            served = [p.served_at for p in predictions]
+            window = await store.add_chunk(
+                session,
+                event.model,
+                version,
+                windows.columns_of(predictions),
+                len(predictions),
+                min(served),
+                max(served),
+            )
+            self.metrics.rows.labels(event.model).inc(len(predictions))
+            age = (datetime.now(UTC) - window.first_at).total_seconds() if window.first_at else 0.0
+            if windows.should_close(window.rows, age, policy):
+                await self.close(session, window, policy, cause)
+
+    async def close(
+        self, session: AsyncSession, window: store.OpenWindow, policy: Monitoring, cause: Envelope | None
+    ) -> None:
+        """Test a window, keep its results, announce drift and ask for a retrain if the policy says so."""
+        model, version = window.model, window.version
+        columns = windows.concatenate(await store.take_chunks(session, model, version))
+        rows = window.rows
+        window.rows, window.first_at, window.last_at = 0, None, None
+        if not columns:
+            return
+        started, ended = windows.span(columns)
+        window_id = f"win-{uuid.uuid4().hex[:16]}"
+        reference = await store.reference_of(session, model, version)
+        if reference is None:
+            log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
+            await store.record_window(
+                session,
+                store.WindowRow(
+                    window_id=window_id,
+                    model=model,
+                    version=version,
+                    started_at=started,
+                    ended_at=ended,
+                    rows=rows,
+                    drifted_share=None,
+                    dataset_drift=False,
+                    result={"untested": "no reference profile for this version"},
+                ),
+            )
+            self.metrics.windows.labels(model, "untested").inc()
+            return
+        began = time.perf_counter()
+        found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
+        seconds = time.perf_counter() - began
+        self.metrics.drift_seconds.observe(seconds)
+        await store.record_window(
+            session,
+            store.WindowRow(
+                window_id=window_id,
+                model=model,
+                version=version,
+                started_at=started,
+                ended_at=ended,
+                rows=rows,
+                drifted_share=found.drifted_share,
+                dataset_drift=found.dataset_drift,
+                result={
+                    "features": [f.model_dump() for f in found.features],
+                    "prediction": found.prediction.model_dump() if found.prediction else None,
+                    "missing": found.missing,
+                    "seconds": seconds,
+                },
+            ),
+        )
+        drifted = [f.feature for f in found.features if f.drifted]
+        prediction_drifted = bool(found.prediction and found.prediction.drifted)
+        log.info(
+            "%s@%d window %s: %d rows, %d/%d features drifted%s in %.3f s",
+            model,
+            version,
+            window_id,
+            rows,
+            len(drifted),
+            len(found.features),
+            ", prediction drifted" if prediction_drifted else "",
+            seconds,
+        )
+        if not drifted and not prediction_drifted:
+            self.metrics.windows.labels(model, "steady").inc()
+            return
+        self.metrics.windows.labels(model, "drifted").inc()
+        detected = DriftDetected(
+            model=model,
+            version=version,
+            window_id=window_id,
+            window_start=started,
+            window_end=ended,
+            rows=rows,
+            features=found.features,
+            prediction=found.prediction,
+            drifted_share=found.drifted_share,
+            dataset_drift=found.dataset_drift,
+            severity=windows.severity(found),
+        )
+        detected_id = self.bus.stage(session, detected, cause=cause)
+        if not found.dataset_drift or "drift" not in policy.retrain_on:
+            return
+        if not await store.retrain_allowed(session, model, datetime.now(UTC), policy.retrain_cooldown_seconds, "drift"):
+            log.info("%s: drift again, retrain not asked (cooldown %.0f s)", model, policy.retrain_cooldown_seconds)
+            return
+        retrain = RetrainRequested(model=model, reason="drift", requested_by="monitor", cause_event_id=detected_id)
+        self.bus.stage(session, retrain, cause=cause)
+        log.info("%s: retrain requested (drift in %s)", model, ", ".join(drifted[:8]))
+
+    async def sweep(self, sessions: async_sessionmaker[AsyncSession]) -> int:
+        """Close the windows that have aged past their policy's `window_seconds`; returns how many."""
+        closed = 0
+        async with sessions() as session:
+            aged = await store.aged_windows(session, datetime.now(UTC))
+        for model, version, age in aged:
+            async with sessions() as session, session.begin():
+                spec = await store.spec_of(session, model)
+                policy = spec.monitoring if spec is not None else Monitoring()
+                if age < policy.window_seconds:
+                    continue
+                window = await store.lock_window(session, model, version)
+                if window is None or not window.first_at:
+                    continue
+                real_age = (datetime.now(UTC) - window.first_at).total_seconds()
+                if windows.should_close(window.rows, real_age, policy):
+                    await self.close(session, window, policy, None)
+                    closed += 1
+        if closed:
+            self.bus.wake_relay()
+        return closed
+
+
+def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> None:
+    """Subscribe the monitor to specs, training, registrations, rollouts and predictions."""
+
+    @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
+    async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> None:
+        await store.keep_spec(ctx.session, event)
+
+    @bus.consumer(topics.MODEL_TRAINED, group=group, events=[ModelTrained])
+    async def on_trained(event: ModelTrained, ctx: HandlerContext) -> None:
+        await store.keep_run(ctx.session, event.model, event.run_id, event.task, event.reference_profile, event.metrics)
+
+    @bus.consumer(topics.MODEL_REGISTERED, group=group, events=[ModelRegistered])
+    async def on_registered(event: ModelRegistered, ctx: HandlerContext) -> None:
+        await store.keep_version(ctx.session, event.model, event.version, event.run_id)
+
+    @bus.consumer(topics.ROLLOUT_CHANGED, group=group, events=[RolloutChanged])
+    async def on_rollout(event: RolloutChanged, ctx: HandlerContext) -> None:
+        await store.keep_live(
+            ctx.session, event.model, event.rollout_id, event.to_state, event.candidate_version, event.stable_version
+        )
+
+    @bus.consumer(topics.PREDICTIONS_LOGGED, group=group, events=[PredictionsLogged])
+    async def on_predictions(event: PredictionsLogged, ctx: HandlerContext) -> None:
+        await monitor.add(ctx.session, event, ctx.envelope)
+
+
+@dataclass
+class MonitorService:
+    """One monitor process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    monitor: Monitor
+    metrics: CollectorRegistry
+    sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start consuming, and the sweep that closes windows by age."""
+        await self.bus.start()
+        self.sweeper = asyncio.create_task(self._sweep_forever(), name="monitor-sweep")
+
+    async def stop(self) -> None:
+        """Stop the sweep and the bus; close the database."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        await self.bus.stop()
+        await self.engine.dispose()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.monitor.sweep(self.sessions)
+            except Exception:
+                log.exception("window sweep failed; trying again")
+
+
+def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
+    """The composition root of a monitor process."""
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+    registry = CollectorRegistry()
+    bus = Bus(settings, sessions=sessions, tracer_provider=make_tracer_provider(settings), registry=registry)
+    monitor = Monitor(bus, Metrics(registry))
+    register_consumers(bus, monitor, group=group)
+    return MonitorService(
+        settings=settings, engine=engine, sessions=sessions, bus=bus, monitor=monitor, metrics=registry
+    )

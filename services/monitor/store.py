@@ -1,0 +1,269 @@
+"""The monitor's tables: its views (specs, versions and their reference profiles, live rollouts),
+the open windows' rows, every closed window's results, and when each model last asked for a retrain.
+
+An open window lives in PostgreSQL, not in memory: each `PredictionsLogged` adds a chunk (its rows,
+column by column, as an `.npz` blob) in the transaction that claims the event, so a monitor that
+dies loses nothing and counts nothing twice; a window is read back once, when it closes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, LargeBinary, String, delete, func, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared import specview
+from shared.db import Base
+from shared.events import ModelSpecApplied, ReferenceProfile
+from shared.spec import ModelSpec
+from shared.specview import SpecViewColumns
+
+
+class SpecRow(SpecViewColumns, Base):
+    """The spec revision in force per model (its monitoring policy)."""
+
+    __tablename__ = "monitor_specs"
+
+
+class RunRow(Base):
+    """A training run's reference profile and validation metrics (from ModelTrained)."""
+
+    __tablename__ = "monitor_runs"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(16))
+    profile: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSONB)
+
+
+class VersionRow(Base):
+    """Which run a version is (from ModelRegistered): the link to its reference."""
+
+    __tablename__ = "monitor_versions"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+
+
+class LiveRow(Base):
+    """A model's rollout as the last RolloutChanged left it."""
+
+    __tablename__ = "monitor_live"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rollout_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    candidate: Mapped[int] = mapped_column(Integer)
+    stable: Mapped[int | None] = mapped_column(Integer)
+
+
+class OpenWindow(Base):
+    """The open window of a model version: how many rows it holds since when; locked while added to."""
+
+    __tablename__ = "monitor_open_windows"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ChunkRow(Base):
+    """Rows of an open window, column by column."""
+
+    __tablename__ = "monitor_chunks"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WindowRow(Base):
+    """A closed window's results (drift per feature), for the API and plots."""
+
+    __tablename__ = "monitor_windows"
+
+    window_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    drifted_share: Mapped[float | None] = mapped_column(Float)
+    dataset_drift: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RetrainRow(Base):
+    """When a model last asked for a retrain (the cooldown is counted from it)."""
+
+    __tablename__ = "monitor_retrains"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(16))
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ---------------------------------------------------------------- views
+
+
+async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
+    """Keep the newest revision of a model's spec."""
+    return await specview.keep_spec(session, SpecRow, event)
+
+
+async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
+    """The spec in force for a model, if any."""
+    found = await specview.spec_of(session, SpecRow, model)
+    return found[1] if found else None
+
+
+async def keep_run(
+    session: AsyncSession, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]
+) -> None:
+    """Keep a run's reference profile (the first one stands: a run is trained once)."""
+    await session.execute(
+        insert(RunRow)
+        .values(model=model, run_id=run_id, task=task, profile=profile.model_dump(mode="json"), metrics=metrics)
+        .on_conflict_do_nothing()
+    )
+
+
+async def keep_version(session: AsyncSession, model: str, version: int, run_id: str) -> None:
+    """Link a version to its run."""
+    await session.execute(
+        insert(VersionRow).values(model=model, version=version, run_id=run_id).on_conflict_do_nothing()
+    )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A version's reference: its profile, task and validation metrics."""
+
+    task: str
+    profile: ReferenceProfile
+    metrics: dict[str, float]
+
+
+async def reference_of(session: AsyncSession, model: str, version: int) -> Reference | None:
+    """The reference profile of a version, once both its registration and its training were seen."""
+    row = await session.execute(
+        select(RunRow.task, RunRow.profile, RunRow.metrics)
+        .join(VersionRow, (VersionRow.model == RunRow.model) & (VersionRow.run_id == RunRow.run_id))
+        .where(VersionRow.model == model, VersionRow.version == version)
+    )
+    found = row.first()
+    if found is None:
+        return None
+    return Reference(found.task, ReferenceProfile.model_validate(found.profile), dict(found.metrics))
+
+
+async def keep_live(
+    session: AsyncSession, model: str, rollout_id: str, state: str, candidate: int, stable: int | None
+) -> None:
+    """Remember the model's rollout as it stands."""
+    values = {"rollout_id": rollout_id, "state": state, "candidate": candidate, "stable": stable}
+    await session.execute(
+        insert(LiveRow).values(model=model, **values).on_conflict_do_update(index_elements=[LiveRow.model], set_=values)
+    )
+
+
+# ---------------------------------------------------------------- windows
+
+
+def pack(columns: dict[str, np.ndarray[Any, Any]]) -> bytes:
+    """A chunk's columns as an `.npz` blob (no pickled objects: strings are fixed-width unicode)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **columns)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def unpack(payload: bytes) -> dict[str, np.ndarray[Any, Any]]:
+    """The columns of a chunk."""
+    with np.load(io.BytesIO(payload), allow_pickle=False) as found:
+        return {name: found[name] for name in found.files}
+
+
+async def add_chunk(
+    session: AsyncSession,
+    model: str,
+    version: int,
+    columns: dict[str, np.ndarray[Any, Any]],
+    rows: int,
+    first_at: datetime,
+    last_at: datetime,
+) -> OpenWindow:
+    """Add rows to the version's open window; returns the window, locked."""
+    await session.execute(insert(OpenWindow).values(model=model, version=version, rows=0).on_conflict_do_nothing())
+    window = await session.scalar(
+        select(OpenWindow).where(OpenWindow.model == model, OpenWindow.version == version).with_for_update()
+    )
+    assert window is not None
+    session.add(ChunkRow(model=model, version=version, rows=rows, payload=pack(columns)))
+    window.rows += rows
+    window.first_at = min(window.first_at, first_at) if window.first_at else first_at
+    window.last_at = max(window.last_at, last_at) if window.last_at else last_at
+    return window
+
+
+async def take_chunks(session: AsyncSession, model: str, version: int) -> list[dict[str, np.ndarray[Any, Any]]]:
+    """Every chunk of the open window, oldest first, removed (the caller closes the window)."""
+    rows = await session.execute(
+        delete(ChunkRow)
+        .where(ChunkRow.model == model, ChunkRow.version == version)
+        .returning(ChunkRow.id, ChunkRow.payload)
+    )
+    return [unpack(payload) for _, payload in sorted(rows.all())]
+
+
+async def aged_windows(session: AsyncSession, now: datetime) -> list[tuple[str, int, float]]:
+    """Open windows with rows, with their age in seconds: candidates for closing by time."""
+    rows = await session.execute(
+        select(OpenWindow.model, OpenWindow.version, OpenWindow.first_at).where(OpenWindow.rows > 0)
+    )
+    return [(m, v, (now - first).total_seconds()) for m, v, first in rows.all() if first is not None]
+
+
+async def lock_window(session: AsyncSession, model: str, version: int) -> OpenWindow | None:
+    """The open window of a version, locked."""
+    return await session.scalar(
+        select(OpenWindow).where(OpenWindow.model == model, OpenWindow.version == version).with_for_update()
+    )
+
+
+async def record_window(session: AsyncSession, row: WindowRow) -> None:
+    """Keep a closed window's results."""
+    session.add(row)
+
+
+async def retrain_allowed(session: AsyncSession, model: str, now: datetime, cooldown: float, reason: str) -> bool:
+    """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
+    fresh = await session.execute(
+        insert(RetrainRow)
+        .values(model=model, requested_at=now, reason=reason, suppressed=0)
+        .on_conflict_do_nothing()
+        .returning(RetrainRow.model)
+    )
+    if fresh.first() is not None:
+        return True
+    row = await session.scalar(select(RetrainRow).where(RetrainRow.model == model).with_for_update())
+    assert row is not None
+    if (now - row.requested_at).total_seconds() < cooldown:
+        row.suppressed += 1
+        return False
+    row.requested_at, row.reason = now, reason
+    return True

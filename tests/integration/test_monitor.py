@@ -1,0 +1,186 @@
+"""The monitor against the real Kafka and PostgreSQL: predictions in, drift and retrain requests out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from services.monitor import store as monitor_store
+from services.monitor.app import MonitorService
+from services.monitor.app import build as build_monitor
+from services.trainer import domain as trainer_domain
+from shared import topics
+from shared.bus import Bus
+from shared.envelope import decode
+from shared.events import (
+    ArtifactRef,
+    DriftDetected,
+    Event,
+    FeatureSchema,
+    ModelRegistered,
+    ModelSpecApplied,
+    ModelTrained,
+    Prediction,
+    PredictionsLogged,
+    RetrainRequested,
+)
+from shared.example_data import churn_frame
+from shared.settings import Settings
+from shared.spec import load_spec
+from shared.tools import read_all
+from tests.integration.conftest import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
+FEATURES = [f.name for f in EXAMPLE.features]
+WINDOW_ROWS = 200
+
+
+@pytest.fixture
+async def monitor(settings: Settings) -> AsyncIterator[MonitorService]:
+    service = build_monitor(settings.model_copy(update={"service_name": "monitor", "otlp_endpoint": None}))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def publish(settings: Settings, *events: Event) -> None:
+    bus = Bus(settings.model_copy(update={"service_name": "it-producer"}))
+    await bus.start()
+    try:
+        for event in events:
+            await bus.publish(event)
+    finally:
+        await bus.stop()
+
+
+async def on_topic(settings: Settings, topic: str, model: str) -> list[Any]:
+    found = [decode(r.value, list(r.headers)).event for r in await read_all(settings, topic)]
+    return [e for e in found if getattr(e, "model", None) == model]
+
+
+async def a_trained_version(settings: Settings, model: str) -> None:
+    """The spec, the training (with its reference profile) and the registration of version 1."""
+    monitoring = EXAMPLE.monitoring.model_copy(
+        update={"window_rows": WINDOW_ROWS, "window_seconds": 3600, "retrain_cooldown_seconds": 3600}
+    )
+    spec = EXAMPLE.model_copy(update={"model": model, "dataset": model, "monitoring": monitoring})
+    train = churn_frame(3000, seed=7)
+    predicted = (train["monthly_charges"] > 70).astype(int).to_numpy()
+    profile = trainer_domain.reference_profile(spec, train, predicted)
+    artifact = ArtifactRef(name="model.skops", uri="s3://modelbus-artifacts/x", sha256="0" * 64, size_bytes=1)
+    await publish(
+        settings,
+        ModelSpecApplied(model=model, revision=1, spec=spec, spec_yaml="-", spec_sha256="0" * 64, applied_by="it"),
+        ModelTrained(
+            model=model,
+            run_id="run-1",
+            task="classification",
+            target="churned",
+            dataset=model,
+            dataset_version="v1",
+            data_sha256="0" * 64,
+            spec_revision=1,
+            estimator="sklearn.linear_model.LogisticRegression",
+            params={},
+            metrics={"accuracy": 0.8},
+            candidates=[],
+            artifacts=[artifact],
+            feature_schema=[FeatureSchema(name=n, kind="numeric", dtype="float64") for n in FEATURES],
+            reference_profile=profile,
+            code_version="t",
+            training_seconds=1.0,
+        ),
+        ModelRegistered(
+            model=model,
+            version=1,
+            run_id="run-1",
+            dataset_version="v1",
+            task="classification",
+            artifacts=[artifact],
+            metrics={"accuracy": 0.8},
+        ),
+    )
+
+
+def predictions(
+    model: str, rows: int, *, seed: int, shift: float = 0.0, per_event: int = 500
+) -> list[PredictionsLogged]:
+    """Live traffic as serving logs it; `shift` moves the world (as the example data's --shift)."""
+    frame = churn_frame(rows, seed=seed, shift=shift)
+    now = datetime.now(UTC)
+    records = []
+    for i, row in enumerate(frame[FEATURES].to_dict("records")):
+        features = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        label = int((row["monthly_charges"] or 0) > 70)
+        records.append(
+            Prediction(
+                request_id=f"r-{seed}-{i}",
+                model_version=1,
+                role="stable",
+                features=features,
+                prediction=label,
+                probabilities={"0": 0.3, "1": 0.7} if label else {"0": 0.7, "1": 0.3},
+                latency_ms=0.5,
+                served_at=now,
+            )
+        )
+    return [
+        PredictionsLogged(model=model, batch_id=f"b-{seed}-{k}", predictions=records[k : k + per_event])
+        for k in range(0, len(records), per_event)
+    ]
+
+
+async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked_for(
+    monitor: MonitorService, settings: Settings
+) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await a_trained_version(settings, model)
+
+    async def knows_the_reference() -> bool:
+        async with monitor.sessions() as session:
+            return await monitor_store.reference_of(session, model, 1) is not None
+
+    await eventually(knows_the_reference, timeout=30, what="the monitor to know version 1's reference profile")
+
+    # Two windows from the training distribution: nothing to report.
+    await publish(settings, *predictions(model, 2 * WINDOW_ROWS, seed=11, per_event=WINDOW_ROWS))
+
+    async def windows_closed(count: int) -> bool:
+        async with monitor.sessions() as session:
+            rows = await session.scalars(select(monitor_store.WindowRow).where(monitor_store.WindowRow.model == model))
+            return len(rows.all()) >= count
+
+    await eventually(lambda: windows_closed(2), timeout=30, what="two steady windows")
+    assert await on_topic(settings, topics.DRIFT_DETECTED, model) == []
+
+    # Then the world moves: 50 windows of shifted traffic.
+    await publish(settings, *predictions(model, 50 * WINDOW_ROWS, seed=12, shift=0.6, per_event=WINDOW_ROWS))
+    await eventually(lambda: windows_closed(52), timeout=90, what="52 windows closed")
+
+    async def fifty_drifts() -> bool:
+        return len(await on_topic(settings, topics.DRIFT_DETECTED, model)) >= 50
+
+    await eventually(fifty_drifts, timeout=30, what="50 DriftDetected")
+    drifts = await on_topic(settings, topics.DRIFT_DETECTED, model)
+    assert len(drifts) == 50 and all(isinstance(d, DriftDetected) for d in drifts)
+    first = drifts[0]
+    by_feature = {f.feature: f for f in first.features}
+    assert by_feature["tenure_months"].drifted and by_feature["monthly_charges"].drifted
+    assert first.rows == WINDOW_ROWS and first.dataset_drift and first.severity in ("warning", "critical")
+    assert {f.test for f in first.features} == {"ks", "chi2"}  # windows of 200 rows: the p-value tests
+    assert all(f.p_value is not None and f.threshold == 0.05 for f in first.features)
+    retrains = await on_topic(settings, topics.RETRAIN_REQUESTED, model)
+    assert len(retrains) == 1, "one retrain per cooldown, however many windows drift"
+    [retrain] = retrains
+    assert isinstance(retrain, RetrainRequested) and retrain.reason == "drift" and retrain.requested_by == "monitor"
+    async with monitor.sessions() as session:
+        kept = await session.get(monitor_store.RetrainRow, model)
+    assert kept is not None and kept.suppressed >= 40
