@@ -30,7 +30,9 @@ from shared.bus import Bus, HandlerContext
 from shared.db import make_engine, make_sessions
 from shared.envelope import Envelope
 from shared.events import (
+    CanaryAnalyzed,
     DriftDetected,
+    MetricComparison,
     ModelRegistered,
     ModelSpecApplied,
     ModelTrained,
@@ -40,7 +42,7 @@ from shared.events import (
     RolloutChanged,
 )
 from shared.settings import Settings
-from shared.spec import Monitoring
+from shared.spec import Monitoring, Rollout
 from shared.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.monitor")
@@ -116,6 +118,8 @@ class Monitor:
         window_id = f"win-{uuid.uuid4().hex[:16]}"
         reference = await store.reference_of(session, model, version)
         if reference is None:
+            summary = windows.summarize(columns)
+            await self.analyse_canary(session, model, version, summary, started, ended, cause)
             log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
             await store.record_window(
                 session,
@@ -128,11 +132,13 @@ class Monitor:
                     rows=rows,
                     drifted_share=None,
                     dataset_drift=False,
-                    result={"untested": "no reference profile for this version"},
+                    result={"untested": "no reference profile for this version", "summary": summary.as_dict()},
                 ),
             )
             self.metrics.windows.labels(model, "untested").inc()
             return
+        summary = windows.summarize(columns)
+        await self.analyse_canary(session, model, version, summary, started, ended, cause)
         began = time.perf_counter()
         found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
         seconds = time.perf_counter() - began
@@ -153,6 +159,7 @@ class Monitor:
                     "prediction": found.prediction.model_dump() if found.prediction else None,
                     "missing": found.missing,
                     "seconds": seconds,
+                    "summary": summary.as_dict(),
                 },
             ),
         )
@@ -195,6 +202,52 @@ class Monitor:
         retrain = RetrainRequested(model=model, reason="drift", requested_by="monitor", cause_event_id=detected_id)
         self.bus.stage(session, retrain, cause=cause)
         log.info("%s: retrain requested (drift in %s)", model, ", ".join(drifted[:8]))
+
+    async def analyse_canary(
+        self,
+        session: AsyncSession,
+        model: str,
+        version: int,
+        summary: windows.Summary,
+        started: datetime,
+        ended: datetime,
+        cause: Envelope | None,
+    ) -> None:
+        """When a running canary's window closes: compare it with the stable version's last window."""
+        live = await session.get(store.LiveRow, model)
+        if live is None or live.state not in ("canary", "shadow") or live.candidate != version:
+            return
+        spec = await store.spec_of(session, model)
+        rollout = spec.rollout if spec is not None else None
+        stable = await store.last_summary(session, model, live.stable) if live.stable is not None else None
+        if stable is None:
+            comparisons: list[windows.Comparison] = []
+            outcome: windows.Verdict
+            outcome, reason = "hold", f"no closed window of the stable version {live.stable} to compare with yet"
+        else:
+            policy = rollout if rollout is not None else Rollout()
+            comparisons = windows.compare(summary, windows.Summary.from_dict(stable), policy)
+            outcome, reason = windows.verdict(comparisons, summary.rows, policy.min_samples)
+        analysed = CanaryAnalyzed(
+            model=model,
+            rollout_id=live.rollout_id,
+            candidate_version=version,
+            stable_version=live.stable,
+            verdict=outcome,
+            comparisons=[
+                MetricComparison(
+                    metric=c.metric, candidate=c.candidate, stable=c.stable, threshold=c.threshold, passed=c.passed
+                )
+                for c in comparisons
+            ],
+            candidate_samples=summary.rows,
+            stable_samples=int(stable["rows"]) if stable else 0,
+            window_start=started,
+            window_end=ended,
+            reason=reason,
+        )
+        self.bus.stage(session, analysed, cause=cause)
+        log.info("%s: canary v%d analysed: %s (%s)", model, version, outcome, reason)
 
     async def sweep(self, sessions: async_sessionmaker[AsyncSession]) -> int:
         """Close the windows that have aged past their policy's `window_seconds`; returns how many."""

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, LargeBinary, String, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -105,6 +119,24 @@ class WindowRow(Base):
     dataset_drift: Mapped[bool] = mapped_column(Boolean, default=False)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB)
     closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ServedRow(Base):
+    """A served prediction, kept for the label-join horizon: what was answered, and later the truth."""
+
+    __tablename__ = "monitor_served"
+    __table_args__ = (Index("ix_monitor_served_request", "model", "request_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(160))
+    prediction: Mapped[str] = mapped_column(String(256))
+    score: Mapped[float | None] = mapped_column(Float)
+    served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str | None] = mapped_column(String(256))
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class RetrainRow(Base):
@@ -250,6 +282,18 @@ async def record_window(session: AsyncSession, row: WindowRow) -> None:
     session.add(row)
 
 
+async def last_summary(session: AsyncSession, model: str, version: int) -> dict[str, Any] | None:
+    """The summary of a version's most recently closed window."""
+    result = await session.scalar(
+        select(WindowRow.result)
+        .where(WindowRow.model == model, WindowRow.version == version)
+        .order_by(WindowRow.closed_at.desc(), WindowRow.ended_at.desc())
+        .limit(1)
+    )
+    summary = (result or {}).get("summary")
+    return summary if isinstance(summary, dict) else None
+
+
 async def retrain_allowed(session: AsyncSession, model: str, now: datetime, cooldown: float, reason: str) -> bool:
     """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
     fresh = await session.execute(
@@ -267,3 +311,80 @@ async def retrain_allowed(session: AsyncSession, model: str, now: datetime, cool
         return False
     row.requested_at, row.reason = now, reason
     return True
+
+
+# ---------------------------------------------------------------- labels
+
+
+async def add_served(session: AsyncSession, records: list[tuple[str, int, str, str, float | None, datetime]]) -> None:
+    """Keep served predictions for the label join: (model, version, request id, prediction, score, served at).
+
+    Written with COPY on the transaction's own connection: fast enough for the ingestion rate.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        "monitor_served",
+        records=records,
+        columns=["model", "version", "request_id", "prediction", "score", "served_at"],
+    )
+
+
+async def label(
+    session: AsyncSession, model: str, truths: dict[str, str], now: datetime, horizon: timedelta
+) -> list[int]:
+    """Attach labels to predictions served within the horizon (one statement); the versions labelled."""
+    rows = await session.execute(
+        text(
+            "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[])) AS v(request_id, label)"
+            " WHERE s.model = :model AND s.request_id = v.request_id"
+            " AND s.served_at >= :since AND s.label IS NULL"
+            " RETURNING s.version"
+        ),
+        {
+            "now": now,
+            "ids": list(truths),
+            "labels": list(truths.values()),
+            "model": model,
+            "since": now - horizon,
+        },
+    )
+    return sorted({int(version) for (version,) in rows.all()})
+
+
+async def labelled_pending(session: AsyncSession, model: str, version: int) -> int:
+    """Labelled predictions of a version not yet in a performance window."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(ServedRow)
+        .where(
+            ServedRow.model == model,
+            ServedRow.version == version,
+            ServedRow.label.is_not(None),
+            ServedRow.evaluated.is_(False),
+        )
+    )
+    return int(count or 0)
+
+
+async def take_labelled(session: AsyncSession, model: str, version: int) -> list[tuple[str, str, float | None]]:
+    """The labelled, not yet evaluated predictions of a version, marked evaluated: (label, prediction, score)."""
+    rows = await session.execute(
+        update(ServedRow)
+        .where(
+            ServedRow.model == model,
+            ServedRow.version == version,
+            ServedRow.label.is_not(None),
+            ServedRow.evaluated.is_(False),
+        )
+        .values(evaluated=True)
+        .returning(ServedRow.label, ServedRow.prediction, ServedRow.score)
+    )
+    return [(str(a), str(b), c) for a, b, c in rows.all()]
+
+
+async def forget_served(session: AsyncSession, before: datetime) -> int:
+    """Drop predictions older than the label horizon; returns how many."""
+    result = await session.execute(delete(ServedRow).where(ServedRow.served_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

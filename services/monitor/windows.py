@@ -27,6 +27,7 @@ LATENCY = "__latency_ms__"
 CONFIDENCE = "__confidence__"
 SERVED_AT = "__served_at__"
 META = (PREDICTION, ROLE, LATENCY, CONFIDENCE, SERVED_AT)
+VOCABULARY = ".vocabulary"  # beside a categorical column's codes: the strings they stand for
 MIN_ROWS_BY_TIME = 30
 
 
@@ -47,9 +48,9 @@ def columns_of(predictions: Sequence[Prediction]) -> dict[str, np.ndarray[Any, A
         if numeric:
             columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
         else:
-            columns[name] = np.array(["" if v is None else str(v) for v in cells], dtype=np.str_)
-    columns[PREDICTION] = np.array([str(p.prediction) for p in predictions], dtype=np.str_)
-    columns[ROLE] = np.array([p.role for p in predictions], dtype=np.str_)
+            _categorical(columns, name, ["" if v is None else str(v) for v in cells])
+    _categorical(columns, PREDICTION, [str(p.prediction) for p in predictions])
+    _categorical(columns, ROLE, [p.role for p in predictions])
     columns[LATENCY] = np.array([p.latency_ms for p in predictions], dtype=np.float64)
     columns[CONFIDENCE] = np.array(
         [max(p.probabilities.values()) if p.probabilities else math.nan for p in predictions], dtype=np.float64
@@ -58,22 +59,47 @@ def columns_of(predictions: Sequence[Prediction]) -> dict[str, np.ndarray[Any, A
     return columns
 
 
+def _categorical(columns: dict[str, np.ndarray[Any, Any]], name: str, values: list[str]) -> None:
+    """Store strings as codes into the chunk's own vocabulary ("" is missing)."""
+    local: dict[str, int] = {}
+    codes = [local.setdefault(v, len(local)) for v in values]
+    columns[name] = np.array(codes, dtype=np.int32)
+    columns[name + VOCABULARY] = np.array(list(local), dtype=np.str_)
+
+
+def categories(columns: dict[str, np.ndarray[Any, Any]], name: str) -> np.ndarray[Any, Any]:
+    """A categorical column's values as strings (for the few places that need them)."""
+    found: np.ndarray[Any, Any] = columns[name + VOCABULARY][columns[name]]
+    return found
+
+
 def concatenate(chunks: Iterable[dict[str, np.ndarray[Any, Any]]]) -> dict[str, np.ndarray[Any, Any]]:
     """One window's columns from its chunks (a column missing from a chunk is filled as missing)."""
     chunks = list(chunks)
-    names = {name for chunk in chunks for name in chunk}
+    names = {name for chunk in chunks for name in chunk if not name.endswith(VOCABULARY)}
+    sizes = [len(chunk[LATENCY]) for chunk in chunks]
     joined: dict[str, np.ndarray[Any, Any]] = {}
     for name in names:
-        parts = []
-        for chunk in chunks:
-            rows = len(chunk[PREDICTION])
-            if name in chunk:
-                parts.append(chunk[name])
-            else:
-                numeric = any(c[name].dtype.kind == "f" for c in chunks if name in c)
-                parts.append(np.full(rows, math.nan) if numeric else np.full(rows, "", dtype=np.str_))
-        kinds = {p.dtype.kind for p in parts}
-        joined[name] = np.concatenate(parts if kinds != {"f", "U"} else [p.astype(np.str_) for p in parts])
+        if any(name + VOCABULARY in chunk for chunk in chunks):
+            # One vocabulary for the window; each chunk's codes remapped into it (O(rows), no strings).
+            vocabulary: dict[str, int] = {"": 0}
+            parts = []
+            for chunk, rows in zip(chunks, sizes, strict=True):
+                if name + VOCABULARY in chunk:
+                    local = chunk[name + VOCABULARY].tolist()
+                    table = np.array([vocabulary.setdefault(v, len(vocabulary)) for v in local], dtype=np.int64)
+                    parts.append(table[chunk[name]] if table.size else np.zeros(rows, dtype=np.int64))
+                elif name in chunk:  # numbers where other chunks had strings: as strings
+                    strings = ["" if math.isnan(v) else str(v) for v in chunk[name].tolist()]
+                    parts.append(np.array([vocabulary.setdefault(v, len(vocabulary)) for v in strings]))
+                else:
+                    parts.append(np.zeros(rows, dtype=np.int64))
+            joined[name] = np.concatenate(parts).astype(np.int64)
+            joined[name + VOCABULARY] = np.array(list(vocabulary), dtype=np.str_)
+        else:
+            joined[name] = np.concatenate(
+                [chunk.get(name, np.full(rows, math.nan)) for chunk, rows in zip(chunks, sizes, strict=True)]
+            )
     return joined
 
 
@@ -82,10 +108,18 @@ def should_close(rows: int, age_seconds: float, policy: Monitoring) -> bool:
     return rows >= policy.window_rows or (age_seconds >= policy.window_seconds and rows >= MIN_ROWS_BY_TIME)
 
 
-def encode(values: np.ndarray[Any, Any], reference: drift.CategoricalReference) -> np.ndarray[Any, Any]:
-    """String categories as the reference vocabulary's codes (-1: missing)."""
+def encode(
+    columns: dict[str, np.ndarray[Any, Any]], name: str, reference: drift.CategoricalReference
+) -> np.ndarray[Any, Any]:
+    """A categorical column as the reference vocabulary's codes (-1: missing), through its own vocabulary."""
+    if name + VOCABULARY not in columns:  # numbers where the reference had categories
+        strings = ["" if math.isnan(v) else str(v) for v in columns[name].tolist()]
+        local = {v: i for i, v in enumerate(dict.fromkeys(strings))}
+        columns = {name: np.array([local[v] for v in strings]), name + VOCABULARY: np.array(list(local))}
     code = reference.vocabulary.code
-    return np.fromiter((code(v) if v != "" else -1 for v in values.tolist()), dtype=np.int64, count=values.size)
+    table = np.array([code(v) if v != "" else -1 for v in columns[name + VOCABULARY].tolist()], dtype=np.int64)
+    codes: np.ndarray[Any, Any] = table[columns[name]]
+    return codes
 
 
 @dataclass(frozen=True)
@@ -110,20 +144,20 @@ def window_drift(profile: ReferenceProfile, columns: dict[str, np.ndarray[Any, A
             missing.append(name)
             continue
         if isinstance(feature, CategoricalProfile):
-            categories = drift.CategoricalReference.from_profile(name, feature)
-            arrays[name] = encode(column.astype(np.str_), categories)
-            references[name] = categories
+            labelled = drift.CategoricalReference.from_profile(name, feature)
+            arrays[name] = encode(columns, name, labelled)
+            references[name] = labelled
         else:
             references[name] = drift.NumericReference.from_profile(name, feature)
-            arrays[name] = column if column.dtype.kind == "f" else _numbers(column)
+            arrays[name] = column if column.dtype.kind == "f" else _numbers(categories(columns, name))
     prediction: tuple[drift.Reference, np.ndarray[Any, Any]] | None = None
     if profile.prediction is not None and PREDICTION in columns:
         if isinstance(profile.prediction, CategoricalProfile):
             labels = drift.CategoricalReference.from_profile(PREDICTION, profile.prediction)
-            prediction = (labels, encode(columns[PREDICTION], labels))
+            prediction = (labels, encode(columns, PREDICTION, labels))
         else:
             values = drift.NumericReference.from_profile(PREDICTION, profile.prediction)
-            prediction = (values, _numbers(columns[PREDICTION]))
+            prediction = (values, _numbers(categories(columns, PREDICTION)))
     rules = drift.Policy(
         p_value=policy.drift.p_value,
         min_effect=policy.drift.min_effect,
@@ -155,3 +189,109 @@ def span(columns: dict[str, np.ndarray[Any, Any]]) -> tuple[datetime, datetime]:
     """First and last serving time of a window's rows."""
     served = columns[SERVED_AT]
     return datetime.fromtimestamp(float(served.min()), UTC), datetime.fromtimestamp(float(served.max()), UTC)
+
+
+# ---------------------------------------------------------------- canary analysis
+
+PREDICTION_DISTANCE = 0.1
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What canary analysis compares between two versions' windows."""
+
+    rows: int
+    latency_p99_ms: float
+    estimated_error: float | None  # 1 - mean confidence: the error a calibrated classifier expects (CBPE)
+    prediction_shares: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "latency_p99_ms": self.latency_p99_ms,
+            "estimated_error": self.estimated_error,
+            "prediction_shares": self.prediction_shares,
+        }
+
+    @classmethod
+    def from_dict(cls, found: dict[str, Any]) -> Summary:
+        return cls(
+            rows=int(found["rows"]),
+            latency_p99_ms=float(found["latency_p99_ms"]),
+            estimated_error=found.get("estimated_error"),
+            prediction_shares=dict(found.get("prediction_shares", {})),
+        )
+
+
+def summarize(columns: dict[str, np.ndarray[Any, Any]]) -> Summary:
+    """A window's summary for canary analysis."""
+    latency = columns[LATENCY]
+    confidence = columns[CONFIDENCE]
+    known = confidence[~np.isnan(confidence)]
+    labels = columns[PREDICTION + VOCABULARY]
+    counts = np.bincount(columns[PREDICTION], minlength=len(labels))
+    rows = int(latency.size)
+    return Summary(
+        rows=rows,
+        latency_p99_ms=float(np.percentile(latency, 99)) if rows else 0.0,
+        estimated_error=float(1 - known.mean()) if known.size else None,
+        prediction_shares={str(k): float(c) / rows for k, c in zip(labels.tolist(), counts.tolist(), strict=True) if c},
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One metric of the canary against stable."""
+
+    metric: str
+    candidate: float | None
+    stable: float | None
+    threshold: float
+    passed: bool
+
+
+def compare(candidate: Summary, stable: Summary, policy: Any) -> list[Comparison]:
+    """Canary against stable on estimated error, p99 latency and the prediction distribution.
+
+    `policy` is the spec's rollout policy: `max_error_rate_increase` (absolute excess of the
+    canary's error), `max_latency_ratio` (canary p99 over stable p99).
+    """
+    found = []
+    if candidate.estimated_error is not None and stable.estimated_error is not None:
+        excess = candidate.estimated_error - stable.estimated_error
+        found.append(
+            Comparison(
+                "estimated_error_rate",
+                candidate.estimated_error,
+                stable.estimated_error,
+                policy.max_error_rate_increase,
+                excess <= policy.max_error_rate_increase,
+            )
+        )
+    ratio_ok = candidate.latency_p99_ms <= policy.max_latency_ratio * max(stable.latency_p99_ms, 1.0)
+    found.append(
+        Comparison(
+            "latency_p99_ms", candidate.latency_p99_ms, stable.latency_p99_ms, policy.max_latency_ratio, ratio_ok
+        )
+    )
+    classes = sorted(set(candidate.prediction_shares) | set(stable.prediction_shares))
+    p = np.array([stable.prediction_shares.get(c, 0.0) for c in classes])
+    q = np.array([candidate.prediction_shares.get(c, 0.0) for c in classes])
+    distance = drift.jensen_shannon(p, q) if p.sum() and q.sum() else 0.0
+    found.append(Comparison("prediction_distance", distance, 0.0, PREDICTION_DISTANCE, distance <= PREDICTION_DISTANCE))
+    return found
+
+
+Verdict = Literal["advance", "hold", "rollback"]
+
+
+def verdict(comparisons: Sequence[Comparison], samples: int, min_samples: int) -> tuple[Verdict, str]:
+    """(advance | hold | rollback, why): any failed comparison rolls back; too few samples hold."""
+    failed = [c for c in comparisons if not c.passed]
+    if failed:
+        return "rollback", "canary worse than stable: " + ", ".join(
+            f"{c.metric} {c.candidate:.4g} vs {c.stable:.4g}" for c in failed
+        )
+    if samples < min_samples:
+        return "hold", f"{samples} canary samples, {min_samples} needed"
+    return "advance", f"canary within every threshold over {samples} samples"

@@ -21,6 +21,7 @@ from shared.bus import Bus
 from shared.envelope import decode
 from shared.events import (
     ArtifactRef,
+    CanaryAnalyzed,
     DriftDetected,
     Event,
     FeatureSchema,
@@ -30,6 +31,8 @@ from shared.events import (
     Prediction,
     PredictionsLogged,
     RetrainRequested,
+    RolloutChanged,
+    TrafficShare,
 )
 from shared.example_data import churn_frame
 from shared.settings import Settings
@@ -66,8 +69,8 @@ async def on_topic(settings: Settings, topic: str, model: str) -> list[Any]:
     return [e for e in found if getattr(e, "model", None) == model]
 
 
-async def a_trained_version(settings: Settings, model: str) -> None:
-    """The spec, the training (with its reference profile) and the registration of version 1."""
+async def a_trained_version(settings: Settings, model: str, *, versions: int = 1) -> None:
+    """The spec, the training (with its reference profile) and the registration of versions 1..n."""
     monitoring = EXAMPLE.monitoring.model_copy(
         update={"window_rows": WINDOW_ROWS, "window_seconds": 3600, "retrain_cooldown_seconds": 3600}
     )
@@ -98,15 +101,18 @@ async def a_trained_version(settings: Settings, model: str) -> None:
             code_version="t",
             training_seconds=1.0,
         ),
-        ModelRegistered(
-            model=model,
-            version=1,
-            run_id="run-1",
-            dataset_version="v1",
-            task="classification",
-            artifacts=[artifact],
-            metrics={"accuracy": 0.8},
-        ),
+        *[
+            ModelRegistered(
+                model=model,
+                version=version,
+                run_id="run-1",
+                dataset_version="v1",
+                task="classification",
+                artifacts=[artifact],
+                metrics={"accuracy": 0.8},
+            )
+            for version in range(1, versions + 1)
+        ],
     )
 
 
@@ -114,7 +120,19 @@ def predictions(
     model: str, rows: int, *, seed: int, shift: float = 0.0, per_event: int = 500
 ) -> list[PredictionsLogged]:
     """Live traffic as serving logs it; `shift` moves the world (as the example data's --shift)."""
-    frame = churn_frame(rows, seed=seed, shift=shift)
+    return _logged(model, churn_frame(rows, seed=seed, shift=shift), seed=seed, per_event=per_event)
+
+
+def _logged(
+    model: str,
+    frame: Any,
+    *,
+    seed: int,
+    per_event: int,
+    version: int = 1,
+    role: str = "stable",
+    confidence: float = 0.7,
+) -> list[PredictionsLogged]:
     now = datetime.now(UTC)
     records = []
     for i, row in enumerate(frame[FEATURES].to_dict("records")):
@@ -123,11 +141,11 @@ def predictions(
         records.append(
             Prediction(
                 request_id=f"r-{seed}-{i}",
-                model_version=1,
-                role="stable",
+                model_version=version,
+                role=role,  # type: ignore[arg-type]
                 features=features,
                 prediction=label,
-                probabilities={"0": 0.3, "1": 0.7} if label else {"0": 0.7, "1": 0.3},
+                probabilities={str(label): confidence, str(1 - label): 1 - confidence},
                 latency_ms=0.5,
                 served_at=now,
             )
@@ -184,3 +202,58 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
     async with monitor.sessions() as session:
         kept = await session.get(monitor_store.RetrainRow, model)
     assert kept is not None and kept.suppressed >= 40
+
+
+@pytest.mark.parametrize(("canary_confidence", "expected"), [(0.8, "rollback"), (0.9, "advance")])
+async def test_a_canary_is_judged_against_stable_and_a_doubled_error_rate_rolls_it_back(
+    monitor: MonitorService, settings: Settings, canary_confidence: float, expected: str
+) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await a_trained_version(settings, model, versions=2)
+    rollout = RolloutChanged(
+        model=model,
+        rollout_id="ro-canary",
+        candidate_version=2,
+        stable_version=1,
+        from_state="pending",
+        to_state="canary",
+        step=0,
+        traffic=[
+            TrafficShare(version=1, percent=90, role="stable"),
+            TrafficShare(version=2, percent=10, role="canary"),
+        ],
+        reason="approved",
+    )
+    await publish(settings, rollout)
+
+    async def live() -> bool:
+        async with monitor.sessions() as session:
+            found = await session.get(monitor_store.LiveRow, model)
+            return found is not None and found.state == "canary"
+
+    await eventually(live, timeout=30, what="the monitor to see the canary")
+    # Stable answers with confidence 0.9 (an expected error of 0.1); the canary with `canary_confidence`.
+    frame = churn_frame(WINDOW_ROWS, seed=21)
+    await publish(settings, *_logged(model, frame, seed=21, per_event=WINDOW_ROWS, confidence=0.9))
+
+    async def stable_window() -> bool:
+        async with monitor.sessions() as session:
+            return await monitor_store.last_summary(session, model, 1) is not None
+
+    await eventually(stable_window, timeout=30, what="a closed window of the stable version")
+    canary = _logged(
+        model, frame, seed=22, per_event=WINDOW_ROWS, version=2, role="canary", confidence=canary_confidence
+    )
+    await publish(settings, *canary)
+
+    async def analysed() -> bool:
+        return bool(await on_topic(settings, topics.CANARY_ANALYZED, model))
+
+    await eventually(analysed, timeout=30, what="CanaryAnalyzed")
+    [analysis] = await on_topic(settings, topics.CANARY_ANALYZED, model)
+    assert isinstance(analysis, CanaryAnalyzed) and analysis.verdict == expected, analysis.reason
+    assert analysis.rollout_id == "ro-canary" and analysis.candidate_samples == WINDOW_ROWS
+    error = next(c for c in analysis.comparisons if c.metric == "estimated_error_rate")
+    assert error.stable == pytest.approx(0.1) and error.candidate == pytest.approx(1 - canary_confidence)
+    assert error.passed == (expected == "advance")
+    assert {c.metric for c in analysis.comparisons} == {"estimated_error_rate", "latency_p99_ms", "prediction_distance"}
