@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # Longest a prediction waits in the buffer before its batch is published, in seconds.
     prediction_log_flush_seconds: float = Field(default=1.0, gt=0)
 
+    # How long the monitor keeps served predictions for labels to join; older labels are ignored.
+    monitor_label_horizon_seconds: float = Field(default=7 * 86_400, gt=0)
+
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
 

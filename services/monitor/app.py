@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -32,15 +32,18 @@ from shared.envelope import Envelope
 from shared.events import (
     CanaryAnalyzed,
     DriftDetected,
+    LabelsArrived,
     MetricComparison,
     ModelRegistered,
     ModelSpecApplied,
     ModelTrained,
+    PerformanceDegraded,
     Prediction,
     PredictionsLogged,
     RetrainRequested,
     RolloutChanged,
 )
+from shared.metrics import LOWER_IS_BETTER, live_metrics
 from shared.settings import Settings
 from shared.spec import Monitoring, Rollout
 from shared.telemetry import make_tracer_provider
@@ -80,6 +83,7 @@ class Monitor:
 
     bus: Bus
     metrics: Metrics
+    label_horizon: timedelta = timedelta(days=7)
 
     async def add(self, session: AsyncSession, event: PredictionsLogged, cause: Envelope) -> None:
         """Add the batch's rows to each version's open window; close the windows that are full."""
@@ -88,6 +92,14 @@ class Monitor:
         by_version: dict[int, list[Prediction]] = defaultdict(list)
         for prediction in event.predictions:
             by_version[prediction.model_version].append(prediction)
+        await store.add_served(
+            session,
+            [
+                (event.model, p.model_version, p.request_id, str(p.prediction), _score(p), p.served_at)
+                for p in event.predictions
+                if p.role != "shadow"  # labels judge the answers that were returned
+            ],
+        )
         for version, predictions in sorted(by_version.items()):
             served = [p.served_at for p in predictions]
             window = await store.add_chunk(
@@ -249,6 +261,67 @@ class Monitor:
         self.bus.stage(session, analysed, cause=cause)
         log.info("%s: canary v%d analysed: %s (%s)", model, version, outcome, reason)
 
+    async def labelled(self, session: AsyncSession, event: LabelsArrived, cause: Envelope) -> None:
+        """Join labels to what was served; judge a version's live performance once it has enough labels."""
+        now = datetime.now(UTC)
+        truths = {label.request_id: str(label.label) for label in event.labels}
+        versions = await store.label(session, event.model, truths, now, self.label_horizon)
+        spec = await store.spec_of(session, event.model)
+        if spec is None:
+            return
+        watch = spec.monitoring.performance
+        metric = watch.metric or spec.selection_metric
+        for version in versions:
+            if await store.labelled_pending(session, event.model, version) < watch.min_labels:
+                continue
+            rows = await store.take_labelled(session, event.model, version)
+            reference = await store.reference_of(session, event.model, version)
+            if reference is None or metric not in reference.metrics:
+                continue
+            scores = [s for _, _, s in rows]
+            measured = live_metrics(
+                reference.task,
+                [t for t, _, _ in rows],
+                [p for _, p, _ in rows],
+                scores if all(s is not None for s in scores) else None,  # type: ignore[arg-type]
+            )
+            if metric not in measured:
+                continue
+            value, baseline = measured[metric], reference.metrics[metric]
+            worse = value - baseline if metric in LOWER_IS_BETTER else baseline - value
+            log.info(
+                "%s@%d live %s %.4f over %d labels (validation %.4f)",
+                event.model,
+                version,
+                metric,
+                value,
+                len(rows),
+                baseline,
+            )
+            if worse <= watch.max_drop:
+                continue
+            threshold = baseline + watch.max_drop if metric in LOWER_IS_BETTER else baseline - watch.max_drop
+            degraded = PerformanceDegraded(
+                model=event.model,
+                version=version,
+                window_id=f"perf-{uuid.uuid4().hex[:16]}",
+                metric=metric,
+                value=value,
+                baseline=baseline,
+                threshold=threshold,
+                labelled_rows=len(rows),
+                severity=spec.alerts.severity,
+            )
+            degraded_id = self.bus.stage(session, degraded, cause=cause)
+            policy = spec.monitoring
+            if "performance" in policy.retrain_on and await store.retrain_allowed(
+                session, event.model, now, policy.retrain_cooldown_seconds, "performance"
+            ):
+                retrain = RetrainRequested(
+                    model=event.model, reason="performance", requested_by="monitor", cause_event_id=degraded_id
+                )
+                self.bus.stage(session, retrain, cause=cause)
+
     async def sweep(self, sessions: async_sessionmaker[AsyncSession]) -> int:
         """Close the windows that have aged past their policy's `window_seconds`; returns how many."""
         closed = 0
@@ -267,9 +340,18 @@ class Monitor:
                 if windows.should_close(window.rows, real_age, policy):
                     await self.close(session, window, policy, None)
                     closed += 1
+        async with sessions() as session, session.begin():
+            await store.forget_served(session, datetime.now(UTC) - self.label_horizon)
         if closed:
             self.bus.wake_relay()
         return closed
+
+
+def _score(prediction: Prediction) -> float | None:
+    """The probability of the positive class (the last in sorted order), for ROC-AUC on labels."""
+    if not prediction.probabilities:
+        return None
+    return prediction.probabilities[max(prediction.probabilities)]
 
 
 def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> None:
@@ -292,6 +374,10 @@ def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> Non
         await store.keep_live(
             ctx.session, event.model, event.rollout_id, event.to_state, event.candidate_version, event.stable_version
         )
+
+    @bus.consumer(topics.LABELS_ARRIVED, group=group, events=[LabelsArrived])
+    async def on_labels(event: LabelsArrived, ctx: HandlerContext) -> None:
+        await monitor.labelled(ctx.session, event, ctx.envelope)
 
     @bus.consumer(topics.PREDICTIONS_LOGGED, group=group, events=[PredictionsLogged])
     async def on_predictions(event: PredictionsLogged, ctx: HandlerContext) -> None:
@@ -339,7 +425,7 @@ def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
     sessions = make_sessions(engine)
     registry = CollectorRegistry()
     bus = Bus(settings, sessions=sessions, tracer_provider=make_tracer_provider(settings), registry=registry)
-    monitor = Monitor(bus, Metrics(registry))
+    monitor = Monitor(bus, Metrics(registry), timedelta(seconds=settings.monitor_label_horizon_seconds))
     register_consumers(bus, monitor, group=group)
     return MonitorService(
         settings=settings, engine=engine, sessions=sessions, bus=bus, monitor=monitor, metrics=registry

@@ -25,9 +25,12 @@ from shared.events import (
     DriftDetected,
     Event,
     FeatureSchema,
+    Label,
+    LabelsArrived,
     ModelRegistered,
     ModelSpecApplied,
     ModelTrained,
+    PerformanceDegraded,
     Prediction,
     PredictionsLogged,
     RetrainRequested,
@@ -257,3 +260,41 @@ async def test_a_canary_is_judged_against_stable_and_a_doubled_error_rate_rolls_
     assert error.stable == pytest.approx(0.1) and error.candidate == pytest.approx(1 - canary_confidence)
     assert error.passed == (expected == "advance")
     assert {c.metric for c in analysis.comparisons} == {"estimated_error_rate", "latency_p99_ms", "prediction_distance"}
+
+
+async def test_labels_join_the_answers_and_a_live_accuracy_drop_is_reported_once_enough_arrive(
+    monitor: MonitorService, settings: Settings
+) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    await a_trained_version(settings, model)  # validation accuracy 0.8; the spec watches accuracy, max drop 0.05
+    served = predictions(model, WINDOW_ROWS, seed=31, per_event=WINDOW_ROWS)
+    await publish(settings, *served)
+    answers = [p for batch in served for p in batch.predictions]
+
+    async def kept() -> bool:
+        async with monitor.sessions() as session:
+            found = await session.scalars(select(monitor_store.ServedRow).where(monitor_store.ServedRow.model == model))
+            return len(found.all()) == WINDOW_ROWS
+
+    await eventually(kept, timeout=30, what="the answers kept for labels")
+    # 150 labels: the first 75 agree with the answer, the next 75 do not (live accuracy 0.5), plus one
+    # label for a request that was never served.
+    truths = [Label(request_id=p.request_id, label=p.prediction, observed_at=datetime.now(UTC)) for p in answers[:75]]
+    truths += [
+        Label(request_id=p.request_id, label=1 - int(p.prediction), observed_at=datetime.now(UTC))
+        for p in answers[75:150]
+    ]
+    truths.append(Label(request_id="never-served", label=1, observed_at=datetime.now(UTC)))
+    await publish(settings, LabelsArrived(model=model, labels=truths))
+
+    async def degraded() -> bool:
+        return bool(await on_topic(settings, topics.PERFORMANCE_DEGRADED, model))
+
+    await eventually(degraded, timeout=30, what="PerformanceDegraded")
+    [report] = await on_topic(settings, topics.PERFORMANCE_DEGRADED, model)
+    assert isinstance(report, PerformanceDegraded)
+    assert (report.metric, report.version, report.labelled_rows) == ("accuracy", 1, 150)
+    assert report.value == pytest.approx(0.5) and report.baseline == pytest.approx(0.8)
+    assert report.threshold == pytest.approx(0.75)
+    [retrain] = await on_topic(settings, topics.RETRAIN_REQUESTED, model)
+    assert isinstance(retrain, RetrainRequested) and retrain.reason == "performance"
