@@ -1,0 +1,220 @@
+"""Monitor ingestion: prediction records per second through the real Kafka into one monitor process.
+
+    .venv/bin/python bench/monitor_ingest.py [--records 300000] [--batch 500] [--window 10000]
+
+Needs the local stack (`modelbus stack up`). On a fresh topic prefix: publishes a spec (windows of
+`--window` rows), the example model's training and registration (its reference profile), then
+`--records` prediction records as PredictionsLogged events of `--batch` records, all before the
+monitor starts; then starts one monitor process and times it from its start until every record is
+in a window (closed windows' rows plus the open window's), with drift computed on every window
+that closed. Prints a table and writes JSON (default bench/results/monitor_ingest.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import say  # noqa: E402
+from services.monitor import store  # noqa: E402
+from services.trainer import domain as trainer_domain  # noqa: E402
+from shared.bus import Bus, ensure_topics  # noqa: E402
+from shared.db import make_engine, make_sessions  # noqa: E402
+from shared.events import (  # noqa: E402
+    ArtifactRef,
+    FeatureSchema,
+    ModelRegistered,
+    ModelSpecApplied,
+    ModelTrained,
+    Prediction,
+    PredictionsLogged,
+)
+from shared.example_data import churn_frame  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.spec import load_spec  # noqa: E402
+
+EXAMPLE = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
+FEATURES = [f.name for f in EXAMPLE.features]
+
+
+async def prepare(settings: Settings, model: str, records: int, batch: int, window: int) -> float:
+    """Publish everything the monitor will read; returns the seconds publishing took."""
+    monitoring = EXAMPLE.monitoring.model_copy(update={"window_rows": window, "window_seconds": 86_400})
+    spec = EXAMPLE.model_copy(update={"model": model, "dataset": model, "monitoring": monitoring})
+    train = churn_frame(5000, seed=7)
+    profile = trainer_domain.reference_profile(spec, train, (train["monthly_charges"] > 70).astype(int).to_numpy())
+    artifact = ArtifactRef(name="model.skops", uri="s3://modelbus-artifacts/bench", sha256="0" * 64, size_bytes=1)
+    frame = churn_frame(min(records, 50_000), seed=8, shift=0.3)
+    rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None).to_dict("records")
+    now = datetime.now(UTC)
+    bus = Bus(settings.model_copy(update={"service_name": "bench"}))
+    await bus.start()
+    began = time.perf_counter()
+    try:
+        await bus.publish(
+            ModelSpecApplied(model=model, revision=1, spec=spec, spec_yaml="-", spec_sha256="0" * 64, applied_by="b")
+        )
+        await bus.publish(
+            ModelTrained(
+                model=model,
+                run_id="run-1",
+                task="classification",
+                target="churned",
+                dataset=model,
+                dataset_version="v1",
+                data_sha256="0" * 64,
+                spec_revision=1,
+                estimator="sklearn.linear_model.LogisticRegression",
+                params={},
+                metrics={"accuracy": 0.8},
+                candidates=[],
+                artifacts=[artifact],
+                feature_schema=[FeatureSchema(name=n, kind="numeric", dtype="float64") for n in FEATURES],
+                reference_profile=profile,
+                code_version="bench",
+                training_seconds=1.0,
+            )
+        )
+        await bus.publish(
+            ModelRegistered(
+                model=model,
+                version=1,
+                run_id="run-1",
+                dataset_version="v1",
+                task="classification",
+                artifacts=[artifact],
+                metrics={},
+            )
+        )
+        pending = []
+        for start in range(0, records, batch):
+            predictions = [
+                Prediction(
+                    request_id=f"r-{i}",
+                    model_version=1,
+                    role="stable",
+                    features=rows[i % len(rows)],
+                    prediction=int(i % 3 == 0),
+                    probabilities={"0": 0.7, "1": 0.3},
+                    latency_ms=0.4,
+                    served_at=now,
+                )
+                for i in range(start, min(start + batch, records))
+            ]
+            pending.append(bus.publish(PredictionsLogged(model=model, batch_id=f"b{start}", predictions=predictions)))
+            if len(pending) >= 50:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await bus.stop()
+    return time.perf_counter() - began
+
+
+async def counted(settings: Settings, model: str) -> tuple[int, int]:
+    """(rows in closed or open windows, windows closed) for the model."""
+    engine = make_engine(settings)
+    try:
+        async with make_sessions(engine)() as session:
+            closed = await session.scalar(
+                select(func.coalesce(func.sum(store.WindowRow.rows), 0)).where(store.WindowRow.model == model)
+            )
+            windows = await session.scalar(select(func.count()).where(store.WindowRow.model == model))
+            open_rows = await session.scalar(
+                select(func.coalesce(func.sum(store.OpenWindow.rows), 0)).where(store.OpenWindow.model == model)
+            )
+            return int(closed or 0) + int(open_rows or 0), int(windows or 0)
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--window", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "monitor_ingest.json")
+    args = parser.parse_args()
+    settings = Settings().model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+    asyncio.run(ensure_topics(settings))
+    model = f"bench-ingest-{uuid.uuid4().hex[:6]}"
+    say(f"[bench] publishing {args.records:,} records in batches of {args.batch} (prefix {settings.topic_prefix}) …")
+    publish_seconds = asyncio.run(prepare(settings, model, args.records, args.batch, args.window))
+    say(f"[bench] published in {publish_seconds:.1f} s; starting the monitor")
+    logs = Path(tempfile.mkdtemp(prefix="modelbus-bench-ingest-"))
+    env = {
+        **os.environ,
+        "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "MODELBUS_LOG_LEVEL": "WARNING",
+        "MODELBUS_OTLP_ENDPOINT": "",
+    }
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.monitor"], cwd=ROOT, env=env, stderr=(logs / "monitor.log").open("w")
+    )
+    samples: list[tuple[float, int]] = []
+    try:
+        deadline = began + 600
+        while True:
+            rows, windows = asyncio.run(counted(settings, model))
+            elapsed = time.perf_counter() - began
+            samples.append((elapsed, rows))
+            if rows >= args.records:
+                break
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise SystemExit(f"the monitor stopped at {rows:,} of {args.records:,} rows; see {logs}")
+            say(f"[bench]   {elapsed:5.1f} s: {rows:,} rows in windows, {windows} closed")
+            time.sleep(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    total = samples[-1][0]
+    # The steady rate: from the first row seen to the last (process start-up and warm-up excluded).
+    first = next((t for t, r in samples if r > 0), total)
+    steady_rows = args.records - next((r for t, r in samples if r > 0), 0)
+    steady = steady_rows / (total - first) if total > first else float("nan")
+    say("")
+    header = ("records", 9), ("batch", 6), ("window", 7), ("windows", 8), ("from start s", 13), ("records/s", 11)
+    say(" ".join(f"{name:>{width}}" for name, width in header) + f" {'steady/s':>10}")
+    say("-" * 72)
+    say(
+        f"{args.records:>9,} {args.batch:>6} {args.window:>7,} {windows:>8} {total:>13.1f} "
+        f"{args.records / total:>11,.0f} {steady:>10,.0f}"
+    )
+    result: dict[str, Any] = {
+        "benchmark": "monitor_ingest",
+        "records": args.records,
+        "batch": args.batch,
+        "window_rows": args.window,
+        "windows_closed": windows,
+        "seconds_from_start": total,
+        "records_per_second": args.records / total,
+        "steady_records_per_second": steady,
+        "samples": samples,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "median_sample_gap": float(np.median(np.diff([t for t, _ in samples]))) if len(samples) > 1 else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"\nJSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
