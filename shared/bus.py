@@ -267,6 +267,8 @@ class Bus:
                 group_id=group_id,
                 batch=True,
                 max_records=self.settings.consumer_batch_max,
+                # Room for a few large events (batches of predictions) per partition and fetch.
+                max_partition_fetch_bytes=max(8 * 1024 * 1024, self.settings.max_message_bytes + 65_536),
                 ack_policy=AckPolicy.MANUAL,
                 decoder=_raw_body,
                 auto_offset_reset="earliest",

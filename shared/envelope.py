@@ -128,6 +128,13 @@ def decode(
     if len(value) > max_bytes:
         raise EnvelopeError("parse", f"body is {len(value)} bytes; the limit is {max_bytes}")
     try:
+        # The fast way: parse and validate in one pass; on any error, the careful way below says why.
+        event = cls.model_validate_json(value)
+    except ValidationError:
+        pass
+    else:
+        return _envelope(text, cls, event)
+    try:
         body = json.loads(value.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise EnvelopeError("parse", f"body is not UTF-8 (byte {exc.start})") from None
@@ -139,6 +146,10 @@ def decode(
         event = cls.model_validate(body)
     except ValidationError as exc:
         raise EnvelopeError("validation", f"{cls.event_type}: {describe_validation_error(exc)}") from None
+    return _envelope(text, cls, event)
+
+
+def _envelope(text: dict[str, str], cls: type[Event], event: Event) -> Envelope:
     time = None
     if text.get("ce_time"):
         try:

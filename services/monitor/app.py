@@ -45,12 +45,18 @@ from shared.events import (
 )
 from shared.metrics import LOWER_IS_BETTER, live_metrics
 from shared.settings import Settings
-from shared.spec import Monitoring, Rollout
+from shared.spec import ModelSpec, Monitoring, Rollout
 from shared.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.monitor")
 GROUP = "monitor"
 SWEEP_SECONDS = 5.0
+SPEC_CACHE_SECONDS = 5.0
+# A window whose version's reference profile (or spec) is not known yet waits for it, up to this
+# many windows' worth of rows (at least UNTESTED_ROWS); then it closes untested, so what a close
+# reads back stays bounded.
+UNTESTED_WINDOWS = 10
+UNTESTED_ROWS = 100_000
 
 
 @dataclass
@@ -84,10 +90,22 @@ class Monitor:
     bus: Bus
     metrics: Metrics
     label_horizon: timedelta = timedelta(days=7)
+    specs: dict[str, tuple[float, ModelSpec | None]] = field(default_factory=dict)
+
+    async def spec(self, session: AsyncSession, model: str) -> ModelSpec | None:
+        """The model's spec, read at most once per SPEC_CACHE_SECONDS (a spec changes rarely)."""
+        cached = self.specs.get(model)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < SPEC_CACHE_SECONDS:
+            return cached[1]
+        found = await store.spec_of(session, model)
+        if found is not None:  # a spec not there yet may arrive any moment: ask again next time
+            self.specs[model] = (now, found)
+        return found
 
     async def add(self, session: AsyncSession, event: PredictionsLogged, cause: Envelope) -> None:
         """Add the batch's rows to each version's open window; close the windows that are full."""
-        spec = await store.spec_of(session, event.model)
+        spec = await self.spec(session, event.model)
         policy = spec.monitoring if spec is not None else Monitoring()
         by_version: dict[int, list[Prediction]] = defaultdict(list)
         for prediction in event.predictions:
@@ -119,8 +137,16 @@ class Monitor:
     async def close(
         self, session: AsyncSession, window: store.OpenWindow, policy: Monitoring, cause: Envelope | None
     ) -> None:
-        """Test a window, keep its results, announce drift and ask for a retrain if the policy says so."""
+        """Test a window, keep its results, announce drift and ask for a retrain if the policy says so.
+
+        ModelTrained and PredictionsLogged travel on different topics: while the version's reference
+        (or the model's spec) is unknown, the window stays open, up to UNTESTED_WINDOWS windows' rows.
+        """
         model, version = window.model, window.version
+        known = await store.reference_of(session, model, version) is not None
+        known = known and await store.spec_of(session, model) is not None
+        if not known and window.rows < max(UNTESTED_WINDOWS * policy.window_rows, UNTESTED_ROWS):
+            return
         columns = windows.concatenate(await store.take_chunks(session, model, version))
         rows = window.rows
         window.rows, window.first_at, window.last_at = 0, None, None

@@ -239,16 +239,22 @@ async def add_chunk(
     first_at: datetime,
     last_at: datetime,
 ) -> OpenWindow:
-    """Add rows to the version's open window; returns the window, locked."""
-    await session.execute(insert(OpenWindow).values(model=model, version=version, rows=0).on_conflict_do_nothing())
-    window = await session.scalar(
-        select(OpenWindow).where(OpenWindow.model == model, OpenWindow.version == version).with_for_update()
+    """Add rows to the version's open window (one statement, which also locks its row); returns the window."""
+    stmt = insert(OpenWindow).values(model=model, version=version, rows=rows, first_at=first_at, last_at=last_at)
+    counted = await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[OpenWindow.model, OpenWindow.version],
+            set_={
+                "rows": OpenWindow.rows + rows,
+                "first_at": func.least(func.coalesce(OpenWindow.first_at, first_at), first_at),
+                "last_at": func.greatest(func.coalesce(OpenWindow.last_at, last_at), last_at),
+            },
+        )
+        .returning(OpenWindow)
+        .execution_options(populate_existing=True)
     )
-    assert window is not None
+    window = counted.scalar_one()
     session.add(ChunkRow(model=model, version=version, rows=rows, payload=pack(columns)))
-    window.rows += rows
-    window.first_at = min(window.first_at, first_at) if window.first_at else first_at
-    window.last_at = max(window.last_at, last_at) if window.last_at else last_at
     return window
 
 
@@ -319,8 +325,11 @@ async def retrain_allowed(session: AsyncSession, model: str, now: datetime, cool
 async def add_served(session: AsyncSession, records: list[tuple[str, int, str, str, float | None, datetime]]) -> None:
     """Keep served predictions for the label join: (model, version, request id, prediction, score, served at).
 
-    Written with COPY on the transaction's own connection: fast enough for the ingestion rate.
+    Written with COPY on the transaction's own connection (measured faster here than one INSERT of
+    unnested arrays).
     """
+    if not records:
+        return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]

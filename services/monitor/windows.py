@@ -32,7 +32,8 @@ MIN_ROWS_BY_TIME = 30
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = type(value)
+    return kind is float or kind is int or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def columns_of(predictions: Sequence[Prediction]) -> dict[str, np.ndarray[Any, Any]]:
@@ -40,13 +41,17 @@ def columns_of(predictions: Sequence[Prediction]) -> dict[str, np.ndarray[Any, A
     names: dict[str, bool] = {}
     for p in predictions:
         for name, value in p.features.items():
-            if value is not None and name not in names:
+            if name not in names and value is not None:
                 names[name] = _is_number(value)
     columns: dict[str, np.ndarray[Any, Any]] = {}
+    features = [p.features for p in predictions]
     for name, numeric in names.items():
-        cells = [p.features.get(name) for p in predictions]
+        cells = [f.get(name) for f in features]
         if numeric:
-            columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
+            try:  # the usual case: numbers and nulls (numpy turns None into NaN)
+                columns[name] = np.array(cells, dtype=np.float64)
+            except (TypeError, ValueError):
+                columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
         else:
             _categorical(columns, name, ["" if v is None else str(v) for v in cells])
     _categorical(columns, PREDICTION, [str(p.prediction) for p in predictions])
