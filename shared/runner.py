@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.settings import Settings, get_settings
 from shared.telemetry import configure_logging
@@ -18,6 +18,13 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class HttpService(Service, Protocol):
+    """A service that also answers HTTP (its ASGI app)."""
+
+    @property
+    def api(self) -> Any: ...
 
 
 def service_settings(name: str) -> Settings:
@@ -40,5 +47,26 @@ async def run_until_stopped(name: str, build: Callable[[Settings], Service]) -> 
     logging.getLogger(f"modelbus.{name}").info("%s running", name)
     try:
         await stop.wait()
+    finally:
+        await service.stop()
+
+
+async def serve_until_stopped(
+    name: str, build: Callable[[Settings], HttpService], address: Callable[[Settings], tuple[str, int]]
+) -> None:
+    """Build the service, start it, serve its HTTP API until SIGINT or SIGTERM (uvicorn's own
+    handling), then stop the service cleanly."""
+    import uvicorn
+
+    settings = service_settings(name)
+    service = build(settings)
+    await service.start()
+    host, port = address(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(service.api, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    )
+    logging.getLogger(f"modelbus.{name}").info("%s on http://%s:%d", name, host, port)
+    try:
+        await server.serve()
     finally:
         await service.stop()

@@ -847,33 +847,9 @@ def build(settings: Settings) -> Serving:
     return Serving(settings=settings, engine=engine, host=host, bus=bus, predictions=predictions, metrics=metrics)
 
 
-async def main() -> None:
-    """Serve until SIGINT/SIGTERM."""
-    import uvicorn
-
-    from shared.runner import service_settings
-
-    settings = service_settings("serving")
-    serving = build(settings)
-    await serving.start()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            serving.api,
-            host=settings.serving_host,
-            port=settings.serving_port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    log.info("serving on http://%s:%d", settings.serving_host, settings.serving_port)
-    try:
-        await server.serve()
-    finally:
-        await serving.stop()
-
-
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main())
+    from shared.runner import serve_until_stopped
+
+    uvloop.run(serve_until_stopped("serving", build, lambda settings: (settings.serving_host, settings.serving_port)))

@@ -20,6 +20,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -154,53 +155,39 @@ class Monitor:
             return
         started, ended = windows.span(columns)
         window_id = f"win-{uuid.uuid4().hex[:16]}"
-        reference = await store.reference_of(session, model, version)
-        if reference is None:
-            summary = windows.summarize(columns)
-            await self.analyse_canary(session, model, version, summary, started, ended, cause)
-            log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
-            await store.record_window(
-                session,
-                store.WindowRow(
-                    window_id=window_id,
-                    model=model,
-                    version=version,
-                    started_at=started,
-                    ended_at=ended,
-                    rows=rows,
-                    drifted_share=None,
-                    dataset_drift=False,
-                    result={"untested": "no reference profile for this version", "summary": summary.as_dict()},
-                ),
-            )
-            self.metrics.windows.labels(model, "untested").inc()
-            return
         summary = windows.summarize(columns)
         await self.analyse_canary(session, model, version, summary, started, ended, cause)
-        began = time.perf_counter()
-        found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
-        seconds = time.perf_counter() - began
-        self.metrics.drift_seconds.observe(seconds)
-        await store.record_window(
-            session,
-            store.WindowRow(
+
+        def kept(drifted_share: float | None, dataset_drift: bool, result: dict[str, Any]) -> store.WindowRow:
+            return store.WindowRow(
                 window_id=window_id,
                 model=model,
                 version=version,
                 started_at=started,
                 ended_at=ended,
                 rows=rows,
-                drifted_share=found.drifted_share,
-                dataset_drift=found.dataset_drift,
-                result={
-                    "features": [f.model_dump() for f in found.features],
-                    "prediction": found.prediction.model_dump() if found.prediction else None,
-                    "missing": found.missing,
-                    "seconds": seconds,
-                    "summary": summary.as_dict(),
-                },
-            ),
-        )
+                drifted_share=drifted_share,
+                dataset_drift=dataset_drift,
+                result={**result, "summary": summary.as_dict()},
+            )
+
+        reference = await store.reference_of(session, model, version)
+        if reference is None:
+            log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
+            await store.record_window(session, kept(None, False, {"untested": "no reference profile for this version"}))
+            self.metrics.windows.labels(model, "untested").inc()
+            return
+        began = time.perf_counter()
+        found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
+        seconds = time.perf_counter() - began
+        self.metrics.drift_seconds.observe(seconds)
+        result = {
+            "features": [f.model_dump() for f in found.features],
+            "prediction": found.prediction.model_dump() if found.prediction else None,
+            "missing": found.missing,
+            "seconds": seconds,
+        }
+        await store.record_window(session, kept(found.drifted_share, found.dataset_drift, result))
         drifted = [f.feature for f in found.features if f.drifted]
         prediction_drifted = bool(found.prediction and found.prediction.drifted)
         log.info(
