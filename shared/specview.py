@@ -1,11 +1,12 @@
 """A service's view of the model specs, built from the compacted specs topic.
 
 Each service keeps its own table (it owns its state), made of `SpecViewColumns` plus whatever it
-needs besides; these functions keep the newest revision and read it back.
+needs besides, and reads and writes it through a `SpecView` bound to that table.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Integer, String
@@ -46,3 +47,23 @@ async def spec_of(session: AsyncSession, table: type[Base], model: str) -> tuple
     if row is None:
         return None
     return row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})
+
+
+@dataclass(frozen=True)
+class SpecView:
+    """A service's spec view: its table, with keep and read."""
+
+    table: type[Base]
+
+    async def keep(self, session: AsyncSession, event: ModelSpecApplied, **extra: Any) -> bool:
+        """Keep the newest revision; False if an older one arrived late (nothing changed)."""
+        return await keep_spec(session, self.table, event, **extra)
+
+    async def revision_of(self, session: AsyncSession, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+        return await spec_of(session, self.table, model)
+
+    async def of(self, session: AsyncSession, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        found = await spec_of(session, self.table, model)
+        return found[1] if found else None

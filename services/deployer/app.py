@@ -90,7 +90,7 @@ class Controller:
     clock: Clock = utcnow
 
     async def policy(self, session: AsyncSession, model: str) -> RolloutPolicy:
-        spec = await store.spec_of(session, model)
+        spec = await store.specs.of(session, model)
         return spec.rollout if spec is not None else RolloutPolicy()
 
     async def begin(
@@ -232,7 +232,7 @@ def register_consumers(
 
     @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
     async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> list[RolloutChanged]:
-        if not await store.keep_spec(ctx.session, event):
+        if not await store.specs.keep(ctx.session, event):
             return []
         # An approval that overtook the spec waited for it; start it now.
         approved = await store.newest_approved(ctx.session, event.model)
@@ -250,7 +250,7 @@ def register_consumers(
         await store.decide(ctx.session, event.model, event.version, event.decision, approved=approved)
         if not approved:
             return []
-        if await store.spec_of(ctx.session, event.model) is None:
+        if await store.specs.of(ctx.session, event.model) is None:
             log.warning("%s@%d approved before its spec arrived; starts with the spec", event.model, event.version)
             return []
         return [announce(t) for t in await control.begin(ctx.session, event.model, event.version)]

@@ -16,17 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.deployer import domain
-from shared import specview
 from shared.db import Base
-from shared.events import ArtifactRef, ModelRegistered, ModelSpecApplied
+from shared.events import ArtifactRef, ModelRegistered
 from shared.spec import ModelSpec
-from shared.specview import SpecViewColumns
+from shared.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):
     """The spec revision in force per model (its rollout policy)."""
 
     __tablename__ = "deployer_specs"
+
+
+specs = SpecView(SpecRow)
 
 
 class VersionRow(Base):
@@ -87,17 +89,6 @@ class CommandRow(Base):
 
 
 # ---------------------------------------------------------------- specs and versions
-
-
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
-    """Keep the newest revision of a model's spec; False if it was older than the one kept."""
-    return await specview.keep_spec(session, SpecRow, event)
-
-
-async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
-    """The spec in force for a model, if any."""
-    found = await specview.spec_of(session, SpecRow, model)
-    return found[1] if found else None
 
 
 async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:
@@ -254,6 +245,6 @@ async def live_models(session: AsyncSession, only: frozenset[str] | None = None)
                 select(VersionRow).where(VersionRow.model == model.model, VersionRow.version.in_(wanted))
             )
         ).all()
-        spec = await spec_of(session, model.model)
+        spec = await specs.of(session, model.model)
         found.append(LiveModel(model.model, rollout, {r.version: artifacts(r) for r in rows}, spec))
     return found

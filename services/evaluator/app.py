@@ -140,7 +140,7 @@ def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
 
     @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
     async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> list[ModelEvaluated]:
-        if not await store.keep_spec(ctx.session, event):
+        if not await store.specs.keep(ctx.session, event):
             return []
         parked = await store.unpark(ctx.session, event.model)
         if parked:
@@ -157,7 +157,7 @@ def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
         await store.keep_version(ctx.session, event)
         if await store.result_of(ctx.session, event.model, event.version) is not None:
             return None
-        spec = await store.spec_of(ctx.session, event.model)
+        spec = await store.specs.of(ctx.session, event.model)
         if spec is None:
             # Specs and registrations travel on different topics; one may overtake the other.
             await store.park(ctx.session, event)

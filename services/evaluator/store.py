@@ -10,17 +10,18 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared import specview
 from shared.db import Base
-from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
-from shared.spec import ModelSpec
-from shared.specview import SpecViewColumns
+from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered
+from shared.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):
     """The spec revision in force per model."""
 
     __tablename__ = "evaluator_specs"
+
+
+specs = SpecView(SpecRow)
 
 
 class VersionRow(Base):
@@ -57,17 +58,6 @@ class ResultRow(Base):
     gates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     seconds: Mapped[float] = mapped_column(Float)
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
-    """Keep the newest revision of a model's spec; False if it was older than the one kept."""
-    return await specview.keep_spec(session, SpecRow, event)
-
-
-async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
-    """The spec in force for a model, if any."""
-    found = await specview.spec_of(session, SpecRow, model)
-    return found[1] if found else None
 
 
 async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:

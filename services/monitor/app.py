@@ -99,7 +99,7 @@ class Monitor:
         now = time.monotonic()
         if cached is not None and now - cached[0] < SPEC_CACHE_SECONDS:
             return cached[1]
-        found = await store.spec_of(session, model)
+        found = await store.specs.of(session, model)
         if found is not None:  # a spec not there yet may arrive any moment: ask again next time
             self.specs[model] = (now, found)
         return found
@@ -145,7 +145,7 @@ class Monitor:
         """
         model, version = window.model, window.version
         known = await store.reference_of(session, model, version) is not None
-        known = known and await store.spec_of(session, model) is not None
+        known = known and await self.spec(session, model) is not None
         if not known and window.rows < max(UNTESTED_WINDOWS * policy.window_rows, UNTESTED_ROWS):
             return
         columns = windows.concatenate(await store.take_chunks(session, model, version))
@@ -242,7 +242,7 @@ class Monitor:
         live = await session.get(store.LiveRow, model)
         if live is None or live.state not in ("canary", "shadow") or live.candidate != version:
             return
-        spec = await store.spec_of(session, model)
+        spec = await self.spec(session, model)
         rollout = spec.rollout if spec is not None else None
         stable = await store.last_summary(session, model, live.stable) if live.stable is not None else None
         if stable is None:
@@ -279,7 +279,7 @@ class Monitor:
         now = datetime.now(UTC)
         truths = {label.request_id: str(label.label) for label in event.labels}
         versions = await store.label(session, event.model, truths, now, self.label_horizon)
-        spec = await store.spec_of(session, event.model)
+        spec = await self.spec(session, event.model)
         if spec is None:
             return
         watch = spec.monitoring.performance
@@ -342,7 +342,7 @@ class Monitor:
             aged = await store.aged_windows(session, datetime.now(UTC))
         for model, version, age in aged:
             async with sessions() as session, session.begin():
-                spec = await store.spec_of(session, model)
+                spec = await self.spec(session, model)
                 policy = spec.monitoring if spec is not None else Monitoring()
                 if age < policy.window_seconds:
                     continue
@@ -372,7 +372,8 @@ def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> Non
 
     @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
     async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> None:
-        await store.keep_spec(ctx.session, event)
+        await store.specs.keep(ctx.session, event)
+        monitor.specs.pop(event.model, None)
 
     @bus.consumer(topics.MODEL_TRAINED, group=group, events=[ModelTrained])
     async def on_trained(event: ModelTrained, ctx: HandlerContext) -> None:

@@ -33,17 +33,18 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared import specview
 from shared.db import Base
-from shared.events import ModelSpecApplied, ReferenceProfile
-from shared.spec import ModelSpec
-from shared.specview import SpecViewColumns
+from shared.events import ReferenceProfile
+from shared.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):
     """The spec revision in force per model (its monitoring policy)."""
 
     __tablename__ = "monitor_specs"
+
+
+specs = SpecView(SpecRow)
 
 
 class RunRow(Base):
@@ -151,17 +152,6 @@ class RetrainRow(Base):
 
 
 # ---------------------------------------------------------------- views
-
-
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
-    """Keep the newest revision of a model's spec."""
-    return await specview.keep_spec(session, SpecRow, event)
-
-
-async def spec_of(session: AsyncSession, model: str) -> ModelSpec | None:
-    """The spec in force for a model, if any."""
-    found = await specview.spec_of(session, SpecRow, model)
-    return found[1] if found else None
 
 
 async def keep_run(

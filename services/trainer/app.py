@@ -125,7 +125,8 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
 
     @bus.consumer(topics.MODEL_SPEC_APPLIED, group=group, events=[ModelSpecApplied])
     async def on_spec(event: ModelSpecApplied, ctx: HandlerContext) -> None:
-        if not await store.keep_spec(ctx.session, event) or await store.ever_trained(ctx.session, event.model):
+        changed = await store.specs.keep(ctx.session, event, dataset=event.spec.dataset)
+        if not changed or await store.ever_trained(ctx.session, event.model):
             return
         # A model's first spec trains on data that arrived before it (specs and data travel on
         # different topics, so a trainer may well see the data first).
@@ -159,7 +160,7 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
 
     @bus.consumer(topics.RETRAIN_REQUESTED, group=group, events=[RetrainRequested])
     async def on_retrain(event: RetrainRequested, ctx: HandlerContext) -> None:
-        found = await store.spec_of(ctx.session, event.model)
+        found = await store.specs.revision_of(ctx.session, event.model)
         if found is None:
             raise TrainerRefusal(f"no spec applied for model {event.model!r}: apply one before asking for a retrain")
         revision, spec = found

@@ -10,11 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared import specview
 from shared.db import Base
-from shared.events import DataArrived, ModelSpecApplied
+from shared.events import DataArrived
 from shared.spec import ModelSpec
-from shared.specview import SpecViewColumns
+from shared.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):
@@ -23,6 +22,9 @@ class SpecRow(SpecViewColumns, Base):
     __tablename__ = "trainer_specs"
 
     dataset: Mapped[str] = mapped_column(String(128), index=True)
+
+
+specs = SpecView(SpecRow)
 
 
 class DatasetRow(Base):
@@ -90,11 +92,6 @@ class Job:
     traceparent: str | None
 
 
-async def keep_spec(session: AsyncSession, event: ModelSpecApplied) -> bool:
-    """Keep the newest revision of a model's spec; False if an older one arrived late (nothing changed)."""
-    return await specview.keep_spec(session, SpecRow, event, dataset=event.spec.dataset)
-
-
 async def ever_trained(session: AsyncSession, model: str) -> bool:
     """Whether a training job was ever queued for the model."""
     return await session.scalar(select(JobRow.run_id).where(JobRow.model == model).limit(1)) is not None
@@ -122,11 +119,6 @@ async def specs_for_dataset(session: AsyncSession, dataset: str) -> list[tuple[s
     return [
         (row.model, row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})) for row in rows.all()
     ]
-
-
-async def spec_of(session: AsyncSession, model: str) -> tuple[int, ModelSpec] | None:
-    """The spec in force for a model, if any."""
-    return await specview.spec_of(session, SpecRow, model)
 
 
 async def dataset_version(session: AsyncSession, name: str, version: str | None) -> str | None:
