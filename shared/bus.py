@@ -51,7 +51,17 @@ RELAY_HOLD_SECONDS = 30
 E = TypeVar("E", bound=Event)
 HandlerResult = Event | Sequence[Event] | None
 Handler = Callable[[Any, "HandlerContext"], Awaitable[HandlerResult]]
-Route = tuple[Handler, frozenset[str] | None]
+# A batched handler's span links at most this many of the events it handles.
+MAX_SPAN_LINKS = 128
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who handles a topic's messages in a consumer group."""
+
+    handler: Handler
+    allowed: frozenset[str] | None
+    batched: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class Work:
 
     record: ConsumerRecord[bytes, bytes]
     headers: Headers
-    handler: Handler
+    route: Route
     envelope: Envelope
 
 
@@ -92,11 +102,16 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass
 class HandlerContext:
-    """What a handler gets besides its event: the envelope, its transaction, and emit()."""
+    """What a handler gets besides its event: the envelope, its transaction, and emit().
+
+    A batched handler's context has every envelope of its events in `envelopes`; `envelope` is the
+    last of them (the cause of what the handler emits).
+    """
 
     envelope: Envelope
     session: AsyncSession
     consumer: str
+    envelopes: tuple[Envelope, ...] = ()
     pending: list[Event] = field(default_factory=list)
 
     def emit(self, event: Event) -> None:
@@ -235,11 +250,15 @@ class Bus:
         *,
         group: str,
         events: Sequence[type[Event]] | None = None,
+        batched: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register `handler(event, ctx)` for a catalog topic under consumer group `group`.
 
         All topics of one group share one Kafka consumer (one group membership, one rebalance at
-        start), and the message's topic picks the handler.
+        start), and the message's topic picks the handler. A `batched` handler is called as
+        `handler(events, ctx)` with the events of consecutive messages of its topic in one poll
+        (one transaction, one call: for high-volume topics whose handler costs per call, not per
+        event); when a batch fails it is called again with one event at a time.
         """
         if self.sessions is None:
             raise RuntimeError("a consuming Bus needs a database session factory")
@@ -253,7 +272,7 @@ class Bus:
             full = self.settings.topic(topic)
             if full in routes:
                 raise ValueError(f"{group} already has a handler for {topic}")
-            routes[full] = (handler, allowed)
+            routes[full] = Route(handler, allowed, batched)
             return handler
 
         return register
@@ -302,6 +321,28 @@ class Bus:
             },
         )
 
+    def _batch_span(self, group_id: str, envelopes: Sequence[Envelope]) -> AbstractContextManager[trace.Span]:
+        """A batched handler's span: its own trace, linked to the spans that published its events."""
+        links = []
+        for envelope in envelopes[:MAX_SPAN_LINKS]:
+            if envelope.traceparent:
+                carrier = {"traceparent": envelope.traceparent}
+                linked = trace.get_current_span(extract(carrier)).get_span_context()
+                if linked.is_valid:
+                    links.append(trace.Link(linked))
+        first = envelopes[0]
+        return self.tracer.start_as_current_span(
+            f"{group_id} handle {first.type} x{len(envelopes)}",
+            context=otel_context.Context(),
+            links=links,
+            attributes={
+                "modelbus.consumer": group_id,
+                "modelbus.event_type": first.type,
+                "modelbus.events": len(envelopes),
+                "modelbus.event_ids": [e.id for e in envelopes[:MAX_SPAN_LINKS]],
+            },
+        )
+
     async def _consume(
         self,
         message: KafkaMessage,
@@ -314,13 +355,15 @@ class Bus:
         letters: list[Letter] = []
         for record in records:
             headers: Headers = [(name, bytes(data)) for name, data in (record.headers or ())]
-            handler, allowed = routes[record.topic]
+            route = routes[record.topic]
             try:
-                envelope = decode(record.value, headers, allowed=allowed, max_bytes=self.settings.max_message_bytes)
+                envelope = decode(
+                    record.value, headers, allowed=route.allowed, max_bytes=self.settings.max_message_bytes
+                )
             except EnvelopeError as exc:
                 letters.append(Letter(record, headers, exc.kind, exc.reason, 1, None))
                 continue
-            work.append(Work(record, headers, handler, envelope))
+            work.append(Work(record, headers, route, envelope))
         # A batch is tried in one transaction; a lone message (or a batch that failed) goes the
         # one-by-one way, where each message has its own retries and, at worst, its dead letter.
         culprit = None
@@ -332,7 +375,7 @@ class Bus:
             # The message whose handler broke the batch has had its first attempt already.
             tried = 1 if index == culprit else 0
             with self._span(group_id, item.envelope):
-                failure = await self._handle_with_retries(item.envelope, item.handler, group_id, tried=tried)
+                failure = await self._handle_with_retries(item.envelope, item.route, group_id, tried=tried)
             if failure is not None:
                 kind, reason, attempts = failure
                 letters.append(Letter(item.record, item.headers, kind, reason, attempts, item.envelope))
@@ -346,7 +389,10 @@ class Bus:
         await self._ack_or_rewind(message)
 
     async def _handle_together(self, work: Sequence[Work], group_id: str) -> int | None:
-        """Handle a batch in one transaction; None if done, else (nothing applied) the index that failed."""
+        """Handle a batch in one transaction; None if done, else (nothing applied) the index that failed.
+
+        The index is -1 when no single message is to blame (the commit, or a batched handler, failed).
+        """
         assert self.sessions is not None
         staged, current = False, -1
         try:
@@ -355,13 +401,19 @@ class Bus:
                 fresh = await claim_inbox_many(
                     session, consumer=group_id, events=[(item.envelope.id, item.envelope.type) for item in work]
                 )
-                for current, item in enumerate(work):  # noqa: B007 - read by the except clause
-                    with self._span(group_id, item.envelope):
-                        claimed = item.envelope.id in fresh
-                        fresh.discard(item.envelope.id)
-                        staged |= await self._handle_one(
-                            session, item.envelope, item.handler, group_id, claimed=claimed
-                        )
+                for current, run in _runs(work):
+                    claimed = [item.envelope for item in run if item.envelope.id in fresh]
+                    fresh.difference_update(envelope.id for envelope in claimed)
+                    if len(run) > 1:
+                        current = -1  # a batched handler: which of its events broke it is not known
+                        with self._batch_span(group_id, claimed or [run[0].envelope]):
+                            staged |= await self._invoke(session, claimed, run[0].route, group_id)
+                        continue
+                    with self._span(group_id, run[0].envelope):
+                        if not claimed:
+                            log.info("duplicate %s %s skipped", run[0].envelope.type, run[0].envelope.id)
+                            continue
+                        staged |= await self._invoke(session, claimed, run[0].route, group_id)
                 current = -1  # the commit itself failed: no message is to blame
         except Exception as exc:
             # Nothing of the batch was applied; the one-by-one path retries, or dead-letters the culprit.
@@ -371,27 +423,28 @@ class Bus:
             self._relay_wake.set()
         return None
 
-    async def _handle_one(
-        self, session: AsyncSession, envelope: Envelope, handler: Handler, group_id: str, *, claimed: bool | None = None
-    ) -> bool:
-        """Claim the inbox (unless the caller did), run the handler and stage what it emits.
-
-        Returns True if the handler emitted anything.
-        """
-        if claimed is None:
-            claimed = await claim_inbox(session, consumer=group_id, event_id=envelope.id, event_type=envelope.type)
-        if not claimed:
+    async def _handle_one(self, session: AsyncSession, envelope: Envelope, route: Route, group_id: str) -> bool:
+        """Claim the inbox, run the handler and stage what it emits; True if it emitted anything."""
+        if not await claim_inbox(session, consumer=group_id, event_id=envelope.id, event_type=envelope.type):
             log.info("duplicate %s %s skipped", envelope.type, envelope.id)
             return False
-        ctx = HandlerContext(envelope=envelope, session=session, consumer=group_id)
-        result = await handler(envelope.event, ctx)
+        return await self._invoke(session, [envelope], route, group_id)
+
+    async def _invoke(self, session: AsyncSession, envelopes: Sequence[Envelope], route: Route, group_id: str) -> bool:
+        """Run the handler on claimed events and stage what it emits; True if it emitted anything."""
+        if not envelopes:
+            return False
+        cause = envelopes[-1]
+        ctx = HandlerContext(envelope=cause, session=session, consumer=group_id, envelopes=tuple(envelopes))
+        events: Any = [e.event for e in envelopes] if route.batched else cause.event
+        result = await route.handler(events, ctx)
         produced = [*ctx.pending, *([result] if isinstance(result, Event) else (result or []))]
         for event in produced:
-            self.stage(session, event, cause=envelope)
+            self.stage(session, event, cause=cause)
         return bool(produced)
 
     async def _handle_with_retries(
-        self, envelope: Envelope, handler: Handler, group_id: str, *, tried: int = 0
+        self, envelope: Envelope, route: Route, group_id: str, *, tried: int = 0
     ) -> tuple[str, str, int] | None:
         """Handle one message in its own transaction, retrying transient failures with backoff.
 
@@ -405,7 +458,7 @@ class Bus:
                 await asyncio.sleep(delay * 2 ** (attempt - 2))
             try:
                 async with self.sessions() as session, session.begin():
-                    produced = await self._handle_one(session, envelope, handler, group_id)
+                    produced = await self._handle_one(session, envelope, route, group_id)
                 if produced:
                     self._relay_wake.set()
                 return None
@@ -561,6 +614,18 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
         await self.broker.stop()
+
+
+def _runs(work: Sequence[Work]) -> list[tuple[int, list[Work]]]:
+    """The batch as handler calls, in order: consecutive messages of one batched route together,
+    every other message alone; each with the index of its first message."""
+    runs: list[tuple[int, list[Work]]] = []
+    for index, item in enumerate(work):
+        if runs and item.route.batched and runs[-1][1][-1].route is item.route:
+            runs[-1][1].append(item)
+        else:
+            runs.append((index, [item]))
+    return runs
 
 
 async def ensure_topics(

@@ -40,7 +40,7 @@ from shared.artifacts import ArtifactError, ArtifactStore
 from shared.bus import Bus, aiokafka_options
 from shared.db import make_engine, make_sessions
 from shared.envelope import decode
-from shared.events import Prediction, PredictionsLogged, RolloutChanged
+from shared.events import PredictionsLogged, RolloutChanged
 from shared.modelfile import UntrustedArtifact
 from shared.settings import Settings
 
@@ -371,7 +371,7 @@ def _policy_key(item: store.LiveModel) -> int | None:
 # ---------------------------------------------------------------- prediction log
 
 # What the request path hands to the log: (live, row, answer, latency ms, served at); the
-# Prediction record is built by the publishing task, off the request path.
+# event's columns are built by the publishing task, off the request path.
 Served = tuple["Live", dict[str, Any], dict[str, Any], float, float]
 
 
@@ -415,10 +415,7 @@ class PredictionLog:
         for model, served in taken:
             by_model.setdefault(model, []).append(served)
         for index, (model, predictions) in enumerate(by_model.items()):
-            # Built without re-validating each prediction (serving made them); defaults are filled in.
-            event = PredictionsLogged.model_construct(
-                model=model, batch_id=uuid.uuid4().hex, predictions=[_logged(*p) for p in predictions]
-            )
+            event = _logged(model, predictions)
             try:
                 await asyncio.wait_for(self.bus.publish(event), timeout=10)
             except Exception as exc:
@@ -778,20 +775,33 @@ def make_api(serving: Serving) -> FastAPI:
     return api
 
 
-def _logged(live: Live, row: dict[str, Any], answer: dict[str, Any], latency_ms: float, at: float) -> Prediction:
-    """The record of one answer (or shadow answer) for PredictionsLogged; built without re-validation."""
-    features = {f.name: row.get(f.name) for f in live.engines[answer["version"]].loaded.features}
-    key = row.get(live.sticky_key) if live.sticky_key else None
-    return Prediction.model_construct(
-        request_id=answer["request_id"],
-        model_version=answer["version"],
-        role=answer["role"],
-        features=features,
-        prediction=answer["prediction"],
-        probabilities=answer.get("probabilities"),
-        latency_ms=latency_ms,
-        served_at=datetime.fromtimestamp(at, UTC),
-        sticky_key=str(key) if key is not None else None,
+def _logged(model: str, served: list[Served]) -> PredictionsLogged:
+    """The PredictionsLogged of these answers (and shadow answers), column by column.
+
+    Built without re-validation (serving made every value); defaults are filled in. A row's
+    features are those its answering version reads.
+    """
+    names = dict.fromkeys(
+        f.name for live, _, answer, _, _ in served for f in live.engines[answer["version"]].loaded.features
+    )
+    classes = sorted({c for _, _, answer, _, _ in served for c in answer.get("probabilities") or ()})
+    keys = [
+        None if not live.sticky_key or row.get(live.sticky_key) is None else str(row[live.sticky_key])
+        for live, row, _, _, _ in served
+    ]
+    answers = [answer for _, _, answer, _, _ in served]
+    return PredictionsLogged.model_construct(
+        model=model,
+        batch_id=uuid.uuid4().hex,
+        request_id=[a["request_id"] for a in answers],
+        model_version=[a["version"] for a in answers],
+        role=[a["role"] for a in answers],
+        features={name: [row.get(name) for _, row, _, _, _ in served] for name in names},
+        prediction=[a["prediction"] for a in answers],
+        probabilities={c: [(a.get("probabilities") or {}).get(c) for a in answers] for c in classes} or None,
+        latency_ms=[latency for _, _, _, latency, _ in served],
+        served_at=[datetime.fromtimestamp(at, UTC) for _, _, _, _, at in served],
+        sticky_key=keys if any(k is not None for k in keys) else None,
     )
 
 

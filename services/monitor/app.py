@@ -3,8 +3,8 @@ and the retrain policy.
 
 Consumes specs (the monitoring policy), `ModelTrained` (the reference profile, never recomputed
 from raw data), `ModelRegistered` (which run a version is), `RolloutChanged` (what is live) and
-`PredictionsLogged` (in batches). Each PredictionsLogged adds its rows to the open window of each
-version it covers, in the transaction that claims it; the window closes at the policy's row count
+`PredictionsLogged` (in batches: every one of a poll in one call). Their rows go to the open window
+of each version they cover, in the transaction that claims them; the window closes at the policy's row count
 (or age, checked by a sweep), is tested, kept in `monitor_windows`, and announced as
 `DriftDetected` when a feature or the prediction drifted. A dataset-level drift asks for a retrain
 (`RetrainRequested`), at most once per cooldown per model however many windows drift.
@@ -18,10 +18,12 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,7 +41,6 @@ from shared.events import (
     ModelSpecApplied,
     ModelTrained,
     PerformanceDegraded,
-    Prediction,
     PredictionsLogged,
     RetrainRequested,
     RolloutChanged,
@@ -104,36 +105,53 @@ class Monitor:
             self.specs[model] = (now, found)
         return found
 
-    async def add(self, session: AsyncSession, event: PredictionsLogged, cause: Envelope) -> None:
-        """Add the batch's rows to each version's open window; close the windows that are full."""
-        spec = await self.spec(session, event.model)
-        policy = spec.monitoring if spec is not None else Monitoring()
-        by_version: dict[int, list[Prediction]] = defaultdict(list)
-        for prediction in event.predictions:
-            by_version[prediction.model_version].append(prediction)
-        await store.add_served(
-            session,
-            [
-                (event.model, p.model_version, p.request_id, str(p.prediction), _score(p), p.served_at)
-                for p in event.predictions
-                if p.role != "shadow"  # labels judge the answers that were returned
-            ],
-        )
-        for version, predictions in sorted(by_version.items()):
-            served = [p.served_at for p in predictions]
-            window = await store.add_chunk(
-                session,
-                event.model,
-                version,
-                windows.columns_of(predictions),
-                len(predictions),
-                min(served),
-                max(served),
-            )
-            self.metrics.rows.labels(event.model).inc(len(predictions))
+    async def add(self, session: AsyncSession, events: Sequence[PredictionsLogged], cause: Envelope) -> None:
+        """Add the events' rows to each version's open window, closing windows as they fill.
+
+        Called with every PredictionsLogged of one poll: the answers go to the label join in one
+        COPY, and each version's rows go to its window in as few chunks as the windows allow (a
+        window never takes more than the policy's `window_rows` once it can be tested).
+        """
+        await store.add_served(session, [answer for event in events for answer in _answers(event)])
+        by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
+        for event in events:
+            columns = windows.columns_of(event)
+            versions = np.array(event.model_version)
+            for version in np.unique(versions).tolist():
+                same = versions == version
+                by_version[event.model, version].append(
+                    columns if same.all() else windows.take(columns, np.flatnonzero(same))
+                )
+        for (model, version), parts in sorted(by_version.items()):
+            spec = await self.spec(session, model)
+            columns = windows.concatenate(parts) if len(parts) > 1 else parts[0]
+            await self._fill(session, model, version, columns, spec.monitoring if spec else Monitoring(), cause)
+
+    async def _fill(
+        self,
+        session: AsyncSession,
+        model: str,
+        version: int,
+        columns: windows.Columns,
+        policy: Monitoring,
+        cause: Envelope,
+    ) -> None:
+        """Add one version's rows to its open window, a window's worth at a time."""
+        held = await store.open_rows(session, model, version)
+        rows, taken = windows.rows_of(columns), 0
+        while taken < rows:
+            room = policy.window_rows - held
+            # A window that cannot be tested yet (see close) takes what comes, up to its own limit.
+            size = min(room, rows - taken) if room > 0 else rows - taken
+            part = columns if size == rows else windows.take(columns, slice(taken, taken + size))
+            taken += size
+            first, last = windows.span(part)
+            window = await store.add_chunk(session, model, version, part, size, first, last)
+            self.metrics.rows.labels(model).inc(size)
             age = (datetime.now(UTC) - window.first_at).total_seconds() if window.first_at else 0.0
             if windows.should_close(window.rows, age, policy):
                 await self.close(session, window, policy, cause)
+            held = window.rows
 
     async def close(
         self, session: AsyncSession, window: store.OpenWindow, policy: Monitoring, cause: Envelope | None
@@ -149,10 +167,34 @@ class Monitor:
         if not known and window.rows < max(UNTESTED_WINDOWS * policy.window_rows, UNTESTED_ROWS):
             return
         columns = windows.concatenate(await store.take_chunks(session, model, version))
-        rows = window.rows
         window.rows, window.first_at, window.last_at = 0, None, None
         if not columns:
             return
+        total, size = windows.rows_of(columns), policy.window_rows
+        if not known or total <= size:  # one window: full, closed by age, or closed untested
+            await self._test(session, model, version, columns, policy, cause)
+            return
+        # A window that waited for its reference holds several windows' rows: each full window is
+        # tested on its own, and what is left over stays open.
+        whole = total - total % size
+        if whole < total:
+            await session.flush()  # the emptied window first, then the rest goes back into it
+            rest = windows.take(columns, slice(whole, total))
+            await store.add_chunk(session, model, version, rest, total - whole, *windows.span(rest))
+        for start in range(0, whole, size):
+            await self._test(session, model, version, windows.take(columns, slice(start, start + size)), policy, cause)
+
+    async def _test(
+        self,
+        session: AsyncSession,
+        model: str,
+        version: int,
+        columns: windows.Columns,
+        policy: Monitoring,
+        cause: Envelope | None,
+    ) -> None:
+        """Test one closed window's rows: canary analysis, drift, and what follows from them."""
+        rows = windows.rows_of(columns)
         started, ended = windows.span(columns)
         window_id = f"win-{uuid.uuid4().hex[:16]}"
         summary = windows.summarize(columns)
@@ -360,11 +402,18 @@ class Monitor:
         return closed
 
 
-def _score(prediction: Prediction) -> float | None:
-    """The probability of the positive class (the last in sorted order), for ROC-AUC on labels."""
-    if not prediction.probabilities:
-        return None
-    return prediction.probabilities[max(prediction.probabilities)]
+def _answers(event: PredictionsLogged) -> list[tuple[str, int, str, str, float | None, datetime]]:
+    """The batch's returned answers for the label join: (model, version, request id, prediction,
+    score, served at); the score is the probability of the positive class (the last in sorted
+    order), for ROC-AUC. Shadow answers were never returned, so labels do not judge them."""
+    scores = event.probabilities[max(event.probabilities)] if event.probabilities else [None] * event.rows
+    return [
+        (event.model, version, request_id, str(prediction), score, at)
+        for request_id, version, role, prediction, score, at in zip(
+            event.request_id, event.model_version, event.role, event.prediction, scores, event.served_at, strict=True
+        )
+        if role != "shadow"
+    ]
 
 
 def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> None:
@@ -393,9 +442,9 @@ def register_consumers(bus: Bus, monitor: Monitor, *, group: str = GROUP) -> Non
     async def on_labels(event: LabelsArrived, ctx: HandlerContext) -> None:
         await monitor.labelled(ctx.session, event, ctx.envelope)
 
-    @bus.consumer(topics.PREDICTIONS_LOGGED, group=group, events=[PredictionsLogged])
-    async def on_predictions(event: PredictionsLogged, ctx: HandlerContext) -> None:
-        await monitor.add(ctx.session, event, ctx.envelope)
+    @bus.consumer(topics.PREDICTIONS_LOGGED, group=group, events=[PredictionsLogged], batched=True)
+    async def on_predictions(events: list[PredictionsLogged], ctx: HandlerContext) -> None:
+        await monitor.add(ctx.session, events, ctx.envelope)
 
 
 @dataclass

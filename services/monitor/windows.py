@@ -1,8 +1,8 @@
-"""Windows of live predictions: from `Prediction` records to columns, and from columns to drift.
+"""Windows of live predictions: from PredictionsLogged columns to arrays, and from arrays to drift.
 
-Pure: no I/O. A chunk holds the rows of one PredictionsLogged for one version, column by column:
-numeric features as float64 (null as NaN), categorical ones as fixed-width strings, and beside
-them what canary analysis and performance need (`__prediction__`, `__role__`, `__latency_ms__`,
+Pure: no I/O. A chunk holds rows of one version, column by column: numeric features as float64
+(null as NaN), categorical ones as int32 codes into the chunk's own vocabulary of strings, and
+beside them what canary analysis and performance need (`__prediction__`, `__role__`, `__latency_ms__`,
 `__confidence__`, `__served_at__`). Which features are numeric is read from the values themselves
 (numbers are numeric, anything else categorical), so ingestion needs no spec or profile.
 """
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from services.monitor import drift
-from shared.events import CategoricalProfile, FeatureDrift, Prediction, ReferenceProfile
+from shared.events import CategoricalProfile, FeatureDrift, PredictionsLogged, ReferenceProfile
 from shared.spec import Monitoring
 
 PREDICTION = "__prediction__"
@@ -27,6 +27,7 @@ LATENCY = "__latency_ms__"
 CONFIDENCE = "__confidence__"
 SERVED_AT = "__served_at__"
 META = (PREDICTION, ROLE, LATENCY, CONFIDENCE, SERVED_AT)
+Columns = dict[str, np.ndarray[Any, Any]]  # a chunk or a window: name -> 1-D array
 VOCABULARY = ".vocabulary"  # beside a categorical column's codes: the strings they stand for
 MIN_ROWS_BY_TIME = 30
 
@@ -36,35 +37,35 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
-def columns_of(predictions: Sequence[Prediction]) -> dict[str, np.ndarray[Any, Any]]:
-    """The rows of one version's predictions, column by column."""
-    names: dict[str, bool] = {}
-    for p in predictions:
-        for name, value in p.features.items():
-            if name not in names and value is not None:
-                names[name] = _is_number(value)
-    columns: dict[str, np.ndarray[Any, Any]] = {}
-    features = [p.features for p in predictions]
-    for name, numeric in names.items():
-        cells = [f.get(name) for f in features]
-        if numeric:
+def columns_of(event: PredictionsLogged) -> Columns:
+    """Every row of a batch, as arrays (one per feature, and the meta columns)."""
+    columns: Columns = {}
+    for name, cells in event.features.items():
+        first = next((v for v in cells if v is not None), None)
+        if first is None:
+            continue  # a feature no row carried: absent, as in a chunk without it
+        if _is_number(first):
             try:  # the usual case: numbers and nulls (numpy turns None into NaN)
                 columns[name] = np.array(cells, dtype=np.float64)
+                continue
             except (TypeError, ValueError):
-                columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
-        else:
-            _categorical(columns, name, ["" if v is None else str(v) for v in cells])
-    _categorical(columns, PREDICTION, [str(p.prediction) for p in predictions])
-    _categorical(columns, ROLE, [p.role for p in predictions])
-    columns[LATENCY] = np.array([p.latency_ms for p in predictions], dtype=np.float64)
-    columns[CONFIDENCE] = np.array(
-        [max(p.probabilities.values()) if p.probabilities else math.nan for p in predictions], dtype=np.float64
-    )
-    columns[SERVED_AT] = np.array([p.served_at.timestamp() for p in predictions], dtype=np.float64)
+                if sum(_is_number(v) for v in cells) * 2 >= len(cells):
+                    columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
+                    continue
+        _categorical(columns, name, ["" if v is None else str(v) for v in cells])
+    _categorical(columns, PREDICTION, [str(v) for v in event.prediction])
+    _categorical(columns, ROLE, list(event.role))
+    columns[LATENCY] = np.array(event.latency_ms, dtype=np.float64)
+    if event.probabilities:
+        shares = np.array(list(event.probabilities.values()), dtype=np.float64)  # None as NaN
+        columns[CONFIDENCE] = np.fmax.reduce(shares, axis=0)
+    else:
+        columns[CONFIDENCE] = np.full(event.rows, math.nan)
+    columns[SERVED_AT] = np.array([t.timestamp() for t in event.served_at], dtype=np.float64)
     return columns
 
 
-def _categorical(columns: dict[str, np.ndarray[Any, Any]], name: str, values: list[str]) -> None:
+def _categorical(columns: Columns, name: str, values: list[str]) -> None:
     """Store strings as codes into the chunk's own vocabulary ("" is missing)."""
     local: dict[str, int] = {}
     codes = [local.setdefault(v, len(local)) for v in values]
@@ -72,18 +73,38 @@ def _categorical(columns: dict[str, np.ndarray[Any, Any]], name: str, values: li
     columns[name + VOCABULARY] = np.array(list(local), dtype=np.str_)
 
 
-def categories(columns: dict[str, np.ndarray[Any, Any]], name: str) -> np.ndarray[Any, Any]:
+def rows_of(columns: Columns) -> int:
+    """How many rows the columns hold."""
+    return len(columns[LATENCY])
+
+
+def take(columns: Columns, rows: slice | np.ndarray[Any, Any]) -> Columns:
+    """Some rows of the columns; each vocabulary keeps only the strings those rows use."""
+    taken: Columns = {}
+    for name, values in columns.items():
+        if name.endswith(VOCABULARY):
+            continue
+        if name + VOCABULARY in columns:
+            used, codes = np.unique(values[rows], return_inverse=True)
+            taken[name] = codes.astype(np.int32).reshape(-1)
+            taken[name + VOCABULARY] = columns[name + VOCABULARY][used]
+        else:
+            taken[name] = values[rows]
+    return taken
+
+
+def categories(columns: Columns, name: str) -> np.ndarray[Any, Any]:
     """A categorical column's values as strings (for the few places that need them)."""
     found: np.ndarray[Any, Any] = columns[name + VOCABULARY][columns[name]]
     return found
 
 
-def concatenate(chunks: Iterable[dict[str, np.ndarray[Any, Any]]]) -> dict[str, np.ndarray[Any, Any]]:
+def concatenate(chunks: Iterable[Columns]) -> Columns:
     """One window's columns from its chunks (a column missing from a chunk is filled as missing)."""
     chunks = list(chunks)
     names = {name for chunk in chunks for name in chunk if not name.endswith(VOCABULARY)}
     sizes = [len(chunk[LATENCY]) for chunk in chunks]
-    joined: dict[str, np.ndarray[Any, Any]] = {}
+    joined: Columns = {}
     for name in names:
         if any(name + VOCABULARY in chunk for chunk in chunks):
             # One vocabulary for the window; each chunk's codes remapped into it (O(rows), no strings).
@@ -113,9 +134,7 @@ def should_close(rows: int, age_seconds: float, policy: Monitoring) -> bool:
     return rows >= policy.window_rows or (age_seconds >= policy.window_seconds and rows >= MIN_ROWS_BY_TIME)
 
 
-def encode(
-    columns: dict[str, np.ndarray[Any, Any]], name: str, reference: drift.CategoricalReference
-) -> np.ndarray[Any, Any]:
+def encode(columns: Columns, name: str, reference: drift.CategoricalReference) -> np.ndarray[Any, Any]:
     """A categorical column as the reference vocabulary's codes (-1: missing), through its own vocabulary."""
     if name + VOCABULARY not in columns:  # numbers where the reference had categories
         strings = ["" if math.isnan(v) else str(v) for v in columns[name].tolist()]
@@ -138,10 +157,10 @@ class Drifted:
     missing: list[str]
 
 
-def window_drift(profile: ReferenceProfile, columns: dict[str, np.ndarray[Any, Any]], policy: Monitoring) -> Drifted:
+def window_drift(profile: ReferenceProfile, columns: Columns, policy: Monitoring) -> Drifted:
     """Test the window's features (and prediction) against the version's reference profile."""
     references: dict[str, drift.Reference] = {}
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    arrays: Columns = {}
     missing = []
     for name, feature in profile.features.items():
         column = columns.get(name)
@@ -190,7 +209,7 @@ def severity(found: Drifted) -> Literal["info", "warning", "critical"]:
     return "warning" if found.dataset_drift else "info"
 
 
-def span(columns: dict[str, np.ndarray[Any, Any]]) -> tuple[datetime, datetime]:
+def span(columns: Columns) -> tuple[datetime, datetime]:
     """First and last serving time of a window's rows."""
     served = columns[SERVED_AT]
     return datetime.fromtimestamp(float(served.min()), UTC), datetime.fromtimestamp(float(served.max()), UTC)
@@ -228,7 +247,7 @@ class Summary:
         )
 
 
-def summarize(columns: dict[str, np.ndarray[Any, Any]]) -> Summary:
+def summarize(columns: Columns) -> Summary:
     """A window's summary for canary analysis."""
     latency = columns[LATENCY]
     confidence = columns[CONFIDENCE]

@@ -293,3 +293,39 @@ async def test_an_outbox_row_for_a_refused_topic_does_not_hold_back_the_others(
         assert await bus.relay_once() == 0, "the refused topic is held back, not retried at once"
     finally:
         await bus.broker.stop()
+
+
+async def test_a_batched_consumer_gets_a_poll_in_one_call_and_a_poisoned_batch_is_split(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
+) -> None:
+    producer = await start_bus(Bus(settings.model_copy(update={"service_name": "it-producer"})))
+    ids = [await producer.publish(arrival(version=f"v{i}")) for i in range(20)]
+    await producer.publish(arrival(version="v0"), event_id=ids[0])  # redelivered: handled once
+    poison = await producer.publish(arrival(version="poison"))
+    ids.append(await producer.publish(arrival(version="after")))
+
+    calls: list[list[str]] = []
+    bus = Bus(settings, sessions=sessions)
+
+    @bus.consumer(topics.DATA_ARRIVED, group="batched", events=[DataArrived], batched=True)
+    async def on_data(events: list[DataArrived], ctx: HandlerContext) -> None:
+        calls.append([e.version for e in events])
+        assert [e.event for e in ctx.envelopes] == events and ctx.envelope is ctx.envelopes[-1]
+        for envelope in ctx.envelopes:
+            if envelope.event.version == "poison":  # type: ignore[attr-defined]
+                raise ValueError("this dataset cannot be read")
+            await record_effect(ctx.session, ctx.consumer, envelope.id, envelope.event.version)  # type: ignore[attr-defined]
+
+    await start_bus(bus)
+
+    async def all_handled() -> bool:
+        return all([await effects(sessions, event_id) for event_id in ids])
+
+    await eventually(all_handled, what="21 events through a batched consumer")
+    assert [await effects(sessions, event_id) for event_id in ids] == [1] * len(ids)
+    assert max(len(call) for call in calls) > 1, "the events of one poll come in one call"
+    [letter] = [item.letter for item in await read_dead_letters(settings)]
+    assert letter.original_event_id == poison and letter.error_type == "handler"
+    assert "this dataset cannot be read" in letter.reason
+    # The failed batch changed nothing; it was handled again one event at a time.
+    assert ["poison"] in calls

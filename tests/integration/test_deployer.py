@@ -270,13 +270,13 @@ async def test_an_approved_version_goes_canary_at_ten_percent_split_sticky_with_
 
     async def logged() -> bool:
         batches = await on_topic(deploy_settings, topics.PREDICTIONS_LOGGED, model)
-        ids = {p.request_id: p for b in batches for p in b.predictions}
+        ids = {p.request_id: p for b in batches for p in b.records()}
         return "req-tagged-1" in ids
 
     await eventually(logged, timeout=30, what="the tagged prediction on the predictions topic")
     batches = await on_topic(deploy_settings, topics.PREDICTIONS_LOGGED, model)
     assert all(isinstance(b, PredictionsLogged) for b in batches)
-    logged_rows = {p.request_id: p for b in batches for p in b.predictions}
+    logged_rows = {p.request_id: p for b in batches for p in b.records()}
     tagged_row = logged_rows["req-tagged-1"]
     assert tagged_row.model_version == chosen[keyed[0]["customer_id"]]
     assert tagged_row.sticky_key == keyed[0]["customer_id"] and set(tagged_row.features) == set(FEATURES)
@@ -452,13 +452,13 @@ async def test_shadow_mode_never_returns_the_candidates_answer_but_logs_it(
 
     async def shadowed() -> bool:
         batches = await on_topic(deploy_settings, topics.PREDICTIONS_LOGGED, model)
-        return len({p.request_id for b in batches for p in b.predictions if p.role == "shadow"} & ids) == len(ids)
+        return len({p.request_id for b in batches for p in b.records() if p.role == "shadow"} & ids) == len(ids)
 
     await eventually(shadowed, timeout=30, what="shadow predictions on the predictions topic")
     batches = await on_topic(deploy_settings, topics.PREDICTIONS_LOGGED, model)
-    roles = Counter((p.model_version, p.role) for b in batches for p in b.predictions if p.request_id in ids)
+    roles = Counter((p.model_version, p.role) for b in batches for p in b.records() if p.request_id in ids)
     assert roles == {(1, "stable"): len(ids), (2, "shadow"): len(ids)}
-    assert not [p for b in batches for p in b.predictions if p.request_id in kept_out and p.role == "shadow"]
+    assert not [p for b in batches for p in b.records() if p.request_id in kept_out and p.role == "shadow"]
 
 
 async def test_a_newer_approved_version_supersedes_the_running_canary(

@@ -154,7 +154,7 @@ def _logged(
             )
         )
     return [
-        PredictionsLogged(model=model, batch_id=f"b-{seed}-{k}", predictions=records[k : k + per_event])
+        PredictionsLogged.from_records(model, f"b-{seed}-{k}", records[k : k + per_event])
         for k in range(0, len(records), per_event)
     ]
 
@@ -205,6 +205,45 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
     async with monitor.sessions() as session:
         kept = await session.get(monitor_store.RetrainRow, model)
     assert kept is not None and kept.suppressed >= 40
+
+
+async def test_rows_that_waited_for_their_reference_are_tested_a_window_at_a_time(
+    monitor: MonitorService, settings: Settings
+) -> None:
+    model = f"churn-{uuid.uuid4().hex[:6]}"
+    # Predictions overtake the training that explains them (another topic): 1,050 rows in events
+    # of 150, which no window size divides.
+    await publish(settings, *predictions(model, 1050, seed=21, per_event=150))
+
+    async def held(rows: int) -> bool:
+        async with monitor.sessions() as session:
+            return await monitor_store.open_rows(session, model, 1) >= rows
+
+    await eventually(lambda: held(1050), timeout=30, what="1,050 rows held while the reference is unknown")
+    await a_trained_version(settings, model)
+
+    async def knows_the_reference() -> bool:
+        async with monitor.sessions() as session:
+            return await monitor_store.reference_of(session, model, 1) is not None
+
+    await eventually(knows_the_reference, timeout=30, what="the reference profile")
+    await publish(settings, *predictions(model, 150, seed=22, per_event=150))
+
+    async def closed() -> list[int]:
+        async with monitor.sessions() as session:
+            rows = await session.scalars(
+                select(monitor_store.WindowRow.rows).where(monitor_store.WindowRow.model == model)
+            )
+            return list(rows.all())
+
+    await eventually(lambda: _at_least(closed, 6), timeout=30, what="six windows closed")
+    assert await closed() == [WINDOW_ROWS] * 6, "1,200 rows: six windows of 200, none larger"
+    async with monitor.sessions() as session:
+        assert await monitor_store.open_rows(session, model, 1) == 0
+
+
+async def _at_least(found: Any, count: int) -> bool:
+    return len(await found()) >= count
 
 
 @pytest.mark.parametrize(("canary_confidence", "expected"), [(0.8, "rollback"), (0.9, "advance")])
@@ -269,7 +308,7 @@ async def test_labels_join_the_answers_and_a_live_accuracy_drop_is_reported_once
     await a_trained_version(settings, model)  # validation accuracy 0.8; the spec watches accuracy, max drop 0.05
     served = predictions(model, WINDOW_ROWS, seed=31, per_event=WINDOW_ROWS)
     await publish(settings, *served)
-    answers = [p for batch in served for p in batch.predictions]
+    answers = [p for batch in served for p in batch.records()]
 
     async def kept() -> bool:
         async with monitor.sessions() as session:
