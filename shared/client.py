@@ -19,11 +19,13 @@ class ApiError(Exception):
 
 
 class RegistryClient:
-    """Calls the registry API with the settings' URL and bearer token."""
+    """Calls the registry API (or, with `service="alerter"`, the alerter's) with the settings' URL
+    and bearer token."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 30.0, service: str = "registry") -> None:
         token = settings.api_token.get_secret_value()
-        self.base = settings.api_url.rstrip("/")
+        self.service = service
+        self.base = (settings.alerter_url if service == "alerter" else settings.api_url).rstrip("/")
         self.http = httpx.Client(
             base_url=self.base,
             headers={"Authorization": f"Bearer {token}"} if token else {},
@@ -42,9 +44,10 @@ class RegistryClient:
         try:
             response = self.http.request(method, path, json=json, params=query)
         except httpx.TransportError as exc:
+            variable = "MODELBUS_ALERTER_URL" if self.service == "alerter" else "MODELBUS_API_URL"
             raise ApiError(
-                f"the registry API at {self.base} is unreachable ({type(exc).__name__}); "
-                "is the registry running (`python -m services.registry`) and MODELBUS_API_URL right?"
+                f"the {self.service} API at {self.base} is unreachable ({type(exc).__name__}); "
+                f"is the {self.service} running (`python -m services.{self.service}`) and {variable} right?"
             ) from None
         if response.status_code >= 400:
             try:

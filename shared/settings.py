@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -114,8 +114,26 @@ class Settings(BaseSettings):
     # How long the monitor keeps served predictions for labels to join; older labels are ignored.
     monitor_label_horizon_seconds: float = Field(default=7 * 86_400, gt=0)
 
+    # Address the alerter's HTTP API listens on.
+    alerter_host: str = "127.0.0.1"
+    # Port of the alerter's HTTP API (alerts, acknowledgements, silences).
+    alerter_port: int = Field(default=8082, ge=1, le=65535)
+    # Alerter API the CLI talks to (`modelbus alerts`).
+    alerter_url: str = "http://127.0.0.1:8082"
+    # The alerter's routing, receivers and inhibition rules (YAML); empty: one receiver, the alerts topic and the log.
+    alerter_config: Path | None = None
+    # How often the alerter flushes due groups and sends pending notifications, in seconds.
+    alerter_tick_seconds: float = Field(default=1.0, gt=0)
+    # Longest wait between two delivery attempts of a notification, in seconds (the wait doubles up to it).
+    alerter_retry_max_seconds: float = Field(default=60.0, gt=0)
+
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
+
+    @field_validator("alerter_config", mode="before")
+    @classmethod
+    def _no_file(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("artifact_url")
     @classmethod

@@ -417,7 +417,8 @@ def yaml_path(loc: tuple[str | int, ...]) -> str:
     return text or "(root)"
 
 
-def _line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+def yaml_line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The line of the YAML node at `loc`, or of the deepest node on the way there."""
     node, line = root, None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
@@ -452,7 +453,7 @@ def _pydantic_issues(exc: ValidationError, root: yaml.Node | None) -> list[SpecI
             message = f"{error['input']!r} is not on the estimator allowlist (sklearn's {short})"
         path = yaml_path(loc)
         # A union reports one error per member; the first is enough to name the problem.
-        seen.setdefault(path, SpecIssue(path, message, _line(root, loc)))
+        seen.setdefault(path, SpecIssue(path, message, yaml_line(root, loc)))
     return list(seen.values())
 
 
@@ -521,7 +522,7 @@ def parse_spec(data: Any, *, root: yaml.Node | None = None) -> ModelSpec:
         raise SpecError(_pydantic_issues(exc, root)) from None
     problems = _cross_issues(spec)
     if problems:
-        raise SpecError([SpecIssue(yaml_path(loc), message, _line(root, loc)) for loc, message in problems])
+        raise SpecError([SpecIssue(yaml_path(loc), message, yaml_line(root, loc)) for loc, message in problems])
     return spec
 
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -49,8 +50,12 @@ async def tail(
     limit: int | None,
     idle: float | None,
     out: Console,
+    render: Callable[[ConsumerRecord[bytes, bytes]], str | None] | None = None,
 ) -> int:
-    """Print messages of a topic with their headers until `limit` or `idle` seconds of silence."""
+    """Print messages of a topic with their headers until `limit` or `idle` seconds of silence.
+
+    With `render`, each message is printed as the one line it returns instead (None: skipped).
+    """
     topic = full_topic(settings, name)
     consumer, assigned = await _assigned(settings, topic)
     seen = 0
@@ -69,6 +74,14 @@ async def tail(
                 continue
             last = time.monotonic()
             for record in sorted(records, key=lambda r: r.timestamp):
+                if render is not None:
+                    line = render(record)
+                    if line is not None:
+                        out.print(line, markup=False)
+                        seen += 1
+                    if limit is not None and seen >= limit:
+                        break
+                    continue
                 headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
                 stamp = time.strftime("%H:%M:%S", time.localtime(record.timestamp / 1000))
                 out.print(

@@ -11,33 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
 import yaml
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.registry import domain, store
 from shared.bus import Bus
 from shared.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
-from shared.settings import Role, Settings
+from shared.httpapi import Admin, HttpMetrics, Limit, Operator, Principal, Viewer, identifier
+from shared.settings import Settings
 from shared.spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 MAX_CACHED = 50_000
 
 
@@ -114,59 +110,6 @@ class AliasCache:
             await asyncio.sleep(1)
 
 
-# ---------------------------------------------------------------- who is asking
-
-
-class Principal(NamedTuple):
-    """The caller behind a bearer token."""
-
-    actor: str
-    role: Role
-
-
-_bearer = HTTPBearer(auto_error=False, description="A token from MODELBUS_API_TOKENS.")
-
-
-class RoleCheck:
-    """A FastAPI dependency admitting callers with at least `role` (401 without a valid token, 403 if weaker)."""
-
-    def __init__(self, role: Role) -> None:
-        self.role = role
-
-    async def __call__(
-        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> Principal:
-        if credentials is None:
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        principal: Principal | None = request.app.state.identify(credentials.credentials)
-        if principal is None:
-            raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
-        if RANK[principal.role] < RANK[self.role]:
-            raise HTTPException(403, f"role {principal.role} may not do this; it needs {self.role}")
-        return principal
-
-
-def identifier(settings: Settings) -> Callable[[str], Principal | None]:
-    """Token -> principal; compares against every token in constant time, whichever matches."""
-    known = [(token.encode(), Principal(actor, role)) for token, (role, actor) in settings.principals().items()]
-
-    def identify(presented: str) -> Principal | None:
-        candidate = presented.encode()
-        found = None
-        for token, principal in known:
-            if hmac.compare_digest(token, candidate):
-                found = principal
-        return found
-
-    return identify
-
-
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Viewer = Annotated[Principal, Depends(RoleCheck("viewer"))]
-Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
-Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
-
-
 # ---------------------------------------------------------------- request bodies
 
 
@@ -241,46 +184,6 @@ class History(BaseModel):
 
     rollouts: list[domain.RolloutStep]
     events: list[domain.HistoryItem]
-
-
-# ---------------------------------------------------------------- metrics
-
-
-class HttpMetrics:
-    """Requests, errors and latency per route, as an ASGI middleware."""
-
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.requests = Counter(
-            "modelbus_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "modelbus_http_request_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=registry,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(scope["method"], route, str(status)).inc()
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- the app

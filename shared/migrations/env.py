@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import services.alerter.store
 import services.deployer.store
 import services.evaluator.store
 import services.monitor.store

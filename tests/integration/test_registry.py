@@ -16,7 +16,6 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from services.registry import store
-from services.registry.api import RoleCheck
 from services.registry.app import Registry, build
 from shared import topics
 from shared.bus import Bus
@@ -34,6 +33,7 @@ from shared.events import (
     RolloutChanged,
     TrainingStarted,
 )
+from shared.httpapi import RoleCheck
 from shared.settings import Settings
 from shared.tools import read_all, read_dead_letters
 from tests.integration.conftest import eventually

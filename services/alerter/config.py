@@ -1,0 +1,347 @@
+"""The alerter's configuration, as Alertmanager's: a routing tree, receivers and inhibition rules.
+
+Read from the YAML file `MODELBUS_ALERTER_CONFIG` names (the built-in default without one).
+Every error is reported with its YAML path and line, all at once:
+
+    route:                      # the root: every alert enters here
+      receiver: ops
+      group_by: [model, kind]   # one notification per model and kind; [...] groups by every label
+      group_wait: 30s           # a new group waits this long for more alerts before its first notification
+      group_interval: 5m        # a group that changed is notified again at most this often
+      repeat_interval: 4h       # a group still firing, unchanged, is notified again after this
+      routes:                   # tried in order; the first that matches takes the alert ...
+        - matchers: ['team="payments"', 'severity=~"warning|critical"']
+          receiver: payments
+          continue: true        # ... unless it says continue: then the next ones are tried too
+    receivers:
+      - name: ops
+        kafka: {topic: alerts}  # AlertRaised / AlertResolved on <prefix>.alerts
+        log: true
+      - name: payments
+        webhook: {url: "https://hooks.example.com/x", secret_env: PAYMENTS_WEBHOOK_SECRET}
+        sns: {topic_arn: "arn:aws:sns:eu-west-1:123456789012:payments", region: eu-west-1}
+    inhibit_rules:              # a firing source alert mutes matching targets with the same `equal` labels
+      - source_matchers: ['kind="rollback"']
+        target_matchers: ['kind=~"drift|performance"']
+        equal: [model]
+    resolve_timeout: 1h         # a firing alert not raised again for this long resolves by itself
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.spec import SpecIssue, yaml_line, yaml_path
+
+_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))\s*$')
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+ALL_LABELS = "..."
+
+
+class ConfigError(ValueError):
+    """The alerter's configuration was refused; `issues` names every error by its YAML path."""
+
+    def __init__(self, issues: list[SpecIssue], source: str = "alerter config") -> None:
+        self.issues = issues
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {issue}" for issue in issues))
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """`label op value`, op one of = != =~ !~ (regular expressions match the whole value)."""
+
+    label: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """`team="payments"`, `severity=~"warning|critical"`, `kind!=drift` (quotes optional)."""
+        found = _MATCHER.match(text)
+        if found is None:
+            raise ValueError(
+                f"{text!r} is not a matcher: write label=value, label!=value, label=~regex or label!~regex"
+            )
+        label, op, quoted, bare = found.groups()
+        value = bytes(quoted, "utf-8").decode("unicode_escape") if quoted is not None else bare
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{text!r}: the regular expression does not compile ({exc})") from None
+        return cls(label, op, value, pattern)  # type: ignore[arg-type]
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether the labels satisfy this matcher (a missing label is the empty string)."""
+        value = labels.get(self.label, "")
+        if self.op == "=":
+            return value == self.value
+        if self.op == "!=":
+            return value != self.value
+        assert self.pattern is not None
+        found = self.pattern.fullmatch(value) is not None
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        return f'{self.label}{self.op}"{self.value}"'
+
+
+def matches_all(matchers: list[Matcher], labels: dict[str, str]) -> bool:
+    """Whether every matcher matches the labels."""
+    return all(m.matches(labels) for m in matchers)
+
+
+def seconds(value: Any) -> float:
+    """A duration: a number of seconds, or text like 30s, 5m, 4h, 1d, 250ms."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 4h")
+    if isinstance(value, int | float):
+        found: float = float(value)
+    else:
+        parsed = _DURATION.match(str(value).strip())
+        if parsed is None:
+            raise ValueError(f"{value!r} is not a duration: write seconds, or 30s, 5m, 4h, 1d")
+        found = float(parsed.group(1)) * _UNITS[parsed.group(2)]
+    if found < 0:
+        raise ValueError("a duration cannot be negative")
+    return found
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+
+
+def _matchers(value: Any) -> list[Matcher]:
+    if not isinstance(value, list):
+        raise ValueError("matchers are a list of strings like 'team=\"payments\"'")
+    return [item if isinstance(item, Matcher) else Matcher.parse(str(item)) for item in value]
+
+
+def _duration(value: Any) -> float | None:
+    return None if value is None else seconds(value)
+
+
+class KafkaReceiver(_Strict):
+    """Publish AlertRaised / AlertResolved to a topic (the platform's prefix is added)."""
+
+    topic: str = Field(default="alerts", pattern=r"^[a-zA-Z0-9._-]{1,200}$", description="Topic name.")
+
+
+class WebhookReceiver(_Strict):
+    """POST a Slack-compatible JSON body, signed with HMAC-SHA256 when a secret is set."""
+
+    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    secret_env: str | None = Field(default=None, description="Environment variable holding the signing secret.")
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
+
+
+class SnsReceiver(_Strict):
+    """Publish to an AWS SNS topic through boto3 (credentials from the usual AWS chain)."""
+
+    topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:", description="Topic ARN.")
+    region: str = Field(default="us-east-1", description="AWS region.")
+    endpoint_url: str | None = Field(default=None, description="Another SNS endpoint (a local one in tests).")
+
+
+class Receiver(_Strict):
+    """A named set of destinations; a notification goes to each."""
+
+    name: str = Field(min_length=1, max_length=100)
+    kafka: KafkaReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    sns: SnsReceiver | None = None
+    log: bool = Field(default=False, description="Also write the notification to the alerter's log.")
+
+    @model_validator(mode="after")
+    def _has_a_destination(self) -> Receiver:
+        if not (self.kafka or self.webhook or self.sns or self.log):
+            raise ValueError("a receiver needs at least one of kafka, webhook, sns, log")
+        return self
+
+
+class Route(_Strict):
+    """A node of the routing tree; what it leaves unset it inherits from its parent."""
+
+    receiver: str | None = None
+    matchers: list[Matcher] = Field(default_factory=list)
+    group_by: list[str] | None = None
+    group_wait: float | None = None
+    group_interval: float | None = None
+    repeat_interval: float | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    routes: list[Route] = Field(default_factory=list)
+
+    _parse_matchers = field_validator("matchers", mode="before")(_matchers)
+    _parse_durations = field_validator("group_wait", "group_interval", "repeat_interval", mode="before")(_duration)
+
+
+class InhibitRule(_Strict):
+    """While an alert matching the source matchers fires, alerts matching the target matchers that
+    share the `equal` labels' values with it are muted."""
+
+    source_matchers: list[Matcher] = Field(min_length=1)
+    target_matchers: list[Matcher] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+    _parse_matchers = field_validator("source_matchers", "target_matchers", mode="before")(_matchers)
+
+
+class AlerterConfig(_Strict):
+    """The whole configuration."""
+
+    route: Route = Field(default_factory=lambda: Route(receiver="default"))
+    receivers: list[Receiver] = Field(
+        default_factory=lambda: [Receiver(name="default", kafka=KafkaReceiver(), log=True)]
+    )
+    inhibit_rules: list[InhibitRule] = Field(
+        default_factory=lambda: [
+            InhibitRule(
+                source_matchers=[Matcher.parse('kind="rollback"')],
+                target_matchers=[Matcher.parse('kind=~"drift|performance|canary-failed"')],
+                equal=["model"],
+            )
+        ]
+    )
+    resolve_timeout: float = Field(default=3600.0, description="A firing alert not raised again resolves after this.")
+
+    _parse_timeout = field_validator("resolve_timeout", mode="before")(seconds)
+
+    def receiver(self, name: str) -> Receiver:
+        """The receiver called `name`."""
+        return next(r for r in self.receivers if r.name == name)
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """A route node with everything inherited filled in: what the dispatcher needs."""
+
+    path: str  # "0", "0.1", "0.1.0": the node's place in the tree
+    receiver: str
+    group_by: tuple[str, ...]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+
+
+ROOT_DEFAULTS = {"group_by": ("model", "kind"), "group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 14400.0}
+
+
+def plans(config: AlerterConfig) -> dict[str, RoutePlan]:
+    """Every node of the tree by its path, with inherited settings resolved."""
+    found: dict[str, RoutePlan] = {}
+
+    def walk(node: Route, path: str, parent: RoutePlan | None) -> None:
+        base = parent or RoutePlan("", "", **ROOT_DEFAULTS)  # type: ignore[arg-type]
+        plan = RoutePlan(
+            path=path,
+            receiver=node.receiver or base.receiver,
+            group_by=tuple(node.group_by) if node.group_by is not None else base.group_by,
+            group_wait=node.group_wait if node.group_wait is not None else base.group_wait,
+            group_interval=node.group_interval if node.group_interval is not None else base.group_interval,
+            repeat_interval=node.repeat_interval if node.repeat_interval is not None else base.repeat_interval,
+        )
+        found[path] = plan
+        for index, child in enumerate(node.routes):
+            walk(child, f"{path}.{index}", plan)
+
+    walk(config.route, "0", None)
+    return found
+
+
+def routes_for(config: AlerterConfig, labels: dict[str, str]) -> list[str]:
+    """The paths of the routes an alert goes to (Alertmanager's rules).
+
+    A node matches when its matchers do; then its children are tried in order, and the deepest
+    matching nodes take the alert. After a matching child, its siblings are tried only if it says
+    `continue`. A matching node none of whose children match takes the alert itself. The root
+    matches every alert.
+    """
+
+    def walk(node: Route, path: str) -> list[str]:
+        taken: list[str] = []
+        for index, child in enumerate(node.routes):
+            if not matches_all(child.matchers, labels):
+                continue
+            taken.extend(walk(child, f"{path}.{index}"))
+            if not child.continue_:
+                break
+        return taken or [path]
+
+    return walk(config.route, "0")
+
+
+def _cross_issues(config: AlerterConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    names = [r.name for r in config.receivers]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            problems.append((("receivers", index, "name"), f"receiver {name!r} is defined twice"))
+    for index, receiver in enumerate(config.receivers):
+        if receiver.webhook and receiver.webhook.secret_env and not os.environ.get(receiver.webhook.secret_env):
+            problems.append(
+                (("receivers", index, "webhook", "secret_env"), f"{receiver.webhook.secret_env} is not set")
+            )
+    if not config.route.receiver:
+        problems.append((("route", "receiver"), "the root route needs a receiver"))
+
+    def walk(node: Route, loc: tuple[str | int, ...]) -> None:
+        if node.receiver is not None and node.receiver not in names:
+            problems.append(((*loc, "receiver"), f"no receiver is called {node.receiver!r}"))
+        for index, child in enumerate(node.routes):
+            walk(child, (*loc, "routes", index))
+
+    walk(config.route, ("route",))
+    return problems
+
+
+def parse_config(text: str, source: str = "alerter config") -> AlerterConfig:
+    """Validate a configuration from YAML text; raises ConfigError naming every problem by path."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(
+            [SpecIssue("(root)", f"not YAML: {problem}", mark.line + 1 if mark else None)], source
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([SpecIssue("(root)", f"the configuration is a mapping, got {type(data).__name__}")], source)
+    try:
+        config = AlerterConfig.model_validate(data)
+    except ValidationError as exc:
+        issues: dict[str, SpecIssue] = {}
+        for error in exc.errors(include_url=False):
+            loc = tuple("continue" if part == "continue_" else part for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            issues.setdefault(yaml_path(loc), SpecIssue(yaml_path(loc), message, yaml_line(root, loc)))
+        raise ConfigError(list(issues.values()), source) from None
+    problems = _cross_issues(config)
+    if problems:
+        raise ConfigError([SpecIssue(yaml_path(loc), text_, yaml_line(root, loc)) for loc, text_ in problems], source)
+    return config
+
+
+def load_config(path: Path | None) -> AlerterConfig:
+    """The configuration in `path`, or the built-in default (one receiver: the alerts topic and the log)."""
+    if path is None:
+        return AlerterConfig()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([SpecIssue("(file)", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,163 @@
+"""Where notifications go: Kafka topics, signed webhooks, AWS SNS, the log.
+
+A delivery either succeeds or raises; the notification log retries what raised.
+
+Webhook signature: `X-Modelbus-Signature: v1=<hex>`, the HMAC-SHA256, keyed with the receiver's
+secret, of `<X-Modelbus-Timestamp>.<body>`. A receiver recomputes it over the raw body and the
+timestamp header, compares in constant time, and refuses old timestamps (replays).
+`X-Modelbus-Notification` is the notification's id: the same id twice is the same notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import boto3
+import httpx
+
+from services.alerter.config import AlerterConfig, KafkaReceiver, Receiver, SnsReceiver, WebhookReceiver
+from shared.bus import Bus
+from shared.envelope import encode
+from shared.events import AlertRaised, AlertResolved, Event
+
+log = logging.getLogger("modelbus.alerter.receivers")
+SIGNATURE_HEADER = "X-Modelbus-Signature"
+TIMESTAMP_HEADER = "X-Modelbus-Timestamp"
+NOTIFICATION_HEADER = "X-Modelbus-Notification"
+
+
+class DeliveryError(Exception):
+    """A receiver did not take a notification; the message says which and why."""
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value for a body sent at `timestamp`."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str, *, max_age: float = 300.0) -> bool:
+    """Whether a received webhook is genuine and recent (what a receiver of ours would run)."""
+    try:
+        fresh = abs(time.time() - float(timestamp)) <= max_age
+    except ValueError:
+        return False
+    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def events_of(payload: dict[str, Any]) -> list[Event]:
+    """The AlertRaised / AlertResolved events of a notification, one per alert."""
+    found: list[Event] = []
+    for alert in payload["modelbus"]["alerts"]:
+        labels = alert["labels"]
+        common = {
+            "model": labels.get("model", "-"),
+            "fingerprint": alert["fingerprint"],
+            "labels": labels,
+            "starts_at": datetime.fromisoformat(alert["starts_at"]),
+        }
+        if alert["status"] == "firing":
+            found.append(
+                AlertRaised(
+                    **common,
+                    annotations=alert["annotations"],
+                    severity=alert["severity"],
+                    source_event_type=alert["source_event_type"],
+                    source_event_id=alert["source_event_id"],
+                )
+            )
+        else:
+            found.append(
+                AlertResolved(
+                    **common,
+                    ends_at=datetime.fromisoformat(alert["ends_at"]),
+                    reason=alert["resolved_reason"] or "resolved",
+                )
+            )
+    return found
+
+
+class Receivers:
+    """Delivers a notification to every destination of its receiver."""
+
+    def __init__(self, config: AlerterConfig, bus: Bus) -> None:
+        self.config = config
+        self.bus = bus
+        self.http = httpx.AsyncClient(follow_redirects=False)
+        self._sns: dict[tuple[str, str | None], Any] = {}
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def deliver(self, receiver_name: str, notification_id: str, payload: dict[str, Any]) -> None:
+        """Send to every destination; raises DeliveryError naming those that failed.
+
+        Destinations that took it are not asked again on a retry only if they dedupe: Kafka
+        events and webhooks carry the notification id for that.
+        """
+        receiver: Receiver = self.config.receiver(receiver_name)
+        failures = []
+        steps: list[tuple[str, Any]] = []
+        if receiver.kafka:
+            steps.append(("kafka", self._kafka(receiver.kafka, notification_id, payload)))
+        if receiver.webhook:
+            steps.append(("webhook", self._webhook(receiver.webhook, notification_id, payload)))
+        if receiver.sns:
+            steps.append(("sns", self._sns_publish(receiver.sns, notification_id, payload)))
+        for name, step in steps:
+            try:
+                await step
+            except Exception as exc:
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        if receiver.log:
+            log.warning("notification %s to %s: %s", notification_id, receiver_name, payload["text"])
+        if failures:
+            raise DeliveryError(f"receiver {receiver_name}: " + "; ".join(failures))
+
+    async def _kafka(self, target: KafkaReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+        topic = self.bus.settings.topic(target.topic)
+        sends = []
+        for event in events_of(payload):
+            # The same notification sent again carries the same ce_ids: consumers drop the repeat.
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{notification_id}/{event.fingerprint}"))  # type: ignore[attr-defined]
+            message = encode(event, source=self.bus.source, event_id=event_id)
+            sends.append(self.bus.publish_raw(topic, message.key, message.value, message.headers))
+        await asyncio.wait_for(asyncio.gather(*sends), timeout=15)
+
+    async def _webhook(self, target: WebhookReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            NOTIFICATION_HEADER: notification_id,
+            TIMESTAMP_HEADER: timestamp,
+        }
+        if target.secret_env:
+            headers[SIGNATURE_HEADER] = sign(os.environ.get(target.secret_env, ""), timestamp, body)
+        response = await self.http.post(target.url, content=body, headers=headers, timeout=target.timeout)
+        if response.status_code >= 300:
+            raise DeliveryError(f"{target.url} answered {response.status_code}: {response.text[:200]}")
+
+    async def _sns_publish(self, target: SnsReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+        key = (target.region, target.endpoint_url)
+        if key not in self._sns:
+            self._sns[key] = boto3.client("sns", region_name=target.region, endpoint_url=target.endpoint_url)
+        client = self._sns[key]
+        subject = payload["text"].splitlines()[0][:100]
+        message = json.dumps(payload, default=str)
+        attributes = {
+            "notification_id": {"DataType": "String", "StringValue": notification_id},
+            "status": {"DataType": "String", "StringValue": payload["modelbus"]["status"]},
+        }
+        await asyncio.to_thread(
+            client.publish, TopicArn=target.topic_arn, Subject=subject, Message=message, MessageAttributes=attributes
+        )
