@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable
 from typing import Annotated, NamedTuple
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.bus import Bus
 from shared.settings import Role, Settings
 
 RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
@@ -108,3 +112,32 @@ class HttpMetrics:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.requests.labels(scope["method"], route, str(status)).inc()
             self.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def add_health_routes(
+    api: FastAPI, sessions: async_sessionmaker[AsyncSession], bus: Bus, metrics: CollectorRegistry
+) -> None:
+    """`/healthz` (the process is up), `/readyz` (the database answers, the bus runs), `/metrics`."""
+
+    @api.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready when the database answers and the bus is running."""
+        problems = []
+        try:
+            async with sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            problems.append(f"database: {type(exc).__name__}")
+        if not bus.running:
+            problems.append("bus: not started")
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
+
+    @api.get("/metrics", tags=["health"])
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)

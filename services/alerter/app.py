@@ -22,10 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.alerter import domain, store
@@ -46,7 +45,7 @@ from shared.events import (
     RolloutChanged,
     TrainingFailed,
 )
-from shared.httpapi import HttpMetrics, Limit, Operator, Viewer, identifier
+from shared.httpapi import HttpMetrics, Limit, Operator, Viewer, add_health_routes, identifier
 from shared.settings import Settings
 from shared.telemetry import make_tracer_provider
 
@@ -320,28 +319,7 @@ def make_api(
     api.state.identify = identifier(settings)
     api.add_middleware(HttpMetrics, registry=metrics)
 
-    @api.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Alive."""
-        return {"status": "ok"}
-
-    @api.get("/readyz", tags=["health"])
-    async def readyz() -> JSONResponse:
-        """Ready when the database answers and the bus is running."""
-        problems = []
-        try:
-            async with sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception as exc:
-            problems.append(f"database: {type(exc).__name__}")
-        if not bus.running:
-            problems.append("bus: not started")
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
-
-    @api.get("/metrics", tags=["health"])
-    async def metrics_endpoint() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(api, sessions, bus, metrics)
 
     @api.get("/v1/alerts", tags=["read"])
     async def list_alerts(

@@ -20,15 +20,14 @@ import yaml
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
 from shared.bus import Bus
 from shared.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
-from shared.httpapi import Admin, HttpMetrics, Limit, Operator, Principal, Viewer, identifier
+from shared.httpapi import Admin, HttpMetrics, Limit, Operator, Principal, Viewer, add_health_routes, identifier
 from shared.settings import Settings
 from shared.spec import SpecError, load_spec
 
@@ -282,28 +281,7 @@ def make_api(
 
     # ------------------------------------------------------------ health
 
-    @api.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @api.get("/readyz", tags=["health"])
-    async def readyz() -> JSONResponse:
-        """Ready when the database answers and the bus is running."""
-        problems = []
-        try:
-            async with sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception as exc:
-            problems.append(f"database: {type(exc).__name__}")
-        if not bus.running:
-            problems.append("bus: not started")
-        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
-
-    @api.get("/metrics", tags=["health"])
-    async def metrics_endpoint() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+    add_health_routes(api, sessions, bus, metrics)
 
     # ------------------------------------------------------------ read (viewer)
 

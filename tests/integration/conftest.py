@@ -7,11 +7,16 @@ see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from alembic import command
@@ -110,3 +115,35 @@ async def start_bus(
     yield start
     for bus in reversed(started):
         await bus.stop()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def service_process(module: str, env: dict[str, str], port: int, log: Path) -> AsyncIterator[None]:
+    """`python -m <module>` with this environment, until its /readyz on `port` answers 200;
+    terminated on exit. Its stderr goes to `log` (shown if it exits early)."""
+    root = Path(__file__).resolve().parents[2]
+    process = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", module], env=env, cwd=root, stderr=log.open("w")
+    )
+
+    async def ready() -> bool:
+        assert process.poll() is None, f"{module} exited: {log.read_text()[-2000:]}"
+        try:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await eventually(ready, timeout=60, what=f"{module}'s /readyz")
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,17 +45,11 @@ from shared.events import (
 )
 from shared.settings import Settings
 from shared.tools import read_all
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = "MODELBUS_IT_WEBHOOK_SECRET"
 SECRET = "it-webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.settings import Settings
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, service_process
 from tests.integration.test_alerter import SECRET, SECRET_ENV, Hook, config_text, drift, free_port, publish
 from tests.integration.test_registry_cli import TOKENS, cli
 
@@ -39,25 +35,8 @@ async def alerter_env(settings: Settings, hook: Hook, tmp_path: Path) -> AsyncIt
         "MODELBUS_ALERTER_TICK_SECONDS": "0.2",
         SECRET_ENV: SECRET,
     }
-    log = tmp_path / "alerter.log"
-    process = await asyncio.to_thread(
-        subprocess.Popen, [sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stderr=log.open("w")
-    )
-
-    async def ready() -> bool:
-        assert process.poll() is None, f"the alerter exited: {log.read_text()[-2000:]}"
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        await eventually(ready, timeout=60, what="the alerter's /readyz")
+    async with service_process("services.alerter", env, port, tmp_path / "alerter.log"):
         yield env
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.bus import Bus
 from shared.events import DataArrived, ModelEvaluated, RolloutChanged
 from shared.settings import Settings
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, free_port, service_process
 from tests.integration.test_registry import example, trained
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,14 +23,8 @@ MODELBUS = Path(sys.executable).parent / "modelbus"
 TOKENS = "adm-token=admin:alice,op-token=operator:olga,view-token=viewer:victor"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-async def registry_env(settings: Settings) -> AsyncIterator[dict[str, str]]:
+async def registry_env(settings: Settings, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """A registry process on a free port; yields the environment the CLI needs to reach it."""
     port = free_port()
     env = {
@@ -43,29 +35,8 @@ async def registry_env(settings: Settings) -> AsyncIterator[dict[str, str]]:
         "MODELBUS_REGISTRY_PORT": str(port),
         "MODELBUS_API_URL": f"http://127.0.0.1:{port}",
     }
-    process = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "services.registry"],
-        env=env,
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    async def ready() -> bool:
-        assert process.poll() is None, f"the registry exited: {process.stderr.read() if process.stderr else ''}"
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        await eventually(ready, timeout=60, what="the registry's /readyz")
+    async with service_process("services.registry", env, port, tmp_path / "registry.log"):
         yield env
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def cli(env: dict[str, str], *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
