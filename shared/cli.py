@@ -691,7 +691,9 @@ def alerts_ack(
 
 @alerts_app.command("tail")
 def alerts_tail(
-    topic: Annotated[str, typer.Option(help="Alerts topic (a route may send to another).")] = "alerts",
+    topic: Annotated[
+        str, typer.Option(help="A receiver's topic as the alerter config names it (the prefix is added).")
+    ] = "alerts",
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest alert.")] = False,
     limit: Annotated[int | None, typer.Option("--max", help="Stop after this many alerts.")] = None,
     idle: Annotated[float | None, typer.Option(help="Stop after this many seconds without one.")] = None,
@@ -699,9 +701,11 @@ def alerts_tail(
     """Follow the alerts topic: one line per AlertRaised / AlertResolved."""
     from shared import tools
 
+    settings = _settings()
+    full = topic if topic.startswith(f"{settings.topic_prefix}.") else settings.topic(topic)
     asyncio.run(
         tools.tail(
-            _settings(), topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console, render=_alert_line
+            settings, full, from_beginning=from_beginning, limit=limit, idle=idle, out=console, render=_alert_line
         )
     )
 

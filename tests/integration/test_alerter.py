@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -32,18 +33,20 @@ from services.alerter.app import build as build_alerter
 from services.alerter.config import parse_config
 from services.alerter.receivers import NOTIFICATION_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from shared import topics
-from shared.bus import Bus
+from shared.bus import Bus, aiokafka_options
 from shared.envelope import decode
 from shared.events import (
     AlertRaised,
     DriftDetected,
     Event,
     FeatureDrift,
+    ModelSpecApplied,
     PerformanceDegraded,
     RolloutChanged,
     TrafficShare,
 )
 from shared.settings import Settings
+from shared.spec import Alerts, load_spec
 from shared.tools import read_all
 from tests.integration.conftest import eventually, free_port
 
@@ -102,7 +105,9 @@ def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
 
 
-def config_text(hook: Hook, *, group_wait: str = "0.2s", group_interval: str = "2s", extra: str = "") -> str:
+def config_text(
+    hook: Hook, *, group_wait: str = "0.2s", group_interval: str = "2s", extra: str = "", payments_topic: str = "alerts"
+) -> str:
     return f"""
 route:
   receiver: ops
@@ -119,7 +124,7 @@ receivers:
     webhook: {{url: "{hook.url}", secret_env: {SECRET_ENV}}}
     log: true
   - name: payments
-    kafka: {{topic: alerts}}
+    kafka: {{topic: {payments_topic}}}
 {extra}
 """
 
@@ -524,3 +529,44 @@ async def test_a_performance_alert_goes_to_sns(
     assert alert["labels"]["kind"] == "performance" and alert["severity"] == "critical"
     assert "live accuracy 0.6100 against 0.8400" in alert["annotations"]["summary"]
     assert hook.received == [], "the performance route does not continue to ops"
+
+
+async def test_a_route_sends_a_teams_alerts_to_its_own_topic_with_the_specs_labels(
+    settings: Settings, alerter_of: Any, hook: Hook
+) -> None:
+    hook.start()
+    text = config_text(hook, payments_topic="alerts.payments")
+    await alerter_of(text)
+    model = f"pay-{uuid.uuid4().hex[:6]}"
+    example = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
+    spec = example.model_copy(
+        update={"model": model, "alerts": Alerts(team="payments", severity="critical", labels={"tier": "gold"})}
+    )
+    await publish(
+        settings,
+        ModelSpecApplied(model=model, revision=1, spec=spec, spec_yaml="-", spec_sha256="0" * 64, applied_by="it"),
+    )
+    await asyncio.sleep(1)  # the spec first: its labels name the team
+    await publish(settings, drift(model))
+
+    async def on_team_topic() -> list[AlertRaised]:
+        found = [
+            decode(r.value, list(r.headers)).event for r in await read_all(settings, settings.topic("alerts.payments"))
+        ]
+        return [e for e in found if isinstance(e, AlertRaised) and e.model == model]
+
+    await eventually(lambda: _listed_one(on_team_topic), timeout=30, what="AlertRaised on <prefix>.alerts.payments")
+    [raised] = await on_team_topic()
+    assert raised.labels["team"] == "payments" and raised.labels["tier"] == "gold"
+    assert await raised_on_topic(settings, model) == [], "the payments route does not continue"
+    assert hook.received == []
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.topic("alerts.payments")])
+    finally:
+        await admin.close()
+
+
+async def _listed_one(found: Any) -> bool:
+    return len(await found()) == 1
