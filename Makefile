@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo up down status test lint schemas
+.PHONY: install demo platform up down status test lint schemas
 
 install:
 	@bash scripts/bootstrap.sh
@@ -12,8 +12,11 @@ install:
 up: install
 	@$(BIN)/modelbus stack up
 
-demo: up
-	@$(BIN)/modelbus stack status
+demo: install
+	@$(BIN)/modelbus demo
+
+platform: install
+	@$(BIN)/modelbus up
 
 down:
 	@$(BIN)/modelbus stack down

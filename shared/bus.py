@@ -113,10 +113,44 @@ class HandlerContext:
     consumer: str
     envelopes: tuple[Envelope, ...] = ()
     pending: list[Event] = field(default_factory=list)
+    tracer: trace.Tracer | None = None
+    trace_context: otel_context.Context | None = None
 
     def emit(self, event: Event) -> None:
         """Publish `event` when (and only if) this handler's transaction commits."""
         self.pending.append(event)
+
+    def current_traceparent(self) -> str | None:
+        """The W3C traceparent of the handler's span (to keep, and continue later with continue_trace)."""
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        return carrier.get("traceparent")
+
+    def start_trace(self, name: str) -> str | None:
+        """Emit what this handler emits in a new trace (a new lifecycle), whose root span links to
+        the span that published the event; returns the new trace's traceparent."""
+        if self.tracer is None:
+            return None
+        cause = trace.get_current_span(extract({"traceparent": self.envelope.traceparent or ""})).get_span_context()
+        span = self.tracer.start_span(
+            name, context=otel_context.Context(), links=[trace.Link(cause)] if cause.is_valid else []
+        )
+        span.end()
+        self.trace_context = trace.set_span_in_context(span)
+        carrier: dict[str, str] = {}
+        inject(carrier, context=self.trace_context)
+        return carrier.get("traceparent")
+
+    def continue_trace(self, traceparent: str | None, name: str) -> None:
+        """Emit what this handler emits in an earlier trace (a lifecycle's): under a span that is a
+        child of `traceparent`, linked to the handler's own span."""
+        if not traceparent or self.tracer is None:
+            return
+        here = trace.get_current_span().get_span_context()
+        parent = extract({"traceparent": traceparent})
+        span = self.tracer.start_span(name, context=parent, links=[trace.Link(here)] if here.is_valid else [])
+        span.end()
+        self.trace_context = trace.set_span_in_context(span, parent)
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -202,7 +236,11 @@ class Bus:
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, event: Event, *, event_id: str | None = None) -> str:
-        """Publish one event now (not transactional: for producers and the CLI); returns its ce_id."""
+        """Publish one event now (not transactional: for producers and the CLI); returns its ce_id.
+
+        Inside a span, the event carries that span's trace context (the broker's telemetry
+        middleware adds it): its consumers' spans join that trace.
+        """
         message = encode(event, source=self.source, event_id=event_id)
         await self.publish_raw(self.settings.topic(event.topic), message.key, message.value, message.headers)
         return message.event_id
@@ -223,8 +261,18 @@ class Bus:
         )
         return future
 
-    def stage(self, session: AsyncSession, event: Event, *, cause: Envelope | None = None) -> str:
-        """Write `event` to the outbox in the session's transaction; the relay publishes it."""
+    def stage(
+        self,
+        session: AsyncSession,
+        event: Event,
+        *,
+        cause: Envelope | None = None,
+        context: otel_context.Context | None = None,
+    ) -> str:
+        """Write `event` to the outbox in the session's transaction; the relay publishes it.
+
+        Its trace context is the current span's, or `context`'s when given.
+        """
         if cause is not None:
             update: dict[str, Any] = {}
             if "correlation_id" not in event.model_fields_set:
@@ -233,7 +281,7 @@ class Bus:
                 update["causation_id"] = cause.id
             event = event.model_copy(update=update) if update else event
         carrier: dict[str, str] = {}
-        inject(carrier)
+        inject(carrier, context=context)
         message = encode(event, source=self.source, trace_headers=carrier)
         add_to_outbox(session, topic=self.settings.topic(event.topic), message=message)
         return message.event_id
@@ -435,12 +483,14 @@ class Bus:
         if not envelopes:
             return False
         cause = envelopes[-1]
-        ctx = HandlerContext(envelope=cause, session=session, consumer=group_id, envelopes=tuple(envelopes))
+        ctx = HandlerContext(
+            envelope=cause, session=session, consumer=group_id, envelopes=tuple(envelopes), tracer=self.tracer
+        )
         events: Any = [e.event for e in envelopes] if route.batched else cause.event
         result = await route.handler(events, ctx)
         produced = [*ctx.pending, *([result] if isinstance(result, Event) else (result or []))]
         for event in produced:
-            self.stage(session, event, cause=cause)
+            self.stage(session, event, cause=cause, context=ctx.trace_context)
         return bool(produced)
 
     async def _handle_with_retries(

@@ -76,6 +76,28 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
+@app.command("up")
+def up() -> None:
+    """Start the local stack and the platform (six services and serving, one process each), show
+    their status and follow the lifecycle events; Ctrl-C stops what it started."""
+    from shared.platform import run_up
+
+    raise typer.Exit(asyncio.run(run_up(_settings(), say)))
+
+
+@app.command("demo")
+def demo(
+    rows_per_second: Annotated[float | None, typer.Option(help="Labelled traffic sent to serving.")] = None,
+    training_timeout: Annotated[float | None, typer.Option(help="Longest wait for a training, in seconds.")] = None,
+) -> None:
+    """The whole loop, hands-free: train, evaluate, roll out; drift, alert, retrain, canary, promote
+    or roll back; a summary at the end (exit 1 naming the stage that stalled)."""
+    from shared.demo import run_demo, timings_from
+
+    timings = timings_from({"rows_per_second": rows_per_second, "training": training_timeout})
+    raise typer.Exit(asyncio.run(run_demo(_settings(), say, timings)))
+
+
 @app.command("config")
 def config_table() -> None:
     """Print every setting (environment variable, default, meaning) as a Markdown table."""

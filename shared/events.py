@@ -370,6 +370,9 @@ class ModelEvaluated(Event):
     metrics: dict[str, float] = Field(description="Candidate metrics on the test split.")
     champion_metrics: dict[str, float] = Field(default_factory=dict, description="Champion metrics on the same split.")
     test_rows: int = Field(ge=0, description="Rows of the test split.")
+    evaluation_seconds: float | None = Field(
+        default=None, ge=0, description="Time the evaluation took: loading, scoring and gates."
+    )
 
 
 class RolloutCommanded(Event):

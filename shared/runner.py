@@ -1,4 +1,9 @@
-"""Running a service process: settings, logs, start, wait for SIGINT/SIGTERM, stop."""
+"""Running a service process: settings, logs, start, wait for SIGINT/SIGTERM, stop.
+
+A service without an HTTP API of its own (trainer, evaluator, deployer, monitor) answers
+`/healthz`, `/readyz` and `/metrics` on `MODELBUS_HEALTH_PORT` when that is set: what probes and
+Prometheus read, and what `modelbus up` waits for.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,15 @@ import signal
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.bus import Bus
 from shared.settings import Settings, get_settings
 from shared.telemetry import configure_logging
 
 
-class Service(Protocol):
+class Startable(Protocol):
     """What a service's composition root builds."""
 
     async def start(self) -> None: ...
@@ -21,7 +30,20 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-class HttpService(Service, Protocol):
+class Service(Startable, Protocol):
+    """A consuming service: its database, bus and metrics (what its health routes read)."""
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def bus(self) -> Bus: ...
+
+    @property
+    def metrics(self) -> CollectorRegistry: ...
+
+
+class HttpService(Startable, Protocol):
     """A service that also answers HTTP (its ASGI app)."""
 
     @property
@@ -47,9 +69,25 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def health_api(name: str, service: Service) -> Any:
+    """The health, readiness and metrics routes of a service without an API of its own."""
+    from fastapi import FastAPI
+
+    from shared.httpapi import add_health_routes
+
+    api = FastAPI(title=f"modelbus {name}", version="1", description="Health, readiness and metrics.")
+    add_health_routes(api, service.sessions, service.bus, service.metrics)
+    return api
+
+
 async def run_until_stopped(name: str, build: Callable[[Settings], Service]) -> None:
-    """Build the service, start it, and stop it cleanly on SIGINT or SIGTERM."""
-    service = build(service_settings(name))
+    """Build the service, start it, and stop it cleanly on SIGINT or SIGTERM (serving its health
+    routes on MODELBUS_HEALTH_PORT when set)."""
+    settings = service_settings(name)
+    service = build(settings)
+    if settings.health_port:
+        await _serve(name, service, health_api(name, service), (settings.health_host, settings.health_port))
+        return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,17 +106,21 @@ async def serve_until_stopped(
 ) -> None:
     """Build the service, start it, serve its HTTP API until SIGINT or SIGTERM (uvicorn's own
     handling), then stop the service cleanly."""
-    import uvicorn
-
     settings = service_settings(name)
     service = build(settings)
+    await _serve(name, service, service.api, address(settings))
+
+
+async def _serve(name: str, service: Startable, api: Any, address: tuple[str, int]) -> None:
+    import uvicorn
+
     await service.start()
     settle_heap()
-    host, port = address(settings)
+    host, port = address
     server = uvicorn.Server(
-        uvicorn.Config(service.api, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        uvicorn.Config(api, host=host, port=port, log_config=None, access_log=False, lifespan="off")
     )
-    logging.getLogger(f"modelbus.{name}").info("%s on http://%s:%d", name, host, port)
+    logging.getLogger(f"modelbus.{name}").info("%s running, HTTP on http://%s:%d", name, host, port)
     try:
         await server.serve()
     finally:

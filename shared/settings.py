@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     # How long the monitor keeps served predictions for labels to join; older labels are ignored.
     monitor_label_horizon_seconds: float = Field(default=7 * 86_400, gt=0)
 
+    # Address of a service's /healthz, /readyz and /metrics (trainer, evaluator, deployer, monitor).
+    health_host: str = "127.0.0.1"
+    # Port of those routes; 0: none (the registry, serving and alerter answer them on their own API).
+    health_port: int = Field(default=0, ge=0, le=65535)
+
     # Address the alerter's HTTP API listens on.
     alerter_host: str = "127.0.0.1"
     # Port of the alerter's HTTP API (alerts, acknowledgements, silences).

@@ -314,6 +314,9 @@ class Rollout(SpecModel):
         default=0.02, ge=0, le=1, description="Largest canary error-rate excess over stable."
     )
     max_latency_ratio: float = Field(default=1.5, ge=1, description="Largest canary/stable p99 latency ratio.")
+    latency_slack_ms: float = Field(
+        default=5.0, ge=0, description="A canary p99 at most this many ms above stable passes whatever the ratio."
+    )
     max_metric_drop: float = Field(default=0.05, ge=0, description="Largest drop of the live metric versus stable.")
 
 
@@ -343,8 +346,13 @@ class Monitoring(SpecModel):
     window_seconds: float = Field(default=300, gt=0, le=604_800, description="Longest window, in seconds.")
     drift: DriftPolicy = Field(default_factory=DriftPolicy, description="Drift tests.")
     performance: PerformancePolicy = Field(default_factory=PerformancePolicy, description="Performance watch.")
-    retrain_on: list[Literal["drift", "performance"]] = Field(
-        default=["drift", "performance"], description="Conditions that request a retrain."
+    retrain_on: list[Literal["data", "drift", "performance"]] = Field(
+        default=["data", "drift", "performance"],
+        description=(
+            "What trains a new version: a new dataset version arriving (data), dataset-level drift, a live "
+            "performance drop. Without data, new data waits for the next retrain (the first version is "
+            "always trained when data first arrives)."
+        ),
     )
     retrain_cooldown_seconds: float = Field(default=3600, ge=0, description="Least time between retrain requests.")
 

@@ -102,6 +102,7 @@ class Controller:
         actor: str = "deployer",
         reason: str = "",
         allow_older: bool = False,
+        traceparent: str | None = None,
     ) -> list[domain.Transition]:
         """Roll out `version`: supersede a running rollout of an older version, then start.
 
@@ -136,7 +137,7 @@ class Controller:
         if actor != "deployer":
             started = domain.Transition(started.rollout, started.from_state, reason or started.reason, actor=actor)
         moves.append(started)
-        await store.save(session, row, started.rollout)
+        await store.save(session, row, started.rollout, traceparent=traceparent)
         return moves
 
     async def analysed(self, session: AsyncSession, event: CanaryAnalyzed) -> list[domain.Transition]:
@@ -169,10 +170,12 @@ class Controller:
         await store.save(session, row, moved.rollout)
         return [moved]
 
-    async def commanded(self, session: AsyncSession, event: RolloutCommanded) -> list[domain.Transition]:
+    async def commanded(
+        self, session: AsyncSession, event: RolloutCommanded, *, traceparent: str | None = None
+    ) -> list[domain.Transition]:
         """Carry out an operator's command, or raise DeployerRefusal saying why not."""
         if event.command in ("approve", "start"):
-            return await self._start(session, event)
+            return await self._start(session, event, traceparent)
         row = await store.lock_model(session, event.model)
         running = await store.current(session, row)
         if running is None:
@@ -195,7 +198,9 @@ class Controller:
         await store.save(session, row, moved.rollout)
         return [moved]
 
-    async def _start(self, session: AsyncSession, event: RolloutCommanded) -> list[domain.Transition]:
+    async def _start(
+        self, session: AsyncSession, event: RolloutCommanded, traceparent: str | None
+    ) -> list[domain.Transition]:
         if event.version is None:
             raise DeployerRefusal(f"{event.command} needs a version")
         known = await store.version_of(session, event.model, event.version)
@@ -221,6 +226,7 @@ class Controller:
             actor=event.actor,
             reason=reason,
             allow_older=event.command == "start",
+            traceparent=traceparent,
         )
 
 
@@ -238,7 +244,8 @@ def register_consumers(
         approved = await store.newest_approved(ctx.session, event.model)
         if approved is None:
             return []
-        return [announce(t) for t in await control.begin(ctx.session, event.model, approved)]
+        moves = await control.begin(ctx.session, event.model, approved, traceparent=ctx.current_traceparent())
+        return [announce(t) for t in moves]
 
     @bus.consumer(topics.MODEL_REGISTERED, group=group, events=[ModelRegistered])
     async def on_registered(event: ModelRegistered, ctx: HandlerContext) -> None:
@@ -253,11 +260,14 @@ def register_consumers(
         if await store.specs.of(ctx.session, event.model) is None:
             log.warning("%s@%d approved before its spec arrived; starts with the spec", event.model, event.version)
             return []
-        return [announce(t) for t in await control.begin(ctx.session, event.model, event.version)]
+        moves = await control.begin(ctx.session, event.model, event.version, traceparent=ctx.current_traceparent())
+        return [announce(t) for t in moves]
 
     @bus.consumer(topics.CANARY_ANALYZED, group=group, events=[CanaryAnalyzed])
     async def on_analysis(event: CanaryAnalyzed, ctx: HandlerContext) -> list[RolloutChanged]:
-        return [announce(t) for t in await control.analysed(ctx.session, event)]
+        moves = await control.analysed(ctx.session, event)
+        await _in_lifecycle_trace(ctx, moves)
+        return [announce(t) for t in moves]
 
     @bus.consumer(topics.ROLLOUT_COMMANDED, group=group, events=[RolloutCommanded])
     async def on_command(event: RolloutCommanded, ctx: HandlerContext) -> list[RolloutChanged]:
@@ -275,7 +285,7 @@ def register_consumers(
             )
 
         try:
-            moves = await control.commanded(ctx.session, event)
+            moves = await control.commanded(ctx.session, event, traceparent=ctx.current_traceparent())
         except DeployerRefusal as exc:
             # The handler's transaction is rolled back; the refusal is kept in a transaction of its own.
             async with sessions() as own, own.begin():
@@ -283,7 +293,18 @@ def register_consumers(
             log.warning("%s %s by %s refused: %s", event.model, event.command, event.actor, exc)
             raise
         await record(ctx.session, "done", "; ".join(f"{t.from_state} → {t.rollout.state}" for t in moves))
+        if event.command not in ("approve", "start"):
+            await _in_lifecycle_trace(ctx, moves)
         return [announce(t) for t in moves]
+
+
+async def _in_lifecycle_trace(ctx: HandlerContext, moves: list[domain.Transition]) -> None:
+    """A rollout's later steps (the monitor's verdicts, operators' commands) belong to the trace of
+    the lifecycle that started it, linked to what caused them."""
+    if moves:
+        rollout = moves[-1].rollout
+        found = await store.traceparent_of(ctx.session, rollout.rollout_id)
+        ctx.continue_trace(found, f"deployer {rollout.model} rollout {rollout.state}")
 
 
 @dataclass

@@ -270,12 +270,11 @@ class Host:
 
     @property
     def ready(self) -> bool:
-        """The rollouts were read and every model has a routing table (its versions loaded).
-
-        A new version that fails to load, while the previous routing keeps answering, leaves the
-        process ready (and listed in `problems`): taking it out of service would fail every model.
+        """The rollouts were read. A version that fails to load leaves the process ready (and listed
+        in `problems`, `degraded`): the model's previous routing keeps answering, or, when it has
+        none, that model alone is refused; taking the process out of service would fail every model.
         """
-        return self.refreshed and all(model in self.live for model in self.problems)
+        return self.refreshed
 
     async def refresh(self, model: str | None = None) -> None:
         """Re-read the rollouts (of one model, or all) and swap in what changed, loading first."""

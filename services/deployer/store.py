@@ -71,6 +71,8 @@ class RolloutRow(Base):
     paused_from: Mapped[str | None] = mapped_column(String(16))
     entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The trace of the lifecycle that started it: its later steps are spans of that trace too.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CommandRow(Base):
@@ -164,8 +166,13 @@ async def current(session: AsyncSession, model: ModelRow) -> domain.Rollout | No
     return _rollout(row) if row else None
 
 
-async def save(session: AsyncSession, model: ModelRow, rollout: domain.Rollout) -> None:
-    """Persist a rollout's state; it becomes the model's current one, and its champion follows it."""
+async def save(
+    session: AsyncSession, model: ModelRow, rollout: domain.Rollout, *, traceparent: str | None = None
+) -> None:
+    """Persist a rollout's state; it becomes the model's current one, and its champion follows it.
+
+    `traceparent`, given when the rollout starts, is kept for the rest of its life.
+    """
     values = {
         "model": rollout.model,
         "candidate": rollout.candidate,
@@ -179,7 +186,7 @@ async def save(session: AsyncSession, model: ModelRow, rollout: domain.Rollout) 
         "paused_from": rollout.paused_from,
         "entered_at": rollout.entered_at,
     }
-    stmt = insert(RolloutRow).values(rollout_id=rollout.rollout_id, **values)
+    stmt = insert(RolloutRow).values(rollout_id=rollout.rollout_id, traceparent=traceparent, **values)
     await session.execute(stmt.on_conflict_do_update(index_elements=[RolloutRow.rollout_id], set_=values))
     if rollout.state != "superseded":
         model.rollout_id = rollout.rollout_id
@@ -187,6 +194,12 @@ async def save(session: AsyncSession, model: ModelRow, rollout: domain.Rollout) 
         model.champion = rollout.candidate
     elif rollout.state == "rolled-back":
         model.champion = rollout.stable
+
+
+async def traceparent_of(session: AsyncSession, rollout_id: str) -> str | None:
+    """The trace a rollout belongs to."""
+    found: str | None = await session.scalar(select(RolloutRow.traceparent).where(RolloutRow.rollout_id == rollout_id))
+    return found
 
 
 async def log_command(

@@ -125,6 +125,7 @@ def register_consumers(bus: Bus, judge: Judge, *, group: str = GROUP) -> None:
             metrics=verdict.metrics,
             champion_metrics=verdict.champion_metrics,
             test_rows=verdict.test_rows,
+            evaluation_seconds=round(seconds, 4),
         )
         await store.keep_result(session, evaluated, seconds=seconds)
         failed = [g.name for g in verdict.gates if not g.passed]

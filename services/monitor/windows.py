@@ -278,7 +278,8 @@ def compare(candidate: Summary, stable: Summary, policy: Any) -> list[Comparison
     """Canary against stable on estimated error, p99 latency and the prediction distribution.
 
     `policy` is the spec's rollout policy: `max_error_rate_increase` (absolute excess of the
-    canary's error), `max_latency_ratio` (canary p99 over stable p99).
+    canary's error), `max_latency_ratio` (canary p99 over stable p99), unless the canary is within
+    `latency_slack_ms` of stable (milliseconds of scheduling noise are no regression).
     """
     found = []
     if candidate.estimated_error is not None and stable.estimated_error is not None:
@@ -293,6 +294,7 @@ def compare(candidate: Summary, stable: Summary, policy: Any) -> list[Comparison
             )
         )
     ratio_ok = candidate.latency_p99_ms <= policy.max_latency_ratio * max(stable.latency_p99_ms, 1.0)
+    ratio_ok = ratio_ok or candidate.latency_p99_ms - stable.latency_p99_ms <= policy.latency_slack_ms
     found.append(
         Comparison(
             "latency_p99_ms", candidate.latency_p99_ms, stable.latency_p99_ms, policy.max_latency_ratio, ratio_ok

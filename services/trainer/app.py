@@ -92,6 +92,9 @@ async def _queue(
 ) -> None:
     data = await ctx.session.get(store.DatasetRow, (dataset, version))
     run_id = run_id_for(model, ctx.envelope.id)
+    traceparent = ctx.envelope.traceparent
+    if trigger == "retrain-requested":  # a new lifecycle: its own trace, linked to what asked for it
+        traceparent = ctx.start_trace(f"lifecycle {model} retrain") or traceparent
     await store.add_job(
         ctx.session,
         platform=platform,
@@ -103,7 +106,7 @@ async def _queue(
         revision=revision,
         correlation_id=ctx.envelope.event.correlation_id,
         cause_event_id=ctx.envelope.id,
-        traceparent=ctx.envelope.traceparent,
+        traceparent=traceparent,
     )
     ctx.emit(
         TrainingStarted(
@@ -147,6 +150,14 @@ def register_consumers(bus: Bus, *, group: str = GROUP) -> None:
     async def on_data(event: DataArrived, ctx: HandlerContext) -> None:
         await store.keep_dataset(ctx.session, event)
         for model, revision, spec in await store.specs_for_dataset(ctx.session, event.dataset):
+            if "data" not in spec.monitoring.retrain_on and await store.ever_trained(ctx.session, model):
+                log.info(
+                    "%s: dataset %s version %s kept for its next retrain (its retrain_on has no 'data')",
+                    model,
+                    event.dataset,
+                    event.version,
+                )
+                continue
             await _queue(
                 ctx,
                 platform=bus.settings.topic_prefix,

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from services.monitor import store, windows
 from shared.events import Prediction, PredictionsLogged
+from shared.spec import Rollout
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -111,3 +112,21 @@ def test_a_chunk_is_kept_and_read_back_exactly() -> None:
 def test_a_chunk_refuses_python_objects() -> None:
     with pytest.raises(ValueError, match="column 'x'"):
         store.pack({"x": np.array([{"a": 1}], dtype=object)})
+
+
+@pytest.mark.parametrize(
+    ("canary_ms", "stable_ms", "passes"),
+    [
+        (4.8, 1.5, True),  # three times slower, but by 3.3 ms: scheduling noise, not a regression
+        (14.0, 8.0, False),  # 1.75 times and 6 ms slower: a regression
+        (11.0, 8.0, True),  # 1.4 times: within the ratio
+    ],
+)
+def test_canary_latency_fails_only_beyond_both_the_ratio_and_the_slack(
+    canary_ms: float, stable_ms: float, passes: bool
+) -> None:
+    policy = Rollout(max_latency_ratio=1.5, latency_slack_ms=5.0)
+    canary = windows.Summary(rows=500, latency_p99_ms=canary_ms, estimated_error=0.2, prediction_shares={"0": 1.0})
+    stable = windows.Summary(rows=500, latency_p99_ms=stable_ms, estimated_error=0.2, prediction_shares={"0": 1.0})
+    [latency] = [c for c in windows.compare(canary, stable, policy) if c.metric == "latency_p99_ms"]
+    assert latency.passed is passes

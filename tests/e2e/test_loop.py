@@ -1,0 +1,92 @@
+"""The whole loop as a user runs it: `modelbus demo` (every service its own process, driven only
+through Kafka and HTTP), then its trace read back from the trace receiver."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELBUS = Path(sys.executable).parent / "modelbus"
+LIFECYCLE_SERVICES = {"trainer", "registry", "evaluator", "deployer"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """One `modelbus demo`, shared by the tests of this module."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+    return subprocess.run(
+        [str(MODELBUS), "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500, check=False
+    )
+
+
+def test_the_demo_goes_round_the_loop_and_exits_0(demo_run: subprocess.CompletedProcess[str]) -> None:
+    out = demo_run.stdout
+    assert demo_run.returncode == 0, out[-4000:] + demo_run.stderr[-2000:]
+    order = [
+        "trained ",
+        "registered ",
+        "evaluated ",
+        "→ promoted",
+        "now the world moves",
+        "DRIFT ",
+        "ALERT ",
+        "retrain ",
+        "training ",
+        "rollout ",
+    ]
+    positions = [out.find(marker) for marker in order]
+    assert all(p >= 0 for p in positions), dict(zip(order, positions, strict=True))
+    assert positions == sorted(positions), "the stages happen in the loop's order"
+    assert "→ canary" in out, "the retrained version goes through a canary"
+    assert re.search(r"v2: retrained on the fresh data, (promoted|rolled-back): \S", out)
+    assert "[demo] done in" in out
+
+
+def _spans(settings: Settings, trace_id: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{settings.trace_query_url}/api/traces/{trace_id}", timeout=10)
+    assert answer.status_code == 200, f"trace {trace_id} not found at the receiver"
+    trace = answer.json()["data"][0]
+    return [{**s, "service": trace["processes"][s["processID"]]["serviceName"]} for s in trace["spans"]]
+
+
+def test_one_lifecycle_is_one_trace_with_a_span_from_every_service_on_its_path(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    found = re.search(r"trace of the first lifecycle: ([0-9a-f]{32})", demo_run.stdout)
+    assert found, demo_run.stdout[-3000:]
+    spans = _spans(Settings(), found.group(1))
+    services = {s["service"] for s in spans}
+    assert LIFECYCLE_SERVICES <= services, services
+    ids = {s["spanID"] for s in spans}
+    roots = [s for s in spans if not any(r["refType"] == "CHILD_OF" for r in s.get("references", []))]
+    assert [r["operationName"] for r in roots] == [roots[0]["operationName"]] and roots[0]["service"] == "demo"
+    orphans = [
+        s["operationName"]
+        for s in spans
+        for r in s.get("references", [])
+        if r["refType"] == "CHILD_OF" and r["spanID"] not in ids
+    ]
+    assert orphans == [], "every span's parent is in the trace"
+    rollout = [s for s in spans if s["service"] == "deployer"]
+    assert rollout, "the deployer's decisions are spans of the lifecycle"
+
+
+def test_the_retrain_is_a_new_trace_linked_to_what_asked_for_it(demo_run: subprocess.CompletedProcess[str]) -> None:
+    found = re.search(r"trace of the retrain:\s+([0-9a-f]{32})", demo_run.stdout)
+    assert found, demo_run.stdout[-3000:]
+    spans = _spans(Settings(), found.group(1))
+    root = next(
+        s for s in spans if s["operationName"].startswith("lifecycle ") and s["operationName"].endswith(" retrain")
+    )
+    assert any(r["refType"] == "FOLLOWS_FROM" for r in root.get("references", [])), root
+    assert {"trainer", "registry", "evaluator", "deployer"} <= {s["service"] for s in spans}
