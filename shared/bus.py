@@ -422,7 +422,12 @@ class Bus:
         for index, item in enumerate(work):
             # The message whose handler broke the batch has had its first attempt already.
             tried = 1 if index == culprit else 0
-            with self._span(group_id, item.envelope):
+            span = (
+                self._batch_span(group_id, [item.envelope])
+                if item.route.batched
+                else self._span(group_id, item.envelope)
+            )
+            with span:
                 failure = await self._handle_with_retries(item.envelope, item.route, group_id, tried=tried)
             if failure is not None:
                 kind, reason, attempts = failure
@@ -452,7 +457,7 @@ class Bus:
                 for current, run in _runs(work):
                     claimed = [item.envelope for item in run if item.envelope.id in fresh]
                     fresh.difference_update(envelope.id for envelope in claimed)
-                    if len(run) > 1:
+                    if run[0].route.batched:
                         current = -1  # a batched handler: which of its events broke it is not known
                         with self._batch_span(group_id, claimed or [run[0].envelope]):
                             staged |= await self._invoke(session, claimed, run[0].route, group_id)

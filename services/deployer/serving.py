@@ -43,6 +43,7 @@ from shared.envelope import decode
 from shared.events import PredictionsLogged, RolloutChanged
 from shared.modelfile import UntrustedArtifact
 from shared.settings import Settings
+from shared.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.serving")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -416,7 +417,12 @@ class PredictionLog:
         for index, (model, predictions) in enumerate(by_model.items()):
             event = _logged(model, predictions)
             try:
-                await asyncio.wait_for(self.bus.publish(event), timeout=10)
+                # One span per batch (not per request: the request path stays span-free); the
+                # monitor's span for the windows these rows go to links to it.
+                with self.bus.tracer.start_as_current_span(
+                    f"serving log {model}", attributes={"modelbus.predictions": len(predictions)}
+                ):
+                    await asyncio.wait_for(self.bus.publish(event), timeout=10)
             except Exception as exc:
                 rest = [(m, p) for m, ps in list(by_model.items())[index:] for p in ps]
                 room = self.capacity - len(self.buffer)
@@ -845,7 +851,8 @@ def build(settings: Settings) -> Serving:
     sessions = make_sessions(engine)
     metrics = Metrics(CollectorRegistry())
     host = Host(settings, sessions, ArtifactStore(settings), metrics)
-    bus = Bus(settings)
+    tracing = make_tracer_provider(settings)
+    bus = Bus(settings, tracer_provider=tracing)
     predictions = PredictionLog(
         bus,
         metrics,

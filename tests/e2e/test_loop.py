@@ -92,3 +92,17 @@ def test_the_retrain_is_a_new_trace_linked_to_what_asked_for_it(demo_run: subpro
     )
     assert any(r["refType"] == "FOLLOWS_FROM" for r in root.get("references", [])), root
     assert {"trainer", "registry", "evaluator", "deployer"} <= {s["service"] for s in spans}
+
+
+def test_the_monitor_links_its_window_spans_to_the_predictions_they_aggregate(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    settings = Settings()
+    found = httpx.get(f"{settings.trace_query_url}/api/traces", params={"service": "monitor", "limit": 500}, timeout=30)
+    spans = [s for t in found.json()["data"] for s in t["spans"] if "handle PredictionsLogged" in s["operationName"]]
+    linked = [s for s in spans if any(r["refType"] == "FOLLOWS_FROM" for r in s["references"])]
+    assert linked, f"{len(spans)} monitor spans over predictions, none linked to serving's"
+    target = linked[-1]["references"][0]
+    published = httpx.get(f"{settings.trace_query_url}/api/traces/{target['traceID']}", timeout=10).json()["data"][0]
+    services = {published["processes"][s["processID"]]["serviceName"] for s in published["spans"]}
+    assert "serving" in services
