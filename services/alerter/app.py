@@ -104,6 +104,11 @@ class Alerter:
     def __post_init__(self) -> None:
         self.plans = plans(self.config)
 
+    @property
+    def platform(self) -> str:
+        """The topic prefix: what this alerter's alerts, groups and notifications belong to."""
+        return self.settings.topic_prefix
+
     # ------------------------------------------------------------ events in
 
     async def on_event(self, session: AsyncSession, event: Event, event_id: str, traceparent: str | None) -> None:
@@ -117,13 +122,15 @@ class Alerter:
         resolution = domain.resolved_by(event)
         if resolution is not None:
             cleared = [
-                row.fingerprint for row in await store.firing_of(session, model) if resolution.clears(row.labels)
+                row.fingerprint
+                for row in await store.firing_of(session, self.platform, model)
+                if resolution.clears(row.labels)
             ]
             await self.clear(session, cleared, now, resolution.reason)
 
     async def fire(self, session: AsyncSession, alert: domain.Alert, now: datetime) -> None:
         """Record the alert; if it is news, put it in its groups (a repeat changes no timing)."""
-        if not await store.raise_alert(session, alert, now):
+        if not await store.raise_alert(session, self.platform, alert, now):
             return
         self.metrics.raised.labels(alert.labels.get("kind", "")).inc()
         log.info("alert %s firing: %s", alert.fingerprint, alert.annotations.get("summary", ""))
@@ -132,7 +139,8 @@ class Alerter:
             labels = domain.group_labels(alert.labels, plan.group_by)
             await store.touch_group(
                 session,
-                domain.group_key(path, labels),
+                self.platform,
+                domain.group_key(self.platform, path, labels),
                 path,
                 plan.receiver,
                 labels,
@@ -144,12 +152,12 @@ class Alerter:
 
     async def clear(self, session: AsyncSession, fingerprints: list[str], now: datetime, reason: str) -> None:
         """Resolve firing alerts; their groups tell of it within their group_interval."""
-        resolved = await store.resolve(session, fingerprints, now, reason)
+        resolved = await store.resolve(session, self.platform, fingerprints, now, reason)
         if resolved:
             self.metrics.resolved.inc(len(resolved))
             log.info("%d alert(s) resolved: %s", len(resolved), reason)
             timings = {path: (plan.group_wait, plan.group_interval) for path, plan in self.plans.items()}
-            await store.touch_groups_of(session, resolved, now, timings)
+            await store.touch_groups_of(session, self.platform, resolved, now, timings)
 
     # ------------------------------------------------------------ groups out
 
@@ -157,18 +165,18 @@ class Alerter:
         """Resolve alerts not raised again within resolve_timeout."""
         timeout = self.config.resolve_timeout
         async with self.sessions() as session, session.begin():
-            old = await store.stale(session, now - timedelta(seconds=timeout))
+            old = await store.stale(session, self.platform, now - timedelta(seconds=timeout))
             await self.clear(session, old, now, f"not raised again for {timeout:.0f} s")
 
     async def dispatch(self, now: datetime) -> int:
         """Flush the groups that are due into the notification log; returns notifications written."""
         written = 0
         async with self.sessions() as session, session.begin():
-            due = await store.due_groups(session, now)
+            due = await store.due_groups(session, self.platform, now)
             if not due:
                 return 0
-            silences = await store.active_silences(session, now)
-            firing = await store.all_firing(session)
+            silences = await store.active_silences(session, self.platform, now)
+            firing = await store.all_firing(session, self.platform)
             for group in due:
                 written += await self._flush(session, group, silences, firing, now)
         return written
@@ -181,7 +189,7 @@ class Alerter:
         firing: dict[str, dict[str, str]],
         now: datetime,
     ) -> int:
-        members = [row.member() for row in await store.members_of(session, group.key)]
+        members = [row.member() for row in await store.members_of(session, group)]
         targets = {m.fingerprint: m.labels for m in members if m.status == "firing"}
         muted = {fp for fp, labels in targets.items() if any(s.mutes(labels, now) for s in silences)}
         muted |= set(domain.inhibited(targets, firing, self.config.inhibit_rules))
@@ -198,6 +206,7 @@ class Alerter:
             session.add(
                 store.NotificationRow(
                     id=notification_id,
+                    platform=self.platform,
                     group_key=group.key,
                     receiver=group.receiver,
                     payload=domain.payload(notification_id, group.receiver, named, flushed.send, now),
@@ -217,7 +226,7 @@ class Alerter:
     async def deliver(self, now: datetime) -> int:
         """Send pending notifications; a failure stays pending and is retried with backoff."""
         async with self.sessions() as session, session.begin():
-            rows = await store.pending(session, now)
+            rows = await store.pending(session, self.platform, now)
             outcomes = await asyncio.gather(
                 *(self.receivers.deliver(row.receiver, row.id, row.payload) for row in rows), return_exceptions=True
             )
@@ -241,7 +250,9 @@ class Alerter:
                 self.metrics.notifications.labels(row.receiver).inc()
                 sent += 1
             waiting = await session.scalar(
-                select(func.count()).select_from(store.NotificationRow).where(store.NotificationRow.status == "pending")
+                select(func.count())
+                .select_from(store.NotificationRow)
+                .where(store.NotificationRow.platform == self.platform, store.NotificationRow.status == "pending")
             )
             self.metrics.pending.set(int(waiting or 0) - sent)
         return sent
@@ -318,6 +329,7 @@ def make_api(
     api = FastAPI(title="modelbus alerter", version="1", description="Alerts, silences and the notification log.")
     api.state.identify = identifier(settings)
     api.add_middleware(HttpMetrics, registry=metrics)
+    platform = settings.topic_prefix
 
     add_health_routes(api, sessions, bus, metrics)
 
@@ -331,10 +343,10 @@ def make_api(
     ) -> list[dict[str, Any]]:
         """Alerts, most recently raised first."""
         async with sessions() as session:
-            rows = await store.alerts(session, status=status, model=model, kind=kind, limit=limit)
+            rows = await store.alerts(session, platform, status=status, model=model, kind=kind, limit=limit)
             now = datetime.now(UTC)
-            silences = await store.active_silences(session, now)
-            firing = await store.all_firing(session)
+            silences = await store.active_silences(session, platform, now)
+            firing = await store.all_firing(session, platform)
         targets = {r.fingerprint: r.labels for r in rows if r.status == "firing"}
         inhibited = domain.inhibited(targets, firing, alerter.config.inhibit_rules)
         found = []
@@ -349,10 +361,10 @@ def make_api(
     async def show_alert(_: Viewer, fingerprint: str) -> dict[str, Any]:
         """One alert, with the notifications that carried it."""
         async with sessions() as session:
-            row = await session.get(store.AlertRow, fingerprint)
+            row = await session.get(store.AlertRow, (platform, fingerprint))
             if row is None:
                 raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
-            sent = await store.notifications_of(session, fingerprint)
+            sent = await store.notifications_of(session, platform, fingerprint)
         return {**row.as_dict(), "notifications": [n.as_dict() for n in sent]}
 
     @api.post("/v1/alerts/{fingerprint}/ack", tags=["act"])
@@ -360,7 +372,7 @@ def make_api(
         """Acknowledge an alert: someone is on it (it keeps notifying; silence it to mute it)."""
         now = datetime.now(UTC)
         async with sessions() as session, session.begin():
-            row = await session.get(store.AlertRow, fingerprint, with_for_update=True)
+            row = await session.get(store.AlertRow, (platform, fingerprint), with_for_update=True)
             if row is None:
                 raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
             comment = body.comment if body else ""
@@ -373,7 +385,8 @@ def make_api(
         """Silences in force or to come (and ended ones with expired=true), newest first."""
         now = datetime.now(UTC)
         async with sessions() as session:
-            return [s.as_dict(now) for s in await store.silences(session, include_expired=expired, now=now)]
+            found = await store.silences(session, platform, include_expired=expired, now=now)
+            return [s.as_dict(now) for s in found]
 
     @api.post("/v1/silences", tags=["act"], status_code=201)
     async def create_silence(who: Operator, body: NewSilence) -> dict[str, Any]:
@@ -393,6 +406,7 @@ def make_api(
             raise HTTPException(422, "the silence ends before it starts")
         row = store.SilenceRow(
             id=uuid.uuid4().hex[:12],
+            platform=platform,
             matchers=body.matchers,
             starts_at=starts,
             ends_at=ends,
@@ -420,7 +434,7 @@ def make_api(
         now = datetime.now(UTC)
         async with sessions() as session, session.begin():
             row = await session.get(store.SilenceRow, silence_id, with_for_update=True)
-            if row is None:
+            if row is None or row.platform != platform:
                 raise HTTPException(404, f"no silence has the id {silence_id!r}")
             if row.ends_at > now:
                 row.ends_at, row.expired_by = max(now, row.starts_at), who.actor
@@ -432,7 +446,12 @@ def make_api(
         _: Viewer, status: Annotated[Literal["pending", "sent"] | None, Query()] = None, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         """The notification log, newest first."""
-        query = select(store.NotificationRow).order_by(store.NotificationRow.created_at.desc()).limit(limit)
+        query = (
+            select(store.NotificationRow)
+            .where(store.NotificationRow.platform == platform)
+            .order_by(store.NotificationRow.created_at.desc())
+            .limit(limit)
+        )
         if status:
             query = query.where(store.NotificationRow.status == status)
         async with sessions() as session:

@@ -260,9 +260,9 @@ def group_labels(labels: dict[str, str], group_by: tuple[str, ...]) -> dict[str,
     return {name: labels.get(name, "") for name in group_by}
 
 
-def group_key(route: str, labels: dict[str, str]) -> str:
-    """A group's identity: its route and its group labels."""
-    return f"{route}:{fingerprint(labels)}"
+def group_key(platform: str, route: str, labels: dict[str, str]) -> str:
+    """A group's identity: its platform, route and group labels."""
+    return f"{route}:{fingerprint({**labels, '': platform})}"
 
 
 @dataclass(frozen=True)

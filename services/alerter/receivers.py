@@ -104,7 +104,10 @@ class Receivers:
         Destinations that took it are not asked again on a retry only if they dedupe: Kafka
         events and webhooks carry the notification id for that.
         """
-        receiver: Receiver = self.config.receiver(receiver_name)
+        try:
+            receiver: Receiver = self.config.receiver(receiver_name)
+        except StopIteration:
+            raise DeliveryError(f"no receiver is called {receiver_name!r} in this alerter's configuration") from None
         failures = []
         steps: list[tuple[str, Any]] = []
         if receiver.kafka:

@@ -37,6 +37,9 @@ class AlertRow(Base):
     __tablename__ = "alerter_alerts"
     __table_args__ = (Index("alerter_alerts_by_status", "status", "updated_at"),)
 
+    # The topic prefix of the platform it belongs to: alerters of other platforms sharing the
+    # database leave it alone.
+    platform: Mapped[str] = mapped_column(String(200), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
     model: Mapped[str] = mapped_column(String(128), index=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -98,6 +101,7 @@ class GroupRow(Base):
     __tablename__ = "alerter_groups"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(200), index=True)
     route: Mapped[str] = mapped_column(String(64))
     receiver: Mapped[str] = mapped_column(String(100))
     group_labels: Mapped[dict[str, str]] = mapped_column(JSONB)
@@ -123,6 +127,7 @@ class NotificationRow(Base):
     __table_args__ = (Index("alerter_notifications_pending", "status", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(200))
     group_key: Mapped[str] = mapped_column(String(64), index=True)
     receiver: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -153,6 +158,7 @@ class SilenceRow(Base):
     __tablename__ = "alerter_silences"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(200))
     matchers: Mapped[list[str]] = mapped_column(JSONB)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -195,7 +201,7 @@ class AuditRow(Base):
 # ---------------------------------------------------------------- alerts
 
 
-async def raise_alert(session: AsyncSession, alert: domain.Alert, now: datetime) -> bool:
+async def raise_alert(session: AsyncSession, platform: str, alert: domain.Alert, now: datetime) -> bool:
     """Record an alert firing; True if that is news (new, or firing again after it resolved).
 
     A repeat of a firing alert only refreshes it (annotations, time, count).
@@ -212,15 +218,17 @@ async def raise_alert(session: AsyncSession, alert: domain.Alert, now: datetime)
         "source_event_id": alert.source_event_id,
     }
     stmt = insert(AlertRow).values(
-        fingerprint=alert.fingerprint, status="firing", starts_at=now, times_raised=1, **values
+        platform=platform, fingerprint=alert.fingerprint, status="firing", starts_at=now, times_raised=1, **values
     )
     was = await session.scalar(
-        select(AlertRow.status).where(AlertRow.fingerprint == alert.fingerprint).with_for_update()
+        select(AlertRow.status)
+        .where(AlertRow.platform == platform, AlertRow.fingerprint == alert.fingerprint)
+        .with_for_update()
     )
     refiring = was == "resolved"
     await session.execute(
         stmt.on_conflict_do_update(
-            index_elements=[AlertRow.fingerprint],
+            index_elements=[AlertRow.platform, AlertRow.fingerprint],
             set_={
                 **values,
                 "status": "firing",
@@ -237,36 +245,44 @@ async def raise_alert(session: AsyncSession, alert: domain.Alert, now: datetime)
     return domain.is_news(was)
 
 
-async def resolve(session: AsyncSession, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
+async def resolve(
+    session: AsyncSession, platform: str, fingerprints: list[str], now: datetime, reason: str
+) -> list[str]:
     """Resolve these alerts if firing; the fingerprints that were."""
     if not fingerprints:
         return []
     done = await session.execute(
         update(AlertRow)
-        .where(AlertRow.fingerprint.in_(fingerprints), AlertRow.status == "firing")
+        .where(AlertRow.platform == platform, AlertRow.fingerprint.in_(fingerprints), AlertRow.status == "firing")
         .values(status="resolved", ends_at=now, resolved_reason=reason[:2000])
         .returning(AlertRow.fingerprint)
     )
     return list(done.scalars().all())
 
 
-async def firing_of(session: AsyncSession, model: str) -> list[AlertRow]:
+async def firing_of(session: AsyncSession, platform: str, model: str) -> list[AlertRow]:
     """The model's firing alerts."""
-    found = await session.scalars(select(AlertRow).where(AlertRow.model == model, AlertRow.status == "firing"))
-    return list(found.all())
-
-
-async def stale(session: AsyncSession, before: datetime) -> list[str]:
-    """Firing alerts last raised before `before`."""
     found = await session.scalars(
-        select(AlertRow.fingerprint).where(AlertRow.status == "firing", AlertRow.updated_at < before)
+        select(AlertRow).where(AlertRow.platform == platform, AlertRow.model == model, AlertRow.status == "firing")
     )
     return list(found.all())
 
 
-async def all_firing(session: AsyncSession) -> dict[str, dict[str, str]]:
+async def stale(session: AsyncSession, platform: str, before: datetime) -> list[str]:
+    """Firing alerts last raised before `before`."""
+    found = await session.scalars(
+        select(AlertRow.fingerprint).where(
+            AlertRow.platform == platform, AlertRow.status == "firing", AlertRow.updated_at < before
+        )
+    )
+    return list(found.all())
+
+
+async def all_firing(session: AsyncSession, platform: str) -> dict[str, dict[str, str]]:
     """Every firing alert's labels by fingerprint (the inhibition sources)."""
-    rows = await session.execute(select(AlertRow.fingerprint, AlertRow.labels).where(AlertRow.status == "firing"))
+    rows = await session.execute(
+        select(AlertRow.fingerprint, AlertRow.labels).where(AlertRow.platform == platform, AlertRow.status == "firing")
+    )
     return {fp: labels for fp, labels in rows.all()}
 
 
@@ -275,6 +291,7 @@ async def all_firing(session: AsyncSession) -> dict[str, dict[str, str]]:
 
 async def touch_group(
     session: AsyncSession,
+    platform: str,
     key: str,
     route: str,
     receiver: str,
@@ -287,7 +304,9 @@ async def touch_group(
     """Put an alert that is news in its group, and make the group due (see domain.due_after_change)."""
     await session.execute(
         insert(GroupRow)
-        .values(key=key, route=route, receiver=receiver, group_labels=labels, created_at=now, notified={})
+        .values(
+            key=key, platform=platform, route=route, receiver=receiver, group_labels=labels, created_at=now, notified={}
+        )
         .on_conflict_do_nothing()
     )
     group = await session.get(GroupRow, key, with_for_update=True, populate_existing=True)
@@ -299,7 +318,11 @@ async def touch_group(
 
 
 async def touch_groups_of(
-    session: AsyncSession, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
+    session: AsyncSession,
+    platform: str,
+    fingerprints: list[str],
+    now: datetime,
+    timings: dict[str, tuple[float, float]],
 ) -> None:
     """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
     if not fingerprints:
@@ -307,18 +330,18 @@ async def touch_groups_of(
     keys = (await session.scalars(select(MemberRow.group_key).where(MemberRow.fingerprint.in_(fingerprints)))).all()
     for key in sorted(set(keys)):
         group = await session.get(GroupRow, key, with_for_update=True, populate_existing=True)
-        if group is not None:
+        if group is not None and group.platform == platform:
             wait, interval = timings.get(group.route, (30.0, 300.0))
             group.next_flush_at = domain.due_after_change(
                 now, group.created_at, group.last_notified_at, group.next_flush_at, wait, interval
             )
 
 
-async def due_groups(session: AsyncSession, now: datetime, limit: int = 50) -> list[GroupRow]:
+async def due_groups(session: AsyncSession, platform: str, now: datetime, limit: int = 50) -> list[GroupRow]:
     """Groups due for a flush, locked (another alerter replica skips them)."""
     found = await session.scalars(
         select(GroupRow)
-        .where(GroupRow.next_flush_at <= now)
+        .where(GroupRow.platform == platform, GroupRow.next_flush_at <= now)
         .order_by(GroupRow.next_flush_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -326,12 +349,12 @@ async def due_groups(session: AsyncSession, now: datetime, limit: int = 50) -> l
     return list(found.all())
 
 
-async def members_of(session: AsyncSession, key: str) -> list[AlertRow]:
+async def members_of(session: AsyncSession, group: GroupRow) -> list[AlertRow]:
     """The alerts of a group."""
     found = await session.scalars(
         select(AlertRow)
         .join(MemberRow, MemberRow.fingerprint == AlertRow.fingerprint)
-        .where(MemberRow.group_key == key)
+        .where(MemberRow.group_key == group.key, AlertRow.platform == group.platform)
     )
     return list(found.all())
 
@@ -347,11 +370,15 @@ async def leave_group(session: AsyncSession, key: str, fingerprints: list[str]) 
 # ---------------------------------------------------------------- notifications
 
 
-async def pending(session: AsyncSession, now: datetime, limit: int = 20) -> list[NotificationRow]:
+async def pending(session: AsyncSession, platform: str, now: datetime, limit: int = 20) -> list[NotificationRow]:
     """Notifications due for (another) attempt, locked while they are being sent."""
     found = await session.scalars(
         select(NotificationRow)
-        .where(NotificationRow.status == "pending", NotificationRow.next_attempt_at <= now)
+        .where(
+            NotificationRow.platform == platform,
+            NotificationRow.status == "pending",
+            NotificationRow.next_attempt_at <= now,
+        )
         .order_by(NotificationRow.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -362,25 +389,27 @@ async def pending(session: AsyncSession, now: datetime, limit: int = 20) -> list
 # ---------------------------------------------------------------- silences
 
 
-async def active_silences(session: AsyncSession, now: datetime) -> list[domain.Silence]:
+async def active_silences(session: AsyncSession, platform: str, now: datetime) -> list[domain.Silence]:
     """Silences in force now."""
-    found = await session.scalars(select(SilenceRow).where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now))
+    found = await session.scalars(
+        select(SilenceRow).where(SilenceRow.platform == platform, SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
+    )
     return [row.silence() for row in found.all()]
 
 
-async def silences(session: AsyncSession, *, include_expired: bool, now: datetime) -> list[SilenceRow]:
+async def silences(session: AsyncSession, platform: str, *, include_expired: bool, now: datetime) -> list[SilenceRow]:
     """Silences, newest first."""
-    query = select(SilenceRow).order_by(SilenceRow.created_at.desc()).limit(500)
+    query = select(SilenceRow).where(SilenceRow.platform == platform).order_by(SilenceRow.created_at.desc()).limit(500)
     if not include_expired:
         query = query.where(SilenceRow.ends_at > now)
     return list((await session.scalars(query)).all())
 
 
 async def alerts(
-    session: AsyncSession, *, status: str | None, model: str | None, kind: str | None, limit: int
+    session: AsyncSession, platform: str, *, status: str | None, model: str | None, kind: str | None, limit: int
 ) -> list[AlertRow]:
     """Alerts, most recently raised first."""
-    query = select(AlertRow).order_by(AlertRow.updated_at.desc()).limit(limit)
+    query = select(AlertRow).where(AlertRow.platform == platform).order_by(AlertRow.updated_at.desc()).limit(limit)
     if status:
         query = query.where(AlertRow.status == status)
     if model:
@@ -390,16 +419,17 @@ async def alerts(
     return list((await session.scalars(query)).all())
 
 
-async def notifications_of(session: AsyncSession, fingerprint: str) -> list[NotificationRow]:
+async def notifications_of(session: AsyncSession, platform: str, fingerprint: str) -> list[NotificationRow]:
     """The notifications that carried an alert, newest first."""
     keys = select(MemberRow.group_key).where(MemberRow.fingerprint == fingerprint).scalar_subquery()
     found = await session.scalars(
         select(NotificationRow)
         .where(
+            NotificationRow.platform == platform,
             or_(
                 NotificationRow.group_key.in_(keys),
                 NotificationRow.payload["modelbus"]["alerts"].contains([{"fingerprint": fingerprint}]),
-            )
+            ),
         )
         .order_by(NotificationRow.created_at.desc())
         .limit(50)

@@ -18,8 +18,10 @@ import httpx
 import jsonschema
 import pytest
 
+from services.deployer import store as deployer_store
 from shared import topics
 from shared.bus import Bus
+from shared.db import make_engine, make_sessions
 from shared.envelope import decode
 from shared.events import (
     ArtifactRef,
@@ -186,11 +188,24 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was(settings: S
     async def reached(count: int) -> bool:
         return len(await changes()) >= count
 
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+
+    async def has_spec() -> bool:
+        async with sessions() as session:
+            return await deployer_store.specs.of(session, model) is not None
+
     process = start()
     try:
-        for event in [_spec(model), *_version(model, 1), *_version(model, 2)]:
+        # Specs and versions travel on different topics: the spec first, as an operator applies it.
+        await bus.publish(_spec(model))
+        await eventually(has_spec, timeout=60, what="the deployer holding the spec")
+        for event in _version(model, 1):
             await bus.publish(event)
-        await eventually(lambda: reached(2), timeout=60, what="v1 promoted and v2's canary at 10 %")
+        await eventually(lambda: reached(1), timeout=60, what="v1 promoted")
+        for event in _version(model, 2):
+            await bus.publish(event)
+        await eventually(lambda: reached(2), timeout=60, what="v2's canary at 10 %")
         promoted, canary = await changes()
         assert (promoted.to_state, canary.to_state, canary.traffic[-1].percent) == ("promoted", "canary", 10)
 
@@ -215,5 +230,6 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was(settings: S
         assert len({m.rollout_id for m in moves[1:]}) == 1, "the same rollout, resumed"
     finally:
         await bus.stop()
+        await engine.dispose()
         process.terminate()
         process.wait(timeout=20)

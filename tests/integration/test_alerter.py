@@ -209,7 +209,7 @@ async def test_a_drift_reaches_the_alerts_topic_and_a_signed_webhook_once(
     assert headers[NOTIFICATION_HEADER] == payload["modelbus"]["notification_id"]
 
     async with alerter.sessions() as session:
-        alert = await session.get(alerter_store.AlertRow, raised.fingerprint)
+        alert = await session.get(alerter_store.AlertRow, (settings.topic_prefix, raised.fingerprint))
         [sent] = (
             await session.scalars(
                 select(alerter_store.NotificationRow).where(
