@@ -106,6 +106,16 @@ def config_table() -> None:
     console.print(markdown_table(), markup=False)
 
 
+@app.command("topics")
+def topics_create() -> None:
+    """Create the catalog's topics that are missing (what `stack up` does; for a broker of your own)."""
+    from shared.bus import ensure_topics
+
+    settings = _settings()
+    created, existing = asyncio.run(ensure_topics(settings))
+    say(f"[topics] {len(created)} created, {len(existing)} already there (prefix {settings.topic_prefix})")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION."""
@@ -809,3 +819,7 @@ def main() -> None:
     except LookupError as exc:
         err.print(str(exc).strip("'\""), markup=False)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
