@@ -249,12 +249,13 @@ class Alerter:
                 row.status, row.sent_at, row.last_error = "sent", datetime.now(UTC), None
                 self.metrics.notifications.labels(row.receiver).inc()
                 sent += 1
+            # The count flushes the rows just marked sent first: it is what still waits.
             waiting = await session.scalar(
                 select(func.count())
                 .select_from(store.NotificationRow)
                 .where(store.NotificationRow.platform == self.platform, store.NotificationRow.status == "pending")
             )
-            self.metrics.pending.set(int(waiting or 0) - sent)
+            self.metrics.pending.set(int(waiting or 0))
         return sent
 
     async def tick(self) -> None:
