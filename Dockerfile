@@ -15,6 +15,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
     MODELBUS_REGISTRY_HOST=0.0.0.0 MODELBUS_SERVING_HOST=0.0.0.0 MODELBUS_ALERTER_HOST=0.0.0.0 \
     MODELBUS_HEALTH_HOST=0.0.0.0 MODELBUS_HEALTH_PORT=9000 MODELBUS_HEALTHCHECK_PORT=9000
 COPY --from=build /wheels /wheels
+# The versions are pinned by the wheels built above: --no-index installs exactly those.
+# hadolint ignore=DL3013
 RUN pip install --no-index --find-links /wheels modelbus && rm -rf /wheels \
     && groupadd --gid 10001 modelbus && useradd --uid 10001 --gid 10001 --no-create-home modelbus
 WORKDIR /app
@@ -25,6 +27,6 @@ USER 10001:10001
 # Every service answers /healthz: the registry on 8080, serving on 8081, the alerter on 8082, the
 # others on MODELBUS_HEALTH_PORT; MODELBUS_HEALTHCHECK_PORT says which one this container checks.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['MODELBUS_HEALTHCHECK_PORT'], timeout=2)"
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['MODELBUS_HEALTHCHECK_PORT'], timeout=2)"]
 ENTRYPOINT ["python", "-m"]
 CMD ["services.registry"]

@@ -33,6 +33,20 @@ else
   say "system packages present (java ${java_major}, maven, postgresql, kcat)"
 fi
 
+# kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.
+kustomize_version=v5.7.1
+kustomize=.modelbus/bin/kustomize
+if [ -x "$kustomize" ] && "$kustomize" version 2>/dev/null | grep -qx "$kustomize_version"; then
+  say "kustomize $kustomize_version present"
+elif command -v go >/dev/null; then
+  say "building kustomize $kustomize_version with go install (about 2 minutes the first time)"
+  mkdir -p .modelbus/bin
+  GOBIN="$PWD/.modelbus/bin" GOFLAGS=-mod=mod go install "sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version" \
+    || fail "go install sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version failed (see above)"
+else
+  fail "Go is needed to build kustomize $kustomize_version for the k8s/ checks (or put that kustomize at $kustomize)"
+fi
+
 python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "Python 3.11 or newer is needed (found $("$python" --version 2>&1))"
 if [ ! -x .venv/bin/python ]; then

@@ -325,6 +325,10 @@ class Bus:
 
         return register
 
+    def subscriptions(self) -> dict[str, list[str]]:
+        """Each consumer group this bus joins, with the full names of the topics it reads."""
+        return {group_id: sorted(routes) for group_id, routes in self._routes.items()}
+
     def _subscribe(self) -> None:
         for group_id, routes in self._routes.items():
             on_batch = self._dispatcher(group_id, routes)

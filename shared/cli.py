@@ -127,6 +127,36 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     console.print(f"database at {revision}")
 
 
+@db_app.command("wait")
+def db_wait(
+    timeout: Annotated[float, typer.Option(help="Longest wait, in seconds.")] = 300.0,
+) -> None:
+    """Wait until the database answers and is at this code's newest migration (a pod's init step)."""
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.db import current_revision, head_revision
+
+    settings = _settings()
+    head = head_revision(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found: str | None = asyncio.run(current_revision(settings))
+            problem = f"database at {found or 'no migration'}, this code needs {head}"
+        except (OSError, SQLAlchemyError) as exc:
+            found, problem = None, f"database not reachable: {type(exc).__name__}: {exc}"
+        if found == head:
+            say(f"[db] at {head}")
+            return
+        if time.monotonic() >= deadline:
+            say(f"[db] gave up after {timeout:.0f} s: {problem}")
+            raise typer.Exit(1)
+        say(f"[db] waiting: {problem}")
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
 @schemas_app.command("generate")
 def schemas_generate(
     folder: Annotated[Path, typer.Option(help="Where schemas/ lives.")] = Path("schemas"),

@@ -111,3 +111,24 @@ def alembic_config(settings: Settings) -> Config:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
     return config
+
+
+def head_revision(settings: Settings) -> str:
+    """The newest migration of the tree this code ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    assert head is not None, "the migration tree has no head"
+    return head
+
+
+async def current_revision(settings: Settings) -> str | None:
+    """The migration the database is at (None: never migrated). Raises when it cannot be reached."""
+    from alembic.migration import MigrationContext
+
+    engine = create_async_engine(settings.database_url, pool_size=1, connect_args={"timeout": 5})
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    finally:
+        await engine.dispose()

