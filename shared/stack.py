@@ -387,10 +387,11 @@ class Postgres(Component):
         url = urlparse(self.settings.database_url)
         client = binaries / "psql" if (binaries / "psql").exists() else Path("psql")
         # psql quotes the values itself (:'name' literals, %I/%L in format), read from stdin.
+        # CREATEDB: the tests make scratch databases (e.g. one behind the newest migration).
         script = (
             "SELECT format('CREATE ROLE %I LOGIN', :'user') "
             "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user')\\gexec\n"
-            "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'user', :'password')\\gexec\n"
+            "SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password')\\gexec\n"
             "SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user') "
             "WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db')\\gexec\n"
         )

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.monitor import store, windows
@@ -69,6 +69,8 @@ class Metrics:
     rows: Counter = field(init=False)
     windows: Counter = field(init=False)
     drift_seconds: Histogram = field(init=False)
+    drift_score: Gauge = field(init=False)
+    drifted_share: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         self.rows = Counter(
@@ -83,6 +85,25 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.drift_score = Gauge(
+            "modelbus_monitor_drift_score",
+            "Drift of each feature (and __prediction__) in the last tested window: distance, or test statistic.",
+            ["model", "version", "feature", "test"],
+            registry=self.registry,
+        )
+        self.drifted_share = Gauge(
+            "modelbus_monitor_drifted_share",
+            "Share of features that drifted in the last tested window.",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
+    def tested(self, model: str, version: int, found: windows.Drifted) -> None:
+        """Keep a tested window's scores for the dashboards."""
+        for feature in [*found.features, *([found.prediction] if found.prediction else [])]:
+            score = feature.score if feature.score is not None else feature.statistic
+            self.drift_score.labels(model, str(version), feature.feature, feature.test).set(score)
+        self.drifted_share.labels(model, str(version)).set(found.drifted_share)
 
 
 @dataclass
@@ -223,6 +244,7 @@ class Monitor:
         found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
         seconds = time.perf_counter() - began
         self.metrics.drift_seconds.observe(seconds)
+        self.metrics.tested(model, version, found)
         result = {
             "features": [f.model_dump() for f in found.features],
             "prediction": found.prediction.model_dump() if found.prediction else None,

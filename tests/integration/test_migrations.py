@@ -1,15 +1,26 @@
-"""The one migration tree creates exactly the tables the services' models declare."""
+"""The one migration tree creates exactly the tables the services' models declare, and `db wait`
+waits for it."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy.ext.asyncio import AsyncEngine
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import services.evaluator.store
 import services.registry.store
 import services.trainer.store  # noqa: F401
-from shared.db import Base
+from shared.db import Base, alembic_config, head_revision
+from shared.settings import Settings
 
 
 async def test_migrations_at_head_match_every_table_the_code_declares(engine: AsyncEngine) -> None:
@@ -20,3 +31,41 @@ async def test_migrations_at_head_match_every_table_the_code_declares(engine: As
     # it_effects is the integration tests' own table, not part of the schema.
     missing = [d for d in differences if "it_effects" not in str(d)]
     assert missing == [], f"write a migration for: {missing}"
+
+
+async def test_db_wait_holds_a_pod_back_until_the_schema_reaches_this_codes_head(base_settings: Settings) -> None:
+    """`modelbus db wait` (each Kubernetes pod's init step) on a database one migration behind:
+    it waits, saying why, and lets go once the migrations ran; against nothing it gives up."""
+    name = f"wait_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(base_settings.database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base_settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    env = {**os.environ, "MODELBUS_DATABASE_URL": url}
+    try:
+        head = head_revision(base_settings)
+        behind = ScriptDirectory.from_config(alembic_config(base_settings)).get_revision(head).down_revision
+        await asyncio.to_thread(command.upgrade, alembic_config(Settings(database_url=url)), str(behind))
+        waiter = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "db", "wait", "--timeout", "60",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert waiter.stdout is not None
+        first = (await asyncio.wait_for(waiter.stdout.readline(), 30)).decode()
+        assert f"waiting: database at {behind}, this code needs {head}" in first
+        assert waiter.returncode is None, "it must not let go before the schema is there"
+        await asyncio.to_thread(command.upgrade, alembic_config(Settings(database_url=url)), "head")
+        rest = (await asyncio.wait_for(waiter.stdout.read(), 30)).decode()
+        assert await waiter.wait() == 0 and f"[db] at {head}" in rest
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    nowhere = {**os.environ, "MODELBUS_DATABASE_URL": url.replace(":5432/", ":1/")}
+    gave_up = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "shared.cli", "db", "wait", "--timeout", "1"],
+        env=nowhere, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert gave_up.returncode == 1 and "gave up after 1 s: database not reachable" in gave_up.stdout

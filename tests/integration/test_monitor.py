@@ -198,6 +198,15 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
     assert first.rows == WINDOW_ROWS and first.dataset_drift and first.severity in ("warning", "critical")
     assert {f.test for f in first.features} == {"ks", "chi2"}  # windows of 200 rows: the p-value tests
     assert all(f.p_value is not None and f.threshold == 0.05 for f in first.features)
+    # What the dashboards read: the last tested window's scores, per feature.
+    last, labels = drifts[-1], {"model": model, "version": "1"}
+    share = monitor.metrics.get_sample_value("modelbus_monitor_drifted_share", labels)
+    assert share == pytest.approx(last.drifted_share)
+    for feature in last.features:
+        shown = monitor.metrics.get_sample_value(
+            "modelbus_monitor_drift_score", {**labels, "feature": feature.feature, "test": feature.test}
+        )
+        assert shown == pytest.approx(feature.score if feature.score is not None else feature.statistic)
     retrains = await on_topic(settings, topics.RETRAIN_REQUESTED, model)
     assert len(retrains) == 1, "one retrain per cooldown, however many windows drift"
     [retrain] = retrains

@@ -10,7 +10,9 @@ import copy
 import functools
 import importlib
 import ipaddress
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,12 +179,17 @@ def test_an_overlay_that_does_not_render_is_refused_with_kustomizes_reason(tmp_p
 # ---------------------------------------------------------------- pods
 
 
-def routes_of(service: str) -> set[str]:
-    """The paths a service's HTTP app answers (its own API, or the shared health routes)."""
+@functools.cache
+def service_app(service: str) -> Any:
+    """A service's HTTP app as its process serves it (its own API, or the shared health routes)."""
     from shared.runner import health_api
 
     built = importlib.import_module(APP_MODULES[service]).build(Settings())
-    app = built.api if hasattr(built, "api") else health_api(service, built)
+    return built.api if hasattr(built, "api") else health_api(service, built)
+
+
+def routes_of(service: str) -> set[str]:
+    app = service_app(service)
     while not hasattr(app, "routes"):
         app = app.app
     return {route.path for route in app.routes}
@@ -427,6 +434,46 @@ def test_network_policies_allow_only_the_flows_of_the_design(overlay: str) -> No
     for name in SERVICES:
         port = next(iter(pods[name][2].values()))
         assert flow(policies, prometheus, pods[name], port), f"Prometheus cannot scrape {name}:{port}"
+
+
+def exported_metrics() -> set[str]:
+    """Every series name the seven processes' /metrics can show (histograms as their parts)."""
+    from starlette.testclient import TestClient
+
+    names: set[str] = set()
+    for service in SERVICES:
+        page = TestClient(service_app(service)).get("/metrics")
+        assert page.status_code == 200, service
+        for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", page.text, flags=re.MULTILINE):
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
+    return names
+
+
+def test_the_dashboard_shows_each_area_from_metrics_the_platform_exports() -> None:
+    dashboard = json.loads((ROOT / "k8s/base/grafana/modelbus.json").read_text())
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Events", "Serving", "Rollouts", "Drift", "Alerts"]
+    charts = [p for p in dashboard["panels"] if p["type"] != "row"]
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in charts}
+    assert all(exprs.values()), "every panel queries something"
+    used = {m for e in exprs.values() for x in e for m in re.findall(r"\b(?:modelbus|faststream|kafka)_\w+", x)}
+    known = exported_metrics() | {"kafka_consumergroup_lag"}  # the latter from kafka-exporter
+    assert used - known == set(), f"the dashboard reads series nobody exports: {used - known}"
+    for needed in (
+        "faststream_received_messages_total",  # events/s
+        "kafka_consumergroup_lag",  # lag
+        "faststream_received_processed_messages_duration_seconds_bucket",  # handler latency
+        "modelbus_serving_request_seconds_bucket",  # serving latency
+        "modelbus_monitor_drift_score",  # drift scores
+        "modelbus_serving_predictions_total",  # rollouts: the split served
+        "modelbus_alerts_raised_total",  # alerts
+    ):
+        assert needed in used, needed
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    generated = objects("prod", "ConfigMap")["modelbus-grafana-dashboard"]
+    assert json.loads(generated["data"]["modelbus.json"]) == dashboard
+    assert generated["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_the_dockerfile_passes_hadolint_and_a_careless_one_does_not(tmp_path: Path) -> None:
