@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.monitor import store, windows
+from services.monitor.windows import Drifted
 from shared import topics
 from shared.bus import Bus, HandlerContext
 from shared.db import make_engine, make_sessions
@@ -98,7 +99,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def tested(self, model: str, version: int, found: windows.Drifted) -> None:
+    def tested(self, model: str, version: int, found: Drifted) -> None:
         """Keep a tested window's scores for the dashboards."""
         for feature in [*found.features, *([found.prediction] if found.prediction else [])]:
             score = feature.score if feature.score is not None else feature.statistic
