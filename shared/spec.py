@@ -37,6 +37,8 @@ _WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
 MAX_CANDIDATES = 8
 MAX_CHOICES = 64
 MAX_FITS = 2000
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000  # values in the YAML once its aliases are expanded
 
 Task = Literal["classification", "regression"]
 Word = Annotated[str, Field(pattern=_WORD, description="A plain word: letters, digits, '_', '.', '+', '-'.")]
@@ -534,16 +536,44 @@ def parse_spec(data: Any, *, root: yaml.Node | None = None) -> ModelSpec:
     return spec
 
 
+def expanded_size(root: yaml.Node | None) -> int:
+    """How many values a YAML document holds once its aliases are expanded (an alias is a shared
+    node: nine aliases of nine aliases of … make billions of values from a few lines)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a node that contains itself counts once
+            if isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            else:
+                children = []
+            sizes[id(node)] = min(1 + sum(size(child) for child in children), 10 * MAX_SPEC_NODES)
+        return sizes[id(node)]
+
+    return size(root) if root is not None else 0
+
+
 def load_spec(text: str) -> ModelSpec:
     """Parse and validate a spec from YAML (or JSON) text; raises SpecError."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError([SpecIssue("(root)", f"the spec is over {MAX_SPEC_BYTES} bytes")])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if expanded_size(root) > MAX_SPEC_NODES:
+            raise SpecError(
+                [SpecIssue("(root)", f"the YAML expands to over {MAX_SPEC_NODES} values (aliases of aliases?)")]
+            )
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise SpecError(
             [SpecIssue("(root)", f"not YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)]
         ) from None
+    except RecursionError:
+        raise SpecError([SpecIssue("(root)", "the YAML nests too deeply")]) from None
     return parse_spec(data, root=root)
 
 

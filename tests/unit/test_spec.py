@@ -129,3 +129,28 @@ def test_a_spec_from_a_newer_format_on_the_bus_drops_unknown_keys_instead_of_fai
     assert isinstance(applied.spec, ModelSpec) and applied.spec.rollout.steps == [10, 25, 50, 100]
     with pytest.raises(SpecError):
         load_spec(yaml.safe_dump(example["spec"]))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    # Nine aliases of nine aliases, eight levels deep: 43 million values from ten lines, under a
+    # free-form field (an estimator's params) where the format itself cannot stop it.
+    bomb = ["_b0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"_b{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    text = EXAMPLE.replace("    params: {max_iter: 500}", "    params:\n      " + "\n      ".join(bomb))
+    with pytest.raises(SpecError) as refused:
+        load_spec(text)
+    assert [(i.path, i.message) for i in refused.value.issues] == [
+        ("(root)", "the YAML expands to over 100000 values (aliases of aliases?)")
+    ]
+    # Aliases as such stay allowed: a document that reuses a block is fine.
+    reused = EXAMPLE.replace("params: {max_iter: 500}", "params: {max_iter: 500, random_state: &seed 7}").replace(
+        "params: {n_estimators: 100, random_state: 0}", "params: {n_estimators: 100, random_state: *seed}"
+    )
+    assert load_spec(reused).candidates[1].params["random_state"] == 7
+
+
+def test_a_spec_nested_beyond_reason_or_too_large_is_refused() -> None:
+    with pytest.raises(SpecError, match="nests too deeply"):
+        load_spec("model: " + "[" * 50_000 + "]" * 50_000)
+    with pytest.raises(SpecError, match="over 1000000 bytes"):
+        load_spec(EXAMPLE + "#" * 1_000_001)
