@@ -74,6 +74,61 @@ Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
 Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
 
 
+# ---------------------------------------------------------------- request size
+
+
+class BodyTooLarge(Exception):
+    """A request body over the limit (raised from the body stream)."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit():
+            await self._refuse(send, "bad Content-Length")
+            return
+        if int(declared) > self.limit:
+            await self._refuse(send, f"request body over {self.limit} bytes")
+            return
+        seen, started = 0, False
+
+        async def receiving() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receiving, sending)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(send, f"request body over {self.limit} bytes")
+
+    @staticmethod
+    async def _refuse(send: Send, detail: str) -> None:
+        body = JSONResponse({"detail": detail}).body
+        status = 400 if detail == "bad Content-Length" else 413
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 # ---------------------------------------------------------------- metrics
 
 

@@ -27,7 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.registry import domain, store
 from shared.bus import Bus
 from shared.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
-from shared.httpapi import Admin, HttpMetrics, Limit, Operator, Principal, Viewer, add_health_routes, identifier
+from shared.httpapi import (
+    Admin,
+    BodyLimit,
+    HttpMetrics,
+    Limit,
+    Operator,
+    Principal,
+    Viewer,
+    add_health_routes,
+    identifier,
+)
 from shared.settings import Settings
 from shared.spec import SpecError, load_spec
 
@@ -213,6 +223,7 @@ def make_api(
         description="Models, versions, aliases, lineage and audit; operator actions emit events.",
     )
     api.state.identify = identifier(settings)
+    api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     api.add_middleware(HttpMetrics, registry=metrics)
     tracer = trace.get_tracer("modelbus.registry.api")
 
