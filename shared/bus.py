@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -512,7 +512,9 @@ class Bus:
         assert self.sessions is not None
         delay = self.settings.handler_backoff_seconds
         attempts = self.settings.handler_max_attempts
-        for attempt in range(1 + tried, attempts + 1):
+        attempt = tried
+        while attempt < attempts:
+            attempt += 1
             if attempt > 1:
                 await asyncio.sleep(delay * 2 ** (attempt - 2))
             try:
@@ -526,10 +528,38 @@ class Bus:
                 if not is_transient(exc):
                     log.exception("handler failed on %s %s", envelope.type, envelope.id)
                     return ("handler", reason, attempt)
+                if not await self._database_answers():
+                    # The database is away (restarting, failing over): that is no fault of this
+                    # message, so it costs no attempt and is never dead-lettered; wait for it.
+                    await self._wait_for_database(group_id)
+                    attempt -= 1
+                    continue
                 if attempt == attempts:
                     return ("transient-exhausted", f"gave up after {attempts} attempts: {reason}", attempt)
                 log.warning("transient failure on %s (attempt %d/%d): %s", envelope.id, attempt, attempts, reason)
         return ("transient-exhausted", f"gave up after {attempts} attempts", attempts)
+
+    async def _database_answers(self) -> bool:
+        """Whether the database takes a trivial query right now."""
+        assert self.sessions is not None
+        try:
+            async with self.sessions() as session:
+                await asyncio.wait_for(session.execute(text("SELECT 1")), timeout=5)
+        except Exception:
+            return False
+        return True
+
+    async def _wait_for_database(self, group_id: str) -> None:
+        """Hold this consumer until the database answers again (backoff up to 5 s)."""
+        began, pause, said = time.monotonic(), 0.2, 0.0
+        while not await self._database_answers():
+            waited = time.monotonic() - began
+            if waited - said >= 10 or said == 0:
+                log.warning("%s: database unreachable for %.0f s; consumption waits for it", group_id, waited)
+                said = waited or 0.001
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
+        log.info("%s: database answers again after %.1f s", group_id, time.monotonic() - began)
 
     async def _dead_letter(self, letter: Letter, group_id: str) -> bool:
         """Publish a dead letter for a message; False if even that failed."""

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,6 +73,23 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Viewer = Annotated[Principal, Depends(RoleCheck("viewer"))]
 Operator = Annotated[Principal, Depends(RoleCheck("operator"))]
 Admin = Annotated[Principal, Depends(RoleCheck("admin"))]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """A value PostgreSQL cannot take (a NUL in a string, an integer beyond its column's range:
+    SQLSTATE class 22) is the caller's mistake: 422 naming it, not a server error."""
+
+    @api.exception_handler(DBAPIError)
+    async def _data_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        code = str(getattr(exc.orig, "sqlstate", "") or "")
+        if not code.startswith("22"):
+            raise exc
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else code
+        detail = f"a value in the request cannot be stored or compared: {first.split(': ', 1)[-1][:300]}"
+        return JSONResponse({"detail": detail}, status_code=422)
 
 
 # ---------------------------------------------------------------- request size

@@ -129,18 +129,35 @@ class Platform:
                 f"ports in use: {', '.join(taken)}; is modelbus already up? Stop it, or set MODELBUS_*_PORT"
             )
         for process in plan:
-            env = {**os.environ, **self.extra_env, **process.env}
-            log = (self.logs / f"{process.name}.log").open("ab")
-            popen = subprocess.Popen(
-                [sys.executable, "-m", process.module],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches `up`, which stops them in order
-            )
-            self.running[process.name] = (process, popen)
+            popen = self.launch(process)
             self.say(f"[up] {process.name:<9} pid {popen.pid:<7} {process.url}  log {self.logs / process.name}.log")
+
+    def launch(self, process: ServiceProcess) -> subprocess.Popen[bytes]:
+        """Start one process (its log appended to); it replaces any earlier one of that name."""
+        env = {**os.environ, **self.extra_env, **process.env}
+        log = (self.logs / f"{process.name}.log").open("ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", process.module],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches `up`, which stops them in order
+        )
+        self.running[process.name] = (process, popen)
+        return popen
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (no clean shutdown: what a crash or an OOM kill does)."""
+        _, popen = self.running[name]
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Kill a process if it runs, and start it again, as a supervisor would."""
+        self.kill(name)
+        return self.launch(self.running[name][0])
 
     async def wait_ready(self, timeout: float = 180.0) -> None:
         """Wait until every process's /readyz answers 200; PlatformError if one exits or stalls."""

@@ -45,7 +45,16 @@ from shared.events import (
     RolloutChanged,
     TrainingFailed,
 )
-from shared.httpapi import BodyLimit, HttpMetrics, Limit, Operator, Viewer, add_health_routes, identifier
+from shared.httpapi import (
+    BodyLimit,
+    HttpMetrics,
+    Limit,
+    Operator,
+    Viewer,
+    add_error_handlers,
+    add_health_routes,
+    identifier,
+)
 from shared.settings import Settings
 from shared.telemetry import make_tracer_provider
 
@@ -330,6 +339,7 @@ def make_api(
     api = FastAPI(title="modelbus alerter", version="1", description="Alerts, silences and the notification log.")
     api.state.identify = identifier(settings)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)
     platform = settings.topic_prefix
 

@@ -35,6 +35,7 @@ from shared.httpapi import (
     Operator,
     Principal,
     Viewer,
+    add_error_handlers,
     add_health_routes,
     identifier,
 )
@@ -224,6 +225,7 @@ def make_api(
     )
     api.state.identify = identifier(settings)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)
     tracer = trace.get_tracer("modelbus.registry.api")
 
