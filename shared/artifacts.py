@@ -39,6 +39,23 @@ class ArtifactNotFound(ArtifactError):
     """Nothing is stored at the URI."""
 
 
+class ArtifactUnavailable(ArtifactError):
+    """The store could not be reached or answered with a server error: worth trying again."""
+
+
+def _unavailable(action: str, uri: str, exc: Exception) -> ArtifactUnavailable | None:
+    """An S3 failure that is the store's (unreachable, timing out, 5xx), as ArtifactUnavailable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status < 500:
+            return None
+    elif not isinstance(exc, (BotoCoreError, OSError)):
+        return None
+    return ArtifactUnavailable(f"could not {action} {uri}: {type(exc).__name__}: {exc}")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredArtifact:
     """Where an artifact was written, its digest and size."""
@@ -137,8 +154,12 @@ class S3Backend:
 
     def write(self, key: str, source: Path) -> str:
         object_key = f"{self.prefix}/{key}" if self.prefix else key
-        self.client.upload_file(str(source), self.bucket, object_key, Config=self.transfer)
-        return f"s3://{self.bucket}/{object_key}"
+        uri = f"s3://{self.bucket}/{object_key}"
+        try:
+            self.client.upload_file(str(source), self.bucket, object_key, Config=self.transfer)
+        except Exception as exc:
+            raise (_unavailable("write", uri, exc) or exc) from exc
+        return uri
 
     def read(self, uri: str, target: IO[bytes]) -> None:
         from botocore.exceptions import ClientError
@@ -149,7 +170,9 @@ class S3Backend:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise ArtifactNotFound(f"no artifact at {uri}") from None
-            raise
+            raise (_unavailable("read", uri, exc) or exc) from exc
+        except Exception as exc:
+            raise (_unavailable("read", uri, exc) or exc) from exc
 
 
 class ArtifactStore:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -40,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import topics
+from shared.artifacts import ArtifactUnavailable
 from shared.db import OutboxRow, add_to_outbox, claim_inbox, claim_inbox_many, outbox_headers
 from shared.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.events import DeadLettered, Event
@@ -90,7 +92,15 @@ class TransientError(Exception):
     """Raised by a handler for a failure worth retrying (a dependency is briefly away)."""
 
 
-TRANSIENT = (TransientError, OperationalError, InterfaceError, KafkaError, ConnectionError, TimeoutError)
+TRANSIENT = (
+    TransientError,
+    OperationalError,
+    InterfaceError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    ArtifactUnavailable,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -209,6 +219,22 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
     # The envelope is decoded by Bus._consume, which dead-letters what does not parse;
     # FastStream must not try (and fail) first.
     return message.body
+
+
+async def _tolerant_parser(
+    records: tuple[ConsumerRecord[bytes, bytes], ...],
+    original: Callable[[tuple[ConsumerRecord[bytes, bytes], ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's batch parser, on copies whose headers are made readable: it decodes every
+    header as UTF-8 and would fail the whole batch on one that is not. The bus reads the original
+    records (kept as the raw message) and dead-letters such a message, naming the header."""
+    readable = tuple(
+        dataclasses.replace(r, headers=[(k, v.decode("utf-8", "replace").encode()) for k, v in r.headers or ()])
+        for r in records
+    )
+    parsed = await original(readable)
+    parsed.raw_message = records
+    return parsed
 
 
 class Bus:
@@ -342,6 +368,7 @@ class Bus:
                 max_partition_fetch_bytes=max(8 * 1024 * 1024, self.settings.max_message_bytes + 65_536),
                 ack_policy=AckPolicy.MANUAL,
                 decoder=_raw_body,
+                parser=_tolerant_parser,
                 auto_offset_reset="earliest",
                 title=f"{group_id}:{','.join(sorted(routes))}",
             )(on_batch)
@@ -512,7 +539,7 @@ class Bus:
         assert self.sessions is not None
         delay = self.settings.handler_backoff_seconds
         attempts = self.settings.handler_max_attempts
-        attempt = tried
+        attempt, outage_pause = tried, 0.5
         while attempt < attempts:
             attempt += 1
             if attempt > 1:
@@ -528,9 +555,16 @@ class Bus:
                 if not is_transient(exc):
                     log.exception("handler failed on %s %s", envelope.type, envelope.id)
                     return ("handler", reason, attempt)
+                # A dependency that is away (the database restarting, the artifact store down) is
+                # no fault of this message: it costs no attempt and is never dead-lettered; the
+                # consumer holds its position until the dependency is back.
+                if isinstance(exc, ArtifactUnavailable):
+                    log.warning("%s: artifact store unavailable, holding %s: %s", group_id, envelope.id, exc)
+                    await asyncio.sleep(outage_pause)
+                    outage_pause = min(5.0, outage_pause * 2)
+                    attempt -= 1
+                    continue
                 if not await self._database_answers():
-                    # The database is away (restarting, failing over): that is no fault of this
-                    # message, so it costs no attempt and is never dead-lettered; wait for it.
                     await self._wait_for_database(group_id)
                     attempt -= 1
                     continue
@@ -564,6 +598,10 @@ class Bus:
     async def _dead_letter(self, letter: Letter, group_id: str) -> bool:
         """Publish a dead letter for a message; False if even that failed."""
         record, headers, envelope = letter.record, letter.headers, letter.envelope
+        # A value too large to carry in base64 within the size limit keeps only its start (the
+        # letter says so), so that an oversized message cannot block its partition.
+        value = record.value or b""
+        kept = min(len(value), self.settings.max_message_bytes // 2)
         original_id = dict(headers).get("ce_id")
         lineage = {"correlation_id": envelope.event.correlation_id, "causation_id": envelope.id} if envelope else {}
         dead = DeadLettered(
@@ -575,7 +613,9 @@ class Bus:
             original_partition=record.partition,
             original_offset=record.offset,
             original_key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
-            original_value_b64=base64.b64encode(record.value or b"").decode(),
+            original_value_b64=base64.b64encode(value[:kept]).decode(),
+            original_size_bytes=len(value),
+            original_truncated=kept < len(value),
             original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
             original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
             **lineage,

@@ -302,7 +302,11 @@ def dlq_replay(
         err.print("--value-file replaces one message's body: name exactly one dead letter")
         raise typer.Exit(2)
     body = value_file.read_bytes() if value_file else None
-    replayed_to = asyncio.run(tools.replay(settings, [item.letter for item in chosen], value=body))
+    try:
+        replayed_to = asyncio.run(tools.replay(settings, [item.letter for item in chosen], value=body))
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
     for item, topic in zip(chosen, replayed_to, strict=True):
         console.print(f"replayed {item.id} to {topic}", markup=False)
     console.print(f"{len(chosen)} message(s) replayed", markup=False)

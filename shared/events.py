@@ -637,6 +637,12 @@ class DeadLettered(Event):
         description="Original headers as (name, base64 value) pairs, in order."
     )
     original_event_id: str | None = Field(default=None, description="ce_id, if it had one.")
+    original_size_bytes: int | None = Field(
+        default=None, ge=0, description="Size of the original value; more than kept when it was truncated."
+    )
+    original_truncated: bool = Field(
+        default=False, description="Only the start of the original value is kept (it was too large to carry)."
+    )
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -34,6 +34,8 @@ from pydantic import (
 
 _NAME = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
 _WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
+# A column name: letters, digits and a few separators; never quotes, brackets or operators.
+_COLUMN = r"^[A-Za-z0-9_][A-Za-z0-9_. /:-]{0,127}$"
 MAX_CANDIDATES = 8
 MAX_CHOICES = 64
 MAX_FITS = 2000
@@ -165,7 +167,7 @@ class SpecModel(BaseModel):
 class Feature(SpecModel):
     """An input column of the model."""
 
-    name: str = Field(min_length=1, max_length=128, description="Column name.")
+    name: str = Field(pattern=_COLUMN, description="Column name (letters, digits, _ . - / : and spaces).")
     type: Literal["numeric", "categorical", "boolean"] = Field(description="How the column is treated.")
 
 
@@ -375,7 +377,7 @@ class ModelSpec(SpecModel):
     description: str = Field(default="", max_length=2000, description="What the model is for.")
     dataset: str = Field(pattern=_NAME, description="Dataset whose arrivals train this model.")
     task: Task = Field(description="classification or regression.")
-    target: str = Field(min_length=1, description="Target column.")
+    target: str = Field(pattern=_COLUMN, description="Target column (a column name, as a feature's).")
     features: list[Feature] = Field(min_length=1, max_length=2000, description="Input columns.")
     contract: Contract = Field(default_factory=Contract, description="Data contract.")
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Estimators to try.")

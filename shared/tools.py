@@ -183,6 +183,13 @@ async def replay(settings: Settings, letters: list[DeadLettered], *, value: byte
     producer = AIOKafkaProducer(**aiokafka_options(settings), enable_idempotence=True, acks="all")
     await producer.start()
     try:
+        truncated = [letter for letter in letters if letter.original_truncated] if value is None else []
+        if truncated:
+            first = truncated[0]
+            raise ValueError(
+                f"the dead letter of {first.original_topic}@{first.original_offset} kept only the start of its "
+                f"{first.original_size_bytes}-byte body (too large to carry); replay it with --value-file"
+            )
         for letter in letters:
             headers = [(name, base64.b64decode(data)) for name, data in letter.original_headers]
             headers.append(("modelbus_replayed", b"1"))

@@ -36,6 +36,7 @@ from shared.artifacts import (
     ArtifactIntegrityError,
     ArtifactNotFound,
     ArtifactStore,
+    ArtifactUnavailable,
     sha256_file,
 )
 from shared.bus import Bus, HandlerContext, is_transient
@@ -301,9 +302,17 @@ class Worker:
             await self._fail(job, outcome.stage, outcome.reason, fit.outcome_violations(outcome))
             return
         refs = []
-        for name, path in sorted(outcome.files.items()):
-            stored = await asyncio.to_thread(self.artifacts.put_file, f"{job.model}/{job.run_id}/{name}", Path(path))
-            refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+        try:
+            for name, path in sorted(outcome.files.items()):
+                key = f"{job.model}/{job.run_id}/{name}"
+                stored = await asyncio.to_thread(self.artifacts.put_file, key, Path(path))
+                refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+        except ArtifactUnavailable as exc:
+            await self._retry_or_fail(job, "upload", exc)
+            return
+        except ArtifactError as exc:
+            await self._fail(job, "upload", str(exc))
+            return
         trained = ModelTrained(
             model=job.model,
             run_id=job.run_id,

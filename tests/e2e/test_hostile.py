@@ -22,6 +22,8 @@ from shared.platform import Platform, processes
 from shared.settings import Settings
 from tests.integration.conftest import eventually
 
+pytestmark = pytest.mark.timeout(1200)  # the corpus runs in the module's fixture
+
 
 @dataclass
 class Attacked:

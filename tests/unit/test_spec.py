@@ -154,3 +154,9 @@ def test_a_spec_nested_beyond_reason_or_too_large_is_refused() -> None:
         load_spec("model: " + "[" * 50_000 + "]" * 50_000)
     with pytest.raises(SpecError, match="over 1000000 bytes"):
         load_spec(EXAMPLE + "#" * 1_000_001)
+
+
+def test_code_in_a_column_name_is_refused_by_its_path() -> None:
+    issues = refused(EXAMPLE.replace("target: churned", "target: __import__('os').system('id')"))
+    assert "target" in issues and "should match pattern" in issues["target"][1]
+    assert "features[0].name" in refused(EXAMPLE.replace("{name: tenure_months,", "{name: 'x; DROP TABLE',"))

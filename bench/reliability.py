@@ -1,0 +1,167 @@
+"""Reliability report: the fault scenarios and the hostile-input corpus, with figures.
+
+    .venv/bin/python bench/reliability.py [--profile full|short] [--skip-hostile] [--out PATH]
+
+Needs the local stack (`modelbus stack up`) and the platform's ports free (it starts its own seven
+processes, twice: once for the faults, once for the corpus). Runs:
+  1. kill -9 of a random process every few seconds during concurrent lifecycles, while the
+     trainer and monitor groups go 1 → 3 → 1 replicas; then every event on the bus against what
+     every consumer group handled, and every effect that happened twice;
+  2. the broker restarted, then the database restarted: how long until new data is handled;
+  3. the S3 server stopped during artifact uploads: TrainingFailed after the retries, then recovery;
+  4. the hostile corpus (bench/hostile.py): bad events, data, specs, requests, a tampered artifact.
+Prints tables and writes JSON (default bench/results/reliability.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import platform
+import secrets
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import say  # noqa: E402
+from bench.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
+from bench.hostile import Corpus, table  # noqa: E402
+from shared.bus import ensure_topics  # noqa: E402
+from shared.platform import Platform  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+
+async def faults(settings: Settings, profile: str, folder: Path) -> dict[str, Any]:
+    h = Harness(settings, folder / "faults", say=say)
+    await h.start()
+    try:
+        report = await chaos(h, PROFILES[profile])
+        restarts = [await restart(h, "kafka"), await restart(h, "postgres")]
+        upload = await s3_outage(h)
+    finally:
+        await h.stop()
+    return {
+        "chaos": dataclasses.asdict(report) | {"kill_count": report.kill_count},
+        "restarts": [dataclasses.asdict(r) for r in restarts],
+        "s3_outage": {
+            "training_failed": upload.failed.model_dump(mode="json") if upload.failed else None,
+            "recovered_seconds": upload.recovered_seconds,
+        },
+    }
+
+
+async def hostile(settings: Settings, folder: Path) -> list[dict[str, Any]]:
+    root = folder / "hostile" / "data"
+    root.mkdir(parents=True)
+    tokens = {role: f"{role}-{secrets.token_hex(12)}" for role in ("viewer", "operator", "admin")}
+    own = settings.model_copy(
+        update={
+            "topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}",
+            "stack_dir": folder / "hostile",
+            "file_roots": [root],
+        }
+    )
+    await ensure_topics(own)
+    platform_ = Platform(
+        own,
+        say,
+        extra_env={
+            "MODELBUS_TOPIC_PREFIX": own.topic_prefix,
+            "MODELBUS_API_TOKENS": ",".join(f"{t}={r}:{r}" for r, t in tokens.items()),
+            "MODELBUS_FILE_ROOTS": f'["{root}"]',
+            "MODELBUS_OTLP_ENDPOINT": "",
+        },
+    )
+    platform_.start()
+    try:
+        await platform_.wait_ready()
+        corpus = Corpus(own, tokens, root, say=say)
+        await corpus.prepare()
+        outcomes = await corpus.run()
+        alive = not platform_.dead()
+    finally:
+        platform_.stop()
+    print("\n" + table(outcomes))
+    return [dataclasses.asdict(o) | {"processes_alive_after": alive} for o in outcomes]
+
+
+def show(result: dict[str, Any]) -> None:
+    chaos_ = result["faults"]["chaos"]
+    rows = [
+        ("lifecycles completed", f"{chaos_['completed']}/{chaos_['lifecycles']} ({chaos_['outcomes']})"),
+        ("kills survived (kill -9, then restarted)", f"{chaos_['kill_count']} {chaos_['kills']}"),
+        ("consumer groups scaled", chaos_["scaled"]),
+        (
+            "versions / evaluations / rollout changes / alerts",
+            "{versions} / {evaluations} / {rollout_changes} / {alerts}".format(**chaos_),
+        ),
+        (
+            "events produced but not handled",
+            str(sum(chaos_["missing"].values())) + (f" {chaos_['missing']}" if chaos_["missing"] else ""),
+        ),
+        ("effects done twice", str(sum(chaos_["duplicates"].values()))),
+        ("copies delivered again (absorbed by the inbox)", str(chaos_["copies"])),
+        ("dead letters", str(chaos_["dead_letters"])),
+    ]
+    for restart_ in result["faults"]["restarts"]:
+        recovered = restart_["recovered_seconds"]
+        rows.append(
+            (
+                f"{restart_['component']} restarted",
+                f"down {restart_['outage_seconds']:.1f} s; new data handled {recovered:.1f} s after it was back"
+                if recovered is not None
+                else "NOT recovered within 180 s",
+            )
+        )
+    upload = result["faults"]["s3_outage"]
+    failed = upload["training_failed"]
+    rows.append(
+        (
+            "S3 down during upload",
+            (f"TrainingFailed at {failed['stage']}: {failed['reason'][:70]}" if failed else "no TrainingFailed")
+            + (f"; trains again {upload['recovered_seconds']:.1f} s after" if upload["recovered_seconds"] else ""),
+        )
+    )
+    if result.get("hostile"):
+        cases = result["hostile"]
+        rows.append(("bad inputs rejected readably / total", f"{sum(c['passed'] for c in cases)}/{len(cases)}"))
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "measure".ljust(width) + "  result")
+    print("-" * (width + 60))
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    print("\nevents produced (distinct) per type:", json.dumps(chaos_["produced"]))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--skip-hostile", action="store_true", help="only the fault scenarios")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reliability.json")
+    args = parser.parse_args()
+    settings = Settings()
+    with tempfile.TemporaryDirectory(prefix="modelbus-reliability-") as name:
+        folder = Path(name)
+        result: dict[str, Any] = {
+            "benchmark": "reliability",
+            "profile": dataclasses.asdict(PROFILES[args.profile]),
+            "machine": {"python": platform.python_version(), "platform": platform.platform()},
+            "faults": await faults(settings, args.profile, folder),
+        }
+        if not args.skip_hostile:
+            result["hostile"] = await hostile(settings, folder)
+    show(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
