@@ -35,7 +35,14 @@ from shared.bus import Bus, aiokafka_options, ensure_topics
 from shared.db import make_engine
 from shared.demo import ENDED, FEATURES
 from shared.envelope import decode
-from shared.events import DataArrived, Prediction, PredictionsLogged, RolloutChanged, TrainingFailed
+from shared.events import (
+    DataArrived,
+    ModelEvaluated,
+    Prediction,
+    PredictionsLogged,
+    RolloutChanged,
+    TrainingFailed,
+)
 from shared.example_data import churn_frame
 from shared.platform import ROOT, Platform, processes
 from shared.settings import Settings
@@ -67,13 +74,17 @@ class Profile:
 PROFILES = {"short": Profile(5, 8, 3.0, 40), "full": Profile(20, 24, 3.0, 200)}
 
 
-def light_spec(model: str) -> ModelSpec:
-    """The example spec as a quick model: one candidate without search, a plain accuracy gate."""
+def light_spec(model: str, *, train_on_data: bool = False) -> ModelSpec:
+    """The example spec as a quick model: one candidate without search, a plain accuracy gate, and
+    latency budgets that a machine busy with restarts still meets (this is not a speed test)."""
     example = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
     candidate = example.candidates[0].model_copy(update={"search": {}})
     gate = example.gates[0].model_copy(update={"min": 0.6})
-    evaluation = example.evaluation.model_copy(update={"fairness": None})
-    monitoring = example.monitoring.model_copy(update={"retrain_on": ["drift", "performance"]})
+    evaluation = example.evaluation.model_copy(
+        update={"fairness": None, "max_latency_ms_row": 5000.0, "max_latency_ms_batch": 60000.0}
+    )
+    retrain_on = ["data", "drift", "performance"] if train_on_data else ["drift", "performance"]
+    monitoring = example.monitoring.model_copy(update={"retrain_on": retrain_on})
     return example.model_copy(
         update={
             "model": model,
@@ -265,10 +276,13 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
         h.scale_up("services.monitor", f"monitor-{replica}")
     kills: Counter[str] = Counter()
 
+    # Random order, but every process is hit before any is hit twice.
+    victims = [name for _ in range(profile.kills // len(SERVICES) + 1) for name in rng.sample(SERVICES, len(SERVICES))]
+
     async def killer() -> None:
         for number in range(1, profile.kills + 1):
             await asyncio.sleep(profile.kill_every)
-            victim = rng.choice(SERVICES)
+            victim = victims[number - 1]
             h.platform.restart(victim)
             kills[victim] += 1
             if number == profile.kills // 2:
@@ -291,7 +305,11 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
     await h.platform.wait_ready()
 
     async def rollouts() -> dict[str, str]:
+        """How each lifecycle ended: its rollout's end, or the evaluation that stopped it."""
         ended: dict[str, str] = {}
+        for _, event in await h.events(topics.MODEL_EVALUATED):
+            if isinstance(event, ModelEvaluated) and event.decision != "approved":
+                ended[event.model] = event.decision
         for _, event in await h.events(topics.ROLLOUT_CHANGED):
             if isinstance(event, RolloutChanged) and event.to_state in ENDED:
                 ended[event.model] = event.to_state
@@ -441,7 +459,7 @@ async def probe(h: Harness, timeout: float) -> float | None:
 async def restart(h: Harness, component: str, outage: float = 5.0) -> Recovery:
     """Stop a stack component (kafka or postgres), leave it down for `outage` seconds, start it
     again, and time until the platform handles new data."""
-    part = next(c for c in components(h.settings, h.say) if c.name == component)
+    part = next(c for c in components(h.base, h.say) if c.name == component)  # the stack's own pid files
     began = time.monotonic()
     await asyncio.to_thread(part.stop)
     await asyncio.sleep(outage)
@@ -465,10 +483,10 @@ async def s3_outage(h: Harness) -> UploadFailure:
     """Stop the S3 server, send data from file:// (readable) so only the upload fails: the
     training must end in TrainingFailed after its retries; with S3 back, training works again."""
     model = f"upload-{uuid.uuid4().hex[:4]}"
-    await h.apply(light_spec(model))
+    await h.apply(light_spec(model, train_on_data=True))
     path = h.root / f"{model}-v1.csv"
     path.write_text(churn_frame(3000, seed=5).to_csv(index=False))
-    s3 = next(c for c in components(h.settings, h.say) if c.name == "s3")
+    s3 = next(c for c in components(h.base, h.say) if c.name == "s3")
     await asyncio.to_thread(s3.stop)
     try:
         await h.publish(DataArrived(dataset=model, version="v1", uri=f"file://{path}", format="csv"))

@@ -30,7 +30,7 @@ async def test_lifecycles_complete_through_random_kills_and_scaling_with_nothing
     harness: Harness,
 ) -> None:
     report = await chaos(harness, PROFILE)
-    assert report.kill_count == PROFILE.kills and len(report.kills) >= 3, report.kills
+    assert report.kill_count == PROFILE.kills and len(report.kills) == 7, report.kills
     assert report.completed == report.lifecycles == PROFILE.lifecycles, report.outcomes
     assert report.outcomes == {"promoted": PROFILE.lifecycles}
     assert report.versions == report.evaluations == PROFILE.lifecycles
