@@ -289,13 +289,17 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
                 h.scale_down()
                 h.say(f"[chaos] {number} kills so far; trainer and monitor back to one replica each")
 
+    # The monitor's load goes to models without a reference profile: every batch must be handled,
+    # but none can drift (a drift would add alerts and retrains the scenario does not expect).
+    load_model = f"chaos-{tag}-load"
+
     async def load() -> None:
         pause = profile.kills * profile.kill_every / max(1, profile.prediction_batches)
         bus = Bus(h.settings.model_copy(update={"service_name": "faults-load"}))
         await bus.start()
         try:
             for batch in range(profile.prediction_batches):
-                await bus.publish(load_batch(rng.choice(models), batch))
+                await bus.publish(load_batch(f"{load_model}-{batch % 3}", batch))
                 await asyncio.sleep(pause)
         finally:
             await bus.stop()
