@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 
 from shared import topics
 from shared.artifacts import ArtifactStore
-from shared.bus import Bus, aiokafka_options, ensure_topics
+from shared.bus import Bus, drop_topics, ensure_topics
 from shared.db import make_engine
 from shared.demo import ENDED, FEATURES
 from shared.envelope import decode
@@ -149,12 +148,7 @@ class Harness:
     async def stop(self) -> None:
         self.scale_down()
         self.platform.stop()
-        admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
-        await admin.start()
-        try:
-            await admin.delete_topics([self.settings.topic(spec.name) for spec in topics.CATALOG])
-        finally:
-            await admin.close()
+        await drop_topics(self.settings)
 
     def scale_up(self, module: str, name: str) -> None:
         """One more replica of a consumer (no health port: several share the machine)."""

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,11 +29,12 @@ from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from shared.artifacts import ArtifactStore
-from shared.bus import Bus, aiokafka_options
+from shared.bus import Bus, aiokafka_options, ensure_topics
 from shared.demo import FEATURES, Timings, demo_spec
 from shared.envelope import decode
 from shared.events import DataArrived, ModelEvaluated, ModelRegistered, ModelTrained, TrainingFailed
 from shared.example_data import churn_frame
+from shared.platform import Platform
 from shared.settings import Settings
 from shared.tools import read_all, read_dead_letters
 
@@ -650,6 +652,35 @@ class Corpus:
         said = f"{verdict.decision}; " + "; ".join(failed)
         passed = verdict.decision == "rejected" and any("checksum" in f for f in failed)
         self.record("tampered artifact", "artifact", expected, said[:250], passed)
+
+
+async def hostile_platform(base: Settings, folder: Path, say: Say = print) -> tuple[Platform, Corpus]:
+    """A platform of its own (topics, logs, tokens, a file:// root) and the corpus aimed at it;
+    the caller stops the platform and drops its topics."""
+    root = folder / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    tokens = {role: f"{role}-{secrets.token_hex(16)}" for role in ("viewer", "operator", "admin")}
+    settings = base.model_copy(
+        update={"topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}", "stack_dir": folder, "file_roots": [root]}
+    )
+    await ensure_topics(settings)
+    platform = Platform(
+        settings,
+        say,
+        extra_env={
+            "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+            "MODELBUS_API_TOKENS": ",".join(f"{token}={role}:{role}-user" for role, token in tokens.items()),
+            "MODELBUS_FILE_ROOTS": f'["{root}"]',
+            "MODELBUS_OTLP_ENDPOINT": "",
+        },
+    )
+    platform.start()
+    try:
+        await platform.wait_ready()
+    except Exception:
+        platform.stop()
+        raise
+    return platform, Corpus(settings, tokens, root, say=say)
 
 
 def table(outcomes: list[Outcome]) -> str:

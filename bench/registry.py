@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import BENCH, free_port, hey, mlflow_python, say, wait_http  # noqa: E402
-from shared.bus import Bus, aiokafka_options, ensure_topics  # noqa: E402
+from shared.bus import Bus, aiokafka_options, drop_topics, ensure_topics  # noqa: E402
 from shared.envelope import decode  # noqa: E402
 from shared.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -138,21 +138,8 @@ def bench_modelbus(versions: int, resolves: int) -> dict[str, Any]:
     finally:
         process.terminate()
         process.wait(timeout=30)
-        asyncio.run(_drop_topics(settings))
+        asyncio.run(drop_topics(settings))
     return results
-
-
-async def _drop_topics(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from shared import topics
-
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
-    await admin.start()
-    try:
-        await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
-    finally:
-        await admin.close()
 
 
 # ---------------------------------------------------------------- MLflow

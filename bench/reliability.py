@@ -20,10 +20,8 @@ import asyncio
 import dataclasses
 import json
 import platform
-import secrets
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
 from bench.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
-from bench.hostile import Corpus, table  # noqa: E402
-from shared.bus import ensure_topics  # noqa: E402
-from shared.platform import Platform  # noqa: E402
+from bench.hostile import hostile_platform, table  # noqa: E402
+from shared.bus import drop_topics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 
@@ -58,36 +55,14 @@ async def faults(settings: Settings, profile: str, folder: Path) -> dict[str, An
 
 
 async def hostile(settings: Settings, folder: Path) -> list[dict[str, Any]]:
-    root = folder / "hostile" / "data"
-    root.mkdir(parents=True)
-    tokens = {role: f"{role}-{secrets.token_hex(12)}" for role in ("viewer", "operator", "admin")}
-    own = settings.model_copy(
-        update={
-            "topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}",
-            "stack_dir": folder / "hostile",
-            "file_roots": [root],
-        }
-    )
-    await ensure_topics(own)
-    platform_ = Platform(
-        own,
-        say,
-        extra_env={
-            "MODELBUS_TOPIC_PREFIX": own.topic_prefix,
-            "MODELBUS_API_TOKENS": ",".join(f"{t}={r}:{r}" for r, t in tokens.items()),
-            "MODELBUS_FILE_ROOTS": f'["{root}"]',
-            "MODELBUS_OTLP_ENDPOINT": "",
-        },
-    )
-    platform_.start()
+    platform_, corpus = await hostile_platform(settings, folder / "hostile", say)
     try:
-        await platform_.wait_ready()
-        corpus = Corpus(own, tokens, root, say=say)
         await corpus.prepare()
         outcomes = await corpus.run()
         alive = not platform_.dead()
     finally:
         platform_.stop()
+        await drop_topics(corpus.settings)
     print("\n" + table(outcomes))
     return [dataclasses.asdict(o) | {"processes_alive_after": alive} for o in outcomes]
 

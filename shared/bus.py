@@ -783,3 +783,15 @@ async def ensure_topics(
         return [t.name for t in missing], sorted(set(wanted) & existing)
     finally:
         await admin.close()
+
+
+async def drop_topics(settings: Settings) -> None:
+    """Delete the catalog's topics of the settings' prefix (a throwaway platform's, after a test)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
+    finally:
+        await admin.close()

@@ -3,20 +3,16 @@ rejection, every process stays up and keeps working, and no secret reaches a log
 
 from __future__ import annotations
 
-import secrets
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from bench.hostile import Corpus, Outcome, table
-from shared import topics
-from shared.bus import aiokafka_options, ensure_topics
+from bench.hostile import Corpus, Outcome, hostile_platform, table
+from shared.bus import drop_topics
 from shared.example_data import churn_frame
 from shared.platform import Platform, processes
 from shared.settings import Settings
@@ -37,32 +33,13 @@ class Attacked:
 @pytest.fixture(scope="module")
 async def attacked(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Attacked]:
     """One platform (seven processes) with its own topics, put through the whole corpus."""
-    folder = tmp_path_factory.mktemp("hostile")
-    root = folder / "data"
-    root.mkdir()
-    tokens = {role: f"{role}-{secrets.token_hex(16)}" for role in ("viewer", "operator", "admin")}
-    settings = base_settings.model_copy(
-        update={"topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}", "stack_dir": folder, "file_roots": [root]}
-    )
-    await ensure_topics(settings)
-    platform = Platform(
-        settings,
-        say=print,
-        extra_env={
-            "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
-            "MODELBUS_API_TOKENS": ",".join(f"{token}={role}:{role}-user" for role, token in tokens.items()),
-            "MODELBUS_FILE_ROOTS": f'["{root}"]',
-            "MODELBUS_OTLP_ENDPOINT": "",
-        },
-    )
-    platform.start()
+    platform, corpus = await hostile_platform(base_settings, tmp_path_factory.mktemp("hostile"))
+    settings = corpus.settings
     try:
-        await platform.wait_ready()
-        corpus = Corpus(settings, tokens, root, say=print)
         await corpus.prepare()
         outcomes = await corpus.run()
         known = {
-            **{f"{role} token": token for role, token in tokens.items()},
+            **{f"{role} token": token for role, token in corpus.tokens.items()},
             "a forged token": "forged-token",
             "the S3 secret key": (settings.s3_secret_access_key or SecretStr("")).get_secret_value(),
             "the database URL with its password": settings.database_url.split("://", 1)[1].split("@", 1)[0],
@@ -70,12 +47,7 @@ async def attacked(base_settings: Settings, tmp_path_factory: pytest.TempPathFac
         yield Attacked(settings, platform, corpus, outcomes, known)
     finally:
         platform.stop()
-        admin = AIOKafkaAdminClient(**aiokafka_options(settings))
-        await admin.start()
-        try:
-            await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
-        finally:
-            await admin.close()
+        await drop_topics(settings)
 
 
 def test_every_hostile_input_gets_a_readable_rejection(attacked: Attacked) -> None:

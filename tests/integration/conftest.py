@@ -18,13 +18,11 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import topics
-from shared.bus import aiokafka_options, ensure_topics
+from shared.bus import drop_topics, ensure_topics
 from shared.db import alembic_config, make_engine, make_sessions
 from shared.settings import Settings
 
@@ -62,12 +60,7 @@ async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
     )
     await ensure_topics(fresh)
     yield fresh
-    admin = AIOKafkaAdminClient(**aiokafka_options(fresh))
-    await admin.start()
-    try:
-        await admin.delete_topics([fresh.topic(spec.name) for spec in topics.CATALOG])
-    finally:
-        await admin.close()
+    await drop_topics(fresh)
 
 
 @pytest.fixture(scope="session")
