@@ -30,12 +30,13 @@ from sqlalchemy import text
 
 from shared import topics
 from shared.artifacts import ArtifactStore
-from shared.bus import Bus, drop_topics, ensure_topics
+from shared.bus import Bus, drop_topics, ensure_topics, publish_events
 from shared.db import make_engine
 from shared.demo import ENDED, FEATURES
 from shared.envelope import decode
 from shared.events import (
     DataArrived,
+    Event,
     ModelEvaluated,
     Prediction,
     PredictionsLogged,
@@ -179,14 +180,8 @@ class Harness:
             )
             answer.raise_for_status()
 
-    async def publish(self, *events: Any) -> None:
-        bus = Bus(self.settings.model_copy(update={"service_name": "faults"}))
-        await bus.start()
-        try:
-            for event in events:
-                await bus.publish(event)
-        finally:
-            await bus.stop()
+    async def publish(self, *events: Event) -> None:
+        await publish_events(self.settings, *events, source="faults")
 
     async def events(self, topic: str) -> list[tuple[str, Any]]:
         """(ce_id, event) of every message on a topic (copies with one ce_id included)."""
@@ -320,19 +315,28 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
     outcomes = Counter((await rollouts()).values())
     seconds = time.monotonic() - began
     h.say(f"[chaos] {sum(outcomes.values())}/{len(models)} lifecycles ended in {seconds:.0f} s; settling")
-    await until(lambda: _settled(h, models), timeout=120, every=3)
-    report = await count(h, models)
+    groups = subscriptions(h.settings)
+    await until(lambda: _settled(h, models, groups), timeout=120, every=3)
+    report = await count(h, models, groups)
     report.lifecycles, report.completed, report.outcomes = len(models), sum(outcomes.values()), dict(outcomes)
     report.kills, report.seconds = dict(kills), seconds
     report.scaled = "trainer and monitor 1 → 3 → 1 replicas"
     return report
 
 
-async def _settled(h: Harness, models: list[str]) -> bool:
-    return not (await count(h, models)).missing
+def subscriptions(settings: Settings) -> dict[str, dict[str, list[str]]]:
+    """Each service's consumer groups and the topics they read (from the services' own wiring)."""
+    return {
+        service: importlib.import_module(module).build(settings).bus.subscriptions()
+        for service, module in GROUPS.items()
+    }
 
 
-async def count(h: Harness, models: list[str]) -> ChaosReport:
+async def _settled(h: Harness, models: list[str], groups: dict[str, dict[str, list[str]]]) -> bool:
+    return not (await count(h, models, groups)).missing
+
+
+async def count(h: Harness, models: list[str], groups: dict[str, dict[str, list[str]]]) -> ChaosReport:
     """Everything on the bus for this platform, against what each consumer group handled."""
     on_topic: dict[str, list[tuple[str, Any]]] = {}
     for spec in topics.CATALOG:
@@ -342,10 +346,6 @@ async def count(h: Harness, models: list[str]) -> ChaosReport:
         for event_id, event in messages:
             produced_ids.setdefault(type(event).event_type, set()).add(event_id)
     copies = sum(len(messages) - len({i for i, _ in messages}) for messages in on_topic.values())
-    groups = {
-        service: importlib.import_module(module).build(h.settings).bus.subscriptions()
-        for service, module in GROUPS.items()
-    }
     engine = make_engine(h.settings)
     try:
         async with engine.connect() as connection:

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared import topics
 from shared.artifacts import ArtifactStore
-from shared.bus import Bus, aiokafka_options, ensure_topics
+from shared.bus import aiokafka_options, ensure_topics, publish_events
 from shared.demo import FEATURES, Timings, demo_spec
 from shared.envelope import decode
 from shared.events import DataArrived, ModelEvaluated, ModelRegistered, ModelTrained, TrainingFailed
@@ -147,12 +147,8 @@ class Corpus:
 
     async def publish_data(self, version: str, where: tuple[str, str | None]) -> None:
         uri, sha = where
-        bus = Bus(self.settings.model_copy(update={"service_name": "hostile"}))
-        await bus.start()
-        try:
-            await bus.publish(DataArrived(dataset=self.model, version=version, uri=uri, sha256=sha, format="csv"))
-        finally:
-            await bus.stop()
+        arrived = DataArrived(dataset=self.model, version=version, uri=uri, sha256=sha, format="csv")
+        await publish_events(self.settings, arrived, source="hostile")
 
     # ------------------------------------------------------------ the run
 
@@ -624,12 +620,7 @@ class Corpus:
             )
             forged.append(artifact.model_copy(update={"uri": stored.uri}))  # the digest stays the original's
         tampered = original.model_copy(update={"run_id": f"tampered-{uuid.uuid4().hex[:8]}", "artifacts": forged})
-        bus = Bus(self.settings.model_copy(update={"service_name": "hostile"}))
-        await bus.start()
-        try:
-            await bus.publish(tampered)
-        finally:
-            await bus.stop()
+        await publish_events(self.settings, tampered, source="hostile")
         verdict: ModelEvaluated | None = None
         deadline = time.monotonic() + 120
         while verdict is None and time.monotonic() < deadline:

@@ -795,3 +795,14 @@ async def drop_topics(settings: Settings) -> None:
         await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
     finally:
         await admin.close()
+
+
+async def publish_events(settings: Settings, *events: Event, source: str) -> None:
+    """Publish events from a short-lived producer named `source` (a script, a test, a benchmark)."""
+    bus = Bus(settings.model_copy(update={"service_name": source}))
+    await bus.start()
+    try:
+        for event in events:
+            await bus.publish(event)
+    finally:
+        await bus.stop()

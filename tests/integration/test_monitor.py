@@ -17,7 +17,7 @@ from services.monitor.app import MonitorService
 from services.monitor.app import build as build_monitor
 from services.trainer import domain as trainer_domain
 from shared import topics
-from shared.bus import Bus
+from shared.bus import publish_events
 from shared.envelope import decode
 from shared.events import (
     ArtifactRef,
@@ -58,13 +58,7 @@ async def monitor(settings: Settings) -> AsyncIterator[MonitorService]:
 
 
 async def publish(settings: Settings, *events: Event) -> None:
-    bus = Bus(settings.model_copy(update={"service_name": "it-producer"}))
-    await bus.start()
-    try:
-        for event in events:
-            await bus.publish(event)
-    finally:
-        await bus.stop()
+    await publish_events(settings, *events, source="it-producer")
 
 
 async def on_topic(settings: Settings, topic: str, model: str) -> list[Any]:
