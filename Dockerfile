@@ -1,5 +1,5 @@
 # One image for every modelbus process: `docker run IMAGE services.<name>` runs that service
-# (registry, trainer, evaluator, deployer, deployer.serving, monitor, alerter); `shared.cli` is the CLI.
+# (registry, trainer, evaluator, deployer, deployer.serving, monitor, alerter); `shared.ops.cli` is the CLI.
 # Build stage: wheels of modelbus and all its dependencies (compilers stay here).
 FROM python:3.11.10-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -29,7 +29,8 @@ test: up
 	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: install
-	@$(BIN)/ruff check shared services tests bench
+	@$(BIN)/ruff check shared services tests bench scripts
+	@$(BIN)/lint-imports
 
 schemas: install
 	@$(BIN)/modelbus schemas generate

@@ -28,13 +28,9 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from shared import topics
-from shared.artifacts import ArtifactStore
-from shared.bus import Bus, drop_topics, ensure_topics, publish_events
-from shared.db import make_engine
-from shared.demo import ENDED, FEATURES
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     DataArrived,
     Event,
     ModelEvaluated,
@@ -43,11 +39,17 @@ from shared.events import (
     RolloutChanged,
     TrainingFailed,
 )
-from shared.example_data import churn_frame
-from shared.platform import ROOT, Platform, processes
-from shared.settings import Settings
-from shared.spec import ModelSpec, load_spec
-from shared.stack import components
+from shared.contract.spec import ModelSpec
+from shared.ops.demo import ENDED, FEATURES
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import ROOT, Platform, processes
+from shared.ops.stack import components
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.broker import drop_topics, ensure_topics
+from shared.runtime.bus import Bus, publish_events
+from shared.runtime.db import make_engine
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 
 Say = Callable[[str], None]
 SERVICES = [p.name for p in processes(Settings())]
@@ -185,7 +187,7 @@ class Harness:
 
     async def events(self, topic: str) -> list[tuple[str, Any]]:
         """(ce_id, event) of every message on a topic (copies with one ce_id included)."""
-        from shared.tools import read_all
+        from shared.ops.tools import read_all
 
         found = []
         for record in await read_all(self.settings, topic, timeout=60):

@@ -27,16 +27,17 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from shared import topics
-from shared.artifacts import ArtifactStore
-from shared.bus import aiokafka_options, ensure_topics, publish_events
-from shared.demo import FEATURES, Timings, demo_spec
-from shared.envelope import decode
-from shared.events import DataArrived, ModelEvaluated, ModelRegistered, ModelTrained, TrainingFailed
-from shared.example_data import churn_frame
-from shared.platform import Platform
-from shared.settings import Settings
-from shared.tools import read_all, read_dead_letters
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import DataArrived, ModelEvaluated, ModelRegistered, ModelTrained, TrainingFailed
+from shared.ops.demo import FEATURES, Timings, demo_spec
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import Platform
+from shared.ops.tools import read_all, read_dead_letters
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.broker import aiokafka_options, ensure_topics
+from shared.runtime.bus import publish_events
+from shared.runtime.settings import Settings
 
 Say = Callable[[str], None]
 ROOT = Path(__file__).resolve().parents[1]

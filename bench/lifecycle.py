@@ -36,9 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
-from shared.artifacts import ArtifactStore  # noqa: E402
-from shared.bus import Bus, ensure_topics  # noqa: E402
-from shared.events import (  # noqa: E402
+from shared.contract.events import (  # noqa: E402
     DataArrived,
     ModelEvaluated,
     ModelRegistered,
@@ -47,10 +45,14 @@ from shared.events import (  # noqa: E402
     TrainingFailed,
     TrainingStarted,
 )
-from shared.example_data import churn_frame  # noqa: E402
-from shared.platform import Follower, Platform  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.spec import Candidate, Evaluation, load_spec  # noqa: E402
+from shared.contract.spec import Candidate, Evaluation  # noqa: E402
+from shared.ops.example_data import churn_frame  # noqa: E402
+from shared.ops.platform import Follower, Platform  # noqa: E402
+from shared.runtime.artifacts import ArtifactStore  # noqa: E402
+from shared.runtime.broker import ensure_topics  # noqa: E402
+from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
+from shared.runtime.specfile import load_spec  # noqa: E402
 
 
 def small_spec(model: str) -> str:

@@ -35,9 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import say  # noqa: E402
 from services.monitor import store  # noqa: E402
 from services.trainer import domain as trainer_domain  # noqa: E402
-from shared.bus import Bus, ensure_topics  # noqa: E402
-from shared.db import make_engine, make_sessions  # noqa: E402
-from shared.events import (  # noqa: E402
+from shared.contract.events import (  # noqa: E402
     ArtifactRef,
     FeatureSchema,
     ModelRegistered,
@@ -46,9 +44,12 @@ from shared.events import (  # noqa: E402
     Prediction,
     PredictionsLogged,
 )
-from shared.example_data import churn_frame  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.spec import load_spec  # noqa: E402
+from shared.ops.example_data import churn_frame  # noqa: E402
+from shared.runtime.broker import ensure_topics  # noqa: E402
+from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.db import make_engine, make_sessions  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
+from shared.runtime.specfile import load_spec  # noqa: E402
 
 EXAMPLE = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 FEATURES = [f.name for f in EXAMPLE.features]

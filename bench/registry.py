@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import BENCH, free_port, hey, mlflow_python, say, wait_http  # noqa: E402
-from shared.bus import Bus, aiokafka_options, drop_topics, ensure_topics  # noqa: E402
-from shared.envelope import decode  # noqa: E402
-from shared.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.contract.envelope import decode  # noqa: E402
+from shared.contract.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa: E402
+from shared.runtime.broker import aiokafka_options, drop_topics, ensure_topics  # noqa: E402
+from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
 
 TOKEN = "bench-viewer-token"  # noqa: S105 - the viewer token of the throwaway registry the benchmark starts
 

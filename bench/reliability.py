@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import say  # noqa: E402
 from bench.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
 from bench.hostile import hostile_platform, table  # noqa: E402
-from shared.bus import drop_topics  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.runtime.broker import drop_topics  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
 
 
 async def faults(settings: Settings, profile: str, folder: Path) -> dict[str, Any]:

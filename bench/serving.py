@@ -41,12 +41,14 @@ sys.path.insert(0, str(ROOT))
 from bench.common import free_port, mlflow_python, say, vegeta, wait_http  # noqa: E402
 from services.deployer.predictor import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
-from shared.artifacts import ArtifactStore  # noqa: E402
-from shared.bus import Bus, ensure_topics  # noqa: E402
-from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
-from shared.example_data import write_churn  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.spec import ModelSpec, load_spec  # noqa: E402
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
+from shared.contract.spec import ModelSpec  # noqa: E402
+from shared.ops.example_data import write_churn  # noqa: E402
+from shared.runtime.artifacts import ArtifactStore  # noqa: E402
+from shared.runtime.broker import ensure_topics  # noqa: E402
+from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
+from shared.runtime.specfile import load_spec  # noqa: E402
 
 NUMERIC_SPEC = """
 api_version: modelbus/v1
@@ -205,7 +207,7 @@ def floor(
     del kept
     served = timed(lambda: loaded.predict(checked))
     checked_too = timed(lambda: loaded.predict(check_rows(loaded.features, [row])))
-    from shared.modelfile import load_model
+    from shared.runtime.modelfile import load_model
 
     pipeline = load_model(Path(outcome.files["model.skops"]))
     frame = pd.DataFrame([row])

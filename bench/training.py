@@ -35,12 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import free_port, say  # noqa: E402
-from shared.artifacts import ArtifactStore  # noqa: E402
-from shared.bus import Bus, aiokafka_options, ensure_topics  # noqa: E402
-from shared.envelope import decode  # noqa: E402
-from shared.events import DataArrived, ModelEvaluated, ModelTrained  # noqa: E402
-from shared.example_data import write_churn  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.contract.envelope import decode  # noqa: E402
+from shared.contract.events import DataArrived, ModelEvaluated, ModelTrained  # noqa: E402
+from shared.ops.example_data import write_churn  # noqa: E402
+from shared.runtime.artifacts import ArtifactStore  # noqa: E402
+from shared.runtime.broker import aiokafka_options, ensure_topics  # noqa: E402
+from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.settings import Settings  # noqa: E402
 
 TOKEN = "bench-admin-token"  # noqa: S105 - the admin token of the throwaway registry the benchmark starts
 

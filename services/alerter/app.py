@@ -30,10 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.alerter import domain, store
 from services.alerter.config import AlerterConfig, Matcher, RoutePlan, load_config, plans, routes_for, seconds
 from services.alerter.receivers import DeliveryError, Receivers
-from shared import topics
-from shared.bus import Bus, HandlerContext, TransientError, ensure_topics, is_transient
-from shared.db import make_engine, make_sessions
-from shared.events import (
+from shared.contract import topics
+from shared.contract.events import (
     CanaryAnalyzed,
     DeadLettered,
     DriftDetected,
@@ -45,7 +43,11 @@ from shared.events import (
     RolloutChanged,
     TrainingFailed,
 )
-from shared.httpapi import (
+from shared.runtime.broker import ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.errors import TransientError, is_transient
+from shared.runtime.httpapi import (
     BodyLimit,
     HttpMetrics,
     Limit,
@@ -55,8 +57,9 @@ from shared.httpapi import (
     add_health_routes,
     identifier,
 )
-from shared.settings import Settings
-from shared.telemetry import make_tracer_provider
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger("modelbus.alerter")
 GROUP = "alerter"

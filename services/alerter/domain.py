@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from services.alerter.config import InhibitRule, Matcher, matches_all
-from shared.events import (
+from shared.contract.events import (
     CanaryAnalyzed,
     DeadLettered,
     DriftDetected,
@@ -27,7 +27,7 @@ from shared.events import (
     Severity,
     TrainingFailed,
 )
-from shared.spec import Alerts
+from shared.contract.spec import Alerts
 
 Status = Literal["firing", "resolved"]
 PLATFORM = "-"  # the model label of alerts about the platform itself (dead letters)

@@ -25,9 +25,9 @@ import boto3
 import httpx
 
 from services.alerter.config import AlerterConfig, KafkaReceiver, Receiver, SnsReceiver, WebhookReceiver
-from shared.bus import Bus
-from shared.envelope import encode
-from shared.events import AlertRaised, AlertResolved, Event
+from shared.contract.envelope import encode
+from shared.contract.events import AlertRaised, AlertResolved, Event
+from shared.runtime.bus import Bus
 
 log = logging.getLogger("modelbus.alerter.receivers")
 SIGNATURE_HEADER = "X-Modelbus-Signature"

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.alerter import domain
 from services.alerter.config import Matcher
-from shared.db import Base
-from shared.specview import SpecView, SpecViewColumns
+from shared.runtime.db import Base
+from shared.runtime.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):

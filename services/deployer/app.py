@@ -21,10 +21,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.deployer import domain, store
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.db import make_engine, make_sessions
-from shared.events import (
+from shared.contract import topics
+from shared.contract.events import (
     CanaryAnalyzed,
     ModelEvaluated,
     ModelRegistered,
@@ -32,9 +30,12 @@ from shared.events import (
     RolloutChanged,
     RolloutCommanded,
 )
-from shared.settings import Settings
-from shared.spec import Rollout as RolloutPolicy
-from shared.telemetry import make_tracer_provider
+from shared.contract.spec import Rollout as RolloutPolicy
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger("modelbus.deployer")
 GROUP = "deployer"

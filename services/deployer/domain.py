@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.events import TrafficShare
-from shared.spec import Rollout as RolloutPolicy
+from shared.contract.events import TrafficShare
+from shared.contract.spec import Rollout as RolloutPolicy
 
 State = Literal["pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"]
 LIVE = frozenset({"shadow", "canary", "paused"})

@@ -3,7 +3,7 @@
 A version is loaded from its artifacts only after each one's SHA-256 matches the registry's
 record. With a `model.onnx` it predicts through ONNX Runtime (one `[n, 1]` input per feature, as
 the trainer exported it); otherwise through the skops pipeline. Either way the raw values are
-coerced the way training coerced them (`shared.features`): numbers as floats (null as NaN),
+coerced the way training coerced them (`shared.runtime.features`): numbers as floats (null as NaN),
 categories as strings (null as `__missing__`).
 """
 
@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.artifacts import ArtifactStore
-from shared.events import ArtifactRef
-from shared.features import MISSING
-from shared.modelfile import load_model
+from shared.contract.events import ArtifactRef
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.features import MISSING
+from shared.runtime.modelfile import load_model
 
 Kind = Literal["numeric", "categorical"]
 Row = list[Any]
@@ -170,7 +170,7 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
 
     Raises ArtifactError (missing, tampered) or UntrustedArtifact; nothing half-loaded stays.
     """
-    from shared.artifacts import ArtifactError
+    from shared.runtime.artifacts import ArtifactError
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest_ref = _ref(artifacts, "manifest.json")

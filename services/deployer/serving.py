@@ -35,15 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.deployer import domain, store
 from services.deployer.predictor import InputError, Loaded, Row, check_rows, load
-from shared import topics
-from shared.artifacts import ArtifactError, ArtifactStore
-from shared.bus import Bus, aiokafka_options
-from shared.db import make_engine, make_sessions
-from shared.envelope import decode
-from shared.events import PredictionsLogged, RolloutChanged
-from shared.modelfile import UntrustedArtifact
-from shared.settings import Settings
-from shared.telemetry import make_tracer_provider
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import PredictionsLogged, RolloutChanged
+from shared.runtime.artifacts import ArtifactError, ArtifactStore
+from shared.runtime.broker import aiokafka_options
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.modelfile import UntrustedArtifact
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.serving")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -866,6 +867,6 @@ def build(settings: Settings) -> Serving:
 if __name__ == "__main__":
     import uvloop
 
-    from shared.runner import serve_until_stopped
+    from shared.runtime.runner import serve_until_stopped
 
     uvloop.run(serve_until_stopped("serving", build, lambda settings: (settings.serving_host, settings.serving_port)))

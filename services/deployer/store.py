@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.deployer import domain
-from shared.db import Base
-from shared.events import ArtifactRef, ModelRegistered
-from shared.spec import ModelSpec
-from shared.specview import SpecView, SpecViewColumns
+from shared.contract.events import ArtifactRef, ModelRegistered
+from shared.contract.spec import ModelSpec
+from shared.runtime.db import Base
+from shared.runtime.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):

@@ -20,16 +20,17 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.evaluator import domain, store
-from shared import topics
-from shared.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
-from shared.bus import Bus, HandlerContext
-from shared.db import make_engine, make_sessions
-from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
-from shared.features import prepare
-from shared.modelfile import UntrustedArtifact, load_model
-from shared.settings import Settings
-from shared.spec import ModelSpec
-from shared.telemetry import make_tracer_provider
+from shared.contract import topics
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
+from shared.contract.spec import ModelSpec
+from shared.runtime.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.features import prepare
+from shared.runtime.modelfile import UntrustedArtifact, load_model
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger("modelbus.evaluator")
 GROUP = "evaluator"

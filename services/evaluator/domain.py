@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.events import GateResult
-from shared.features import prepare
-from shared.metrics import evaluate
-from shared.spec import METRICS, ModelSpec
+from shared.contract.events import GateResult
+from shared.contract.spec import METRICS, ModelSpec
+from shared.runtime.features import prepare
+from shared.runtime.metrics import evaluate
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
-from shared.events import ArtifactRef, ModelEvaluated, ModelRegistered
-from shared.specview import SpecView, SpecViewColumns
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered
+from shared.runtime.db import Base
+from shared.runtime.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):

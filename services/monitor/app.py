@@ -29,11 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.monitor import store, windows
 from services.monitor.windows import Drifted
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.db import make_engine, make_sessions
-from shared.envelope import Envelope
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import Envelope
+from shared.contract.events import (
     CanaryAnalyzed,
     DriftDetected,
     LabelsArrived,
@@ -46,10 +44,13 @@ from shared.events import (
     RetrainRequested,
     RolloutChanged,
 )
-from shared.metrics import LOWER_IS_BETTER, live_metrics
-from shared.settings import Settings
-from shared.spec import ModelSpec, Monitoring, Rollout
-from shared.telemetry import make_tracer_provider
+from shared.contract.spec import ModelSpec, Monitoring, Rollout
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.metrics import LOWER_IS_BETTER, live_metrics
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger("modelbus.monitor")
 GROUP = "monitor"

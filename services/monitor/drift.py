@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from shared.events import CategoricalProfile, FeatureDrift, NumericProfile
+from shared.contract.events import CategoricalProfile, FeatureDrift, NumericProfile
 
 Test = Literal["ks", "chi2", "psi", "wasserstein", "jensenshannon"]
 P_VALUE_TESTS = frozenset({"ks", "chi2"})

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 from services.monitor import drift
-from shared.events import CategoricalProfile, FeatureDrift, PredictionsLogged, ReferenceProfile
-from shared.spec import Monitoring
+from shared.contract.events import CategoricalProfile, FeatureDrift, PredictionsLogged, ReferenceProfile
+from shared.contract.spec import Monitoring
 
 PREDICTION = "__prediction__"
 ROLE = "__role__"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvloop
 
 from services.registry.app import build
-from shared.runner import serve_until_stopped
+from shared.runtime.runner import serve_until_stopped
 
 if __name__ == "__main__":
     uvloop.run(

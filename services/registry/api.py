@@ -25,9 +25,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
-from shared.bus import Bus
-from shared.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
-from shared.httpapi import (
+from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
+from shared.contract.refs import Ref, parse_ref
+from shared.contract.spec import SpecError
+from shared.runtime.bus import Bus
+from shared.runtime.httpapi import (
     Admin,
     BodyLimit,
     HttpMetrics,
@@ -39,8 +41,8 @@ from shared.httpapi import (
     add_health_routes,
     identifier,
 )
-from shared.settings import Settings
-from shared.spec import SpecError, load_spec
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,9 +244,9 @@ def make_api(
         issues = [{"path": i.path, "line": i.line, "message": i.message} for i in exc.issues]
         return JSONResponse({"detail": "invalid spec", "errors": issues}, status_code=422)
 
-    def ref_of(name: str, ref: str) -> domain.Ref:
+    def ref_of(name: str, ref: str) -> Ref:
         try:
-            return domain.parse_ref(f"{name}@{ref}")
+            return parse_ref(f"{name}@{ref}")
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
 

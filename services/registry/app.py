@@ -11,10 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
 from services.registry.api import AliasCache, make_api
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.db import make_engine, make_sessions
-from shared.events import (
+from shared.contract import topics
+from shared.contract.events import (
     AlertRaised,
     AlertResolved,
     DataArrived,
@@ -30,8 +28,11 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.settings import Settings
-from shared.telemetry import make_tracer_provider
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger(__name__)
 GROUP = "registry"

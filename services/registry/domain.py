@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import (
+from shared.contract.events import (
     AlertRaised,
     AlertResolved,
     ArtifactRef,
@@ -24,10 +24,10 @@ from shared.events import (
     RolloutChanged,
     RolloutCommanded,
 )
+from shared.contract.refs import ALIAS
 
 Status = Literal["registered", "evaluating", "approved", "held-for-review", "rejected", "serving", "retired"]
 RESERVED_ALIASES = frozenset({"champion", "challenger", "latest"})
-ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 # Which status may follow which. Events arrive from several topics and may be redelivered;
 # a change not listed here is recorded in the history but leaves the status alone.
@@ -147,35 +147,6 @@ def status_after_evaluation(decision: str) -> str:
 
 
 # ---------------------------------------------------------------- references and filters
-
-
-@dataclass(frozen=True)
-class Ref:
-    """NAME, NAME@VERSION or NAME@ALIAS; NAME alone (or NAME@latest) is the highest version."""
-
-    model: str
-    version: int | None = None
-    alias: str | None = None
-
-    def __str__(self) -> str:
-        suffix = self.version if self.version is not None else self.alias
-        return f"{self.model}@{suffix}" if suffix is not None else self.model
-
-
-def parse_ref(text: str) -> Ref:
-    """Parse NAME[@VERSION|@ALIAS]; raises ValueError naming the problem."""
-    model, sep, rest = text.partition("@")
-    if not model:
-        raise ValueError(f"{text!r}: a reference is NAME, NAME@VERSION or NAME@ALIAS")
-    if not sep:
-        return Ref(model)
-    if rest.isdigit() and int(rest) >= 1:
-        return Ref(model, version=int(rest))
-    if rest == "latest":
-        return Ref(model)
-    if ALIAS.match(rest):
-        return Ref(model, alias=rest)
-    raise ValueError(f"{text!r}: after '@' comes a version number (1, 2, …) or an alias")
 
 
 _METRIC_FILTER = re.compile(r"^([a-z_0-9]+)\s*(>=|<=|>|<|=)\s*(-?[0-9.]+(?:e-?[0-9]+)?)$")

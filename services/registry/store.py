@@ -27,8 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.registry import domain
-from shared.db import Base, core_table
-from shared.events import (
+from shared.contract.events import (
     DataArrived,
     ModelEvaluated,
     ModelRegistered,
@@ -37,7 +36,9 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.spec import ModelSpec
+from shared.contract.refs import Ref
+from shared.contract.spec import ModelSpec
+from shared.runtime.db import Base, core_table
 
 NOTIFY_CHANNEL = "modelbus_registry"
 
@@ -418,7 +419,7 @@ async def get_version(session: AsyncSession, model: str, version: int) -> domain
     return _version(row, aliases, dict(tags.all()))
 
 
-async def resolve(session: AsyncSession, ref: domain.Ref) -> int:
+async def resolve(session: AsyncSession, ref: Ref) -> int:
     """The version number a reference names; raises NotFound."""
     if ref.version is not None:
         return ref.version

@@ -29,19 +29,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.trainer import fit, store
-from shared import topics
-from shared.artifacts import (
-    ArtifactAccessDenied,
-    ArtifactError,
-    ArtifactIntegrityError,
-    ArtifactNotFound,
-    ArtifactStore,
-    ArtifactUnavailable,
-    sha256_file,
-)
-from shared.bus import Bus, HandlerContext, is_transient
-from shared.db import make_engine, make_sessions
-from shared.events import (
+from shared.contract import topics
+from shared.contract.events import (
     ArtifactRef,
     CandidateResult,
     ContractViolation,
@@ -55,8 +44,21 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.settings import Settings
-from shared.telemetry import configure_logging, make_tracer_provider
+from shared.runtime.artifacts import (
+    ArtifactAccessDenied,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactUnavailable,
+    sha256_file,
+)
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.errors import is_transient
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import configure_logging, make_tracer_provider
+from shared.runtime.uow import HandlerContext
 
 log = logging.getLogger("modelbus.trainer")
 GROUP = "trainer"

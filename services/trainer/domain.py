@@ -19,9 +19,9 @@ from sklearn.model_selection import RandomizedSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from shared.events import CategoricalProfile, ContractViolation, NumericProfile, ReferenceProfile
-from shared.features import prepare
-from shared.spec import METRICS, Candidate, Choice, ModelSpec
+from shared.contract.events import CategoricalProfile, ContractViolation, NumericProfile, ReferenceProfile
+from shared.contract.spec import METRICS, Candidate, Choice, ModelSpec
+from shared.runtime.features import prepare
 
 PROFILE_BINS = 10
 PROFILE_SAMPLE = 1000

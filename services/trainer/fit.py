@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from services.trainer import domain
-from shared.events import CandidateResult, ContractViolation, FeatureSchema
-from shared.features import prepare
-from shared.metrics import evaluate
-from shared.spec import ModelSpec
+from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema
+from shared.contract.spec import ModelSpec
+from shared.runtime.features import prepare
+from shared.runtime.metrics import evaluate
 
 log = logging.getLogger("modelbus.trainer.fit")
 ONNX_TOLERANCE = 1e-4

@@ -10,10 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
-from shared.events import DataArrived
-from shared.spec import ModelSpec
-from shared.specview import SpecView, SpecViewColumns
+from shared.contract.events import DataArrived
+from shared.contract.spec import ModelSpec
+from shared.runtime.db import Base
+from shared.runtime.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):

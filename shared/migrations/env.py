@@ -1,4 +1,9 @@
-"""Alembic environment: runs the one migration tree on the async engine."""
+"""Alembic environment: runs the one migration tree on the async engine.
+
+The migrations are written out, so running them needs no table metadata. Autogenerating a new one
+compares the services' tables with the database: `modelbus db revision` (shared.ops.migrations)
+passes their metadata in `config.attributes["target_metadata"]`, so nothing here imports a service.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import services.alerter.store
-import services.deployer.store
-import services.evaluator.store
-import services.monitor.store
-import services.registry.store
-import services.trainer.store  # noqa: F401
-from shared.db import Base
-
-target_metadata = Base.metadata
+target_metadata = context.config.attributes.get("target_metadata")
 
 
 def _run(connection: Connection) -> None:

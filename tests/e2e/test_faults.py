@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bench.faults import PROFILES, Harness, chaos, restart, s3_outage
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 pytestmark = pytest.mark.timeout(1800)
 PROFILE = PROFILES["short"]

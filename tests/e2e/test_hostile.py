@@ -12,10 +12,10 @@ import pytest
 from pydantic import SecretStr
 
 from bench.hostile import Corpus, Outcome, hostile_platform, table
-from shared.bus import drop_topics
-from shared.example_data import churn_frame
-from shared.platform import Platform, processes
-from shared.settings import Settings
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import Platform, processes
+from shared.runtime.broker import drop_topics
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
 
 pytestmark = pytest.mark.timeout(1200)  # the corpus runs in the module's fixture

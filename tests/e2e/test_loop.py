@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = Path(sys.executable).parent / "modelbus"

@@ -19,11 +19,9 @@ import jsonschema
 import pytest
 
 from services.deployer import store as deployer_store
-from shared import topics
-from shared.bus import Bus
-from shared.db import make_engine, make_sessions
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     ArtifactRef,
     CanaryAnalyzed,
     Event,
@@ -32,9 +30,11 @@ from shared.events import (
     ModelSpecApplied,
     RolloutChanged,
 )
-from shared.settings import Settings
-from shared.spec import load_spec
-from shared.tools import read_all, read_dead_letters
+from shared.ops.tools import read_all, read_dead_letters
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually, free_port, service_process
 
 ROOT = Path(__file__).resolve().parents[2]

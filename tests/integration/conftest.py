@@ -22,9 +22,9 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.bus import drop_topics, ensure_topics
-from shared.db import alembic_config, make_engine, make_sessions
-from shared.settings import Settings
+from shared.runtime.broker import drop_topics, ensure_topics
+from shared.runtime.db import alembic_config, make_engine, make_sessions
+from shared.runtime.settings import Settings
 
 
 def _reachable(url: str) -> bool:
@@ -96,7 +96,7 @@ async def start_bus(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[Callable[..., Awaitable[object]]]:
     """Start Buses for a test (after their consumers are registered); all are stopped after it."""
-    from shared.bus import Bus
+    from shared.runtime.bus import Bus
 
     started: list[Bus] = []
 

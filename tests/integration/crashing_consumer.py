@@ -10,11 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.db import make_engine, make_sessions
-from shared.events import DataArrived
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.events import DataArrived
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
+from shared.runtime.uow import HandlerContext
 from tests.integration.kafka_helpers import record_effect
 
 

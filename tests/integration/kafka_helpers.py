@@ -6,8 +6,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus import aiokafka_options
-from shared.settings import Settings
+from shared.runtime.broker import aiokafka_options
+from shared.runtime.settings import Settings
 
 
 async def produce(settings: Settings, topic: str, value: bytes, headers: list[tuple[str, bytes]], key: bytes) -> None:

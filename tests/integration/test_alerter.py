@@ -32,10 +32,9 @@ from services.alerter.app import AlerterService
 from services.alerter.app import build as build_alerter
 from services.alerter.config import parse_config
 from services.alerter.receivers import NOTIFICATION_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from shared import topics
-from shared.bus import Bus, aiokafka_options
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     AlertRaised,
     DriftDetected,
     Event,
@@ -45,9 +44,12 @@ from shared.events import (
     RolloutChanged,
     TrafficShare,
 )
-from shared.settings import Settings
-from shared.spec import Alerts, load_spec
-from shared.tools import read_all
+from shared.contract.spec import Alerts
+from shared.ops.tools import read_all
+from shared.runtime.broker import aiokafka_options
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,7 +360,7 @@ async def test_an_alerter_killed_before_notifying_notifies_exactly_once_after_re
     try:
         await publish(settings, drift(model))
         engine_settings = settings
-        from shared.db import make_engine, make_sessions
+        from shared.runtime.db import make_engine, make_sessions
 
         engine = make_engine(engine_settings)
         sessions = make_sessions(engine)

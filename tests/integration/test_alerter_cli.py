@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually, service_process
 from tests.integration.test_alerter import SECRET, SECRET_ENV, Hook, config_text, drift, free_port, publish
 from tests.integration.test_registry_cli import TOKENS, cli

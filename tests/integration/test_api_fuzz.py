@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.integration.conftest import free_port, service_process
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

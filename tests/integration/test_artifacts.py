@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.artifacts import (
+from shared.runtime.artifacts import (
     ArtifactAccessDenied,
     ArtifactIntegrityError,
     ArtifactNotFound,
     ArtifactStore,
     StoredArtifact,
 )
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 class ArtifactStoreContract:

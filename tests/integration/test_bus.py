@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.envelope import Envelope, decode, encode
-from shared.events import DataArrived, RetrainRequested, TrainingStarted
-from shared.settings import Settings
-from shared.telemetry import make_tracer_provider
-from shared.tools import read_all, read_dead_letters
+from shared.contract import topics
+from shared.contract.envelope import Envelope, decode, encode
+from shared.contract.events import DataArrived, RetrainRequested, TrainingStarted
+from shared.ops.tools import read_all, read_dead_letters
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.uow import HandlerContext
 from tests.integration.conftest import eventually
 from tests.integration.kafka_helpers import effects, produce, record_effect
 
@@ -244,7 +245,7 @@ async def test_transient_failures_are_retried_then_dead_lettered(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
 ) -> None:
     attempts = 3
-    from shared.bus import TransientError
+    from shared.runtime.errors import TransientError
 
     calls: list[str] = []
     bus = Bus(settings.model_copy(update={"handler_max_attempts": attempts}), sessions=sessions)
@@ -276,7 +277,7 @@ async def test_transient_failures_are_retried_then_dead_lettered(
 async def test_an_outbox_row_for_a_refused_topic_does_not_hold_back_the_others(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    from shared.db import add_to_outbox
+    from shared.runtime.db import add_to_outbox
 
     bus = Bus(settings, sessions=sessions)
     await bus.broker.start()

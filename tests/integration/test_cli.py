@@ -16,12 +16,13 @@ from typing import Any
 import jsonschema
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import topics
-from shared.bus import Bus, HandlerContext
-from shared.envelope import Envelope
-from shared.events import DataArrived
-from shared.settings import Settings
-from shared.tools import read_dead_letters
+from shared.contract import topics
+from shared.contract.envelope import Envelope
+from shared.contract.events import DataArrived
+from shared.ops.tools import read_dead_letters
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.uow import HandlerContext
 from tests.integration.conftest import eventually
 from tests.integration.kafka_helpers import record_effect
 

@@ -26,11 +26,9 @@ from services.deployer.app import build as build_deployer
 from services.deployer.serving import Serving
 from services.deployer.serving import build as build_serving
 from services.trainer import fit
-from shared import topics
-from shared.artifacts import ArtifactStore
-from shared.bus import Bus
-from shared.envelope import decode, encode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode, encode
+from shared.contract.events import (
     ArtifactRef,
     CanaryAnalyzed,
     DeadLettered,
@@ -43,10 +41,13 @@ from shared.events import (
     RolloutCommanded,
     TrafficShare,
 )
-from shared.example_data import churn_frame, write_churn
-from shared.settings import Settings
-from shared.spec import ModelSpec, load_spec
-from shared.tools import read_all
+from shared.contract.spec import ModelSpec
+from shared.ops.example_data import churn_frame, write_churn
+from shared.ops.tools import read_all
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import services.evaluator.store
 import services.registry.store
 import services.trainer.store  # noqa: F401
-from shared.db import Base, alembic_config, head_revision
-from shared.settings import Settings
+from shared.runtime.db import Base, alembic_config, head_revision
+from shared.runtime.settings import Settings
 
 
 async def test_migrations_at_head_match_every_table_the_code_declares(engine: AsyncEngine) -> None:
@@ -47,7 +47,7 @@ async def test_db_wait_holds_a_pod_back_until_the_schema_reaches_this_codes_head
         behind = ScriptDirectory.from_config(alembic_config(base_settings)).get_revision(head).down_revision
         await asyncio.to_thread(command.upgrade, alembic_config(Settings(database_url=url)), str(behind))
         waiter = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "db", "wait", "--timeout", "60",
+            sys.executable, "-m", "shared.ops.cli", "db", "wait", "--timeout", "60",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         assert waiter.stdout is not None
@@ -65,7 +65,7 @@ async def test_db_wait_holds_a_pod_back_until_the_schema_reaches_this_codes_head
     nowhere = {**os.environ, "MODELBUS_DATABASE_URL": url.replace(":5432/", ":1/")}
     gave_up = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "shared.cli", "db", "wait", "--timeout", "1"],
+        [sys.executable, "-m", "shared.ops.cli", "db", "wait", "--timeout", "1"],
         env=nowhere, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert gave_up.returncode == 1 and "gave up after 1 s: database not reachable" in gave_up.stdout

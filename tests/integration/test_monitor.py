@@ -16,10 +16,9 @@ from services.monitor import store as monitor_store
 from services.monitor.app import MonitorService
 from services.monitor.app import build as build_monitor
 from services.trainer import domain as trainer_domain
-from shared import topics
-from shared.bus import publish_events
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     ArtifactRef,
     CanaryAnalyzed,
     DriftDetected,
@@ -37,10 +36,11 @@ from shared.events import (
     RolloutChanged,
     TrafficShare,
 )
-from shared.example_data import churn_frame
-from shared.settings import Settings
-from shared.spec import load_spec
-from shared.tools import read_all
+from shared.ops.example_data import churn_frame
+from shared.ops.tools import read_all
+from shared.runtime.bus import publish_events
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

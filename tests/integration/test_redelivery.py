@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus import Bus
-from shared.events import DataArrived
-from shared.settings import Settings
+from shared.contract.events import DataArrived
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
 from tests.integration.kafka_helpers import effects
 

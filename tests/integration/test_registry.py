@@ -17,11 +17,9 @@ from sqlalchemy import select
 
 from services.registry import store
 from services.registry.app import Registry, build
-from shared import topics
-from shared.bus import Bus
-from shared.contract import kebab
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     AlertRaised,
     DataArrived,
     DriftDetected,
@@ -33,9 +31,11 @@ from shared.events import (
     RolloutChanged,
     TrainingStarted,
 )
-from shared.httpapi import RoleCheck
-from shared.settings import Settings
-from shared.tools import read_all, read_dead_letters
+from shared.contract.schemas import kebab
+from shared.ops.tools import read_all, read_dead_letters
+from shared.runtime.bus import Bus
+from shared.runtime.httpapi import RoleCheck
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

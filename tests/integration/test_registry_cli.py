@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import Bus
-from shared.events import DataArrived, ModelEvaluated, RolloutChanged
-from shared.settings import Settings
+from shared.contract.events import DataArrived, ModelEvaluated, RolloutChanged
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually, free_port, service_process
 from tests.integration.test_registry import example, trained
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared import topics
+from shared.contract import topics
 
 MODELBUS = Path(sys.executable).parent / "modelbus"
 
@@ -40,7 +40,7 @@ async def test_the_specs_topic_is_log_compacted_and_the_others_are_not() -> None
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from shared.settings import Settings
+    from shared.runtime.settings import Settings
 
     settings = Settings()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -24,11 +24,9 @@ from services.registry.app import build as build_registry
 from services.trainer import store as trainer_store
 from services.trainer.app import Trainer
 from services.trainer.app import build as build_trainer
-from shared import topics
-from shared.artifacts import ArtifactStore
-from shared.bus import Bus
-from shared.envelope import decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import decode
+from shared.contract.events import (
     ArtifactRef,
     DataArrived,
     Event,
@@ -38,9 +36,11 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.example_data import churn_frame, write_churn
-from shared.settings import Settings
-from shared.tools import read_all
+from shared.ops.example_data import churn_frame, write_churn
+from shared.ops.tools import read_all
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

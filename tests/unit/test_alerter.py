@@ -11,8 +11,8 @@ import pytest
 from services.alerter import domain
 from services.alerter.config import ConfigError, Matcher, parse_config, plans, routes_for
 from services.alerter.receivers import events_of, sign, verify
-from shared.events import AlertRaised, AlertResolved, DriftDetected, FeatureDrift, RolloutChanged, TrafficShare
-from shared.spec import Alerts
+from shared.contract.events import AlertRaised, AlertResolved, DriftDetected, FeatureDrift, RolloutChanged, TrafficShare
+from shared.contract.spec import Alerts
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 LINKS = domain.Links(api_url="http://registry", trace_url="http://jaeger")

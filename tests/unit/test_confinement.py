@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.artifacts import ArtifactAccessDenied, ArtifactStore
-from shared.settings import Settings
+from shared.runtime.artifacts import ArtifactAccessDenied, ArtifactStore
+from shared.runtime.settings import Settings
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.deployer import domain
-from shared.events import TrafficShare
-from shared.spec import Rollout as Policy
+from shared.contract.events import TrafficShare
+from shared.contract.spec import Rollout as Policy
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 POLICY = Policy(steps=[10, 25, 50, 100], bake_seconds=60)

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # The Compose Specification's schema, from github.com/compose-spec/compose-go/v2 v2.16.2 (schema/).
@@ -86,8 +86,8 @@ def test_every_modelbus_container_runs_a_real_entrypoint_with_settings_that_exis
             if condition["condition"] == "service_healthy":
                 assert "healthcheck" in services[other], other
     one_shot = {name: services[name]["command"] for name in ("migrations", "topics")}
-    assert one_shot == {"migrations": ["shared.cli", "db", "upgrade"], "topics": ["shared.cli", "topics"]}
-    assert importlib.util.find_spec("shared.cli") is not None
+    assert one_shot == {"migrations": ["shared.ops.cli", "db", "upgrade"], "topics": ["shared.ops.cli", "topics"]}
+    assert importlib.util.find_spec("shared.ops.cli") is not None
 
 
 def test_the_settings_ports_and_the_images_health_ports_agree() -> None:

@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from services.monitor import drift
-from shared.events import CategoricalProfile, NumericProfile
+from shared.contract.events import CategoricalProfile, NumericProfile
 
 
 def numeric_reference(

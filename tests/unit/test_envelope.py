@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from shared.envelope import EnvelopeError, decode, encode
-from shared.events import DataArrived, ModelTrained
+from shared.contract.envelope import EnvelopeError, decode, encode
+from shared.contract.events import DataArrived, ModelTrained
 
 SHA = "a" * 64
 

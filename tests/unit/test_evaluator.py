@@ -9,9 +9,9 @@ import pytest
 
 from services.evaluator import domain
 from services.trainer import fit
-from shared.example_data import write_churn
-from shared.modelfile import UntrustedArtifact, load_model
-from shared.spec import load_spec
+from shared.ops.example_data import write_churn
+from shared.runtime.modelfile import UntrustedArtifact, load_model
+from shared.runtime.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())

@@ -7,8 +7,9 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from shared.contract import event_schema, kebab, stale
-from shared.events import EVENT_TYPES, DataArrived, Event
+from shared.contract.events import EVENT_TYPES, DataArrived, Event
+from shared.contract.schemas import event_schema, kebab
+from shared.ops.schemas import stale
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "schemas" / "examples"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from fastapi import FastAPI, Request
 from starlette.testclient import TestClient
 
-from shared.httpapi import BodyLimit
+from shared.runtime.httpapi import BodyLimit
 
 
 def app(limit: int) -> FastAPI:

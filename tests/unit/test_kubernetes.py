@@ -25,8 +25,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.settings import Settings
-from shared.topics import BY_NAME
+from shared.contract.topics import BY_NAME
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -182,7 +182,7 @@ def test_an_overlay_that_does_not_render_is_refused_with_kustomizes_reason(tmp_p
 @functools.cache
 def service_app(service: str) -> Any:
     """A service's HTTP app as its process serves it (its own API, or the shared health routes)."""
-    from shared.runner import health_api
+    from shared.runtime.runner import health_api
 
     built = importlib.import_module(APP_MODULES[service]).build(Settings())
     return built.api if hasattr(built, "api") else health_api(service, built)
@@ -240,7 +240,7 @@ def test_each_service_runs_its_module_and_its_probes_hit_routes_it_answers(overl
             assert target["path"] in routes, f"{name} {probe}: {target['path']} is not one of {sorted(routes)}"
         assert {"/healthz", "/readyz", "/metrics"} <= routes, name
         (wait,) = pod["initContainers"]
-        assert wait["args"][:3] == ["shared.cli", "db", "wait"], name
+        assert wait["args"][:3] == ["shared.ops.cli", "db", "wait"], name
     assert {"readinessProbe", "livenessProbe"} <= set(
         deployments["trainer"]["spec"]["template"]["spec"]["containers"][0]
     )
@@ -250,7 +250,10 @@ def test_each_service_runs_its_module_and_its_probes_hit_routes_it_answers(overl
     jobs = {
         name: job["spec"]["template"]["spec"]["containers"][0]["args"] for name, job in objects(overlay, "Job").items()
     }
-    assert jobs == {"modelbus-migrations": ["shared.cli", "db", "upgrade"], "modelbus-topics": ["shared.cli", "topics"]}
+    assert jobs == {
+        "modelbus-migrations": ["shared.ops.cli", "db", "upgrade"],
+        "modelbus-topics": ["shared.ops.cli", "topics"],
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

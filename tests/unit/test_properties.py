@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.envelope import EnvelopeError, decode, encode
-from shared.events import BY_TYPE, Event
+from shared.contract.envelope import EnvelopeError, decode, encode
+from shared.contract.events import BY_TYPE, Event
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES: dict[str, dict[str, Any]] = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.settings import markdown_table
+from shared.runtime.settings import markdown_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

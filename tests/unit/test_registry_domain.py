@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from services.registry import domain
-from shared.events import RolloutChanged
+from shared.contract.events import RolloutChanged
+from shared.contract.refs import Ref, parse_ref
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "schemas/examples/rollout-changed.json").read_text())
 
@@ -61,20 +62,20 @@ def test_lifecycle_transitions() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("churn", domain.Ref("churn")),
-        ("churn@latest", domain.Ref("churn")),
-        ("churn@7", domain.Ref("churn", version=7)),
-        ("churn@champion", domain.Ref("churn", alias="champion")),
+        ("churn", Ref("churn")),
+        ("churn@latest", Ref("churn")),
+        ("churn@7", Ref("churn", version=7)),
+        ("churn@champion", Ref("churn", alias="champion")),
     ],
 )
 def test_references(text: str, expected: domain.Ref) -> None:
-    assert domain.parse_ref(text) == expected
+    assert parse_ref(text) == expected
 
 
 @pytest.mark.parametrize("text", ["@3", "churn@0", "churn@Bad Alias", "churn@"])
 def test_bad_references_say_what_a_reference_looks_like(text: str) -> None:
     with pytest.raises(ValueError, match=r"NAME|version number"):
-        domain.parse_ref(text)
+        parse_ref(text)
 
 
 def test_metric_filters() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 def test_environment_variables_configure_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from sklearn.base import is_classifier
 
-from shared.events import ModelSpecApplied
-from shared.spec import ESTIMATORS, EstimatorPath, ModelSpec, SpecError, estimator_params, load_spec
+from shared.contract.events import ModelSpecApplied
+from shared.contract.spec import ESTIMATORS, EstimatorPath, ModelSpec, SpecError, estimator_params
+from shared.runtime.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "schemas/examples/model-spec.yaml").read_text()

@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link
 
-from shared.settings import Settings
-from shared.telemetry import configure_logging
-from shared.tracestore import Store, flatten
+from shared.ops.tracestore import Store, flatten
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import configure_logging
 
 
 def test_logs_are_json_lines_carrying_service_trace_and_span_ids(capsys: pytest.CaptureFixture[str]) -> None:

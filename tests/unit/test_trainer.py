@@ -11,9 +11,10 @@ import pytest
 import skops.io as sio
 
 from services.trainer import domain, fit
-from shared.example_data import churn_frame, write_churn
-from shared.features import prepare
-from shared.spec import ModelSpec, load_spec
+from shared.contract.spec import ModelSpec
+from shared.ops.example_data import churn_frame, write_churn
+from shared.runtime.features import prepare
+from shared.runtime.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.monitor import store, windows
-from shared.events import Prediction, PredictionsLogged
-from shared.spec import Rollout
+from shared.contract.events import Prediction, PredictionsLogged
+from shared.contract.spec import Rollout
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -17,10 +17,10 @@ import importlib
 import inspect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,8 +39,6 @@ _COLUMN = r"^[A-Za-z0-9_][A-Za-z0-9_. /:-]{0,127}$"
 MAX_CANDIDATES = 8
 MAX_CHOICES = 64
 MAX_FITS = 2000
-MAX_SPEC_BYTES = 1_000_000
-MAX_SPEC_NODES = 100_000  # values in the YAML once its aliases are expanded
 
 Task = Literal["classification", "regression"]
 Word = Annotated[str, Field(pattern=_WORD, description="A plain word: letters, digits, '_', '.', '+', '-'.")]
@@ -429,20 +427,12 @@ def yaml_path(loc: tuple[str | int, ...]) -> str:
     return text or "(root)"
 
 
-def yaml_line(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
-    """The line of the YAML node at `loc`, or of the deepest node on the way there."""
-    node, line = root, None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line
+Loc = tuple[str | int, ...]
+LineOf = Callable[[Loc], int | None]
+
+
+def _no_line(loc: Loc) -> int | None:
+    return None
 
 
 _UNION_TAGS = {"Choice", "Range", "function-after[_bounded(), Range]"}
@@ -453,7 +443,7 @@ def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
 
 
-def _pydantic_issues(exc: ValidationError, root: yaml.Node | None) -> list[SpecIssue]:
+def _pydantic_issues(exc: ValidationError, line_of: LineOf) -> list[SpecIssue]:
     seen: dict[str, SpecIssue] = {}
     for error in exc.errors(include_url=False):
         loc = _clean_loc(tuple(error["loc"]))
@@ -465,7 +455,7 @@ def _pydantic_issues(exc: ValidationError, root: yaml.Node | None) -> list[SpecI
             message = f"{error['input']!r} is not on the estimator allowlist (sklearn's {short})"
         path = yaml_path(loc)
         # A union reports one error per member; the first is enough to name the problem.
-        seen.setdefault(path, SpecIssue(path, message, yaml_line(root, loc)))
+        seen.setdefault(path, SpecIssue(path, message, line_of(loc)))
     return list(seen.values())
 
 
@@ -524,59 +514,20 @@ def _cross_issues(spec: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
-def parse_spec(data: Any, *, root: yaml.Node | None = None) -> ModelSpec:
-    """Validate a spec given as plain data; raises SpecError naming every problem."""
+def parse_spec(data: Any, *, line_of: LineOf | None = None) -> ModelSpec:
+    """Validate a spec given as plain data; raises SpecError naming every problem (with its line,
+    when `line_of` finds the line of a path in the text the data came from)."""
+    line_of = line_of or _no_line
     if not isinstance(data, dict):
         raise SpecError([SpecIssue("(root)", f"a spec is a mapping, got {type(data).__name__}")])
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc, root)) from None
+        raise SpecError(_pydantic_issues(exc, line_of)) from None
     problems = _cross_issues(spec)
     if problems:
-        raise SpecError([SpecIssue(yaml_path(loc), message, yaml_line(root, loc)) for loc, message in problems])
+        raise SpecError([SpecIssue(yaml_path(loc), message, line_of(loc)) for loc, message in problems])
     return spec
-
-
-def expanded_size(root: yaml.Node | None) -> int:
-    """How many values a YAML document holds once its aliases are expanded (an alias is a shared
-    node: nine aliases of nine aliases of … make billions of values from a few lines)."""
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node) -> int:
-        if id(node) not in sizes:
-            sizes[id(node)] = 1  # a node that contains itself counts once
-            if isinstance(node, yaml.MappingNode):
-                children = [part for pair in node.value for part in pair]
-            elif isinstance(node, yaml.SequenceNode):
-                children = list(node.value)
-            else:
-                children = []
-            sizes[id(node)] = min(1 + sum(size(child) for child in children), 10 * MAX_SPEC_NODES)
-        return sizes[id(node)]
-
-    return size(root) if root is not None else 0
-
-
-def load_spec(text: str) -> ModelSpec:
-    """Parse and validate a spec from YAML (or JSON) text; raises SpecError."""
-    if len(text.encode()) > MAX_SPEC_BYTES:
-        raise SpecError([SpecIssue("(root)", f"the spec is over {MAX_SPEC_BYTES} bytes")])
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if expanded_size(root) > MAX_SPEC_NODES:
-            raise SpecError(
-                [SpecIssue("(root)", f"the YAML expands to over {MAX_SPEC_NODES} values (aliases of aliases?)")]
-            )
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(
-            [SpecIssue("(root)", f"not YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)]
-        ) from None
-    except RecursionError:
-        raise SpecError([SpecIssue("(root)", "the YAML nests too deeply")]) from None
-    return parse_spec(data, root=root)
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared import topics
-from shared.spec import ModelSpec
+from shared.contract import topics
+from shared.contract.spec import ModelSpec
 
 SCHEMA_VERSION = "1.0"
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -439,27 +439,24 @@ class PredictionsLogged(Event):
     served_at: list[datetime] = Field(description="When each row was served (UTC).")
     sticky_key: list[str | None] | None = Field(default=None, description="Value of the rollout's sticky key, per row.")
 
-    @model_validator(mode="after")
-    def _columns_have_one_length(self) -> PredictionsLogged:
-        rows = len(self.request_id)
-        columns: dict[str, list[Any] | None] = {
-            "model_version": self.model_version,
-            "role": self.role,
-            "prediction": self.prediction,
-            "latency_ms": self.latency_ms,
-            "served_at": self.served_at,
-            "sticky_key": self.sticky_key,
-            **{f"features.{name}": values for name, values in self.features.items()},
-            **{f"probabilities.{name}": values for name, values in (self.probabilities or {}).items()},
-        }
+    @field_validator(
+        "model_version", "role", "features", "prediction", "probabilities", "latency_ms", "served_at", "sticky_key"
+    )
+    @classmethod
+    def _one_value_per_row(cls, values: Any, info: ValidationInfo) -> Any:
+        # A field validator, not a model one: the error then names the column that is off.
+        if values is None or "request_id" not in info.data:
+            return values
+        rows = len(info.data["request_id"])
+        columns = {f"{info.field_name}.{k}": v for k, v in values.items()} if isinstance(values, dict) else {}
         uneven = [
-            f"{name} has {len(values)}"
-            for name, values in columns.items()
-            if values is not None and len(values) != rows
+            f"{name} has {len(column)}"
+            for name, column in (columns or {str(info.field_name): values}).items()
+            if column is not None and len(column) != rows
         ]
         if uneven:
             raise ValueError(f"every column needs one value per request_id ({rows}): " + "; ".join(uneven))
-        return self
+        return values
 
     @property
     def rows(self) -> int:

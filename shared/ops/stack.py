@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 FILES = Path(__file__).parent / "stackfiles"
 Say = Callable[[str], None]
@@ -488,9 +488,9 @@ class S3Server(Component):
 
 
 class Traces(Component):
-    """The OTLP/HTTP trace receiver with a Jaeger-shaped query API (shared.tracestore)."""
+    """The OTLP/HTTP trace receiver with a Jaeger-shaped query API (shared.ops.tracestore)."""
 
-    marker = "shared.tracestore"
+    marker = "shared.ops.tracestore"
 
     def host_port(self) -> tuple[str, int]:
         url = urlparse(self.settings.otlp_endpoint or "http://127.0.0.1:4318")
@@ -508,7 +508,7 @@ class Traces(Component):
             [
                 sys.executable,
                 "-m",
-                "shared.tracestore",
+                "shared.ops.tracestore",
                 "--otlp",
                 f"{host}:{port}",
                 "--query",
@@ -548,13 +548,13 @@ def up(settings: Settings, say: Say = print) -> None:
         step = time.monotonic()
         component.start()
         say(f"[{component.name}] ready at {component.address()} ({time.monotonic() - step:.1f} s)")
-    from shared.bus import ensure_topics
+    from shared.runtime.broker import ensure_topics
 
     created, existing = asyncio.run(ensure_topics(settings))
     say(f"[topics] {len(created)} created, {len(existing)} already there (prefix {settings.topic_prefix})")
     from alembic import command
 
-    from shared.db import alembic_config
+    from shared.runtime.db import alembic_config
 
     command.upgrade(alembic_config(settings), "head")
     say("[database] schema at the latest migration")

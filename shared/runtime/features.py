@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.spec import Feature
+from shared.contract.spec import Feature
 
 MISSING = "__missing__"
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 CHUNK = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024

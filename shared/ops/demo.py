@@ -26,10 +26,8 @@ from typing import Any
 
 import httpx
 
-from shared.artifacts import ArtifactStore
-from shared.bus import Bus
-from shared.envelope import Envelope
-from shared.events import (
+from shared.contract.envelope import Envelope
+from shared.contract.events import (
     AlertRaised,
     DataArrived,
     DriftDetected,
@@ -44,13 +42,16 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.example_data import churn_frame
-from shared.platform import Follower, Platform, PlatformError, Say, describe
-from shared.settings import Settings
-from shared.spec import ModelSpec, load_spec
-from shared.telemetry import make_tracer_provider
+from shared.contract.spec import ModelSpec
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import Follower, Platform, PlatformError, Say, describe
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+from shared.runtime.telemetry import make_tracer_provider
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["customer_id", "tenure_months", "monthly_charges", "support_calls", "plan", "region", "senior"]
 SHIFT = 0.6  # how far the world moves (as `modelbus example-data --shift`)
 ENDED = ("promoted", "rolled-back")
@@ -378,7 +379,7 @@ class Demo:
 
 async def run_demo(settings: Settings, say: Say, timings: Timings | None = None) -> int:
     """`modelbus demo`: the stack, the platform, one model's whole loop; 0 when it went round."""
-    from shared import stack
+    from shared.ops import stack
 
     began = time.monotonic()
     say("[demo] starting the local stack")

@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         return value
 
     def topic(self, name: str) -> str:
-        """The full Kafka topic name of a catalog entry (see shared.topics)."""
+        """The full Kafka topic name of a catalog entry (see shared.contract.topics)."""
         return f"{self.topic_prefix}.{name}"
 
     def tokens(self) -> dict[str, Role]:

@@ -14,9 +14,9 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
-from shared.events import ModelSpecApplied
-from shared.spec import ModelSpec
+from shared.contract.events import ModelSpecApplied
+from shared.contract.spec import ModelSpec
+from shared.runtime.db import Base
 
 
 class SpecViewColumns:

@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.bus import Bus
-from shared.settings import Role, Settings
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Role, Settings
 
 RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.json import JsonFormatter
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 def make_tracer_provider(settings: Settings) -> TracerProvider:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 
 class ApiError(Exception):

@@ -23,10 +23,9 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from shared import topics
-from shared.bus import aiokafka_options
-from shared.envelope import Envelope, EnvelopeError, decode
-from shared.events import (
+from shared.contract import topics
+from shared.contract.envelope import Envelope, EnvelopeError, decode
+from shared.contract.events import (
     AlertRaised,
     AlertResolved,
     CanaryAnalyzed,
@@ -44,10 +43,11 @@ from shared.events import (
     TrainingFailed,
     TrainingStarted,
 )
-from shared.settings import Settings
+from shared.runtime.broker import aiokafka_options
+from shared.runtime.settings import Settings
 
 Say = Callable[[str], None]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Where `up` puts the services without an API of their own (their /healthz, /readyz, /metrics).
 HEALTH_PORTS = {"trainer": 8083, "evaluator": 8084, "deployer": 8085, "monitor": 8086}
 # The lifecycle topics the live view follows (not predictions or labels: too many).
@@ -301,7 +301,7 @@ class Follower:
 
 async def run_up(settings: Settings, say: Say) -> int:
     """`modelbus up`: start the stack and the platform, follow the lifecycle until Ctrl-C."""
-    from shared import stack
+    from shared.ops import stack
 
     await asyncio.to_thread(stack.up, settings, say)
     platform = Platform(settings, say)

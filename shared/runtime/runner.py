@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.bus import Bus
-from shared.settings import Settings, get_settings
-from shared.telemetry import configure_logging
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings, get_settings
+from shared.runtime.telemetry import configure_logging
 
 
 class Startable(Protocol):
@@ -73,7 +73,7 @@ def health_api(name: str, service: Service) -> Any:
     """The health, readiness and metrics routes of a service without an API of its own."""
     from fastapi import FastAPI
 
-    from shared.httpapi import add_health_routes
+    from shared.runtime.httpapi import add_health_routes
 
     api = FastAPI(title=f"modelbus {name}", version="1", description="Health, readiness and metrics.")
     add_health_routes(api, service.sessions, service.bus, service.metrics)

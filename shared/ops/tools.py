@@ -13,11 +13,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 
-from shared import topics
-from shared.bus import aiokafka_options
-from shared.envelope import EnvelopeError, decode
-from shared.events import DeadLettered
-from shared.settings import Settings
+from shared.contract import topics
+from shared.contract.envelope import EnvelopeError, decode
+from shared.contract.events import DeadLettered
+from shared.runtime.broker import aiokafka_options
+from shared.runtime.settings import Settings
 
 
 def full_topic(settings: Settings, name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from shared.events import BY_TYPE, Event
+from shared.contract.events import BY_TYPE, Event
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "io.modelbus."

@@ -13,8 +13,8 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.envelope import Headers, Outgoing
-from shared.settings import Settings
+from shared.contract.envelope import Headers, Outgoing
+from shared.runtime.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -108,7 +108,7 @@ def outbox_headers(row: OutboxRow) -> Headers:
 def alembic_config(settings: Settings) -> Config:
     """Alembic configuration of the one migration tree, for the settings' database."""
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(Path(__file__).parents[1] / "migrations"))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
     return config
 

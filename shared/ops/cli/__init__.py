@@ -1,0 +1,18 @@
+"""`modelbus`: the command line of producers and ops, one module per command group."""
+
+from __future__ import annotations
+
+from shared.ops.cli import alerts, config, db, events, platform, registry, schemas, stack  # noqa: F401 (registration)
+from shared.ops.cli.app import app
+from shared.ops.cli.render import err
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the `modelbus` console script."""
+    try:
+        app()
+    except LookupError as exc:
+        err.print(str(exc).strip("'\""), markup=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,155 @@
+"""`modelbus publish`, `modelbus tail` and `modelbus dlq`: events on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.ops.cli.app import app, cli_settings
+from shared.ops.cli.render import console, err
+from shared.runtime.settings import Settings
+
+publish_app = typer.Typer(help="Publish events, validated before sending.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter topic.", no_args_is_help=True)
+app.add_typer(publish_app, name="publish")
+app.add_typer(dlq_app, name="dlq")
+
+
+@publish_app.command("data-arrived")
+def publish_data_arrived(
+    dataset: Annotated[str, typer.Option(help="Dataset name (the Kafka key).")],
+    version: Annotated[str, typer.Option(help="Version label of this dataset version.")],
+    uri: Annotated[str, typer.Option(help="s3://bucket/key or file:///path of the data.")],
+    sha256: Annotated[str | None, typer.Option(help="SHA-256 of the file; computed for local files.")] = None,
+    data_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    rows: Annotated[int | None, typer.Option(help="Row count, if known.")] = None,
+) -> None:
+    """Validate and publish a DataArrived event; prints its ce_id."""
+    from pydantic import ValidationError
+
+    from shared.contract.envelope import describe_validation_error
+    from shared.contract.events import DataArrived
+
+    settings = cli_settings()
+    size = None
+    if sha256 is None and uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        from shared.runtime.artifacts import sha256_file
+
+        local = Path(unquote(urlparse(uri).path))
+        if not local.is_file():
+            err.print(f"no file at {local}")
+            raise typer.Exit(2)
+        sha256, size = sha256_file(local), local.stat().st_size
+    try:
+        event = DataArrived(
+            dataset=dataset,
+            version=version,
+            uri=uri,
+            sha256=sha256,
+            format=data_format,
+            row_count=rows,
+            size_bytes=size,
+            producer="modelbus-cli",
+        )
+    except ValidationError as exc:
+        err.print(f"not published: {describe_validation_error(exc)}", markup=False)
+        raise typer.Exit(2) from None
+    event_id = asyncio.run(_publish(settings, event))
+    console.print(
+        f"published DataArrived {dataset}@{version} to {settings.topic(event.topic)} ce_id={event_id}", markup=False
+    )
+
+
+async def _publish(settings: Settings, event: object) -> str:
+    from shared.contract.events import Event
+    from shared.runtime.bus import Bus
+    from shared.runtime.telemetry import make_tracer_provider
+
+    assert isinstance(event, Event)
+    provider = make_tracer_provider(settings.model_copy(update={"service_name": "modelbus-cli"}))
+    bus = Bus(settings.model_copy(update={"service_name": "cli"}), tracer_provider=provider)
+    await bus.broker.start()
+    try:
+        tracer = provider.get_tracer("modelbus.cli")
+        with tracer.start_as_current_span(f"publish {event.event_type}"):
+            return await bus.publish(event)
+    finally:
+        await bus.broker.stop()
+        provider.shutdown()
+
+
+@app.command("tail")
+def tail(
+    topic: Annotated[str, typer.Argument(help="Catalog name (data-arrived) or full topic name.")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest message.")] = False,
+    limit: Annotated[int | None, typer.Option("--max", help="Stop after this many messages.")] = None,
+    idle: Annotated[float | None, typer.Option(help="Stop after this many seconds without a message.")] = None,
+) -> None:
+    """Follow a topic, pretty-printing each event with its headers."""
+    from shared.ops import tools
+
+    asyncio.run(tools.tail(cli_settings(), topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console))
+
+
+@dlq_app.command("ls")
+def dlq_ls(
+    consumer: Annotated[str | None, typer.Option(help="Only letters from this consumer group.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the dead letters: id (partition:offset), consumer, origin and reason."""
+    from shared.ops import tools
+
+    letters = asyncio.run(tools.read_dead_letters(cli_settings()))
+    if consumer:
+        letters = [item for item in letters if item.letter.consumer.endswith(consumer)]
+    tools.print_dead_letters(letters, out=console, as_json=as_json)
+
+
+@dlq_app.command("show")
+def dlq_show(letter_id: Annotated[str, typer.Argument(help="Dead letter id, partition:offset.")]) -> None:
+    """Print a dead letter's original message body as it was received."""
+    from shared.ops import tools
+
+    item = tools.find_letter(asyncio.run(tools.read_dead_letters(cli_settings())), letter_id)
+    console.print(tools.original_value(item.letter).decode("utf-8", "replace"), markup=False)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    letter_ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids (partition:offset).")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    consumer: Annotated[str | None, typer.Option(help="With --all: only this consumer's letters.")] = None,
+    value_file: Annotated[Path | None, typer.Option(help="Replace the body with this file (a fixed message).")] = None,
+) -> None:
+    """Re-publish dead letters to their original topic, with their original key and headers."""
+    from shared.ops import tools
+
+    settings = cli_settings()
+    letters = asyncio.run(tools.read_dead_letters(settings))
+    if replay_all:
+        chosen = [item for item in letters if not consumer or item.letter.consumer.endswith(consumer)]
+    elif letter_ids:
+        chosen = [tools.find_letter(letters, letter_id) for letter_id in letter_ids]
+    else:
+        err.print("name dead letter ids (see `modelbus dlq ls`) or pass --all")
+        raise typer.Exit(2)
+    if value_file is not None and len(chosen) != 1:
+        err.print("--value-file replaces one message's body: name exactly one dead letter")
+        raise typer.Exit(2)
+    body = value_file.read_bytes() if value_file else None
+    try:
+        replayed_to = asyncio.run(tools.replay(settings, [item.letter for item in chosen], value=body))
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    for item, topic in zip(chosen, replayed_to, strict=True):
+        console.print(f"replayed {item.id} to {topic}", markup=False)
+    console.print(f"{len(chosen)} message(s) replayed", markup=False)
+
+
+# ---------------------------------------------------------------- the registry API
