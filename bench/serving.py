@@ -118,9 +118,7 @@ def train_all(folder: Path, suffix: str) -> dict[str, tuple[ModelSpec, fit.Outco
     for name, spec in specs(suffix).items():
         data = churn if name == "example" else numeric
         say(f"[bench] training {name} …")
-        outcome = fit.train(
-            fit.Job(name, spec.model_dump(mode="json"), str(data), "csv", "0" * 64, str(folder / name), "bench")
-        )
+        outcome = fit.train(fit.Job(name, spec, str(data), "csv", "0" * 64, str(folder / name), "bench"))
         if not outcome.ok:
             raise SystemExit(f"training {name} failed: {outcome.reason}")
         say(f"[bench]   {outcome.estimator} in {outcome.training_seconds:.1f} s, ONNX: {outcome.onnx}")

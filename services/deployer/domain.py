@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.contract.events import TrafficShare
+from shared.contract.events import ArtifactRef, CanaryAnalyzed, RolloutChanged, TrafficShare
 from shared.contract.spec import Rollout as RolloutPolicy
 
 State = Literal["pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"]
@@ -73,6 +73,120 @@ class Transition:
 
 class Refused(ValueError):
     """A command or event that makes no sense for the rollout; nothing changed."""
+
+
+class DeployerRefusal(ValueError):
+    """A command the deployer will not carry out; dead-lettered with the reason."""
+
+
+@dataclass(frozen=True)
+class KnownVersion:
+    """A version as the deployer knows it: its artifacts and whether it may be rolled out."""
+
+    artifacts: tuple[ArtifactRef, ...]
+    decision: str | None
+    approved: bool
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Per model: the champion and the current (or last) rollout."""
+
+    model: str
+    champion: int | None = None
+    rollout_id: str | None = None
+
+
+def after_save(state: ModelState, rollout: Rollout) -> ModelState:
+    """The model once `rollout` is its newest state: its current rollout and champion follow it."""
+    rollout_id = state.rollout_id if rollout.state == "superseded" else rollout.rollout_id
+    champion = state.champion
+    if rollout.state == "promoted":
+        champion = rollout.candidate
+    elif rollout.state == "rolled-back":
+        champion = rollout.stable
+    return replace(state, rollout_id=rollout_id, champion=champion)
+
+
+def admits(state: ModelState, running: Rollout | None, version: int, *, actor: str, allow_older: bool) -> bool:
+    """Whether a rollout of `version` starts now.
+
+    The deployer's own approval of a version already rolling out, already serving or older than
+    the newest is stale: False, nothing to do. An operator asking for it is refused with the reason,
+    unless they start an older version on purpose (`allow_older`: going back).
+    """
+    by_operator = actor != "deployer"
+    live = running if running is not None and running.live else None
+    if live is not None and live.candidate == version:
+        if not by_operator:
+            return False
+        raise DeployerRefusal(f"version {version} is already rolling out ({live.state})")
+    if version == state.champion and live is None:
+        if not by_operator:
+            return False
+        raise DeployerRefusal(f"version {version} is already serving {state.model}")
+    newest = max(v for v in (state.champion, running.candidate if running else None, 0) if v is not None)
+    if version < newest and not allow_older:
+        if not by_operator:
+            return False
+        raise DeployerRefusal(f"version {version} is older than version {newest}; start it explicitly to go back")
+    return True
+
+
+def startable(model: str, version: int, known: KnownVersion | None, command: str) -> None:
+    """Refuse to approve or start a version the deployer may not roll out, saying why."""
+    if known is None or not known.artifacts:
+        raise DeployerRefusal(f"{model}@{version} is not a registered version known to the deployer")
+    if command == "approve":
+        if known.decision != "held-for-review":
+            raise DeployerRefusal(
+                f"{model}@{version} is {known.decision or 'not evaluated'}; only a version held for review is approved"
+            )
+    elif not known.approved:
+        raise DeployerRefusal(
+            f"{model}@{version} was not approved ({known.decision or 'not evaluated'}); it cannot be rolled out"
+        )
+
+
+Verdict = Literal["advance", "hold", "rollback"]
+
+
+def enough_samples(verdict: Verdict, samples: int, min_samples: int) -> Verdict:
+    """The monitor's verdict, held while the canary has fewer than `min_samples` rows."""
+    return "hold" if verdict == "advance" and samples < min_samples else verdict
+
+
+def evidence_of(event: CanaryAnalyzed) -> dict[str, float]:
+    """The numbers behind a canary analysis, flattened for RolloutChanged."""
+    numbers: dict[str, float] = {
+        "candidate_samples": float(event.candidate_samples),
+        "stable_samples": float(event.stable_samples),
+    }
+    for comparison in event.comparisons:
+        for side in ("candidate", "stable"):
+            value = getattr(comparison, side)
+            if value is not None:
+                numbers[f"{comparison.metric}_{side}"] = float(value)
+        numbers[f"{comparison.metric}_threshold"] = comparison.threshold
+    return numbers
+
+
+def announce(transition: Transition) -> RolloutChanged:
+    """The event for one transition."""
+    rollout = transition.rollout
+    return RolloutChanged(
+        model=rollout.model,
+        rollout_id=rollout.rollout_id,
+        candidate_version=rollout.candidate,
+        stable_version=rollout.stable,
+        from_state=transition.from_state,
+        to_state=rollout.state,
+        step=rollout.step,
+        traffic=traffic(rollout),
+        reason=transition.reason,
+        evidence=dict(transition.evidence or {}),
+        actor=transition.actor,
+    )
 
 
 def traffic(rollout: Rollout) -> list[TrafficShare]:

@@ -285,7 +285,7 @@ class Host:
             if model and self.only and model not in self.only:
                 return
             async with self.sessions() as session:
-                found = await store.live_models(session, only)
+                found = await store.SqlStore(session).live_models(only)
             loaded_any = False
             for item in found:
                 loaded_any |= await self._apply(item)

@@ -1,22 +1,24 @@
 """The deployer's tables: its view of specs and versions, each model's rollouts, the command log.
 
-Serving (the deployer's second entrypoint) reads these tables to know what to load and how to
-route; only the deployer's consumers write them.
+`SqlStore` keeps them in PostgreSQL; `MemoryStore` is its in-memory twin for the handler tests.
+Both take and give domain records (`KnownVersion`, `ModelState`, `Rollout`), never rows, and one
+contract test runs on both. Serving (the deployer's second entrypoint) reads what is live through
+`live_models` when it starts and as a safety net; only the deployer's consumers write.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.deployer import domain
-from shared.contract.events import ArtifactRef, ModelRegistered
+from shared.contract.events import ArtifactRef, ModelRegistered, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
 from shared.runtime.specview import SpecView, SpecViewColumns
@@ -28,7 +30,7 @@ class SpecRow(SpecViewColumns, Base):
     __tablename__ = "deployer_specs"
 
 
-specs = SpecView(SpecRow)
+SPECS = SpecView(SpecRow)
 
 
 class VersionRow(Base):
@@ -90,55 +92,78 @@ class CommandRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-# ---------------------------------------------------------------- specs and versions
+@dataclass(frozen=True)
+class LiveModel:
+    """What serving needs for one model: its rollout, the versions it routes to, their artifacts."""
+
+    model: str
+    rollout: domain.Rollout
+    artifacts: dict[int, list[ArtifactRef]]
+    spec: ModelSpec | None
 
 
-async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:
-    """Remember a version's artifacts."""
-    artifacts = [a.model_dump(mode="json") for a in event.artifacts]
-    await session.execute(
-        insert(VersionRow)
-        .values(model=event.model, version=event.version, artifacts=artifacts, approved=False)
-        .on_conflict_do_update(index_elements=[VersionRow.model, VersionRow.version], set_={"artifacts": artifacts})
+@dataclass(frozen=True)
+class Command:
+    """An operator command as the deployer received it, and what came of it."""
+
+    event_id: str
+    model: str
+    command: str
+    version: int | None
+    actor: str
+    outcome: str
+    reason: str
+
+
+class DeployerStore(Protocol):
+    """What the deployer keeps: specs, versions, each model's state and rollouts, the command log."""
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+
+    async def version_of(self, model: str, version: int) -> domain.KnownVersion | None:
+        """A version, if the deployer has seen it."""
+
+    async def decide(self, model: str, version: int, decision: str, *, approved: bool) -> None:
+        """Record the evaluator's decision (or an operator's approval) on a version."""
+
+    async def newest_approved(self, model: str) -> int | None:
+        """The newest approved version of a model."""
+
+    async def lock(self, model: str) -> domain.ModelState:
+        """The model's state, created if new, locked until the transaction ends (one decision at a time)."""
+
+    async def current(self, state: domain.ModelState) -> domain.Rollout | None:
+        """The model's current (or last) rollout."""
+
+    async def save(
+        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
+    ) -> domain.ModelState:
+        """Persist a rollout's state, and the model's state that follows from it (returned).
+
+        `traceparent`, given when the rollout starts, is kept for the rest of its life.
+        """
+
+    async def traceparent_of(self, rollout_id: str) -> str | None:
+        """The trace a rollout belongs to."""
+
+    async def log_command(self, command: Command) -> None:
+        """Record a command and what came of it (once per event)."""
+
+    async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
+        """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
+
+
+def _known(row: VersionRow) -> domain.KnownVersion:
+    return domain.KnownVersion(
+        tuple(ArtifactRef.model_validate(a) for a in row.artifacts), row.decision, bool(row.approved)
     )
-
-
-async def version_of(session: AsyncSession, model: str, version: int) -> VersionRow | None:
-    """A registered version, if the deployer has seen it."""
-    return await session.get(VersionRow, (model, version))
-
-
-async def decide(session: AsyncSession, model: str, version: int, decision: str, *, approved: bool) -> None:
-    """Record the evaluator's decision (or an operator's approval) on a version."""
-    values = {"decision": decision, "approved": approved}
-    await session.execute(
-        insert(VersionRow)
-        .values(model=model, version=version, artifacts=[], **values)
-        .on_conflict_do_update(index_elements=[VersionRow.model, VersionRow.version], set_=values)
-    )
-
-
-async def newest_approved(session: AsyncSession, model: str) -> int | None:
-    """The newest approved version of a model."""
-    return await session.scalar(
-        select(func.max(VersionRow.version)).where(VersionRow.model == model, VersionRow.approved.is_(True))
-    )
-
-
-def artifacts(row: VersionRow) -> list[ArtifactRef]:
-    """A version's artifacts as references."""
-    return [ArtifactRef.model_validate(a) for a in row.artifacts]
-
-
-# ---------------------------------------------------------------- rollouts
-
-
-async def lock_model(session: AsyncSession, model: str) -> ModelRow:
-    """The model's row, created if new, locked until the transaction ends (one decision at a time)."""
-    await session.execute(insert(ModelRow).values(model=model).on_conflict_do_nothing())
-    row = await session.scalar(select(ModelRow).where(ModelRow.model == model).with_for_update())
-    assert row is not None
-    return row
 
 
 def _rollout(row: RolloutRow) -> domain.Rollout:
@@ -158,106 +183,213 @@ def _rollout(row: RolloutRow) -> domain.Rollout:
     )
 
 
-async def current(session: AsyncSession, model: ModelRow) -> domain.Rollout | None:
-    """The model's current (or last) rollout."""
-    if model.rollout_id is None:
-        return None
-    row = await session.get(RolloutRow, model.rollout_id)
-    return _rollout(row) if row else None
-
-
-async def save(
-    session: AsyncSession, model: ModelRow, rollout: domain.Rollout, *, traceparent: str | None = None
-) -> None:
-    """Persist a rollout's state; it becomes the model's current one, and its champion follows it.
-
-    `traceparent`, given when the rollout starts, is kept for the rest of its life.
-    """
-    values = {
-        "model": rollout.model,
-        "candidate": rollout.candidate,
-        "stable": rollout.stable,
-        "state": rollout.state,
-        "step": rollout.step,
-        "steps": list(rollout.steps),
-        "shadow": rollout.shadow,
-        "weight": rollout.weight,
-        "paused_by": rollout.paused_by,
-        "paused_from": rollout.paused_from,
-        "entered_at": rollout.entered_at,
-    }
-    stmt = insert(RolloutRow).values(rollout_id=rollout.rollout_id, traceparent=traceparent, **values)
-    await session.execute(stmt.on_conflict_do_update(index_elements=[RolloutRow.rollout_id], set_=values))
-    if rollout.state != "superseded":
-        model.rollout_id = rollout.rollout_id
-    if rollout.state == "promoted":
-        model.champion = rollout.candidate
-    elif rollout.state == "rolled-back":
-        model.champion = rollout.stable
-
-
-async def traceparent_of(session: AsyncSession, rollout_id: str) -> str | None:
-    """The trace a rollout belongs to."""
-    found: str | None = await session.scalar(select(RolloutRow.traceparent).where(RolloutRow.rollout_id == rollout_id))
-    return found
-
-
-async def log_command(
-    session: AsyncSession,
-    *,
-    event_id: str,
-    model: str,
-    command: str,
-    version: int | None,
-    actor: str,
-    outcome: str,
-    reason: str,
-) -> None:
-    """Record a command and what came of it (once per event)."""
-    await session.execute(
-        insert(CommandRow)
-        .values(
-            event_id=event_id,
-            model=model,
-            command=command,
-            version=version,
-            actor=actor,
-            outcome=outcome,
-            reason=reason,
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-# ---------------------------------------------------------------- what serving reads
-
-
 @dataclass(frozen=True)
-class LiveModel:
-    """What serving needs for one model: its rollout, the versions it routes to, their artifacts."""
+class SqlStore:
+    """The deployer's tables, in the transaction of `session`."""
 
-    model: str
-    rollout: domain.Rollout
-    artifacts: dict[int, list[ArtifactRef]]
-    spec: ModelSpec | None
+    session: AsyncSession
 
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        return await SPECS.keep(self.session, event)
 
-async def live_models(session: AsyncSession, only: frozenset[str] | None = None) -> list[LiveModel]:
-    """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
-    query = select(ModelRow).where(ModelRow.rollout_id.is_not(None))
-    if only:
-        query = query.where(ModelRow.model.in_(only))
-    found: list[LiveModel] = []
-    for model in (await session.scalars(query)).all():
-        rollout = await current(session, model)
-        if rollout is None:
-            continue
-        wanted = {v for v in (rollout.candidate, rollout.stable) if v is not None}
-        rows = (
-            await session.scalars(
-                select(VersionRow).where(VersionRow.model == model.model, VersionRow.version.in_(wanted))
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        return await SPECS.of(self.session, model)
+
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+        artifacts = [a.model_dump(mode="json") for a in event.artifacts]
+        await self.session.execute(
+            insert(VersionRow)
+            .values(model=event.model, version=event.version, artifacts=artifacts, approved=False)
+            .on_conflict_do_update(index_elements=[VersionRow.model, VersionRow.version], set_={"artifacts": artifacts})
+        )
+
+    async def version_of(self, model: str, version: int) -> domain.KnownVersion | None:
+        """A version, if the deployer has seen it."""
+        row = await self.session.get(VersionRow, (model, version), populate_existing=True)
+        return _known(row) if row is not None else None
+
+    async def decide(self, model: str, version: int, decision: str, *, approved: bool) -> None:
+        """Record the evaluator's decision (or an operator's approval) on a version."""
+        values = {"decision": decision, "approved": approved}
+        await self.session.execute(
+            insert(VersionRow)
+            .values(model=model, version=version, artifacts=[], **values)
+            .on_conflict_do_update(index_elements=[VersionRow.model, VersionRow.version], set_=values)
+        )
+
+    async def newest_approved(self, model: str) -> int | None:
+        """The newest approved version of a model."""
+        return await self.session.scalar(
+            select(func.max(VersionRow.version)).where(VersionRow.model == model, VersionRow.approved.is_(True))
+        )
+
+    async def lock(self, model: str) -> domain.ModelState:
+        """The model's state, created if new, locked until the transaction ends (one decision at a time)."""
+        await self.session.execute(insert(ModelRow).values(model=model).on_conflict_do_nothing())
+        row = await self.session.scalar(
+            select(ModelRow).where(ModelRow.model == model).with_for_update().execution_options(populate_existing=True)
+        )
+        assert row is not None
+        return domain.ModelState(row.model, row.champion, row.rollout_id)
+
+    async def current(self, state: domain.ModelState) -> domain.Rollout | None:
+        """The model's current (or last) rollout."""
+        if state.rollout_id is None:
+            return None
+        row = await self.session.get(RolloutRow, state.rollout_id, populate_existing=True)
+        return _rollout(row) if row else None
+
+    async def save(
+        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
+    ) -> domain.ModelState:
+        """Persist a rollout's state, and the model's state that follows from it (returned)."""
+        values = {
+            "model": rollout.model,
+            "candidate": rollout.candidate,
+            "stable": rollout.stable,
+            "state": rollout.state,
+            "step": rollout.step,
+            "steps": list(rollout.steps),
+            "shadow": rollout.shadow,
+            "weight": rollout.weight,
+            "paused_by": rollout.paused_by,
+            "paused_from": rollout.paused_from,
+            "entered_at": rollout.entered_at,
+        }
+        stmt = insert(RolloutRow).values(rollout_id=rollout.rollout_id, traceparent=traceparent, **values)
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=[RolloutRow.rollout_id], set_=values))
+        after = domain.after_save(state, rollout)
+        if after != state:
+            await self.session.execute(
+                update(ModelRow)
+                .where(ModelRow.model == state.model)
+                .values(champion=after.champion, rollout_id=after.rollout_id)
             )
-        ).all()
-        spec = await specs.of(session, model.model)
-        found.append(LiveModel(model.model, rollout, {r.version: artifacts(r) for r in rows}, spec))
-    return found
+        return after
+
+    async def traceparent_of(self, rollout_id: str) -> str | None:
+        """The trace a rollout belongs to."""
+        found: str | None = await self.session.scalar(
+            select(RolloutRow.traceparent).where(RolloutRow.rollout_id == rollout_id)
+        )
+        return found
+
+    async def log_command(self, command: Command) -> None:
+        """Record a command and what came of it (once per event)."""
+        await self.session.execute(
+            insert(CommandRow)
+            .values(
+                event_id=command.event_id,
+                model=command.model,
+                command=command.command,
+                version=command.version,
+                actor=command.actor,
+                outcome=command.outcome,
+                reason=command.reason,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
+        """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
+        query = select(ModelRow).where(ModelRow.rollout_id.is_not(None))
+        if only:
+            query = query.where(ModelRow.model.in_(only))
+        found: list[LiveModel] = []
+        for model in (await self.session.scalars(query)).all():
+            rollout = await self.current(domain.ModelState(model.model, model.champion, model.rollout_id))
+            if rollout is None:
+                continue
+            wanted = {v for v in (rollout.candidate, rollout.stable) if v is not None}
+            rows = (
+                await self.session.scalars(
+                    select(VersionRow).where(VersionRow.model == model.model, VersionRow.version.in_(wanted))
+                )
+            ).all()
+            artifacts = {r.version: list(_known(r).artifacts) for r in rows}
+            found.append(LiveModel(model.model, rollout, artifacts, await self.spec_of(model.model)))
+        return found
+
+
+@dataclass
+class MemoryStore:
+    """The deployer's tables in dictionaries: the twin of `SqlStore` for handler tests."""
+
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
+    versions: dict[tuple[str, int], domain.KnownVersion] = field(default_factory=dict)
+    models: dict[str, domain.ModelState] = field(default_factory=dict)
+    rollouts: dict[str, domain.Rollout] = field(default_factory=dict)
+    traceparents: dict[str, str | None] = field(default_factory=dict)
+    commands: dict[str, Command] = field(default_factory=dict)
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        known = self.specs.get(model)
+        return known.spec if known is not None else None
+
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+        known = self.versions.get((event.model, event.version), domain.KnownVersion((), None, False))
+        self.versions[(event.model, event.version)] = replace(known, artifacts=tuple(event.artifacts))
+
+    async def version_of(self, model: str, version: int) -> domain.KnownVersion | None:
+        """A version, if the deployer has seen it."""
+        return self.versions.get((model, version))
+
+    async def decide(self, model: str, version: int, decision: str, *, approved: bool) -> None:
+        """Record the evaluator's decision (or an operator's approval) on a version."""
+        known = self.versions.get((model, version), domain.KnownVersion((), None, False))
+        self.versions[(model, version)] = replace(known, decision=decision, approved=approved)
+
+    async def newest_approved(self, model: str) -> int | None:
+        """The newest approved version of a model."""
+        return max((v for (m, v), known in self.versions.items() if m == model and known.approved), default=None)
+
+    async def lock(self, model: str) -> domain.ModelState:
+        """The model's state, created if new."""
+        return self.models.setdefault(model, domain.ModelState(model))
+
+    async def current(self, state: domain.ModelState) -> domain.Rollout | None:
+        """The model's current (or last) rollout."""
+        return self.rollouts.get(state.rollout_id) if state.rollout_id is not None else None
+
+    async def save(
+        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
+    ) -> domain.ModelState:
+        """Persist a rollout's state, and the model's state that follows from it (returned)."""
+        if rollout.rollout_id not in self.rollouts:
+            self.traceparents[rollout.rollout_id] = traceparent
+        self.rollouts[rollout.rollout_id] = rollout
+        self.models[state.model] = domain.after_save(state, rollout)
+        return self.models[state.model]
+
+    async def traceparent_of(self, rollout_id: str) -> str | None:
+        """The trace a rollout belongs to."""
+        return self.traceparents.get(rollout_id)
+
+    async def log_command(self, command: Command) -> None:
+        """Record a command and what came of it (once per event)."""
+        self.commands.setdefault(command.event_id, command)
+
+    async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
+        """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
+        found = []
+        for name, state in sorted(self.models.items()):
+            rollout = await self.current(state)
+            if rollout is None or (only and name not in only):
+                continue
+            wanted = {v for v in (rollout.candidate, rollout.stable) if v is not None}
+            artifacts = {v: list(k.artifacts) for (m, v), k in self.versions.items() if m == name and v in wanted}
+            found.append(LiveModel(name, rollout, artifacts, await self.spec_of(name)))
+        return found

@@ -1,16 +1,22 @@
-"""The evaluator's tables: its view of specs, the versions it may compare with, its results."""
+"""The evaluator's tables: its view of specs, the versions it may compare with, its results.
+
+`SqlStore` keeps them in PostgreSQL; `MemoryStore` is its in-memory twin for the handler tests.
+Both take and give events and domain values, never rows, and one contract test runs on both.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, delete, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
+from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
 from shared.runtime.specview import SpecView, SpecViewColumns
 
@@ -21,7 +27,7 @@ class SpecRow(SpecViewColumns, Base):
     __tablename__ = "evaluator_specs"
 
 
-specs = SpecView(SpecRow)
+SPECS = SpecView(SpecRow)
 
 
 class VersionRow(Base):
@@ -60,56 +66,142 @@ class ResultRow(Base):
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-async def keep_version(session: AsyncSession, event: ModelRegistered) -> None:
-    """Remember a version's artifacts."""
-    artifacts = [a.model_dump(mode="json") for a in event.artifacts]
-    await session.execute(
-        insert(VersionRow)
-        .values(model=event.model, version=event.version, artifacts=artifacts)
-        .on_conflict_do_nothing()
-    )
+class EvaluatorStore(Protocol):
+    """What the evaluator keeps: specs, versions, registrations waiting for their spec, results."""
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+
+    async def artifacts_of(self, model: str, version: int) -> list[ArtifactRef] | None:
+        """A known version's artifacts."""
+
+    async def park(self, event: ModelRegistered) -> None:
+        """Hold a registration until its model's spec is known."""
+
+    async def unpark(self, model: str) -> list[ModelRegistered]:
+        """Take a model's parked registrations, oldest version first."""
+
+    async def keep_result(self, event: ModelEvaluated, *, seconds: float) -> None:
+        """Record an evaluation (the first one of a version stands)."""
+
+    async def result_of(self, model: str, version: int) -> str | None:
+        """The decision already taken for a version, if any."""
 
 
-async def artifacts_of(session: AsyncSession, model: str, version: int) -> list[ArtifactRef] | None:
-    """A known version's artifacts."""
-    row = await session.get(VersionRow, (model, version))
-    return [ArtifactRef.model_validate(a) for a in row.artifacts] if row else None
+@dataclass(frozen=True)
+class SqlStore:
+    """The evaluator's tables, in the transaction of `session`."""
 
+    session: AsyncSession
 
-async def park(session: AsyncSession, event: ModelRegistered) -> None:
-    """Hold a registration until its model's spec is known."""
-    await session.execute(
-        insert(ParkedRow)
-        .values(model=event.model, version=event.version, event=event.model_dump(mode="json"))
-        .on_conflict_do_nothing()
-    )
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        return await SPECS.keep(self.session, event)
 
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        return await SPECS.of(self.session, model)
 
-async def unpark(session: AsyncSession, model: str) -> list[ModelRegistered]:
-    """Take a model's parked registrations, oldest version first."""
-    rows = await session.scalars(delete(ParkedRow).where(ParkedRow.model == model).returning(ParkedRow.event))
-    return sorted((ModelRegistered.model_validate(e) for e in rows), key=lambda e: e.version)
-
-
-async def keep_result(session: AsyncSession, event: ModelEvaluated, *, seconds: float) -> None:
-    """Record an evaluation (the first one of a version stands)."""
-    await session.execute(
-        insert(ResultRow)
-        .values(
-            model=event.model,
-            version=event.version,
-            decision=event.decision,
-            passed=event.passed,
-            champion_version=event.champion_version,
-            gates=[g.model_dump(mode="json") for g in event.gates],
-            seconds=seconds,
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+        artifacts = [a.model_dump(mode="json") for a in event.artifacts]
+        await self.session.execute(
+            insert(VersionRow)
+            .values(model=event.model, version=event.version, artifacts=artifacts)
+            .on_conflict_do_nothing()
         )
-        .on_conflict_do_nothing()
-    )
+
+    async def artifacts_of(self, model: str, version: int) -> list[ArtifactRef] | None:
+        """A known version's artifacts."""
+        row = await self.session.get(VersionRow, (model, version))
+        return [ArtifactRef.model_validate(a) for a in row.artifacts] if row else None
+
+    async def park(self, event: ModelRegistered) -> None:
+        """Hold a registration until its model's spec is known."""
+        await self.session.execute(
+            insert(ParkedRow)
+            .values(model=event.model, version=event.version, event=event.model_dump(mode="json"))
+            .on_conflict_do_nothing()
+        )
+
+    async def unpark(self, model: str) -> list[ModelRegistered]:
+        """Take a model's parked registrations, oldest version first."""
+        rows = await self.session.scalars(delete(ParkedRow).where(ParkedRow.model == model).returning(ParkedRow.event))
+        return sorted((ModelRegistered.model_validate(e) for e in rows), key=lambda e: e.version)
+
+    async def keep_result(self, event: ModelEvaluated, *, seconds: float) -> None:
+        """Record an evaluation (the first one of a version stands)."""
+        await self.session.execute(
+            insert(ResultRow)
+            .values(
+                model=event.model,
+                version=event.version,
+                decision=event.decision,
+                passed=event.passed,
+                champion_version=event.champion_version,
+                gates=[g.model_dump(mode="json") for g in event.gates],
+                seconds=seconds,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def result_of(self, model: str, version: int) -> str | None:
+        """The decision already taken for a version, if any."""
+        return await self.session.scalar(
+            select(ResultRow.decision).where(ResultRow.model == model, ResultRow.version == version)
+        )
 
 
-async def result_of(session: AsyncSession, model: str, version: int) -> str | None:
-    """The decision already taken for a version, if any."""
-    return await session.scalar(
-        select(ResultRow.decision).where(ResultRow.model == model, ResultRow.version == version)
-    )
+@dataclass
+class MemoryStore:
+    """The evaluator's tables in dictionaries: the twin of `SqlStore` for handler tests."""
+
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
+    versions: dict[tuple[str, int], list[ArtifactRef]] = field(default_factory=dict)
+    parked: dict[tuple[str, int], ModelRegistered] = field(default_factory=dict)
+    results: dict[tuple[str, int], ModelEvaluated] = field(default_factory=dict)
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        known = self.specs.get(model)
+        return known.spec if known is not None else None
+
+    async def keep_version(self, event: ModelRegistered) -> None:
+        """Remember a version's artifacts."""
+        self.versions.setdefault((event.model, event.version), list(event.artifacts))
+
+    async def artifacts_of(self, model: str, version: int) -> list[ArtifactRef] | None:
+        """A known version's artifacts."""
+        return self.versions.get((model, version))
+
+    async def park(self, event: ModelRegistered) -> None:
+        """Hold a registration until its model's spec is known."""
+        self.parked.setdefault((event.model, event.version), event)
+
+    async def unpark(self, model: str) -> list[ModelRegistered]:
+        """Take a model's parked registrations, oldest version first."""
+        taken = sorted((key for key in self.parked if key[0] == model), key=lambda key: key[1])
+        return [self.parked.pop(key) for key in taken]
+
+    async def keep_result(self, event: ModelEvaluated, *, seconds: float) -> None:
+        """Record an evaluation (the first one of a version stands)."""
+        self.results.setdefault((event.model, event.version), event)
+
+    async def result_of(self, model: str, version: int) -> str | None:
+        """The decision already taken for a version, if any."""
+        found = self.results.get((model, version))
+        return found.decision if found is not None else None

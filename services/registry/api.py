@@ -267,8 +267,7 @@ def make_api(
             try:
                 async with sessions() as session, session.begin():
                     result = await work(session)
-                    await store.audit(
-                        session,
+                    await store.SqlStore(session).audit(
                         actor=who.actor,
                         role=who.role,
                         action=action,
@@ -278,8 +277,7 @@ def make_api(
                     )
             except (domain.RegistryRefusal, domain.NotFound, SpecError) as exc:
                 async with sessions() as session, session.begin():
-                    await store.audit(
-                        session,
+                    await store.SqlStore(session).audit(
                         actor=who.actor,
                         role=who.role,
                         action=action,
@@ -304,13 +302,13 @@ def make_api(
     async def list_models(_: Viewer, q: str | None = None) -> list[domain.ModelSummary]:
         """Every model (optionally those whose name contains `q`) with aliases and version counts."""
         async with sessions() as session:
-            return await store.list_models(session, name_contains=q)
+            return await store.SqlStore(session).list_models(name_contains=q)
 
     @api.get("/v1/models/{name}", tags=["read"])
     async def get_model(_: Viewer, name: str) -> domain.ModelSummary:
         """One model."""
         async with sessions() as session:
-            return await store.get_model(session, name)
+            return await store.SqlStore(session).get_model(name)
 
     async def search(model: str | None, query: VersionQuery) -> list[domain.ModelVersion]:
         try:
@@ -322,8 +320,7 @@ def make_api(
             key, sep, value = query.tag.partition("=")
             tag_filter = (key, value if sep else None)
         async with sessions() as session:
-            return await store.list_versions(
-                session,
+            return await store.SqlStore(session).list_versions(
                 model=model,
                 status=query.status,
                 alias=query.alias,
@@ -353,7 +350,7 @@ def make_api(
             parsed = ref_of(name, ref)
             generation = cache.generation(name)
             async with sessions() as session:
-                found = await store.get_version(session, name, await store.resolve(session, parsed))
+                found = await store.SqlStore(session).get_version(name, await store.SqlStore(session).resolve(parsed))
             answer = found.model_dump_json().encode()
             cache.put(name, ref, generation, answer)
         return Response(answer, media_type="application/json")
@@ -362,38 +359,38 @@ def make_api(
     async def get_lineage(_: Viewer, name: str, ref: str) -> domain.Lineage:
         """Dataset version → training run → version → evaluations → rollouts → drift and alerts."""
         async with sessions() as session:
-            return await store.lineage(session, name, await store.resolve(session, ref_of(name, ref)))
+            return await store.SqlStore(session).lineage(name, await store.SqlStore(session).resolve(ref_of(name, ref)))
 
     @api.get("/v1/models/{name}/history", tags=["read"])
     async def get_history(_: Viewer, name: str, kind: str | None = None, limit: Limit = 200) -> History:
         """Rollout transitions and drift, performance, alert and command events, newest first."""
         async with sessions() as session:
-            rollouts, events = await store.model_history(session, name, kind=kind, limit=limit)
+            rollouts, events = await store.SqlStore(session).model_history(name, kind=kind, limit=limit)
         return History(rollouts=rollouts, events=events)
 
     @api.get("/v1/models/{name}/spec", tags=["read"])
     async def get_spec(_: Viewer, name: str) -> domain.SpecRevision:
         """The spec revision in force."""
         async with sessions() as session:
-            return await store.latest_spec(session, name)
+            return await store.SqlStore(session).latest_spec(name)
 
     @api.get("/v1/models/{name}/spec/revisions", tags=["read"])
     async def get_spec_revisions(_: Viewer, name: str) -> list[domain.SpecRevision]:
         """Every applied revision, newest first."""
         async with sessions() as session:
-            return await store.spec_revisions(session, name)
+            return await store.SqlStore(session).spec_revisions(name)
 
     @api.get("/v1/datasets", tags=["read"])
     async def list_datasets(_: Viewer, name: str | None = None, limit: Limit = 100) -> list[domain.DatasetVersion]:
         """Dataset versions, newest first."""
         async with sessions() as session:
-            return await store.list_datasets(session, name=name, limit=limit)
+            return await store.SqlStore(session).list_datasets(name=name, limit=limit)
 
     @api.get("/v1/datasets/{name}/{version}", tags=["read"])
     async def get_dataset(_: Viewer, name: str, version: str) -> domain.DatasetVersion:
         """One dataset version."""
         async with sessions() as session:
-            return await store.get_dataset(session, name, version)
+            return await store.SqlStore(session).get_dataset(name, version)
 
     @api.get("/v1/audit", tags=["read"])
     async def get_audit(
@@ -405,7 +402,7 @@ def make_api(
     ) -> list[domain.AuditEntry]:
         """Who did what, newest first."""
         async with sessions() as session:
-            return await store.audit_log(session, target=target, actor=actor, action=action, limit=limit)
+            return await store.SqlStore(session).audit_log(target=target, actor=actor, action=action, limit=limit)
 
     # ------------------------------------------------------------ act (operator)
 
@@ -414,12 +411,11 @@ def make_api(
         """Approve a version held for review; the deployer starts its rollout."""
 
         async def work(session: AsyncSession) -> str:
-            row = await store.version_row(session, name, version, lock=True)
-            if row.status != "held-for-review":
-                raise domain.RegistryRefusal(
-                    f"{name}@{version} is {row.status}; only a version held for review is approved by hand"
-                )
-            await store.set_status(session, row, "approved", f"approved by {who.actor}: {body.reason}".rstrip(": "))
+            versions = store.SqlStore(session)
+            domain.check_approval(name, version, await versions.status_of(name, version, lock=True))
+            await versions.move_status(
+                name, version, "approved", f"approved by {who.actor}: {body.reason}".rstrip(": ")
+            )
             command = RolloutCommanded(
                 model=name, command="approve", version=version, actor=who.actor, reason=body.reason
             )
@@ -433,11 +429,11 @@ def make_api(
         """Reject a version that is not serving."""
 
         async def work(session: AsyncSession) -> None:
-            row = await store.version_row(session, name, version, lock=True)
-            if row.status in ("serving", "retired", "rejected"):
-                hint = "; roll it back instead" if row.status == "serving" else ""
-                raise domain.RegistryRefusal(f"{name}@{version} is {row.status}{hint}")
-            await store.set_status(session, row, "rejected", f"rejected by {who.actor}: {body.reason}".rstrip(": "))
+            versions = store.SqlStore(session)
+            domain.check_rejection(name, version, await versions.status_of(name, version, lock=True))
+            await versions.move_status(
+                name, version, "rejected", f"rejected by {who.actor}: {body.reason}".rstrip(": ")
+            )
 
         await act(who, "reject", f"{name}@{version}", body.reason, {}, work, model=name)
         return Done(action="reject", target=f"{name}@{version}")
@@ -452,17 +448,14 @@ def make_api(
         """Command the model's rollout; the deployer carries it out (or refuses it, with a reason)."""
 
         async def work(session: AsyncSession) -> str:
-            await store.get_model(session, name)
+            await store.SqlStore(session).get_model(name)
             if command == "start":
                 if body.version is None:
                     raise domain.RegistryRefusal("starting a rollout needs a version")
-                row = await store.version_row(session, name, body.version)
-                if row.status not in ("approved", "retired"):
-                    raise domain.RegistryRefusal(
-                        f"{name}@{body.version} is {row.status}; only approved or retired versions are rolled out"
-                    )
+                status = await store.SqlStore(session).status_of(name, body.version)
+                domain.check_rollout_start(name, body.version, status)
             elif body.version is not None:
-                await store.version_row(session, name, body.version)
+                await store.SqlStore(session).status_of(name, body.version)
             event = RolloutCommanded(
                 model=name, command=command, version=body.version, actor=who.actor, reason=body.reason
             )
@@ -477,9 +470,9 @@ def make_api(
         """Ask the trainer to train the model again (on the latest dataset version unless one is named)."""
 
         async def work(session: AsyncSession) -> str:
-            spec = await store.latest_spec(session, name)
+            spec = await store.SqlStore(session).latest_spec(name)
             if body.dataset_version is not None:
-                await store.get_dataset(session, spec.spec["dataset"], body.dataset_version)
+                await store.SqlStore(session).get_dataset(spec.spec["dataset"], body.dataset_version)
             event = RetrainRequested(
                 model=name, reason="operator", dataset_version=body.dataset_version, requested_by=who.actor
             )
@@ -495,8 +488,8 @@ def make_api(
 
         async def work(session: AsyncSession) -> None:
             domain.check_alias(alias)
-            await store.version_row(session, name, body.version)
-            await store.set_alias(session, name, alias, body.version, by=who.actor)
+            await store.SqlStore(session).status_of(name, body.version)
+            await store.SqlStore(session).set_alias(name, alias, body.version, by=who.actor)
 
         await act(who, "set-alias", f"{name}@{alias}", body.reason, {"version": body.version}, work, model=name)
         return Done(action="set-alias", target=f"{name}@{alias}", detail={"version": body.version})
@@ -507,7 +500,7 @@ def make_api(
 
         async def work(session: AsyncSession) -> None:
             domain.check_alias(alias)
-            if not await store.drop_alias(session, name, alias):
+            if not await store.SqlStore(session).drop_alias(name, alias):
                 raise domain.NotFound(f"{name} has no alias {alias!r}")
 
         await act(who, "delete-alias", f"{name}@{alias}", reason, {}, work, model=name)
@@ -518,8 +511,8 @@ def make_api(
         """Set a tag on a version."""
 
         async def work(session: AsyncSession) -> None:
-            await store.version_row(session, name, version)
-            await store.set_tag(session, name, version, key, body.value)
+            await store.SqlStore(session).status_of(name, version)
+            await store.SqlStore(session).set_tag(name, version, key, body.value)
 
         target = f"{name}@{version}"
         await act(who, "set-tag", target, body.reason, {"key": key, "value": body.value}, work, model=name)
@@ -530,7 +523,7 @@ def make_api(
         """Remove a tag from a version."""
 
         async def work(session: AsyncSession) -> None:
-            if not await store.drop_tag(session, name, version, key):
+            if not await store.SqlStore(session).drop_tag(name, version, key):
                 raise domain.NotFound(f"{name}@{version} has no tag {key!r}")
 
         await act(who, "delete-tag", f"{name}@{version}", reason, {"key": key}, work, model=name)
@@ -544,7 +537,7 @@ def make_api(
 
         async def work(session: AsyncSession) -> Applied:
             spec = load_spec(body.spec_yaml)
-            revision, changed = await store.apply_spec(session, spec, body.spec_yaml, applied_by=who.actor)
+            revision, changed = await store.SqlStore(session).apply_spec(spec, body.spec_yaml, applied_by=who.actor)
             if changed:
                 bus.stage(
                     session,

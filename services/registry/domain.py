@@ -18,6 +18,7 @@ from shared.contract.events import (
     ArtifactRef,
     DriftDetected,
     Event,
+    ModelEvaluated,
     ModelRegistered,
     PerformanceDegraded,
     RetrainRequested,
@@ -53,6 +54,25 @@ class NotFound(LookupError):
 def can_move(current: str, target: str) -> bool:
     """Whether a version in `current` may move to `target`."""
     return target == current or target in TRANSITIONS.get(current, frozenset())
+
+
+def check_approval(model: str, version: int, status: str) -> None:
+    """Only a version held for review is approved by hand."""
+    if status != "held-for-review":
+        raise RegistryRefusal(f"{model}@{version} is {status}; only a version held for review is approved by hand")
+
+
+def check_rejection(model: str, version: int, status: str) -> None:
+    """A version serving, retired or rejected already is not rejected by hand."""
+    if status in ("serving", "retired", "rejected"):
+        hint = "; roll it back instead" if status == "serving" else ""
+        raise RegistryRefusal(f"{model}@{version} is {status}{hint}")
+
+
+def check_rollout_start(model: str, version: int, status: str) -> None:
+    """Only approved or retired versions are rolled out."""
+    if status not in ("approved", "retired"):
+        raise RegistryRefusal(f"{model}@{version} is {status}; only approved or retired versions are rolled out")
 
 
 # ---------------------------------------------------------------- what rollouts change
@@ -139,6 +159,12 @@ def history_entry(event: Event) -> tuple[int | None, str] | None:
                 f": {event.reason}" if event.reason else ""
             )
     return None
+
+
+def evaluation_reason(event: ModelEvaluated) -> str:
+    """Why a version has the status its evaluation gave it."""
+    failed = [g.name for g in event.gates if not g.passed]
+    return f"evaluation: {event.decision}" + (f" (failed gates: {', '.join(failed)})" if failed else "")
 
 
 def status_after_evaluation(decision: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from services.trainer import domain
-from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema
+from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema, ReferenceProfile
 from shared.contract.spec import ModelSpec
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
@@ -33,7 +33,7 @@ class Job:
     """What one run needs: the spec, where the data is, where to write."""
 
     run_id: str
-    spec: dict[str, Any]
+    spec: ModelSpec
     data_path: str
     data_format: str
     data_sha256: str
@@ -43,19 +43,20 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What one run produced: a model and its files, or the stage that failed and why."""
+    """What one run produced: a model and its files, or the stage that failed and why (typed records,
+    carried back from the worker process as they are)."""
 
     run_id: str
     ok: bool
     stage: str = ""
     reason: str = ""
-    violations: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[ContractViolation] = field(default_factory=list)
     estimator: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    feature_schema: list[dict[str, Any]] = field(default_factory=list)
-    profile: dict[str, Any] = field(default_factory=dict)
+    candidates: list[CandidateResult] = field(default_factory=list)
+    feature_schema: list[FeatureSchema] = field(default_factory=list)
+    profile: ReferenceProfile | None = None
     files: dict[str, str] = field(default_factory=dict)
     onnx: str = ""
     training_seconds: float = 0.0
@@ -79,7 +80,7 @@ def _load(job: Job) -> pd.DataFrame:
 def train(job: Job) -> Outcome:
     """Validate, split, fit every candidate, keep the best, profile, serialize; never raises for bad data."""
     started = time.perf_counter()
-    spec = ModelSpec.model_validate(job.spec, context={"lenient": True})
+    spec = job.spec
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -93,7 +94,7 @@ def train(job: Job) -> Outcome:
             ok=False,
             stage="validate",
             reason=f"{len(violations)} data-contract rule(s) broken",
-            violations=[v.model_dump() for v in violations],
+            violations=violations,
         )
     parts = domain.split(frame, spec)
     x_train, y_train = prepare(parts.train, spec.features), parts.train[spec.target]
@@ -140,7 +141,7 @@ def train(job: Job) -> Outcome:
     schema = [
         FeatureSchema(
             name=f.name, kind="numeric" if f.type == "numeric" else "categorical", dtype=str(frame[f.name].dtype)
-        ).model_dump()
+        )
         for f in spec.features
     ]
     manifest = {
@@ -151,7 +152,7 @@ def train(job: Job) -> Outcome:
         "metrics": metrics,
         "selection_metric": spec.selection_metric,
         "candidates": [c.model_dump() for c in tried],
-        "feature_schema": schema,
+        "feature_schema": [s.model_dump() for s in schema],
         "target": spec.target,
         "task": spec.task,
         "classes": model.classes_.tolist() if spec.task == "classification" else None,
@@ -171,9 +172,9 @@ def train(job: Job) -> Outcome:
         estimator=estimator,
         params=params,
         metrics=metrics,
-        candidates=[c.model_dump() for c in tried],
+        candidates=tried,
         feature_schema=schema,
-        profile=profile.model_dump(mode="json"),
+        profile=profile,
         files=files,
         onnx=onnx_note,
         training_seconds=seconds,
@@ -258,8 +259,3 @@ def _versions() -> dict[str, str]:
     except ImportError:
         pass
     return found
-
-
-def outcome_violations(outcome: Outcome) -> list[ContractViolation]:
-    """The outcome's contract violations as records."""
-    return [ContractViolation.model_validate(v) for v in outcome.violations]

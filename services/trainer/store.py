@@ -1,16 +1,22 @@
-"""The trainer's tables: its view of specs and datasets, and training jobs (a durable queue)."""
+"""The trainer's tables: its view of specs and datasets, and training jobs (a durable queue).
+
+`SqlStore` keeps them in PostgreSQL; `MemoryStore` is the in-memory twin of what the handlers use
+(specs, datasets, queueing a job), for the handler tests; one contract test runs on both. The
+worker's side of the queue (claim under a lease, renew, finish, release) is `SqlStore`'s alone.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import DateTime, Integer, String, Text, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.contract.events import DataArrived
+from shared.contract.events import DataArrived, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
 from shared.runtime.specview import SpecView, SpecViewColumns
@@ -24,7 +30,7 @@ class SpecRow(SpecViewColumns, Base):
     dataset: Mapped[str] = mapped_column(String(128), index=True)
 
 
-specs = SpecView(SpecRow)
+SPECS = SpecView(SpecRow)
 
 
 class DatasetRow(Base):
@@ -92,137 +98,236 @@ class Job:
     traceparent: str | None
 
 
-async def ever_trained(session: AsyncSession, model: str) -> bool:
-    """Whether a training job was ever queued for the model."""
-    return await session.scalar(select(JobRow.run_id).where(JobRow.model == model).limit(1)) is not None
+@dataclass(frozen=True)
+class JobRequest:
+    """A training run to queue: what to train, on which data, in which lifecycle."""
+
+    platform: str
+    run_id: str
+    model: str
+    trigger: str
+    dataset: str
+    version: str
+    revision: int
+    correlation_id: str
+    cause_event_id: str
+    traceparent: str | None
 
 
-async def keep_dataset(session: AsyncSession, event: DataArrived) -> None:
-    """Remember a dataset version (the first announcement of a version wins)."""
-    await session.execute(
-        insert(DatasetRow)
-        .values(
-            name=event.dataset,
-            version=event.version,
-            uri=event.uri,
-            sha256=event.sha256,
-            format=event.format,
-            arrived_at=event.occurred_at,
+class TrainerStore(Protocol):
+    """What the trainer's handlers keep: specs, datasets, queued runs."""
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec (and the dataset it names); False if older."""
+
+    async def spec_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+
+    async def specs_for_dataset(self, dataset: str) -> list[tuple[str, int, ModelSpec]]:
+        """(model, revision, spec) of every spec that trains on `dataset`, by model name."""
+
+    async def keep_dataset(self, event: DataArrived) -> None:
+        """Remember a dataset version (the first announcement of a version wins)."""
+
+    async def dataset_version(self, name: str, version: str | None) -> str | None:
+        """`version` if known, else the latest version of the dataset; None when there is none."""
+
+    async def dataset(self, name: str, version: str) -> Dataset | None:
+        """A known dataset version."""
+
+    async def ever_trained(self, model: str) -> bool:
+        """Whether a training job was ever queued for the model."""
+
+    async def add_job(self, job: JobRequest) -> None:
+        """Queue a training run (once per run id)."""
+
+
+def _dataset(row: DatasetRow) -> Dataset:
+    return Dataset(row.name, row.version, row.uri, row.sha256, row.format)
+
+
+@dataclass(frozen=True)
+class SqlStore:
+    """The trainer's tables, in the transaction of `session`."""
+
+    session: AsyncSession
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec (and the dataset it names); False if older."""
+        return await SPECS.keep(self.session, event, dataset=event.spec.dataset)
+
+    async def spec_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+        return await SPECS.revision_of(self.session, model)
+
+    async def specs_for_dataset(self, dataset: str) -> list[tuple[str, int, ModelSpec]]:
+        """(model, revision, spec) of every spec that trains on `dataset`, by model name."""
+        rows = await self.session.scalars(select(SpecRow).where(SpecRow.dataset == dataset).order_by(SpecRow.model))
+        return [
+            (row.model, row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True}))
+            for row in rows.all()
+        ]
+
+    async def keep_dataset(self, event: DataArrived) -> None:
+        """Remember a dataset version (the first announcement of a version wins)."""
+        await self.session.execute(
+            insert(DatasetRow)
+            .values(
+                name=event.dataset,
+                version=event.version,
+                uri=event.uri,
+                sha256=event.sha256,
+                format=event.format,
+                arrived_at=event.occurred_at,
+            )
+            .on_conflict_do_nothing()
         )
-        .on_conflict_do_nothing()
-    )
 
+    async def dataset_version(self, name: str, version: str | None) -> str | None:
+        """`version` if known, else the latest version of the dataset; None when there is none."""
+        query = select(DatasetRow.version).where(DatasetRow.name == name)
+        if version is not None:
+            query = query.where(DatasetRow.version == version)
+        return await self.session.scalar(query.order_by(DatasetRow.arrived_at.desc()).limit(1))
 
-async def specs_for_dataset(session: AsyncSession, dataset: str) -> list[tuple[str, int, ModelSpec]]:
-    """(model, revision, spec) of every spec that trains on `dataset`."""
-    rows = await session.scalars(select(SpecRow).where(SpecRow.dataset == dataset).order_by(SpecRow.model))
-    return [
-        (row.model, row.revision, ModelSpec.model_validate(row.spec, context={"lenient": True})) for row in rows.all()
-    ]
+    async def dataset(self, name: str, version: str) -> Dataset | None:
+        """A known dataset version."""
+        row = await self.session.get(DatasetRow, (name, version))
+        return _dataset(row) if row is not None else None
 
+    async def ever_trained(self, model: str) -> bool:
+        """Whether a training job was ever queued for the model."""
+        found = await self.session.scalar(select(JobRow.run_id).where(JobRow.model == model).limit(1))
+        return found is not None
 
-async def dataset_version(session: AsyncSession, name: str, version: str | None) -> str | None:
-    """`version` if known, else the latest version of the dataset; None when there is none."""
-    query = select(DatasetRow.version).where(DatasetRow.name == name)
-    if version is not None:
-        query = query.where(DatasetRow.version == version)
-    return await session.scalar(query.order_by(DatasetRow.arrived_at.desc()).limit(1))
-
-
-async def add_job(
-    session: AsyncSession,
-    *,
-    platform: str,
-    run_id: str,
-    model: str,
-    trigger: str,
-    dataset: str,
-    version: str,
-    revision: int,
-    correlation_id: str,
-    cause_event_id: str,
-    traceparent: str | None,
-) -> None:
-    """Queue a training run."""
-    await session.execute(
-        insert(JobRow)
-        .values(
-            run_id=run_id,
-            platform=platform,
-            model=model,
-            trigger=trigger,
-            dataset=dataset,
-            dataset_version=version,
-            spec_revision=revision,
-            status="pending",
-            attempts=0,
-            correlation_id=correlation_id,
-            cause_event_id=cause_event_id,
-            traceparent=traceparent,
+    async def add_job(self, job: JobRequest) -> None:
+        """Queue a training run (once per run id)."""
+        await self.session.execute(
+            insert(JobRow)
+            .values(
+                run_id=job.run_id,
+                platform=job.platform,
+                model=job.model,
+                trigger=job.trigger,
+                dataset=job.dataset,
+                dataset_version=job.version,
+                spec_revision=job.revision,
+                status="pending",
+                attempts=0,
+                correlation_id=job.correlation_id,
+                cause_event_id=job.cause_event_id,
+                traceparent=job.traceparent,
+            )
+            .on_conflict_do_nothing()
         )
-        .on_conflict_do_nothing()
-    )
 
+    # ------------------------------------------------------------ the worker's side of the queue
 
-async def claim_job(session: AsyncSession, *, platform: str, lease_seconds: float) -> Job | None:
-    """The oldest pending job, or one whose runner stopped renewing its lease; now ours."""
-    now = datetime.now(UTC)
-    row = await session.scalar(
-        select(JobRow)
-        .where(
-            JobRow.platform == platform,
-            or_(JobRow.status == "pending", (JobRow.status == "running") & (JobRow.lease_until < now)),
+    async def claim_job(self, *, platform: str, lease_seconds: float) -> Job | None:
+        """The oldest pending job, or one whose runner stopped renewing its lease; now ours."""
+        now = datetime.now(UTC)
+        row = await self.session.scalar(
+            select(JobRow)
+            .where(
+                JobRow.platform == platform,
+                or_(JobRow.status == "pending", (JobRow.status == "running") & (JobRow.lease_until < now)),
+            )
+            .order_by(JobRow.created_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
         )
-        .order_by(JobRow.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    if row is None:
-        return None
-    row.status, row.attempts, row.lease_until = "running", row.attempts + 1, now + timedelta(seconds=lease_seconds)
-    spec = await session.get(SpecRow, row.model)
-    data = await session.get(DatasetRow, (row.dataset, row.dataset_version))
-    if spec is None or data is None:
-        row.status, row.last_error, row.finished_at = "failed", "spec or dataset vanished", now
-        return None
-    return Job(
-        run_id=row.run_id,
-        model=row.model,
-        trigger=row.trigger,
-        attempts=row.attempts,
-        spec_revision=spec.revision,
-        spec=ModelSpec.model_validate(spec.spec, context={"lenient": True}),
-        dataset=Dataset(data.name, data.version, data.uri, data.sha256, data.format),
-        correlation_id=row.correlation_id,
-        cause_event_id=row.cause_event_id,
-        traceparent=row.traceparent,
-    )
+        if row is None:
+            return None
+        row.status, row.attempts, row.lease_until = "running", row.attempts + 1, now + timedelta(seconds=lease_seconds)
+        spec = await self.session.get(SpecRow, row.model)
+        data = await self.session.get(DatasetRow, (row.dataset, row.dataset_version))
+        if spec is None or data is None:
+            row.status, row.last_error, row.finished_at = "failed", "spec or dataset vanished", now
+            return None
+        return Job(
+            run_id=row.run_id,
+            model=row.model,
+            trigger=row.trigger,
+            attempts=row.attempts,
+            spec_revision=spec.revision,
+            spec=ModelSpec.model_validate(spec.spec, context={"lenient": True}),
+            dataset=Dataset(data.name, data.version, data.uri, data.sha256, data.format),
+            correlation_id=row.correlation_id,
+            cause_event_id=row.cause_event_id,
+            traceparent=row.traceparent,
+        )
+
+    async def renew(self, run_id: str, attempt: int, *, lease_seconds: float) -> bool:
+        """Extend our lease; False if the job is no longer ours."""
+        result = await self.session.execute(
+            update(JobRow)
+            .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
+            .values(lease_until=datetime.now(UTC) + timedelta(seconds=lease_seconds))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def finish(self, run_id: str, attempt: int, *, status: str, error: str | None = None) -> bool:
+        """Close our job as done or failed; False if someone else took it over meanwhile."""
+        result = await self.session.execute(
+            update(JobRow)
+            .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
+            .values(status=status, last_error=error, finished_at=datetime.now(UTC), lease_until=None)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release(self, run_id: str, attempt: int, *, error: str) -> None:
+        """Give a job back (a transient failure): pending again, to be retried."""
+        await self.session.execute(
+            update(JobRow)
+            .where(JobRow.run_id == run_id, JobRow.attempts == attempt)
+            .values(status="pending", last_error=error, lease_until=None)
+        )
 
 
-async def renew(session: AsyncSession, run_id: str, attempt: int, *, lease_seconds: float) -> bool:
-    """Extend our lease; False if the job is no longer ours."""
-    result = await session.execute(
-        update(JobRow)
-        .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
-        .values(lease_until=datetime.now(UTC) + timedelta(seconds=lease_seconds))
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+@dataclass
+class MemoryStore:
+    """What the trainer's handlers keep, in dictionaries: the twin of `SqlStore` for handler tests."""
 
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
+    datasets: dict[tuple[str, str], tuple[Dataset, datetime]] = field(default_factory=dict)
+    jobs: dict[str, JobRequest] = field(default_factory=dict)
 
-async def finish(session: AsyncSession, run_id: str, attempt: int, *, status: str, error: str | None = None) -> bool:
-    """Close our job as done or failed; False if someone else took it over meanwhile."""
-    result = await session.execute(
-        update(JobRow)
-        .where(JobRow.run_id == run_id, JobRow.attempts == attempt, JobRow.status == "running")
-        .values(status=status, last_error=error, finished_at=datetime.now(UTC), lease_until=None)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec (and the dataset it names); False if older."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
 
+    async def spec_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+        known = self.specs.get(model)
+        return (known.revision, known.spec) if known is not None else None
 
-async def release(session: AsyncSession, run_id: str, attempt: int, *, error: str) -> None:
-    """Give a job back (a transient failure): pending again, to be retried."""
-    await session.execute(
-        update(JobRow)
-        .where(JobRow.run_id == run_id, JobRow.attempts == attempt)
-        .values(status="pending", last_error=error, lease_until=None)
-    )
+    async def specs_for_dataset(self, dataset: str) -> list[tuple[str, int, ModelSpec]]:
+        """(model, revision, spec) of every spec that trains on `dataset`, by model name."""
+        return [(m, e.revision, e.spec) for m, e in sorted(self.specs.items()) if e.spec.dataset == dataset]
+
+    async def keep_dataset(self, event: DataArrived) -> None:
+        """Remember a dataset version (the first announcement of a version wins)."""
+        found = Dataset(event.dataset, event.version, event.uri, event.sha256, event.format)
+        self.datasets.setdefault((event.dataset, event.version), (found, event.occurred_at))
+
+    async def dataset_version(self, name: str, version: str | None) -> str | None:
+        """`version` if known, else the latest version of the dataset; None when there is none."""
+        known = [(at, v) for (n, v), (_, at) in self.datasets.items() if n == name and version in (None, v)]
+        return max(known)[1] if known else None
+
+    async def dataset(self, name: str, version: str) -> Dataset | None:
+        """A known dataset version."""
+        found = self.datasets.get((name, version))
+        return found[0] if found is not None else None
+
+    async def ever_trained(self, model: str) -> bool:
+        """Whether a training job was ever queued for the model."""
+        return any(job.model == model for job in self.jobs.values())
+
+    async def add_job(self, job: JobRequest) -> None:
+        """Queue a training run (once per run id)."""
+        self.jobs.setdefault(job.run_id, job)

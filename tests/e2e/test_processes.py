@@ -193,7 +193,7 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was(settings: S
 
     async def has_spec() -> bool:
         async with sessions() as session:
-            return await deployer_store.specs.of(session, model) is not None
+            return await deployer_store.SqlStore(session).spec_of(model) is not None
 
     process = start()
     try:

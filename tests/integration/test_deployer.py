@@ -69,9 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[int, fit.Outcome]:
     outcomes = {}
     for version, index in ((1, 0), (2, 1)):
         spec = one_candidate(index)
-        job = fit.Job(
-            f"r{version}", spec.model_dump(mode="json"), str(data), "csv", "0" * 64, str(folder / f"v{version}"), "t"
-        )
+        job = fit.Job(f"r{version}", spec, str(data), "csv", "0" * 64, str(folder / f"v{version}"), "t")
         outcomes[version] = fit.train(job)
         assert outcomes[version].ok and "model.onnx" in outcomes[version].files
     return outcomes

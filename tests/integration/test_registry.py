@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from services.registry import store
+from services.registry import tables as store
 from services.registry.app import Registry, build
 from shared.contract import topics
 from shared.contract.envelope import decode

@@ -23,9 +23,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> fit.Outcome:
     folder = tmp_path_factory.mktemp("eval")
     spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(update={"iterations": 2, "cv": 2})})
     data = write_churn(folder / "churn.csv", rows=3000)
-    outcome = fit.train(
-        fit.Job("r1", spec.model_dump(mode="json"), str(data), "csv", "0" * 64, str(folder / "out"), "test")
-    )
+    outcome = fit.train(fit.Job("r1", spec, str(data), "csv", "0" * 64, str(folder / "out"), "test"))
     assert outcome.ok
     return outcome
 

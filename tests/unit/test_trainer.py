@@ -28,7 +28,7 @@ def quick(spec: ModelSpec) -> ModelSpec:
 def job(tmp_path: Path, spec: ModelSpec, data: Path, run: str = "r1") -> fit.Job:
     return fit.Job(
         run_id=run,
-        spec=spec.model_dump(mode="json"),
+        spec=spec,
         data_path=str(data),
         data_format=data.suffix.lstrip("."),
         data_sha256="0" * 64,
@@ -69,7 +69,7 @@ def test_a_contract_failure_produces_no_model(tmp_path: Path) -> None:
     churn_frame(300).assign(plan="enterprise").to_csv(data, index=False)
     outcome = fit.train(job(tmp_path, quick(SPEC), data))
     assert not outcome.ok and outcome.stage == "validate"
-    assert [(v["column"], v["rule"]) for v in outcome.violations] == [("plan", "domain")]
+    assert [(v.column, v.rule) for v in outcome.violations] == [("plan", "domain")]
     assert not (tmp_path / "r1" / "model.skops").exists()
 
 
@@ -119,11 +119,13 @@ def test_artifacts_load_without_running_code_and_predict_like_the_fitted_model(t
     assert len(test) == 300 and set(test.columns) >= {"churned", "customer_id", "senior"}
     probabilities = model.predict_proba(prepare(test, SPEC.features))
     assert np.all((probabilities >= 0) & (probabilities <= 1))
-    profile = outcome.profile["features"]
+    assert outcome.profile is not None
+    reference = outcome.profile.model_dump(mode="json")
+    profile = reference["features"]
     assert abs(sum(profile["tenure_months"]["bin_fractions"]) - 1) < 1e-9
     assert set(profile["plan"]["frequencies"]) == {"basic", "plus", "pro"}
     assert 0.03 < profile["region"]["null_fraction"] < 0.08
-    assert set(outcome.profile["prediction"]["frequencies"]) <= {"0", "1"}
+    assert set(reference["prediction"]["frequencies"]) <= {"0", "1"}
 
 
 def test_when_onnx_disagrees_only_the_skops_artifact_is_kept_and_the_reason_logged(

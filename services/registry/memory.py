@@ -1,0 +1,165 @@
+"""The registry's store in dictionaries: the twin of SqlStore for the handler tests (the same rules,
+from services.registry.domain; one contract test runs on both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.registry import domain
+from shared.contract.events import (
+    DataArrived,
+    ModelEvaluated,
+    ModelRegistered,
+    ModelTrained,
+    RolloutChanged,
+    TrainingFailed,
+    TrainingStarted,
+)
+
+
+@dataclass
+class MemoryStore:
+    """What the registry's handlers change, kept in memory."""
+
+    datasets: dict[tuple[str, str], DataArrived] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[tuple[str, int], domain.ModelVersion] = field(default_factory=dict)
+    numbers: dict[str, int] = field(default_factory=dict)
+    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    evaluations: dict[str, ModelEvaluated] = field(default_factory=dict)
+    rollouts: dict[str, RolloutChanged] = field(default_factory=dict)
+    history: dict[str, tuple[str, domain.HistoryItem]] = field(default_factory=dict)
+
+    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
+        """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
+        existing = self.datasets.get((event.dataset, event.version))
+        if existing is not None:
+            if existing.sha256 != event.sha256 or existing.uri != event.uri:
+                raise domain.RegistryRefusal(
+                    f"dataset {event.dataset}@{event.version} is already recorded with sha256 "
+                    f"{existing.sha256} at {existing.uri}; this event says sha256 {event.sha256} at {event.uri}. "
+                    "A version label names one content: publish a new version instead"
+                )
+            return False
+        self.datasets[(event.dataset, event.version)] = event
+        return True
+
+    async def record_training_started(self, event: TrainingStarted) -> None:
+        """Open the training run (or fill in its start if ModelTrained came first)."""
+        run = self.runs.setdefault(event.run_id, {"status": "running"})
+        run.update(model=event.model, trigger=event.trigger, started_at=event.occurred_at)
+
+    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
+        """Close the run as failed and keep the failure in the model's history."""
+        self.runs.setdefault(event.run_id, {}).update(model=event.model, status="failed", stage=event.stage)
+        await self.add_history(
+            event_id=event_id,
+            model=event.model,
+            version=None,
+            kind="TrainingFailed",
+            summary=f"training {event.run_id} failed at {event.stage}: {event.reason}",
+            payload=event.model_dump(mode="json"),
+            occurred_at=event.occurred_at,
+        )
+
+    async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
+        """Give a trained model the next version number; returns (version, created)."""
+        for known in self.versions.values():
+            if known.run_id == event.run_id:
+                return known, False
+        number = self.numbers.get(event.model, 0) + 1
+        self.numbers[event.model] = number
+        created = domain.ModelVersion(
+            model=event.model,
+            version=number,
+            status="registered",
+            status_reason="trained and registered",
+            run_id=event.run_id,
+            task=event.task,
+            estimator=event.estimator,
+            params=dict(event.params),
+            metrics=dict(event.metrics),
+            artifacts=[a.model_dump(mode="json") for a in event.artifacts],
+            manifest={"data_sha256": event.data_sha256, "target": event.target},
+            dataset=event.dataset,
+            dataset_version=event.dataset_version,
+            code_version=event.code_version,
+            spec_revision=event.spec_revision,
+            aliases=[],
+            tags={},
+            correlation_id=event.correlation_id,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+        )
+        self.versions[(event.model, number)] = created
+        self.runs.setdefault(event.run_id, {}).update(model=event.model, status="succeeded")
+        return created, True
+
+    async def aliases_of(self, model: str) -> dict[str, int]:
+        """Alias to version for one model."""
+        return dict(self.aliases.get(model, {}))
+
+    async def get_version(self, model: str, version: int) -> domain.ModelVersion:
+        """One version with its aliases; raises NotFound."""
+        known = self.versions.get((model, version))
+        if known is None:
+            raise domain.NotFound(f"{model}@{version} does not exist")
+        names = sorted(a for a, v in self.aliases.get(model, {}).items() if v == version)
+        return known.model_copy(update={"aliases": names})
+
+    async def _move(self, model: str, version: int, status: str, reason: str) -> bool:
+        known = await self.get_version(model, version)
+        if not domain.can_move(known.status, status):
+            return False
+        self.versions[(model, version)] = known.model_copy(update={"status": status, "status_reason": reason})
+        return True
+
+    async def mark_evaluating(self, event: ModelRegistered) -> None:
+        """The version has been handed to the evaluator (unless something later already happened)."""
+        known = self.versions.get((event.model, event.version))
+        if known is not None and known.status == "registered":
+            await self._move(event.model, event.version, "evaluating", "handed to the evaluator")
+
+    async def record_evaluation(self, event: ModelEvaluated, *, event_id: str) -> bool:
+        """Keep the evaluation and move the version's status; False if the status could not move."""
+        await self.get_version(event.model, event.version)
+        self.evaluations.setdefault(event_id, event)
+        status = domain.status_after_evaluation(event.decision)
+        return await self._move(event.model, event.version, status, domain.evaluation_reason(event))
+
+    async def record_rollout(self, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
+        """Keep the transition and move aliases and statuses as the rollout says."""
+        self.rollouts.setdefault(event_id, event)
+        effects = domain.rollout_effects(event, await self.aliases_of(event.model))
+        for version, (status, reason) in effects.statuses.items():
+            await self._move(event.model, version, status, reason)
+        aliases = self.aliases.setdefault(event.model, {})
+        for alias in effects.drop_aliases - set(effects.set_aliases):
+            aliases.pop(alias, None)
+        for alias, version in effects.set_aliases.items():
+            await self.get_version(event.model, version)
+            aliases[alias] = version
+        return effects
+
+    async def add_history(
+        self,
+        *,
+        event_id: str,
+        model: str,
+        version: int | None,
+        kind: str,
+        summary: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+    ) -> None:
+        """Record a lifecycle event about a model (idempotent by event id)."""
+        item = domain.HistoryItem(
+            event_id=event_id, kind=kind, version=version, summary=summary, payload=payload, occurred_at=occurred_at
+        )
+        self.history.setdefault(event_id, (model, item))
+
+    def history_of(self, model: str) -> list[domain.HistoryItem]:
+        """A model's history items, in the order they were kept."""
+        return [item for owner, item in self.history.values() if owner == model]

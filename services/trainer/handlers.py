@@ -1,0 +1,134 @@
+"""The trainer's handlers: a consumer never fits. It records the spec or dataset, queues a job
+and emits TrainingStarted in one transaction; the worker (services.trainer.worker) runs the job."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import uuid
+
+from services.trainer.store import JobRequest, TrainerStore
+from shared.contract.events import DataArrived, ModelSpecApplied, RetrainRequested, TrainingStarted
+from shared.contract.spec import ModelSpec
+from shared.runtime.uow import UnitOfWork
+
+log = logging.getLogger("modelbus.trainer")
+UoW = UnitOfWork[TrainerStore]
+
+
+class TrainerRefusal(ValueError):
+    """A request the trainer cannot act on (no spec, no such dataset version); dead-lettered with why."""
+
+
+def code_version() -> str:
+    """The version of the code that trains."""
+    try:
+        return importlib.metadata.version("modelbus")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_id_for(model: str, cause_event_id: str) -> str:
+    """One run per model and cause: a redelivered cause maps to the same run."""
+    return f"run-{uuid.uuid5(uuid.NAMESPACE_URL, f'modelbus:{model}:{cause_event_id}').hex[:16]}"
+
+
+async def queue(
+    uow: UoW, *, platform: str, model: str, revision: int, spec: ModelSpec, trigger: str, version: str
+) -> None:
+    """Queue a run of `model` on `version` of its dataset, and announce it."""
+    data = await uow.store.dataset(spec.dataset, version)
+    run_id = run_id_for(model, uow.envelope.id)
+    traceparent = uow.envelope.traceparent
+    if trigger == "retrain-requested":  # a new lifecycle: its own trace, linked to what asked for it
+        traceparent = uow.start_trace(f"lifecycle {model} retrain") or traceparent
+    await uow.store.add_job(
+        JobRequest(
+            platform=platform,
+            run_id=run_id,
+            model=model,
+            trigger=trigger,
+            dataset=spec.dataset,
+            version=version,
+            revision=revision,
+            correlation_id=uow.envelope.event.correlation_id,
+            cause_event_id=uow.envelope.id,
+            traceparent=traceparent,
+        )
+    )
+    uow.emit(
+        TrainingStarted(
+            model=model,
+            run_id=run_id,
+            trigger=trigger,
+            dataset=spec.dataset,
+            dataset_version=version,
+            data_sha256=data.sha256 if data else None,
+            spec_revision=revision,
+            candidates=[c.estimator for c in spec.candidates],
+            code_version=code_version(),
+        )
+    )
+
+
+async def on_spec(event: ModelSpecApplied, uow: UoW, *, platform: str) -> None:
+    """Keep the newest spec; a model's first spec trains on data that arrived before it (specs and
+    data travel on different topics, so a trainer may well see the data first)."""
+    if not await uow.store.keep_spec(event) or await uow.store.ever_trained(event.model):
+        return
+    version = await uow.store.dataset_version(event.spec.dataset, None)
+    if version is not None:
+        await queue(
+            uow,
+            platform=platform,
+            model=event.model,
+            revision=event.revision,
+            spec=event.spec,
+            trigger="data-arrived",
+            version=version,
+        )
+
+
+async def on_data(event: DataArrived, uow: UoW, *, platform: str) -> None:
+    """Keep the dataset version; train every model whose spec names it (and retrains on data)."""
+    await uow.store.keep_dataset(event)
+    for model, revision, spec in await uow.store.specs_for_dataset(event.dataset):
+        if "data" not in spec.monitoring.retrain_on and await uow.store.ever_trained(model):
+            log.info(
+                "%s: dataset %s version %s kept for its next retrain (its retrain_on has no 'data')",
+                model,
+                event.dataset,
+                event.version,
+            )
+            continue
+        await queue(
+            uow,
+            platform=platform,
+            model=model,
+            revision=revision,
+            spec=spec,
+            trigger="data-arrived",
+            version=event.version,
+        )
+
+
+async def on_retrain(event: RetrainRequested, uow: UoW, *, platform: str) -> None:
+    """Train on the named dataset version (or the latest), in a new lifecycle; refused without a
+    spec or data."""
+    found = await uow.store.spec_of(event.model)
+    if found is None:
+        raise TrainerRefusal(f"no spec applied for model {event.model!r}: apply one before asking for a retrain")
+    revision, spec = found
+    version = await uow.store.dataset_version(spec.dataset, event.dataset_version)
+    if version is None:
+        wanted = f"version {event.dataset_version!r} of" if event.dataset_version else "any version of"
+        raise TrainerRefusal(f"no {wanted} dataset {spec.dataset!r} has arrived")
+    await queue(
+        uow,
+        platform=platform,
+        model=event.model,
+        revision=revision,
+        spec=spec,
+        trigger="retrain-requested",
+        version=version,
+    )

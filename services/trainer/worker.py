@@ -1,0 +1,246 @@
+"""The trainer's worker: claims training jobs from PostgreSQL under a lease and runs them.
+
+It fits in a separate process (so the Kafka consumer keeps its heartbeat however long a fit takes),
+uploads the artifacts and emits ModelTrained or TrainingFailed with the job's closing, in one
+transaction. A trainer killed mid-fit leaves its job running with a lease that runs out; the next
+trainer takes it over and runs it again, and the job closes once, so exactly one version results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.trainer import fit, store
+from services.trainer.handlers import code_version
+from shared.contract.events import ArtifactRef, ContractViolation, Event, ModelTrained, TrainingFailed
+from shared.runtime.artifacts import (
+    ArtifactAccessDenied,
+    ArtifactError,
+    ArtifactIntegrityError,
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactUnavailable,
+    sha256_file,
+)
+from shared.runtime.bus import Bus
+from shared.runtime.errors import is_transient
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import configure_logging
+
+log = logging.getLogger("modelbus.trainer")
+IDLE_POLL_SECONDS = 0.25
+
+
+def _fit_process_init(settings: Settings) -> None:
+    configure_logging(settings.model_copy(update={"service_name": f"{settings.service_name}-fit"}))
+
+
+@dataclass
+class Worker:
+    """Claims training jobs and runs them, one at a time."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    bus: Bus
+    artifacts: ArtifactStore
+    executor: ProcessPoolExecutor | None = None
+    tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("modelbus.trainer"))
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_fit_process_init,
+                initargs=(self.settings,),
+            )
+        return self.executor
+
+    async def run_forever(self) -> None:
+        """Start the fit process, then run jobs as they come."""
+        await asyncio.get_running_loop().run_in_executor(self._pool(), fit.warm_up)
+        while True:
+            try:
+                if not await self.run_one():
+                    await asyncio.sleep(IDLE_POLL_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("training worker failed; going on")
+                await asyncio.sleep(1)
+
+    async def run_one(self) -> bool:
+        """Claim and run one job; False when there was none."""
+        async with self.sessions() as session, session.begin():
+            job = await store.SqlStore(session).claim_job(
+                platform=self.settings.topic_prefix, lease_seconds=self.settings.trainer_lease_seconds
+            )
+        if job is None:
+            return False
+        carrier = {"traceparent": job.traceparent} if job.traceparent else {}
+        token = otel_context.attach(extract(carrier))
+        try:
+            with self.tracer.start_as_current_span(
+                f"trainer train {job.model}",
+                attributes={"modelbus.run_id": job.run_id, "modelbus.attempt": job.attempts},
+            ):
+                await self._run(job)
+        finally:
+            otel_context.detach(token)
+        return True
+
+    async def _run(self, job: store.Job) -> None:
+        log.info(
+            "run %s of %s on %s@%s (attempt %d)",
+            job.run_id,
+            job.model,
+            job.dataset.name,
+            job.dataset.version,
+            job.attempts,
+        )
+        renewing = asyncio.create_task(self._renew(job))
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"modelbus-{job.run_id}-") as folder:
+                await self._train_in(job, Path(folder))
+        except Exception as exc:
+            if is_transient(exc) or isinstance(exc, BrokenProcessPool):
+                await self._retry_or_fail(job, "upload" if is_transient(exc) else "fit", exc)
+            else:
+                await self._fail(job, "fit", f"{type(exc).__name__}: {exc}")
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _train_in(self, job: store.Job, folder: Path) -> None:
+        data = folder / f"data.{job.dataset.format}"
+        try:
+            await asyncio.to_thread(self.artifacts.get_file, job.dataset.uri, data, sha256=job.dataset.sha256)
+        except (ArtifactIntegrityError, ArtifactAccessDenied, ArtifactNotFound) as exc:
+            await self._fail(job, "load", str(exc))
+            return
+        except ArtifactError as exc:
+            await self._retry_or_fail(job, "load", exc)
+            return
+        digest = job.dataset.sha256 or sha256_file(data)
+        request = fit.Job(
+            run_id=job.run_id,
+            spec=job.spec,
+            data_path=str(data),
+            data_format=job.dataset.format,
+            data_sha256=digest,
+            out_dir=str(folder / "out"),
+            code_version=code_version(),
+        )
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(self._pool(), fit.train, request)
+        except BrokenProcessPool:
+            self.executor = None
+            raise
+        if not outcome.ok:
+            await self._fail(job, outcome.stage, outcome.reason, outcome.violations)
+            return
+        refs = []
+        try:
+            for name, path in sorted(outcome.files.items()):
+                key = f"{job.model}/{job.run_id}/{name}"
+                stored = await asyncio.to_thread(self.artifacts.put_file, key, Path(path))
+                refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+        except ArtifactUnavailable as exc:
+            await self._retry_or_fail(job, "upload", exc)
+            return
+        except ArtifactError as exc:
+            await self._fail(job, "upload", str(exc))
+            return
+        trained = ModelTrained(
+            model=job.model,
+            run_id=job.run_id,
+            task=job.spec.task,
+            target=job.spec.target,
+            dataset=job.dataset.name,
+            dataset_version=job.dataset.version,
+            data_sha256=digest,
+            spec_revision=job.spec_revision,
+            estimator=outcome.estimator,
+            params=outcome.params,
+            metrics=outcome.metrics,
+            candidates=outcome.candidates,
+            artifacts=refs,
+            feature_schema=outcome.feature_schema,
+            reference_profile=outcome.profile,
+            code_version=code_version(),
+            training_seconds=outcome.training_seconds,
+        )
+        await self._close(job, "done", trained)
+
+    async def _renew(self, job: store.Job) -> None:
+        while True:
+            lease = self.settings.trainer_lease_seconds
+            await asyncio.sleep(lease / 3)
+            try:
+                async with self.sessions() as session, session.begin():
+                    if not await store.SqlStore(session).renew(job.run_id, job.attempts, lease_seconds=lease):
+                        log.warning("run %s is no longer ours", job.run_id)
+                        return
+            except Exception:
+                log.warning("could not renew the lease of %s", job.run_id, exc_info=True)
+
+    async def _retry_or_fail(self, job: store.Job, stage: str, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if job.attempts >= self.settings.trainer_max_attempts:
+            await self._fail(job, stage, f"gave up after {job.attempts} attempts: {reason}")
+            return
+        log.warning(
+            "run %s: %s failed (%s); retrying (attempt %d/%d)",
+            job.run_id,
+            stage,
+            reason,
+            job.attempts,
+            self.settings.trainer_max_attempts,
+        )
+        async with self.sessions() as session, session.begin():
+            await store.SqlStore(session).release(job.run_id, job.attempts, error=reason)
+        await asyncio.sleep(self.settings.handler_backoff_seconds * 2 ** (job.attempts - 1))
+
+    async def _fail(
+        self, job: store.Job, stage: str, reason: str, violations: list[ContractViolation] | None = None
+    ) -> None:
+        log.warning("run %s failed at %s: %s", job.run_id, stage, reason)
+        failed = TrainingFailed(
+            model=job.model,
+            run_id=job.run_id,
+            dataset=job.dataset.name,
+            dataset_version=job.dataset.version,
+            stage=stage,
+            reason=reason,
+            violations=violations or [],
+            attempts=job.attempts,
+        )
+        await self._close(job, "failed", failed, error=reason)
+
+    async def _close(self, job: store.Job, status: str, event: Event, *, error: str | None = None) -> None:
+        lineage = event.model_copy(update={"correlation_id": job.correlation_id, "causation_id": job.cause_event_id})
+        async with self.sessions() as session, session.begin():
+            if await store.SqlStore(session).finish(job.run_id, job.attempts, status=status, error=error):
+                self.bus.stage(session, lineage)
+            else:
+                log.warning("run %s was taken over by another trainer; its result is dropped", job.run_id)
+        self.bus.wake_relay()
+
+    def shutdown(self) -> None:
+        """Stop the fit process."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
