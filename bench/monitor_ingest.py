@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
-from services.monitor import store  # noqa: E402
+from services.monitor import tables  # noqa: E402
 from services.trainer import domain as trainer_domain  # noqa: E402
 from shared.contract.events import (  # noqa: E402
     ArtifactRef,
@@ -135,11 +135,11 @@ async def counted(settings: Settings, model: str) -> tuple[int, int]:
     try:
         async with make_sessions(engine)() as session:
             closed = await session.scalar(
-                select(func.coalesce(func.sum(store.WindowRow.rows), 0)).where(store.WindowRow.model == model)
+                select(func.coalesce(func.sum(tables.WindowRow.rows), 0)).where(tables.WindowRow.model == model)
             )
-            windows = await session.scalar(select(func.count()).where(store.WindowRow.model == model))
+            windows = await session.scalar(select(func.count()).where(tables.WindowRow.model == model))
             open_rows = await session.scalar(
-                select(func.coalesce(func.sum(store.OpenWindow.rows), 0)).where(store.OpenWindow.model == model)
+                select(func.coalesce(func.sum(tables.OpenWindow.rows), 0)).where(tables.OpenWindow.model == model)
             )
             return int(closed or 0) + int(open_rows or 0), int(windows or 0)
     finally:

@@ -10,15 +10,15 @@ beside them what canary analysis and performance need (`__prediction__`, `__role
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from services.monitor import drift
-from shared.contract.events import CategoricalProfile, FeatureDrift, PredictionsLogged, ReferenceProfile
+from services.monitor.domain import Drifted, Summary
+from shared.contract.events import CategoricalProfile, PredictionsLogged, ReferenceProfile
 from shared.contract.spec import Monitoring
 
 PREDICTION = "__prediction__"
@@ -29,7 +29,6 @@ SERVED_AT = "__served_at__"
 META = (PREDICTION, ROLE, LATENCY, CONFIDENCE, SERVED_AT)
 Columns = dict[str, np.ndarray[Any, Any]]  # a chunk or a window: name -> 1-D array
 VOCABULARY = ".vocabulary"  # beside a categorical column's codes: the strings they stand for
-MIN_ROWS_BY_TIME = 30
 
 
 def _is_number(value: Any) -> bool:
@@ -129,11 +128,6 @@ def concatenate(chunks: Iterable[Columns]) -> Columns:
     return joined
 
 
-def should_close(rows: int, age_seconds: float, policy: Monitoring) -> bool:
-    """A window closes at `window_rows` rows, or at `window_seconds` with at least 30 rows."""
-    return rows >= policy.window_rows or (age_seconds >= policy.window_seconds and rows >= MIN_ROWS_BY_TIME)
-
-
 def encode(columns: Columns, name: str, reference: drift.CategoricalReference) -> np.ndarray[Any, Any]:
     """A categorical column as the reference vocabulary's codes (-1: missing), through its own vocabulary."""
     if name + VOCABULARY not in columns:  # numbers where the reference had categories
@@ -144,17 +138,6 @@ def encode(columns: Columns, name: str, reference: drift.CategoricalReference) -
     table = np.array([code(v) if v != "" else -1 for v in columns[name + VOCABULARY].tolist()], dtype=np.int64)
     codes: np.ndarray[Any, Any] = table[columns[name]]
     return codes
-
-
-@dataclass(frozen=True)
-class Drifted:
-    """A window's drift verdicts, ready for DriftDetected."""
-
-    features: list[FeatureDrift]
-    prediction: FeatureDrift | None
-    drifted_share: float
-    dataset_drift: bool
-    missing: list[str]
 
 
 def window_drift(profile: ReferenceProfile, columns: Columns, policy: Monitoring) -> Drifted:
@@ -202,49 +185,10 @@ def _numbers(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
-def severity(found: Drifted) -> Literal["info", "warning", "critical"]:
-    """critical: the dataset drifted and so did the prediction; warning: the dataset drifted; else info."""
-    if found.dataset_drift and found.prediction is not None and found.prediction.drifted:
-        return "critical"
-    return "warning" if found.dataset_drift else "info"
-
-
 def span(columns: Columns) -> tuple[datetime, datetime]:
     """First and last serving time of a window's rows."""
     served = columns[SERVED_AT]
     return datetime.fromtimestamp(float(served.min()), UTC), datetime.fromtimestamp(float(served.max()), UTC)
-
-
-# ---------------------------------------------------------------- canary analysis
-
-PREDICTION_DISTANCE = 0.1
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What canary analysis compares between two versions' windows."""
-
-    rows: int
-    latency_p99_ms: float
-    estimated_error: float | None  # 1 - mean confidence: the error a calibrated classifier expects (CBPE)
-    prediction_shares: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "latency_p99_ms": self.latency_p99_ms,
-            "estimated_error": self.estimated_error,
-            "prediction_shares": self.prediction_shares,
-        }
-
-    @classmethod
-    def from_dict(cls, found: dict[str, Any]) -> Summary:
-        return cls(
-            rows=int(found["rows"]),
-            latency_p99_ms=float(found["latency_p99_ms"]),
-            estimated_error=found.get("estimated_error"),
-            prediction_shares=dict(found.get("prediction_shares", {})),
-        )
 
 
 def summarize(columns: Columns) -> Summary:
@@ -261,63 +205,3 @@ def summarize(columns: Columns) -> Summary:
         estimated_error=float(1 - known.mean()) if known.size else None,
         prediction_shares={str(k): float(c) / rows for k, c in zip(labels.tolist(), counts.tolist(), strict=True) if c},
     )
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One metric of the canary against stable."""
-
-    metric: str
-    candidate: float | None
-    stable: float | None
-    threshold: float
-    passed: bool
-
-
-def compare(candidate: Summary, stable: Summary, policy: Any) -> list[Comparison]:
-    """Canary against stable on estimated error, p99 latency and the prediction distribution.
-
-    `policy` is the spec's rollout policy: `max_error_rate_increase` (absolute excess of the
-    canary's error), `max_latency_ratio` (canary p99 over stable p99), unless the canary is within
-    `latency_slack_ms` of stable (milliseconds of scheduling noise are no regression).
-    """
-    found = []
-    if candidate.estimated_error is not None and stable.estimated_error is not None:
-        excess = candidate.estimated_error - stable.estimated_error
-        found.append(
-            Comparison(
-                "estimated_error_rate",
-                candidate.estimated_error,
-                stable.estimated_error,
-                policy.max_error_rate_increase,
-                excess <= policy.max_error_rate_increase,
-            )
-        )
-    ratio_ok = candidate.latency_p99_ms <= policy.max_latency_ratio * max(stable.latency_p99_ms, 1.0)
-    ratio_ok = ratio_ok or candidate.latency_p99_ms - stable.latency_p99_ms <= policy.latency_slack_ms
-    found.append(
-        Comparison(
-            "latency_p99_ms", candidate.latency_p99_ms, stable.latency_p99_ms, policy.max_latency_ratio, ratio_ok
-        )
-    )
-    classes = sorted(set(candidate.prediction_shares) | set(stable.prediction_shares))
-    p = np.array([stable.prediction_shares.get(c, 0.0) for c in classes])
-    q = np.array([candidate.prediction_shares.get(c, 0.0) for c in classes])
-    distance = drift.jensen_shannon(p, q) if p.sum() and q.sum() else 0.0
-    found.append(Comparison("prediction_distance", distance, 0.0, PREDICTION_DISTANCE, distance <= PREDICTION_DISTANCE))
-    return found
-
-
-Verdict = Literal["advance", "hold", "rollback"]
-
-
-def verdict(comparisons: Sequence[Comparison], samples: int, min_samples: int) -> tuple[Verdict, str]:
-    """(advance | hold | rollback, why): any failed comparison rolls back; too few samples hold."""
-    failed = [c for c in comparisons if not c.passed]
-    if failed:
-        return "rollback", "canary worse than stable: " + ", ".join(
-            f"{c.metric} {c.candidate:.4g} vs {c.stable:.4g}" for c in failed
-        )
-    if samples < min_samples:
-        return "hold", f"{samples} canary samples, {min_samples} needed"
-    return "advance", f"canary within every threshold over {samples} samples"

@@ -88,6 +88,7 @@ class Bus:
         *,
         cause: Envelope | None = None,
         context: otel_context.Context | None = None,
+        event_id: str | None = None,
     ) -> str:
         """Write `event` to the outbox in the session's transaction; the relay publishes it.
 
@@ -97,7 +98,7 @@ class Bus:
             event = caused_by(event, cause)
         carrier: dict[str, str] = {}
         inject(carrier, context=context)
-        message = encode(event, source=self.source, trace_headers=carrier)
+        message = encode(event, source=self.source, event_id=event_id, trace_headers=carrier)
         add_to_outbox(session, topic=self.settings.topic(event.topic), message=message)
         return message.event_id
 

@@ -339,9 +339,10 @@ class Consumers:
         )
         events: Any = [e.event for e in envelopes] if route.batched else cause.event
         result = await route.handler(events, uow)
-        produced = [*uow.pending, *([result] if isinstance(result, Event) else (result or []))]
-        for event in produced:
-            self._stage(session, event, cause=cause, context=uow.trace_context)
+        returned = [result] if isinstance(result, Event) else (result or [])
+        produced: list[tuple[Event, str | None]] = [*uow.pending, *((event, None) for event in returned)]
+        for event, event_id in produced:
+            self._stage(session, event, cause=cause, context=uow.trace_context, event_id=event_id)
         return bool(produced)
 
     async def _apart(self, route: Route, work: Callable[[Any], Awaitable[None]]) -> None:

@@ -66,6 +66,8 @@ class InMemoryBus(Generic[S]):
     consumer: str = "test"
     batched: frozenset[type[Event]] = frozenset()
     emitted: list[Event] = field(default_factory=list)
+    # The ce_id of each emitted event, where its handler fixed it (uow.emit); None where the bus picks one.
+    emitted_ids: list[str | None] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     tracing: RecordingTracing = field(default_factory=RecordingTracing)
     inbox: set[str] = field(default_factory=set)
@@ -131,7 +133,8 @@ class InMemoryBus(Generic[S]):
                 await work(self.store)
             raise
         self.inbox.update(e.id for e in fresh)
-        out = [caused_by(event, fresh[-1]) for event in [*uow.pending, *produced]]
+        out = [caused_by(event, fresh[-1]) for event in [*(e for e, _ in uow.pending), *produced]]
+        self.emitted_ids.extend([*(i for _, i in uow.pending), *(None for _ in produced)])
         self.emitted.extend(out)
         return out
 

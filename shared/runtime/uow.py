@@ -8,6 +8,7 @@ the unit tests. Handlers cannot tell them apart.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -83,14 +84,18 @@ class UnitOfWork(Generic[S]):
     consumer: str
     tracing: Tracing | None = None
     envelopes: tuple[Envelope, ...] = ()
-    pending: list[Event] = field(default_factory=list)
+    # What the handler emitted, with the ce_id each will carry.
+    pending: list[tuple[Event, str]] = field(default_factory=list)
     trace_context: otel_context.Context | None = None
     # Runs work on the store in a transaction of its own, kept even if the handler's rolls back.
     apart_runner: Callable[[Callable[[S], Awaitable[None]]], Awaitable[None]] | None = None
 
-    def emit(self, event: Event) -> None:
-        """Publish `event` when (and only if) this unit of work commits."""
-        self.pending.append(event)
+    def emit(self, event: Event) -> str:
+        """Publish `event` when (and only if) this unit of work commits; returns the ce_id it will carry
+        (so a later event can name it as its cause)."""
+        event_id = str(uuid.uuid4())
+        self.pending.append((event, event_id))
+        return event_id
 
     async def apart(self, work: Callable[[S], Awaitable[None]]) -> None:
         """Do `work` on the store in a transaction of its own, which stands even when this unit of

@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from services.alerter import store as alerter_store
+from services.alerter import tables as alerter_store
 from services.alerter.app import AlerterService
 from services.alerter.app import build as build_alerter
 from services.alerter.config import parse_config

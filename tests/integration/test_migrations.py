@@ -16,17 +16,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-import services.evaluator.store
-import services.registry.store
-import services.trainer.store  # noqa: F401
-from shared.runtime.db import Base, alembic_config, head_revision
+from shared.ops.migrations import metadata
+from shared.runtime.db import alembic_config, head_revision
 from shared.runtime.settings import Settings
 
 
 async def test_migrations_at_head_match_every_table_the_code_declares(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         differences = await connection.run_sync(
-            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata())
         )
     # it_effects is the integration tests' own table, not part of the schema.
     missing = [d for d in differences if "it_effects" not in str(d)]

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from services.monitor import store as monitor_store
+from services.monitor import tables as monitor_tables
 from services.monitor.app import MonitorService
 from services.monitor.app import build as build_monitor
 from services.trainer import domain as trainer_domain
@@ -161,7 +162,7 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
 
     async def knows_the_reference() -> bool:
         async with monitor.sessions() as session:
-            return await monitor_store.reference_of(session, model, 1) is not None
+            return await monitor_store.SqlStore(session).reference_of(model, 1) is not None
 
     await eventually(knows_the_reference, timeout=30, what="the monitor to know version 1's reference profile")
 
@@ -170,7 +171,9 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
 
     async def windows_closed(count: int) -> bool:
         async with monitor.sessions() as session:
-            rows = await session.scalars(select(monitor_store.WindowRow).where(monitor_store.WindowRow.model == model))
+            rows = await session.scalars(
+                select(monitor_tables.WindowRow).where(monitor_tables.WindowRow.model == model)
+            )
             return len(rows.all()) >= count
 
     await eventually(lambda: windows_closed(2), timeout=30, what="two steady windows")
@@ -206,7 +209,7 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
     [retrain] = retrains
     assert isinstance(retrain, RetrainRequested) and retrain.reason == "drift" and retrain.requested_by == "monitor"
     async with monitor.sessions() as session:
-        kept = await session.get(monitor_store.RetrainRow, model)
+        kept = await session.get(monitor_tables.RetrainRow, model)
     assert kept is not None and kept.suppressed >= 40
 
 
@@ -220,14 +223,14 @@ async def test_rows_that_waited_for_their_reference_are_tested_a_window_at_a_tim
 
     async def held(rows: int) -> bool:
         async with monitor.sessions() as session:
-            return await monitor_store.open_rows(session, model, 1) >= rows
+            return await monitor_store.SqlStore(session).open_rows(model, 1) >= rows
 
     await eventually(lambda: held(1050), timeout=30, what="1,050 rows held while the reference is unknown")
     await a_trained_version(settings, model)
 
     async def knows_the_reference() -> bool:
         async with monitor.sessions() as session:
-            return await monitor_store.reference_of(session, model, 1) is not None
+            return await monitor_store.SqlStore(session).reference_of(model, 1) is not None
 
     await eventually(knows_the_reference, timeout=30, what="the reference profile")
     await publish(settings, *predictions(model, 150, seed=22, per_event=150))
@@ -235,14 +238,14 @@ async def test_rows_that_waited_for_their_reference_are_tested_a_window_at_a_tim
     async def closed() -> list[int]:
         async with monitor.sessions() as session:
             rows = await session.scalars(
-                select(monitor_store.WindowRow.rows).where(monitor_store.WindowRow.model == model)
+                select(monitor_tables.WindowRow.rows).where(monitor_tables.WindowRow.model == model)
             )
             return list(rows.all())
 
     await eventually(lambda: _at_least(closed, 6), timeout=30, what="six windows closed")
     assert await closed() == [WINDOW_ROWS] * 6, "1,200 rows: six windows of 200, none larger"
     async with monitor.sessions() as session:
-        assert await monitor_store.open_rows(session, model, 1) == 0
+        assert await monitor_store.SqlStore(session).open_rows(model, 1) == 0
 
 
 async def _at_least(found: Any, count: int) -> bool:
@@ -273,7 +276,7 @@ async def test_a_canary_is_judged_against_stable_and_a_doubled_error_rate_rolls_
 
     async def live() -> bool:
         async with monitor.sessions() as session:
-            found = await session.get(monitor_store.LiveRow, model)
+            found = await session.get(monitor_tables.LiveRow, model)
             return found is not None and found.state == "canary"
 
     await eventually(live, timeout=30, what="the monitor to see the canary")
@@ -283,7 +286,7 @@ async def test_a_canary_is_judged_against_stable_and_a_doubled_error_rate_rolls_
 
     async def stable_window() -> bool:
         async with monitor.sessions() as session:
-            return await monitor_store.last_summary(session, model, 1) is not None
+            return await monitor_store.SqlStore(session).last_summary(model, 1) is not None
 
     await eventually(stable_window, timeout=30, what="a closed window of the stable version")
     canary = _logged(
@@ -315,7 +318,9 @@ async def test_labels_join_the_answers_and_a_live_accuracy_drop_is_reported_once
 
     async def kept() -> bool:
         async with monitor.sessions() as session:
-            found = await session.scalars(select(monitor_store.ServedRow).where(monitor_store.ServedRow.model == model))
+            found = await session.scalars(
+                select(monitor_tables.ServedRow).where(monitor_tables.ServedRow.model == model)
+            )
             return len(found.all()) == WINDOW_ROWS
 
     await eventually(kept, timeout=30, what="the answers kept for labels")

@@ -1,0 +1,190 @@
+"""The alerter's HTTP API: alerts, acknowledgements, silences and the notification log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.alerter import domain
+from services.alerter.config import AlerterConfig, Matcher, seconds
+from services.alerter.records import SilenceRecord
+from services.alerter.store import SqlStore
+from shared.runtime.bus import Bus
+from shared.runtime.httpapi import (
+    BodyLimit,
+    HttpMetrics,
+    Limit,
+    Operator,
+    Viewer,
+    add_error_handlers,
+    add_health_routes,
+    identifier,
+)
+from shared.runtime.settings import Settings
+
+
+class Ack(BaseModel):
+    """An acknowledgement."""
+
+    comment: str = Field(default="", max_length=2000, description="What is being done about it.")
+
+
+class NewSilence(BaseModel):
+    """A silence to create: matchers, and either an end or a duration."""
+
+    matchers: list[str] = Field(
+        min_length=1, max_length=50, description='e.g. ["model=\\"churn\\"", "kind=~\\"drift\\""]'
+    )
+    starts_at: datetime | None = Field(default=None, description="Start (UTC); now if absent.")
+    ends_at: datetime | None = Field(default=None, description="End (UTC).")
+    duration: str | float | None = Field(default=None, description="Length instead of an end: 2h, 30m, seconds.")
+    comment: str = Field(min_length=1, max_length=2000, description="Why.")
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse(cls, value: list[str]) -> list[str]:
+        return [str(Matcher.parse(m)) for m in value]
+
+
+def make_api(
+    settings: Settings,
+    config: AlerterConfig,
+    sessions: async_sessionmaker[AsyncSession],
+    bus: Bus,
+    metrics: CollectorRegistry,
+) -> FastAPI:
+    """The alerter's FastAPI application: alerts, acknowledgements, silences, notifications."""
+    api = FastAPI(title="modelbus alerter", version="1", description="Alerts, silences and the notification log.")
+    api.state.identify = identifier(settings)
+    api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    add_error_handlers(api)
+    api.add_middleware(HttpMetrics, registry=metrics)
+    platform = settings.topic_prefix
+
+    add_health_routes(api, sessions, bus, metrics)
+
+    @api.get("/v1/alerts", tags=["read"])
+    async def list_alerts(
+        _: Viewer,
+        status: Annotated[Literal["firing", "resolved"] | None, Query()] = None,
+        model: str | None = None,
+        kind: str | None = None,
+        limit: Limit = 100,
+    ) -> list[dict[str, Any]]:
+        """Alerts, most recently raised first."""
+        async with sessions() as session:
+            kept = SqlStore(session, platform)
+            rows = await kept.alerts(status=status, model=model, kind=kind, limit=limit)
+            now = datetime.now(UTC)
+            silences = await kept.active_silences(now)
+            firing = await kept.all_firing()
+        targets = {r.fingerprint: r.labels for r in rows if r.status == "firing"}
+        inhibited = domain.inhibited(targets, firing, config.inhibit_rules)
+        found = []
+        for row in rows:
+            item = row.as_dict()
+            item["silenced_by"] = [s.id for s in silences if row.status == "firing" and s.mutes(row.labels, now)]
+            item["inhibited_by"] = inhibited.get(row.fingerprint)
+            found.append(item)
+        return found
+
+    @api.get("/v1/alerts/{fingerprint}", tags=["read"])
+    async def show_alert(_: Viewer, fingerprint: str) -> dict[str, Any]:
+        """One alert, with the notifications that carried it."""
+        async with sessions() as session:
+            kept = SqlStore(session, platform)
+            found = await kept.alert(fingerprint)
+            if found is None:
+                raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
+            sent = await kept.notifications_of(fingerprint)
+        return {**found.as_dict(), "notifications": [n.as_dict() for n in sent]}
+
+    @api.post("/v1/alerts/{fingerprint}/ack", tags=["act"])
+    async def ack(who: Operator, fingerprint: str, body: Annotated[Ack | None, Body()] = None) -> dict[str, Any]:
+        """Acknowledge an alert: someone is on it (it keeps notifying; silence it to mute it)."""
+        now = datetime.now(UTC)
+        comment = body.comment if body else ""
+        async with sessions() as session, session.begin():
+            kept = SqlStore(session, platform)
+            acked = await kept.acknowledge(fingerprint, who.actor, now, comment)
+            if acked is None:
+                raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
+            await kept.audit(who.actor, "ack", fingerprint, now, comment=comment)
+            return acked.as_dict()
+
+    @api.get("/v1/silences", tags=["read"])
+    async def list_silences(_: Viewer, expired: bool = False) -> list[dict[str, Any]]:
+        """Silences in force or to come (and ended ones with expired=true), newest first."""
+        now = datetime.now(UTC)
+        async with sessions() as session:
+            found = await SqlStore(session, platform).silences(include_expired=expired, now=now)
+            return [s.as_dict(now) for s in found]
+
+    @api.post("/v1/silences", tags=["act"], status_code=201)
+    async def create_silence(who: Operator, body: NewSilence) -> dict[str, Any]:
+        """Mute the alerts matching every matcher, from start to end."""
+        now = datetime.now(UTC)
+        starts = body.starts_at or now
+        if body.ends_at is not None:
+            ends = body.ends_at
+        elif body.duration is not None:
+            try:
+                ends = starts + timedelta(seconds=seconds(body.duration))
+            except ValueError as exc:
+                raise HTTPException(422, f"duration: {exc}") from None
+        else:
+            raise HTTPException(422, "give ends_at or duration")
+        if ends <= starts:
+            raise HTTPException(422, "the silence ends before it starts")
+        row = SilenceRecord(
+            id=uuid.uuid4().hex[:12],
+            matchers=body.matchers,
+            starts_at=starts,
+            ends_at=ends,
+            created_by=who.actor,
+            comment=body.comment,
+            created_at=now,
+        )
+        async with sessions() as session, session.begin():
+            kept = SqlStore(session, platform)
+            await kept.add_silence(row)
+            await kept.audit(
+                who.actor,
+                "silence",
+                row.id,
+                now,
+                matchers=body.matchers,
+                ends_at=ends.isoformat(),
+                comment=body.comment,
+            )
+        return row.as_dict(now)
+
+    @api.delete("/v1/silences/{silence_id}", tags=["act"])
+    async def expire_silence(who: Operator, silence_id: str) -> dict[str, Any]:
+        """End a silence now."""
+        now = datetime.now(UTC)
+        async with sessions() as session, session.begin():
+            kept = SqlStore(session, platform)
+            found = await kept.expire_silence(silence_id, now, who.actor)
+            if found is None:
+                raise HTTPException(404, f"no silence has the id {silence_id!r}")
+            silence, ended = found
+            if ended:
+                await kept.audit(who.actor, "expire-silence", silence_id, now)
+            return silence.as_dict(now)
+
+    @api.get("/v1/notifications", tags=["read"])
+    async def list_notifications(
+        _: Viewer, status: Annotated[Literal["pending", "sent"] | None, Query()] = None, limit: Limit = 100
+    ) -> list[dict[str, Any]]:
+        """The notification log, newest first."""
+        async with sessions() as session:
+            return [n.as_dict() for n in await SqlStore(session, platform).notifications(status=status, limit=limit)]
+
+    return api

@@ -1,0 +1,129 @@
+"""The alerter's handlers: an event raises the alert it means and clears the ones it resolves; a
+new (or changed) alert makes its groups due. services.alerter.dispatch flushes and delivers them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.alerter import domain
+from services.alerter.config import AlerterConfig, RoutePlan, plans, routes_for
+from services.alerter.store import AlerterStore
+from shared.contract.events import DeadLettered, Event, ModelSpecApplied
+from shared.runtime.errors import is_transient
+from shared.runtime.uow import UnitOfWork
+
+log = logging.getLogger("modelbus.alerter")
+UoW = UnitOfWork[AlerterStore]
+
+
+@dataclass
+class Metrics:
+    """The alerter's Prometheus metrics."""
+
+    registry: CollectorRegistry
+    raised: Counter = field(init=False)
+    resolved: Counter = field(init=False)
+    notifications: Counter = field(init=False)
+    failures: Counter = field(init=False)
+    pending: Gauge = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.raised = Counter(
+            "modelbus_alerts_raised", "Alerts raised (new or firing again).", ["kind"], registry=self.registry
+        )
+        self.resolved = Counter("modelbus_alerts_resolved", "Alerts resolved.", registry=self.registry)
+        self.notifications = Counter(
+            "modelbus_alert_notifications", "Notifications sent.", ["receiver"], registry=self.registry
+        )
+        self.failures = Counter(
+            "modelbus_alert_delivery_failures", "Failed delivery attempts.", ["receiver"], registry=self.registry
+        )
+        self.pending = Gauge(
+            "modelbus_alert_notifications_pending", "Notifications waiting to be sent.", registry=self.registry
+        )
+
+
+@dataclass
+class Alerting:
+    """What the alerter's handlers and dispatch share: its routing, metrics and links."""
+
+    config: AlerterConfig
+    metrics: Metrics
+    links: domain.Links
+    plans: dict[str, RoutePlan] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plans = plans(self.config)
+
+
+async def on_spec(event: ModelSpecApplied, uow: UoW) -> None:
+    """Keep the model's alert labels."""
+    await uow.store.keep_spec(event)
+
+
+async def on_source(event: Event, uow: UoW, *, alerting: Alerting) -> None:
+    """Raise the alert the event means, and clear the ones it resolves."""
+    await on_event(uow.store, alerting, event, uow.envelope.id, uow.envelope.traceparent)
+
+
+async def on_dead_letter(event: DeadLettered, uow: UoW, *, alerting: Alerting, dead_letters: str) -> None:
+    """A dead letter is an alert of the platform's."""
+    try:
+        await on_event(uow.store, alerting, event, uow.envelope.id, uow.envelope.traceparent)
+    except Exception as exc:
+        # A dead letter about a dead letter the alerter could not handle would come back to it
+        # for ever: that one is only logged.
+        if event.original_topic != dead_letters or is_transient(exc):
+            raise
+        log.exception("could not raise an alert for the dead letter %s", uow.envelope.id)
+
+
+async def on_event(
+    store: AlerterStore, alerting: Alerting, event: Event, event_id: str, traceparent: str | None
+) -> None:
+    """Raise the alert an event means, and clear the ones it resolves."""
+    now = datetime.now(UTC)
+    model = getattr(event, "model", domain.PLATFORM)
+    known = await store.spec_of(model) if model != domain.PLATFORM else None
+    alert = domain.raised_by(event, event_id, traceparent, known.alerts if known else None, alerting.links)
+    if alert is not None:
+        await fire(store, alerting, alert, now)
+    resolution = domain.resolved_by(event)
+    if resolution is not None:
+        cleared = [row.fingerprint for row in await store.firing_of(model) if resolution.clears(row.labels)]
+        await clear(store, alerting, cleared, now, resolution.reason)
+
+
+async def fire(store: AlerterStore, alerting: Alerting, alert: domain.Alert, now: datetime) -> None:
+    """Record the alert; if it is news, put it in its groups (a repeat changes no timing)."""
+    if not await store.raise_alert(alert, now):
+        return
+    alerting.metrics.raised.labels(alert.labels.get("kind", "")).inc()
+    log.info("alert %s firing: %s", alert.fingerprint, alert.annotations.get("summary", ""))
+    for path in routes_for(alerting.config, alert.labels):
+        plan = alerting.plans[path]
+        labels = domain.group_labels(alert.labels, plan.group_by)
+        await store.touch_group(
+            domain.group_key(store.platform, path, labels),
+            path,
+            plan.receiver,
+            labels,
+            alert.fingerprint,
+            now,
+            plan.group_wait,
+            plan.group_interval,
+        )
+
+
+async def clear(store: AlerterStore, alerting: Alerting, fingerprints: list[str], now: datetime, reason: str) -> None:
+    """Resolve firing alerts; their groups tell of it within their group_interval."""
+    resolved = await store.resolve(fingerprints, now, reason)
+    if resolved:
+        alerting.metrics.resolved.inc(len(resolved))
+        log.info("%d alert(s) resolved: %s", len(resolved), reason)
+        timings = {path: (plan.group_wait, plan.group_interval) for path, plan in alerting.plans.items()}
+        await store.touch_groups_of(resolved, now, timings)

@@ -1,0 +1,179 @@
+"""The alerter's store in dictionaries: the twin of SqlStore for the handler and dispatch tests
+(one contract test runs on both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from services.alerter import domain
+from services.alerter.records import AlertRecord, Group, Notification, SilenceRecord
+from shared.contract.events import ModelSpecApplied
+from shared.contract.spec import ModelSpec
+
+
+@dataclass
+class MemoryStore:
+    """What the alerter keeps for its platform, in memory."""
+
+    platform: str = "modelbus"
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
+    alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    members: dict[str, list[str]] = field(default_factory=dict)
+    notifications: dict[str, Notification] = field(default_factory=dict)
+    silences: dict[str, SilenceRecord] = field(default_factory=dict)
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        known = self.specs.get(model)
+        return known.spec if known is not None else None
+
+    async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
+        """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
+        was = self.alerts.get(alert.fingerprint)
+        fresh = AlertRecord(
+            alert.fingerprint,
+            alert.model,
+            alert.labels.get("kind", ""),
+            alert.severity,
+            alert.labels,
+            alert.annotations,
+            "firing",
+            now,
+            now,
+            None,
+            None,
+            1,
+            alert.source_event_type,
+            alert.source_event_id,
+            None,
+            None,
+            None,
+        )
+        if was is not None and was.status == "firing":  # a repeat: the same episode, refreshed
+            fresh = replace(
+                was,
+                model=fresh.model,
+                kind=fresh.kind,
+                severity=fresh.severity,
+                labels=fresh.labels,
+                annotations=fresh.annotations,
+                updated_at=now,
+                source_event_type=fresh.source_event_type,
+                source_event_id=fresh.source_event_id,
+                times_raised=was.times_raised + 1,
+            )
+        elif was is not None:  # firing again after it resolved: a new episode, unacknowledged
+            fresh = replace(fresh, times_raised=was.times_raised + 1, ack_comment=was.ack_comment)
+        self.alerts[alert.fingerprint] = fresh
+        return domain.is_news(was.status if was is not None else None)
+
+    async def resolve(self, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
+        """Resolve these alerts if firing; the fingerprints that were."""
+        done = []
+        for fingerprint in fingerprints:
+            alert = self.alerts.get(fingerprint)
+            if alert is not None and alert.status == "firing":
+                self.alerts[fingerprint] = replace(alert, status="resolved", ends_at=now, resolved_reason=reason[:2000])
+                done.append(fingerprint)
+        return done
+
+    async def firing_of(self, model: str) -> list[AlertRecord]:
+        """The model's firing alerts."""
+        return [a for a in self.alerts.values() if a.model == model and a.status == "firing"]
+
+    async def stale(self, before: datetime) -> list[str]:
+        """Firing alerts last raised before `before`."""
+        return [a.fingerprint for a in self.alerts.values() if a.status == "firing" and a.updated_at < before]
+
+    async def all_firing(self) -> dict[str, dict[str, str]]:
+        """Every firing alert's labels by fingerprint (the inhibition sources)."""
+        return {a.fingerprint: a.labels for a in self.alerts.values() if a.status == "firing"}
+
+    async def touch_group(
+        self,
+        key: str,
+        route: str,
+        receiver: str,
+        labels: dict[str, str],
+        fingerprint: str,
+        now: datetime,
+        group_wait: float,
+        group_interval: float,
+    ) -> None:
+        """Put an alert that is news in its group, and make the group due."""
+        group = self.groups.setdefault(key, Group(key, route, receiver, labels, now, None, None, {}))
+        due = domain.due_after_change(
+            now, group.created_at, group.last_notified_at, group.next_flush_at, group_wait, group_interval
+        )
+        self.groups[key] = replace(group, next_flush_at=due)
+        if fingerprint not in self.members.setdefault(key, []):
+            self.members[key].append(fingerprint)
+
+    async def touch_groups_of(
+        self, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
+    ) -> None:
+        """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
+        for key in sorted(k for k, held in self.members.items() if set(held) & set(fingerprints)):
+            group = self.groups[key]
+            wait, interval = timings.get(group.route, (30.0, 300.0))
+            due = domain.due_after_change(
+                now, group.created_at, group.last_notified_at, group.next_flush_at, wait, interval
+            )
+            self.groups[key] = replace(group, next_flush_at=due)
+
+    async def due_groups(self, now: datetime, limit: int = 50) -> list[Group]:
+        """Groups due for a flush."""
+        due = [g for g in self.groups.values() if g.next_flush_at is not None and g.next_flush_at <= now]
+        return sorted(due, key=lambda g: g.next_flush_at or now)[:limit]
+
+    async def members_of(self, key: str) -> list[AlertRecord]:
+        """The alerts of a group."""
+        return [self.alerts[fp] for fp in self.members.get(key, []) if fp in self.alerts]
+
+    async def flushed(
+        self,
+        key: str,
+        *,
+        notified: dict[str, str],
+        next_flush_at: datetime | None,
+        left: list[str],
+        notification: Notification | None,
+    ) -> None:
+        """A group's flush: what it notified, when it is due again, who leaves it, what it wrote."""
+        group = replace(self.groups[key], notified=notified, next_flush_at=next_flush_at)
+        if notification is not None:
+            self.notifications[notification.id] = notification
+            group = replace(group, last_notified_at=notification.created_at)
+        self.groups[key] = group
+        self.members[key] = [fp for fp in self.members.get(key, []) if fp not in left]
+
+    async def pending(self, now: datetime, limit: int = 20) -> list[Notification]:
+        """Notifications due for (another) attempt."""
+        due = [n for n in self.notifications.values() if n.status == "pending" and n.next_attempt_at <= now]
+        return sorted(due, key=lambda n: n.created_at)[:limit]
+
+    async def attempted(self, notification: Notification) -> None:
+        """Keep the outcome of a delivery attempt."""
+        self.notifications[notification.id] = notification
+
+    async def waiting(self) -> int:
+        """How many notifications still wait to be sent."""
+        return sum(1 for n in self.notifications.values() if n.status == "pending")
+
+    async def active_silences(self, now: datetime) -> list[domain.Silence]:
+        """Silences in force now."""
+        return [s.silence() for s in self.silences.values() if s.starts_at <= now < s.ends_at]
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        """Keep a new silence."""
+        self.silences[silence.id] = silence

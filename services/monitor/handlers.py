@@ -1,0 +1,395 @@
+"""The monitor's handlers: predictions fill each version's open window, a full (or old) window is
+tested for drift and, for a running canary, compared with the stable version; labels join the
+answers they judge; what follows (DriftDetected, CanaryAnalyzed, PerformanceDegraded,
+RetrainRequested) is emitted in the same transaction.
+
+The work on windows takes its store and an `emit` so that the sweep, which closes windows by age
+outside any handler, runs the very same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from services.monitor import domain, windows
+from services.monitor.metrics import Metrics
+from services.monitor.store import ClosedWindow, MonitorStore, Window
+from shared.contract.events import (
+    CanaryAnalyzed,
+    DriftDetected,
+    Event,
+    LabelsArrived,
+    MetricComparison,
+    ModelRegistered,
+    ModelSpecApplied,
+    ModelTrained,
+    PerformanceDegraded,
+    PredictionsLogged,
+    RetrainRequested,
+    RolloutChanged,
+)
+from shared.contract.spec import ModelSpec, Monitoring, Rollout
+from shared.runtime.metrics import live_metrics
+from shared.runtime.uow import UnitOfWork
+
+log = logging.getLogger("modelbus.monitor")
+SPEC_CACHE_SECONDS = 5.0
+Emit = Callable[[Event], str]
+UoW = UnitOfWork[MonitorStore]
+
+
+@dataclass
+class Watch:
+    """What the monitor's handlers share in one process: its metrics, the label horizon, and a
+    short-lived cache of specs (a spec changes rarely; predictions arrive all the time)."""
+
+    metrics: Metrics
+    label_horizon: timedelta = timedelta(days=7)
+    specs: dict[str, tuple[float, ModelSpec | None]] = field(default_factory=dict)
+
+    async def spec(self, store: MonitorStore, model: str) -> ModelSpec | None:
+        """The model's spec, read at most once per SPEC_CACHE_SECONDS."""
+        cached = self.specs.get(model)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < SPEC_CACHE_SECONDS:
+            return cached[1]
+        found = await store.spec_of(model)
+        if found is not None:  # a spec not there yet may arrive any moment: ask again next time
+            self.specs[model] = (now, found)
+        return found
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def on_spec(event: ModelSpecApplied, uow: UoW, *, watch: Watch) -> None:
+    """Keep the monitoring and rollout policies; the cached spec is dropped."""
+    await uow.store.keep_spec(event)
+    watch.specs.pop(event.model, None)
+
+
+async def on_trained(event: ModelTrained, uow: UoW) -> None:
+    """Keep the run's reference profile (never recomputed from raw data)."""
+    await uow.store.keep_run(event.model, event.run_id, event.task, event.reference_profile, event.metrics)
+
+
+async def on_registered(event: ModelRegistered, uow: UoW) -> None:
+    """Keep which run the version is."""
+    await uow.store.keep_version(event.model, event.version, event.run_id)
+
+
+async def on_rollout(event: RolloutChanged, uow: UoW) -> None:
+    """Keep what is live: the candidate and stable versions of the rollout."""
+    await uow.store.keep_live(
+        event.model, event.rollout_id, event.to_state, event.candidate_version, event.stable_version
+    )
+
+
+async def on_labels(event: LabelsArrived, uow: UoW, *, watch: Watch) -> None:
+    """Join labels to answers; judge a version's live performance once it has enough of them."""
+    await labelled(uow.store, watch, event, uow.emit)
+
+
+async def on_predictions(events: list[PredictionsLogged], uow: UoW, *, watch: Watch) -> None:
+    """A poll's predictions, into each version's open window (batched: one call per poll)."""
+    await add(uow.store, watch, events, uow.emit)
+
+
+# ---------------------------------------------------------------- windows
+
+
+async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLogged], emit: Emit) -> None:
+    """Add the events' rows to each version's open window, closing windows as they fill.
+
+    Called with every PredictionsLogged of one poll: the answers go to the label join in one
+    statement, and each version's rows go to its window in as few chunks as the windows allow (a
+    window never takes more than the policy's `window_rows` once it can be tested).
+    """
+    await store.add_served([answer for event in events for answer in domain.answers(event)])
+    by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
+    for event in events:
+        columns = windows.columns_of(event)
+        versions = np.array(event.model_version)
+        for version in np.unique(versions).tolist():
+            same = versions == version
+            by_version[event.model, version].append(
+                columns if same.all() else windows.take(columns, np.flatnonzero(same))
+            )
+    for (model, version), parts in sorted(by_version.items()):
+        spec = await watch.spec(store, model)
+        columns = windows.concatenate(parts) if len(parts) > 1 else parts[0]
+        await fill(store, watch, model, version, columns, spec.monitoring if spec else Monitoring(), emit)
+
+
+async def fill(
+    store: MonitorStore,
+    watch: Watch,
+    model: str,
+    version: int,
+    columns: windows.Columns,
+    policy: Monitoring,
+    emit: Emit,
+) -> None:
+    """Add one version's rows to its open window, a window's worth at a time."""
+    held = await store.open_rows(model, version)
+    rows, taken = windows.rows_of(columns), 0
+    while taken < rows:
+        room = policy.window_rows - held
+        # A window that cannot be tested yet (see close) takes what comes, up to its own limit.
+        size = min(room, rows - taken) if room > 0 else rows - taken
+        part = columns if size == rows else windows.take(columns, slice(taken, taken + size))
+        taken += size
+        first, last = windows.span(part)
+        window = await store.add_chunk(model, version, part, size, first, last)
+        watch.metrics.rows.labels(model).inc(size)
+        held = window.rows
+        age = (datetime.now(UTC) - window.first_at).total_seconds() if window.first_at else 0.0
+        if domain.should_close(window.rows, age, policy):
+            held = await close(store, watch, window, policy, emit)
+
+
+async def close(store: MonitorStore, watch: Watch, window: Window, policy: Monitoring, emit: Emit) -> int:
+    """Test a window, keep its results, announce drift and ask for a retrain if the policy says so;
+    returns the rows the window holds afterwards.
+
+    ModelTrained and PredictionsLogged travel on different topics: while the version's reference
+    (or the model's spec) is unknown, the window stays open, up to UNTESTED_WINDOWS windows' rows.
+    """
+    model, version = window.model, window.version
+    known = await store.reference_of(model, version) is not None
+    known = known and await watch.spec(store, model) is not None
+    if not known and domain.waits_for_reference(window.rows, policy):
+        return window.rows
+    columns = windows.concatenate(await store.take_chunks(model, version))
+    if not columns:
+        return 0
+    total, size = windows.rows_of(columns), policy.window_rows
+    if not known or total <= size:  # one window: full, closed by age, or closed untested
+        await test(store, watch, model, version, columns, policy, emit)
+        return 0
+    # A window that waited for its reference holds several windows' rows: each full window is
+    # tested on its own, and what is left over stays open.
+    whole, held = total - total % size, 0
+    if whole < total:
+        rest = windows.take(columns, slice(whole, total))
+        held = (await store.add_chunk(model, version, rest, total - whole, *windows.span(rest))).rows
+    for start in range(0, whole, size):
+        await test(store, watch, model, version, windows.take(columns, slice(start, start + size)), policy, emit)
+    return held
+
+
+async def test(
+    store: MonitorStore,
+    watch: Watch,
+    model: str,
+    version: int,
+    columns: windows.Columns,
+    policy: Monitoring,
+    emit: Emit,
+) -> None:
+    """Test one closed window's rows: canary analysis, drift, and what follows from them."""
+    rows = windows.rows_of(columns)
+    started, ended = windows.span(columns)
+    window_id = f"win-{uuid.uuid4().hex[:16]}"
+    summary = windows.summarize(columns)
+    await analyse_canary(store, watch, model, version, summary, started, ended, emit)
+
+    def kept(drifted_share: float | None, dataset_drift: bool, result: dict[str, Any]) -> ClosedWindow:
+        whole = {**result, "summary": summary.as_dict()}
+        return ClosedWindow(window_id, model, version, started, ended, rows, drifted_share, dataset_drift, whole)
+
+    reference = await store.reference_of(model, version)
+    if reference is None:
+        log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
+        await store.record_window(kept(None, False, {"untested": "no reference profile for this version"}))
+        watch.metrics.windows.labels(model, "untested").inc()
+        return
+    began = time.perf_counter()
+    found = await asyncio.to_thread(windows.window_drift, reference.profile, columns, policy)
+    seconds = time.perf_counter() - began
+    watch.metrics.drift_seconds.observe(seconds)
+    watch.metrics.tested(model, version, found)
+    result = {
+        "features": [f.model_dump() for f in found.features],
+        "prediction": found.prediction.model_dump() if found.prediction else None,
+        "missing": found.missing,
+        "seconds": seconds,
+    }
+    await store.record_window(kept(found.drifted_share, found.dataset_drift, result))
+    drifted = [f.feature for f in found.features if f.drifted]
+    prediction_drifted = bool(found.prediction and found.prediction.drifted)
+    log.info(
+        "%s@%d window %s: %d rows, %d/%d features drifted%s in %.3f s",
+        model,
+        version,
+        window_id,
+        rows,
+        len(drifted),
+        len(found.features),
+        ", prediction drifted" if prediction_drifted else "",
+        seconds,
+    )
+    if not drifted and not prediction_drifted:
+        watch.metrics.windows.labels(model, "steady").inc()
+        return
+    watch.metrics.windows.labels(model, "drifted").inc()
+    detected = DriftDetected(
+        model=model,
+        version=version,
+        window_id=window_id,
+        window_start=started,
+        window_end=ended,
+        rows=rows,
+        features=found.features,
+        prediction=found.prediction,
+        drifted_share=found.drifted_share,
+        dataset_drift=found.dataset_drift,
+        severity=domain.severity(found),
+    )
+    detected_id = emit(detected)
+    if not domain.retrain_on_drift(found, policy):
+        return
+    if not await store.retrain_allowed(model, datetime.now(UTC), policy.retrain_cooldown_seconds, "drift"):
+        log.info("%s: drift again, retrain not asked (cooldown %.0f s)", model, policy.retrain_cooldown_seconds)
+        return
+    emit(RetrainRequested(model=model, reason="drift", requested_by="monitor", cause_event_id=detected_id))
+    log.info("%s: retrain requested (drift in %s)", model, ", ".join(drifted[:8]))
+
+
+async def analyse_canary(
+    store: MonitorStore,
+    watch: Watch,
+    model: str,
+    version: int,
+    summary: domain.Summary,
+    started: datetime,
+    ended: datetime,
+    emit: Emit,
+) -> None:
+    """When a running canary's window closes: compare it with the stable version's last window."""
+    live = await store.live_of(model)
+    if live is None or live.state not in ("canary", "shadow") or live.candidate != version:
+        return
+    spec = await watch.spec(store, model)
+    rollout = spec.rollout if spec is not None else None
+    stable = await store.last_summary(model, live.stable) if live.stable is not None else None
+    if stable is None:
+        comparisons: list[domain.Comparison] = []
+        outcome: domain.Verdict
+        outcome, reason = "hold", f"no closed window of the stable version {live.stable} to compare with yet"
+    else:
+        policy = rollout if rollout is not None else Rollout()
+        comparisons = domain.compare(summary, domain.Summary.from_dict(stable), policy)
+        outcome, reason = domain.verdict(comparisons, summary.rows, policy.min_samples)
+    analysed = CanaryAnalyzed(
+        model=model,
+        rollout_id=live.rollout_id,
+        candidate_version=version,
+        stable_version=live.stable,
+        verdict=outcome,
+        comparisons=[
+            MetricComparison(
+                metric=c.metric, candidate=c.candidate, stable=c.stable, threshold=c.threshold, passed=c.passed
+            )
+            for c in comparisons
+        ],
+        candidate_samples=summary.rows,
+        stable_samples=int(stable["rows"]) if stable else 0,
+        window_start=started,
+        window_end=ended,
+        reason=reason,
+    )
+    emit(analysed)
+    log.info("%s: canary v%d analysed: %s (%s)", model, version, outcome, reason)
+
+
+# ---------------------------------------------------------------- labels
+
+
+async def labelled(store: MonitorStore, watch: Watch, event: LabelsArrived, emit: Emit) -> None:
+    """Join labels to what was served; judge a version's live performance once it has enough labels."""
+    now = datetime.now(UTC)
+    truths = {label.request_id: str(label.label) for label in event.labels}
+    versions = await store.label(event.model, truths, now, watch.label_horizon)
+    spec = await watch.spec(store, event.model)
+    if spec is None:
+        return
+    performance = spec.monitoring.performance
+    metric = performance.metric or spec.selection_metric
+    for version in versions:
+        if await store.labelled_pending(event.model, version) < performance.min_labels:
+            continue
+        rows = await store.take_labelled(event.model, version)
+        reference = await store.reference_of(event.model, version)
+        if reference is None or metric not in reference.metrics:
+            continue
+        scores = [s for _, _, s in rows]
+        measured = live_metrics(
+            reference.task,
+            [t for t, _, _ in rows],
+            [p for _, p, _ in rows],
+            scores if all(s is not None for s in scores) else None,  # type: ignore[arg-type]
+        )
+        if metric not in measured:
+            continue
+        baseline = reference.metrics[metric]
+        log.info(
+            "%s@%d live %s %.4f over %d labels (validation %.4f)",
+            event.model,
+            version,
+            metric,
+            measured[metric],
+            len(rows),
+            baseline,
+        )
+        worse = domain.degradation(metric, measured[metric], baseline, performance)
+        if worse is None:
+            continue
+        degraded_id = emit(
+            PerformanceDegraded(
+                model=event.model,
+                version=version,
+                window_id=f"perf-{uuid.uuid4().hex[:16]}",
+                metric=metric,
+                value=worse.value,
+                baseline=worse.baseline,
+                threshold=worse.threshold,
+                labelled_rows=len(rows),
+                severity=spec.alerts.severity,
+            )
+        )
+        policy = spec.monitoring
+        if "performance" in policy.retrain_on and await store.retrain_allowed(
+            event.model, now, policy.retrain_cooldown_seconds, "performance"
+        ):
+            emit(
+                RetrainRequested(
+                    model=event.model, reason="performance", requested_by="monitor", cause_event_id=degraded_id
+                )
+            )
+
+
+async def sweep_one(store: MonitorStore, watch: Watch, model: str, version: int, age: float, emit: Emit) -> bool:
+    """Close one window that has aged past its policy's `window_seconds`; True if it closed."""
+    spec = await watch.spec(store, model)
+    policy = spec.monitoring if spec is not None else Monitoring()
+    if age < policy.window_seconds:
+        return False
+    window = await store.lock_window(model, version)
+    if window is None or not window.first_at:
+        return False
+    real_age = (datetime.now(UTC) - window.first_at).total_seconds()
+    if not domain.should_close(window.rows, real_age, policy):
+        return False
+    await close(store, watch, window, policy, emit)
+    return True

@@ -1,0 +1,181 @@
+"""The monitor's store in dictionaries: the twin of SqlStore for the handler tests (one contract
+test runs on both)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.monitor.store import Answer, ClosedWindow, Columns, Live, Reference, Window
+from shared.contract.events import ModelSpecApplied, ReferenceProfile
+from shared.contract.spec import ModelSpec
+
+
+@dataclass
+class Served:
+    """An answer kept for the label join."""
+
+    model: str
+    version: int
+    request_id: str
+    prediction: str
+    score: float | None
+    served_at: datetime
+    label: str | None = None
+    evaluated: bool = False
+
+
+@dataclass
+class MemoryStore:
+    """What the monitor keeps, in memory."""
+
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
+    runs: dict[tuple[str, str], Reference] = field(default_factory=dict)
+    versions: dict[tuple[str, int], str] = field(default_factory=dict)
+    live: dict[str, Live] = field(default_factory=dict)
+    windows: dict[tuple[str, int], Window] = field(default_factory=dict)
+    chunks: dict[tuple[str, int], list[Columns]] = field(default_factory=dict)
+    closed: list[ClosedWindow] = field(default_factory=list)
+    retrains: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
+    served: list[Served] = field(default_factory=list)
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        known = self.specs.get(model)
+        return known.spec if known is not None else None
+
+    async def keep_run(
+        self, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]
+    ) -> None:
+        """Keep a run's reference profile (the first one stands: a run is trained once)."""
+        self.runs.setdefault((model, run_id), Reference(task, profile, dict(metrics)))
+
+    async def keep_version(self, model: str, version: int, run_id: str) -> None:
+        """Link a version to its run."""
+        self.versions.setdefault((model, version), run_id)
+
+    async def reference_of(self, model: str, version: int) -> Reference | None:
+        """The reference profile of a version, once both its registration and its training were seen."""
+        run = self.versions.get((model, version))
+        return self.runs.get((model, run)) if run is not None else None
+
+    async def keep_live(self, model: str, rollout_id: str, state: str, candidate: int, stable: int | None) -> None:
+        """Remember the model's rollout as it stands."""
+        self.live[model] = Live(rollout_id, state, candidate, stable)
+
+    async def live_of(self, model: str) -> Live | None:
+        """The model's rollout as it stands, if it has one."""
+        return self.live.get(model)
+
+    async def open_rows(self, model: str, version: int) -> int:
+        """How many rows the version's open window holds."""
+        window = self.windows.get((model, version))
+        return window.rows if window is not None else 0
+
+    async def add_chunk(
+        self, model: str, version: int, columns: Columns, rows: int, first_at: datetime, last_at: datetime
+    ) -> Window:
+        """Add rows to the version's open window; returns the window."""
+        held = self.windows.get((model, version), Window(model, version, 0, None, None))
+        window = Window(
+            model,
+            version,
+            held.rows + rows,
+            min(held.first_at or first_at, first_at),
+            max(held.last_at or last_at, last_at),
+        )
+        self.windows[(model, version)] = window
+        self.chunks.setdefault((model, version), []).append({k: v.copy() for k, v in columns.items()})
+        return window
+
+    async def take_chunks(self, model: str, version: int) -> list[Columns]:
+        """Every chunk of the open window, oldest first, removed; the window is empty again."""
+        if (model, version) in self.windows:
+            self.windows[(model, version)] = Window(model, version, 0, None, None)
+        return self.chunks.pop((model, version), [])
+
+    async def aged_windows(self, now: datetime) -> list[tuple[str, int, float]]:
+        """Open windows with rows, with their age in seconds: candidates for closing by time."""
+        return [
+            (w.model, w.version, (now - w.first_at).total_seconds())
+            for w in self.windows.values()
+            if w.rows > 0 and w.first_at is not None
+        ]
+
+    async def lock_window(self, model: str, version: int) -> Window | None:
+        """The open window of a version."""
+        return self.windows.get((model, version))
+
+    async def record_window(self, window: ClosedWindow) -> None:
+        """Keep a closed window's results."""
+        self.closed.append(dataclasses.replace(window))
+
+    async def last_summary(self, model: str, version: int) -> dict[str, Any] | None:
+        """The summary of a version's most recently closed window."""
+        for window in reversed(self.closed):
+            if (window.model, window.version) == (model, version):
+                summary = window.result.get("summary")
+                return summary if isinstance(summary, dict) else None
+        return None
+
+    async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
+        """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
+        last = self.retrains.get(model)
+        if last is not None and (now - last[0]).total_seconds() < cooldown:
+            self.retrains[model] = (last[0], last[1], last[2] + 1)
+            return False
+        self.retrains[model] = (now, reason, last[2] if last else 0)
+        return True
+
+    async def add_served(self, records: list[Answer]) -> None:
+        """Keep served predictions for the label join."""
+        self.served.extend(Served(*record) for record in records)
+
+    async def label(self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta) -> list[int]:
+        """Attach labels to predictions served within the horizon; the versions labelled."""
+        versions = set()
+        for answer in self.served:
+            truth = truths.get(answer.request_id)
+            if (
+                answer.model == model
+                and truth is not None
+                and answer.label is None
+                and answer.served_at >= now - horizon
+            ):
+                answer.label = truth
+                versions.add(answer.version)
+        return sorted(versions)
+
+    def _unjudged(self, model: str, version: int) -> list[Served]:
+        return [
+            a
+            for a in self.served
+            if (a.model, a.version) == (model, version) and a.label is not None and not a.evaluated
+        ]
+
+    async def labelled_pending(self, model: str, version: int) -> int:
+        """Labelled predictions of a version not yet in a performance window."""
+        return len(self._unjudged(model, version))
+
+    async def take_labelled(self, model: str, version: int) -> list[tuple[str, str, float | None]]:
+        """The labelled, not yet evaluated predictions of a version, marked evaluated."""
+        taken = self._unjudged(model, version)
+        for answer in taken:
+            answer.evaluated = True
+        return [(str(a.label), a.prediction, a.score) for a in taken]
+
+    async def forget_served(self, before: datetime) -> int:
+        """Drop predictions older than the label horizon; returns how many."""
+        kept = [a for a in self.served if a.served_at >= before]
+        dropped, self.served = len(self.served) - len(kept), kept
+        return dropped

@@ -1,0 +1,126 @@
+"""The monitor's tables (SQLAlchemy typed mappings); only its store reads and writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.runtime.db import Base
+from shared.runtime.specview import SpecView, SpecViewColumns
+
+
+class SpecRow(SpecViewColumns, Base):
+    """The spec revision in force per model (its monitoring policy)."""
+
+    __tablename__ = "monitor_specs"
+
+
+SPECS = SpecView(SpecRow)
+
+
+class RunRow(Base):
+    """A training run's reference profile and validation metrics (from ModelTrained)."""
+
+    __tablename__ = "monitor_runs"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(16))
+    profile: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSONB)
+
+
+class VersionRow(Base):
+    """Which run a version is (from ModelRegistered): the link to its reference."""
+
+    __tablename__ = "monitor_versions"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+
+
+class LiveRow(Base):
+    """A model's rollout as the last RolloutChanged left it."""
+
+    __tablename__ = "monitor_live"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rollout_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    candidate: Mapped[int] = mapped_column(Integer)
+    stable: Mapped[int | None] = mapped_column(Integer)
+
+
+class OpenWindow(Base):
+    """The open window of a model version: how many rows it holds since when; locked while added to."""
+
+    __tablename__ = "monitor_open_windows"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ChunkRow(Base):
+    """Rows of an open window, column by column."""
+
+    __tablename__ = "monitor_chunks"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WindowRow(Base):
+    """A closed window's results (drift per feature), for the API and plots."""
+
+    __tablename__ = "monitor_windows"
+
+    window_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    drifted_share: Mapped[float | None] = mapped_column(Float)
+    dataset_drift: Mapped[bool] = mapped_column(Boolean, default=False)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ServedRow(Base):
+    """A served prediction, kept for the label-join horizon: what was answered, and later the truth."""
+
+    __tablename__ = "monitor_served"
+    __table_args__ = (Index("ix_monitor_served_request", "model", "request_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(160))
+    prediction: Mapped[str] = mapped_column(String(256))
+    score: Mapped[float | None] = mapped_column(Float)
+    served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str | None] = mapped_column(String(256))
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+
+class RetrainRow(Base):
+    """When a model last asked for a retrain (the cooldown is counted from it)."""
+
+    __tablename__ = "monitor_retrains"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(16))
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,85 @@
+"""What every alerter store does, whatever keeps it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from services.alerter import domain
+from services.alerter.records import Notification, SilenceRecord, failed, sent
+from services.alerter.store import AlerterStore
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def alert(model: str, kind: str = "drift") -> domain.Alert:
+    labels = {"model": model, "kind": kind, "severity": "warning"}
+    return domain.Alert(
+        model=model,
+        labels=labels,
+        annotations={"summary": f"{kind} of {model}"},
+        severity="warning",
+        source_event_type="DriftDetected",
+        source_event_id=f"e-{uuid.uuid4().hex[:6]}",
+    )
+
+
+class AlerterStoreContract:
+    """Subclasses give `store` (a fixture) for one backend."""
+
+    @staticmethod
+    def model() -> str:
+        return f"contract-{uuid.uuid4().hex[:8]}"
+
+    async def test_an_alert_is_news_when_new_or_firing_again_and_a_repeat_only_refreshes(
+        self, store: AlerterStore
+    ) -> None:
+        raised = alert(self.model())
+        assert await store.raise_alert(raised, T0)
+        assert not await store.raise_alert(raised, T0 + timedelta(seconds=5))
+        [firing] = await store.firing_of(raised.model)
+        assert (firing.times_raised, firing.starts_at, firing.updated_at) == (2, T0, T0 + timedelta(seconds=5))
+        assert await store.resolve([raised.fingerprint, "nope"], T0 + timedelta(seconds=9), "gone") == [
+            raised.fingerprint
+        ]
+        assert await store.resolve([raised.fingerprint], T0 + timedelta(seconds=9), "gone") == []
+        assert await store.raise_alert(raised, T0 + timedelta(seconds=20))
+        [again] = await store.firing_of(raised.model)
+        assert (again.starts_at, again.ends_at, again.times_raised) == (T0 + timedelta(seconds=20), None, 3)
+
+    async def test_stale_alerts_are_those_not_raised_since(self, store: AlerterStore) -> None:
+        old, new = alert(self.model()), alert(self.model())
+        await store.raise_alert(old, T0)
+        await store.raise_alert(new, T0 + timedelta(hours=2))
+        stale = await store.stale(T0 + timedelta(hours=1))
+        assert old.fingerprint in stale and new.fingerprint not in stale
+        assert (await store.all_firing())[new.fingerprint] == new.labels
+
+    async def test_a_group_is_due_after_group_wait_and_a_flush_writes_its_notification(
+        self, store: AlerterStore
+    ) -> None:
+        raised, key = alert(self.model()), f"route:{uuid.uuid4().hex[:8]}"
+        await store.raise_alert(raised, T0)
+        await store.touch_group(key, "route", "log", {"model": raised.model}, raised.fingerprint, T0, 30, 300)
+        assert key not in [g.key for g in await store.due_groups(T0 + timedelta(seconds=29))]
+        [group] = [g for g in await store.due_groups(T0 + timedelta(seconds=30)) if g.key == key]
+        assert (group.receiver, group.group_labels) == ("log", {"model": raised.model})
+        assert [m.fingerprint for m in await store.members_of(key)] == [raised.fingerprint]
+        note = Notification(uuid.uuid4().hex, key, "log", {"text": "x"}, "pending", 0, T0, T0)
+        await store.flushed(
+            key, notified={raised.fingerprint: "firing"}, next_flush_at=None, left=[], notification=note
+        )
+        assert key not in [g.key for g in await store.due_groups(T0 + timedelta(days=1))]
+        assert note.id in [n.id for n in await store.pending(T0)]
+        await store.attempted(failed(note, T0 + timedelta(seconds=1), "down"))
+        assert note.id not in [n.id for n in await store.pending(T0)]
+        [retry] = [n for n in await store.pending(T0 + timedelta(seconds=1)) if n.id == note.id]
+        assert (retry.attempts, retry.last_error) == (1, "down")
+        await store.attempted(sent(retry, T0 + timedelta(seconds=2)))
+        assert note.id not in [n.id for n in await store.pending(T0 + timedelta(days=1))]
+
+    async def test_silences_are_in_force_between_their_start_and_end(self, store: AlerterStore) -> None:
+        silence = SilenceRecord(uuid.uuid4().hex[:12], ['model="x"'], T0, T0 + timedelta(hours=1), "ops", "why", T0)
+        await store.add_silence(silence)
+        assert silence.id in [s.id for s in await store.active_silences(T0 + timedelta(minutes=1))]
+        assert silence.id not in [s.id for s in await store.active_silences(T0 + timedelta(hours=2))]

@@ -1,0 +1,99 @@
+"""What every monitor store does, whatever keeps it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from services.monitor.store import ClosedWindow, Live, MonitorStore
+from shared.contract.events import NumericProfile, ReferenceProfile
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def profile() -> ReferenceProfile:
+    numeric = NumericProfile(
+        count=3,
+        null_fraction=0,
+        mean=1,
+        std=1,
+        min=0,
+        max=2,
+        bin_edges=[0, 1, 2],
+        bin_fractions=[0.5, 0.5],
+        sample=[0, 1, 2],
+    )
+    return ReferenceProfile(rows=3, features={"x": numeric}, prediction=None)
+
+
+class MonitorStoreContract:
+    """Subclasses give `store` (a fixture) for one backend."""
+
+    @staticmethod
+    def model() -> str:
+        return f"contract-{uuid.uuid4().hex[:8]}"
+
+    async def test_a_reference_is_known_once_both_the_run_and_the_version_are(self, store: MonitorStore) -> None:
+        model = self.model()
+        await store.keep_version(model, 1, "run-1")
+        assert await store.reference_of(model, 1) is None
+        await store.keep_run(model, "run-1", "classification", profile(), {"accuracy": 0.9})
+        found = await store.reference_of(model, 1)
+        assert found is not None and (found.task, found.metrics, found.profile) == (
+            "classification",
+            {"accuracy": 0.9},
+            profile(),
+        )
+
+    async def test_the_live_rollout_is_the_last_one_kept(self, store: MonitorStore) -> None:
+        model = self.model()
+        assert await store.live_of(model) is None
+        await store.keep_live(model, "ro-1", "canary", 2, 1)
+        await store.keep_live(model, "ro-1", "promoted", 2, 1)
+        assert await store.live_of(model) == Live("ro-1", "promoted", 2, 1)
+
+    async def test_chunks_fill_a_window_and_come_back_once_in_order(self, store: MonitorStore) -> None:
+        model = self.model()
+        first = await store.add_chunk(
+            model, 1, {"x": np.array([1.0, 2.0])}, 2, T0 + timedelta(seconds=5), T0 + timedelta(seconds=6)
+        )
+        window = await store.add_chunk(model, 1, {"x": np.array([3.0])}, 1, T0, T0 + timedelta(seconds=9))
+        assert (first.rows, window.rows, window.first_at, window.last_at) == (2, 3, T0, T0 + timedelta(seconds=9))
+        assert await store.open_rows(model, 1) == 3
+        assert [(m, v) for m, v, _ in await store.aged_windows(T0 + timedelta(minutes=1)) if m == model] == [(model, 1)]
+        chunks = await store.take_chunks(model, 1)
+        assert [c["x"].tolist() for c in chunks] == [[1.0, 2.0], [3.0]]
+        assert await store.take_chunks(model, 1) == []
+        locked = await store.lock_window(model, 1)
+        assert locked is not None and (locked.rows, locked.first_at) == (0, None)
+
+    async def test_the_last_closed_windows_summary_is_read_back(self, store: MonitorStore) -> None:
+        model = self.model()
+        assert await store.last_summary(model, 1) is None
+        for rows in (10, 20):
+            ended = T0 + timedelta(seconds=rows)
+            closed = ClosedWindow(
+                f"w-{model}-{rows}", model, 1, T0, ended, rows, 0.0, False, {"summary": {"rows": rows}}
+            )
+            await store.record_window(closed)
+        assert await store.last_summary(model, 1) == {"rows": 20}
+
+    async def test_a_retrain_is_allowed_once_per_cooldown(self, store: MonitorStore) -> None:
+        model = self.model()
+        assert await store.retrain_allowed(model, T0, 600, "drift")
+        assert not await store.retrain_allowed(model, T0 + timedelta(seconds=60), 600, "drift")
+        assert await store.retrain_allowed(model, T0 + timedelta(seconds=601), 600, "performance")
+
+    async def test_labels_join_answers_within_the_horizon_and_are_judged_once(self, store: MonitorStore) -> None:
+        model, now = self.model(), datetime.now(UTC)
+        old = now - timedelta(days=2)
+        await store.add_served(
+            [(model, 1, "a", "1", 0.9, now), (model, 2, "b", "0", 0.2, now), (model, 1, "c", "1", 0.8, old)]
+        )
+        assert await store.label(model, {"a": "1", "b": "1", "c": "0"}, now, timedelta(days=1)) == [1, 2]
+        assert await store.labelled_pending(model, 1) == 1
+        assert await store.take_labelled(model, 1) == [("1", "1", 0.9)]
+        assert await store.take_labelled(model, 1) == []
+        assert await store.forget_served(now - timedelta(days=1)) >= 1
