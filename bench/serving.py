@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import free_port, mlflow_python, say, vegeta, wait_http  # noqa: E402
-from services.deployer.predictor import check_rows, load  # noqa: E402
+from services.deployer.serving.loading import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
 from shared.contract.spec import ModelSpec  # noqa: E402

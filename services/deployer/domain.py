@@ -171,6 +171,42 @@ def evidence_of(event: CanaryAnalyzed) -> dict[str, float]:
     return numbers
 
 
+def rollout_of(event: RolloutChanged) -> Rollout:
+    """The rollout a RolloutChanged announces, as far as routing needs it: its versions, state and
+    the candidate's share of traffic (serving applies it without reading the deployer's tables)."""
+    shares = {share.role: share for share in event.traffic}
+    paused_from: State | None = None
+    if event.to_state == "paused":
+        paused_from = "shadow" if "shadow" in shares else "canary"
+    canary = shares.get("canary")
+    weight = float(canary.percent) if canary is not None else 0.0
+    return Rollout(
+        model=event.model,
+        rollout_id=event.rollout_id,
+        candidate=event.candidate_version,
+        stable=event.stable_version,
+        state=event.to_state,
+        step=event.step,
+        steps=(weight,),
+        shadow="shadow" in shares or event.to_state == "shadow",
+        paused_by=event.actor if event.to_state == "paused" else None,
+        paused_from=paused_from,
+        entered_at=event.occurred_at,
+        weight=weight,
+    )
+
+
+def same_split(a: Rollout, b: Rollout) -> bool:
+    """Whether two views of a rollout route requests alike (same rollout, state and traffic)."""
+    return (a.rollout_id, a.state, a.candidate, a.stable, a.paused_from) == (
+        b.rollout_id,
+        b.state,
+        b.candidate,
+        b.stable,
+        b.paused_from,
+    ) and traffic(a) == traffic(b)
+
+
 def announce(transition: Transition) -> RolloutChanged:
     """The event for one transition."""
     rollout = transition.rollout

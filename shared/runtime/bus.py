@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaMessage
+from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import inject
@@ -20,14 +24,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.contract.envelope import Envelope, Headers, encode
+from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.contract.events import Event
-from shared.runtime.broker import make_broker
+from shared.runtime.broker import make_broker, raw_body, tolerant_parser
 from shared.runtime.consume import Consumers, Handler
 from shared.runtime.db import add_to_outbox
 from shared.runtime.outbox import OutboxRelay
 from shared.runtime.settings import Settings
 from shared.runtime.uow import StoreFactory, caused_by, no_store
+
+log = logging.getLogger("shared.runtime.bus")
+E = TypeVar("E", bound=Event)
 
 
 class Bus:
@@ -142,6 +149,45 @@ class Bus:
         if self.running:
             raise RuntimeError("register consumers before Bus.start()")
         self.consumers.register(handlers, group=group, store=store, batched=batched)
+
+    def follow(self, cls: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
+        """Hand every `cls` event published from now on to `handler`, in this process alone.
+
+        No consumer group, inbox or outbox: for state a process keeps in memory and can rebuild
+        (serving's routing table), where every replica must see every event. A message that does
+        not decode is logged and skipped (the consumer groups of the topic dead-letter it).
+        """
+        if self.running:
+            raise RuntimeError("follow topics before Bus.start()")
+        allowed = frozenset({cls.event_type})
+        name = self.settings.topic(cls.topic)
+
+        async def on_batch(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records: tuple[ConsumerRecord[bytes, bytes], ...] = raw if isinstance(raw, tuple) else (raw,)
+            for record in records:
+                headers = [(key, bytes(value)) for key, value in (record.headers or ())]
+                try:
+                    envelope = decode(record.value or b"", headers, allowed=allowed)
+                except EnvelopeError as exc:
+                    log.warning("%s at offset %d skipped: %s", name, record.offset, exc.reason)
+                    continue
+                try:
+                    await handler(envelope.event)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("following %s: the handler failed on %s", name, envelope.id)
+
+        on_batch.__name__ = f"follow_{cls.topic.replace('-', '_')}"
+        self.broker.subscriber(
+            name,
+            group_id=None,
+            batch=True,
+            auto_offset_reset="latest",
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            parser=tolerant_parser,
+            title=f"follow:{name}",
+        )(on_batch)
 
     def subscriptions(self) -> dict[str, list[str]]:
         """Each consumer group this bus joins, with the full names of the topics it reads."""

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from services.deployer import store as deployer_store
 from services.deployer.app import Deployer
 from services.deployer.app import build as build_deployer
-from services.deployer.serving import Serving
-from services.deployer.serving import build as build_serving
+from services.deployer.serving.app import Serving
+from services.deployer.serving.app import build as build_serving
 from services.trainer import fit
 from shared.contract import topics
 from shared.contract.envelope import decode, encode

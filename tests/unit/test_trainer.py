@@ -92,7 +92,7 @@ def test_the_better_candidate_wins_and_the_run_is_deterministic(tmp_path: Path) 
     first = fit.train(job(tmp_path, spec, data, "a"))
     again = fit.train(job(tmp_path, spec, data, "b"))
     assert first.ok, first.reason
-    scores = {c["estimator"]: c["score"] for c in first.candidates}
+    scores = {c.estimator: c.score for c in first.candidates}
     assert first.estimator == max(scores, key=lambda name: scores[name])
     assert first.estimator == "sklearn.linear_model.LogisticRegression"
     assert (first.params, first.metrics) == (again.params, again.metrics)

@@ -1,0 +1,209 @@
+"""Serving: `python -m services.deployer.serving`, the deployer's second entrypoint, scaled separately.
+
+It answers `POST /v1/models/{name}:predict` from the versions the current rollout routes to,
+sticky by the spec's key, and follows `RolloutChanged` on the bus: each event's split is applied,
+its new versions downloaded, digest-checked and loaded first, then the routing table is replaced
+in one step, so a request in flight finishes on what it started with and none fails. The
+deployer's tables are re-read at start, on reconnecting and every `MODELBUS_SERVING_REFRESH_SECONDS`
+as a safety net.
+
+Concurrent requests for one version are predicted together (micro-batching, services.deployer.
+serving.batcher). Every prediction goes to a bounded buffer that a background task publishes as
+`PredictionsLogged` (services.deployer.serving.predlog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.deployer import domain
+from services.deployer.serving.front import PredictFront, Predictor, json_response
+from services.deployer.serving.metrics import Metrics
+from services.deployer.serving.predlog import PredictionLog
+from services.deployer.serving.routing import Host
+from shared.contract.events import RolloutChanged
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
+from shared.runtime.telemetry import make_tracer_provider
+
+log = logging.getLogger("modelbus.serving")
+
+
+@dataclass
+class Serving:
+    """One serving process: the host, the prediction log, the watcher and the HTTP app."""
+
+    settings: Settings
+    engine: AsyncEngine
+    host: Host
+    bus: Bus
+    predictions: PredictionLog
+    metrics: Metrics
+    predictor: Predictor = field(init=False)
+    fastapi: FastAPI = field(init=False)
+    api: PredictFront = field(init=False)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.predictor = Predictor(self.settings, self.host, self.metrics, self.predictions)
+        self.fastapi = make_api(self)
+        self.api = PredictFront(self.predictor, self.fastapi)
+        self.bus.follow(RolloutChanged, self._rollout_changed)
+
+    async def start(self) -> None:
+        """Load what is live (retrying until the database answers), then follow rollouts and log predictions."""
+        self.tasks.append(asyncio.create_task(self._connect_bus(), name="serving-bus"))
+        self.tasks.append(asyncio.create_task(self._refresh_forever(), name="serving-refresh"))
+        self.tasks.append(asyncio.create_task(self.predictions.run(), name="serving-log"))
+        with contextlib.suppress(Exception):
+            await self.host.refresh()
+
+    async def stop(self) -> None:
+        """Flush what can be flushed, stop the tasks, close everything."""
+        if self.bus.running and self.predictions.buffer:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.predictions.publish_some(), timeout=5)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.bus.stop()
+        await self.engine.dispose()
+        self.host.close()
+
+    async def _connect_bus(self) -> None:
+        while not self.bus.running:
+            try:
+                await self.bus.start()
+            except Exception as exc:
+                log.warning("broker unavailable (%s); predictions are buffered meanwhile", exc)
+                await asyncio.sleep(2)
+        # What changed before the bus followed the rollouts is in the deployer's tables.
+        with contextlib.suppress(Exception):
+            await self.host.refresh()
+
+    async def _rollout_changed(self, event: RolloutChanged) -> None:
+        try:
+            await self.host.apply(event)
+        except Exception as exc:
+            log.warning("%s: could not apply %s (%s); the next refresh will", event.model, event.rollout_id, exc)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.serving_refresh_seconds if self.host.refreshed else 1.0)
+            try:
+                await self.host.refresh()
+            except Exception as exc:
+                log.warning("refresh failed (%s); serving what was loaded", exc)
+
+
+def make_api(serving: Serving) -> FastAPI:
+    """Serving's HTTP API."""
+    host, metrics = serving.host, serving.metrics
+    api = FastAPI(
+        title="modelbus serving",
+        version="1",
+        description="Predictions from the versions each model's rollout routes to.",
+    )
+
+    @api.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["ops"])
+    async def readyz() -> Response:
+        """Ready when every model's routing is loaded; `degraded` lists versions that failed to load."""
+        problems = sorted(host.problems.values())
+        if host.ready:
+            status = "degraded" if problems else "ready"
+            return json_response({"status": status, "models": sorted(host.live), "problems": problems})
+        return json_response(
+            {"status": "not ready", "problems": problems or ["the rollouts have not been read yet"]}, 503
+        )
+
+    @api.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        metrics.buffered.set(len(serving.predictions.buffer))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/models", tags=["predict"])
+    async def models() -> dict[str, list[str]]:
+        """The models served here."""
+        return {"models": sorted(host.live)}
+
+    @api.get("/v1/models/{name}", tags=["predict"])
+    async def describe(name: str) -> Response:
+        """What is live for a model: the rollout, its split, and each loaded version."""
+        live = host.live.get(name)
+        if live is None:
+            return json_response(
+                {"detail": f"no model named {name!r} is served here (served: {sorted(host.live)})"}, 404
+            )
+        rollout = live.rollout
+        return json_response(
+            {
+                "model": name,
+                "rollout_id": rollout.rollout_id,
+                "state": rollout.state,
+                "traffic": [s.model_dump() for s in domain.traffic(rollout)],
+                "sticky_key": live.sticky_key,
+                "excluded_segments": {k: sorted(v) for k, v in live.excluded.items()},
+                "versions": [
+                    {
+                        "version": v,
+                        "runtime": e.loaded.runtime,
+                        "task": e.loaded.task,
+                        "classes": e.loaded.classes,
+                        "features": [{"name": f.name, "kind": f.kind} for f in e.loaded.features],
+                        "memory_bytes": e.loaded.memory_bytes,
+                        "sha256": e.loaded.digest,
+                    }
+                    for v, e in sorted(live.engines.items())
+                ],
+            }
+        )
+
+    @api.post("/v1/models/{name}:predict", tags=["predict"])
+    async def predict(name: str, request: Request) -> Response:
+        """Predict one row (`{"instance": {...}}`) or a batch (`{"instances": [{...}, ...]}`).
+
+        Rows are routed one by one (sticky key, excluded segments) and checked against the
+        answering version's feature schema: 422 lists every bad field. `X-Request-Id` is used as
+        the request id when given. (The running server answers this route in `PredictFront`,
+        without the framework's per-request machinery; this handler does the same.)
+        """
+        answer = await serving.predictor.answer(name, await request.body(), request.headers.get("x-request-id"))
+        return Response(answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers)
+
+    return api
+
+
+def build(settings: Settings) -> Serving:
+    """The composition root of a serving process."""
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+    metrics = Metrics(CollectorRegistry())
+    host = Host(settings, sessions, ArtifactStore(settings), metrics)
+    tracing = make_tracer_provider(settings)
+    bus = Bus(settings, tracer_provider=tracing)
+    predictions = PredictionLog(
+        bus,
+        metrics,
+        capacity=settings.prediction_log_capacity,
+        batch=settings.prediction_log_batch,
+        flush_seconds=settings.prediction_log_flush_seconds,
+    )
+    return Serving(settings=settings, engine=engine, host=host, bus=bus, predictions=predictions, metrics=metrics)

@@ -1,0 +1,64 @@
+"""Serving's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Serving's Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "modelbus_serving_predictions",
+            "Rows predicted, by model, version and role.",
+            ["model", "version", "role"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "modelbus_serving_errors",
+            "Requests refused or failed, by model and kind.",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "modelbus_serving_request_seconds",
+            "Request latency, by model and answering version.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "modelbus_serving_batch_rows",
+            "Rows per model call (micro-batches of concurrent requests).",
+            ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )
+        self.shadow = Counter(
+            "modelbus_serving_shadow_predictions",
+            "Shadow predictions, by whether they agreed with the answer returned.",
+            ["model", "version", "agreed"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "modelbus_serving_predictions_dropped", "Predictions not logged: buffer full.", registry=registry
+        )
+        self.logged = Counter(
+            "modelbus_serving_predictions_logged", "Predictions published as PredictionsLogged.", registry=registry
+        )
+        self.buffered = Gauge(
+            "modelbus_serving_log_buffered", "Predictions waiting to be published.", registry=registry
+        )
+        self.loaded = Gauge(
+            "modelbus_serving_version_memory_bytes",
+            "Memory taken by loading a version (resident set growth).",
+            ["model", "version", "runtime"],
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "modelbus_serving_load_failures", "Versions that could not be loaded.", ["model"], registry=registry
+        )

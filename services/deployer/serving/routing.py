@@ -1,0 +1,224 @@
+"""What is live: each model's routing table (its rollout, routing rules and loaded versions), kept
+by the Host, which applies each RolloutChanged's split (loading new versions first, then swapping
+the table in one assignment) and re-reads the deployer's tables as a safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.deployer import domain, store
+from services.deployer.serving.batcher import Batcher
+from services.deployer.serving.loading import Loaded, load
+from services.deployer.serving.metrics import Metrics
+from shared.contract.events import RolloutChanged
+from shared.runtime.artifacts import ArtifactError, ArtifactStore
+from shared.runtime.modelfile import UntrustedArtifact
+from shared.runtime.settings import Settings
+
+log = logging.getLogger("modelbus.serving")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A loaded version and its batcher."""
+
+    loaded: Loaded
+    batcher: Batcher
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Live:
+    """One model's routing table: its rollout, its routing rules and the engines it routes to."""
+
+    model: str
+    rollout: domain.Rollout
+    sticky_key: str | None
+    excluded: dict[str, frozenset[str]]
+    engines: dict[int, Engine]
+    policy_key: int | None = None
+
+    def route(self, row: Any, fallback_key: str) -> domain.Route:
+        """The version that answers one row."""
+        request = row if isinstance(row, dict) else {}
+        return domain.route(
+            self.rollout, request, sticky_key=self.sticky_key, excluded=self.excluded, fallback_key=fallback_key
+        )
+
+
+def needed(rollout: domain.Rollout) -> set[int]:
+    """Versions a rollout routes to (or mirrors to)."""
+    if rollout.state == "promoted" or rollout.stable is None:
+        return {rollout.candidate}
+    if rollout.state in ("rolled-back", "superseded"):
+        return {rollout.stable}
+    return {rollout.candidate, rollout.stable}
+
+
+class Host:
+    """The models this process serves, refreshed from the deployer's tables."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        artifacts: ArtifactStore,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.artifacts = artifacts
+        self.metrics = metrics
+        self.only = frozenset(m.strip() for m in settings.serving_models.split(",") if m.strip()) or None
+        self.live: dict[str, Live] = {}
+        self.engines: dict[tuple[str, int], Engine] = {}
+        self.problems: dict[str, str] = {}
+        self.refreshed = False
+        self.folder = Path(tempfile.mkdtemp(prefix="modelbus-serving-"))
+        self._lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """The rollouts were read. A version that fails to load leaves the process ready (and listed
+        in `problems`, `degraded`): the model's previous routing keeps answering, or, when it has
+        none, that model alone is refused; taking the process out of service would fail every model.
+        """
+        return self.refreshed
+
+    async def refresh(self, model: str | None = None) -> None:
+        """Re-read the rollouts (of one model, or all) and swap in what changed, loading first."""
+        async with self._lock:
+            only = frozenset({model}) if model else self.only
+            if model and self.only and model not in self.only:
+                return
+            async with self.sessions() as session:
+                found = await store.SqlStore(session).live_models(only)
+            loaded_any = False
+            for item in found:
+                loaded_any |= await self._apply(item)
+            if model is None:
+                self.refreshed = True
+            self._drop_unused()
+        if loaded_any:
+            _settle_heap()
+
+    async def apply(self, event: RolloutChanged) -> None:
+        """Apply a RolloutChanged's split: load the versions it routes to that are not loaded yet
+        (their artifacts, and the model's routing rules, from the deployer's tables), then swap.
+
+        An event older than the routing in place (a refresh already read a later state) changes nothing.
+        """
+        if self.only and event.model not in self.only:
+            return
+        async with self._lock:
+            rollout = domain.rollout_of(event)
+            current = self.live.get(event.model)
+            if current is not None and event.occurred_at < current.rollout.entered_at:
+                log.info(
+                    "%s: %s (%s) is older than what is live; ignored", event.model, event.rollout_id, event.to_state
+                )
+                return
+            missing = [v for v in sorted(needed(rollout)) if (event.model, v) not in self.engines]
+            async with self.sessions() as session:
+                kept = store.SqlStore(session)
+                spec = await kept.spec_of(event.model)
+                artifacts = {}
+                for version in missing:
+                    known = await kept.version_of(event.model, version)
+                    if known is not None:
+                        artifacts[version] = list(known.artifacts)
+            loaded = await self._apply(store.LiveModel(event.model, rollout, artifacts, spec))
+            self._drop_unused()
+        if loaded:
+            _settle_heap()
+
+    async def _apply(self, item: store.LiveModel) -> bool:
+        """Swap in the model's routing if it changed; True if a version had to be loaded for it."""
+        current = self.live.get(item.model)
+        if (
+            current is not None
+            and domain.same_split(current.rollout, item.rollout)
+            and current.policy_key == _policy_key(item)
+        ):
+            return False
+        engines: dict[int, Engine] = {}
+        loaded = False
+        for version in sorted(needed(item.rollout)):
+            engine = self.engines.get((item.model, version))
+            if engine is None:
+                loaded = True
+                try:
+                    engine = await self._load(item, version)
+                except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
+                    self.metrics.load_failures.labels(item.model).inc()
+                    self.problems[item.model] = f"{item.model}@{version} cannot be loaded: {exc}"
+                    log.error("%s; still serving what was live before", self.problems[item.model])
+                    return loaded
+            engines[version] = engine
+        policy = item.spec.rollout if item.spec is not None else None
+        live = Live(
+            model=item.model,
+            rollout=item.rollout,
+            sticky_key=policy.sticky_key if policy else None,
+            excluded={s.field: frozenset(map(str, s.values)) for s in policy.excluded_segments} if policy else {},
+            engines=engines,
+            policy_key=_policy_key(item),
+        )
+        self.live[item.model] = live  # the swap: one assignment
+        self.problems.pop(item.model, None)
+        split = ", ".join(f"v{s.version} {s.percent:g}% {s.role}" for s in domain.traffic(item.rollout))
+        log.info("%s: %s (%s) now live: %s", item.model, item.rollout.rollout_id, item.rollout.state, split)
+        return loaded
+
+    async def _load(self, item: store.LiveModel, version: int) -> Engine:
+        refs = item.artifacts.get(version)
+        if not refs:
+            raise ArtifactError(f"the deployer knows no artifacts of {item.model}@{version}")
+        folder = self.folder / item.model / str(version)
+        began = time.perf_counter()
+        loaded = await asyncio.to_thread(load, self.artifacts, item.model, version, refs, folder)
+        self.metrics.loaded.labels(item.model, str(version), loaded.runtime).set(loaded.memory_bytes)
+        log.info(
+            "%s@%d loaded (%s, %.1f MiB) in %.2f s",
+            item.model,
+            version,
+            loaded.runtime,
+            loaded.memory_bytes / 2**20,
+            time.perf_counter() - began,
+        )
+        batcher = Batcher(loaded, max_rows=self.settings.serving_batch_rows, observe=self.metrics.batch_rows)
+        engine = Engine(loaded, batcher, tuple(str(c) for c in loaded.classes or ()))
+        self.engines[(item.model, version)] = engine
+        return engine
+
+    def _drop_unused(self) -> None:
+        used = {(m, v) for m, live in self.live.items() for v in live.engines}
+        for key in [k for k in self.engines if k not in used]:
+            del self.engines[key]  # requests still holding it finish on it
+            shutil.rmtree(self.folder / key[0] / str(key[1]), ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove downloaded artifacts."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _settle_heap() -> None:
+    """What is loaded now lives as long as the process: keep it out of the collector's full passes,
+    which otherwise stall requests for tens of milliseconds."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _policy_key(item: store.LiveModel) -> int | None:
+    return hash(item.spec.rollout.model_dump_json()) if item.spec is not None else None
