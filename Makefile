@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo platform up down status test lint schemas
+.PHONY: install demo platform up down status test unit lint schemas
 
 install:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,10 @@ status:
 test: up
 	@$(BIN)/modelbus schemas generate --check
 	@$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# Pure logic and every service's handlers on their in-memory twins: no server, the stack may be down.
+unit: install
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	@$(BIN)/ruff check shared services tests bench scripts

@@ -9,7 +9,7 @@ processes, twice: once for the faults, once for the corpus). Runs:
      every consumer group handled, and every effect that happened twice;
   2. the broker restarted, then the database restarted: how long until new data is handled;
   3. the S3 server stopped during artifact uploads: TrainingFailed after the retries, then recovery;
-  4. the hostile corpus (bench/hostile.py): bad events, data, specs, requests, a tampered artifact.
+  4. the hostile corpus (tests/support/hostile.py): bad events, data, specs, requests, a tampered artifact.
 Prints tables and writes JSON (default bench/results/reliability.json).
 """
 
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
-from bench.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
-from bench.hostile import hostile_platform, table  # noqa: E402
+from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
+from tests.support.hostile import hostile_platform, table  # noqa: E402
 from shared.runtime.broker import drop_topics  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 

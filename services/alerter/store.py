@@ -155,6 +155,9 @@ class AlerterStore(Protocol):
     async def active_silences(self, now: datetime) -> list[domain.Silence]:
         """Silences in force now."""
 
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        """Keep a new silence."""
+
 
 @dataclass(frozen=True)
 class SqlStore:

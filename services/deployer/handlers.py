@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.deployer import domain
@@ -17,13 +18,16 @@ from services.deployer.domain import DeployerRefusal, Transition, announce
 from services.deployer.store import Command, DeployerStore
 from shared.contract.events import (
     CanaryAnalyzed,
+    Event,
     ModelEvaluated,
     ModelRegistered,
     ModelSpecApplied,
     RolloutChanged,
     RolloutCommanded,
 )
+from shared.contract.spec import ModelSpec
 from shared.contract.spec import Rollout as RolloutPolicy
+from shared.runtime.specwait import release, with_spec
 from shared.runtime.uow import UnitOfWork
 
 log = logging.getLogger("modelbus.deployer")
@@ -83,15 +87,42 @@ async def in_lifecycle_trace(uow: UoW, moves: list[Transition]) -> None:
         uow.continue_trace(found, f"deployer {rollout.model} rollout {rollout.state}")
 
 
-async def on_spec(event: ModelSpecApplied, uow: UoW, *, clock: Clock) -> list[RolloutChanged]:
+@dataclass(frozen=True)
+class Approvals:
+    """Approvals waiting for their model's spec: the versions' decisions are kept already (so
+    parking keeps nothing more), and the newest approved version is what a spec releases."""
+
+    store: DeployerStore
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        return await self.store.spec_of(model)
+
+    async def park(self, work: tuple[str, int]) -> None:
+        """Nothing to keep: the approval is the version's recorded decision."""
+
+    async def unpark(self, model: str) -> list[tuple[str, int]]:
+        """The model's newest approved version, if any."""
+        newest = await self.store.newest_approved(model)
+        return [(model, newest)] if newest is not None else []
+
+
+def rolling_out(uow: UoW, clock: Clock) -> Callable[[ModelSpec, tuple[str, int]], Awaitable[list[Event]]]:
+    """What an approval does once its model's spec is known: a rollout starts."""
+
+    async def start(spec: ModelSpec, work: tuple[str, int]) -> list[Event]:
+        model, version = work
+        moves = await begin(uow.store, model, version, clock(), traceparent=uow.current_traceparent())
+        return [announce(t) for t in moves]
+
+    return start
+
+
+async def on_spec(event: ModelSpecApplied, uow: UoW, *, clock: Clock) -> list[Event]:
     """Keep the rollout policy; an approval that arrived before the spec starts now."""
     if not await uow.store.keep_spec(event):
         return []
-    approved = await uow.store.newest_approved(event.model)
-    if approved is None:
-        return []
-    moves = await begin(uow.store, event.model, approved, clock(), traceparent=uow.current_traceparent())
-    return [announce(t) for t in moves]
+    return await release(Approvals(uow.store), event.model, event.spec, rolling_out(uow, clock))
 
 
 async def on_registered(event: ModelRegistered, uow: UoW) -> None:
@@ -99,17 +130,16 @@ async def on_registered(event: ModelRegistered, uow: UoW) -> None:
     await uow.store.keep_version(event)
 
 
-async def on_evaluated(event: ModelEvaluated, uow: UoW, *, clock: Clock) -> list[RolloutChanged]:
+async def on_evaluated(event: ModelEvaluated, uow: UoW, *, clock: Clock) -> list[Event]:
     """An approved version starts a rollout (with its spec; until then it waits for it)."""
     approved = event.decision == "approved"
     await uow.store.decide(event.model, event.version, event.decision, approved=approved)
     if not approved:
         return []
-    if await uow.store.spec_of(event.model) is None:
-        log.warning("%s@%d approved before its spec arrived; starts with the spec", event.model, event.version)
-        return []
-    moves = await begin(uow.store, event.model, event.version, clock(), traceparent=uow.current_traceparent())
-    return [announce(t) for t in moves]
+    work = (event.model, event.version)
+    return await with_spec(
+        Approvals(uow.store), event.model, work, rolling_out(uow, clock), what=f"approval of version {event.version}"
+    )
 
 
 async def on_analysis(event: CanaryAnalyzed, uow: UoW, *, clock: Clock) -> list[RolloutChanged]:

@@ -58,7 +58,7 @@ async def on_spec(event: ModelSpecApplied, uow: UoW, *, judge: Judging) -> list[
     async def judged(spec: ModelSpec, registered: ModelRegistered) -> list[Event]:
         return [await evaluate(uow.store, judge, spec, registered)]
 
-    return await release(uow.store, event.model, event.spec, judged, service="evaluator")
+    return await release(uow.store, event.model, event.spec, judged)
 
 
 async def on_registered(event: ModelRegistered, uow: UoW, *, judge: Judging) -> list[Event]:
@@ -70,4 +70,4 @@ async def on_registered(event: ModelRegistered, uow: UoW, *, judge: Judging) -> 
     async def judged(spec: ModelSpec, registered: ModelRegistered) -> list[Event]:
         return [await evaluate(uow.store, judge, spec, registered)]
 
-    return await with_spec(uow.store, event.model, event, judged, service="evaluator")
+    return await with_spec(uow.store, event.model, event, judged, what=f"registration of version {event.version}")

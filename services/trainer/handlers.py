@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import uuid
+from dataclasses import dataclass
 
 from services.trainer.store import JobRequest, TrainerStore
-from shared.contract.events import DataArrived, ModelSpecApplied, RetrainRequested, TrainingStarted
+from shared.contract.events import DataArrived, Event, ModelSpecApplied, RetrainRequested, TrainingStarted
 from shared.contract.spec import ModelSpec
+from shared.runtime.specwait import release
 from shared.runtime.uow import UnitOfWork
 
 log = logging.getLogger("modelbus.trainer")
@@ -71,22 +73,49 @@ async def queue(
     )
 
 
-async def on_spec(event: ModelSpecApplied, uow: UoW, *, platform: str) -> None:
+@dataclass(frozen=True)
+class EarlyData:
+    """Data that arrived before its model's first spec: kept as a dataset version already (so
+    parking keeps nothing more); a first spec releases the latest version, for the first training."""
+
+    store: TrainerStore
+    dataset: str
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        found = await self.store.spec_of(model)
+        return found[1] if found is not None else None
+
+    async def park(self, work: str) -> None:
+        """Nothing to keep: the data is a recorded dataset version."""
+
+    async def unpark(self, model: str) -> list[str]:
+        """The latest version of the dataset, unless the model was trained already."""
+        if await self.store.ever_trained(model):
+            return []
+        latest = await self.store.dataset_version(self.dataset, None)
+        return [latest] if latest is not None else []
+
+
+async def on_spec(event: ModelSpecApplied, uow: UoW, *, platform: str) -> list[Event]:
     """Keep the newest spec; a model's first spec trains on data that arrived before it (specs and
     data travel on different topics, so a trainer may well see the data first)."""
-    if not await uow.store.keep_spec(event) or await uow.store.ever_trained(event.model):
-        return
-    version = await uow.store.dataset_version(event.spec.dataset, None)
-    if version is not None:
+    if not await uow.store.keep_spec(event):
+        return []
+
+    async def train(spec: ModelSpec, version: str) -> list[Event]:
         await queue(
             uow,
             platform=platform,
             model=event.model,
             revision=event.revision,
-            spec=event.spec,
+            spec=spec,
             trigger="data-arrived",
             version=version,
         )
+        return []
+
+    return await release(EarlyData(uow.store, event.spec.dataset), event.model, event.spec, train)
 
 
 async def on_data(event: DataArrived, uow: UoW, *, platform: str) -> None:

@@ -1,7 +1,10 @@
 """Waiting for a model's spec: one way for every service.
 
 Specs and the events that need them travel on different topics, so an event may overtake its
-model's spec. A service then keeps the event (parks it) and handles it when the spec arrives.
+model's spec. A service then keeps the work the event asks for (parks it: a registration to judge,
+an approval to roll out, data to train on) and does it when the spec arrives. What is parked, and
+where, is the service's own (its store says, through `Parking`); when and how it is released is
+the same everywhere.
 """
 
 from __future__ import annotations
@@ -14,39 +17,39 @@ from shared.contract.events import Event
 from shared.contract.spec import ModelSpec
 
 log = logging.getLogger("modelbus.specwait")
-E = TypeVar("E", bound=Event)
-Act = Callable[[ModelSpec, E], Awaitable[list[Event]]]
+W = TypeVar("W")
+Act = Callable[[ModelSpec, W], Awaitable[list[Event]]]
 
 
-class Parking(Protocol[E]):
-    """What a store offers for events that wait for their spec."""
+class Parking(Protocol[W]):
+    """Where a service keeps work that waits for its model's spec."""
 
     async def spec_of(self, model: str) -> ModelSpec | None:
         """The spec in force for a model, if any."""
 
-    async def park(self, event: E) -> None:
-        """Keep an event until its model's spec is known."""
+    async def park(self, work: W) -> None:
+        """Keep work until its model's spec is known."""
 
-    async def unpark(self, model: str) -> list[E]:
-        """Take a model's parked events, in the order they are to be handled."""
+    async def unpark(self, model: str) -> list[W]:
+        """Take a model's parked work, in the order it is to be done."""
 
 
-async def with_spec(store: Parking[E], model: str, event: E, act: Act[E], *, service: str) -> list[Event]:
-    """Act on the event with its model's spec, or park it until the spec arrives."""
-    spec = await store.spec_of(model)
+async def with_spec(parking: Parking[W], model: str, work: W, act: Act[W], *, what: str) -> list[Event]:
+    """Do the work with its model's spec, or park it until the spec arrives."""
+    spec = await parking.spec_of(model)
     if spec is None:
-        await store.park(event)
-        log.warning("%s: %s for %s before its spec; parked until it arrives", service, event.event_type, model)
+        await parking.park(work)
+        log.warning("%s: %s before its spec; it waits for the spec", model, what)
         return []
-    return await act(spec, event)
+    return await act(spec, work)
 
 
-async def release(store: Parking[E], model: str, spec: ModelSpec, act: Act[E], *, service: str) -> list[Event]:
-    """Act on every event parked for a model, now that its spec is here."""
-    parked = await store.unpark(model)
+async def release(parking: Parking[W], model: str, spec: ModelSpec, act: Act[W]) -> list[Event]:
+    """Do every piece of work parked for a model, now that its spec is here."""
+    parked = await parking.unpark(model)
     if parked:
-        log.info("%s: the spec of %s arrived; handling %d parked event(s)", service, model, len(parked))
+        log.info("%s: its spec arrived; doing %d piece(s) of work that waited for it", model, len(parked))
     produced: list[Event] = []
-    for event in parked:
-        produced.extend(await act(spec, event))
+    for work in parked:
+        produced.extend(await act(spec, work))
     return produced

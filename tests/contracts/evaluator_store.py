@@ -29,7 +29,7 @@ def evaluated(model: str, version: int, decision: str) -> ModelEvaluated:
         version=version,
         champion_version=None,
         passed=decision != "rejected",
-        decision=decision,  # type: ignore[arg-type]
+        decision=decision,
         gates=[gate],
         metrics={},
         test_rows=1,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bench.faults import PROFILES, Harness, chaos, restart, s3_outage
+from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage
 from shared.runtime.settings import Settings
 
 pytestmark = pytest.mark.timeout(1800)

@@ -1,4 +1,4 @@
-"""The platform under hostile input (bench/hostile.py's corpus): every case gets a readable
+"""The platform under hostile input (tests/support/hostile.py's corpus): every case gets a readable
 rejection, every process stays up and keeps working, and no secret reaches a log."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bench.hostile import Corpus, Outcome, hostile_platform, table
+from tests.support.hostile import Corpus, Outcome, hostile_platform, table
 from shared.ops.example_data import churn_frame
 from shared.ops.platform import Platform, processes
 from shared.runtime.broker import drop_topics

@@ -28,7 +28,7 @@ import yaml
 from shared.contract.topics import BY_NAME
 from shared.runtime.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # the oldest we support and the newest the schemas know
 KEDA_CRDS = ROOT / "tests/schemas/keda"  # from github.com/kedacore/keda/v2 v2.16.1, config/crd/bases
@@ -46,7 +46,7 @@ APP_MODULES = {  # where each service's build() lives
     "trainer": "services.trainer.app",
     "evaluator": "services.evaluator.app",
     "deployer": "services.deployer.app",
-    "serving": "services.deployer.serving",
+    "serving": "services.deployer.serving.app",
     "monitor": "services.monitor.app",
     "alerter": "services.alerter.app",
 }

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from shared.runtime.settings import markdown_table
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 
 def test_readme_configuration_table_matches_the_settings_class() -> None:

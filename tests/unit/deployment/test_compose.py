@@ -16,7 +16,7 @@ import yaml
 
 from shared.runtime.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The Compose Specification's schema, from github.com/compose-spec/compose-go/v2 v2.16.2 (schema/).
 COMPOSE_SCHEMA = json.loads((ROOT / "tests/schemas/compose-spec.json").read_text())
 MODELBUS_SERVICES = {

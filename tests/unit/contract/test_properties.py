@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shared.contract.envelope import EnvelopeError, decode, encode
 from shared.contract.events import BY_TYPE, Event
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES: dict[str, dict[str, Any]] = {
     path.stem: json.loads(path.read_text()) for path in (ROOT / "schemas/examples").glob("*.json")
 }

@@ -16,7 +16,7 @@ from shared.ops.example_data import churn_frame, write_churn
 from shared.runtime.features import prepare
 from shared.runtime.specfile import load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 
 

@@ -16,7 +16,7 @@ from shared.contract.events import ModelSpecApplied
 from shared.contract.spec import ESTIMATORS, EstimatorPath, ModelSpec, SpecError, estimator_params
 from shared.runtime.specfile import load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = (ROOT / "schemas/examples/model-spec.yaml").read_text()
 
 

@@ -11,7 +11,7 @@ from shared.contract.events import EVENT_TYPES, DataArrived, Event
 from shared.contract.schemas import event_schema, kebab
 from shared.ops.schemas import stale
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "schemas" / "examples"
 
 

@@ -13,7 +13,7 @@ from shared.ops.example_data import write_churn
 from shared.runtime.modelfile import UntrustedArtifact, load_model
 from shared.runtime.specfile import load_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 FAST = domain.Latency(row_p99_ms=1.0, batch_p99_ms=10.0)
 

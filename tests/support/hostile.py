@@ -40,7 +40,7 @@ from shared.runtime.bus import publish_events
 from shared.runtime.settings import Settings
 
 Say = Callable[[str], None]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD_SHA = "a" * 64
 
 

@@ -13,7 +13,7 @@ from services.registry import domain
 from shared.contract.events import RolloutChanged
 from shared.contract.refs import Ref, parse_ref
 
-EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "schemas/examples/rollout-changed.json").read_text())
+EXAMPLE = json.loads((Path(__file__).resolve().parents[3] / "schemas/examples/rollout-changed.json").read_text())
 
 
 def changed(**fields: Any) -> RolloutChanged:
