@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
-from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
-from tests.support.hostile import hostile_platform, table  # noqa: E402
 from shared.runtime.broker import drop_topics  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
+from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
+from tests.support.hostile import hostile_platform, table  # noqa: E402
 
 
 async def faults(settings: Settings, profile: str, folder: Path) -> dict[str, Any]:

@@ -9,13 +9,11 @@ the cache is bypassed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-import asyncpg
 import yaml
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -25,9 +23,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
+from services.registry.cache import AliasCache
 from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
-from shared.contract.spec import SpecError
+from shared.contract.specparse import SpecError
 from shared.runtime.bus import Bus
 from shared.runtime.httpapi import (
     Admin,
@@ -46,83 +45,9 @@ from shared.runtime.specfile import load_spec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_CACHED = 50_000
 
 
 # ---------------------------------------------------------------- the cache of NAME@ref answers
-
-
-class AliasCache:
-    """Answers to `GET /v1/models/{name}/versions/{ref}`, dropped when PostgreSQL says the model changed."""
-
-    def __init__(self, database_url: str, *, keepalive_seconds: float = 5.0) -> None:
-        self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        self._keepalive = keepalive_seconds
-        self._entries: dict[tuple[str, str], bytes] = {}
-        self._generation: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.live = False
-
-    def get(self, model: str, ref: str) -> bytes | None:
-        """The cached answer, if the cache is live and has one."""
-        return self._entries.get((model, ref)) if self.live else None
-
-    def generation(self, model: str) -> int:
-        """Changes seen for `model`; read before a query, pass to put()."""
-        return self._generation.get(model, 0)
-
-    def put(self, model: str, ref: str, generation: int, answer: bytes) -> None:
-        """Keep an answer computed at `generation`, unless the model changed meanwhile."""
-        if self.live and self._generation.get(model, 0) == generation:
-            if len(self._entries) >= MAX_CACHED:
-                self._entries.clear()
-            self._entries[(model, ref)] = answer
-
-    def invalidate(self, model: str) -> None:
-        """Forget a model's answers."""
-        self._generation[model] = self._generation.get(model, 0) + 1
-        for key in [key for key in self._entries if key[0] == model]:
-            del self._entries[key]
-
-    def _on_notify(self, _connection: object, _pid: int, _channel: str, model: str) -> None:
-        self.invalidate(model)
-
-    async def start(self) -> None:
-        """Start listening (in the background; the cache is live once subscribed)."""
-        self._task = asyncio.create_task(self._listen(), name="registry-cache-listener")
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _listen(self) -> None:
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(self._dsn, timeout=10)
-                await connection.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
-                self._entries.clear()
-                self.live = True
-                while True:
-                    await asyncio.sleep(self._keepalive)
-                    await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=self._keepalive)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("registry cache listener lost its connection (%s); cache bypassed until back", exc)
-            finally:
-                self.live = False
-                self._entries.clear()
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close(timeout=2)
-            await asyncio.sleep(1)
-
-
-# ---------------------------------------------------------------- request bodies
 
 
 class VersionQuery(BaseModel):

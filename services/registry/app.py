@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.registry import handlers, store
-from services.registry.api import AliasCache, make_api
+from services.registry.api import make_api
+from services.registry.cache import AliasCache
 from services.registry.memory import MemoryStore
 from shared.contract.events import (
     AlertRaised,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import yaml
 
-from shared.contract.spec import ModelSpec, SpecError, SpecIssue, parse_spec
+from shared.contract.spec import ModelSpec
+from shared.contract.specparse import SpecError, SpecIssue, parse_spec
 
 MAX_SPEC_BYTES = 1_000_000
 MAX_SPEC_NODES = 100_000  # values in the YAML once its aliases are expanded

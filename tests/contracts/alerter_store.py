@@ -6,8 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.alerter import domain
-from services.alerter.records import Notification, SilenceRecord, failed, sent
-from services.alerter.store import AlerterStore
+from services.alerter.records import AlerterStore, Notification, SilenceRecord, failed, sent
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage
 from shared.runtime.settings import Settings
+from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage
 
 pytestmark = pytest.mark.timeout(1800)
 PROFILE = PROFILES["short"]

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.support.hostile import Corpus, Outcome, hostile_platform, table
 from shared.ops.example_data import churn_frame
 from shared.ops.platform import Platform, processes
 from shared.runtime.broker import drop_topics
 from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
+from tests.support.hostile import Corpus, Outcome, hostile_platform, table
 
 pytestmark = pytest.mark.timeout(1200)  # the corpus runs in the module's fixture
 

@@ -25,7 +25,7 @@ def apply(
 ) -> None:
     """Validate a model spec and apply it (admin): a changed spec becomes a new revision."""
 
-    from shared.contract.spec import SpecError
+    from shared.contract.specparse import SpecError
     from shared.runtime.specfile import load_spec
 
     text = sys.stdin.read() if str(file) == "-" else file.read_text() if file.is_file() else None

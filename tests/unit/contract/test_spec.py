@@ -13,7 +13,8 @@ import yaml
 from sklearn.base import is_classifier
 
 from shared.contract.events import ModelSpecApplied
-from shared.contract.spec import ESTIMATORS, EstimatorPath, ModelSpec, SpecError, estimator_params
+from shared.contract.spec import ESTIMATORS, EstimatorPath, ModelSpec, estimator_params
+from shared.contract.specparse import SpecError
 from shared.runtime.specfile import load_spec
 
 ROOT = Path(__file__).resolve().parents[3]
