@@ -8,34 +8,19 @@ from datetime import datetime
 
 from services.alerter import domain
 from services.alerter.records import AlertRecord, Group, Notification, SilenceRecord
-from shared.contract.events import ModelSpecApplied
-from shared.contract.spec import ModelSpec
+from shared.runtime.memory import MemorySpecs
 
 
 @dataclass
-class MemoryStore:
+class MemoryStore(MemorySpecs):
     """What the alerter keeps for its platform, in memory."""
 
     platform: str = "modelbus"
-    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
     alerts: dict[str, AlertRecord] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
     notifications: dict[str, Notification] = field(default_factory=dict)
     silences: dict[str, SilenceRecord] = field(default_factory=dict)
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
-            return False
-        self.specs[event.model] = event
-        return True
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        known = self.specs.get(model)
-        return known.spec if known is not None else None
 
     async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
         """Record an alert firing; True if that is news (new, or firing again after it resolved)."""

@@ -21,6 +21,7 @@ from services.deployer import domain
 from shared.contract.events import ArtifactRef, ModelRegistered, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
+from shared.runtime.memory import MemorySpecs
 from shared.runtime.specview import SpecView, SpecViewColumns
 
 
@@ -315,28 +316,14 @@ class SqlStore:
 
 
 @dataclass
-class MemoryStore:
+class MemoryStore(MemorySpecs):
     """The deployer's tables in dictionaries: the twin of `SqlStore` for handler tests."""
 
-    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
     versions: dict[tuple[str, int], domain.KnownVersion] = field(default_factory=dict)
     models: dict[str, domain.ModelState] = field(default_factory=dict)
     rollouts: dict[str, domain.Rollout] = field(default_factory=dict)
     traceparents: dict[str, str | None] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
-            return False
-        self.specs[event.model] = event
-        return True
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        known = self.specs.get(model)
-        return known.spec if known is not None else None
 
     async def keep_version(self, event: ModelRegistered) -> None:
         """Remember a version's artifacts."""

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
+from shared.runtime.memory import MemorySpecs
 from shared.runtime.specview import SpecView, SpecViewColumns
 
 
@@ -159,26 +160,12 @@ class SqlStore:
 
 
 @dataclass
-class MemoryStore:
+class MemoryStore(MemorySpecs):
     """The evaluator's tables in dictionaries: the twin of `SqlStore` for handler tests."""
 
-    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
     versions: dict[tuple[str, int], list[ArtifactRef]] = field(default_factory=dict)
     parked: dict[tuple[str, int], ModelRegistered] = field(default_factory=dict)
     results: dict[tuple[str, int], ModelEvaluated] = field(default_factory=dict)
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
-            return False
-        self.specs[event.model] = event
-        return True
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        known = self.specs.get(model)
-        return known.spec if known is not None else None
 
     async def keep_version(self, event: ModelRegistered) -> None:
         """Remember a version's artifacts."""

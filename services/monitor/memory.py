@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.monitor.store import Answer, ClosedWindow, Columns, Live, Reference, Window
-from shared.contract.events import ModelSpecApplied, ReferenceProfile
-from shared.contract.spec import ModelSpec
+from shared.contract.events import ReferenceProfile
+from shared.runtime.memory import MemorySpecs
 
 
 @dataclass
@@ -28,10 +28,9 @@ class Served:
 
 
 @dataclass
-class MemoryStore:
+class MemoryStore(MemorySpecs):
     """What the monitor keeps, in memory."""
 
-    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
     runs: dict[tuple[str, str], Reference] = field(default_factory=dict)
     versions: dict[tuple[str, int], str] = field(default_factory=dict)
     live: dict[str, Live] = field(default_factory=dict)
@@ -40,19 +39,6 @@ class MemoryStore:
     closed: list[ClosedWindow] = field(default_factory=list)
     retrains: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
     served: list[Served] = field(default_factory=list)
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
-            return False
-        self.specs[event.model] = event
-        return True
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        known = self.specs.get(model)
-        return known.spec if known is not None else None
 
     async def keep_run(
         self, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]

@@ -19,7 +19,8 @@ from typing import Any, Generic, TypeVar
 from opentelemetry import context as otel_context
 
 from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, encode
-from shared.contract.events import Event
+from shared.contract.events import Event, ModelSpecApplied
+from shared.contract.spec import ModelSpec
 from shared.runtime.consume import Handler
 from shared.runtime.uow import UnitOfWork, caused_by
 
@@ -46,6 +47,27 @@ class RecordingTracing:
         """A span of an earlier trace, recorded by name."""
         self.resumed.append(name)
         return None
+
+
+@dataclass
+class MemorySpecs:
+    """A service's view of the specs, in memory: the twin of `shared.runtime.specview.SpecView`,
+    for the in-memory stores to build on."""
+
+    specs: dict[str, ModelSpecApplied] = field(default_factory=dict, kw_only=True)
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        known = self.specs.get(event.model)
+        if known is not None and known.revision >= event.revision:
+            return False
+        self.specs[event.model] = event
+        return True
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        known = self.specs.get(model)
+        return known.spec if known is not None else None
 
 
 @dataclass(frozen=True)
