@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.alerter import domain
 from services.alerter.records import AlertRecord, Group, Notification, SilenceRecord
 from services.alerter.tables import SPECS, AlertRow, AuditRow, GroupRow, MemberRow, NotificationRow, SilenceRow
-from shared.contract.events import ModelSpecApplied
-from shared.contract.spec import ModelSpec
+from shared.runtime.specview import SpecView, SqlSpecs
 
 
 def _alert(row: AlertRow) -> AlertRecord:
@@ -81,19 +80,12 @@ def _silence(row: SilenceRow) -> SilenceRecord:
 
 
 @dataclass(frozen=True)
-class SqlStore:
+class SqlStore(SqlSpecs):
     """The alerter's tables for one platform, in the transaction of `session`."""
 
+    specs: ClassVar[SpecView] = SPECS
     session: AsyncSession
     platform: str
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        return await SPECS.keep(self.session, event)
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        return await SPECS.of(self.session, model)
 
     # ------------------------------------------------------------ alerts
 

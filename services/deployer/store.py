@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -22,7 +22,7 @@ from shared.contract.events import ArtifactRef, ModelRegistered, ModelSpecApplie
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
 from shared.runtime.memory import MemorySpecs
-from shared.runtime.specview import SpecView, SpecViewColumns
+from shared.runtime.specview import SpecView, SpecViewColumns, SqlSpecs
 
 
 class SpecRow(SpecViewColumns, Base):
@@ -185,18 +185,11 @@ def _rollout(row: RolloutRow) -> domain.Rollout:
 
 
 @dataclass(frozen=True)
-class SqlStore:
+class SqlStore(SqlSpecs):
     """The deployer's tables, in the transaction of `session`."""
 
+    specs: ClassVar[SpecView] = SPECS
     session: AsyncSession
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        return await SPECS.keep(self.session, event)
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        return await SPECS.of(self.session, model)
 
     async def keep_version(self, event: ModelRegistered) -> None:
         """Remember a version's artifacts."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, delete, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -19,7 +19,7 @@ from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered,
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
 from shared.runtime.memory import MemorySpecs
-from shared.runtime.specview import SpecView, SpecViewColumns
+from shared.runtime.specview import SpecView, SpecViewColumns, SqlSpecs
 
 
 class SpecRow(SpecViewColumns, Base):
@@ -96,18 +96,11 @@ class EvaluatorStore(Protocol):
 
 
 @dataclass(frozen=True)
-class SqlStore:
+class SqlStore(SqlSpecs):
     """The evaluator's tables, in the transaction of `session`."""
 
+    specs: ClassVar[SpecView] = SPECS
     session: AsyncSession
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        return await SPECS.keep(self.session, event)
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        return await SPECS.of(self.session, model)
 
     async def keep_version(self, event: ModelRegistered) -> None:
         """Remember a version's artifacts."""

@@ -13,7 +13,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from services.monitor.tables import (
 )
 from shared.contract.events import ModelSpecApplied, ReferenceProfile
 from shared.contract.spec import ModelSpec
+from shared.runtime.specview import SpecView, SqlSpecs
 
 # ---------------------------------------------------------------- views
 
@@ -199,18 +200,11 @@ class MonitorStore(Protocol):
 
 
 @dataclass(frozen=True)
-class SqlStore:
+class SqlStore(SqlSpecs):
     """The tables, in the transaction of `session`."""
 
+    specs: ClassVar[SpecView] = SPECS
     session: AsyncSession
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec; False if an older one arrived late."""
-        return await SPECS.keep(self.session, event)
-
-    async def spec_of(self, model: str) -> ModelSpec | None:
-        """The spec in force for a model, if any."""
-        return await SPECS.of(self.session, model)
 
     async def live_of(self, model: str) -> Live | None:
         """The model's rollout as it stands, if it has one."""

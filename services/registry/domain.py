@@ -16,6 +16,7 @@ from shared.contract.events import (
     AlertRaised,
     AlertResolved,
     ArtifactRef,
+    DataArrived,
     DriftDetected,
     Event,
     ModelEvaluated,
@@ -24,6 +25,7 @@ from shared.contract.events import (
     RetrainRequested,
     RolloutChanged,
     RolloutCommanded,
+    TrainingFailed,
 )
 from shared.contract.refs import ALIAS
 
@@ -159,6 +161,22 @@ def history_entry(event: Event) -> tuple[int | None, str] | None:
                 f": {event.reason}" if event.reason else ""
             )
     return None
+
+
+def check_same_dataset(event: DataArrived, sha256: str | None, uri: str) -> None:
+    """A dataset version label names one content: the same version again with another digest or
+    URI is refused."""
+    if sha256 != event.sha256 or uri != event.uri:
+        raise RegistryRefusal(
+            f"dataset {event.dataset}@{event.version} is already recorded with sha256 "
+            f"{sha256} at {uri}; this event says sha256 {event.sha256} at {event.uri}. "
+            "A version label names one content: publish a new version instead"
+        )
+
+
+def failure_summary(event: TrainingFailed) -> str:
+    """The line a failed training run leaves in its model's history."""
+    return f"training {event.run_id} failed at {event.stage}: {event.reason}"
 
 
 def evaluation_reason(event: ModelEvaluated) -> str:

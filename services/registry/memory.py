@@ -36,12 +36,7 @@ class MemoryStore:
         """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
         existing = self.datasets.get((event.dataset, event.version))
         if existing is not None:
-            if existing.sha256 != event.sha256 or existing.uri != event.uri:
-                raise domain.RegistryRefusal(
-                    f"dataset {event.dataset}@{event.version} is already recorded with sha256 "
-                    f"{existing.sha256} at {existing.uri}; this event says sha256 {event.sha256} at {event.uri}. "
-                    "A version label names one content: publish a new version instead"
-                )
+            domain.check_same_dataset(event, existing.sha256, existing.uri)
             return False
         self.datasets[(event.dataset, event.version)] = event
         return True
@@ -59,7 +54,7 @@ class MemoryStore:
             model=event.model,
             version=None,
             kind="TrainingFailed",
-            summary=f"training {event.run_id} failed at {event.stage}: {event.reason}",
+            summary=domain.failure_summary(event),
             payload=event.model_dump(mode="json"),
             occurred_at=event.occurred_at,
         )

@@ -177,12 +177,7 @@ class SqlStore(SqlQueries):
         """
         existing = await self.session.get(DatasetRow, (event.dataset, event.version), with_for_update=True)
         if existing is not None:
-            if existing.sha256 != event.sha256 or existing.uri != event.uri:
-                raise domain.RegistryRefusal(
-                    f"dataset {event.dataset}@{event.version} is already recorded with sha256 "
-                    f"{existing.sha256} at {existing.uri}; this event says sha256 {event.sha256} at {event.uri}. "
-                    "A version label names one content: publish a new version instead"
-                )
+            domain.check_same_dataset(event, existing.sha256, existing.uri)
             return False
         # Events on different topics race: a model may have been trained on this data already.
         profile = await self.session.scalar(
@@ -246,7 +241,7 @@ class SqlStore(SqlQueries):
             model=event.model,
             version=None,
             kind="TrainingFailed",
-            summary=f"training {event.run_id} failed at {event.stage}: {event.reason}",
+            summary=domain.failure_summary(event),
             payload=event.model_dump(mode="json"),
             occurred_at=event.occurred_at,
         )

@@ -7,7 +7,7 @@ needs besides, and reads and writes it through a `SpecView` bound to that table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Integer, String
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -67,3 +67,19 @@ class SpecView:
         """The spec in force for a model, if any."""
         found = await spec_of(session, self.table, model)
         return found[1] if found else None
+
+
+class SqlSpecs:
+    """`keep_spec` and `spec_of` of a service's SQL store, on the SpecView its class names (`specs`);
+    the store provides `session`."""
+
+    session: AsyncSession
+    specs: ClassVar[SpecView]
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+        return await self.specs.keep(self.session, event)
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+        return await self.specs.of(self.session, model)
