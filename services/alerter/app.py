@@ -40,6 +40,7 @@ from shared.contract.events import (
     ModelSpecApplied,
     ModelTrained,
     PerformanceDegraded,
+    RetrainSkipped,
     RolloutChanged,
     TrainingFailed,
 )
@@ -62,6 +63,7 @@ SOURCES = (
     RolloutChanged,
     CanaryAnalyzed,
     ModelTrained,
+    RetrainSkipped,
 )
 HANDLERS: HandlerTable = {
     ModelSpecApplied: [handlers.on_spec],

@@ -23,6 +23,7 @@ from shared.contract.events import (
     ModelEvaluated,
     ModelTrained,
     PerformanceDegraded,
+    RetrainSkipped,
     RolloutChanged,
     Severity,
     TrainingFailed,
@@ -32,6 +33,9 @@ from shared.contract.spec import Alerts
 Status = Literal["firing", "resolved"]
 PLATFORM = "-"  # the model label of alerts about the platform itself (dead letters)
 SUMMARY_LIMIT = 8  # features, gates or comparisons named in a summary
+# Kinds that stay open until an event clears them, whatever resolve_timeout says: a skipped retrain
+# is announced once per cooldown, and nothing changes until new data (or a new version) comes.
+UNTIL_CLEARED = frozenset({"retrain-skipped"})
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -134,11 +138,30 @@ def raised_by(
         }
     elif isinstance(event, PerformanceDegraded):
         kind, severity, version = "performance", event.severity, event.version
+        basis = f"estimated over {event.rows} unlabelled rows" if event.estimated else f"{event.labelled_rows} labels"
         summary = (
-            f"{model} v{version}: live {event.metric} {event.value:.4f} against {event.baseline:.4f} "
-            f"at validation (threshold {event.threshold:.4f}, {event.labelled_rows} labels)"
+            f"{model} v{version}: {'estimated' if event.estimated else 'live'} {event.metric} {event.value:.4f} "
+            f"against {event.baseline:.4f} at validation (threshold {event.threshold:.4f}, {basis})"
         )
-        evidence = event.model_dump(include={"metric", "value", "baseline", "threshold", "labelled_rows", "window_id"})
+        evidence = event.model_dump(
+            include={"metric", "value", "baseline", "threshold", "labelled_rows", "window_id", "estimated", "rows"}
+        )
+    elif isinstance(event, RetrainSkipped):
+        # One alert per version while the condition lasts: the same labels whatever the reason's text.
+        kind, severity, version = "retrain-skipped", "warning", event.version
+        summary = f"{model} v{version}: retrain on {event.asked_for} skipped: {event.reason}"
+        evidence = event.model_dump(
+            include={
+                "asked_for",
+                "dataset",
+                "trained_on",
+                "latest_dataset_version",
+                "spec_revision",
+                "feedback_rows",
+                "feedback_needed",
+                "cause_event_id",
+            }
+        )
     elif isinstance(event, TrainingFailed):
         kind, severity = "training-failed", default
         summary = f"{model}: training run {event.run_id} failed at {event.stage}: {event.reason}"
@@ -196,12 +219,16 @@ def resolved_by(event: Event) -> Resolution | None:
         version = event.candidate_version
         return Resolution(
             event.model,
-            frozenset({"drift", "performance", "rollback", "canary-failed", "evaluation-rejected"}),
+            frozenset({"drift", "performance", "rollback", "canary-failed", "evaluation-rejected", "retrain-skipped"}),
             f"version {version} was promoted",
             below_version=version,
         )
     if isinstance(event, ModelTrained):
-        return Resolution(event.model, frozenset({"training-failed"}), f"training run {event.run_id} succeeded")
+        return Resolution(
+            event.model,
+            frozenset({"training-failed", "retrain-skipped"}),
+            f"training run {event.run_id} succeeded on {event.dataset} {event.dataset_version}",
+        )
     if isinstance(event, ModelEvaluated) and event.decision != "rejected":
         return Resolution(
             event.model,

@@ -77,8 +77,12 @@ class MemoryStore(MemorySpecs):
         return [a for a in self.alerts.values() if a.model == model and a.status == "firing"]
 
     async def stale(self, before: datetime) -> list[str]:
-        """Firing alerts last raised before `before`."""
-        return [a.fingerprint for a in self.alerts.values() if a.status == "firing" and a.updated_at < before]
+        """Firing alerts last raised before `before` (but those that stay open until cleared)."""
+        return [
+            a.fingerprint
+            for a in self.alerts.values()
+            if a.status == "firing" and a.updated_at < before and a.kind not in domain.UNTIL_CLEARED
+        ]
 
     async def all_firing(self) -> dict[str, dict[str, str]]:
         """Every firing alert's labels by fingerprint (the inhibition sources)."""

@@ -161,10 +161,13 @@ class SqlStore(SqlSpecs):
         return [_alert(row) for row in found.all()]
 
     async def stale(self, before: datetime) -> list[str]:
-        """Firing alerts last raised before `before`."""
+        """Firing alerts last raised before `before` (but those that stay open until cleared)."""
         found = await self.session.scalars(
             select(AlertRow.fingerprint).where(
-                AlertRow.platform == self.platform, AlertRow.status == "firing", AlertRow.updated_at < before
+                AlertRow.platform == self.platform,
+                AlertRow.status == "firing",
+                AlertRow.updated_at < before,
+                AlertRow.kind.not_in(domain.UNTIL_CLEARED),
             )
         )
         return list(found.all())

@@ -436,5 +436,7 @@ def route(
     key = request.get(sticky_key) if sticky_key else None
     share = rollout.percent
     if bucket(rollout.rollout_id, str(key) if key is not None else fallback_key) < share * BUCKETS / 100:
-        return Route(rollout.candidate, "canary")
+        # The stable version scores a copy of the canary's requests (never returned): once labels
+        # arrive, canary analysis compares the two versions' errors on the very same requests.
+        return Route(rollout.candidate, "canary", shadow=stable if rollout.state == "canary" else None)
     return Route(stable, "stable")

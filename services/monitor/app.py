@@ -2,7 +2,8 @@
 canary analysis, live performance once labels arrive, and the retrain policy.
 
 Consumes specs (the monitoring policy), `ModelTrained` (the reference profile, never recomputed
-from raw data), `ModelRegistered` (which run a version is), `RolloutChanged` (what is live),
+from raw data), `TrainingStarted` and `DataArrived` (what each run trains on, what data exists:
+whether a retrain can help), `ModelRegistered` (which run a version is), `RolloutChanged` (what is live),
 `LabelsArrived` and `PredictionsLogged` (in batches: every one of a poll in one call). `HANDLERS`
 is what it reacts to (services.monitor.handlers); `build` puts it together for a process, with the
 sweep that closes windows by age, `in_memory` for the handler tests, both through the same `bind`.
@@ -19,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.monitor import handlers, store
+from services.monitor import feedback, handlers, store
 from services.monitor.handlers import Watch
 from services.monitor.memory import MemoryStore
 from services.monitor.metrics import Metrics
 from shared.contract.events import (
+    DataArrived,
     Event,
     LabelsArrived,
     ModelRegistered,
@@ -31,7 +33,9 @@ from shared.contract.events import (
     ModelTrained,
     PredictionsLogged,
     RolloutChanged,
+    TrainingStarted,
 )
+from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
@@ -45,6 +49,8 @@ SWEEP_SECONDS = 5.0
 HANDLERS: HandlerTable = {
     ModelSpecApplied: [handlers.on_spec],
     ModelTrained: [handlers.on_trained],
+    TrainingStarted: [handlers.on_training_started],
+    DataArrived: [handlers.on_data],
     ModelRegistered: [handlers.on_registered],
     RolloutChanged: [handlers.on_rollout],
     LabelsArrived: [handlers.on_labels],
@@ -114,16 +120,24 @@ def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
     sessions = make_sessions(engine)
     registry = CollectorRegistry()
     bus = Bus(settings, sessions=sessions, tracer_provider=make_tracer_provider(settings), registry=registry)
-    watch = Watch(Metrics(registry), timedelta(seconds=settings.monitor_label_horizon_seconds))
+    watch = Watch(
+        Metrics(registry),
+        timedelta(seconds=settings.monitor_label_horizon_seconds),
+        sink=feedback.ArtifactSink(ArtifactStore(settings)),
+    )
     bus.register(bind(HANDLERS, watch=watch), group=group, store=store.SqlStore, batched=frozenset({PredictionsLogged}))
     return MonitorService(settings=settings, engine=engine, sessions=sessions, bus=bus, watch=watch, metrics=registry)
 
 
 def in_memory(
-    *, memory: MemoryStore | None = None, label_horizon: timedelta = timedelta(days=7)
+    *,
+    memory: MemoryStore | None = None,
+    label_horizon: timedelta = timedelta(days=7),
+    sink: feedback.Sink | None = None,
 ) -> InMemoryBus[MemoryStore]:
-    """The monitor's handlers on its in-memory store, for tests with no server."""
-    watch = Watch(Metrics(CollectorRegistry()), label_horizon)
+    """The monitor's handlers on its in-memory store, for tests with no server; feedback datasets
+    go to `sink` (a feedback.MemorySink) if given."""
+    watch = Watch(Metrics(CollectorRegistry()), label_horizon, sink=sink)
     return InMemoryBus(
         bind(HANDLERS, watch=watch), memory or MemoryStore(), consumer=GROUP, batched=frozenset({PredictionsLogged})
     )

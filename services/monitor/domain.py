@@ -1,19 +1,18 @@
-"""The monitor's rules: when a window closes, how severe a drift is, how a canary compares with
-stable and what the deployer should do, when live performance has degraded, and whether a retrain
-is asked for. Pure: values in, values out (the drift statistics are in services.monitor.drift, the
-window's columns in services.monitor.windows).
+"""The monitor's rules: when a window closes, how severe a drift is,
+when live performance has degraded, and whether a retrain is asked for and can help. Pure: values
+in, values out (the drift statistics are in services.monitor.drift, canary analysis in
+services.monitor.canary, label-free estimates in services.monitor.estimate, the window's columns
+in services.monitor.windows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
-
-from services.monitor import drift
 from shared.contract.events import FeatureDrift, PredictionsLogged
 from shared.contract.spec import METRICS, Monitoring, PerformancePolicy
 
@@ -58,96 +57,52 @@ def retrain_on_drift(found: Drifted, policy: Monitoring) -> bool:
     return found.dataset_drift and "drift" in policy.retrain_on
 
 
-# ---------------------------------------------------------------- canary analysis
-
-PREDICTION_DISTANCE = 0.1
+# ---------------------------------------------------------------- whether a retrain can help
 
 
 @dataclass(frozen=True)
-class Summary:
-    """What canary analysis compares between two versions' windows."""
+class Grounds:
+    """What a retrain decision reads: what the version was trained on, what is known now."""
 
-    rows: int
-    latency_p99_ms: float
-    estimated_error: float | None  # 1 - mean confidence: the error a calibrated classifier expects (CBPE)
-    prediction_shares: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "latency_p99_ms": self.latency_p99_ms,
-            "estimated_error": self.estimated_error,
-            "prediction_shares": self.prediction_shares,
-        }
-
-    @classmethod
-    def from_dict(cls, found: dict[str, Any]) -> Summary:
-        return cls(
-            rows=int(found["rows"]),
-            latency_p99_ms=float(found["latency_p99_ms"]),
-            estimated_error=found.get("estimated_error"),
-            prediction_shares=dict(found.get("prediction_shares", {})),
-        )
+    version: int
+    dataset: str
+    trained_on: str | None  # dataset version of the version's run (None: not known)
+    trained_revision: int | None
+    latest: str | None  # the newest dataset version known
+    revision: int  # the spec revision in force
+    tried: frozenset[tuple[str, int]]  # (dataset version, spec revision) of every run started
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """One metric of the canary against stable."""
+class Decision:
+    """Train (on `dataset_version`) or skip, and why."""
 
-    metric: str
-    candidate: float | None
-    stable: float | None
-    threshold: float
-    passed: bool
+    train: bool
+    reason: str
+    dataset_version: str | None = None
 
 
-def compare(candidate: Summary, stable: Summary, policy: Any) -> list[Comparison]:
-    """Canary against stable on estimated error, p99 latency and the prediction distribution.
-
-    `policy` is the spec's rollout policy: `max_error_rate_increase` (absolute excess of the
-    canary's error), `max_latency_ratio` (canary p99 over stable p99), unless the canary is within
-    `latency_slack_ms` of stable (milliseconds of scheduling noise are no regression).
-    """
-    found = []
-    if candidate.estimated_error is not None and stable.estimated_error is not None:
-        excess = candidate.estimated_error - stable.estimated_error
-        found.append(
-            Comparison(
-                "estimated_error_rate",
-                candidate.estimated_error,
-                stable.estimated_error,
-                policy.max_error_rate_increase,
-                excess <= policy.max_error_rate_increase,
-            )
-        )
-    ratio_ok = candidate.latency_p99_ms <= policy.max_latency_ratio * max(stable.latency_p99_ms, 1.0)
-    ratio_ok = ratio_ok or candidate.latency_p99_ms - stable.latency_p99_ms <= policy.latency_slack_ms
-    found.append(
-        Comparison(
-            "latency_p99_ms", candidate.latency_p99_ms, stable.latency_p99_ms, policy.max_latency_ratio, ratio_ok
-        )
+def retrain_decision(asked_for: str, grounds: Grounds, policy: Monitoring) -> Decision:
+    """A retrain asked for on drift or performance trains only when it can help: there is a dataset
+    version (a producer's, or production feedback) or a spec revision the version was not trained
+    with, and no run has tried that pair already; or the spec opts in (`retrain_without_new_data`)."""
+    g = grounds
+    if policy.retrain_without_new_data:
+        return Decision(True, "the spec retrains without new data", g.latest)
+    if g.latest is None or g.trained_on is None:
+        return Decision(True, f"v{g.version}'s training data is not known", g.latest)
+    if (g.latest, g.revision) not in g.tried:
+        if g.latest != g.trained_on:
+            why = f"dataset {g.dataset} {g.latest} is newer than v{g.version}'s {g.trained_on}"
+        else:
+            why = f"spec revision {g.revision} differs from v{g.version}'s {g.trained_revision}"
+        return Decision(True, why, g.latest)
+    persists = "drift persists" if asked_for == "drift" else "live performance is still below its baseline"
+    if g.latest == g.trained_on and g.revision == g.trained_revision:
+        return Decision(False, f"{persists}; no data newer than v{g.version}'s dataset ({g.dataset} {g.trained_on})")
+    return Decision(
+        False, f"{persists}; dataset {g.dataset} {g.latest} with spec revision {g.revision} was trained already"
     )
-    classes = sorted(set(candidate.prediction_shares) | set(stable.prediction_shares))
-    p = np.array([stable.prediction_shares.get(c, 0.0) for c in classes])
-    q = np.array([candidate.prediction_shares.get(c, 0.0) for c in classes])
-    distance = drift.jensen_shannon(p, q) if p.sum() and q.sum() else 0.0
-    found.append(Comparison("prediction_distance", distance, 0.0, PREDICTION_DISTANCE, distance <= PREDICTION_DISTANCE))
-    return found
-
-
-Verdict = Literal["advance", "hold", "rollback"]
-
-
-def verdict(comparisons: Sequence[Comparison], samples: int, min_samples: int) -> tuple[Verdict, str]:
-    """(advance | hold | rollback, why): any failed comparison rolls back; too few samples hold."""
-    failed = [c for c in comparisons if not c.passed]
-    if failed:
-        return "rollback", "canary worse than stable: " + ", ".join(
-            f"{c.metric} {c.candidate:.4g} vs {c.stable:.4g}" for c in failed
-        )
-    if samples < min_samples:
-        return "hold", f"{samples} canary samples, {min_samples} needed"
-    return "advance", f"canary within every threshold over {samples} samples"
 
 
 # ---------------------------------------------------------------- live performance
@@ -173,18 +128,37 @@ def degradation(metric: str, value: float, baseline: float, watch: PerformancePo
     return Degradation(metric, value, baseline, threshold)
 
 
-Answer = tuple[str, int, str, str, float | None, datetime]
+Answer = tuple[str, int, str, str, float | None, datetime, str, str | None]
 
 
-def answers(event: PredictionsLogged) -> list[Answer]:
-    """The batch's returned answers for the label join: (model, version, request id, prediction,
-    score, served at); the score is the probability of the positive class (the last in sorted
-    order), for ROC-AUC. Shadow answers were never returned, so labels do not judge them."""
+def answers(event: PredictionsLogged, *, with_features: bool = False) -> list[Answer]:
+    """The batch's answers for the label join: (model, version, request id, prediction, score,
+    served at, role, features as JSON or None); the score is the probability of the positive class
+    (the last in sorted order), for ROC-AUC. Shadow answers are kept too (marked): labels never
+    judge them as served answers, but pair them with the answer of the same request in canary
+    analysis. The features are kept only when the spec turns feedback into training data."""
     scores = event.probabilities[max(event.probabilities)] if event.probabilities else [None] * event.rows
+    features: list[str | None] = [None] * event.rows
+    if with_features:
+        names = list(event.features)
+        columns = [event.features[name] for name in names]
+        rows = zip(*columns, strict=True) if columns else iter([()] * event.rows)
+        features = [json.dumps({n: _finite(v) for n, v in zip(names, row, strict=True)}) for row in rows]
     return [
-        (event.model, version, request_id, str(prediction), score, at)
-        for request_id, version, role, prediction, score, at in zip(
-            event.request_id, event.model_version, event.role, event.prediction, scores, event.served_at, strict=True
+        (event.model, version, request_id, str(prediction), score, at, role, kept)
+        for request_id, version, role, prediction, score, at, kept in zip(
+            event.request_id,
+            event.model_version,
+            event.role,
+            event.prediction,
+            scores,
+            event.served_at,
+            features,
+            strict=True,
         )
-        if role != "shadow"
     ]
+
+
+def _finite(value: Any) -> Any:
+    """A JSON-safe cell: NaN and infinities are missing."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -17,17 +17,19 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from services.monitor import domain, windows
+from services.monitor import canary, domain, feedback, windows
 from services.monitor.metrics import Metrics
-from services.monitor.store import ClosedWindow, MonitorStore, Window
+from services.monitor.store import ClosedWindow, DatasetSeen, Joined, MonitorStore, Trained, Window
 from shared.contract.events import (
     CanaryAnalyzed,
+    DataArrived,
     DriftDetected,
     Event,
+    FeedbackLineage,
     LabelsArrived,
     MetricComparison,
     ModelRegistered,
@@ -36,7 +38,9 @@ from shared.contract.events import (
     PerformanceDegraded,
     PredictionsLogged,
     RetrainRequested,
+    RetrainSkipped,
     RolloutChanged,
+    TrainingStarted,
 )
 from shared.contract.spec import ModelSpec, Monitoring, Rollout
 from shared.runtime.metrics import live_metrics
@@ -56,6 +60,7 @@ class Watch:
     metrics: Metrics
     label_horizon: timedelta = timedelta(days=7)
     specs: dict[str, tuple[float, ModelSpec | None]] = field(default_factory=dict)
+    sink: feedback.Sink | None = None  # where feedback datasets are written; None: feedback is off
 
     async def spec(self, store: MonitorStore, model: str) -> ModelSpec | None:
         """The model's spec, read at most once per SPEC_CACHE_SECONDS."""
@@ -79,8 +84,23 @@ async def on_spec(event: ModelSpecApplied, uow: UoW, *, watch: Watch) -> None:
 
 
 async def on_trained(event: ModelTrained, uow: UoW) -> None:
-    """Keep the run's reference profile (never recomputed from raw data)."""
+    """Keep the run's reference profile (never recomputed from raw data) and what it was trained on."""
     await uow.store.keep_run(event.model, event.run_id, event.task, event.reference_profile, event.metrics)
+    await uow.store.keep_training(event.model, Trained(event.run_id, event.dataset_version, event.spec_revision))
+
+
+async def on_training_started(event: TrainingStarted, uow: UoW) -> None:
+    """Keep what a run trains on: a retrain on the same data and spec would only repeat it."""
+    await uow.store.keep_training(event.model, Trained(event.run_id, event.dataset_version, event.spec_revision))
+
+
+async def on_data(event: DataArrived, uow: UoW) -> None:
+    """Keep the dataset version: whether a retrain has anything new to learn from reads it."""
+    await uow.store.keep_dataset(
+        DatasetSeen(
+            event.dataset, event.version, event.producer, event.uri, event.format, event.sha256, event.occurred_at
+        )
+    )
 
 
 async def on_registered(event: ModelRegistered, uow: UoW) -> None:
@@ -97,7 +117,7 @@ async def on_rollout(event: RolloutChanged, uow: UoW) -> None:
 
 async def on_labels(event: LabelsArrived, uow: UoW, *, watch: Watch) -> None:
     """Join labels to answers; judge a version's live performance once it has enough of them."""
-    await labelled(uow.store, watch, event, uow.emit)
+    await labelled(uow.store, watch, event, uow.emit, batch=uow.envelope.id)
 
 
 async def on_predictions(events: list[PredictionsLogged], uow: UoW, *, watch: Watch) -> None:
@@ -115,7 +135,12 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
     statement, and each version's rows go to its window in as few chunks as the windows allow (a
     window never takes more than the policy's `window_rows` once it can be tested).
     """
-    await store.add_served([answer for event in events for answer in domain.answers(event)])
+    served = []
+    for event in events:
+        spec = await watch.spec(store, event.model)
+        keep = spec is not None and spec.monitoring.feedback is not None
+        served.extend(domain.answers(event, with_features=keep))
+    await store.add_served(served)
     by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
     for event in events:
         columns = windows.columns_of(event)
@@ -197,21 +222,22 @@ async def test(
     policy: Monitoring,
     emit: Emit,
 ) -> None:
-    """Test one closed window's rows: canary analysis, drift, and what follows from them."""
+    """Test one closed window's rows: drift, the estimated performance, canary analysis, and what
+    follows from them."""
     rows = windows.rows_of(columns)
     started, ended = windows.span(columns)
     window_id = f"win-{uuid.uuid4().hex[:16]}"
-    summary = windows.summarize(columns)
-    await analyse_canary(store, watch, model, version, summary, started, ended, emit)
+    reference = await store.reference_of(model, version)
 
     def kept(drifted_share: float | None, dataset_drift: bool, result: dict[str, Any]) -> ClosedWindow:
-        whole = {**result, "summary": summary.as_dict()}
-        return ClosedWindow(window_id, model, version, started, ended, rows, drifted_share, dataset_drift, whole)
+        return ClosedWindow(window_id, model, version, started, ended, rows, drifted_share, dataset_drift, result)
 
-    reference = await store.reference_of(model, version)
     if reference is None:
+        summary = windows.summarize(columns)
+        await analyse_canary(store, watch, model, version, summary, started, ended, emit)
         log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
-        await store.record_window(kept(None, False, {"untested": "no reference profile for this version"}))
+        untested = {"untested": "no reference profile for this version", "summary": summary.as_dict()}
+        await store.record_window(kept(None, False, untested))
         watch.metrics.windows.labels(model, "untested").inc()
         return
     began = time.perf_counter()
@@ -219,17 +245,21 @@ async def test(
     seconds = time.perf_counter() - began
     watch.metrics.drift_seconds.observe(seconds)
     watch.metrics.tested(model, version, found)
+    drifted = [f.feature for f in found.features if f.drifted]
+    prediction_drifted = bool(found.prediction and found.prediction.drifted)
+    summary = windows.summarize(columns, reference.profile.calibration, drifted=found.dataset_drift)
+    await analyse_canary(store, watch, model, version, summary, started, ended, emit)
     result = {
         "features": [f.model_dump() for f in found.features],
         "prediction": found.prediction.model_dump() if found.prediction else None,
         "missing": found.missing,
         "seconds": seconds,
+        "estimated": summary.estimated,
+        "summary": summary.as_dict(),
     }
     await store.record_window(kept(found.drifted_share, found.dataset_drift, result))
-    drifted = [f.feature for f in found.features if f.drifted]
-    prediction_drifted = bool(found.prediction and found.prediction.drifted)
     log.info(
-        "%s@%d window %s: %d rows, %d/%d features drifted%s in %.3f s",
+        "%s@%d window %s: %d rows, %d/%d features drifted%s%s in %.3f s",
         model,
         version,
         window_id,
@@ -237,33 +267,223 @@ async def test(
         len(drifted),
         len(found.features),
         ", prediction drifted" if prediction_drifted else "",
+        "".join(f", estimated {k} {v:.4f}" for k, v in summary.estimated.items()),
         seconds,
     )
-    if not drifted and not prediction_drifted:
+    spec = await watch.spec(store, model)
+    degraded = await estimated_performance(store, spec, model, version, window_id, summary, reference.metrics, emit)
+    if drifted or prediction_drifted:
+        watch.metrics.windows.labels(model, "drifted").inc()
+        detected_id = emit(
+            DriftDetected(
+                model=model,
+                version=version,
+                window_id=window_id,
+                window_start=started,
+                window_end=ended,
+                rows=rows,
+                features=found.features,
+                prediction=found.prediction,
+                drifted_share=found.drifted_share,
+                dataset_drift=found.dataset_drift,
+                severity=domain.severity(found),
+                estimated=summary.estimated,
+            )
+        )
+        if spec is not None and domain.retrain_on_drift(found, policy):
+            await ask_retrain(store, watch, model, version, "drift", detected_id, (started, ended), emit)
+    else:
         watch.metrics.windows.labels(model, "steady").inc()
-        return
-    watch.metrics.windows.labels(model, "drifted").inc()
-    detected = DriftDetected(
-        model=model,
-        version=version,
-        window_id=window_id,
-        window_start=started,
-        window_end=ended,
-        rows=rows,
-        features=found.features,
-        prediction=found.prediction,
-        drifted_share=found.drifted_share,
-        dataset_drift=found.dataset_drift,
-        severity=domain.severity(found),
+    # Drift asks first; within the cooldown that follows, the estimate asks nothing more.
+    if degraded is not None and spec is not None and "performance" in policy.retrain_on:
+        await ask_retrain(store, watch, model, version, "performance", degraded, (started, ended), emit)
+
+
+async def estimated_performance(
+    store: MonitorStore,
+    spec: ModelSpec | None,
+    model: str,
+    version: int,
+    window_id: str,
+    summary: canary.Summary,
+    baselines: dict[str, float],
+    emit: Emit,
+) -> str | None:
+    """With no labels for the version, its estimated performance (CBPE) is the performance signal:
+    a drop beyond the policy announces PerformanceDegraded, marked estimated. Returns its id."""
+    if spec is None or not summary.estimated or await store.ever_labelled(model, version):
+        return None
+    watch = spec.monitoring.performance
+    metric = watch.metric or spec.selection_metric
+    if metric not in summary.estimated or metric not in baselines:
+        return None
+    worse = domain.degradation(metric, summary.estimated[metric], baselines[metric], watch)
+    if worse is None:
+        return None
+    log.info("%s@%d: estimated %s %.4f against %.4f at validation", model, version, metric, worse.value, worse.baseline)
+    return emit(
+        PerformanceDegraded(
+            model=model,
+            version=version,
+            window_id=window_id,
+            metric=metric,
+            value=worse.value,
+            baseline=worse.baseline,
+            threshold=worse.threshold,
+            labelled_rows=0,
+            severity=spec.alerts.severity,
+            estimated=True,
+            rows=summary.rows,
+        )
     )
-    detected_id = emit(detected)
-    if not domain.retrain_on_drift(found, policy):
+
+
+# ---------------------------------------------------------------- retrains
+
+
+async def ask_retrain(
+    store: MonitorStore,
+    watch: Watch,
+    model: str,
+    version: int,
+    asked_for: Literal["drift", "performance"],
+    cause_id: str,
+    span: tuple[datetime, datetime],
+    emit: Emit,
+) -> None:
+    """Drift or a performance drop asks for a retrain (once per cooldown). It trains only when it
+    can help (services.monitor.domain.retrain_decision); otherwise production feedback may become a
+    dataset to train on, and failing that RetrainSkipped says why."""
+    found = await store.revision_of(model)
+    if found is None:
         return
-    if not await store.retrain_allowed(model, datetime.now(UTC), policy.retrain_cooldown_seconds, "drift"):
-        log.info("%s: drift again, retrain not asked (cooldown %.0f s)", model, policy.retrain_cooldown_seconds)
+    revision, spec = found
+    policy = spec.monitoring
+    live = await store.live_of(model)
+    if live is not None and live.state in ("canary", "shadow"):
+        # A new version is rolling out: its verdict comes first (it may be the answer to this drift).
+        log.info("%s: %s on v%d while v%d rolls out, retrain not asked", model, asked_for, version, live.candidate)
         return
-    emit(RetrainRequested(model=model, reason="drift", requested_by="monitor", cause_event_id=detected_id))
-    log.info("%s: retrain requested (drift in %s)", model, ", ".join(drifted[:8]))
+    if not await store.retrain_allowed(model, datetime.now(UTC), policy.retrain_cooldown_seconds, asked_for):
+        log.info("%s: %s again, retrain not asked (cooldown %.0f s)", model, asked_for, policy.retrain_cooldown_seconds)
+        return
+    trained = await store.training_of(model, version)
+    latest = await store.latest_dataset(spec.dataset)
+    grounds = domain.Grounds(
+        version=version,
+        dataset=spec.dataset,
+        trained_on=trained.dataset_version if trained else None,
+        trained_revision=trained.spec_revision if trained else None,
+        latest=latest.version if latest else None,
+        revision=revision,
+        tried=await store.tried(model),
+    )
+    decision = domain.retrain_decision(asked_for, grounds, policy)
+    if decision.train:
+        emit(
+            RetrainRequested(
+                model=model,
+                reason=asked_for,
+                requested_by="monitor",
+                cause_event_id=cause_id,
+                dataset_version=decision.dataset_version,
+            )
+        )
+        log.info("%s: retrain requested on %s (%s)", model, asked_for, decision.reason)
+        return
+    available = 0
+    if policy.feedback is not None:
+        available = await feedback_dataset(store, watch, spec, model, latest, cause_id, span, emit)
+        if available < 0:
+            return
+    reason = decision.reason
+    if policy.feedback is not None:
+        reason += f"; {available} labelled production rows, {policy.feedback.min_rows} needed for feedback"
+    emit(
+        RetrainSkipped(
+            model=model,
+            version=version,
+            asked_for=asked_for,
+            reason=reason,
+            dataset=spec.dataset,
+            trained_on=grounds.trained_on,
+            latest_dataset_version=grounds.latest,
+            spec_revision=revision,
+            feedback_rows=available,
+            feedback_needed=policy.feedback.min_rows if policy.feedback else None,
+            cause_event_id=cause_id,
+        )
+    )
+    log.info("%s: retrain skipped: %s", model, reason)
+
+
+async def feedback_dataset(
+    store: MonitorStore,
+    watch: Watch,
+    spec: ModelSpec,
+    model: str,
+    latest: DatasetSeen | None,
+    cause_id: str,
+    span: tuple[datetime, datetime],
+    emit: Emit,
+) -> int:
+    """Turn labelled production rows into a dataset version and announce it (the trainer trains on
+    it): -1 when it was built, else how many rows there were (fewer than the policy needs)."""
+    policy = spec.monitoring.feedback
+    assert policy is not None
+    if policy.since == "window":
+        since, until = span[0] - timedelta(microseconds=1), span[1]
+    else:
+        since = latest.arrived_at if latest else datetime.min.replace(tzinfo=UTC)
+        until = datetime.max.replace(tzinfo=UTC)  # every row served since, whatever the clocks say
+    rows = await store.feedback(model, since, until, policy.max_rows)
+    if len(rows) < policy.min_rows or watch.sink is None:
+        return len(rows)
+    first, last = min(r.served_at for r in rows), max(r.served_at for r in rows)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    key = f"datasets/{spec.dataset}/feedback-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    written = await asyncio.to_thread(feedback.build, watch.sink, spec, rows, latest, key, seed=spec.split.seed)
+    version = f"feedback-{stamp}-{written.sha256[:8]}"
+    lineage = FeedbackLineage(
+        model=model,
+        versions=sorted({r.version for r in rows}),
+        windows=await store.windows_between(model, first, last),
+        label_batches=sorted({r.label_batch for r in rows if r.label_batch}),
+        feedback_rows=len(rows),
+        mixed_rows=written.mixed_rows,
+        base_version=latest.version if latest and written.mixed_rows else None,
+        served_from=first,
+        served_to=last,
+        cause_event_id=cause_id,
+    )
+    arrived = DataArrived(
+        dataset=spec.dataset,
+        version=version,
+        uri=written.uri,
+        sha256=written.sha256,
+        format="parquet",
+        row_count=written.rows,
+        size_bytes=written.size_bytes,
+        producer="monitor",
+        lineage=lineage,
+    )
+    emit(arrived)
+    await store.keep_dataset(
+        DatasetSeen(spec.dataset, version, "monitor", written.uri, "parquet", written.sha256, arrived.occurred_at)
+    )
+    log.info(
+        "%s: feedback dataset %s %s: %d labelled production rows (+%d of %s)",
+        model,
+        spec.dataset,
+        version,
+        len(rows),
+        written.mixed_rows,
+        lineage.base_version,
+    )
+    return -1
+
+
+# ---------------------------------------------------------------- canary analysis
 
 
 async def analyse_canary(
@@ -271,26 +491,32 @@ async def analyse_canary(
     watch: Watch,
     model: str,
     version: int,
-    summary: domain.Summary,
+    summary: canary.Summary,
     started: datetime,
     ended: datetime,
     emit: Emit,
 ) -> None:
-    """When a running canary's window closes: compare it with the stable version's last window."""
+    """When a running canary's window closes: compare it with the stable version, on labels where
+    both have them in the window's time slice, else on label-free evidence."""
     live = await store.live_of(model)
     if live is None or live.state not in ("canary", "shadow") or live.candidate != version:
         return
     spec = await watch.spec(store, model)
-    rollout = spec.rollout if spec is not None else None
+    policy = spec.rollout if spec is not None else Rollout()
     stable = await store.last_summary(model, live.stable) if live.stable is not None else None
-    if stable is None:
-        comparisons: list[domain.Comparison] = []
-        outcome: domain.Verdict
+    comparisons: list[canary.Comparison] = []
+    outcome: canary.Verdict
+    if stable is None or live.stable is None:
         outcome, reason = "hold", f"no closed window of the stable version {live.stable} to compare with yet"
     else:
-        policy = rollout if rollout is not None else Rollout()
-        comparisons = domain.compare(summary, domain.Summary.from_dict(stable), policy)
-        outcome, reason = domain.verdict(comparisons, summary.rows, policy.min_samples)
+        reference = await store.reference_of(model, version)
+        task = reference.task if reference is not None else "classification"
+        labelled = canary.Labelled(
+            candidate=_triples(await store.labelled_between(model, version, started, ended)),
+            stable=_triples(await store.labelled_between(model, live.stable, started, ended)),
+        )
+        comparisons = canary.compare(summary, canary.Summary.from_dict(stable), policy, task=task, labelled=labelled)
+        outcome, reason = canary.verdict(comparisons, summary.rows, policy.min_samples)
     analysed = CanaryAnalyzed(
         model=model,
         rollout_id=live.rollout_id,
@@ -299,7 +525,18 @@ async def analyse_canary(
         verdict=outcome,
         comparisons=[
             MetricComparison(
-                metric=c.metric, candidate=c.candidate, stable=c.stable, threshold=c.threshold, passed=c.passed
+                metric=c.metric,
+                candidate=c.candidate,
+                stable=c.stable,
+                threshold=c.threshold,
+                passed=c.passed,
+                test=c.test,
+                low=c.low,
+                high=c.high,
+                confidence=canary.CONFIDENCE if c.low is not None else None,
+                candidate_samples=c.candidate_samples,
+                stable_samples=c.stable_samples,
+                outcome=c.outcome,
             )
             for c in comparisons
         ],
@@ -313,14 +550,24 @@ async def analyse_canary(
     log.info("%s: canary v%d analysed: %s (%s)", model, version, outcome, reason)
 
 
+def _triples(joined: list[Joined]) -> list[tuple[str, str, str]]:
+    return [(j.request_id, j.prediction, j.label) for j in joined]
+
+
 # ---------------------------------------------------------------- labels
 
 
-async def labelled(store: MonitorStore, watch: Watch, event: LabelsArrived, emit: Emit) -> None:
-    """Join labels to what was served; judge a version's live performance once it has enough labels."""
+async def labelled(
+    store: MonitorStore, watch: Watch, event: LabelsArrived, emit: Emit, *, batch: str | None = None
+) -> None:
+    """Join labels to what was served, count them into the windows they were served in (next to
+    the estimates), and judge a version's live performance once it has enough labels."""
     now = datetime.now(UTC)
     truths = {label.request_id: str(label.label) for label in event.labels}
-    versions = await store.label(event.model, truths, now, watch.label_horizon)
+    joined = await store.label(event.model, truths, now, watch.label_horizon, batch)
+    versions = sorted({j.version for j in joined})
+    for version in versions:
+        await store.add_realised(event.model, version, [j for j in joined if j.version == version])
     spec = await watch.spec(store, event.model)
     if spec is None:
         return
@@ -368,15 +615,9 @@ async def labelled(store: MonitorStore, watch: Watch, event: LabelsArrived, emit
                 severity=spec.alerts.severity,
             )
         )
-        policy = spec.monitoring
-        if "performance" in policy.retrain_on and await store.retrain_allowed(
-            event.model, now, policy.retrain_cooldown_seconds, "performance"
-        ):
-            emit(
-                RetrainRequested(
-                    model=event.model, reason="performance", requested_by="monitor", cause_event_id=degraded_id
-                )
-            )
+        if "performance" in spec.monitoring.retrain_on:
+            first = min((j.served_at for j in joined if j.version == version), default=now)
+            await ask_retrain(store, watch, event.model, version, "performance", degraded_id, (first, now), emit)
 
 
 async def sweep_one(store: MonitorStore, watch: Watch, model: str, version: int, age: float, emit: Emit) -> bool:

@@ -4,11 +4,24 @@ test runs on both)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.monitor.store import Answer, ClosedWindow, Columns, Live, Reference, Window
+from services.monitor.store import (
+    Answer,
+    ClosedWindow,
+    Columns,
+    DatasetSeen,
+    FeedbackRow,
+    Joined,
+    Live,
+    Reference,
+    Trained,
+    Window,
+    realised,
+)
 from shared.contract.events import ReferenceProfile
 from shared.runtime.memory import MemorySpecs
 
@@ -23,8 +36,11 @@ class Served:
     prediction: str
     score: float | None
     served_at: datetime
+    role: str = "stable"
+    features: str | None = None
     label: str | None = None
     evaluated: bool = False
+    label_batch: str | None = None
 
 
 @dataclass
@@ -39,6 +55,8 @@ class MemoryStore(MemorySpecs):
     closed: list[ClosedWindow] = field(default_factory=list)
     retrains: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
     served: list[Served] = field(default_factory=list)
+    trainings: dict[tuple[str, str], Trained] = field(default_factory=dict)
+    datasets: dict[tuple[str, str], DatasetSeen] = field(default_factory=dict)
 
     async def keep_run(
         self, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]
@@ -114,6 +132,11 @@ class MemoryStore(MemorySpecs):
                 return summary if isinstance(summary, dict) else None
         return None
 
+    async def closed_windows(self, model: str, limit: int = 1000) -> list[ClosedWindow]:
+        """A model's closed windows, oldest first (the newest `limit`)."""
+        found = sorted((w for w in self.closed if w.model == model), key=lambda w: w.started_at)
+        return found[-limit:]
+
     async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
         """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
         last = self.retrains.get(model)
@@ -124,12 +147,14 @@ class MemoryStore(MemorySpecs):
         return True
 
     async def add_served(self, records: list[Answer]) -> None:
-        """Keep served predictions for the label join."""
+        """Keep served predictions (and shadow answers) for the label join."""
         self.served.extend(Served(*record) for record in records)
 
-    async def label(self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta) -> list[int]:
-        """Attach labels to predictions served within the horizon; the versions labelled."""
-        versions = set()
+    async def label(
+        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+    ) -> list[Joined]:
+        """Attach labels to predictions served within the horizon; the answers labelled."""
+        joined = []
         for answer in self.served:
             truth = truths.get(answer.request_id)
             if (
@@ -138,15 +163,82 @@ class MemoryStore(MemorySpecs):
                 and answer.label is None
                 and answer.served_at >= now - horizon
             ):
-                answer.label = truth
-                versions.add(answer.version)
-        return sorted(versions)
+                answer.label, answer.label_batch = truth, batch
+                joined.append(_joined(answer))
+        return joined
+
+    async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
+        """A version's labelled answers (shadow ones too) served between start and end."""
+        return [
+            _joined(a)
+            for a in self.served
+            if (a.model, a.version) == (model, version) and a.label is not None and start <= a.served_at <= end
+        ]
+
+    async def ever_labelled(self, model: str, version: int) -> bool:
+        """Whether any answer of the version was labelled."""
+        return any((a.model, a.version) == (model, version) and a.label is not None for a in self.served)
+
+    async def feedback(self, model: str, since: datetime, until: datetime, limit: int) -> list[FeedbackRow]:
+        """Labelled answers (not shadow) kept with their features, served in (since, until], newest `limit`."""
+        found = [
+            a
+            for a in self.served
+            if a.model == model
+            and a.label is not None
+            and a.features is not None
+            and a.role != "shadow"
+            and since < a.served_at <= until
+        ]
+        found.sort(key=lambda a: a.served_at, reverse=True)
+        return [
+            FeedbackRow(a.version, json.loads(a.features or "{}"), str(a.label), a.served_at, a.label_batch)
+            for a in found[:limit]
+        ]
+
+    async def windows_between(self, model: str, start: datetime, end: datetime) -> list[str]:
+        """Ids of the model's closed windows overlapping the span."""
+        found = [w for w in self.closed if w.model == model and w.started_at <= end and w.ended_at >= start]
+        return [w.window_id for w in sorted(found, key=lambda w: w.started_at)]
+
+    async def add_realised(self, model: str, version: int, joined: list[Joined]) -> None:
+        """Count labelled answers into the closed windows they were served in (realised accuracy)."""
+        answered = [j for j in joined if j.role != "shadow"]
+        for i, window in enumerate(self.closed):
+            if (window.model, window.version) == (model, version):
+                counted = realised(window.result, window.started_at, window.ended_at, answered)
+                self.closed[i] = dataclasses.replace(window, result=counted)
+
+    async def keep_training(self, model: str, trained: Trained) -> None:
+        """Keep what a run is trained on (from TrainingStarted or ModelTrained)."""
+        self.trainings.setdefault((model, trained.run_id), trained)
+
+    async def training_of(self, model: str, version: int) -> Trained | None:
+        """What a version was trained on, once its registration and its run were seen."""
+        run = self.versions.get((model, version))
+        return self.trainings.get((model, run)) if run is not None else None
+
+    async def tried(self, model: str) -> frozenset[tuple[str, int]]:
+        """(dataset version, spec revision) of every run started for the model."""
+        return frozenset((t.dataset_version, t.spec_revision) for (m, _), t in self.trainings.items() if m == model)
+
+    async def keep_dataset(self, seen: DatasetSeen) -> None:
+        """Keep a dataset version (the first announcement stands)."""
+        self.datasets.setdefault((seen.dataset, seen.version), seen)
+
+    async def latest_dataset(self, dataset: str) -> DatasetSeen | None:
+        """The newest version of a dataset, by arrival."""
+        found = [d for (name, _), d in self.datasets.items() if name == dataset]
+        return max(found, key=lambda d: d.arrived_at) if found else None
 
     def _unjudged(self, model: str, version: int) -> list[Served]:
         return [
             a
             for a in self.served
-            if (a.model, a.version) == (model, version) and a.label is not None and not a.evaluated
+            if (a.model, a.version) == (model, version)
+            and a.label is not None
+            and not a.evaluated
+            and a.role != "shadow"
         ]
 
     async def labelled_pending(self, model: str, version: int) -> int:
@@ -165,3 +257,8 @@ class MemoryStore(MemorySpecs):
         kept = [a for a in self.served if a.served_at >= before]
         dropped, self.served = len(self.served) - len(kept), kept
         return dropped
+
+
+def _joined(answer: Served) -> Joined:
+    label = str(answer.label)
+    return Joined(answer.version, answer.request_id, answer.role, answer.prediction, label, answer.served_at)

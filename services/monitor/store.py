@@ -29,11 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.monitor.tables import (
     SPECS,
     ChunkRow,
+    DatasetRow,
     LiveRow,
     OpenWindow,
     RetrainRow,
     RunRow,
     ServedRow,
+    TrainingRow,
     VersionRow,
     WindowRow,
 )
@@ -128,7 +130,64 @@ def unpack(payload: bytes) -> dict[str, np.ndarray[Any, Any]]:
 
 
 Columns = dict[str, np.ndarray[Any, Any]]
-Answer = tuple[str, int, str, str, float | None, datetime]
+Answer = tuple[str, int, str, str, float | None, datetime, str, str | None]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a run was trained on."""
+
+    run_id: str
+    dataset_version: str
+    spec_revision: int
+
+
+@dataclass(frozen=True)
+class DatasetSeen:
+    """A dataset version as DataArrived announced it."""
+
+    dataset: str
+    version: str
+    producer: str
+    uri: str
+    format: str
+    sha256: str | None
+    arrived_at: datetime
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A served answer the label join reached: what it answered, the truth, when it was served."""
+
+    version: int
+    request_id: str
+    role: str
+    prediction: str
+    label: str
+    served_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """A labelled served row, with the features it was served for."""
+
+    version: int
+    features: dict[str, Any]
+    label: str
+    served_at: datetime
+    label_batch: str | None
+
+
+def realised(result: dict[str, Any], start: datetime, end: datetime, joined: list[Joined]) -> dict[str, Any]:
+    """A closed window's result with the labelled answers served in it counted: `realised` holds
+    the labelled rows, the right ones and their accuracy, next to the window's `estimated`."""
+    inside = [j for j in joined if start <= j.served_at <= end]
+    if not inside:
+        return result
+    before = result.get("realised") or {"rows": 0, "correct": 0}
+    rows = int(before["rows"]) + len(inside)
+    correct = int(before["correct"]) + sum(j.prediction == j.label for j in inside)
+    return {**result, "realised": {"rows": rows, "correct": correct, "accuracy": correct / rows}}
 
 
 class MonitorStore(Protocol):
@@ -139,6 +198,9 @@ class MonitorStore(Protocol):
 
     async def spec_of(self, model: str) -> ModelSpec | None:
         """The spec in force for a model, if any."""
+
+    async def revision_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
 
     async def keep_run(
         self, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]
@@ -180,14 +242,49 @@ class MonitorStore(Protocol):
     async def last_summary(self, model: str, version: int) -> dict[str, Any] | None:
         """The summary of a version's most recently closed window."""
 
+    async def closed_windows(self, model: str, limit: int = 1000) -> list[ClosedWindow]:
+        """A model's closed windows, oldest first (the newest `limit`)."""
+
     async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
         """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
 
     async def add_served(self, records: list[Answer]) -> None:
-        """Keep served predictions for the label join."""
+        """Keep served predictions (and shadow answers) for the label join."""
 
-    async def label(self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta) -> list[int]:
-        """Attach labels to predictions served within the horizon; the versions labelled."""
+    async def label(
+        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+    ) -> list[Joined]:
+        """Attach labels to predictions served within the horizon; the answers labelled."""
+
+    async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
+        """A version's labelled answers (shadow ones too) served between start and end."""
+
+    async def ever_labelled(self, model: str, version: int) -> bool:
+        """Whether any answer of the version was labelled."""
+
+    async def feedback(self, model: str, since: datetime, until: datetime, limit: int) -> list[FeedbackRow]:
+        """Labelled answers (not shadow) kept with their features, served in (since, until], newest `limit`."""
+
+    async def windows_between(self, model: str, start: datetime, end: datetime) -> list[str]:
+        """Ids of the model's closed windows overlapping the span."""
+
+    async def add_realised(self, model: str, version: int, joined: list[Joined]) -> None:
+        """Count labelled answers into the closed windows they were served in (realised accuracy)."""
+
+    async def keep_training(self, model: str, trained: Trained) -> None:
+        """Keep what a run is trained on (from TrainingStarted or ModelTrained)."""
+
+    async def training_of(self, model: str, version: int) -> Trained | None:
+        """What a version was trained on, once its registration and its run were seen."""
+
+    async def tried(self, model: str) -> frozenset[tuple[str, int]]:
+        """(dataset version, spec revision) of every run started for the model."""
+
+    async def keep_dataset(self, seen: DatasetSeen) -> None:
+        """Keep a dataset version (the first announcement stands)."""
+
+    async def latest_dataset(self, dataset: str) -> DatasetSeen | None:
+        """The newest version of a dataset, by arrival."""
 
     async def labelled_pending(self, model: str, version: int) -> int:
         """Labelled predictions of a version not yet in a performance window."""
@@ -327,6 +424,26 @@ class SqlStore(SqlSpecs):
         summary = (result or {}).get("summary")
         return summary if isinstance(summary, dict) else None
 
+    async def closed_windows(self, model: str, limit: int = 1000) -> list[ClosedWindow]:
+        """A model's closed windows, oldest first (the newest `limit`)."""
+        rows = await self.session.scalars(
+            select(WindowRow).where(WindowRow.model == model).order_by(WindowRow.started_at.desc()).limit(limit)
+        )
+        return [
+            ClosedWindow(
+                r.window_id,
+                r.model,
+                r.version,
+                r.started_at,
+                r.ended_at,
+                r.rows,
+                r.drifted_share,
+                r.dataset_drift,
+                r.result,
+            )
+            for r in reversed(rows.all())
+        ]
+
     async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
         """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
         fresh = await self.session.execute(
@@ -345,8 +462,9 @@ class SqlStore(SqlSpecs):
         row.requested_at, row.reason = now, reason
         return True
 
-    async def add_served(self, records: list[tuple[str, int, str, str, float | None, datetime]]) -> None:
-        """Keep served predictions for the label join: (model, version, request id, prediction, score, served at).
+    async def add_served(self, records: list[Answer]) -> None:
+        """Keep served predictions for the label join: (model, version, request id, prediction, score,
+        served at, role, features as JSON or None).
 
         Written with COPY on the transaction's own connection (measured faster here than one INSERT of
         unnested arrays).
@@ -358,18 +476,20 @@ class SqlStore(SqlSpecs):
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             "monitor_served",
             records=records,
-            columns=["model", "version", "request_id", "prediction", "score", "served_at"],
+            columns=["model", "version", "request_id", "prediction", "score", "served_at", "role", "features"],
         )
 
-    async def label(self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta) -> list[int]:
-        """Attach labels to predictions served within the horizon (one statement); the versions labelled."""
+    async def label(
+        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+    ) -> list[Joined]:
+        """Attach labels to predictions served within the horizon (one statement); the answers labelled."""
         rows = await self.session.execute(
             text(
-                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now"
+                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = :batch"
                 " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[])) AS v(request_id, label)"
                 " WHERE s.model = :model AND s.request_id = v.request_id"
                 " AND s.served_at >= :since AND s.label IS NULL"
-                " RETURNING s.version"
+                " RETURNING s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
             ),
             {
                 "now": now,
@@ -377,9 +497,128 @@ class SqlStore(SqlSpecs):
                 "labels": list(truths.values()),
                 "model": model,
                 "since": now - horizon,
+                "batch": batch,
             },
         )
-        return sorted({int(version) for (version,) in rows.all()})
+        return [Joined(int(v), r, role, p, lab, at) for v, r, role, p, lab, at in rows.all()]
+
+    async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
+        """A version's labelled answers (shadow ones too) served between start and end."""
+        rows = await self.session.execute(
+            select(
+                ServedRow.version,
+                ServedRow.request_id,
+                ServedRow.role,
+                ServedRow.prediction,
+                ServedRow.label,
+                ServedRow.served_at,
+            ).where(
+                ServedRow.model == model,
+                ServedRow.version == version,
+                ServedRow.label.is_not(None),
+                ServedRow.served_at >= start,
+                ServedRow.served_at <= end,
+            )
+        )
+        return [Joined(int(v), r, role, p, str(lab), at) for v, r, role, p, lab, at in rows.all()]
+
+    async def ever_labelled(self, model: str, version: int) -> bool:
+        """Whether any answer of the version was labelled."""
+        found = await self.session.scalar(
+            select(ServedRow.id)
+            .where(ServedRow.model == model, ServedRow.version == version, ServedRow.label.is_not(None))
+            .limit(1)
+        )
+        return found is not None
+
+    async def feedback(self, model: str, since: datetime, until: datetime, limit: int) -> list[FeedbackRow]:
+        """Labelled answers (not shadow) kept with their features, served in (since, until], newest `limit`."""
+        rows = await self.session.execute(
+            select(ServedRow.version, ServedRow.features, ServedRow.label, ServedRow.served_at, ServedRow.label_batch)
+            .where(
+                ServedRow.model == model,
+                ServedRow.label.is_not(None),
+                ServedRow.features.is_not(None),
+                ServedRow.role != "shadow",
+                ServedRow.served_at > since,
+                ServedRow.served_at <= until,
+            )
+            .order_by(ServedRow.served_at.desc())
+            .limit(limit)
+        )
+        return [FeedbackRow(int(v), dict(f), str(lab), at, b) for v, f, lab, at, b in rows.all()]
+
+    async def windows_between(self, model: str, start: datetime, end: datetime) -> list[str]:
+        """Ids of the model's closed windows overlapping the span."""
+        rows = await self.session.scalars(
+            select(WindowRow.window_id)
+            .where(WindowRow.model == model, WindowRow.started_at <= end, WindowRow.ended_at >= start)
+            .order_by(WindowRow.started_at)
+        )
+        return list(rows.all())
+
+    async def add_realised(self, model: str, version: int, joined: list[Joined]) -> None:
+        """Count labelled answers into the closed windows they were served in (realised accuracy)."""
+        answered = [j for j in joined if j.role != "shadow"]
+        if not answered:
+            return
+        first, last = min(j.served_at for j in answered), max(j.served_at for j in answered)
+        found = await self.session.scalars(
+            select(WindowRow)
+            .where(
+                WindowRow.model == model,
+                WindowRow.version == version,
+                WindowRow.started_at <= last,
+                WindowRow.ended_at >= first,
+            )
+            .with_for_update()
+        )
+        for window in found.all():
+            window.result = realised(window.result, window.started_at, window.ended_at, answered)
+
+    async def keep_training(self, model: str, trained: Trained) -> None:
+        """Keep what a run is trained on (from TrainingStarted or ModelTrained)."""
+        await self.session.execute(
+            insert(TrainingRow)
+            .values(
+                model=model,
+                run_id=trained.run_id,
+                dataset_version=trained.dataset_version,
+                spec_revision=trained.spec_revision,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def training_of(self, model: str, version: int) -> Trained | None:
+        """What a version was trained on, once its registration and its run were seen."""
+        row = (
+            await self.session.execute(
+                select(TrainingRow.run_id, TrainingRow.dataset_version, TrainingRow.spec_revision)
+                .join(VersionRow, (VersionRow.model == TrainingRow.model) & (VersionRow.run_id == TrainingRow.run_id))
+                .where(VersionRow.model == model, VersionRow.version == version)
+            )
+        ).first()
+        return Trained(row.run_id, row.dataset_version, row.spec_revision) if row is not None else None
+
+    async def tried(self, model: str) -> frozenset[tuple[str, int]]:
+        """(dataset version, spec revision) of every run started for the model."""
+        rows = await self.session.execute(
+            select(TrainingRow.dataset_version, TrainingRow.spec_revision).where(TrainingRow.model == model)
+        )
+        return frozenset((d, int(r)) for d, r in rows.all())
+
+    async def keep_dataset(self, seen: DatasetSeen) -> None:
+        """Keep a dataset version (the first announcement stands)."""
+        await self.session.execute(insert(DatasetRow).values(**dataclasses.asdict(seen)).on_conflict_do_nothing())
+
+    async def latest_dataset(self, dataset: str) -> DatasetSeen | None:
+        """The newest version of a dataset, by arrival."""
+        row = await self.session.scalar(
+            select(DatasetRow).where(DatasetRow.dataset == dataset).order_by(DatasetRow.arrived_at.desc()).limit(1)
+        )
+        if row is None:
+            return None
+        return DatasetSeen(row.dataset, row.version, row.producer, row.uri, row.format, row.sha256, row.arrived_at)
 
     async def labelled_pending(self, model: str, version: int) -> int:
         """Labelled predictions of a version not yet in a performance window."""
@@ -391,6 +630,7 @@ class SqlStore(SqlSpecs):
                 ServedRow.version == version,
                 ServedRow.label.is_not(None),
                 ServedRow.evaluated.is_(False),
+                ServedRow.role != "shadow",
             )
         )
         return int(count or 0)
@@ -404,6 +644,7 @@ class SqlStore(SqlSpecs):
                 ServedRow.version == version,
                 ServedRow.label.is_not(None),
                 ServedRow.evaluated.is_(False),
+                ServedRow.role != "shadow",
             )
             .values(evaluated=True)
             .returning(ServedRow.label, ServedRow.prediction, ServedRow.score)

@@ -113,6 +113,9 @@ class ServedRow(Base):
     label: Mapped[str | None] = mapped_column(String(256))
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     evaluated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    role: Mapped[str] = mapped_column(String(8), default="stable", server_default="stable")
+    features: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # kept only when the spec asks for feedback
+    label_batch: Mapped[str | None] = mapped_column(String(64))  # ce_id of the LabelsArrived that labelled it
 
 
 class RetrainRow(Base):
@@ -124,3 +127,28 @@ class RetrainRow(Base):
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(String(16))
     suppressed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TrainingRow(Base):
+    """A training run started for a model (TrainingStarted, ModelTrained): on which data and spec."""
+
+    __tablename__ = "monitor_trainings"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_version: Mapped[str] = mapped_column(String(128))
+    spec_revision: Mapped[int] = mapped_column(Integer)
+
+
+class DatasetRow(Base):
+    """A dataset version as DataArrived announced it (a producer's, or the monitor's feedback)."""
+
+    __tablename__ = "monitor_datasets"
+
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    producer: Mapped[str] = mapped_column(String(200))
+    uri: Mapped[str] = mapped_column(String(2048))
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

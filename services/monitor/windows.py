@@ -3,7 +3,7 @@
 Pure: no I/O. A chunk holds rows of one version, column by column: numeric features as float64
 (null as NaN), categorical ones as int32 codes into the chunk's own vocabulary of strings, and
 beside them what canary analysis and performance need (`__prediction__`, `__role__`, `__latency_ms__`,
-`__confidence__`, `__served_at__`). Which features are numeric is read from the values themselves
+`__confidence__`, `__score__`, `__served_at__`). Which features are numeric is read from the values themselves
 (numbers are numeric, anything else categorical), so ingestion needs no spec or profile.
 """
 
@@ -16,19 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from services.monitor import drift
-from services.monitor.domain import Drifted, Summary
-from shared.contract.events import CategoricalProfile, PredictionsLogged, ReferenceProfile
+from services.monitor import drift, estimate
+from services.monitor.canary import Summary
+from services.monitor.domain import Drifted
+from shared.contract.events import Calibration, CategoricalProfile, PredictionsLogged, ReferenceProfile
 from shared.contract.spec import Monitoring
 
 PREDICTION = "__prediction__"
 ROLE = "__role__"
 LATENCY = "__latency_ms__"
 CONFIDENCE = "__confidence__"
+SCORE = "__score__"  # binary classifiers: the probability of the positive class (the last class name)
 SERVED_AT = "__served_at__"
-META = (PREDICTION, ROLE, LATENCY, CONFIDENCE, SERVED_AT)
+META = (PREDICTION, ROLE, LATENCY, CONFIDENCE, SCORE, SERVED_AT)
 Columns = dict[str, np.ndarray[Any, Any]]  # a chunk or a window: name -> 1-D array
 VOCABULARY = ".vocabulary"  # beside a categorical column's codes: the strings they stand for
+REGRESSION_DISTINCT = 20  # more distinct predicted values than this, and no probabilities: a regressor
 
 
 def _is_number(value: Any) -> bool:
@@ -58,6 +61,8 @@ def columns_of(event: PredictionsLogged) -> Columns:
     if event.probabilities:
         shares = np.array(list(event.probabilities.values()), dtype=np.float64)  # None as NaN
         columns[CONFIDENCE] = np.fmax.reduce(shares, axis=0)
+        if len(event.probabilities) == 2:
+            columns[SCORE] = np.array(event.probabilities[max(event.probabilities)], dtype=np.float64)
     else:
         columns[CONFIDENCE] = np.full(event.rows, math.nan)
     columns[SERVED_AT] = np.array([t.timestamp() for t in event.served_at], dtype=np.float64)
@@ -191,17 +196,36 @@ def span(columns: Columns) -> tuple[datetime, datetime]:
     return datetime.fromtimestamp(float(served.min()), UTC), datetime.fromtimestamp(float(served.max()), UTC)
 
 
-def summarize(columns: Columns) -> Summary:
-    """A window's summary for canary analysis."""
-    latency = columns[LATENCY]
+def summarize(columns: Columns, calibration: Calibration | None = None, *, drifted: bool = False) -> Summary:
+    """A window's summary for canary analysis: latency (of answered rows, not shadow copies), the
+    predictions' shares, the broken-candidate checks and, with a calibration, the estimated
+    performance (CBPE)."""
+    roles = categories(columns, ROLE)
+    answered = roles != "shadow"
+    latency = columns[LATENCY][answered] if answered.any() else columns[LATENCY]
     confidence = columns[CONFIDENCE]
-    known = confidence[~np.isnan(confidence)]
     labels = columns[PREDICTION + VOCABULARY]
     counts = np.bincount(columns[PREDICTION], minlength=len(labels))
-    rows = int(latency.size)
+    rows = int(columns[LATENCY].size)
+    missing = sum(c for k, c in zip(labels.tolist(), counts.tolist(), strict=True) if k in ("", "nan", "None"))
+    known = confidence[~np.isnan(confidence)]
+    out_of_range = int(((known < -1e-9) | (known > 1 + 1e-9)).sum())
+    score = columns.get(SCORE)
+    found = estimate.estimate(calibration, confidence, score) if calibration is not None else {}
+    shares = {str(k): float(c) / rows for k, c in zip(labels.tolist(), counts.tolist(), strict=True) if c}
+    deciles: list[float] = []
+    if not known.size and len(shares) > REGRESSION_DISTINCT:  # a regressor: its values' deciles, not shares
+        values = _numbers(labels)[columns[PREDICTION]]
+        values = values[~np.isnan(values)]
+        deciles = np.quantile(values, np.linspace(0.1, 0.9, 9)).tolist() if values.size else []
     return Summary(
         rows=rows,
-        latency_p99_ms=float(np.percentile(latency, 99)) if rows else 0.0,
-        estimated_error=float(1 - known.mean()) if known.size else None,
-        prediction_shares={str(k): float(c) / rows for k, c in zip(labels.tolist(), counts.tolist(), strict=True) if c},
+        latency_p99_ms=float(np.percentile(latency, 99)) if latency.size else 0.0,
+        prediction_shares={} if deciles else shares,
+        prediction_deciles=deciles,
+        distinct_predictions=int((counts > 0).sum()),
+        estimated=found,
+        missing_share=missing / rows if rows else 0.0,
+        out_of_range_share=out_of_range / rows if rows else 0.0,
+        drifted=drifted,
     )

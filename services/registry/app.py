@@ -26,6 +26,7 @@ from shared.contract.events import (
     ModelTrained,
     PerformanceDegraded,
     RetrainRequested,
+    RetrainSkipped,
     RolloutChanged,
     RolloutCommanded,
     TrainingFailed,
@@ -39,7 +40,15 @@ from shared.runtime.settings import Settings
 from shared.runtime.telemetry import make_tracer_provider
 
 GROUP = "registry"
-HISTORY = (DriftDetected, PerformanceDegraded, AlertRaised, AlertResolved, RetrainRequested, RolloutCommanded)
+HISTORY = (
+    DriftDetected,
+    PerformanceDegraded,
+    AlertRaised,
+    AlertResolved,
+    RetrainRequested,
+    RetrainSkipped,
+    RolloutCommanded,
+)
 HANDLERS: HandlerTable = {
     DataArrived: [handlers.on_data_arrived],
     TrainingStarted: [handlers.on_training_started],

@@ -23,6 +23,7 @@ from shared.contract.events import (
     ModelRegistered,
     PerformanceDegraded,
     RetrainRequested,
+    RetrainSkipped,
     RolloutChanged,
     RolloutCommanded,
     TrainingFailed,
@@ -156,6 +157,8 @@ def history_entry(event: Event) -> tuple[int | None, str] | None:
             return (int(version) if version and version.isdigit() else None), f"alert resolved: {event.reason}"
         case RetrainRequested():
             return None, f"retrain requested by {event.requested_by} ({event.reason})"
+        case RetrainSkipped():
+            return event.version, f"retrain on {event.asked_for} skipped: {event.reason}"
         case RolloutCommanded():
             return event.version, f"{event.actor} commanded {event.command}" + (
                 f": {event.reason}" if event.reason else ""
@@ -281,6 +284,9 @@ class DatasetVersion(View):
     columns: dict[str, str] | None = Field(description="Schema: column to dtype.")
     profile: dict[str, Any] | None = Field(description="Profile of the data (from the first training on it).")
     producer: str = Field(description="Who published it.")
+    lineage: dict[str, Any] | None = Field(
+        default=None, description="Production feedback (producer monitor): the windows and label batches it came from."
+    )
     arrived_at: datetime = Field(description="When it arrived.")
 
 

@@ -201,6 +201,7 @@ class SqlStore(SqlQueries):
                 size_bytes=event.size_bytes,
                 columns=event.columns,
                 producer=event.producer,
+                lineage=event.lineage.model_dump(mode="json") if event.lineage else None,
                 event_id=event_id,
                 arrived_at=event.occurred_at,
                 profile=profile,
@@ -272,6 +273,7 @@ class SqlStore(SqlQueries):
             "target": event.target,
             "candidates": [c.model_dump(mode="json") for c in event.candidates],
             "training_seconds": event.training_seconds,
+            "trigger": event.trigger,
         }
         values: dict[str, Any] = {
             "model": event.model,

@@ -66,6 +66,7 @@ class DatasetRow(Base):
     columns: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
     profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     producer: Mapped[str] = mapped_column(String(200))
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))  # production feedback
     event_id: Mapped[str] = mapped_column(String(200))
     arrived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

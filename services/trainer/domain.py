@@ -15,11 +15,18 @@ import pandas as pd
 from scipy import stats
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import RandomizedSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from shared.contract.events import CategoricalProfile, ContractViolation, NumericProfile, ReferenceProfile
+from shared.contract.events import (
+    Calibration,
+    CategoricalProfile,
+    ContractViolation,
+    NumericProfile,
+    ReferenceProfile,
+)
 from shared.contract.spec import METRICS, Candidate, Choice, ModelSpec
 from shared.runtime.features import prepare
 
@@ -304,3 +311,35 @@ def reference_profile(spec: ModelSpec, train: pd.DataFrame, predictions: np.ndar
         else numeric_profile(series.astype(float), seed=spec.split.seed)
     )
     return ReferenceProfile(rows=len(train), features=features, prediction=prediction)
+
+
+def calibration(model: Any, x_test: pd.DataFrame, y_test: pd.Series) -> Calibration | None:
+    """The version's score calibration on its held-out test split, for label-free estimation:
+    isotonic maps from the top-class probability to P(right) and, for a binary classifier, from the
+    positive class's probability (the last class name in sorted order, as the monitor reads it) to
+    P(positive). None for a regressor, a model without probabilities, or fewer than 20 test rows."""
+    if not hasattr(model, "predict_proba") or len(x_test) < 20:
+        return None
+    probabilities = np.asarray(model.predict_proba(x_test), dtype=np.float64)
+    names = [str(c) for c in model.classes_]
+    truth = y_test.astype(str).to_numpy()
+    predicted = np.asarray(names)[probabilities.argmax(axis=1)]
+    confidence = probabilities.max(axis=1)
+    right = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(confidence, predicted == truth)
+    found = Calibration(
+        rows=len(x_test),
+        confidence_knots=right.X_thresholds_.tolist(),
+        confidence_correct=right.y_thresholds_.tolist(),
+    )
+    if len(names) != 2:
+        return found
+    positive = max(names)
+    score = probabilities[:, names.index(positive)]
+    is_positive = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, truth == positive)
+    return found.model_copy(
+        update={
+            "positive_class": positive,
+            "score_knots": is_positive.X_thresholds_.tolist(),
+            "score_positive": is_positive.y_thresholds_.tolist(),
+        }
+    )

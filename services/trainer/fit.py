@@ -133,6 +133,9 @@ def train(job: Job) -> Outcome:
     model, params, estimator, _ = best
     metrics = evaluate(spec.task, model, x_val, y_val)
     profile = domain.reference_profile(spec, parts.train, model.predict(x_val))
+    if spec.task == "classification":
+        calibrated = domain.calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
+        profile = profile.model_copy(update={"calibration": calibrated})
     files = _write_artifacts(job, spec, model, parts.test, out)
     onnx_note = _export_onnx(spec, model, x_val, out / "model.onnx")
     if onnx_note == "ok":

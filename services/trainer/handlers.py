@@ -42,7 +42,7 @@ async def queue(
     data = await uow.store.dataset(spec.dataset, version)
     run_id = run_id_for(model, uow.envelope.id)
     traceparent = uow.envelope.traceparent
-    if trigger == "retrain-requested":  # a new lifecycle: its own trace, linked to what asked for it
+    if trigger in ("retrain-requested", "feedback"):  # a new lifecycle: its own trace, linked to its cause
         traceparent = uow.start_trace(f"lifecycle {model} retrain") or traceparent
     await uow.store.add_job(
         JobRequest(
@@ -119,10 +119,15 @@ async def on_spec(event: ModelSpecApplied, uow: UoW, *, platform: str) -> list[E
 
 
 async def on_data(event: DataArrived, uow: UoW, *, platform: str) -> None:
-    """Keep the dataset version; train every model whose spec names it (and retrains on data)."""
+    """Keep the dataset version; train every model whose spec names it (and retrains on data). A
+    dataset the monitor built from production feedback trains the model it was built for."""
     await uow.store.keep_dataset(event)
+    feedback = event.producer == "monitor" and event.lineage is not None
     for model, revision, spec in await uow.store.specs_for_dataset(event.dataset):
-        if "data" not in spec.monitoring.retrain_on and await uow.store.ever_trained(model):
+        if feedback:  # the monitor builds feedback data only when a retrain is wanted
+            if event.lineage is not None and event.lineage.model != model:
+                continue
+        elif "data" not in spec.monitoring.retrain_on and await uow.store.ever_trained(model):
             log.info(
                 "%s: dataset %s version %s kept for its next retrain (its retrain_on has no 'data')",
                 model,
@@ -136,7 +141,7 @@ async def on_data(event: DataArrived, uow: UoW, *, platform: str) -> None:
             model=model,
             revision=revision,
             spec=spec,
-            trigger="data-arrived",
+            trigger="feedback" if feedback else "data-arrived",
             version=event.version,
         )
 

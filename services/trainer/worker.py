@@ -183,6 +183,7 @@ class Worker:
             reference_profile=outcome.profile,
             code_version=code_version(),
             training_seconds=outcome.training_seconds,
+            trigger=job.trigger,
         )
         await self._close(job, "done", trained)
 

@@ -136,6 +136,27 @@ class CategoricalProfile(Record):
 FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
 
 
+class Calibration(Record):
+    """Scores mapped to probabilities, fitted by isotonic regression on the version's held-out test
+    split at training time: the basis of label-free performance estimation (CBPE). Each map is
+    piecewise linear through its knots (clipped at both ends), as scikit-learn's
+    IsotonicRegression(out_of_bounds="clip") predicts."""
+
+    method: Literal["isotonic"] = Field(default="isotonic", description="How the maps were fitted.")
+    rows: int = Field(ge=1, description="Test rows the maps were fitted on.")
+    confidence_knots: list[float] = Field(min_length=1, description="Top-class probability, ascending.")
+    confidence_correct: list[float] = Field(
+        min_length=1, description="P(the predicted class is right) at each confidence knot."
+    )
+    positive_class: str | None = Field(
+        default=None, description="Binary classifiers: the class whose probability is the score."
+    )
+    score_knots: list[float] = Field(default_factory=list, description="Binary: positive-class probability, ascending.")
+    score_positive: list[float] = Field(
+        default_factory=list, description="Binary: P(the row is of the positive class) at each score knot."
+    )
+
+
 class ReferenceProfile(Record):
     """What the training data looked like, per feature and for the prediction."""
 
@@ -143,6 +164,9 @@ class ReferenceProfile(Record):
     features: dict[str, FeatureProfile] = Field(description="Profile per feature name.")
     prediction: FeatureProfile | None = Field(
         default=None, description="Distribution of the model's prediction on the validation split."
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="Classifiers: score calibration on the test split, for estimated performance."
     )
 
 
@@ -215,6 +239,21 @@ class MetricComparison(Record):
     stable: float | None = Field(description="Stable value.")
     threshold: float = Field(description="Allowed difference or ratio.")
     passed: bool = Field(description="Whether the canary is within the threshold.")
+    test: str | None = Field(
+        default=None, description="How it was judged, e.g. paired-t, welch-t, cbpe, ratio, broken-check."
+    )
+    low: float | None = Field(default=None, description="Lower end of the confidence interval of the difference.")
+    high: float | None = Field(default=None, description="Upper end of the confidence interval of the difference.")
+    confidence: float | None = Field(default=None, description="Confidence level of the interval, e.g. 0.95.")
+    candidate_samples: int | None = Field(default=None, ge=0, description="Candidate rows behind it.")
+    stable_samples: int | None = Field(default=None, ge=0, description="Stable rows behind it.")
+    outcome: Literal["pass", "fail", "undecided", "reported"] | None = Field(
+        default=None,
+        description=(
+            "pass/fail: within or beyond the threshold; undecided: the interval is too wide to tell (hold); "
+            "reported: measured, but no reason for the verdict."
+        ),
+    )
 
 
 class FeatureDrift(Record):
@@ -230,6 +269,21 @@ class FeatureDrift(Record):
 
 
 # ---------------------------------------------------------------- the events
+
+
+class FeedbackLineage(Record):
+    """Where a dataset built from production feedback came from."""
+
+    model: ModelName = Field(description="Model whose served rows these are.")
+    versions: list[Version] = Field(description="Versions that answered them.")
+    windows: list[str] = Field(description="Monitor windows the rows were served in.")
+    label_batches: list[str] = Field(description="ce_id of each LabelsArrived that labelled them.")
+    feedback_rows: int = Field(ge=0, description="Labelled production rows.")
+    mixed_rows: int = Field(default=0, ge=0, description="Rows drawn from the base dataset version.")
+    base_version: str | None = Field(default=None, description="The dataset version mixed in, if any.")
+    served_from: datetime = Field(description="First serving time of the rows (UTC).")
+    served_to: datetime = Field(description="Last serving time of the rows (UTC).")
+    cause_event_id: str | None = Field(default=None, description="ce_id of the drift or performance event behind it.")
 
 
 class DataArrived(Event):
@@ -250,6 +304,9 @@ class DataArrived(Event):
         default=None, description="Column name to dtype, if the producer declares them."
     )
     producer: str = Field(default="unknown", description="Who published it.")
+    lineage: FeedbackLineage | None = Field(
+        default=None, description="Producer monitor: the production windows and label batches it was built from."
+    )
 
     @field_validator("uri")
     @classmethod
@@ -287,7 +344,7 @@ class TrainingStarted(Event):
 
     model: ModelName
     run_id: str = Field(description="Training run id.")
-    trigger: Literal["data-arrived", "retrain-requested"] = Field(description="What started it.")
+    trigger: Literal["data-arrived", "retrain-requested", "feedback"] = Field(description="What started it.")
     dataset: ModelName = Field(description="Dataset name.")
     dataset_version: str = Field(description="Dataset version trained on.")
     data_sha256: Sha256 | None = Field(default=None, description="Digest of the training data.")
@@ -319,6 +376,9 @@ class ModelTrained(Event):
     reference_profile: ReferenceProfile = Field(description="Training data profile for drift.")
     code_version: str = Field(description="Version of the trainer's code.")
     training_seconds: float = Field(ge=0, description="Wall time of the fit.")
+    trigger: Literal["data-arrived", "retrain-requested", "feedback", "imported"] | None = Field(
+        default=None, description="What started the run; feedback: trained on labelled production rows."
+    )
 
 
 class TrainingFailed(Event):
@@ -550,6 +610,9 @@ class DriftDetected(Event):
     drifted_share: float = Field(ge=0, le=1, description="Share of features that drifted.")
     dataset_drift: bool = Field(description="Whether the share crossed the policy's threshold.")
     severity: Severity = Field(description="Severity from the monitoring policy.")
+    estimated: dict[str, float] = Field(
+        default_factory=dict, description="Label-free performance estimates of the window (CBPE), e.g. accuracy."
+    )
 
 
 class PerformanceDegraded(Event):
@@ -565,8 +628,12 @@ class PerformanceDegraded(Event):
     value: float = Field(description="Live value.")
     baseline: float = Field(description="Value at evaluation time.")
     threshold: float = Field(description="Threshold crossed.")
-    labelled_rows: int = Field(ge=1, description="Labelled rows behind the value.")
+    labelled_rows: int = Field(ge=0, description="Labelled rows behind the value (0 when estimated).")
     severity: Severity = Field(description="Severity from the monitoring policy.")
+    estimated: bool = Field(
+        default=False, description="True when the value is a label-free estimate (CBPE), not measured on labels."
+    )
+    rows: int | None = Field(default=None, ge=1, description="Rows behind an estimate.")
 
 
 class RetrainRequested(Event):
@@ -580,6 +647,26 @@ class RetrainRequested(Event):
     dataset_version: str | None = Field(default=None, description="Dataset version to use; null means the latest.")
     requested_by: str = Field(description="Service or operator asking.")
     cause_event_id: str | None = Field(default=None, description="ce_id of the drift/performance event behind it.")
+
+
+class RetrainSkipped(Event):
+    """A retrain was asked for (on drift or performance) but nothing was trained: there is nothing
+    the serving version was not already trained on, so a new fit could not help."""
+
+    event_type: ClassVar[str] = "RetrainSkipped"
+    topic: ClassVar[str] = topics.RETRAIN_SKIPPED
+
+    model: ModelName
+    version: Version = Field(description="The version the drift or performance event is about.")
+    asked_for: Literal["drift", "performance"] = Field(description="What asked for the retrain.")
+    reason: str = Field(description="Readable, e.g. drift persists; no data newer than v1's dataset.")
+    dataset: ModelName = Field(description="The spec's dataset.")
+    trained_on: str | None = Field(description="Dataset version the version was trained on.")
+    latest_dataset_version: str | None = Field(description="Newest dataset version known.")
+    spec_revision: int | None = Field(default=None, ge=1, description="Spec revision in force.")
+    feedback_rows: int = Field(default=0, ge=0, description="Labelled production rows available as feedback.")
+    feedback_needed: int | None = Field(default=None, ge=1, description="Rows the feedback policy needs, if set.")
+    cause_event_id: str | None = Field(default=None, description="ce_id of the drift/performance event.")
 
 
 class AlertRaised(Event):
@@ -658,6 +745,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     DriftDetected,
     PerformanceDegraded,
     RetrainRequested,
+    RetrainSkipped,
     AlertRaised,
     AlertResolved,
     DeadLettered,

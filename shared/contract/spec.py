@@ -339,6 +339,33 @@ class PerformancePolicy(SpecModel):
     min_labels: int = Field(default=100, ge=1, description="Labelled rows needed before judging.")
 
 
+class Feedback(SpecModel):
+    """Labelled production rows turned into a dataset version when a retrain is wanted and no
+    producer has published anything newer."""
+
+    min_rows: int = Field(default=500, ge=10, description="Labelled production rows needed to build a dataset.")
+    max_rows: int = Field(default=100_000, ge=10, description="Most recent labelled rows kept, at most.")
+    since: Literal["last-version", "window"] = Field(
+        default="last-version",
+        description=(
+            "Which rows: served since the newest dataset version arrived (last-version), or within the "
+            "window that asked for the retrain (window)."
+        ),
+    )
+    mix_with_latest: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of the built dataset's rows drawn from the newest dataset version (0: feedback only).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Feedback:
+        if self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows ({self.max_rows}) is below min_rows ({self.min_rows})")
+        return self
+
+
 class Monitoring(SpecModel):
     """What the monitor watches and when it asks for a retrain."""
 
@@ -355,6 +382,16 @@ class Monitoring(SpecModel):
         ),
     )
     retrain_cooldown_seconds: float = Field(default=3600, ge=0, description="Least time between retrain requests.")
+    retrain_without_new_data: bool = Field(
+        default=False,
+        description=(
+            "Retrain on drift or performance even when there is no data, feedback or spec the serving "
+            "version was not trained on (by default such a retrain is skipped: RetrainSkipped)."
+        ),
+    )
+    feedback: Feedback | None = Field(
+        default=None, description="Turn labelled production rows into a dataset version for retraining."
+    )
 
 
 class Alerts(SpecModel):

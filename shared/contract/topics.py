@@ -34,6 +34,7 @@ CANARY_ANALYZED = "canary-analyzed"
 DRIFT_DETECTED = "drift-detected"
 PERFORMANCE_DEGRADED = "performance-degraded"
 RETRAIN_REQUESTED = "retrain-requested"
+RETRAIN_SKIPPED = "retrain-skipped"
 ALERTS = "alerts"
 DEAD_LETTER = "dead-letter"
 
@@ -53,6 +54,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(DRIFT_DETECTED, 3, description="A window drifted from the reference profile."),
     TopicSpec(PERFORMANCE_DEGRADED, 3, description="A live metric fell below its threshold."),
     TopicSpec(RETRAIN_REQUESTED, 3, description="A model should be trained again."),
+    TopicSpec(RETRAIN_SKIPPED, 3, description="A retrain was asked for but could not help: nothing new to learn from."),
     TopicSpec(ALERTS, 3, description="AlertRaised and AlertResolved, for ops."),
     TopicSpec(DEAD_LETTER, 3, description="Messages a consumer could not handle, with the reason."),
 )

@@ -39,6 +39,7 @@ from shared.contract.events import (
     ModelTrained,
     PerformanceDegraded,
     RetrainRequested,
+    RetrainSkipped,
     RolloutChanged,
     TrainingFailed,
     TrainingStarted,
@@ -64,6 +65,7 @@ FOLLOWED = (
     topics.DRIFT_DETECTED,
     topics.PERFORMANCE_DEGRADED,
     topics.RETRAIN_REQUESTED,
+    topics.RETRAIN_SKIPPED,
     topics.ALERTS,
     topics.DEAD_LETTER,
 )
@@ -256,7 +258,10 @@ def describe(event: Event) -> str | None:
                 f"DEGRADED   {model} v{event.version}: {event.metric} {event.value:.3f} (baseline {event.baseline:.3f})"
             )
         case RetrainRequested():
-            return f"retrain    {model} asked by {event.requested_by} ({event.reason})"
+            on = f" on {event.dataset_version}" if event.dataset_version else ""
+            return f"retrain    {model} asked by {event.requested_by} ({event.reason}){on}"
+        case RetrainSkipped():
+            return f"skipped    {model} v{event.version} retrain on {event.asked_for}: {event.reason[:140]}"
         case AlertRaised():
             summary = event.annotations.get("summary", "")[:140]
             return f"ALERT      {event.labels.get('kind', '')} {model} → notified: {summary}"

@@ -69,6 +69,11 @@ class MemorySpecs:
         known = self.specs.get(model)
         return known.spec if known is not None else None
 
+    async def revision_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+        known = self.specs.get(model)
+        return (known.revision, known.spec) if known is not None else None
+
 
 @dataclass(frozen=True)
 class DeadLetter:

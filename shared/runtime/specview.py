@@ -83,3 +83,7 @@ class SqlSpecs:
     async def spec_of(self, model: str) -> ModelSpec | None:
         """The spec in force for a model, if any."""
         return await self.specs.of(self.session, model)
+
+    async def revision_of(self, model: str) -> tuple[int, ModelSpec] | None:
+        """(revision, spec) in force for a model, if any."""
+        return await self.specs.revision_of(self.session, model)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from services.monitor.store import ClosedWindow, Live, MonitorStore
+from services.monitor.store import ClosedWindow, DatasetSeen, Joined, Live, MonitorStore, Trained
 from shared.contract.events import NumericProfile, ReferenceProfile
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -90,10 +90,80 @@ class MonitorStoreContract:
         model, now = self.model(), datetime.now(UTC)
         old = now - timedelta(days=2)
         await store.add_served(
-            [(model, 1, "a", "1", 0.9, now), (model, 2, "b", "0", 0.2, now), (model, 1, "c", "1", 0.8, old)]
+            [
+                (model, 1, "a", "1", 0.9, now, "stable", None),
+                (model, 2, "b", "0", 0.2, now, "canary", None),
+                (model, 1, "b", "1", 0.7, now, "shadow", None),
+                (model, 1, "c", "1", 0.8, old, "stable", None),
+            ]
         )
-        assert await store.label(model, {"a": "1", "b": "1", "c": "0"}, now, timedelta(days=1)) == [1, 2]
-        assert await store.labelled_pending(model, 1) == 1
+        joined = await store.label(model, {"a": "1", "b": "1", "c": "0"}, now, timedelta(days=1), "batch-1")
+        assert sorted((j.version, j.request_id, j.role, j.label) for j in joined) == [
+            (1, "a", "stable", "1"),
+            (1, "b", "shadow", "1"),
+            (2, "b", "canary", "1"),
+        ]
+        assert await store.labelled_pending(model, 1) == 1  # the shadow answer is never judged
         assert await store.take_labelled(model, 1) == [("1", "1", 0.9)]
         assert await store.take_labelled(model, 1) == []
+        # Canary analysis reads both versions' labelled answers of a slice, shadow copies included.
+        slice_ = await store.labelled_between(model, 1, now - timedelta(seconds=1), now + timedelta(seconds=1))
+        assert sorted((j.request_id, j.role) for j in slice_) == [("a", "stable"), ("b", "shadow")]
+        assert await store.ever_labelled(model, 2) and not await store.ever_labelled(model, 3)
         assert await store.forget_served(now - timedelta(days=1)) >= 1
+
+    async def test_feedback_is_the_labelled_answers_kept_with_features_newest_first(self, store: MonitorStore) -> None:
+        model, now = self.model(), datetime.now(UTC)
+        await store.add_served(
+            [
+                (model, 1, f"r{i}", "1", 0.5, now - timedelta(seconds=10 - i), "stable", f'{{"x": {i}}}')
+                for i in range(5)
+            ]
+            + [(model, 1, "plain", "1", 0.5, now, "stable", None), (model, 1, "r3", "1", 0.5, now, "shadow", "{}")]
+        )
+        await store.label(model, {"r1": "0", "r2": "1", "r3": "1", "plain": "1"}, now, timedelta(days=1), "lab-7")
+        found = await store.feedback(model, now - timedelta(minutes=1), now, limit=2)
+        assert [(r.features, r.label, r.label_batch) for r in found] == [
+            ({"x": 3}, "1", "lab-7"),
+            ({"x": 2}, "1", "lab-7"),
+        ]
+        assert len(await store.feedback(model, now - timedelta(minutes=1), now, limit=10)) == 3
+
+    async def test_what_runs_trained_on_and_the_newest_dataset_are_known(self, store: MonitorStore) -> None:
+        model, dataset = self.model(), self.model()
+        await store.keep_version(model, 1, "run-1")
+        assert await store.training_of(model, 1) is None
+        await store.keep_training(model, Trained("run-1", "d1", 1))
+        await store.keep_training(model, Trained("run-2", "d2", 1))
+        assert await store.training_of(model, 1) == Trained("run-1", "d1", 1)
+        assert await store.tried(model) == frozenset({("d1", 1), ("d2", 1)})
+        assert await store.latest_dataset(dataset) is None
+        for version, minutes in (("d1", 0), ("d3", 2), ("d2", 1)):
+            seen = DatasetSeen(
+                dataset, version, "producer", f"s3://b/{version}", "csv", None, T0 + timedelta(minutes=minutes)
+            )
+            await store.keep_dataset(seen)
+        latest = await store.latest_dataset(dataset)
+        assert latest is not None and latest.version == "d3"
+
+    async def test_labels_count_into_the_windows_they_were_served_in(self, store: MonitorStore) -> None:
+        model = self.model()
+        for n in range(2):
+            start = T0 + timedelta(minutes=n)
+            await store.record_window(
+                ClosedWindow(f"w-{model}-{n}", model, 1, start, start + timedelta(seconds=59), 10, 0.0, False, {})
+            )
+        joined = [
+            Joined(1, "a", "stable", "1", "1", T0 + timedelta(seconds=5)),
+            Joined(1, "b", "stable", "0", "1", T0 + timedelta(seconds=6)),
+            Joined(1, "c", "stable", "1", "1", T0 + timedelta(seconds=70)),
+            Joined(1, "d", "shadow", "0", "1", T0 + timedelta(seconds=71)),
+        ]
+        await store.add_realised(model, 1, joined)
+        await store.add_realised(model, 1, [Joined(1, "e", "stable", "1", "1", T0 + timedelta(seconds=7))])
+        assert await store.windows_between(model, T0, T0 + timedelta(seconds=80)) == [f"w-{model}-0", f"w-{model}-1"]
+        realised = {w.window_id: w.result.get("realised") for w in await store.closed_windows(model)}
+        assert realised == {
+            f"w-{model}-0": {"rows": 3, "correct": 2, "accuracy": 2 / 3},
+            f"w-{model}-1": {"rows": 1, "correct": 1, "accuracy": 1.0},
+        }

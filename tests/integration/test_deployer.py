@@ -275,7 +275,11 @@ async def test_an_approved_version_goes_canary_at_ten_percent_split_sticky_with_
     await eventually(logged, timeout=30, what="the tagged prediction on the predictions topic")
     batches = await on_topic(deploy_settings, topics.PREDICTIONS_LOGGED, model)
     assert all(isinstance(b, PredictionsLogged) for b in batches)
-    logged_rows = {p.request_id: p for b in batches for p in b.records()}
+    # A canary request is also scored by the stable version (role shadow, the same request id): the
+    # answered rows are the others.
+    logged_rows = {p.request_id: p for b in batches for p in b.records() if p.role != "shadow"}
+    shadowed = {p.request_id for b in batches for p in b.records() if p.role == "shadow"}
+    assert shadowed and shadowed <= {i for i, p in logged_rows.items() if p.model_version == 2}
     tagged_row = logged_rows["req-tagged-1"]
     assert tagged_row.model_version == chosen[keyed[0]["customer_id"]]
     assert tagged_row.sticky_key == keyed[0]["customer_id"] and set(tagged_row.features) == set(FEATURES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -108,7 +108,7 @@ def models_show(
                     ",".join(v["aliases"]) or "-",
                     v["estimator"].rsplit(".", 1)[-1],
                     metrics_line(v["metrics"]),
-                    v["dataset_version"],
+                    trained_on(v),
                     v["created_at"][:19],
                 ]
                 for v in versions
@@ -125,7 +125,7 @@ def models_show(
         ("estimator", version["estimator"]),
         ("params", json.dumps(version["params"], sort_keys=True)),
         ("metrics", metrics_line(version["metrics"])),
-        ("dataset", f"{version['dataset']}@{version['dataset_version']}"),
+        ("dataset", f"{version['dataset']}@{trained_on(version)}"),
         ("run", version["run_id"]),
         ("code", version["code_version"]),
         ("spec", f"revision {version['spec_revision']}"),
@@ -216,6 +216,21 @@ def lineage(
     if data:
         node = root.add(Text(f"dataset {data['name']}@{data['version']}  {data['uri']}"))
         node.add(Text(f"sha256 {data['sha256'] or '-'}  rows {data['row_count'] or '-'}  from {data['producer']}"))
+        feedback = data.get("lineage")
+        if feedback:
+            node.add(
+                Text(
+                    f"production feedback: {feedback['feedback_rows']} labelled rows served by "
+                    f"v{', v'.join(str(n) for n in feedback['versions'])} from {feedback['served_from'][:19]} "
+                    f"to {feedback['served_to'][:19]}, {len(feedback['windows'])} windows, "
+                    f"{len(feedback['label_batches'])} label batches"
+                    + (
+                        f", +{feedback['mixed_rows']} rows of {feedback['base_version']}"
+                        if feedback["mixed_rows"]
+                        else ""
+                    )
+                )
+            )
     else:
         root.add(Text(f"dataset {v['dataset']}@{v['dataset_version']} (not recorded)"))
     if spec:
@@ -323,3 +338,9 @@ def audit(
             for e in entries
         ],
     )
+
+
+def trained_on(version: dict[str, Any]) -> str:
+    """The dataset version a model version was trained on, marked when it is production feedback."""
+    feedback = (version.get("manifest") or {}).get("trigger") == "feedback"
+    return str(version["dataset_version"]) + (" (feedback)" if feedback else "")

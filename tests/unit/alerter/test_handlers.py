@@ -12,7 +12,14 @@ from services.alerter import app, dispatch
 from services.alerter.config import load_config
 from services.alerter.memory import MemoryStore
 from services.alerter.records import SilenceRecord
-from shared.contract.events import DeadLettered, DriftDetected, RolloutChanged, TrafficShare
+from shared.contract.events import (
+    DeadLettered,
+    DriftDetected,
+    ModelTrained,
+    RetrainSkipped,
+    RolloutChanged,
+    TrafficShare,
+)
 from shared.runtime.memory import InMemoryBus
 from tests.support.examples import example
 from tests.support.specs import spec_applied
@@ -149,3 +156,25 @@ async def test_a_redelivered_event_raises_nothing_twice() -> None:
     await bus.handle(drift(), event_id="d-1")
     [alert] = bus.store.alerts.values()
     assert alert.times_raised == 1
+
+
+def skipped(version: int = 1) -> RetrainSkipped:
+    return example(RetrainSkipped, model=MODEL, version=version)
+
+
+async def test_a_skipped_retrain_is_one_alert_that_stays_open_until_a_training_succeeds() -> None:
+    bus, receivers = app.in_memory(CONFIG), FakeReceivers()
+    await bus.handle(spec_applied(MODEL))
+    for _ in range(5):  # one RetrainSkipped per cooldown: the same alert, refreshed
+        await bus.handle(skipped())
+    [alert] = bus.store.alerts.values()
+    assert (alert.kind, alert.status, alert.times_raised) == ("retrain-skipped", "firing", 5)
+    assert "no data newer than v1's dataset" in alert.annotations["summary"]
+    assert await round_at(bus, receivers, later(31)) == 1
+    # Not raised again for longer than resolve_timeout: it stays open (nothing changed), and its
+    # group is notified again only on repeat_interval.
+    assert await round_at(bus, receivers, later(CONFIG.resolve_timeout + 60)) == 0
+    assert alert.status == "firing" and len(receivers.taken) == 1
+    await bus.handle(example(ModelTrained, model=MODEL))
+    [alert] = bus.store.alerts.values()
+    assert alert.status == "resolved" and "succeeded" in (alert.resolved_reason or "")

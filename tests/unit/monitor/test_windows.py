@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.monitor import domain, store, windows
+from services.monitor import canary, store, windows
 from shared.contract.events import Prediction, PredictionsLogged
 from shared.contract.spec import Rollout
 
@@ -126,7 +126,8 @@ def test_canary_latency_fails_only_beyond_both_the_ratio_and_the_slack(
     canary_ms: float, stable_ms: float, passes: bool
 ) -> None:
     policy = Rollout(max_latency_ratio=1.5, latency_slack_ms=5.0)
-    canary = domain.Summary(rows=500, latency_p99_ms=canary_ms, estimated_error=0.2, prediction_shares={"0": 1.0})
-    stable = domain.Summary(rows=500, latency_p99_ms=stable_ms, estimated_error=0.2, prediction_shares={"0": 1.0})
-    [latency] = [c for c in domain.compare(canary, stable, policy) if c.metric == "latency_p99_ms"]
+    canary_ = canary.Summary(rows=500, latency_p99_ms=canary_ms, prediction_shares={"0": 1.0})
+    stable = canary.Summary(rows=500, latency_p99_ms=stable_ms, prediction_shares={"0": 1.0})
+    compared = canary.compare(canary_, stable, policy, task="classification", labelled=None)
+    [latency] = [c for c in compared if c.metric == "latency_p99_ms"]
     assert latency.passed is passes

@@ -126,6 +126,11 @@ def test_artifacts_load_without_running_code_and_predict_like_the_fitted_model(t
     assert set(profile["plan"]["frequencies"]) == {"basic", "plus", "pro"}
     assert 0.03 < profile["region"]["null_fraction"] < 0.08
     assert set(reference["prediction"]["frequencies"]) <= {"0", "1"}
+    # The calibration of label-free estimates, fitted on the held-out test split.
+    calibration = outcome.profile.calibration
+    assert calibration is not None and calibration.rows == 300 and calibration.positive_class == "1"
+    knots = np.array(calibration.confidence_knots)
+    assert knots.min() >= 0.5 and knots.max() <= 1 and np.all(np.diff(calibration.confidence_correct) >= 0)
 
 
 def test_when_onnx_disagrees_only_the_skops_artifact_is_kept_and_the_reason_logged(

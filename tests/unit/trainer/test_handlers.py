@@ -9,7 +9,7 @@ import pytest
 
 from services.trainer import app
 from services.trainer.handlers import TrainerRefusal, run_id_for
-from shared.contract.events import DataArrived, RetrainRequested, TrainingStarted
+from shared.contract.events import DataArrived, FeedbackLineage, RetrainRequested, TrainingStarted
 from shared.contract.spec import Monitoring
 from tests.support.specs import example_spec, spec_applied
 
@@ -75,6 +75,22 @@ async def test_new_data_is_only_kept_when_the_spec_does_not_retrain_on_data() ->
     assert len(await bus.handle(arrived("v1"))) == 1
     assert await bus.handle(arrived("v2", minutes=1)) == []
     assert await bus.store.dataset_version(DATASET, None) == "v2"
+
+
+async def test_feedback_data_the_monitor_built_trains_its_model_even_without_retrain_on_data() -> None:
+    other = example_spec("other-model")  # the same dataset, another model
+    spec = example_spec().model_copy(update={"monitoring": Monitoring(retrain_on=["drift"])})
+    bus = app.in_memory()
+    await bus.handle(spec_applied(spec=spec))
+    await bus.handle(spec_applied(spec=other))
+    await bus.handle(arrived("v1"))
+    lineage = FeedbackLineage(
+        model=MODEL, versions=[1], windows=[], label_batches=["l-1"], feedback_rows=600, served_from=T0, served_to=T0
+    )
+    feedback = arrived("feedback-1", minutes=1).model_copy(update={"producer": "monitor", "lineage": lineage})
+    [started] = await bus.handle(feedback)
+    assert isinstance(started, TrainingStarted)
+    assert (started.model, started.trigger, started.dataset_version) == (MODEL, "feedback", "feedback-1")
 
 
 async def test_data_of_a_dataset_no_spec_names_trains_nothing() -> None:

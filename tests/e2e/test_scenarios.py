@@ -1,0 +1,82 @@
+"""The loop decides on evidence, on a simulated world with a hidden truth (short profile;
+bench/scenarios.py runs the full one): retrain only when it can help, production feedback as
+training data, canaries judged on paired labels or on being broken, calibrated estimates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.runtime.settings import Settings
+from tests.support.scenarios import PROFILES, Loop, broken, estimation, feedback, fresh_data, no_fresh_data
+
+pytestmark = pytest.mark.timeout(900)
+PROFILE = PROFILES["short"]
+
+
+@pytest.fixture(scope="module")
+async def loop(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loop]:
+    running = Loop(base_settings, tmp_path_factory.mktemp("scenarios"))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_covariate_drift_with_fresh_data_retrains_once_and_promotes(loop: Loop) -> None:
+    report = await fresh_data(loop, PROFILE)
+    assert report.versions == {1: "promoted", 2: "promoted"}, report
+    assert (report.retrains_asked, report.retrains_run, report.retrains_skipped) == (1, 1, 0), report
+    assert report.rollbacks == 0
+
+
+async def test_covariate_drift_without_fresh_data_trains_nothing_and_raises_one_alert(loop: Loop) -> None:
+    report = await no_fresh_data(loop, PROFILE)
+    assert report.versions == {1: "promoted"}, "no new version"
+    assert report.retrains_asked == report.retrains_run == 0
+    assert report.retrains_skipped >= PROFILE.cooldowns, report
+    assert report.skipped_reasons == [f"drift persists; no data newer than v1's dataset ({report.model} d1)"]
+    firing = [a for a in report.alerts if a["status"] == "firing"]
+    assert len(report.alerts) == len(firing) == 1, report.alerts
+    assert firing[0]["labels"]["kind"] == "retrain-skipped"
+    assert report.figures["alert_notifications"] == 1, "repeats only on its repeat_interval"
+    assert report.rollbacks == 0
+
+
+async def test_concept_drift_retrains_on_production_feedback_and_promotes_on_paired_labels(loop: Loop) -> None:
+    report = await feedback(loop, PROFILE)
+    assert report.versions == {1: "promoted", 2: "promoted"}, report
+    [built] = report.feedback
+    assert built["lineage"]["feedback_rows"] >= 400 and built["lineage"]["windows"], built
+    assert built["lineage"]["label_batches"] and built["lineage"]["versions"] == [1]
+    assert report.retrains_run == 1 and report.retrains_asked == 0, "trained on feedback, not on a retrain request"
+    paired = [e for v in report.verdicts for e in v["evidence"] if e["test"] == "paired-t"]
+    assert paired, report.verdicts
+    assert all(e["high"] < 0 and e["outcome"] == "pass" for e in paired), "the candidate errs less, with confidence"
+    assert {e["metric"] for e in paired} == {"live_error_rate_increase"}
+    assert all(e["candidate_samples"] >= 30 and e["confidence"] == 0.95 for e in paired)
+    distance = [e for v in report.verdicts for e in v["evidence"] if e["metric"] == "prediction_distance"]
+    assert distance and all(e["outcome"] == "reported" for e in distance), "distance is reported, not decisive"
+    assert report.figures["live_accuracy_v2"] > report.figures["live_accuracy_v1"] + 0.1, report.figures
+
+
+async def test_a_candidate_with_constant_predictions_is_rolled_back_without_labels(loop: Loop) -> None:
+    report = await broken(loop, PROFILE)
+    assert report.versions == {1: "promoted", 2: "rolled-back"}, report
+    [rollback] = [v for v in report.verdicts if v["verdict"] == "rollback"]
+    failed = [e for e in rollback["evidence"] if e["outcome"] == "fail"]
+    assert [e["metric"] for e in failed] == ["distinct_predictions"], rollback
+    assert failed[0]["candidate"] == 1 and failed[0]["stable"] == 2
+    assert not any(e["test"] in ("paired-t", "welch-t") for e in rollback["evidence"]), "no labels were used"
+
+
+async def test_the_calibrated_estimate_is_within_0_03_of_the_realised_accuracy(loop: Loop) -> None:
+    report, _ = await estimation(loop, PROFILE)
+    table = report.figures
+    for phase in ("steady", "drifted"):
+        assert table[phase]["windows"] >= 20
+        assert table[phase]["mae"] <= 0.03, table
+    assert table["steady"]["dataset_drift_windows"] == 0
+    assert table["drifted"]["dataset_drift_windows"] == table["drifted"]["windows"], table
