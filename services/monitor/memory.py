@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.monitor.store import (
+from services.monitor.records import (
     Answer,
     ClosedWindow,
     Columns,

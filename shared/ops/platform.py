@@ -254,8 +254,10 @@ def describe(event: Event) -> str | None:
             drifted = ", ".join([f.feature for f in event.features if f.drifted][:6]) or "the prediction"
             return f"DRIFT      {model} v{event.version}: {drifted} ({event.rows} rows, {event.severity})"
         case PerformanceDegraded():
+            measured = "estimated " if event.estimated else ""
             return (
-                f"DEGRADED   {model} v{event.version}: {event.metric} {event.value:.3f} (baseline {event.baseline:.3f})"
+                f"DEGRADED   {model} v{event.version}: {measured}{event.metric} {event.value:.3f}"
+                f" (baseline {event.baseline:.3f})"
             )
         case RetrainRequested():
             on = f" on {event.dataset_version}" if event.dataset_version else ""

@@ -55,3 +55,22 @@ def test_a_window_without_probabilities_has_no_estimate() -> None:
     calibration = trainer_domain.calibration(model, x, pd.Series(y))
     assert calibration is not None
     assert estimate.estimate(calibration, np.full(10, np.nan), None) == {}
+
+
+def test_the_bucketed_estimate_matches_the_exact_one_on_every_row() -> None:
+    rng = np.random.default_rng(5)
+    x_train, y_train = world(3000, shift=0.0, rng=rng)
+    model = LogisticRegression().fit(x_train, y_train)
+    x_test, y_test = world(2000, shift=0.0, rng=rng)
+    calibration = trainer_domain.calibration(model, x_test, pd.Series(y_test))
+    assert calibration is not None and calibration.score_knots
+    x, _ = world(50_000, shift=1.0, rng=rng)
+    score = model.predict_proba(x)[:, 1]
+    confidence = np.maximum(score, 1 - score)
+    exact_accuracy = estimate.calibrated(calibration.confidence_knots, calibration.confidence_correct, confidence)
+    positive = estimate.calibrated(calibration.score_knots, calibration.score_positive, score)
+    exact_auc = estimate.expected_roc_auc(score, positive)
+    found = estimate.estimate(calibration, confidence, score)
+    assert exact_auc is not None
+    assert abs(found["accuracy"] - exact_accuracy.mean()) < 1e-3
+    assert abs(found["roc_auc"] - exact_auc) < 1e-3
