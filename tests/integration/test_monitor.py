@@ -308,7 +308,9 @@ async def test_a_canary_is_judged_against_stable_and_an_estimated_accuracy_drop_
     assert isinstance(analysis, CanaryAnalyzed) and analysis.verdict == expected, analysis.reason
     assert analysis.rollout_id == "ro-canary" and analysis.candidate_samples == WINDOW_ROWS
     estimated = next(c for c in analysis.comparisons if c.metric == "estimated_accuracy")
-    assert estimated.stable == pytest.approx(0.9) and estimated.candidate == pytest.approx(canary_confidence)
+    # Scores are counted in buckets of 1/8192 (services.monitor.estimate): the estimate is exact to that.
+    assert estimated.stable == pytest.approx(0.9, abs=1e-3)
+    assert estimated.candidate == pytest.approx(canary_confidence, abs=1e-3)
     assert estimated.passed == (expected == "advance") and estimated.test == "cbpe"
     assert {c.metric for c in analysis.comparisons} == {
         "missing_predictions",
