@@ -21,6 +21,7 @@ The evidence, strongest first:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -288,25 +289,10 @@ def compare(
         found.append(on_labels)
     guessed = estimated(candidate, stable, policy)
     if guessed is not None:
-        found.append(guessed if on_labels is None else _reported(guessed))
+        found.append(guessed if on_labels is None else dataclasses.replace(guessed, outcome="reported"))
     decisive = on_labels is None and guessed is None and not stable.drifted
     found.append(distance(candidate, stable, decisive))
     return found
-
-
-def _reported(comparison: Comparison) -> Comparison:
-    return Comparison(
-        comparison.metric,
-        comparison.candidate,
-        comparison.stable,
-        comparison.threshold,
-        "reported",
-        comparison.test,
-        comparison.low,
-        comparison.high,
-        comparison.candidate_samples,
-        comparison.stable_samples,
-    )
 
 
 def _said(c: Comparison) -> str:

@@ -111,3 +111,12 @@ def test_prediction_distance_rolls_back_only_when_nothing_else_speaks_and_stable
     far = summary(prediction_shares={"0": 0.05, "1": 0.95})
     assert judged(far, summary(), None)[0] == "rollback"
     assert judged(far, summary(drifted=True), None)[0] == "advance"
+
+
+def test_once_labels_speak_a_worse_estimate_is_reported_not_decisive() -> None:
+    candidate, stable = summary(estimated={"accuracy": 0.8}), summary(estimated={"accuracy": 0.9})
+    assert judged(candidate, stable, None)[0] == "rollback", "without labels the estimate decides"
+    comparisons = canary.compare(candidate, stable, POLICY, task="classification", labelled=labelled(0.1, 0.1, 2000))
+    guessed = next(c for c in comparisons if c.test == "cbpe")
+    assert (guessed.outcome, guessed.candidate, guessed.stable) == ("reported", 0.8, 0.9)
+    assert canary.verdict(comparisons, candidate.rows, POLICY.min_samples)[0] == "advance"
