@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.contract.events import FeatureDrift, PredictionsLogged
+from shared.contract.events import FeatureDrift, PerformanceDegraded, PredictionsLogged, Severity
 from shared.contract.spec import METRICS, Monitoring, PerformancePolicy
 
 MIN_ROWS_BY_TIME = 30
@@ -116,6 +116,32 @@ class Degradation:
     value: float
     baseline: float
     threshold: float
+
+    def event(
+        self,
+        model: str,
+        version: int,
+        window_id: str,
+        severity: Severity,
+        *,
+        labelled_rows: int,
+        estimated: bool = False,
+        rows: int | None = None,
+    ) -> PerformanceDegraded:
+        """The PerformanceDegraded that announces it (measured on labels, or estimated)."""
+        return PerformanceDegraded(
+            model=model,
+            version=version,
+            window_id=window_id,
+            metric=self.metric,
+            value=self.value,
+            baseline=self.baseline,
+            threshold=self.threshold,
+            labelled_rows=labelled_rows,
+            severity=severity,
+            estimated=estimated,
+            rows=rows,
+        )
 
 
 def degradation(metric: str, value: float, baseline: float, watch: PerformancePolicy) -> Degradation | None:

@@ -34,7 +34,6 @@ from shared.contract.events import (
     ModelRegistered,
     ModelSpecApplied,
     ModelTrained,
-    PerformanceDegraded,
     PredictionsLogged,
     RolloutChanged,
     TrainingStarted,
@@ -319,19 +318,7 @@ async def estimated_performance(
         return None
     log.info("%s@%d: estimated %s %.4f against %.4f at validation", model, version, metric, worse.value, worse.baseline)
     return emit(
-        PerformanceDegraded(
-            model=model,
-            version=version,
-            window_id=window_id,
-            metric=metric,
-            value=worse.value,
-            baseline=worse.baseline,
-            threshold=worse.threshold,
-            labelled_rows=0,
-            severity=spec.alerts.severity,
-            estimated=True,
-            rows=summary.rows,
-        )
+        worse.event(model, version, window_id, spec.alerts.severity, labelled_rows=0, estimated=True, rows=summary.rows)
     )
 
 
@@ -455,16 +442,8 @@ async def labelled(
         if worse is None:
             continue
         degraded_id = emit(
-            PerformanceDegraded(
-                model=event.model,
-                version=version,
-                window_id=f"perf-{uuid.uuid4().hex[:16]}",
-                metric=metric,
-                value=worse.value,
-                baseline=worse.baseline,
-                threshold=worse.threshold,
-                labelled_rows=len(rows),
-                severity=spec.alerts.severity,
+            worse.event(
+                event.model, version, f"perf-{uuid.uuid4().hex[:16]}", spec.alerts.severity, labelled_rows=len(rows)
             )
         )
         if "performance" in spec.monitoring.retrain_on:

@@ -121,9 +121,9 @@ async def feedback_dataset(
         return len(rows)
     first, last = min(r.served_at for r in rows), max(r.served_at for r in rows)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    key = f"datasets/{spec.dataset}/feedback-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    version = f"feedback-{stamp}-{uuid.uuid4().hex[:8]}"
+    key = f"datasets/{spec.dataset}/{version}.parquet"  # named as a producer names a version
     written = await asyncio.to_thread(feedback.build, sink, spec, rows, latest, key, seed=spec.split.seed)
-    version = f"feedback-{stamp}-{written.sha256[:8]}"
     lineage = FeedbackLineage(
         model=model,
         versions=sorted({r.version for r in rows}),
