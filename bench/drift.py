@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import BENCH, say  # noqa: E402
 from services.monitor import drift  # noqa: E402
-from services.trainer.domain import categorical_profile, numeric_profile  # noqa: E402
+from shared.runtime.profile import categorical_profile, numeric_profile  # noqa: E402
 
 NUMERIC = [f"n{i:02d}" for i in range(20)]
 CATEGORICAL = [f"c{i}" for i in range(5)]

@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import say  # noqa: E402
 from bench.drift import peer_python  # noqa: E402
 from services.monitor import estimate  # noqa: E402
-from services.trainer.domain import calibration  # noqa: E402
 from shared.contract.events import Calibration  # noqa: E402
+from shared.runtime.profile import calibration  # noqa: E402
 from tests.support.world import FEATURES, TARGET, World  # noqa: E402
 
 NANNYML = """

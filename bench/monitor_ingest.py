@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import say  # noqa: E402
 from services.monitor import tables  # noqa: E402
-from services.trainer import domain as trainer_domain  # noqa: E402
 from shared.contract.events import (  # noqa: E402
     ArtifactRef,
     FeatureSchema,
@@ -48,6 +47,7 @@ from shared.ops.example_data import churn_frame  # noqa: E402
 from shared.runtime.broker import ensure_topics  # noqa: E402
 from shared.runtime.bus import Bus  # noqa: E402
 from shared.runtime.db import make_engine, make_sessions  # noqa: E402
+from shared.runtime.profile import reference_profile  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 from shared.runtime.specfile import load_spec  # noqa: E402
 
@@ -60,7 +60,13 @@ async def prepare(settings: Settings, model: str, records: int, batch: int, wind
     monitoring = EXAMPLE.monitoring.model_copy(update={"window_rows": window, "window_seconds": 86_400})
     spec = EXAMPLE.model_copy(update={"model": model, "dataset": model, "monitoring": monitoring})
     train = churn_frame(5000, seed=7)
-    profile = trainer_domain.reference_profile(spec, train, (train["monthly_charges"] > 70).astype(int).to_numpy())
+    profile = reference_profile(
+        spec.features,
+        train,
+        (train["monthly_charges"] > 70).astype(int).to_numpy(),
+        task=spec.task,
+        seed=spec.split.seed,
+    )
     artifact = ArtifactRef(name="model.skops", uri="s3://modelbus-artifacts/bench", sha256="0" * 64, size_bytes=1)
     frame = churn_frame(min(records, 50_000), seed=8, shift=0.3)
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None).to_dict("records")

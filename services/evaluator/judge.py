@@ -1,7 +1,8 @@
 """Judging a version: its artifacts read safely, every gate measured on the stored test split.
 
 A model's bytes are read only after their SHA-256 matches the registry's record, and loaded with
-skops, which runs no code and refuses types outside scikit-learn, NumPy and SciPy.
+skops, which runs no code and refuses types outside the trusted libraries, or (a version imported
+as ONNX only) through ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from shared.contract.events import ArtifactRef, ModelRegistered
 from shared.contract.spec import ModelSpec
 from shared.runtime.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
 from shared.runtime.features import prepare
-from shared.runtime.modelfile import UntrustedArtifact, load_model
+from shared.runtime.modelfile import UntrustedArtifact, load_predictor
+from shared.runtime.onnxmodel import OnnxModelError
 
 log = logging.getLogger("modelbus.evaluator")
 ROW_SAMPLES = 200
@@ -79,6 +81,19 @@ class Judge:
             self.artifacts.get_file, artifact.uri, folder / artifact.name, sha256=artifact.sha256
         )
 
+    async def open(self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path) -> Any:
+        """A version's model, from its skops pipeline or (an imported graph) its ONNX file."""
+        names = {a.name for a in artifacts}
+        name = "model.skops" if "model.skops" in names else "model.onnx"
+        await self.fetch(_artifact(artifacts, name), folder)
+        return await asyncio.to_thread(
+            load_predictor,
+            folder,
+            features=[f.name for f in spec.features],
+            numeric=[f.type == "numeric" for f in spec.features],
+            task=spec.task,
+        )
+
     async def verdict(
         self, spec: ModelSpec, event: ModelRegistered, champion: list[ArtifactRef] | None
     ) -> domain.Verdict:
@@ -86,20 +101,18 @@ class Judge:
         with tempfile.TemporaryDirectory(prefix="modelbus-eval-") as name:
             folder = Path(name)
             try:
-                model_file = await self.fetch(_artifact(event.artifacts, "model.skops"), folder)
                 test_file = await self.fetch(_artifact(event.artifacts, "test-split.parquet"), folder)
-                model = await asyncio.to_thread(load_model, model_file)
+                model = await self.open(spec, event.artifacts, folder)
             except ArtifactIntegrityError as exc:
                 return domain.rejected_for(f"checksum: {exc}")
-            except UntrustedArtifact as exc:
+            except (UntrustedArtifact, OnnxModelError) as exc:
                 return domain.rejected_for(str(exc), "artifact_types")
             champion_model = None
             if champion is not None:
                 try:
                     (folder / "champion").mkdir()
-                    champion_file = await self.fetch(_artifact(champion, "model.skops"), folder / "champion")
-                    champion_model = await asyncio.to_thread(load_model, champion_file)
-                except (ArtifactError, UntrustedArtifact, EvaluatorRefusal) as exc:
+                    champion_model = await self.open(spec, champion, folder / "champion")
+                except (ArtifactError, UntrustedArtifact, EvaluatorRefusal, OnnxModelError) as exc:
                     log.warning("champion of %s unreadable (%s); judging without it", event.model, exc)
             test = pd.read_parquet(test_file)
             latency = await asyncio.to_thread(measure_latency, model, prepare(test, spec.features))

@@ -24,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
 from services.registry.cache import AliasCache
+from services.registry.importapi import add_import_routes
 from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
+from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.httpapi import (
     Admin,
@@ -143,6 +145,7 @@ def make_api(
     bus: Bus,
     cache: AliasCache,
     metrics: CollectorRegistry,
+    artifacts: ArtifactStore,
 ) -> FastAPI:
     """The registry's FastAPI application."""
     api = FastAPI(
@@ -151,7 +154,7 @@ def make_api(
         description="Models, versions, aliases, lineage and audit; operator actions emit events.",
     )
     api.state.identify = identifier(settings)
-    api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, uploads={"/import": settings.import_max_bytes})
     add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)
     tracer = trace.get_tracer("modelbus.registry.api")
@@ -220,6 +223,7 @@ def make_api(
     # ------------------------------------------------------------ health
 
     add_health_routes(api, sessions, bus, metrics)
+    add_import_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
 
     # ------------------------------------------------------------ read (viewer)
 

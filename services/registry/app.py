@@ -32,6 +32,7 @@ from shared.contract.events import (
     TrainingFailed,
     TrainingStarted,
 )
+from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
@@ -100,7 +101,9 @@ def build(settings: Settings, *, group: str = GROUP) -> Registry:
         bus=bus,
         cache=cache,
         metrics=metrics,
-        api=make_api(settings, sessions=sessions, bus=bus, cache=cache, metrics=metrics),
+        api=make_api(
+            settings, sessions=sessions, bus=bus, cache=cache, metrics=metrics, artifacts=ArtifactStore(settings)
+        ),
     )
 
 

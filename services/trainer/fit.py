@@ -23,6 +23,7 @@ from shared.contract.events import CandidateResult, ContractViolation, FeatureSc
 from shared.contract.spec import ModelSpec
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
+from shared.runtime.profile import calibration, reference_profile
 
 log = logging.getLogger("modelbus.trainer.fit")
 ONNX_TOLERANCE = 1e-4
@@ -132,9 +133,9 @@ def train(job: Job) -> Outcome:
     assert best is not None
     model, params, estimator, _ = best
     metrics = evaluate(spec.task, model, x_val, y_val)
-    profile = domain.reference_profile(spec, parts.train, model.predict(x_val))
+    profile = reference_profile(spec.features, parts.train, model.predict(x_val), task=spec.task, seed=spec.split.seed)
     if spec.task == "classification":
-        calibrated = domain.calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
+        calibrated = calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
         profile = profile.model_copy(update={"calibration": calibrated})
     files = _write_artifacts(job, spec, model, parts.test, out)
     onnx_note = _export_onnx(spec, model, x_val, out / "model.onnx")

@@ -100,11 +100,15 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while streaming."""
+    """Refuse request bodies over `limit` bytes with 413, by Content-Length or while streaming.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    Paths ending in one of `uploads`' suffixes (model imports) may stream up to its limit; their
+    routes check a declared Content-Length themselves, so that the refusal is audited."""
+
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,16 +118,19 @@ class BodyLimit:
         if not declared.isdigit():
             await self._refuse(send, "bad Content-Length")
             return
-        if int(declared) > self.limit:
+        path: str = scope.get("path", "")
+        limit = next((n for suffix, n in self.uploads.items() if path.endswith(suffix)), None)
+        if limit is None and int(declared) > self.limit:
             await self._refuse(send, f"request body over {self.limit} bytes")
             return
+        limit = limit or self.limit
         seen, started = 0, False
 
         async def receiving() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise BodyTooLarge
             return message
 
@@ -136,7 +143,7 @@ class BodyLimit:
             await self.app(scope, receiving, sending)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, f"request body over {self.limit} bytes")
+                await self._refuse(send, f"request body over {limit} bytes")
 
     @staticmethod
     async def _refuse(send: Send, detail: str) -> None:

@@ -1,11 +1,14 @@
-"""Opening model files safely: skops with a type allowlist, never pickle."""
+"""Opening model files safely: skops with a type allowlist, ONNX through ONNX Runtime, never pickle."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# The libraries whose types a model file may name: scikit-learn and its numerical stack, and the
+# two gradient-boosting libraries of the estimator allowlist.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "xgboost.", "lightgbm.")
 
 
 class UntrustedArtifact(ValueError):
@@ -13,7 +16,7 @@ class UntrustedArtifact(ValueError):
 
 
 def load_model(path: Path) -> Any:
-    """Load a skops file, refusing any type outside scikit-learn, NumPy and SciPy."""
+    """Load a skops file, refusing any type outside the trusted libraries."""
     import skops.io as sio
 
     types = sio.get_untrusted_types(file=path)
@@ -21,3 +24,20 @@ def load_model(path: Path) -> Any:
     if foreign:
         raise UntrustedArtifact(f"the model names types outside the trusted libraries: {', '.join(foreign[:5])}")
     return sio.load(path, trusted=types)
+
+
+def load_predictor(
+    folder: Path,
+    *,
+    features: Sequence[str],
+    numeric: Sequence[bool],
+    task: Literal["classification", "regression"],
+    classes: list[Any] | None = None,
+) -> Any:
+    """A version's model from the files in `folder`: the skops pipeline when there is one, else its
+    ONNX graph behind the same predict / predict_proba / classes_."""
+    if (folder / "model.skops").exists():
+        return load_model(folder / "model.skops")
+    from shared.runtime.onnxmodel import OnnxModel
+
+    return OnnxModel.open(folder / "model.onnx", features=features, numeric=numeric, task=task, classes=classes)

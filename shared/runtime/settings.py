@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     # Largest request body the registry and alerter APIs accept, in bytes (serving has its own).
     api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Largest model import (model file or archive plus reference and test rows), in bytes.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     # Address the registry's HTTP API listens on.
     registry_host: str = "127.0.0.1"
     # Port of the registry's HTTP API.

@@ -16,7 +16,6 @@ from services.monitor import store as monitor_store
 from services.monitor import tables as monitor_tables
 from services.monitor.app import MonitorService
 from services.monitor.app import build as build_monitor
-from services.trainer import domain as trainer_domain
 from shared.contract import topics
 from shared.contract.envelope import decode
 from shared.contract.events import (
@@ -40,6 +39,7 @@ from shared.contract.events import (
 )
 from shared.ops.example_data import churn_frame
 from shared.ops.tools import read_all
+from shared.runtime import profile as profiling
 from shared.runtime.bus import publish_events
 from shared.runtime.settings import Settings
 from shared.runtime.specfile import load_spec
@@ -79,7 +79,7 @@ async def a_trained_version(settings: Settings, model: str, *, versions: int = 1
     train = churn_frame(3000, seed=7)
     predicted = (train["monthly_charges"] > 70).astype(int).to_numpy()
     calibration = Calibration(rows=100, confidence_knots=[0.0, 1.0], confidence_correct=[0.0, 1.0])
-    profile = trainer_domain.reference_profile(spec, train, predicted)
+    profile = profiling.reference_profile(spec.features, train, predicted, task=spec.task, seed=spec.split.seed)
     if calibrated:
         profile = profile.model_copy(update={"calibration": calibration})
     artifact = ArtifactRef(name="model.skops", uri="s3://modelbus-artifacts/x", sha256="0" * 64, size_bytes=1)

@@ -1,8 +1,9 @@
 """A loaded model version: input checking against its feature schema, and fast prediction.
 
 A version is loaded from its artifacts only after each one's SHA-256 matches the registry's
-record. With a `model.onnx` it predicts through ONNX Runtime (one `[n, 1]` input per feature, as
-the trainer exported it); otherwise through the skops pipeline. Either way the raw values are
+record. With a `model.onnx` it predicts through ONNX Runtime (`shared.runtime.onnxmodel`: one
+input per feature as the trainer exports it, or one `[n, F]` matrix as notebooks often do);
+otherwise through the skops pipeline. Either way the raw values are
 coerced the way training coerced them (`shared.runtime.features`): numbers as floats (null as NaN),
 categories as strings (null as `__missing__`).
 """
@@ -23,6 +24,7 @@ from shared.contract.events import ArtifactRef
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.features import MISSING
 from shared.runtime.modelfile import load_model
+from shared.runtime.onnxmodel import OnnxModel
 
 Kind = Literal["numeric", "categorical"]
 Row = list[Any]
@@ -124,29 +126,10 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""
 
-    def __post_init__(self) -> None:
-        self._names = [f.name for f in self.features]
-        self._numeric = [j for j, f in enumerate(self.features) if f.kind == "numeric"]
-        self._categorical = [j for j, f in enumerate(self.features) if f.kind != "numeric"]
-        self._all_numeric = not self._categorical
-        self._outputs = [o.name for o in self.session.get_outputs()] if self.runtime == "onnx" else None
-
     def predict(self, rows: list[Row]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities, in `classes` order) for checked rows."""
         if self.runtime == "onnx":
-            inputs: dict[str, np.ndarray[Any, Any]] = {}
-            if self._numeric:
-                # One float32 block, column-major: each feature's [n, 1] input is a contiguous view of it.
-                picked = rows if self._all_numeric else [[row[j] for j in self._numeric] for row in rows]
-                block = np.asfortranarray(np.array(picked, dtype=np.float32))
-                for position, j in enumerate(self._numeric):
-                    inputs[self._names[j]] = block[:, position : position + 1]
-            for j in self._categorical:
-                inputs[self._names[j]] = np.array([row[j] for row in rows], dtype=object).reshape(-1, 1)
-            outputs = self.session.run(self._outputs, inputs)
-            if self.task == "classification":
-                return outputs[0].ravel().tolist(), np.asarray(outputs[1], dtype=np.float64).tolist()
-            return np.asarray(outputs[0], dtype=np.float64).ravel().tolist(), None
+            return self.session.run_rows(rows)  # type: ignore[no-any-return]
         import pandas as pd
 
         frame = pd.DataFrame(
@@ -185,14 +168,16 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
     classes = manifest.get("classes")
     before = _rss_bytes()
     onnx_ref = _ref(artifacts, "model.onnx")
-    if onnx_ref is not None and (task == "regression" or (task == "classification" and classes)):
-        import onnxruntime as ort
-
+    if onnx_ref is not None and task in ("regression", "classification"):
         path = store.get_file(onnx_ref.uri, folder / "model.onnx", sha256=onnx_ref.sha256)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session: Any = OnnxModel.open(
+            path,
+            features=[f.name for f in features],
+            numeric=[f.kind == "numeric" for f in features],
+            task=task,  # type: ignore[arg-type]
+            classes=classes,
+        )
+        classes = session.classes
         runtime: Literal["onnx", "skops"] = "onnx"
         digest = onnx_ref.sha256 or ""
     else:

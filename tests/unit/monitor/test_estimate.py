@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from services.monitor import estimate
-from services.trainer import domain as trainer_domain
+from shared.runtime.profile import calibration as calibrate
 
 
 def world(rows: int, *, shift: float, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
@@ -25,7 +25,7 @@ def test_estimated_accuracy_and_auc_follow_the_truth_without_and_under_covariate
     x_train, y_train = world(4000, shift=0.0, rng=rng)
     x_test, y_test = world(2000, shift=0.0, rng=rng)
     model = LogisticRegression().fit(x_train, y_train)
-    calibration = trainer_domain.calibration(model, x_test, pd.Series(y_test))
+    calibration = calibrate(model, x_test, pd.Series(y_test))
     assert calibration is not None and calibration.positive_class == "1" and calibration.rows == 2000
     errors: dict[float, list[float]] = {0.0: [], 1.0: []}
     auc_errors = []
@@ -52,7 +52,7 @@ def test_a_window_without_probabilities_has_no_estimate() -> None:
     rng = np.random.default_rng(1)
     x, y = world(500, shift=0.0, rng=rng)
     model = LogisticRegression().fit(x, y)
-    calibration = trainer_domain.calibration(model, x, pd.Series(y))
+    calibration = calibrate(model, x, pd.Series(y))
     assert calibration is not None
     assert estimate.estimate(calibration, np.full(10, np.nan), None) == {}
 
@@ -62,7 +62,7 @@ def test_the_bucketed_estimate_matches_the_exact_one_on_every_row() -> None:
     x_train, y_train = world(3000, shift=0.0, rng=rng)
     model = LogisticRegression().fit(x_train, y_train)
     x_test, y_test = world(2000, shift=0.0, rng=rng)
-    calibration = trainer_domain.calibration(model, x_test, pd.Series(y_test))
+    calibration = calibrate(model, x_test, pd.Series(y_test))
     assert calibration is not None and calibration.score_knots
     x, _ = world(50_000, shift=1.0, rng=rng)
     score = model.predict_proba(x)[:, 1]

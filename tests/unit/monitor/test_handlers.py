@@ -12,7 +12,6 @@ import pandas as pd
 
 from services.monitor import app
 from services.monitor.memory import MemoryStore
-from services.trainer.domain import reference_profile
 from shared.contract.events import (
     CanaryAnalyzed,
     DriftDetected,
@@ -30,6 +29,7 @@ from shared.contract.events import (
 from shared.contract.spec import Monitoring
 from shared.ops.example_data import churn_frame
 from shared.runtime.memory import InMemoryBus
+from shared.runtime.profile import reference_profile
 from tests.support.examples import example
 from tests.support.specs import example_spec, spec_applied
 
@@ -42,7 +42,9 @@ FEATURES = [f.name for f in SPEC.features]
 @functools.cache
 def reference() -> ModelTrained:
     frame = churn_frame(2000, seed=1)
-    profile = reference_profile(SPEC, frame, frame[SPEC.target].to_numpy())
+    profile = reference_profile(
+        SPEC.features, frame, frame[SPEC.target].to_numpy(), task=SPEC.task, seed=SPEC.split.seed
+    )
     return example(ModelTrained, model=MODEL, run_id="run-1", reference_profile=profile, metrics={"accuracy": 0.9})
 
 

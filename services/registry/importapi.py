@@ -1,0 +1,246 @@
+"""The registry's import route: an operator uploads a model trained elsewhere (multipart: the model
+file or MLflow archive, reference rows, test rows), the registry checks it whole and emits the
+ModelTrained (trigger `imported`) that makes it the model's next version. Every outcome, the
+refusals included, is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fastapi import FastAPI, HTTPException, Request
+from opentelemetry import trace
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import UploadFile
+
+from services.registry import domain, store
+from services.registry.cache import AliasCache
+from services.registry.importing import Prepared, Upload, prepare_import
+from services.registry.sources import ImportRefused
+from shared.contract.events import ArtifactRef
+from shared.contract.spec import ModelSpec
+from shared.runtime.artifacts import ArtifactError, ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.httpapi import RANK, Principal, Viewer
+from shared.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+FIELDS = ("model", "reference", "test")
+MULTIPART: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {
+                        "model": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A skops file, an ONNX file, or an MLflow model as .zip or .tar.gz.",
+                        },
+                        "reference": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Reference rows (CSV or Parquet): schema, smoke test, drift profile.",
+                        },
+                        "test": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Labelled test rows for evaluation; without them, the reference rows.",
+                        },
+                        "target": {"type": "string", "description": "Target column; the spec's by default."},
+                        "reason": {"type": "string", "description": "Why; kept in the audit log."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class Imported(BaseModel):
+    """An accepted import: its run, and the event that registers it as the model's next version."""
+
+    model: str
+    run_id: str = Field(description="Run id of the import; the version registered from it carries it.")
+    event_id: str = Field(description="ce_id of the ModelTrained emitted.")
+    format: str = Field(description="skops, onnx or mlflow.")
+    flavor: str = Field(description="What is served: skops or onnx.")
+    estimator: str = Field(description="The model's estimator (or ONNX producer).")
+    features: list[str] = Field(description="Input columns, in the model's order.")
+    schema_from: str = Field(description="Where the schema came from.")
+    metrics: dict[str, float] = Field(description="Metrics on the evaluation rows.")
+    evaluated_on: str = Field(description="test, or reference when no test rows were sent.")
+    artifacts: list[ArtifactRef] = Field(description="Stored files with their digests.")
+    seconds: float = Field(description="Time the checks took.")
+
+
+def _filename(upload: UploadFile, field: str) -> str:
+    name = Path((upload.filename or field).replace("\\", "/")).name
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or field
+
+
+def code_version() -> str:
+    """The version of the code that imports."""
+    try:
+        return importlib.metadata.version("modelbus")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_import_routes(
+    api: FastAPI,
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    bus: Bus,
+    cache: AliasCache,
+    artifacts: ArtifactStore,
+) -> None:
+    """Add `POST /v1/models/{name}/import`."""
+    tracer = trace.get_tracer("modelbus.registry.api")
+
+    async def audit(who: Principal, name: str, reason: str, *, outcome: str, detail: dict[str, Any]) -> None:
+        async with sessions() as session, session.begin():
+            await store.SqlStore(session).audit(
+                actor=who.actor,
+                role=who.role,
+                action="import",
+                target=name,
+                reason=reason,
+                outcome=outcome,
+                detail=detail,
+            )
+
+    async def refuse(
+        who: Principal, name: str, reason: str, status: int, message: str, detail: dict[str, Any]
+    ) -> NoReturn:
+        log.info("import of %s refused (%d): %s", name, status, message)
+        await audit(who, name, reason, outcome="refused", detail={**detail, "error": message, "status": status})
+        raise HTTPException(status, message)
+
+    @api.post(
+        "/v1/models/{name}/import",
+        tags=["act"],
+        status_code=201,
+        openapi_extra=MULTIPART,
+        responses={403: {"description": "Not an operator."}, 413: {"description": "Over the size limit."}},
+    )
+    async def import_model(who: Viewer, name: str, request: Request) -> Imported:
+        """Import a model trained elsewhere (operator): skops, ONNX or an MLflow model; it becomes the
+        model's next version and goes through the same evaluation, rollout and monitoring."""
+        if RANK[who.role] < RANK["operator"]:
+            await refuse(who, name, "", 403, f"role {who.role} may not import models; it needs operator", {})
+        declared = int(request.headers.get("content-length") or 0)
+        limit = settings.import_max_bytes
+        if declared > limit:
+            message = (
+                f"the upload is {declared} bytes, over the import limit of {limit} bytes (MODELBUS_IMPORT_MAX_BYTES)"
+            )
+            await refuse(who, name, "", 413, message, {"bytes": declared})
+        with tracer.start_as_current_span(f"registry import {name}", attributes={"modelbus.actor": who.actor}):
+            with tempfile.TemporaryDirectory(prefix="modelbus-import-") as folder:
+                return await _import(who, name, request, Path(folder))
+
+    async def _import(who: Principal, name: str, request: Request, folder: Path) -> Imported:
+        try:
+            form = await request.form(max_files=len(FIELDS), max_fields=8)
+        except Exception as exc:  # a malformed multipart body: starlette's parser says why
+            await refuse(who, name, "", 400, f"the upload is not a readable multipart form: {exc}", {})
+        reason = str(form.get("reason") or "")[:2000]
+        target = form.get("target")
+        files: dict[str, tuple[Path, str]] = {}
+        for field in FIELDS:
+            part = form.get(field)
+            if part is None:
+                continue
+            if not isinstance(part, UploadFile):
+                await refuse(who, name, reason, 422, f"form field {field!r} must be a file", {})
+            filename = _filename(part, field)
+            (folder / field).mkdir()
+            path = folder / field / filename
+            with path.open("wb") as out:
+                await asyncio.to_thread(shutil.copyfileobj, part.file, out, 1 << 20)
+            files[field] = (path, filename)
+        if "model" not in files:
+            await refuse(who, name, reason, 422, "the form has no 'model' file", {})
+        detail: dict[str, Any] = {field: filename for field, (_, filename) in files.items()}
+        async with sessions() as session:
+            try:
+                revision = await store.SqlStore(session).latest_spec(name)
+            except domain.NotFound:
+                revision = None
+        if revision is None:
+            message = (
+                f"no spec applied for model {name!r}: apply one first (modelbus apply SPEC); "
+                "it declares the task, target, features, gates and rollout"
+            )
+            await refuse(who, name, reason, 409, message, detail)
+        spec = ModelSpec.model_validate(revision.spec)
+        run_id = f"import-{uuid.uuid4().hex[:16]}"
+        upload = Upload(
+            model=files["model"][0],
+            model_name=files["model"][1],
+            reference=files["reference"][0] if "reference" in files else None,
+            reference_name=files["reference"][1] if "reference" in files else "",
+            test=files["test"][0] if "test" in files else None,
+            test_name=files["test"][1] if "test" in files else "",
+            target=str(target) if target else None,
+            reason=reason,
+            actor=who.actor,
+        )
+        try:
+            prepared = await asyncio.to_thread(
+                prepare_import, upload, spec, run_id=run_id, work=folder / "work", max_bytes=settings.import_max_bytes
+            )
+        except ImportRefused as exc:
+            await refuse(who, name, reason, 422, str(exc), detail)
+        try:
+            refs = await _store(prepared, name)
+        except ArtifactError as exc:
+            await refuse(who, name, reason, 503, f"the artifact store refused the files: {exc}", detail)
+        trained = prepared.trained(spec, revision.revision, refs, code_version())
+        async with sessions() as session, session.begin():
+            event_id = bus.stage(session, trained)
+            await store.SqlStore(session).audit(
+                actor=who.actor,
+                role=who.role,
+                action="import",
+                target=name,
+                reason=reason,
+                detail={**detail, "run_id": run_id, "format": prepared.source["format"], "event_id": event_id},
+            )
+        cache.invalidate(name)
+        bus.wake_relay()
+        log.info("%s: imported %s as run %s (%s)", name, upload.model_name, run_id, prepared.estimator)
+        return Imported(
+            model=name,
+            run_id=run_id,
+            event_id=event_id,
+            format=prepared.source["format"],
+            flavor=prepared.source["flavor"],
+            estimator=prepared.estimator,
+            features=[f.name for f in prepared.feature_schema],
+            schema_from=prepared.source["schema_from"],
+            metrics=prepared.metrics,
+            evaluated_on=prepared.evaluated_on,
+            artifacts=refs,
+            seconds=prepared.seconds,
+        )
+
+    async def _store(prepared: Prepared, name: str) -> list[ArtifactRef]:
+        refs = []
+        for file_name, path in sorted(prepared.files.items()):
+            stored = await asyncio.to_thread(artifacts.put_file, f"{name}/{prepared.run_id}/{file_name}", path)
+            refs.append(ArtifactRef(name=file_name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+        return refs
