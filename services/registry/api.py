@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
 from services.registry.cache import AliasCache
-from services.registry.importapi import add_import_routes
+from services.registry.interchange import add_interchange_routes
 from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
@@ -223,7 +223,7 @@ def make_api(
     # ------------------------------------------------------------ health
 
     add_health_routes(api, sessions, bus, metrics)
-    add_import_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
+    add_interchange_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
 
     # ------------------------------------------------------------ read (viewer)
 

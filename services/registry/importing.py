@@ -24,6 +24,7 @@ from shared.runtime.artifacts import sha256_file
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
 from shared.runtime.modelfile import UntrustedArtifact, load_model
+from shared.runtime.onnxexport import export_onnx
 from shared.runtime.onnxmodel import OnnxModel, OnnxModelError, inputs_of, session_of
 from shared.runtime.profile import calibration, reference_profile
 
@@ -166,16 +167,58 @@ def _onnx_columns(path: Path, spec: ModelSpec) -> list[tuple[str, Kind]] | None:
 # ---------------------------------------------------------------- loading and the smoke test
 
 
+def _estimators(value: Any, seen: set[int]) -> list[Any]:
+    """Every estimator inside a fitted model: pipeline steps, column transformers, ensembles."""
+    if isinstance(value, str | bytes | int | float) or value is None or id(value) in seen:
+        return []
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return [e for item in value.ravel() for e in _estimators(item, seen)] if value.dtype == object else []
+    if isinstance(value, list | tuple):
+        return [e for item in value for e in _estimators(item, seen)]
+    if not hasattr(value, "get_params"):
+        return []
+    found = [value]
+    for name in ("steps", "transformers_", "estimators_", "estimator_", "base_estimator_", "final_estimator_"):
+        found += _estimators(getattr(value, name, None), seen)
+    return found
+
+
+def check_trees(model: Any) -> None:
+    """Refuse fitted trees whose node arrays point outside themselves: scikit-learn indexes them
+    without bounds checks, so a crafted skops file could crash or read beyond its memory."""
+    for estimator in _estimators(model, set()):
+        tree = getattr(estimator, "tree_", None)
+        if tree is None:
+            continue
+        nodes, width = int(tree.node_count), int(getattr(estimator, "n_features_in_", tree.n_features))
+        left, right, feature = (np.asarray(a) for a in (tree.children_left, tree.children_right, tree.feature))
+        if not (len(left) == len(right) == len(feature) == nodes):
+            raise ImportRefused(f"a fitted tree of {type(estimator).__name__} has inconsistent node arrays")
+        for name, array, low, high in (
+            ("child", left, -1, nodes),
+            ("child", right, -1, nodes),
+            ("feature", feature, -2, width),
+        ):
+            if array.size and (array.min() < low or array.max() >= high):
+                raise ImportRefused(
+                    f"a fitted tree of {type(estimator).__name__} names a {name} index outside [{low}, {high}): "
+                    "the file is corrupt or crafted"
+                )
+
+
 def _load(source: Source, spec: ModelSpec, features: list[Feature]) -> Any:
     if source.flavor == "skops":
         try:
-            return load_model(source.model_file)
+            model = load_model(source.model_file)
         except UntrustedArtifact as exc:
             raise ImportRefused(
                 f"{exc}; modelbus loads skops files naming scikit-learn, NumPy, SciPy, XGBoost and LightGBM types only"
             ) from None
         except Exception as exc:
             raise ImportRefused(f"the skops file does not load: {type(exc).__name__}: {str(exc)[:300]}") from None
+        check_trees(model)
+        return model
     try:
         onnx = OnnxModel.open(
             source.model_file,
@@ -252,10 +295,12 @@ def _describe(model: Any, source: Source) -> tuple[str, dict[str, Any]]:
         import onnx
 
         graph = onnx.load(str(source.model_file), load_external_data=False)
-        producer = f"{graph.producer_name} {graph.producer_version}".strip() or "unknown producer"
-        return f"onnx ({producer})", {}
+        producer = graph.producer_name or "unknown"
+        opset = max((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), default=0)
+        return f"onnx.{producer}", {"producer_version": graph.producer_version, "opset": opset}
     final = model.steps[-1][1] if hasattr(model, "steps") else model
-    estimator = f"{type(final).__module__.split('.')[0]}.{type(final).__qualname__}"
+    public = [part for part in type(final).__module__.split(".") if not part.startswith("_")]
+    estimator = ".".join([*public, type(final).__qualname__])
     params = {
         k: v for k, v in final.get_params(deep=False).items() if v is None or isinstance(v, str | int | float | bool)
     }
@@ -316,6 +361,12 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
     model_file = copy_model(source, out)
+    files = {model_file.name: model_file}
+    onnx_note = "ok (imported as ONNX)"
+    if source.flavor == "skops":
+        onnx_note = export_onnx(model, features, spec.task, x, out / "model.onnx")
+        if onnx_note == "ok":
+            files["model.onnx"] = out / "model.onnx"
     evaluation.to_parquet(out / "test-split.parquet", index=False)
     estimator, params = _describe(model, source)
     data_digest = sha256_file(upload.reference or upload.test)  # type: ignore[arg-type]
@@ -360,16 +411,12 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
         "rows": {"reference": len(rows), "test": len(evaluation)},
         "trigger": "imported",
         "imported_from": origin,
-        "onnx": "ok" if source.flavor == "onnx" else "not exported (imported as skops)",
+        "onnx": onnx_note,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return Prepared(
         run_id=run_id,
-        files={
-            model_file.name: model_file,
-            "test-split.parquet": out / "test-split.parquet",
-            "manifest.json": out / "manifest.json",
-        },
+        files={**files, "test-split.parquet": out / "test-split.parquet", "manifest.json": out / "manifest.json"},
         estimator=estimator,
         params=params,
         metrics=metrics,

@@ -23,10 +23,10 @@ from shared.contract.events import CandidateResult, ContractViolation, FeatureSc
 from shared.contract.spec import ModelSpec
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
+from shared.runtime.onnxexport import export_onnx
 from shared.runtime.profile import calibration, reference_profile
 
 log = logging.getLogger("modelbus.trainer.fit")
-ONNX_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def train(job: Job) -> Outcome:
         calibrated = calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
         profile = profile.model_copy(update={"calibration": calibrated})
     files = _write_artifacts(job, spec, model, parts.test, out)
-    onnx_note = _export_onnx(spec, model, x_val, out / "model.onnx")
+    onnx_note = export_onnx(model, spec.features, spec.task, x_val, out / "model.onnx")
     if onnx_note == "ok":
         files["model.onnx"] = str(out / "model.onnx")
     seconds = time.perf_counter() - started
@@ -195,53 +195,6 @@ def _write_artifacts(job: Job, spec: ModelSpec, model: Any, test: pd.DataFrame, 
     sio.dump(model, out / "model.skops")
     test.to_parquet(out / "test-split.parquet", index=False)
     return {"model.skops": str(out / "model.skops"), "test-split.parquet": str(out / "test-split.parquet")}
-
-
-def _onnx_inputs(spec: ModelSpec, x: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
-    inputs: dict[str, np.ndarray[Any, Any]] = {}
-    for feature in spec.features:
-        column = x[feature.name]
-        if feature.type == "numeric":
-            inputs[feature.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
-        else:
-            inputs[feature.name] = column.astype(str).to_numpy(dtype=object).reshape(-1, 1)
-    return inputs
-
-
-def _export_onnx(spec: ModelSpec, model: Any, x_val: pd.DataFrame, path: Path) -> str:
-    """Export to ONNX and check it agrees with scikit-learn on the validation rows; 'ok' or why not."""
-    try:
-        import onnxruntime as ort
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-
-        types = [
-            (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
-            for f in spec.features
-        ]
-        options = {id(model.steps[-1][1]): {"zipmap": False}} if spec.task == "classification" else None
-        onnx_model = to_onnx(model, initial_types=types, options=options, target_opset=17)
-        path.write_bytes(onnx_model.SerializeToString())
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        outputs = session.run(None, _onnx_inputs(spec, x_val))
-        if spec.task == "classification":
-            expected = model.predict_proba(x_val)
-            got = np.asarray(outputs[1], dtype=float)
-        else:
-            expected = model.predict(x_val).reshape(-1, 1)
-            got = np.asarray(outputs[0], dtype=float).reshape(-1, 1)
-        diff = float(np.max(np.abs(expected - got)))
-        if not diff <= ONNX_TOLERANCE:
-            path.unlink(missing_ok=True)
-            reason = f"ONNX disagrees with scikit-learn on validation (max abs diff {diff:.3g} > {ONNX_TOLERANCE:g})"
-            log.warning("%s: no ONNX artifact", reason)
-            return reason
-        return "ok"
-    except Exception as exc:
-        path.unlink(missing_ok=True)
-        reason = f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}"
-        log.warning("%s: no ONNX artifact", reason)
-        return reason
 
 
 def _versions() -> dict[str, str]:

@@ -38,11 +38,36 @@ class RegistryClient:
     def __exit__(self, *_: object) -> None:
         self.http.close()
 
-    def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """One request; returns the decoded JSON, raises ApiError with the API's reason."""
+        return self.send(method, path, json=json, params=params, files=files, data=data, timeout=timeout).json()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One request; returns the response, raises ApiError with the API's reason."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = self.http.request(method, path, json=json, params=query)
+            response = self.http.request(method, path, json=json, params=query, files=files, data=data, **extra)
         except httpx.TransportError as exc:
             variable = "MODELBUS_ALERTER_URL" if self.service == "alerter" else "MODELBUS_API_URL"
             raise ApiError(
@@ -63,4 +88,4 @@ class RegistryClient:
                 status=response.status_code,
                 errors=body.get("errors", []) if isinstance(body, dict) else [],
             )
-        return response.json()
+        return response

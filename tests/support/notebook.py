@@ -92,6 +92,7 @@ def main() -> None:
             model,
             str(folder),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=sio.get_untrusted_types(file=args.out / "model.skops"),  # we made it ourselves
             signature=infer_signature(sample, model.predict(sample)),
             input_example=sample.head(3),
             metadata={"notebook": "churn-forest"},

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from shared.ops.cli import alerts, config, db, events, platform, registry, schemas, stack  # noqa: F401 (registration)
+from shared.ops.cli import (  # noqa: F401 (registration)
+    alerts,
+    config,
+    db,
+    events,
+    interchange,
+    platform,
+    registry,
+    schemas,
+    stack,
+)
 from shared.ops.cli.app import app
 from shared.ops.cli.render import err
 

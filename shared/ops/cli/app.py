@@ -22,13 +22,25 @@ def cli_settings() -> Settings:
 
 
 def call_api(
-    method: str, path: str, *, json: object = None, params: dict[str, object] | None = None, service: str = "registry"
+    method: str,
+    path: str,
+    *,
+    json: object = None,
+    params: dict[str, object] | None = None,
+    service: str = "registry",
+    files: dict[str, Any] | None = None,
+    data: dict[str, str] | None = None,
+    timeout: float | None = None,
+    raw: bool = False,
 ) -> Any:
+    """Call an API; on refusal print its reason and exit (2 for the caller's mistake, 1 otherwise).
+    `raw`: the httpx response rather than its JSON."""
     from shared.ops.client import ApiError, RegistryClient
 
     try:
         with RegistryClient(cli_settings(), service=service) as client:
-            return client.call(method, path, json=json, params=params)
+            response = client.send(method, path, json=json, params=params, files=files, data=data, timeout=timeout)
+            return response if raw else response.json()
     except ApiError as exc:
         err.print(str(exc), markup=False)
         for issue in exc.errors:

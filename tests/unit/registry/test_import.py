@@ -107,7 +107,7 @@ def test_a_skops_pipeline_imports_with_its_schema_smoke_test_profile_and_evaluat
 ) -> None:
     prepared = run(upload(notebook["skops"], notebook), tmp_path)
     assert [f.name for f in prepared.feature_schema] == NUMERIC + CATEGORICAL
-    assert set(prepared.files) == {"model.skops", "manifest.json", "test-split.parquet"}
+    assert set(prepared.files) == {"model.skops", "model.onnx", "manifest.json", "test-split.parquet"}
     assert prepared.evaluated_on == "test"
     assert 0.5 < prepared.metrics["roc_auc"] <= 1
     assert set(prepared.profile.features) == set(NUMERIC + CATEGORICAL)
@@ -116,7 +116,8 @@ def test_a_skops_pipeline_imports_with_its_schema_smoke_test_profile_and_evaluat
     assert manifest["imported_from"]["format"] == "skops"
     assert manifest["imported_from"]["imported_by"] == "ops"
     assert manifest["classes"] == [0, 1]
-    assert prepared.estimator == "sklearn.RandomForestClassifier"
+    assert manifest["onnx"] == "ok"  # exported, and it agrees with the pipeline on the reference rows
+    assert prepared.estimator == "sklearn.ensemble.RandomForestClassifier"
     assert len(pd.read_parquet(prepared.files["test-split.parquet"])) == 1000
 
 
@@ -277,3 +278,15 @@ def test_a_tarball_with_a_link_is_refused_whole(notebook: dict[str, Path], tmp_p
         archive.addfile(mlmodel, io.BytesIO(data))
     with pytest.raises(ImportRefused, match="is a link"):
         run(upload(target, notebook), tmp_path)
+
+
+def test_a_forest_whose_tree_points_outside_itself_is_refused(notebook: dict[str, Path], tmp_path: Path) -> None:
+    pipeline = sio.load(notebook["skops"], trusted=sio.get_untrusted_types(file=notebook["skops"]))
+    tree = pipeline.steps[-1][1].estimators_[3].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    nodes["left_child"][0] = 10_000_000  # what a crafted file can hold: scikit-learn would read past the array
+    tree.__setstate__({**state, "nodes": nodes})
+    sio.dump(pipeline, tmp_path / "crafted.skops")
+    with pytest.raises(ImportRefused, match=r"names a child index outside \[-1, \d+\): the file is corrupt or crafted"):
+        run(upload(tmp_path / "crafted.skops", notebook), tmp_path)

@@ -1,7 +1,9 @@
-"""The registry's import route: an operator uploads a model trained elsewhere (multipart: the model
-file or MLflow archive, reference rows, test rows), the registry checks it whole and emits the
-ModelTrained (trigger `imported`) that makes it the model's next version. Every outcome, the
-refusals included, is audited."""
+"""Models in and out of the registry.
+
+Import: an operator uploads a model trained elsewhere (multipart: the model file or MLflow archive,
+reference rows, test rows); the registry checks it whole and emits the ModelTrained (trigger
+`imported`) that makes it the model's next version. Every outcome, the refusals included, is
+audited. Export: any version, as an MLflow model folder in a zip (`services.registry.export`)."""
 
 from __future__ import annotations
 
@@ -13,19 +15,23 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 from opentelemetry import trace
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from services.registry import domain, store
 from services.registry.cache import AliasCache
+from services.registry.export import write_mlflow_model
 from services.registry.importing import Prepared, Upload, prepare_import
 from services.registry.sources import ImportRefused
 from shared.contract.events import ArtifactRef
+from shared.contract.refs import parse_ref
 from shared.contract.spec import ModelSpec
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.bus import Bus
@@ -75,7 +81,7 @@ class Imported(BaseModel):
     run_id: str = Field(description="Run id of the import; the version registered from it carries it.")
     event_id: str = Field(description="ce_id of the ModelTrained emitted.")
     format: str = Field(description="skops, onnx or mlflow.")
-    flavor: str = Field(description="What is served: skops or onnx.")
+    served_as: str = Field(description="What serving runs: onnx (imported, or exported from a pipeline) or skops.")
     estimator: str = Field(description="The model's estimator (or ONNX producer).")
     features: list[str] = Field(description="Input columns, in the model's order.")
     schema_from: str = Field(description="Where the schema came from.")
@@ -98,7 +104,7 @@ def code_version() -> str:
         return "unknown"
 
 
-def add_import_routes(
+def add_interchange_routes(
     api: FastAPI,
     settings: Settings,
     *,
@@ -107,7 +113,7 @@ def add_import_routes(
     cache: AliasCache,
     artifacts: ArtifactStore,
 ) -> None:
-    """Add `POST /v1/models/{name}/import`."""
+    """Add `POST /v1/models/{name}/import` and `GET /v1/models/{name}/versions/{ref}/export`."""
     tracer = trace.get_tracer("modelbus.registry.api")
 
     async def audit(who: Principal, name: str, reason: str, *, outcome: str, detail: dict[str, Any]) -> None:
@@ -228,7 +234,7 @@ def add_import_routes(
             run_id=run_id,
             event_id=event_id,
             format=prepared.source["format"],
-            flavor=prepared.source["flavor"],
+            served_as="onnx" if "model.onnx" in prepared.files else "skops",
             estimator=prepared.estimator,
             features=[f.name for f in prepared.feature_schema],
             schema_from=prepared.source["schema_from"],
@@ -236,6 +242,58 @@ def add_import_routes(
             evaluated_on=prepared.evaluated_on,
             artifacts=refs,
             seconds=prepared.seconds,
+        )
+
+    @api.get(
+        "/v1/models/{name}/versions/{ref}/export",
+        tags=["read"],
+        response_class=FileResponse,
+        responses={200: {"content": {"application/zip": {}}, "description": "The MLflow model folder, zipped."}},
+    )
+    async def export_version(
+        _: Viewer, name: str, ref: str, format: Annotated[Literal["mlflow"], Query()] = "mlflow"
+    ) -> FileResponse:
+        """A version as an MLflow model (zipped folder): the onnx flavor when it has ONNX, else sklearn
+        with skops; its signature, an input example and the modelbus manifest as metadata."""
+        try:
+            parsed = parse_ref(f"{name}@{ref}")
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        async with sessions() as session:
+            versions = store.SqlStore(session)
+            version = await versions.get_version(name, await versions.resolve(parsed))
+        refs = {a["name"]: a for a in version.artifacts}
+        model_file = "model.onnx" if "model.onnx" in refs else "model.skops"
+        wanted = [model_file, "manifest.json", "test-split.parquet"]
+        missing = [w for w in wanted if w not in refs]
+        if missing:
+            raise HTTPException(409, f"{name}@{version.version} lacks {', '.join(missing)}; it cannot be exported")
+        folder = Path(tempfile.mkdtemp(prefix="modelbus-export-"))
+        try:
+            files = {}
+            for wanted_name in wanted:
+                artifact = refs[wanted_name]
+                files[wanted_name] = await asyncio.to_thread(
+                    artifacts.get_file, artifact["uri"], folder / "files" / wanted_name, sha256=artifact["sha256"]
+                )
+            target = folder / f"{name}-{version.version}"
+            await asyncio.to_thread(write_mlflow_model, target, version=version.model_dump(mode="json"), files=files)
+            archive = await asyncio.to_thread(
+                shutil.make_archive, str(folder / target.name), "zip", folder, target.name
+            )
+        except ArtifactError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise HTTPException(
+                503, f"the artifact store could not give {name}@{version.version}'s files: {exc}"
+            ) from None
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return FileResponse(
+            archive,
+            media_type="application/zip",
+            filename=f"{target.name}.mlflow.zip",
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
         )
 
     async def _store(prepared: Prepared, name: str) -> list[ArtifactRef]:

@@ -1,0 +1,71 @@
+"""A fitted pipeline as an ONNX graph, kept only when it agrees with the pipeline: the trainer's
+export of every winner, and the registry's of an imported skops pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shared.contract.spec import Feature
+
+log = logging.getLogger("modelbus.onnx")
+ONNX_TOLERANCE = 1e-4
+
+
+def onnx_inputs(features: Sequence[Feature], x: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for feature in features:
+        column = x[feature.name]
+        if feature.type == "numeric":
+            inputs[feature.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+        else:
+            inputs[feature.name] = column.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+    return inputs
+
+
+def export_onnx(
+    model: Any,
+    features: Sequence[Feature],
+    task: Literal["classification", "regression"],
+    x_val: pd.DataFrame,
+    path: Path,
+) -> str:
+    """Export a fitted pipeline to ONNX (one `[N, 1]` input per feature) and check it agrees with the
+    pipeline on `x_val`; 'ok', or why not (and no file)."""
+    try:
+        import onnxruntime as ort
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+        types = [
+            (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
+            for f in features
+        ]
+        options = {id(model.steps[-1][1]): {"zipmap": False}} if task == "classification" else None
+        onnx_model = to_onnx(model, initial_types=types, options=options, target_opset=17)
+        path.write_bytes(onnx_model.SerializeToString())
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs = session.run(None, onnx_inputs(features, x_val))
+        if task == "classification":
+            expected = model.predict_proba(x_val)
+            got = np.asarray(outputs[1], dtype=float)
+        else:
+            expected = model.predict(x_val).reshape(-1, 1)
+            got = np.asarray(outputs[0], dtype=float).reshape(-1, 1)
+        diff = float(np.max(np.abs(expected - got)))
+        if not diff <= ONNX_TOLERANCE:
+            path.unlink(missing_ok=True)
+            reason = f"ONNX disagrees with scikit-learn on validation (max abs diff {diff:.3g} > {ONNX_TOLERANCE:g})"
+            log.warning("%s: no ONNX artifact", reason)
+            return reason
+        return "ok"
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        reason = f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}"
+        log.warning("%s: no ONNX artifact", reason)
+        return reason
