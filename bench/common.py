@@ -143,16 +143,31 @@ def wait_http(url: str, *, timeout: float, what: str, process: subprocess.Popen[
 
 
 def mlflow_python() -> Path:
-    """Python of the benchmark's own MLflow virtualenv (created on first use), with skops to read our models."""
+    """Python of the benchmark's own MLflow virtualenv (created on first use), with the same
+    scikit-learn, skops and ONNX packages as modelbus, to read its models and write notebook ones."""
+    import onnx
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+    import skops
+
     venv = BENCH / "mlflow-venv"
     python = venv / "bin" / "python"
     if not (venv / "bin" / "mlflow").exists():
         say("[bench] installing MLflow into .modelbus/bench/mlflow-venv (a few minutes the first time) …")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow", "psycopg2-binary"], check=True)
-    probe = subprocess.run([str(python), "-c", "import skops"], capture_output=True)
-    if probe.returncode != 0:
-        import skops
-
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"skops=={skops.__version__}"], check=True)
+    pins = {
+        "sklearn": f"scikit-learn=={sklearn.__version__}",
+        "skops": f"skops=={skops.__version__}",
+        "skl2onnx": f"skl2onnx=={skl2onnx.__version__}",
+        "onnx": f"onnx=={onnx.__version__}",
+        "onnxruntime": f"onnxruntime=={onnxruntime.__version__}",
+    }
+    probe = "import importlib.metadata as m, sys; " + "; ".join(
+        f"sys.exit(1) if m.version({pin.split('==')[0]!r}) != {pin.split('==')[1]!r} else None" for pin in pins.values()
+    )
+    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
+        say(f"[bench] installing {', '.join(pins.values())} into the MLflow virtualenv …")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins.values()], check=True)
     return python

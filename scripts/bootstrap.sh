@@ -56,12 +56,18 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ -f "$stamp" ] && .venv/bin/modelbus --help >/dev/null 2>&1; then
   say "modelbus already installed in .venv (pyproject.toml unchanged)"
-  exit 0
+else
+  say "installing modelbus and its dependencies into .venv (first run downloads ~300 MB)"
+  export PYTHONWARNINGS=ignore  # setuptools' notices about editable installs
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  .venv/bin/modelbus --help >/dev/null && touch "$stamp"
+  say "done: modelbus CLI ready at .venv/bin/modelbus"
 fi
-say "installing modelbus and its dependencies into .venv (first run downloads ~300 MB)"
-export PYTHONWARNINGS=ignore  # setuptools' notices about editable installs
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
-rm -f .venv/.installed-*
-.venv/bin/modelbus --help >/dev/null && touch "$stamp"
-say "done: modelbus CLI ready at .venv/bin/modelbus"
+
+# MLflow in a virtualenv of its own: the MLflow interop tests (notebook models in, exports loaded
+# with mlflow.pyfunc, the tracking mirror) and the serving benchmark use it, unmodified.
+.venv/bin/python -c 'from bench.common import mlflow_python; mlflow_python()' \
+  || fail "could not install MLflow into .modelbus/bench/mlflow-venv (see above)"
+say "MLflow ready in .modelbus/bench/mlflow-venv"

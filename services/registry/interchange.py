@@ -251,10 +251,17 @@ def add_interchange_routes(
         responses={200: {"content": {"application/zip": {}}, "description": "The MLflow model folder, zipped."}},
     )
     async def export_version(
-        _: Viewer, name: str, ref: str, format: Annotated[Literal["mlflow"], Query()] = "mlflow"
+        _: Viewer,
+        name: str,
+        ref: str,
+        format: Annotated[Literal["mlflow"], Query(description="Only mlflow.")] = "mlflow",
+        flavor: Annotated[
+            Literal["auto", "onnx", "sklearn"], Query(description="auto: onnx when the version has ONNX.")
+        ] = "auto",
     ) -> FileResponse:
         """A version as an MLflow model (zipped folder): the onnx flavor when it has ONNX, else sklearn
-        with skops; its signature, an input example and the modelbus manifest as metadata."""
+        with skops (or the flavor asked for); its signature, an input example and the modelbus
+        manifest as metadata."""
         try:
             parsed = parse_ref(f"{name}@{ref}")
         except ValueError as exc:
@@ -263,11 +270,14 @@ def add_interchange_routes(
             versions = store.SqlStore(session)
             version = await versions.get_version(name, await versions.resolve(parsed))
         refs = {a["name"]: a for a in version.artifacts}
-        model_file = "model.onnx" if "model.onnx" in refs else "model.skops"
+        chosen = flavor if flavor != "auto" else "onnx" if "model.onnx" in refs else "sklearn"
+        model_file = "model.onnx" if chosen == "onnx" else "model.skops"
         wanted = [model_file, "manifest.json", "test-split.parquet"]
         missing = [w for w in wanted if w not in refs]
         if missing:
-            raise HTTPException(409, f"{name}@{version.version} lacks {', '.join(missing)}; it cannot be exported")
+            raise HTTPException(
+                409, f"{name}@{version.version} lacks {', '.join(missing)}; it cannot be exported as {chosen}"
+            )
         folder = Path(tempfile.mkdtemp(prefix="modelbus-export-"))
         try:
             files = {}

@@ -116,6 +116,7 @@ class Loop:
     say: Say = print
     token: str = field(default_factory=lambda: f"scenario-{uuid.uuid4().hex}")
     seen: list[Envelope] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. more tokens, limits
 
     def __post_init__(self) -> None:
         self.settings = self.base.model_copy(
@@ -127,6 +128,10 @@ class Loop:
             "MODELBUS_OTLP_ENDPOINT": "",
             "MODELBUS_LOG_LEVEL": "INFO",
         }
+        extra = dict(self.extra_env)
+        if "MODELBUS_API_TOKENS" in extra:
+            extra["MODELBUS_API_TOKENS"] = f"{env['MODELBUS_API_TOKENS']},{extra['MODELBUS_API_TOKENS']}"
+        env |= extra
         self.platform = Platform(self.settings, self.say, extra_env=env)
         self.follower = Follower(self.settings)
         self.bus = Bus(self.settings.model_copy(update={"service_name": "scenarios"}))

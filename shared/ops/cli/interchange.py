@@ -95,8 +95,8 @@ def models_import(
         say(f"{name}: uploading {sent}; checking the model …")
         result = call_api("POST", f"/v1/models/{name}/import", files=files, data=data, timeout=600)
     say(
-        f"{name}: imported {model.name} ({result['format']}, served as {result['served_as']}) as run {result['run_id']} "
-        f"in {result['seconds']:.1f} s"
+        f"{name}: imported {model.name} ({result['format']}, served as {result['served_as']}) "
+        f"as run {result['run_id']} in {result['seconds']:.1f} s"
     )
     say(f"  estimator  {result['estimator']}")
     say(f"  features   {', '.join(result['features'])} (from the {result['schema_from']})")
@@ -112,6 +112,9 @@ def models_export(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     directory: Annotated[Path, typer.Argument(help="Folder to write the MLflow model to (must not exist).")],
     format: Annotated[str, typer.Option("--format", help="Only mlflow.")] = "mlflow",
+    flavor: Annotated[
+        str, typer.Option(help="auto (onnx when the version has ONNX, else sklearn), onnx or sklearn.")
+    ] = "auto",
 ) -> None:
     """Write a version as an MLflow model folder (`mlflow.pyfunc.load_model(DIR)` opens it)."""
     if format != "mlflow":
@@ -127,7 +130,7 @@ def models_export(
     response = call_api(
         "GET",
         f"/v1/models/{parsed.model}/versions/{parsed.version or parsed.alias}/export",
-        params={"format": format},
+        params={"format": format, "flavor": flavor},
         timeout=600,
         raw=True,
     )

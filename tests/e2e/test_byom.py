@@ -1,0 +1,282 @@
+"""Bring your own model, as a data scientist does: a notebook trains a scikit-learn pipeline outside
+modelbus and saves it with MLflow (skops) and as ONNX; `modelbus models import` takes both, the
+second is evaluated against the first as champion, rolled out and served; `models export` gives
+MLflow models whose `mlflow.pyfunc` predictions equal serving's; every bad upload is refused whole
+with its reason, and audited. Seven processes, real Kafka, PostgreSQL and S3, MLflow unmodified in
+its own virtualenv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bench.common import mlflow_python
+from shared.contract.events import ModelEvaluated, ModelTrained, RolloutChanged
+from shared.ops.example_data import churn_frame
+from shared.runtime.features import prepare
+from shared.runtime.settings import Settings
+from tests.support.scenarios import Loop
+from tests.support.specs import example_spec
+
+pytestmark = pytest.mark.timeout(900)
+ROOT = Path(__file__).resolve().parents[2]
+MODELBUS = Path(sys.executable).parent / "modelbus"
+MODEL = "byom-churn"
+OPERATOR, VIEWER = "byom-operator", "byom-viewer"
+LIMIT = 3 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+async def loop(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loop]:
+    running = Loop(
+        base_settings,
+        tmp_path_factory.mktemp("byom"),
+        extra_env={
+            "MODELBUS_API_TOKENS": f"{OPERATOR}=operator:otto,{VIEWER}=viewer:vic",
+            "MODELBUS_IMPORT_MAX_BYTES": str(LIMIT),
+        },
+    )
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture(scope="module")
+def notebook(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The notebook's files: data, then its model saved with MLflow, as ONNX and as a pickle."""
+    folder = tmp_path_factory.mktemp("notebook")
+    frame = churn_frame(4000, seed=21)
+    frame.iloc[:3000].to_csv(folder / "train.csv", index=False)
+    frame.iloc[3000:].to_csv(folder / "test.csv", index=False)
+    run = subprocess.run(
+        [str(mlflow_python()), str(ROOT / "tests/support/notebook.py"), str(folder / "train.csv"), str(folder / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = {key: Path(value) for key, value in json.loads(run.stdout.strip().splitlines()[-1]).items()}
+    assert set(written) == {"skops", "onnx", "pickle", "mlflow"}, "the MLflow model is written with MLflow itself"
+    return {**written, "train": folder / "train.csv", "test": folder / "test.csv", "folder": folder}
+
+
+def cli(loop: Loop, *args: str, token: str = OPERATOR, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`modelbus ARGS`, as a user runs it against this platform."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")},
+        "MODELBUS_API_URL": f"http://127.0.0.1:{loop.settings.registry_port}",
+        "MODELBUS_API_TOKEN": token,
+    }
+    return subprocess.run([str(MODELBUS), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def spec_file(folder: Path) -> Path:
+    """The example spec for this model: a canary that stays at 50 % while the test looks at it."""
+    spec = example_spec(MODEL).model_dump(mode="json", exclude_none=True)
+    spec["dataset"] = f"{MODEL}-data"
+    spec["rollout"] |= {"steps": [50, 100], "bake_seconds": 3600, "min_samples": 100_000}
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+async def predict(loop: Loop, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    answers: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        for start in range(0, len(rows), 100):
+            chunk = rows.iloc[start : start + 100].drop(columns=["churned"])
+            instances = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in chunk.to_dict("records")]
+            answer = await http.post(
+                f"http://127.0.0.1:{loop.settings.serving_port}/v1/models/{MODEL}:predict",
+                json={"instances": instances},
+            )
+            assert answer.status_code == 200, answer.text
+            answers += answer.json()["predictions"]
+    return answers
+
+
+async def test_a_notebook_model_imported_from_mlflow_then_as_onnx_is_judged_against_it_rolled_out_and_served(
+    loop: Loop, notebook: dict[str, Path]
+) -> None:
+    applied = cli(loop, "apply", "-f", str(spec_file(notebook["folder"])), token=loop.token)
+    assert applied.returncode == 0, applied.stderr
+    first = cli(
+        loop, "models", "import", MODEL, "--model", str(notebook["mlflow"]),
+        "--reference", str(notebook["train"]), "--test", str(notebook["test"]), "--reason", "notebook forest",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "(mlflow, served as onnx)" in first.stdout and "from the MLflow signature" in first.stdout
+    assert f"{MODEL}@1  serving" in first.stdout, first.stdout
+    second = cli(
+        loop, "models", "import", MODEL, "--model", str(notebook["onnx"]),
+        "--reference", str(notebook["train"]), "--test", str(notebook["test"]),
+    )  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "(onnx, served as onnx)" in second.stdout and "from the ONNX inputs" in second.stdout
+
+    evaluated: ModelEvaluated = await loop.wait(
+        MODEL, lambda e: isinstance(e, ModelEvaluated) and e.version == 2, 120, "v2's evaluation"
+    )
+    canary: RolloutChanged = await loop.wait(
+        MODEL, lambda e: isinstance(e, RolloutChanged) and e.candidate_version == 2, 120, "v2's canary"
+    )
+    trained = loop.events(MODEL, ModelTrained)
+    assert [t.trigger for t in trained] == ["imported", "imported"]
+    assert [t.estimator for t in trained] == ["sklearn.ensemble.RandomForestClassifier", "onnx.skl2onnx"]
+    assert evaluated.champion_version == 1 and evaluated.decision == "approved", evaluated
+    assert evaluated.test_rows == 1000, "judged on the test rows sent with the import"
+    assert evaluated.metrics["roc_auc"] == pytest.approx(evaluated.champion_metrics["roc_auc"], abs=1e-6)
+    assert canary.to_state == "canary" and {s.version: s.percent for s in canary.traffic} == {1: 50, 2: 50}
+
+    answers = await predict(loop, pd.read_csv(notebook["test"]))
+    served = {a["version"] for a in answers}
+    assert served == {1, 2}, "the champion and the imported candidate both answer"
+
+
+async def test_exported_versions_predict_in_mlflow_pyfunc_as_serving_does(
+    loop: Loop, notebook: dict[str, Path], tmp_path: Path
+) -> None:
+    exported = {}
+    for version, flavor in ((1, "sklearn"), (2, "auto")):
+        target = tmp_path / f"v{version}"
+        done = cli(loop, "models", "export", f"{MODEL}@{version}", "--format", "mlflow", "--flavor", flavor,
+                   str(target), token=VIEWER)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        mlmodel = yaml.safe_load((target / "MLmodel").read_text())
+        assert mlmodel["metadata"]["modelbus"]["manifest"]["trigger"] == "imported"
+        assert json.loads(mlmodel["signature"]["inputs"])[0]["name"] == "tenure_months"
+        assert (target / "input_example.json").exists()
+        exported[version] = target
+    assert "sklearn" in yaml.safe_load((exported[1] / "MLmodel").read_text())["flavors"]
+    assert "onnx" in yaml.safe_load((exported[2] / "MLmodel").read_text())["flavors"]
+
+    rows = churn_frame(1000, seed=99)
+    answers = await predict(loop, rows)
+    spec = example_spec(MODEL)
+    prepare(rows, spec.features).to_parquet(tmp_path / "rows.parquet", index=False)
+    compared = 0
+    for version, folder in exported.items():
+        script = ROOT / "tests/support/pyfunc_predict.py"
+        run = subprocess.run(
+            [str(mlflow_python()), str(script), str(folder), str(tmp_path / "rows.parquet")],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        pyfunc = json.loads(run.stdout)
+        mine = [i for i, a in enumerate(answers) if a["version"] == version]
+        assert len(mine) > 100, f"v{version} answered {len(mine)} of 1,000 rows"
+        assert [pyfunc["labels"][i] for i in mine] == [answers[i]["prediction"] for i in mine]
+        if pyfunc["probabilities"] is not None:
+            theirs = np.array([[pyfunc["probabilities"][i][k] for k in ("0", "1")] for i in mine])
+            ours = np.array([[answers[i]["probabilities"][k] for k in ("0", "1")] for i in mine])
+            assert np.max(np.abs(theirs - ours)) < 1e-6
+        compared += len(mine)
+    assert compared == 1000
+
+
+def bad_uploads(notebook: dict[str, Path], folder: Path) -> list[tuple[str, dict[str, Any], int, str]]:
+    """(what, multipart files, status, the message's telling part) for each bad upload."""
+    folder.mkdir(exist_ok=True)
+    train = ("train.csv", notebook["train"].read_bytes())
+    traversal, symlink, unknown = folder / "traversal.zip", folder / "symlink.zip", folder / "pytorch.zip"
+    with zipfile.ZipFile(traversal, "w") as archive:
+        archive.writestr("model/MLmodel", "flavors: {sklearn: {serialization_format: skops}}")
+        archive.writestr("../../escaped.txt", "x")
+    with zipfile.ZipFile(symlink, "w") as archive:
+        archive.writestr("model/MLmodel", "flavors: {sklearn: {serialization_format: skops}}")
+        link = zipfile.ZipInfo("model/model.skops")
+        link.external_attr = 0o120777 << 16
+        archive.writestr(link, "/etc/passwd")
+    with zipfile.ZipFile(unknown, "w") as archive:
+        archive.writestr("model/MLmodel", yaml.safe_dump({"flavors": {"pytorch": {}, "python_function": {}}}))
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestRegressor
+
+    from tests.support.notebook import CATEGORICAL, NUMERIC
+    from tests.support.notebook import train as notebook_train
+
+    frame = churn_frame(500, seed=3)
+    regressor = notebook_train(frame, "churned", 5, 0).set_params(forest=RandomForestRegressor(n_estimators=5))
+    regressor.fit(frame[NUMERIC + CATEGORICAL].astype({n: str for n in CATEGORICAL}), frame["churned"])
+    sio.dump(regressor, folder / "regressor.skops")
+    short = pd.read_csv(notebook["train"]).drop(columns=["region"]).to_csv(index=False).encode()
+    return [
+        ("a pickle", {"model": ("model.joblib", notebook["pickle"].read_bytes()), "reference": train}, 422,
+         "is pickled. modelbus never opens pickles"),
+        ("an unknown MLflow flavor", {"model": ("pytorch.zip", unknown.read_bytes()), "reference": train}, 422,
+         "flavor(s) pytorch cannot be imported"),
+        ("an MLflow model without signature or reference",
+         {"model": ("nosig.zip", _without_signature(notebook["mlflow"], folder))}, 422,
+         "has no signature and no reference data"),
+        ("an ONNX file that does not load", {"model": ("model.onnx", b"\x08\x07not a graph" * 50), "reference": train},
+         422, "an ONNX model that loads"),
+        ("a regressor as a classifier", {"model": ("regressor.skops", (folder / "regressor.skops").read_bytes()),
+         "reference": train}, 422, "looks like a regressor"),
+        ("a reference without a feature", {"model": ("model.onnx", notebook["onnx"].read_bytes()),
+         "reference": ("short.csv", short)}, 422, "the reference data lacks feature(s) region"),
+        ("an upload over the limit", {"model": ("big.onnx", os.urandom(LIMIT + 1024))}, 413, "over the import limit"),
+        ("a zip with ../", {"model": ("traversal.zip", traversal.read_bytes())}, 422, "path traversal"),
+        ("a zip with a symlink", {"model": ("symlink.zip", symlink.read_bytes())}, 422, "is a symlink"),
+    ]  # fmt: skip
+
+
+def _without_signature(folder: Path, into: Path) -> bytes:
+    target = into / "nosig.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in folder.rglob("*"):
+            data = path.read_bytes()
+            if path.name == "MLmodel":
+                mlmodel = yaml.safe_load(data)
+                mlmodel.pop("signature", None)
+                data = yaml.safe_dump(mlmodel).encode()
+            archive.writestr(f"model/{path.relative_to(folder)}", data)
+    return target.read_bytes()
+
+
+async def test_bad_imports_are_refused_whole_with_their_reason_and_audited(
+    loop: Loop, notebook: dict[str, Path], tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{loop.settings.registry_port}"
+    async with httpx.AsyncClient(timeout=120) as http:
+        before = (await http.get(f"{base}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {VIEWER}"})).json()
+        refused = await http.post(
+            f"{base}/v1/models/{MODEL}/import",
+            files={"model": ("model.onnx", notebook["onnx"].read_bytes()), "reference": ("t.csv", b"a\n1\n")},
+            headers={"Authorization": f"Bearer {VIEWER}"},
+        )
+        assert refused.status_code == 403 and "needs operator" in refused.json()["detail"]
+        for what, files, status, telling in bad_uploads(notebook, tmp_path):
+            answer = await http.post(
+                f"{base}/v1/models/{MODEL}/import", files=files, headers={"Authorization": f"Bearer {OPERATOR}"}
+            )
+            assert answer.status_code == status, f"{what}: {answer.status_code} {answer.text[:500]}"
+            assert telling in answer.json()["detail"], f"{what}: {answer.json()['detail']}"
+        after = (await http.get(f"{base}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {VIEWER}"})).json()
+        audit = (
+            await http.get(
+                f"{base}/v1/audit",
+                params={"target": MODEL, "action": "import", "limit": 50},
+                headers={"Authorization": f"Bearer {VIEWER}"},
+            )
+        ).json()
+    assert after["latest_version"] == before["latest_version"], "nothing half-registered"
+    refusals = [a for a in audit if a["outcome"] == "refused"]
+    assert len(refusals) == len(bad_uploads(notebook, tmp_path)) + 1
+    assert {a["actor"] for a in refusals} == {"otto", "vic"}
+    assert all(a["detail"]["error"] for a in refusals)
+    assert not (tmp_path / "escaped.txt").exists()
