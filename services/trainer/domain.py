@@ -119,12 +119,15 @@ def split(frame: pd.DataFrame, spec: ModelSpec) -> Split:
 
 
 def estimator_class(path: str) -> type[Any]:
-    """The allowlisted scikit-learn class named by `path`."""
+    """The allowlisted estimator class named by `path`."""
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
-TREE_FAMILIES = ("sklearn.ensemble.", "sklearn.tree.")
+TREE_FAMILIES = ("sklearn.ensemble.", "sklearn.tree.", "xgboost.", "lightgbm.")
+# Defaults the spec may override: one thread per fit (the search runs fits one after another and
+# a 2-core trainer shares its machine), and LightGBM's per-iteration chatter off.
+LIBRARY_DEFAULTS: dict[str, dict[str, Any]] = {"xgboost.": {"n_jobs": 1}, "lightgbm.": {"n_jobs": 1, "verbose": -1}}
 
 
 def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
@@ -148,6 +151,9 @@ def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
             )
         )
     params = dict(candidate.params)
+    for prefix, defaults in LIBRARY_DEFAULTS.items():
+        if candidate.estimator.startswith(prefix):
+            params = {**defaults, **params}
     if "random_state" in estimator_class(candidate.estimator)().get_params() and "random_state" not in params:
         params["random_state"] = spec.split.seed
     return Pipeline(

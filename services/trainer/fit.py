@@ -7,6 +7,7 @@ consumer alive, and a crash here loses nothing but the run, which is started aga
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import platform
@@ -208,11 +209,9 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pd.__version__,
     }
-    try:
-        import onnx
-        import skl2onnx
-
-        found |= {"onnx": onnx.__version__, "skl2onnx": skl2onnx.__version__}
-    except ImportError:
-        pass
+    for library in ("onnx", "skl2onnx", "onnxmltools", "xgboost", "lightgbm"):
+        try:
+            found[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return found

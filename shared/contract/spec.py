@@ -112,6 +112,10 @@ ESTIMATORS: dict[str, Task] = {
     "sklearn.ensemble.HistGradientBoostingRegressor": "regression",
     "sklearn.tree.DecisionTreeRegressor": "regression",
     "sklearn.neighbors.KNeighborsRegressor": "regression",
+    "xgboost.XGBClassifier": "classification",
+    "xgboost.XGBRegressor": "regression",
+    "lightgbm.LGBMClassifier": "classification",
+    "lightgbm.LGBMRegressor": "regression",
 }
 EstimatorPath = Literal[
     "sklearn.linear_model.LogisticRegression",
@@ -132,15 +136,21 @@ EstimatorPath = Literal[
     "sklearn.ensemble.HistGradientBoostingRegressor",
     "sklearn.tree.DecisionTreeRegressor",
     "sklearn.neighbors.KNeighborsRegressor",
+    "xgboost.XGBClassifier",
+    "xgboost.XGBRegressor",
+    "lightgbm.LGBMClassifier",
+    "lightgbm.LGBMRegressor",
 ]
 
 
 @functools.cache
 def estimator_params(path: str) -> frozenset[str]:
-    """Constructor arguments of an allowlisted estimator (imports scikit-learn on first use)."""
+    """Constructor arguments of an allowlisted estimator (imports its library on first use). XGBoost
+    takes most of its parameters through **kwargs, so its own get_params() names them."""
     module, _, name = path.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    return frozenset(p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs"))
+    named = {p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")}
+    return frozenset(named | set(cls().get_params()) if module == "xgboost" else named)
 
 
 class SpecModel(BaseModel):
@@ -225,7 +235,7 @@ class Range(SpecModel):
 class Candidate(SpecModel):
     """One estimator to try, with fixed hyperparameters and an optional search space."""
 
-    estimator: EstimatorPath = Field(description="scikit-learn class path from the allowlist.")
+    estimator: EstimatorPath = Field(description="Class path from the allowlist (scikit-learn, XGBoost, LightGBM).")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="Fixed hyperparameters.")
     search: dict[str, Choice | Range] = Field(default_factory=dict, description="Hyperparameters to search.")
 

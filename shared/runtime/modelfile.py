@@ -6,9 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-# The libraries whose types a model file may name: scikit-learn and its numerical stack, and the
-# two gradient-boosting libraries of the estimator allowlist.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "xgboost.", "lightgbm.")
+# The types a model file may name: scikit-learn and its numerical stack, and, named one by one,
+# the estimators and boosters of the two gradient-boosting libraries of the estimator allowlist
+# (their boosters restore from the library's own model format, never from a pickle).
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+TRUSTED_TYPES = frozenset(
+    {
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+    }
+)
 
 
 class UntrustedArtifact(ValueError):
@@ -20,7 +31,7 @@ def load_model(path: Path) -> Any:
     import skops.io as sio
 
     types = sio.get_untrusted_types(file=path)
-    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
+    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
     if foreign:
         raise UntrustedArtifact(f"the model names types outside the trusted libraries: {', '.join(foreign[:5])}")
     return sio.load(path, trusted=types)

@@ -3,6 +3,7 @@ export of every winner, and the registry's of an imported skops pipeline."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,41 @@ from shared.contract.spec import Feature
 
 log = logging.getLogger("modelbus.onnx")
 ONNX_TOLERANCE = 1e-4
+
+
+@functools.cache
+def register_boosters() -> None:
+    """Teach skl2onnx XGBoost's and LightGBM's estimators, with onnxmltools' converters (as
+    skl2onnx documents for pipelines that end in them)."""
+    from lightgbm import LGBMClassifier, LGBMRegressor
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from xgboost import XGBClassifier, XGBRegressor
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    classifiers = (
+        (XGBClassifier, "XGBoostXGBClassifier", convert_xgboost),
+        (LGBMClassifier, "LightGbmLGBMClassifier", convert_lightgbm),
+    )
+    for cls, alias, converter in classifiers:
+        update_registered_converter(
+            cls, alias, calculate_linear_classifier_output_shapes, converter, options=classifier_options
+        )
+    update_registered_converter(
+        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+    )
+    update_registered_converter(
+        LGBMRegressor,
+        "LightGbmLGBMRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_lightgbm,
+        options={"split": None},
+    )
 
 
 def onnx_inputs(features: Sequence[Feature], x: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
@@ -40,6 +76,9 @@ def export_onnx(
     try:
         import onnxruntime as ort
         from skl2onnx import to_onnx
+
+        if type(model.steps[-1][1]).__module__.startswith(("xgboost", "lightgbm")):
+            register_boosters()
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
         types = [
@@ -47,7 +86,7 @@ def export_onnx(
             for f in features
         ]
         options = {id(model.steps[-1][1]): {"zipmap": False}} if task == "classification" else None
-        onnx_model = to_onnx(model, initial_types=types, options=options, target_opset=17)
+        onnx_model = to_onnx(model, initial_types=types, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
         path.write_bytes(onnx_model.SerializeToString())
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         outputs = session.run(None, onnx_inputs(features, x_val))
@@ -60,7 +99,8 @@ def export_onnx(
         diff = float(np.max(np.abs(expected - got)))
         if not diff <= ONNX_TOLERANCE:
             path.unlink(missing_ok=True)
-            reason = f"ONNX disagrees with scikit-learn on validation (max abs diff {diff:.3g} > {ONNX_TOLERANCE:g})"
+            rows = len(x_val)
+            reason = f"ONNX disagrees with the pipeline on {rows} rows (max abs diff {diff:.3g} > {ONNX_TOLERANCE:g})"
             log.warning("%s: no ONNX artifact", reason)
             return reason
         return "ok"

@@ -7,6 +7,7 @@ its own virtualenv."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -172,7 +173,8 @@ async def test_exported_versions_predict_in_mlflow_pyfunc_as_serving_does(
     compared = 0
     for version, folder in exported.items():
         script = ROOT / "tests/support/pyfunc_predict.py"
-        run = subprocess.run(
+        run = await asyncio.to_thread(
+            subprocess.run,
             [str(mlflow_python()), str(script), str(folder), str(tmp_path / "rows.parquet")],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip

@@ -13,6 +13,7 @@ import skops.io as sio
 from services.trainer import domain, fit
 from shared.contract.spec import ModelSpec
 from shared.ops.example_data import churn_frame, write_churn
+from shared.runtime import onnxexport
 from shared.runtime.features import prepare
 from shared.runtime.specfile import load_spec
 
@@ -136,12 +137,12 @@ def test_artifacts_load_without_running_code_and_predict_like_the_fitted_model(t
 def test_when_onnx_disagrees_only_the_skops_artifact_is_kept_and_the_reason_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(fit, "ONNX_TOLERANCE", -1.0)  # no difference can be that small
+    monkeypatch.setattr(onnxexport, "ONNX_TOLERANCE", -1.0)  # no difference can be that small
     data = write_churn(tmp_path / "churn.csv", rows=1500)
-    with caplog.at_level(logging.WARNING, logger="modelbus.trainer.fit"):
+    with caplog.at_level(logging.WARNING, logger="modelbus.onnx"):
         outcome = fit.train(job(tmp_path, quick(SPEC), data))
     assert outcome.ok and "model.onnx" not in outcome.files
-    assert outcome.onnx.startswith("ONNX disagrees with scikit-learn")
+    assert outcome.onnx.startswith("ONNX disagrees with the pipeline on 300 rows")
     assert not (tmp_path / "r1" / "model.onnx").exists()
     assert any("no ONNX artifact" in r.getMessage() for r in caplog.records)
 
