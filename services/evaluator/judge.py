@@ -101,8 +101,8 @@ class Judge:
         with tempfile.TemporaryDirectory(prefix="modelbus-eval-") as name:
             folder = Path(name)
             try:
-                test_file = await self.fetch(_artifact(event.artifacts, "test-split.parquet"), folder)
                 model = await self.open(spec, event.artifacts, folder)
+                test_file = await self.fetch(_artifact(event.artifacts, "test-split.parquet"), folder)
             except ArtifactIntegrityError as exc:
                 return domain.rejected_for(f"checksum: {exc}")
             except (UntrustedArtifact, OnnxModelError) as exc:

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.trainer import handlers, store
+from services.trainer.mirror import Mirror, MlflowMirror, NoMirror
 from services.trainer.worker import Worker
-from shared.contract.events import DataArrived, ModelSpecApplied, RetrainRequested
+from shared.contract.events import DataArrived, ModelRegistered, ModelSpecApplied, RetrainRequested
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
 from shared.runtime.bus import Bus
@@ -30,6 +31,7 @@ HANDLERS: HandlerTable = {
     ModelSpecApplied: [handlers.on_spec],
     DataArrived: [handlers.on_data],
     RetrainRequested: [handlers.on_retrain],
+    ModelRegistered: [handlers.on_registered],
 }
 
 
@@ -43,6 +45,7 @@ class Trainer:
     bus: Bus
     worker: Worker
     metrics: CollectorRegistry
+    mirror: Mirror
     task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -58,6 +61,8 @@ class Trainer:
                 await self.task
         self.worker.shutdown()
         await self.bus.stop()
+        if isinstance(self.mirror, MlflowMirror):
+            await self.mirror.close()
         await self.engine.dispose()
 
 
@@ -68,17 +73,28 @@ def build(settings: Settings, *, group: str = GROUP) -> Trainer:
     metrics = CollectorRegistry()
     provider = make_tracer_provider(settings)
     bus = Bus(settings, sessions=sessions, tracer_provider=provider, registry=metrics)
-    bus.register(bind(HANDLERS, platform=settings.topic_prefix), group=group, store=store.SqlStore)
+    mirror: Mirror = NoMirror()
+    if settings.mlflow_tracking_uri:
+        mirror = MlflowMirror(
+            settings.mlflow_tracking_uri, retry_seconds=settings.mlflow_retry_seconds, registry=metrics
+        )
+    bus.register(bind(HANDLERS, platform=settings.topic_prefix, mirror=mirror), group=group, store=store.SqlStore)
     worker = Worker(
         settings=settings,
         sessions=sessions,
         bus=bus,
         artifacts=ArtifactStore(settings),
         tracer=provider.get_tracer("modelbus.trainer"),
+        mirror=mirror,
     )
-    return Trainer(settings=settings, engine=engine, sessions=sessions, bus=bus, worker=worker, metrics=metrics)
+    return Trainer(
+        settings=settings, engine=engine, sessions=sessions, bus=bus, worker=worker, metrics=metrics, mirror=mirror
+    )
 
 
-def in_memory(*, platform: str = "modelbus", memory: store.MemoryStore | None = None) -> InMemoryBus[store.MemoryStore]:
+def in_memory(
+    *, platform: str = "modelbus", memory: store.MemoryStore | None = None, mirror: Mirror | None = None
+) -> InMemoryBus[store.MemoryStore]:
     """The trainer's handlers on its in-memory store, for tests with no server."""
-    return InMemoryBus(bind(HANDLERS, platform=platform), memory or store.MemoryStore(), consumer=GROUP)
+    table = bind(HANDLERS, platform=platform, mirror=mirror or NoMirror())
+    return InMemoryBus(table, memory or store.MemoryStore(), consumer=GROUP)

@@ -200,14 +200,22 @@ def search_space(candidate: Candidate) -> dict[str, Any]:
     return space
 
 
-def fit_candidate(
-    spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series
-) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit one candidate (searching its space when it has one); returns the fitted pipeline and its params."""
+@dataclass(frozen=True)
+class Fitted:
+    """One candidate fitted: the pipeline, its parameters and, when searched, its mean CV score in
+    the metric's own units."""
+
+    pipeline: Pipeline
+    params: dict[str, Any]
+    cv_score: float | None = None
+
+
+def fit_candidate(spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series) -> Fitted:
+    """Fit one candidate (searching its space when it has one)."""
     pipeline = build_pipeline(spec, candidate)
     if not candidate.search:
         pipeline.fit(x, y)
-        return pipeline, dict(candidate.params)
+        return Fitted(pipeline, dict(candidate.params))
     classes = int(y.nunique()) if spec.task == "classification" else 0
     common = {
         "scoring": scorer(spec, classes),
@@ -227,7 +235,8 @@ def fit_candidate(
         search = RandomizedSearchCV(pipeline, search_space(candidate), n_iter=spec.search.iterations, **common)
     search.fit(x, y)
     best = {key.removeprefix("model__"): _plain(value) for key, value in search.best_params_.items()}
-    return search.best_estimator_, {**candidate.params, **best}
+    sign = -1.0 if str(common["scoring"]).startswith("neg_") else 1.0  # scikit-learn maximises negated losses
+    return Fitted(search.best_estimator_, {**candidate.params, **best}, sign * float(search.best_score_))
 
 
 def _plain(value: Any) -> Any:

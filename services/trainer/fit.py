@@ -115,8 +115,10 @@ def train(job: Job) -> Outcome:
         for index, candidate in enumerate(spec.candidates, 1):
             began = time.perf_counter()
             log.info("run %s: candidate %d/%d %s", job.run_id, index, len(spec.candidates), candidate.estimator)
-            model, params = domain.fit_candidate(spec, candidate, x_train, y_train)
-            score = evaluate(spec.task, model, x_val, y_val).get(spec.selection_metric, float("nan"))
+            fitted = domain.fit_candidate(spec, candidate, x_train, y_train)
+            model, params = fitted.pipeline, fitted.params
+            measured = evaluate(spec.task, model, x_val, y_val)
+            score = measured.get(spec.selection_metric, float("nan"))
             log.info(
                 "run %s: %s %s=%.4f in %.1f s",
                 job.run_id,
@@ -125,7 +127,15 @@ def train(job: Job) -> Outcome:
                 score,
                 time.perf_counter() - began,
             )
-            tried.append(CandidateResult(estimator=candidate.estimator, params=params, score=score))
+            tried.append(
+                CandidateResult(
+                    estimator=candidate.estimator,
+                    params=params,
+                    score=score,
+                    cv_score=fitted.cv_score,
+                    metrics=measured,
+                )
+            )
             if best is None or domain.better(spec, score, best[3]):
                 best = (model, params, candidate.estimator, score)
     except Exception as exc:

@@ -8,8 +8,16 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from services.trainer.mirror import Mirror
 from services.trainer.store import JobRequest, TrainerStore
-from shared.contract.events import DataArrived, Event, ModelSpecApplied, RetrainRequested, TrainingStarted
+from shared.contract.events import (
+    DataArrived,
+    Event,
+    ModelRegistered,
+    ModelSpecApplied,
+    RetrainRequested,
+    TrainingStarted,
+)
 from shared.contract.spec import ModelSpec
 from shared.runtime.specwait import release
 from shared.runtime.uow import UnitOfWork
@@ -166,3 +174,9 @@ async def on_retrain(event: RetrainRequested, uow: UoW, *, platform: str) -> Non
         trigger="retrain-requested",
         version=version,
     )
+
+
+async def on_registered(event: ModelRegistered, uow: UoW, *, mirror: Mirror) -> None:
+    """A version numbered by the registry: its MLflow run is tagged with it and it becomes an MLflow
+    model version (when runs are mirrored; the mirror works in the background)."""
+    mirror.version_registered(event)

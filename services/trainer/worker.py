@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.trainer import fit, store
 from services.trainer.handlers import code_version
+from services.trainer.mirror import Mirror, NoMirror
 from shared.contract.events import ArtifactRef, ContractViolation, Event, ModelTrained, TrainingFailed
 from shared.runtime.artifacts import (
     ArtifactAccessDenied,
@@ -56,6 +57,7 @@ class Worker:
     sessions: async_sessionmaker[AsyncSession]
     bus: Bus
     artifacts: ArtifactStore
+    mirror: Mirror = field(default_factory=NoMirror)
     executor: ProcessPoolExecutor | None = None
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("modelbus.trainer"))
 
@@ -185,7 +187,8 @@ class Worker:
             training_seconds=outcome.training_seconds,
             trigger=job.trigger,
         )
-        await self._close(job, "done", trained)
+        if await self._close(job, "done", trained):
+            self.mirror.run_finished(trained)  # after the run is closed: MLflow being down fails nothing
 
     async def _renew(self, job: store.Job) -> None:
         while True:
@@ -232,14 +235,16 @@ class Worker:
         )
         await self._close(job, "failed", failed, error=reason)
 
-    async def _close(self, job: store.Job, status: str, event: Event, *, error: str | None = None) -> None:
+    async def _close(self, job: store.Job, status: str, event: Event, *, error: str | None = None) -> bool:
         lineage = event.model_copy(update={"correlation_id": job.correlation_id, "causation_id": job.cause_event_id})
         async with self.sessions() as session, session.begin():
-            if await store.SqlStore(session).finish(job.run_id, job.attempts, status=status, error=error):
+            closed = await store.SqlStore(session).finish(job.run_id, job.attempts, status=status, error=error)
+            if closed:
                 self.bus.stage(session, lineage)
             else:
                 log.warning("run %s was taken over by another trainer; its result is dropped", job.run_id)
         self.bus.wake_relay()
+        return closed
 
     def shutdown(self) -> None:
         """Stop the fit process."""

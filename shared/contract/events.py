@@ -173,9 +173,13 @@ class ReferenceProfile(Record):
 class CandidateResult(Record):
     """One estimator tried during training."""
 
-    estimator: str = Field(description="scikit-learn class path, from the allowlist.")
+    estimator: str = Field(description="Estimator class path, from the allowlist.")
     params: dict[str, Scalar] = Field(description="Hyperparameters of its best fit.")
     score: float = Field(description="Value of the spec's selection metric on validation.")
+    cv_score: float | None = Field(
+        default=None, description="Mean cross-validated selection metric of its best parameters (searched only)."
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="Every validation metric of its best fit.")
 
 
 class ContractViolation(Record):

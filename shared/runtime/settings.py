@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     trainer_lease_seconds: float = Field(default=60, gt=0)
     # Attempts of a training job on transient failures (data or artifact store away) before TrainingFailed.
     trainer_max_attempts: int = Field(default=3, ge=1)
+    # MLflow tracking server the trainer mirrors its runs and versions to (http://host:5000); unset: no mirror.
+    mlflow_tracking_uri: str | None = None
+    # How long the mirror retries an MLflow server that is down before it gives up on a run, in seconds.
+    mlflow_retry_seconds: float = Field(default=300, gt=0)
 
     # Address serving (python -m services.deployer.serving) listens on.
     serving_host: str = "127.0.0.1"
