@@ -22,6 +22,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shared.contract.events import ContractViolation
 from shared.contract.spec import METRICS, Candidate, Choice, ModelSpec
+from shared.runtime.derive import DeriveFeatures
+from shared.runtime.features import epoch_seconds
 
 # ---------------------------------------------------------------- the data contract
 
@@ -83,6 +85,13 @@ def check_contract(frame: pd.DataFrame, spec: ModelSpec) -> list[ContractViolati
             if outside:
                 shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
                 broke(name, "domain", f"one of {', '.join(rule.domain)}", shown)
+    for feature in spec.features:
+        if feature.type != "datetime" or feature.name not in frame.columns:
+            continue
+        raw = frame[feature.name]
+        unreadable = int((epoch_seconds(raw).isna() & raw.notna()).sum())
+        if unreadable:
+            broke(feature.name, "datetime", "ISO 8601 datetimes or epoch seconds", f"{unreadable} unreadable")
     if spec.target in frame.columns:
         target = frame[spec.target]
         if target.isna().any():
@@ -131,9 +140,11 @@ LIBRARY_DEFAULTS: dict[str, dict[str, Any]] = {"xgboost.": {"n_jobs": 1}, "light
 
 
 def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
-    """Preprocessing inside the pipeline (so serving applies the same), then the estimator."""
-    numeric = [f.name for f in spec.features if f.type == "numeric"]
-    categorical = [f.name for f in spec.features if f.type != "numeric"]
+    """Derived features, then preprocessing, inside the pipeline (so serving applies the same from the
+    raw columns), then the estimator. Datetimes reach the estimator only through derived features."""
+    inputs = spec.model_inputs()
+    numeric = [f.name for f in inputs if f.type == "numeric"]
+    categorical = [f.name for f in inputs if f.type != "numeric"]
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
         # Trees do not care about scale, and a scaler in front of them makes the float32 ONNX graph
@@ -156,8 +167,10 @@ def build_pipeline(spec: ModelSpec, candidate: Candidate) -> Pipeline:
             params = {**defaults, **params}
     if "random_state" in estimator_class(candidate.estimator)().get_params() and "random_state" not in params:
         params["random_state"] = spec.split.seed
+    derive = [("derive", DeriveFeatures([d.model_dump(mode="json") for d in spec.derived]))] if spec.derived else []
     return Pipeline(
         [
+            *derive,
             ("preprocess", ColumnTransformer(transformers)),
             ("model", estimator_class(candidate.estimator)(**params)),
         ]

@@ -14,7 +14,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ import pandas as pd
 from services.trainer import domain
 from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema, ReferenceProfile
 from shared.contract.spec import ModelSpec
+from shared.runtime.derive import compute
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
 from shared.runtime.onnxexport import export_onnx
@@ -144,20 +145,24 @@ def train(job: Job) -> Outcome:
     assert best is not None
     model, params, estimator, _ = best
     metrics = evaluate(spec.task, model, x_val, y_val)
-    profile = reference_profile(spec.features, parts.train, model.predict(x_val), task=spec.task, seed=spec.split.seed)
+    profile = reference_profile(
+        spec.model_inputs(), with_derived(spec, parts.train), model.predict(x_val), task=spec.task, seed=spec.split.seed
+    )
     if spec.task == "classification":
         calibrated = calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
         profile = profile.model_copy(update={"calibration": calibrated})
     files = _write_artifacts(job, spec, model, parts.test, out)
-    onnx_note = export_onnx(model, spec.features, spec.task, x_val, out / "model.onnx")
+    onnx_note = (
+        export_onnx(model, spec.features, spec.task, x_val, out / "model.onnx")
+        if not spec.derived
+        else "not exported: derived features are computed by modelbus' DeriveFeatures step, which has no ONNX "
+        "converter; served through skops"
+    )
     if onnx_note == "ok":
         files["model.onnx"] = str(out / "model.onnx")
     seconds = time.perf_counter() - started
     schema = [
-        FeatureSchema(
-            name=f.name, kind="numeric" if f.type == "numeric" else "categorical", dtype=str(frame[f.name].dtype)
-        )
-        for f in spec.features
+        FeatureSchema(name=f.name, kind=schema_kind(f.type), dtype=str(frame[f.name].dtype)) for f in spec.features
     ]
     manifest = {
         "run_id": job.run_id,
@@ -168,6 +173,7 @@ def train(job: Job) -> Outcome:
         "selection_metric": spec.selection_metric,
         "candidates": [c.model_dump() for c in tried],
         "feature_schema": [s.model_dump() for s in schema],
+        "derived": [d.model_dump(mode="json") for d in spec.derived],
         "target": spec.target,
         "task": spec.task,
         "classes": model.classes_.tolist() if spec.task == "classification" else None,
@@ -194,6 +200,19 @@ def train(job: Job) -> Outcome:
         onnx=onnx_note,
         training_seconds=seconds,
     )
+
+
+def schema_kind(kind: str) -> Literal["numeric", "categorical", "datetime"]:
+    """How serving checks a feature: numbers, datetimes, or anything else as a category."""
+    return "numeric" if kind == "numeric" else "datetime" if kind == "datetime" else "categorical"
+
+
+def with_derived(spec: ModelSpec, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the spec's derived features appended (what the reference profile covers)."""
+    if not spec.derived:
+        return rows
+    derived = compute(prepare(rows, spec.features), [d.model_dump(mode="json") for d in spec.derived])
+    return pd.concat([rows, derived], axis=1)
 
 
 def _short(metrics: dict[str, float]) -> str:

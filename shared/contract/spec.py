@@ -27,6 +27,7 @@ from pydantic import (
     PlainValidator,
     ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -174,7 +175,47 @@ class Feature(SpecModel):
     """An input column of the model."""
 
     name: str = Field(pattern=_COLUMN, description="Column name (letters, digits, _ . - / : and spaces).")
-    type: Literal["numeric", "categorical", "boolean"] = Field(description="How the column is treated.")
+    type: Literal["numeric", "categorical", "boolean", "datetime"] = Field(
+        description="How the column is treated; a datetime (ISO 8601 text or epoch seconds) feeds derived features."
+    )
+
+
+DerivedOp = Literal[
+    "ratio",
+    "difference",
+    "sum",
+    "product",
+    "log1p",
+    "clip",
+    "days_since",
+    "month",
+    "weekday",
+    "hour",
+    "is_missing",
+    "bucketize",
+]
+NARY_OPS = ("ratio", "difference", "sum", "product")
+DATE_OPS = ("days_since", "month", "weekday", "hour")
+
+
+class DerivedFeature(SpecModel):
+    """A numeric feature computed inside the pipeline from others, by one fixed operation (no code)."""
+
+    name: str = Field(pattern=_COLUMN, description="Name of the derived column.")
+    op: DerivedOp = Field(description="The operation (see shared.runtime.derive).")
+    of: list[str] = Field(min_length=1, max_length=16, description="Input columns: raw features or earlier derived.")
+    on_zero: Literal["nan", "zero"] = Field(
+        default="nan", description="ratio: a zero denominator gives NaN (imputed like a missing value) or 0."
+    )
+    min: float | None = Field(default=None, description="clip: lower bound.")
+    max: float | None = Field(default=None, description="clip: upper bound.")
+    edges: list[float] | None = Field(default=None, max_length=1000, description="bucketize: increasing edges.")
+    against: str = Field(default="now", description="days_since: a datetime feature (the row's event time) or now.")
+
+    @field_validator("of", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class ColumnRule(SpecModel):
@@ -422,6 +463,9 @@ class ModelSpec(SpecModel):
     task: Task = Field(description="classification or regression.")
     target: str = Field(pattern=_COLUMN, description="Target column (a column name, as a feature's).")
     features: list[Feature] = Field(min_length=1, max_length=2000, description="Input columns.")
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, max_length=200, description="Features computed from the others, in order."
+    )
     contract: Contract = Field(default_factory=Contract, description="Data contract.")
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES, description="Estimators to try.")
     search: Search = Field(default_factory=Search, description="Search bounds.")
@@ -433,6 +477,11 @@ class ModelSpec(SpecModel):
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring policy.")
     alerts: Alerts = Field(default_factory=Alerts, description="Alert labels.")
     require_approval: bool = Field(default=False, description="A human must approve before any rollout.")
+
+    def model_inputs(self) -> list[Feature]:
+        """What the estimator sees: the raw features but datetimes, then the derived ones (numeric)."""
+        raw = [f for f in self.features if f.type != "datetime"]
+        return raw + [Feature(name=d.name, type="numeric") for d in self.derived]
 
     def sha256(self) -> str:
         """Digest of the canonical JSON form: equal specs have equal digests, whatever their YAML."""

@@ -4,13 +4,23 @@ task, constructor arguments, rollout steps, features named twice)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from shared.contract.spec import ESTIMATORS, MAX_FITS, METRICS, ModelSpec, estimator_params
+from shared.contract.spec import (
+    DATE_OPS,
+    ESTIMATORS,
+    MAX_FITS,
+    METRICS,
+    NARY_OPS,
+    DerivedOp,
+    ModelSpec,
+    estimator_params,
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,9 @@ def _pydantic_issues(exc: ValidationError, line_of: LineOf) -> list[SpecIssue]:
             message = "unknown key (not part of the spec format)"
         elif error["type"] == "literal_error" and loc[-1:] == ("estimator",):
             short = ", ".join(path.rsplit(".", 1)[1] for path in ESTIMATORS)
-            message = f"{error['input']!r} is not on the estimator allowlist (sklearn's {short})"
+            message = f"{error['input']!r} is not on the estimator allowlist ({short})"
+        elif error["type"] == "literal_error" and loc[:1] == ("derived",) and loc[-1:] == ("op",):
+            message = f"unknown operation {error['input']!r}; known: {', '.join(get_args(DerivedOp))}"
         path = yaml_path(loc)
         # A union reports one error per member; the first is enough to name the problem.
         seen.setdefault(path, SpecIssue(path, message, line_of(loc)))
@@ -85,6 +97,7 @@ def _cross_issues(spec: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
     for column in spec.contract.columns:
         if column not in names and column != spec.target:
             problems.append((("contract", "columns", column), "not a feature nor the target"))
+    problems += _derived_issues(spec)
     for metric_loc, metric in [
         (("selection_metric",), spec.selection_metric),
         *[(("gates", i, "metric"), g.metric) for i, g in enumerate(spec.gates)],
@@ -143,3 +156,72 @@ def parse_spec(data: Any, *, line_of: LineOf | None = None) -> ModelSpec:
     if problems:
         raise SpecError([SpecIssue(yaml_path(loc), message, line_of(loc)) for loc, message in problems])
     return spec
+
+
+def _refers_back(spec: ModelSpec, start: int, target: str) -> list[str] | None:
+    """The chain from derived feature `start` back to `target`, if its inputs lead there."""
+    by_name = {d.name: d for d in spec.derived}
+    seen: set[str] = set()
+
+    def walk(name: str, chain: list[str]) -> list[str] | None:
+        if name == target:
+            return chain
+        if name in seen or name not in by_name:
+            return None
+        seen.add(name)
+        for inner in by_name[name].of:
+            found = walk(inner, [*chain, inner])
+            if found is not None:
+                return found
+        return None
+
+    return walk(spec.derived[start].name, [spec.derived[start].name])
+
+
+def _derived_issues(spec: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Derived features: unique names, known and earlier inputs of the right type, no cycle."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    kinds = {f.name: f.type for f in spec.features}
+    order = {d.name: i for i, d in enumerate(spec.derived)}
+    for i, item in enumerate(spec.derived):
+        at: tuple[str | int, ...] = ("derived", i)
+        if item.name in kinds or item.name == spec.target or order[item.name] != i:
+            problems.append(((*at, "name"), f"{item.name!r} is already a feature, the target or a derived feature"))
+        arity = len(item.of)
+        if item.op in NARY_OPS and (arity < 2 or (item.op in ("ratio", "difference") and arity != 2)):
+            wanted = "two" if item.op in ("ratio", "difference") else "two or more"
+            problems.append(((*at, "of"), f"{item.op} takes {wanted} inputs, not {arity}"))
+        elif item.op not in NARY_OPS and arity != 1:
+            problems.append(((*at, "of"), f"{item.op} takes one input, not {arity}"))
+        for j, name in enumerate(item.of):
+            where = (*at, "of", j)
+            if name == spec.target:
+                problems.append((where, "the target cannot feed a feature (it is not known at serving time)"))
+                continue
+            if name == item.name:
+                problems.append((where, f"{item.name!r} refers to itself"))
+                continue
+            if name not in kinds and name in order and order[name] > i:
+                chain = _refers_back(spec, order[name], item.name)
+                cycle = f"; a cycle: {' → '.join([item.name, *chain])}" if chain else ""
+                problems.append(
+                    (where, f"{name!r} is derived later (derived features use raw ones and those before){cycle}")
+                )
+                continue
+            kind = kinds.get(name, "numeric" if name in order else None)  # a raw feature wins a clash
+            if kind is None:
+                problems.append((where, f"unknown feature {name!r}"))
+            elif item.op in DATE_OPS and kind != "datetime":
+                problems.append((where, f"{item.op} needs a datetime feature; {name!r} is {kind}"))
+            elif item.op not in DATE_OPS and item.op != "is_missing" and kind != "numeric":
+                problems.append((where, f"{item.op} needs numeric inputs; {name!r} is {kind}"))
+        if item.op == "days_since" and item.against != "now" and kinds.get(item.against) != "datetime":
+            problems.append(((*at, "against"), f"{item.against!r} is not a datetime feature (or 'now')"))
+        if item.op == "clip" and item.min is None and item.max is None:
+            problems.append((at, "clip needs min, max or both"))
+        if item.op == "clip" and item.min is not None and item.max is not None and item.min > item.max:
+            problems.append(((*at, "min"), f"min ({item.min:g}) is greater than max ({item.max:g})"))
+        edges = item.edges or []
+        if item.op == "bucketize" and (not edges or any(b <= a for a, b in itertools.pairwise(edges))):
+            problems.append(((*at, "edges"), "bucketize needs one or more strictly increasing edges"))
+    return problems

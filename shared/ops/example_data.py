@@ -63,3 +63,40 @@ def write_churn(path: Path, *, rows: int = 5000, seed: int = 7, shift: float = 0
     else:
         frame.to_csv(path, index=False)
     return path
+
+
+def purchases_frame(rows: int = 5000, *, seed: int = 7) -> pd.DataFrame:
+    """Customers with raw purchase history and dates (schemas/examples/derived-features.yaml): who
+    churns depends on spend per transaction and days since registration, which only derived
+    features give the model; some customers have no transactions yet, and dates are ISO 8601."""
+    rng = np.random.default_rng(seed)
+    event = pd.Timestamp("2026-06-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 30, rows), unit="D")
+    age_days = rng.exponential(420.0, rows).clip(1, 3000)
+    registered = event - pd.to_timedelta(age_days, unit="D")
+    transactions = rng.poisson(np.clip(age_days / 40, 0.2, 40))
+    per_transaction = rng.lognormal(3.4, 0.5, rows)
+    spend = (transactions * per_transaction).round(2)
+    plan = rng.choice(PLANS, size=rows, p=(0.5, 0.3, 0.2))
+    region = rng.choice(REGIONS, size=rows, p=(0.3, 0.25, 0.2, 0.15, 0.1)).astype(object)
+    logit = (
+        1.2
+        - 0.0025 * age_days
+        - 0.035 * (np.where(transactions > 0, per_transaction, 30.0) - 30)
+        + np.select([plan == "basic", plan == "plus"], [0.6, 0.0], -0.6)
+        + np.where(transactions == 0, 1.0, 0.0)
+    )
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"p{seed:03d}-{i:07d}" for i in range(rows)],
+            "total_spend": spend,
+            "transaction_count": transactions,
+            "registered_at": registered.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "event_time": event.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "plan": plan,
+            "region": region,
+            "churned": churned,
+        }
+    )
+    frame.loc[rng.random(rows) < 0.05, "region"] = None
+    return frame

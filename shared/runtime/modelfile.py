@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 # The types a model file may name: scikit-learn and its numerical stack, and, named one by one,
 # the estimators and boosters of the two gradient-boosting libraries of the estimator allowlist
-# (their boosters restore from the library's own model format, never from a pickle).
+# (their boosters restore from the library's own model format, never from a pickle) and
+# modelbus' own derived-feature step (plain data: the spec's operations).
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 TRUSTED_TYPES = frozenset(
     {
@@ -18,6 +19,7 @@ TRUSTED_TYPES = frozenset(
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",
+        "shared.runtime.derive.DeriveFeatures",
     }
 )
 

@@ -57,7 +57,7 @@ def onnx_inputs(features: Sequence[Feature], x: pd.DataFrame) -> dict[str, np.nd
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     for feature in features:
         column = x[feature.name]
-        if feature.type == "numeric":
+        if feature.type in ("numeric", "datetime"):
             inputs[feature.name] = column.to_numpy(dtype=np.float32).reshape(-1, 1)
         else:
             inputs[feature.name] = column.astype(str).to_numpy(dtype=object).reshape(-1, 1)
@@ -82,7 +82,7 @@ def export_onnx(
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
         types = [
-            (f.name, FloatTensorType([None, 1]) if f.type == "numeric" else StringTensorType([None, 1]))
+            (f.name, FloatTensorType([None, 1]) if f.type in ("numeric", "datetime") else StringTensorType([None, 1]))
             for f in features
         ]
         options = {id(model.steps[-1][1]): {"zipmap": False}} if task == "classification" else None

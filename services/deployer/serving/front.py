@@ -132,8 +132,14 @@ class Predictor:
             self.metrics.latency.labels(name, str(version)).observe(elapsed)
             self.metrics.requests.labels(name, str(version), routes[indices[0]].role).inc(len(indices))
         served_at = time.time()
+        logged_rows: list[dict[str, Any]] = list(rows)
+        for version, indices in groups.items():
+            loaded = live.engines[version].loaded
+            if loaded.derived:  # the derived features the model saw, logged beside the raw ones
+                for index, values in zip(indices, loaded.derived_values(checked[version]), strict=True):
+                    logged_rows[index] = {**rows[index], **values}
         for index, answer in enumerate(answers):
-            self.predictions.add(name, Served(live, rows[index], answer, elapsed * 1000, served_at))
+            self.predictions.add(name, Served(live, logged_rows[index], answer, elapsed * 1000, served_at))
         mirrored = [i for i, r in enumerate(routes) if r.shadow is not None and r.shadow in live.engines]
         if mirrored:
             asyncio.get_running_loop().create_task(self.shadow(live, rows, mirrored, routes, answers, served_at))

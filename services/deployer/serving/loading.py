@@ -15,6 +15,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from shared.runtime.features import MISSING
 from shared.runtime.modelfile import load_model
 from shared.runtime.onnxmodel import OnnxModel
 
-Kind = Literal["numeric", "categorical"]
+Kind = Literal["numeric", "categorical", "datetime"]
 Row = list[Any]
 
 
@@ -68,6 +69,24 @@ def _category(value: Any) -> str | None:
     return None
 
 
+def _instant(value: Any) -> float | None:
+    """A datetime cell as epoch seconds (null as NaN): ISO 8601 text (UTC unless it says otherwise)
+    or a number of seconds; None if it is neither."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
@@ -92,6 +111,12 @@ def check_rows(features: tuple[Feature, ...], rows: list[Any], *, where: str = "
                 if number is None:
                     errors.append(f"{at}.{feature.name}: expected a number, got {_type_name(raw)}")
                 values.append(number)
+            elif feature.kind == "datetime":
+                instant = _instant(raw)
+                if instant is None:
+                    shown = repr(raw)[:40] if isinstance(raw, str) else _type_name(raw)
+                    errors.append(f"{at}.{feature.name}: expected an ISO 8601 datetime or epoch seconds, got {shown}")
+                values.append(instant)
             else:
                 category = _category(raw)
                 if category is None:
@@ -125,23 +150,39 @@ class Loaded:
     memory_bytes: int
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""
+    derived: list[dict[str, Any]] = field(default_factory=list)  # the spec's derived features, as trained
 
     def predict(self, rows: list[Row]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities, in `classes` order) for checked rows."""
         if self.runtime == "onnx":
             return self.session.run_rows(rows)  # type: ignore[no-any-return]
-        import pandas as pd
 
-        frame = pd.DataFrame(
-            {
-                f.name: pd.Series([row[j] for row in rows], dtype="float64" if f.kind == "numeric" else object)
-                for j, f in enumerate(self.features)
-            }
-        )
+        frame = self.frame(rows)
         labels = self.session.predict(frame).tolist()
         if self.task == "classification" and hasattr(self.session, "predict_proba"):
             return labels, np.asarray(self.session.predict_proba(frame), dtype=np.float64).tolist()
         return labels, None
+
+    def frame(self, rows: list[Row]) -> Any:
+        """Checked rows as the frame the pipeline was fitted on."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                f.name: pd.Series([row[j] for row in rows], dtype=object if f.kind == "categorical" else "float64")
+                for j, f in enumerate(self.features)
+            }
+        )
+
+    def derived_values(self, rows: list[Row]) -> list[dict[str, float | None]]:
+        """The derived features the pipeline computed for these rows (none without a derive step),
+        for the prediction log: drift is watched on them as on the raw ones."""
+        if not self.derived:
+            return [{} for _ in rows]
+        from shared.runtime.derive import compute
+
+        derived = compute(self.frame(rows), self.derived)
+        return [{k: (None if v != v else float(v)) for k, v in record.items()} for record in derived.to_dict("records")]
 
 
 def _ref(artifacts: list[ArtifactRef], name: str) -> ArtifactRef | None:
@@ -161,9 +202,8 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         raise ArtifactError(f"{model}@{version} has no manifest.json")
     manifest_path = store.get_file(manifest_ref.uri, folder / "manifest.json", sha256=manifest_ref.sha256)
     manifest = json.loads(manifest_path.read_text())
-    features = tuple(
-        Feature(f["name"], "numeric" if f["kind"] == "numeric" else "categorical") for f in manifest["feature_schema"]
-    )
+    kinds: dict[str, Kind] = {"numeric": "numeric", "datetime": "datetime"}
+    features = tuple(Feature(f["name"], kinds.get(f["kind"], "categorical")) for f in manifest["feature_schema"])
     task: str | None = manifest.get("task")
     classes = manifest.get("classes")
     before = _rss_bytes()
@@ -173,7 +213,7 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         session: Any = OnnxModel.open(
             path,
             features=[f.name for f in features],
-            numeric=[f.kind == "numeric" for f in features],
+            numeric=[f.kind != "categorical" for f in features],
             task=task,  # type: ignore[arg-type]
             classes=classes,
         )
@@ -201,7 +241,8 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         session=session,
         memory_bytes=0,
         digest=digest,
+        derived=list(manifest.get("derived") or []),
     )
-    loaded.predict([[math.nan if f.kind == "numeric" else MISSING for f in features]])  # warm up, fail early
+    loaded.predict([[MISSING if f.kind == "categorical" else math.nan for f in features]])  # warm up, fail early
     loaded.memory_bytes = max(0, _rss_bytes() - before)
     return loaded

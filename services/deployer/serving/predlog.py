@@ -96,9 +96,13 @@ def logged(model: str, served: list[Served]) -> PredictionsLogged:
     """The PredictionsLogged of these answers (and shadow answers), column by column.
 
     Built without re-validation (serving made every value); defaults are filled in. A row's
-    features are those its answering version reads.
+    features are those its answering version reads, and the derived features it computed.
     """
-    names = dict.fromkeys(f.name for s in served for f in s.live.engines[s.answer["version"]].loaded.features)
+    loaded = {s.answer["version"]: s.live.engines[s.answer["version"]].loaded for s in served}
+    names = dict.fromkeys(
+        [f.name for version in loaded.values() for f in version.features]
+        + [d["name"] for version in loaded.values() for d in version.derived]
+    )
     classes = sorted({c for s in served for c in s.answer.get("probabilities") or ()})
     keys = [
         None if not s.live.sticky_key or s.row.get(s.live.sticky_key) is None else str(s.row[s.live.sticky_key])
