@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +35,8 @@ from tests.support.specs import example_spec
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = Path(sys.executable).parent / "modelbus"
-MODEL = "byom-churn"
+RUN = uuid.uuid4().hex[:6]  # the database outlives a platform: model names of this run only
+MODEL = f"byom-churn-{RUN}"
 OPERATOR, VIEWER = "byom-operator", "byom-viewer"
 LIMIT = 3 * 1024 * 1024
 
@@ -282,3 +284,96 @@ async def test_bad_imports_are_refused_whole_with_their_reason_and_audited(
     assert {a["actor"] for a in refusals} == {"otto", "vic"}
     assert all(a["detail"]["error"] for a in refusals)
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def example(name: str, model: str, *, iterations: int = 2) -> str:
+    """An example spec from schemas/examples under this platform's model name (its own dataset),
+    with a short search."""
+    spec = yaml.safe_load((ROOT / "schemas/examples" / name).read_text())
+    spec |= {"model": model, "dataset": model, "search": {**spec["search"], "iterations": iterations, "cv": 2}}
+    return yaml.safe_dump(spec)
+
+
+async def apply_text(loop: Loop, text: str, folder: Path) -> None:
+    path = folder / "spec.yaml"
+    path.write_text(text)
+    applied = await asyncio.to_thread(cli, loop, "apply", "-f", str(path), token=loop.token)
+    assert applied.returncode == 0, applied.stderr
+
+
+async def test_xgboost_and_lightgbm_candidates_win_or_lose_on_their_metric_among_three_families(
+    loop: Loop, tmp_path: Path
+) -> None:
+    model = f"byom-boosted-{RUN}"
+    await apply_text(loop, example("gradient-boosting.yaml", model), tmp_path)
+    await loop.publish(model, "d1", churn_frame(3000, seed=31))
+    trained: ModelTrained = await loop.wait(model, lambda e: isinstance(e, ModelTrained), 300, "the training")
+    scores = {c.estimator: c.score for c in trained.candidates}
+    assert set(scores) == {
+        "sklearn.linear_model.LogisticRegression",
+        "xgboost.XGBClassifier",
+        "lightgbm.LGBMClassifier",
+    }
+    assert trained.estimator == max(scores, key=lambda name: scores[name]), scores
+    assert all(c.cv_score is not None and 0.5 < c.cv_score < 1 for c in trained.candidates)
+    if trained.estimator != "sklearn.linear_model.LogisticRegression":  # a booster won: it serves as ONNX
+        assert "model.onnx" in {a.name for a in trained.artifacts}
+
+
+async def test_the_derived_features_example_is_served_from_raw_columns_exactly_as_its_pipeline_predicts(
+    loop: Loop, tmp_path: Path
+) -> None:
+    from shared.ops.example_data import purchases_frame
+    from shared.runtime.artifacts import ArtifactStore
+    from shared.runtime.modelfile import load_model
+
+    model = f"byom-purchases-{RUN}"
+    await apply_text(loop, example("derived-features.yaml", model), tmp_path)
+    await loop.publish(model, "d1", purchases_frame(3000, seed=41))
+    await loop.rollout_end(model, 1, timeout=300)
+    await loop.serving(model, 1)
+    trained: ModelTrained = loop.events(model, ModelTrained)[0]
+    assert {"spend_per_transaction", "days_since_registration"} <= set(trained.reference_profile.features)
+    [skops] = [a for a in trained.artifacts if a.name == "model.skops"]
+    pipeline = load_model(
+        await asyncio.to_thread(
+            ArtifactStore(loop.settings).get_file, skops.uri, tmp_path / "m.skops", sha256=skops.sha256
+        )
+    )
+    raw = purchases_frame(1000, seed=99).drop(columns=["churned"])
+    expected = pipeline.predict_proba(prepare(raw, example_spec_of(model).features))
+    answers: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for start in range(0, 1000, 250):
+            chunk = raw.iloc[start : start + 250]
+            instances = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in chunk.to_dict("records")]
+            assert set(instances[0]) == set(raw.columns), "raw columns only: no derived feature is sent"
+            answer = await http.post(
+                f"http://127.0.0.1:{loop.settings.serving_port}/v1/models/{model}:predict",
+                json={"instances": instances},
+            )
+            assert answer.status_code == 200, answer.text
+            answers += answer.json()["predictions"]
+    served = np.array([[a["probabilities"]["0"], a["probabilities"]["1"]] for a in answers])
+    assert np.max(np.abs(served - expected)) < 1e-9, "serving computes the derived features as training did"
+    assert [a["prediction"] for a in answers] == pipeline.predict(
+        prepare(raw, example_spec_of(model).features)
+    ).tolist()
+
+    from shared.contract import topics
+    from shared.contract.envelope import decode
+    from shared.ops.tools import read_all
+
+    async def logged_with_derived() -> bool:
+        records = await read_all(loop.settings, topics.PREDICTIONS_LOGGED)
+        batches = [decode(r.value, list(r.headers)).event for r in records]
+        mine = [b for b in batches if getattr(b, "model", None) == model]
+        return any("spend_per_transaction" in b.features and "total_spend" in b.features for b in mine)
+
+    await loop.until(logged_with_derived, 60, "PredictionsLogged with the derived features")
+
+
+def example_spec_of(model: str) -> Any:
+    from shared.runtime.specfile import load_spec
+
+    return load_spec(example("derived-features.yaml", model))

@@ -301,13 +301,17 @@ class Loop:
         await self.apply(model, pace)
         await self.publish(model, "d1", frame)
         await self.rollout_end(model, 1, timeout=240)
+        await self.serving(model, 1)
 
-        async def serving() -> bool:
+    async def serving(self, model: str, version: int, timeout: float = 60) -> None:
+        """Until serving answers for `model` with `version` loaded."""
+
+        async def loaded() -> bool:
             async with httpx.AsyncClient(timeout=5) as http:
                 found = await http.get(f"http://127.0.0.1:{self.settings.serving_port}/v1/models/{model}")
-            return found.status_code == 200 and 1 in [v["version"] for v in found.json().get("versions", [])]
+            return found.status_code == 200 and version in [v["version"] for v in found.json().get("versions", [])]
 
-        await self.until(serving, 60, f"serving {model} v1")
+        await self.until(loaded, timeout, f"serving {model} v{version}")
 
     # ------------------------------------------------------------ reading
 
