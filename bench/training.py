@@ -1,6 +1,9 @@
-"""From DataArrived to ModelEvaluated: where the time goes.
+"""From DataArrived to ModelEvaluated: where the time goes; and the gradient-boosting families and
+model imports side by side.
 
     .venv/bin/python bench/training.py [--runs 3] [--rows 5000]
+    .venv/bin/python bench/training.py --families [--family-rows 50000] [--seconds 10]
+    .venv/bin/python bench/training.py --imports [--repeat 3]
 
 Needs the local stack (`modelbus stack up`). Starts the registry, trainer and evaluator as separate
 processes (fresh topic prefix), applies the example spec, and for each run uploads a fresh example
@@ -8,6 +11,18 @@ dataset to the S3 server and publishes DataArrived. The time until ModelEvaluate
 split into training (the trainer's fit, from its manifest), evaluation (the evaluator's own
 timing) and everything else (the bus, the outbox, downloads and uploads, registration).
 Prints a table and writes JSON (default bench/results/training.json).
+
+`--families`: XGBoost, LightGBM and HistGradientBoosting on the same 50,000-row example dataset,
+each fitted by the trainer's code: fit seconds (the pipeline's fit alone, and the whole run with
+profile, calibration and export), ONNX parity (max absolute difference of class probabilities,
+ONNX against the native pipeline, on the 10,000 test rows; or why there is no ONNX), and serving
+p50 at concurrency 1 through modelbus serving (deployer and serving as processes, vegeta).
+Writes bench/results/training-families.json.
+
+`--imports`: a 100-tree random forest trained in a notebook script (the benchmark's MLflow
+virtualenv) and saved as skops, as ONNX and as an MLflow model, each imported through the
+registry's HTTP route (a process) `--repeat` times: the request's wall time and the registry's own
+check time. Writes bench/results/training-imports.json.
 """
 
 from __future__ import annotations
@@ -111,7 +126,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
+    parser.add_argument("--families", action="store_true", help="XGBoost, LightGBM, HistGradientBoosting")
+    parser.add_argument("--family-rows", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=10, help="--families: load per model, in seconds")
+    parser.add_argument("--imports", action="store_true", help="import a 100-tree forest from each format")
+    parser.add_argument("--repeat", type=int, default=3, help="--imports: imports per format")
     args = parser.parse_args()
+    if args.families or args.imports:
+        from bench.byom import bench_families, bench_imports
+
+        if args.families:
+            bench_families(rows=args.family_rows, seconds=args.seconds)
+        if args.imports:
+            bench_imports(repeat=args.repeat)
+        return
     settings = Settings().model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
     asyncio.run(ensure_topics(settings))
     port = free_port()

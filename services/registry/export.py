@@ -105,10 +105,8 @@ def write_mlflow_model(folder: Path, *, version: dict[str, Any], files: dict[str
     task = manifest.get("task", version["task"])
     onnx_flavor = "model.onnx" in files
     numeric_type = "float" if onnx_flavor else "double"
-    inputs = [
-        {"type": numeric_type if f["kind"] == "numeric" else "string", "name": f["name"], "required": True}
-        for f in schema
-    ]
+    types = {"numeric": numeric_type, "datetime": "double"}  # datetimes go in as epoch seconds
+    inputs = [{"type": types.get(f["kind"], "string"), "name": f["name"], "required": True} for f in schema]
     outputs = [{"type": "tensor", "tensor-spec": {"dtype": _label_dtype(classes, task), "shape": [-1]}}]
     versions = _versions()
     python = platform.python_version()
@@ -132,15 +130,17 @@ def write_mlflow_model(folder: Path, *, version: dict[str, Any], files: dict[str
         import skops.io as sio
 
         (folder / "model.skops").write_bytes(files["model.skops"].read_bytes())
+        code = _carry_derive(folder) if manifest.get("derived") else None
         flavors = {
             "python_function": {
                 **pyfunc,
+                **({"code": code} if code else {}),
                 "loader_module": "mlflow.sklearn",
                 "model_path": "model.skops",
                 "predict_fn": "predict",
             },
             "sklearn": {
-                "code": None,
+                "code": code,
                 "pickled_model": "model.skops",
                 "serialization_format": "skops",
                 "sklearn_version": versions["scikit-learn"],
@@ -148,6 +148,11 @@ def write_mlflow_model(folder: Path, *, version: dict[str, Any], files: dict[str
             },
         }
         requirements = [f"scikit-learn=={versions['scikit-learn']}", f"skops=={versions['skops']}"]
+        library = str(manifest.get("estimator", "")).split(".", 1)[0]
+        if library in ("xgboost", "lightgbm"):
+            import importlib.metadata
+
+            requirements.append(f"{library}=={importlib.metadata.version(library)}")
     test = pd.read_parquet(files["test-split.parquet"]).head(EXAMPLE_ROWS)
     names = [f["name"] for f in schema]
     example = prepare(test, [_spec_feature(f) for f in schema])[names]
@@ -194,7 +199,21 @@ def write_mlflow_model(folder: Path, *, version: dict[str, Any], files: dict[str
     return folder
 
 
+def _carry_derive(folder: Path) -> str:
+    """Ship modelbus' derived-feature step with the model, as MLflow's `code` (put on sys.path when
+    the model loads), so an MLflow environment without modelbus opens it."""
+    from shared.runtime import derive
+
+    package = folder / "code" / "shared" / "runtime"
+    package.mkdir(parents=True)
+    for init in (folder / "code" / "shared" / "__init__.py", package / "__init__.py"):
+        init.write_text("")
+    (package / "derive.py").write_text(Path(derive.__file__).read_text())
+    return "code"
+
+
 def _spec_feature(schema: dict[str, Any]) -> Any:
     from shared.contract.spec import Feature
 
-    return Feature(name=schema["name"], type="numeric" if schema["kind"] == "numeric" else "categorical")
+    kind = schema["kind"] if schema["kind"] in ("numeric", "datetime") else "categorical"
+    return Feature(name=schema["name"], type=kind)

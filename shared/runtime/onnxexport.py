@@ -106,6 +106,15 @@ def export_onnx(
         return "ok"
     except Exception as exc:
         path.unlink(missing_ok=True)
-        reason = f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}"
+        reason = f"ONNX export failed: {_why(exc)}"
         log.warning("%s: no ONNX artifact", reason)
         return reason
+
+
+def _why(exc: BaseException) -> str:
+    """The converter's error on one line, with its root cause (converters wrap the real one in a
+    message that dumps every node attribute)."""
+    first = (str(exc).strip().splitlines() or [""])[0].split(" and attributes=")[0][:160]
+    root = exc.__cause__ or exc.__context__
+    because = f" (because {type(root).__name__}: {str(root).splitlines()[0][:200]})" if root is not None else ""
+    return f"{type(exc).__name__}: {first}{because}"
