@@ -116,23 +116,21 @@ def add_interchange_routes(
     """Add `POST /v1/models/{name}/import` and `GET /v1/models/{name}/versions/{ref}/export`."""
     tracer = trace.get_tracer("modelbus.registry.api")
 
-    async def audit(who: Principal, name: str, reason: str, *, outcome: str, detail: dict[str, Any]) -> None:
-        async with sessions() as session, session.begin():
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                role=who.role,
-                action="import",
-                target=name,
-                reason=reason,
-                outcome=outcome,
-                detail=detail,
-            )
+    async def audit(
+        session: AsyncSession, who: Principal, name: str, reason: str, *, outcome: str, detail: dict[str, Any]
+    ) -> None:
+        await store.SqlStore(session).audit(
+            actor=who.actor, role=who.role, action="import", target=name, reason=reason, outcome=outcome, detail=detail
+        )
 
     async def refuse(
         who: Principal, name: str, reason: str, status: int, message: str, detail: dict[str, Any]
     ) -> NoReturn:
         log.info("import of %s refused (%d): %s", name, status, message)
-        await audit(who, name, reason, outcome="refused", detail={**detail, "error": message, "status": status})
+        async with sessions() as session, session.begin():
+            await audit(
+                session, who, name, reason, outcome="refused", detail={**detail, "error": message, "status": status}
+            )
         raise HTTPException(status, message)
 
     @api.post(
@@ -218,14 +216,8 @@ def add_interchange_routes(
         trained = prepared.trained(spec, revision.revision, refs, code_version())
         async with sessions() as session, session.begin():
             event_id = bus.stage(session, trained)
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                role=who.role,
-                action="import",
-                target=name,
-                reason=reason,
-                detail={**detail, "run_id": run_id, "format": prepared.source["format"], "event_id": event_id},
-            )
+            accepted = {**detail, "run_id": run_id, "format": prepared.source["format"], "event_id": event_id}
+            await audit(session, who, name, reason, outcome="ok", detail=accepted)
         cache.invalidate(name)
         bus.wake_relay()
         log.info("%s: imported %s as run %s (%s)", name, upload.model_name, run_id, prepared.estimator)

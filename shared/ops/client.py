@@ -38,19 +38,9 @@ class RegistryClient:
     def __exit__(self, *_: object) -> None:
         self.http.close()
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        files: dict[str, Any] | None = None,
-        data: dict[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """One request; returns the decoded JSON, raises ApiError with the API's reason."""
-        return self.send(method, path, json=json, params=params, files=files, data=data, timeout=timeout).json()
+    def call(self, method: str, path: str, **options: Any) -> Any:
+        """One request (the options of `send`); returns the decoded JSON, raises ApiError with the API's reason."""
+        return self.send(method, path, **options).json()
 
     def send(
         self,

@@ -29,20 +29,6 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 MISSING = "__missing__"
 SECONDS_PER_DAY = 86_400.0
-OPERATIONS = (
-    "ratio",
-    "difference",
-    "sum",
-    "product",
-    "log1p",
-    "clip",
-    "days_since",
-    "month",
-    "weekday",
-    "hour",
-    "is_missing",
-    "bucketize",
-)
 
 
 def _numbers(frame: pd.DataFrame, name: str) -> np.ndarray[Any, Any]:

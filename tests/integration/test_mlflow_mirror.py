@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,15 @@ from shared.contract.events import DataArrived, ModelRegistered, ModelTrained
 from shared.ops.example_data import write_churn
 from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually, free_port
-from tests.integration.test_trainer import apply, arrival, events, holds, publish, upload
+from tests.integration.test_trainer import (
+    apply,
+    arrival,
+    events,
+    holds,
+    publish,
+    services,  # noqa: F401 - the trainer tests' fixture, with this module's settings
+    upload,
+)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -57,28 +65,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-async def mirrored(settings: Settings, mlflow_server: str) -> AsyncIterator[Callable[[str], Awaitable[Any]]]:
+def trainer_settings(settings: Settings, mlflow_server: str) -> Settings:
+    """The trainer tests' settings (see tests/integration/test_trainer.py), with the mirror on."""
     from pydantic import SecretStr
 
-    from services.registry.app import build as build_registry
-    from services.trainer.app import build as build_trainer
-
-    configured = settings.model_copy(
-        update={"api_tokens": SecretStr("adm=admin:alice"), "otlp_endpoint": None, "mlflow_tracking_uri": mlflow_server}
-    )
-    started: list[Any] = []
-
-    async def start(kind: str) -> Any:
-        service = (build_registry if kind == "registry" else build_trainer)(
-            configured.model_copy(update={"service_name": kind})
-        )
-        await service.start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in reversed(started):
-        await service.stop()
+    update = {"api_tokens": SecretStr("adm=admin:alice"), "otlp_endpoint": None, "mlflow_tracking_uri": mlflow_server}
+    return settings.model_copy(update=update)
 
 
 async def mlflow(url: str, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +91,13 @@ def tags(run: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_each_training_is_mirrored_as_a_parent_run_with_a_child_per_candidate_and_its_version(
-    mirrored: Callable[[str], Awaitable[Any]], settings: Settings, mlflow_server: str, tmp_path: Path
+    services: Callable[[str], Awaitable[Any]],  # noqa: F811 - the fixture imported above
+    settings: Settings,
+    mlflow_server: str,
+    tmp_path: Path,
 ) -> None:
-    registry = await mirrored("registry")
-    trainer = await mirrored("trainer")
+    registry = await services("registry")
+    trainer = await services("trainer")
     model = f"mirror-{uuid.uuid4().hex[:6]}"
     await apply(registry, model)
     await holds(trainer, trainer_store.SpecRow, model, what="the trainer to know the spec")
