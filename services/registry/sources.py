@@ -77,7 +77,8 @@ def _unpack_zip(path: Path, into: Path, *, max_bytes: int) -> None:
             total += info.file_size
             if total > max_bytes:
                 raise ImportRefused(f"the archive unpacks to more than {max_bytes} bytes")
-        archive.extractall(into)  # noqa: S202 - every member was checked above
+        # Every member was checked above (no traversal, no link, bounded size).
+        archive.extractall(into)  # noqa: S202  # nosec B202
 
 
 def _unpack_tar(path: Path, into: Path, *, max_bytes: int) -> None:

@@ -278,6 +278,27 @@ async def test_bad_imports_are_refused_whole_with_their_reason_and_audited(
                 headers={"Authorization": f"Bearer {VIEWER}"},
             )
         ).json()
+        cyclic = yaml.safe_load(example("derived-features.yaml", f"byom-cycle-{RUN}"))
+        cyclic["derived"] = [
+            {"name": "a", "op": "sum", "of": ["total_spend", "b"]},
+            {"name": "b", "op": "log1p", "of": "a"},
+        ]
+        spec_refused = await http.post(
+            f"{base}/v1/specs",
+            json={"spec_yaml": yaml.safe_dump(cyclic)},
+            headers={"Authorization": f"Bearer {loop.token}"},
+        )
+        spec_audit = (
+            await http.get(
+                f"{base}/v1/audit",
+                params={"target": f"byom-cycle-{RUN}", "action": "apply-spec"},
+                headers={"Authorization": f"Bearer {VIEWER}"},
+            )
+        ).json()
+    assert spec_refused.status_code == 422
+    [issue] = [e for e in spec_refused.json()["errors"] if e["path"] == "derived[0].of[1]"]
+    assert issue["message"].endswith("a cycle: a → b → a") and issue["line"]
+    assert [a["outcome"] for a in spec_audit] == ["refused"]
     assert after["latest_version"] == before["latest_version"], "nothing half-registered"
     refusals = [a for a in audit if a["outcome"] == "refused"]
     assert len(refusals) == len(bad_uploads(notebook, tmp_path)) + 1
