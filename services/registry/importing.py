@@ -336,24 +336,21 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
     if source.flavor == "onnx":
         model = _load(source, spec, features)
     rows = reference if reference is not None else test
-    assert rows is not None
-    missing = [f.name for f in features if f.name not in rows.columns]
-    if missing:
-        raise ImportRefused(f"the test data lacks feature(s) {', '.join(missing)} that the model takes")
     evaluation = test if test is not None else reference
-    assert evaluation is not None
-    if target not in evaluation.columns:
-        where = "test" if test is not None else "reference (no --test data given)"
-        raise ImportRefused(f"the {where} rows have no target column {target!r} to evaluate the model on")
-    if test is not None:
+    assert rows is not None and evaluation is not None
+    if test is not None:  # the reference rows were checked with the schema
         lacking = [f.name for f in features if f.name not in test.columns]
         if lacking:
             raise ImportRefused(f"the test data lacks feature(s) {', '.join(lacking)} that the model takes")
+    if target not in evaluation.columns:
+        where = "test" if test is not None else "reference (no --test data given)"
+        raise ImportRefused(f"the {where} rows have no target column {target!r} to evaluate the model on")
     x = prepare(rows, features)
     predicted = smoke_test(spec, model, x, rows[target] if target in rows.columns else None)
-    if test is not None:
-        smoke_test(spec, model, prepare(test, features), test[target])
-    x_eval, y_eval = prepare(evaluation, features), evaluation[target]
+    x_eval, y_eval = x, evaluation[target]
+    if evaluation is not rows:
+        x_eval = prepare(evaluation, features)
+        smoke_test(spec, model, x_eval, y_eval)
     metrics = evaluate(spec.task, model, x_eval, y_eval)
     profile = reference_profile(features, rows, predicted, task=spec.task, seed=spec.split.seed)
     if spec.task == "classification":

@@ -8,7 +8,6 @@ audited. Export: any version, as an MLflow model folder in a zip (`services.regi
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import re
 import shutil
@@ -37,6 +36,7 @@ from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.httpapi import RANK, Principal, Viewer
 from shared.runtime.settings import Settings
+from shared.runtime.telemetry import code_version
 
 log = logging.getLogger(__name__)
 FIELDS = ("model", "reference", "test")
@@ -94,14 +94,6 @@ class Imported(BaseModel):
 def _filename(upload: UploadFile, field: str) -> str:
     name = Path((upload.filename or field).replace("\\", "/")).name
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or field
-
-
-def code_version() -> str:
-    """The version of the code that imports."""
-    try:
-        return importlib.metadata.version("modelbus")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def add_interchange_routes(

@@ -3,7 +3,6 @@ and emits TrainingStarted in one transaction; the worker (services.trainer.worke
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import uuid
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from shared.contract.events import (
 )
 from shared.contract.spec import ModelSpec
 from shared.runtime.specwait import release
+from shared.runtime.telemetry import code_version
 from shared.runtime.uow import UnitOfWork
 
 log = logging.getLogger("modelbus.trainer")
@@ -28,14 +28,6 @@ UoW = UnitOfWork[TrainerStore]
 
 class TrainerRefusal(ValueError):
     """A request the trainer cannot act on (no spec, no such dataset version); dead-lettered with why."""
-
-
-def code_version() -> str:
-    """The version of the code that trains."""
-    try:
-        return importlib.metadata.version("modelbus")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def run_id_for(model: str, cause_event_id: str) -> str:

@@ -24,7 +24,6 @@ from opentelemetry.propagate import extract
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.trainer import fit, store
-from services.trainer.handlers import code_version
 from services.trainer.mirror import Mirror, NoMirror
 from shared.contract.events import ArtifactRef, ContractViolation, Event, ModelTrained, TrainingFailed
 from shared.runtime.artifacts import (
@@ -39,7 +38,7 @@ from shared.runtime.artifacts import (
 from shared.runtime.bus import Bus
 from shared.runtime.errors import is_transient
 from shared.runtime.settings import Settings
-from shared.runtime.telemetry import configure_logging
+from shared.runtime.telemetry import code_version, configure_logging
 
 log = logging.getLogger("modelbus.trainer")
 IDLE_POLL_SECONDS = 0.25

@@ -49,3 +49,13 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def code_version() -> str:
+    """The version of the running modelbus code (what trained or imported a model)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("modelbus")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
