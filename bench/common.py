@@ -142,6 +142,23 @@ def wait_http(url: str, *, timeout: float, what: str, process: subprocess.Popen[
     raise SystemExit(f"{what} did not answer {url} within {timeout} s")
 
 
+CLIENTS = ("tritonclient[http]==2.73.0", "kserve==0.21.0")
+
+
+def clients_python() -> Path:
+    """Python of a virtualenv with the Open Inference Protocol's own clients, unmodified: Triton's
+    `tritonclient.http` and KServe's `InferenceRESTClient` (their pins clash with the project's)."""
+    venv = BENCH / "clients-venv"
+    python = venv / "bin" / "python"
+    marker = venv / "installed.txt"
+    if not marker.exists() or marker.read_text() != "\n".join(CLIENTS):
+        say("[bench] installing tritonclient and kserve into .modelbus/bench/clients-venv …")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *CLIENTS], check=True)
+        marker.write_text("\n".join(CLIENTS))
+    return python
+
+
 def mlflow_python() -> Path:
     """Python of the benchmark's own MLflow virtualenv (created on first use), with the same
     scikit-learn, skops and ONNX packages as modelbus, to read its models and write notebook ones."""

@@ -71,3 +71,9 @@ fi
 .venv/bin/python -c 'from bench.common import mlflow_python; mlflow_python()' \
   || fail "could not install MLflow into .modelbus/bench/mlflow-venv (see above)"
 say "MLflow ready in .modelbus/bench/mlflow-venv"
+
+# The Open Inference Protocol's clients (tritonclient, kserve) in a virtualenv of their own: the
+# serving protocol tests call modelbus with them, unmodified.
+.venv/bin/python -c 'from bench.common import clients_python; clients_python()' \
+  || fail "could not install tritonclient and kserve into .modelbus/bench/clients-venv (see above)"
+say "tritonclient and kserve ready in .modelbus/bench/clients-venv"

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.registry import domain, store
 from services.registry.cache import AliasCache
 from services.registry.interchange import add_interchange_routes
+from services.registry.publishing import add_publish_routes
 from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
@@ -224,6 +225,7 @@ def make_api(
 
     add_health_routes(api, sessions, bus, metrics)
     add_interchange_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
+    add_publish_routes(api, sessions=sessions, bus=bus)
 
     # ------------------------------------------------------------ read (viewer)
 

@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     serving_batch_rows: int = Field(default=256, ge=1, le=100_000)
     # How often serving re-reads the rollouts besides reacting to RolloutChanged, in seconds.
     serving_refresh_seconds: float = Field(default=30, gt=0)
+    # This process's shard of the models, i/n (a stable hash of the model name); empty: every model.
+    serving_shard: str = ""
+    # Memory for resident versions, in bytes; versions no rollout routes to are evicted beyond it (LRU).
+    serving_memory_bytes: int = Field(default=4 * 1024**3, ge=1024**2)
+    # Bearer tokens for predict, infer and metadata (TOKEN[:NAME], comma-separated); empty: no auth.
+    serving_tokens: SecretStr = SecretStr("")
+    # Model POST /invocations answers for when this process serves several; empty: the only one.
+    serving_default_model: str = ""
     # Predictions buffered for PredictionsLogged; beyond it new ones are dropped (and counted).
     prediction_log_capacity: int = Field(default=50_000, ge=1)
     # Most predictions in one PredictionsLogged event.
@@ -148,6 +156,14 @@ class Settings(BaseSettings):
     def _no_file(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("serving_shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        from shared.contract.sharding import parse_shard
+
+        parse_shard(value)
+        return value.strip()
+
     @field_validator("artifact_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
@@ -170,6 +186,14 @@ class Settings(BaseSettings):
     def tokens(self) -> dict[str, Role]:
         """Parse api_tokens into {token: role}."""
         return {token: role for token, (role, _) in self.principals().items()}
+
+    def serving_principals(self) -> dict[str, str]:
+        """Parse serving_tokens into {token: caller name}; an unnamed token's caller is token-<digest>."""
+        pairs: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.serving_tokens.get_secret_value().split(","))):
+            token, _, name = item.partition(":")
+            pairs[token] = name or f"token-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+        return pairs
 
     def principals(self) -> dict[str, tuple[Role, str]]:
         """Parse api_tokens into {token: (role, actor name)}; an unnamed token's actor is ROLE-<digest>."""

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import secrets
 import time
 import uuid
@@ -42,6 +43,12 @@ from shared.runtime.settings import Settings
 Say = Callable[[str], None]
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_SHA = "a" * 64
+
+
+def infinite(before: bytes, row: dict[str, Any], feature: str, after: bytes, literal: bytes = b"Infinity") -> bytes:
+    """A body with one feature's value a non-finite JSON number (`Infinity`, `1e999`)."""
+    text = json.dumps({**row, feature: 12345.678})
+    return before + text.encode().replace(b"12345.678", literal) + after
 
 
 @dataclass(frozen=True)
@@ -415,6 +422,15 @@ class Corpus:
         predict = f"{self.serving}/v1/models/{self.model}:predict"
         row = churn_frame(1, seed=5)[FEATURES].astype(object).to_dict("records")[0]
         rollout = f"{self.registry}/v1/models/{self.model}/rollout/pause"
+        infer = f"{self.serving}/v2/models/{self.model}/infer"
+        invocations = f"{self.serving}/v1/models/{self.model}/invocations"
+        js = {"content-type": "application/json"}
+        nested = b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+        columns = [
+            {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+            for k, v in sorted(row.items(), key=lambda item: item[0] != "tenure_months")
+            if k != "senior"  # in the example data, not among the demo model's features
+        ]
         Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
         cases: list[tuple[str, Call, set[int], str]] = [
             (
@@ -462,6 +478,64 @@ class Corpus:
                 lambda h: h.post(f"{self.serving}/v1/models/nobody:predict", json={"instances": [row]}),
                 {404},
                 "nobody",
+            ),
+            (
+                "predict: Infinity",
+                lambda h: h.post(predict, content=infinite(b'{"instance": ', row, "tenure_months", b"}"), headers=js),
+                {422},
+                "tenure_months: expected a finite number",
+            ),
+            (
+                "predict: 1e999",
+                lambda h: h.post(
+                    predict, content=infinite(b'{"instance": ', row, "tenure_months", b"}", b"1e999"), headers=js
+                ),
+                {422},
+                "tenure_months: expected a finite number",
+            ),
+            ("predict: JSON 1,000 deep", lambda h: h.post(predict, content=nested, headers=js), {400}, "deeper"),
+            ("v2 infer: JSON 1,000 deep", lambda h: h.post(infer, content=nested, headers=js), {400}, "deeper"),
+            (
+                "v2 infer: shape disagrees with the data",
+                lambda h: h.post(infer, json={"inputs": [{**columns[0], "shape": [5]}, *columns[1:]]}),
+                {400},
+                "shape [5] holds 5 values",
+            ),
+            (
+                "v2 infer: unknown datatype",
+                lambda h: h.post(infer, json={"inputs": [{**columns[0], "datatype": "FP8"}]}),
+                {400},
+                "unknown datatype",
+            ),
+            (
+                "v2 infer: Infinity",
+                lambda h: h.post(
+                    infer,
+                    content=json.dumps({"inputs": [{**columns[0], "data": [math.inf]}, *columns[1:]]}),
+                    headers=js,
+                ),
+                {422},
+                "expected a finite number",
+            ),
+            (
+                "v2 infer: tensor over the limit",
+                lambda h: h.post(infer, content=b" " * (self.settings.serving_max_body_bytes + 1), headers=js),
+                {413},
+                "exceeds",
+            ),
+            (
+                "mlflow invocations: Infinity",
+                lambda h: h.post(
+                    invocations, content=infinite(b'{"dataframe_records": [', row, "monthly_charges", b"]}"), headers=js
+                ),
+                {422},
+                "monthly_charges: expected a finite number",
+            ),
+            (
+                "mlflow invocations: JSON 1,000 deep",
+                lambda h: h.post(invocations, content=nested, headers=js),
+                {400},
+                "deeper",
             ),
             ("registry: no token", lambda h: h.post(rollout, json={"reason": "x"}), {401}, "token"),
             (

@@ -17,17 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.deployer import domain
-from services.deployer.serving.front import PredictFront, Predictor, json_response
+from services.deployer.serving import v2
+from services.deployer.serving.front import PredictFront, dispatch, json_response
 from services.deployer.serving.metrics import Metrics
+from services.deployer.serving.predictor import Answer, Predictor, Refused, Target
 from services.deployer.serving.predlog import PredictionLog
-from services.deployer.serving.routing import Host
+from services.deployer.serving.routing import Host, NotServed
 from shared.contract.events import RolloutChanged
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
@@ -176,19 +180,124 @@ def make_api(serving: Serving) -> FastAPI:
             }
         )
 
+    async def fast(protocol: str, name: str, version: str | None, request: Request) -> Response:
+        # The running server answers these routes in `PredictFront`, without the framework's
+        # per-request machinery; these handlers do the same, and document them.
+        headers = {k: v for k, v in request.headers.items() if k in ("x-request-id", "content-type", v2.HEADER)}
+        answer = await dispatch(serving.predictor, protocol, (name, version), await request.body(), headers)
+        return _response(answer)
+
     @api.post("/v1/models/{name}:predict", tags=["predict"])
     async def predict(name: str, request: Request) -> Response:
         """Predict one row (`{"instance": {...}}`) or a batch (`{"instances": [{...}, ...]}`).
 
         Rows are routed one by one (sticky key, excluded segments) and checked against the
         answering version's feature schema: 422 lists every bad field. `X-Request-Id` is used as
-        the request id when given. (The running server answers this route in `PredictFront`,
-        without the framework's per-request machinery; this handler does the same.)
+        the request id when given.
         """
-        answer = await serving.predictor.answer(name, await request.body(), request.headers.get("x-request-id"))
-        return Response(answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers)
+        return await fast("v1", name, None, request)
 
+    @api.post("/v1/models/{name}/invocations", tags=["mlflow"])
+    async def invocations_of(name: str, request: Request) -> Response:
+        """MLflow's scoring protocol for a model: `dataframe_split`, `dataframe_records`, `instances`
+        or `inputs` as JSON, or `text/csv`; answers `{"predictions": [...]}`."""
+        return await fast("mlflow", name, None, request)
+
+    @api.post("/invocations", tags=["mlflow"])
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol for the model this process serves (or MODELBUS_SERVING_DEFAULT_MODEL)."""
+        return await fast("mlflow", "", None, request)
+
+    @api.get("/ping", tags=["mlflow"])
+    @api.get("/health", tags=["mlflow"])
+    async def ping() -> Response:
+        """MLflow's health check: 200 once the rollouts were read."""
+        return Response("\n", status_code=200 if host.ready else 503, media_type="application/json")
+
+    add_v2_routes(api, serving, fast)
     return api
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
+
+
+def add_v2_routes(api: FastAPI, serving: Serving, fast: Callable[..., Awaitable[Response]]) -> None:
+    """The Open Inference Protocol (V2): health, server and model metadata, readiness, inference."""
+    host, predictor = serving.host, serving.predictor
+
+    @api.get("/v2/health/live", tags=["v2"])
+    async def live() -> dict[str, bool]:
+        """The process is up."""
+        return {"live": True}
+
+    @api.get("/v2/health/ready", tags=["v2"])
+    async def ready() -> Response:
+        """Ready once the rollouts were read and the versions they route to are loaded."""
+        return json_response({"ready": host.ready}, 200 if host.ready else 503)
+
+    @api.get("/v2", tags=["v2"])
+    async def server() -> dict[str, Any]:
+        """Server metadata."""
+        return v2.server_metadata()
+
+    async def described(name: str, version: str | None) -> Response:
+        try:
+            if version is None:
+                target = await predictor.target(name)
+            else:
+                engine = await host.engine(name, v2.pinned_version(version) or 0)
+                target = Target(name, host.live.get(name), engine)
+        except NotServed as exc:
+            return _response(v2.error(404, str(exc)))
+        except Refused as refused:
+            return _response(v2.error(refused.status, str(refused)))
+        versions = sorted({v for m, v in host.engines if m == name})
+        return json_response(v2.metadata(target, versions))
+
+    async def readiness(name: str, version: str | None) -> Response:
+        if version is None:
+            if name in host.live:
+                return json_response({"name": name, "ready": True})
+            if not host.serves(name):
+                return _response(v2.error(404, host.why_not(name)))
+            return _response(v2.error(404, f"no model named {name!r} is served here (served: {sorted(host.live)})"))
+        if not (version.isascii() and version.isdigit()):
+            return _response(v2.error(400, f"a version is a positive integer, got {version[:20]!r}"))
+        if (name, int(version)) in host.engines:
+            return json_response({"name": name, "version": version, "ready": True})
+        # Not ready is a 4xx in the protocol (as Triton answers it); a request naming it loads it.
+        return _response(v2.error(400, f"{name}@{version} is not loaded here; a request naming it loads it"))
+
+    @api.get("/v2/models/{name}", tags=["v2"])
+    async def model_metadata(name: str) -> Response:
+        """A model's metadata: inputs (name, datatype, shape) from its feature schema, and outputs."""
+        return await described(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}", tags=["v2"])
+    async def version_metadata(name: str, version: str) -> Response:
+        """A version's metadata (loading it if it is not resident)."""
+        return await described(name, version)
+
+    @api.get("/v2/models/{name}/ready", tags=["v2"])
+    async def model_ready(name: str) -> Response:
+        """200 when the model's routing is live here."""
+        return await readiness(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"])
+    async def version_ready(name: str, version: str) -> Response:
+        """200 when the version is resident here."""
+        return await readiness(name, version)
+
+    @api.post("/v2/models/{name}/infer", tags=["v2"])
+    async def infer(name: str, request: Request) -> Response:
+        """Inference through the model's rollout (routing, stickiness, shadow, micro-batching, prediction log)."""
+        return await fast("v2", name, None, request)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"])
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        """Inference by one named version, bypassing the rollout (counted in modelbus_serving_pinned_requests)."""
+        return await fast("v2", name, version, request)
 
 
 def build(settings: Settings) -> Serving:
@@ -196,6 +305,7 @@ def build(settings: Settings) -> Serving:
     engine = make_engine(settings)
     sessions = make_sessions(engine)
     metrics = Metrics(CollectorRegistry())
+    metrics.budget.set(settings.serving_memory_bytes)
     host = Host(settings, sessions, ArtifactStore(settings), metrics)
     tracing = make_tracer_provider(settings)
     bus = Bus(settings, tracer_provider=tracing)

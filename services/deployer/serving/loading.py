@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ class Feature:
 
     name: str
     kind: Kind
+    nullable: bool = True
 
 
 def _number(value: Any) -> float | None:
@@ -91,37 +93,62 @@ def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
-def check_rows(features: tuple[Feature, ...], rows: list[Any], *, where: str = "instances") -> list[Row]:
-    """The rows' feature values in schema order, coerced; raises InputError listing every bad field."""
+Label = Callable[[int, str], str]
+
+
+def _shown(value: float) -> str:
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+
+
+def check_rows(
+    features: tuple[Feature, ...], rows: list[Any], *, where: str = "instances", label: Label | None = None
+) -> list[Row]:
+    """The rows' feature values in schema order, coerced; raises InputError listing every bad field.
+
+    A field is named `{where}[i].{feature}` (`{where}.{feature}` for one row not called
+    "instances"), or as `label(i, feature)` says. Infinities are refused everywhere; a null or NaN
+    only where the version's schema says the feature is not nullable.
+    """
     checked: list[Row] = []
     errors: list[str] = []
     for index, row in enumerate(rows):
         at = f"{where}[{index}]" if where == "instances" else where
         if not isinstance(row, dict):
-            errors.append(f"{at}: expected an object of features, got {_type_name(row)}")
+            errors.append(f"{label(index, '') if label else at}: expected an object of features, got {_type_name(row)}")
             continue
         values: Row = []
         for feature in features:
+            place = label(index, feature.name) if label else f"{at}.{feature.name}"
             if feature.name not in row:
-                errors.append(f"{at}.{feature.name}: required")
+                errors.append(f"{place}: required")
                 continue
             raw = row[feature.name]
+            if feature.kind == "categorical":
+                category = _category(raw)
+                if category is None:
+                    errors.append(f"{place}: expected a string, got {_type_name(raw)}")
+                elif category == MISSING and raw is None and not feature.nullable:
+                    errors.append(f"{place}: a value is required (the model was trained without missing values)")
+                values.append(category)
+                continue
             if feature.kind == "numeric":
                 number = _number(raw)
                 if number is None:
-                    errors.append(f"{at}.{feature.name}: expected a number, got {_type_name(raw)}")
-                values.append(number)
-            elif feature.kind == "datetime":
-                instant = _instant(raw)
-                if instant is None:
-                    shown = repr(raw)[:40] if isinstance(raw, str) else _type_name(raw)
-                    errors.append(f"{at}.{feature.name}: expected an ISO 8601 datetime or epoch seconds, got {shown}")
-                values.append(instant)
+                    errors.append(f"{place}: expected a number, got {_type_name(raw)}")
             else:
-                category = _category(raw)
-                if category is None:
-                    errors.append(f"{at}.{feature.name}: expected a string, got {_type_name(raw)}")
-                values.append(category)
+                number = _instant(raw)
+                if number is None:
+                    shown = repr(raw)[:40] if isinstance(raw, str) else _type_name(raw)
+                    errors.append(f"{place}: expected an ISO 8601 datetime or epoch seconds, got {shown}")
+            if number is not None and not math.isfinite(number):
+                if number == number:
+                    errors.append(f"{place}: expected a finite number, got {_shown(number)}")
+                elif not feature.nullable:
+                    got = "null" if raw is None else "NaN"
+                    errors.append(
+                        f"{place}: a value is required, got {got} (the model was trained without missing values)"
+                    )
+            values.append(number)
         checked.append(values)
     if errors:
         raise InputError(errors)
@@ -203,7 +230,10 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
     manifest_path = store.get_file(manifest_ref.uri, folder / "manifest.json", sha256=manifest_ref.sha256)
     manifest = json.loads(manifest_path.read_text())
     kinds: dict[str, Kind] = {"numeric": "numeric", "datetime": "datetime"}
-    features = tuple(Feature(f["name"], kinds.get(f["kind"], "categorical")) for f in manifest["feature_schema"])
+    features = tuple(
+        Feature(f["name"], kinds.get(f["kind"], "categorical"), bool(f.get("nullable", True)))
+        for f in manifest["feature_schema"]
+    )
     task: str | None = manifest.get("task")
     classes = manifest.get("classes")
     before = _rss_bytes()

@@ -59,6 +59,39 @@ class Metrics:
             ["model", "version", "runtime"],
             registry=registry,
         )
+        self.loads = Counter(
+            "modelbus_serving_loads",
+            "Versions loaded (for a rollout or on a request by name).",
+            ["model"],
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "modelbus_serving_evictions",
+            "Unpinned versions evicted to keep within MODELBUS_SERVING_MEMORY_BYTES.",
+            ["model"],
+            registry=registry,
+        )
+        self.cold_load = Histogram(
+            "modelbus_serving_cold_load_seconds",
+            "Time to load a version on its first request by name (download, digest check, load, warm-up).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.resident = Gauge(
+            "modelbus_serving_resident_bytes", "Memory taken by every resident version.", registry=registry
+        )
+        self.budget = Gauge("modelbus_serving_memory_budget_bytes", "MODELBUS_SERVING_MEMORY_BYTES.", registry=registry)
+        self.pinned = Counter(
+            "modelbus_serving_pinned_requests",
+            "Requests naming a version (bypassing the rollout), by model, version and protocol.",
+            ["model", "version", "protocol"],
+            registry=registry,
+        )
+        self.unauthorized = Counter(
+            "modelbus_serving_unauthorized",
+            "Requests refused for a missing or unknown bearer token (MODELBUS_SERVING_TOKENS).",
+            registry=registry,
+        )
         self.load_failures = Counter(
             "modelbus_serving_load_failures", "Versions that could not be loaded.", ["model"], registry=registry
         )

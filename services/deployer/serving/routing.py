@@ -1,10 +1,20 @@
 """What is live: each model's routing table (its rollout, routing rules and loaded versions), kept
 by the Host, which applies each RolloutChanged's split (loading new versions first, then swapping
-the table in one assignment) and re-reads the deployer's tables as a safety net."""
+the table in one assignment) and re-reads the deployer's tables as a safety net.
+
+The versions a rollout routes to are pinned: loaded before their routing goes live and never
+evicted. Any other version the deployer knows loads on its first request by name (pinned by the
+caller: an operator's check) and stays resident, least recently used first out, while everything
+resident fits `MODELBUS_SERVING_MEMORY_BYTES`; a version leaving its rollout joins those. A process
+may serve a shard of the models: `MODELBUS_SERVING_SHARD=i/n` keeps the models whose stable hash
+(`shared.contract.sharding`) falls in shard i.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import gc
 import logging
 import shutil
@@ -20,7 +30,8 @@ from services.deployer import domain, store
 from services.deployer.serving.batcher import Batcher
 from services.deployer.serving.loading import Loaded, load
 from services.deployer.serving.metrics import Metrics
-from shared.contract.events import RolloutChanged
+from shared.contract.events import ArtifactRef, RolloutChanged
+from shared.contract.sharding import parse_shard, shard_of
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.modelfile import UntrustedArtifact
 from shared.runtime.settings import Settings
@@ -65,6 +76,10 @@ def needed(rollout: domain.Rollout) -> set[int]:
     return {rollout.candidate, rollout.stable}
 
 
+class NotServed(LookupError):
+    """A model or version this process does not serve; the message says why."""
+
+
 class Host:
     """The models this process serves, refreshed from the deployer's tables."""
 
@@ -80,12 +95,75 @@ class Host:
         self.artifacts = artifacts
         self.metrics = metrics
         self.only = frozenset(m.strip() for m in settings.serving_models.split(",") if m.strip()) or None
+        self.shard = parse_shard(settings.serving_shard)
+        self.budget = settings.serving_memory_bytes
         self.live: dict[str, Live] = {}
         self.engines: dict[tuple[str, int], Engine] = {}
+        self.unpinned: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self.loading: dict[tuple[str, int], asyncio.Future[Engine]] = {}
         self.problems: dict[str, str] = {}
         self.refreshed = False
         self.folder = Path(tempfile.mkdtemp(prefix="modelbus-serving-"))
         self._lock = asyncio.Lock()
+
+    def serves(self, model: str) -> bool:
+        """Whether this process serves a model (MODELBUS_SERVING_MODELS, MODELBUS_SERVING_SHARD)."""
+        if self.only is not None and model not in self.only:
+            return False
+        return self.shard is None or shard_of(model, self.shard[1]) == self.shard[0]
+
+    def why_not(self, model: str) -> str:
+        """Why this process does not serve a model."""
+        if self.only is not None and model not in self.only:
+            return f"{model!r} is not among the models this process serves (MODELBUS_SERVING_MODELS)"
+        assert self.shard is not None
+        index, count = self.shard
+        return f"{model!r} is served by shard {shard_of(model, count)}/{count}; this process is shard {index}/{count}"
+
+    @property
+    def resident_bytes(self) -> int:
+        """Memory taken by every resident version."""
+        return sum(e.loaded.memory_bytes for e in self.engines.values())
+
+    async def engine(self, model: str, version: int) -> Engine:
+        """A version by name: resident, or loaded now from the deployer's tables (and kept, unpinned,
+        while the memory budget allows). Raises NotServed."""
+        key = (model, version)
+        found = self.engines.get(key)
+        if found is not None:
+            if key in self.unpinned:
+                self.unpinned.move_to_end(key)
+            return found
+        if not self.serves(model):
+            raise NotServed(self.why_not(model))
+        pending = self.loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Engine] = asyncio.get_running_loop().create_future()
+        self.loading[key] = future
+        try:
+            async with self.sessions() as session:
+                known = await store.SqlStore(session).version_of(model, version)
+            if known is None or not known.artifacts:
+                raise NotServed(f"{model}@{version} is not a version the deployer knows")
+            began = time.perf_counter()
+            try:
+                engine = await self._load(model, version, list(known.artifacts))
+            except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
+                self.metrics.load_failures.labels(model).inc()
+                raise NotServed(f"{model}@{version} cannot be loaded: {exc}") from exc
+            self.metrics.cold_load.observe(time.perf_counter() - began)
+            if key not in {(m, v) for m, live in self.live.items() for v in live.engines}:
+                self.unpinned[key] = None
+            self._evict()
+            future.set_result(engine)
+            return engine
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self.loading[key]
 
     @property
     def ready(self) -> bool:
@@ -99,13 +177,14 @@ class Host:
         """Re-read the rollouts (of one model, or all) and swap in what changed, loading first."""
         async with self._lock:
             only = frozenset({model}) if model else self.only
-            if model and self.only and model not in self.only:
+            if model and not self.serves(model):
                 return
             async with self.sessions() as session:
                 found = await store.SqlStore(session).live_models(only)
             loaded_any = False
             for item in found:
-                loaded_any |= await self._apply(item)
+                if self.serves(item.model):
+                    loaded_any |= await self._apply(item)
             if model is None:
                 self.refreshed = True
             self._drop_unused()
@@ -118,7 +197,7 @@ class Host:
 
         An event older than the routing in place (a refresh already read a later state) changes nothing.
         """
-        if self.only and event.model not in self.only:
+        if not self.serves(event.model):
             return
         async with self._lock:
             rollout = domain.rollout_of(event)
@@ -158,7 +237,7 @@ class Host:
             if engine is None:
                 loaded = True
                 try:
-                    engine = await self._load(item, version)
+                    engine = await self._load(item.model, version, item.artifacts.get(version))
                 except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
                     self.metrics.load_failures.labels(item.model).inc()
                     self.problems[item.model] = f"{item.model}@{version} cannot be loaded: {exc}"
@@ -180,17 +259,17 @@ class Host:
         log.info("%s: %s (%s) now live: %s", item.model, item.rollout.rollout_id, item.rollout.state, split)
         return loaded
 
-    async def _load(self, item: store.LiveModel, version: int) -> Engine:
-        refs = item.artifacts.get(version)
+    async def _load(self, model: str, version: int, refs: list[ArtifactRef] | None) -> Engine:
         if not refs:
-            raise ArtifactError(f"the deployer knows no artifacts of {item.model}@{version}")
-        folder = self.folder / item.model / str(version)
+            raise ArtifactError(f"the deployer knows no artifacts of {model}@{version}")
+        folder = self.folder / model / str(version)
         began = time.perf_counter()
-        loaded = await asyncio.to_thread(load, self.artifacts, item.model, version, refs, folder)
-        self.metrics.loaded.labels(item.model, str(version), loaded.runtime).set(loaded.memory_bytes)
+        loaded = await asyncio.to_thread(load, self.artifacts, model, version, refs, folder)
+        self.metrics.loaded.labels(model, str(version), loaded.runtime).set(loaded.memory_bytes)
+        self.metrics.loads.labels(model).inc()
         log.info(
             "%s@%d loaded (%s, %.1f MiB) in %.2f s",
-            item.model,
+            model,
             version,
             loaded.runtime,
             loaded.memory_bytes / 2**20,
@@ -198,14 +277,44 @@ class Host:
         )
         batcher = Batcher(loaded, max_rows=self.settings.serving_batch_rows, observe=self.metrics.batch_rows)
         engine = Engine(loaded, batcher, tuple(str(c) for c in loaded.classes or ()))
-        self.engines[(item.model, version)] = engine
+        self.engines[(model, version)] = engine
         return engine
 
     def _drop_unused(self) -> None:
+        """Versions no rollout routes to any more stay resident, unpinned, while the budget allows."""
         used = {(m, v) for m, live in self.live.items() for v in live.engines}
-        for key in [k for k in self.engines if k not in used]:
-            del self.engines[key]  # requests still holding it finish on it
+        for key in used:
+            self.unpinned.pop(key, None)
+        for key in self.engines:
+            if key not in used and key not in self.unpinned:
+                self.unpinned[key] = None
+        self._evict()
+
+    def _evict(self) -> None:
+        """Evict unpinned versions, least recently used first, until what is resident fits the budget."""
+        resident = self.resident_bytes
+        while resident > self.budget and self.unpinned:
+            key, _ = self.unpinned.popitem(last=False)
+            engine = self.engines.pop(key)  # requests still holding it finish on it
+            resident -= engine.loaded.memory_bytes
             shutil.rmtree(self.folder / key[0] / str(key[1]), ignore_errors=True)
+            self.metrics.evictions.labels(key[0]).inc()
+            with contextlib.suppress(KeyError):
+                self.metrics.loaded.remove(key[0], str(key[1]), engine.loaded.runtime)
+            log.info(
+                "%s@%d evicted (%.1f MiB); %.1f MiB resident",
+                key[0],
+                key[1],
+                engine.loaded.memory_bytes / 2**20,
+                resident / 2**20,
+            )
+        self.metrics.resident.set(resident)
+        if resident > self.budget:
+            log.warning(
+                "the versions rollouts route to take %.1f MiB, over MODELBUS_SERVING_MEMORY_BYTES (%.1f MiB)",
+                resident / 2**20,
+                self.budget / 2**20,
+            )
 
     def close(self) -> None:
         """Remove downloaded artifacts."""

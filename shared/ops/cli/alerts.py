@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.ops.cli.app import app, call_api, cli_settings
+from shared.ops.cli.app import app, call_api, cli_settings, run
 from shared.ops.cli.render import console, err, say, table
 
 alerts_app = typer.Typer(help="Alerts, acknowledgements and silences (the alerter's API).", no_args_is_help=True)
@@ -42,8 +42,9 @@ def alerts_ls(
     """List alerts, most recently raised first (firing ones unless --all or --status)."""
     import json
 
-    params = {"status": None if every else status, "model": model, "kind": kind, "limit": limit}
-    found = _alerts_api("GET", "/v1/alerts", params=params)
+    chosen = None if every else status
+    listed = run(lambda mb: mb.alerts(status=chosen, model=model, kind=kind, limit=limit))
+    found = [a.model_dump(mode="json") for a in listed]
     if as_json:
         for alert in found:
             say(json.dumps(alert))

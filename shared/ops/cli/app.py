@@ -21,6 +21,42 @@ def cli_settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def client() -> Any:
+    """The Python client (`modelbus.Client`) with the settings' URLs and token: every command's
+    calls go through it, so the CLI and the client cannot differ."""
+    from modelbus import Client
+
+    settings = cli_settings()
+    return Client(
+        settings.api_url,
+        token=settings.api_token.get_secret_value(),
+        alerter_url=settings.alerter_url,
+        serving_url=f"http://{settings.serving_host}:{settings.serving_port}",
+    )
+
+
+def refused(exc: Any) -> typer.Exit:
+    """Print an API's refusal (with its field errors) and the exit to raise: 2 for the caller's
+    mistake, 1 otherwise."""
+    err.print(str(exc), markup=False)
+    for issue in exc.errors:
+        if isinstance(issue, dict) and "path" in issue:
+            line = f" (line {issue['line']})" if issue.get("line") else ""
+            err.print(f"  - {issue['path']}{line}: {issue['message']}", markup=False)
+    return typer.Exit(2 if exc.status and 400 <= exc.status < 500 else 1)
+
+
+def run(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call(client, *args, **kwargs)` with the CLI's client; a refusal is printed and exits."""
+    from modelbus import ApiError
+
+    try:
+        with client() as mb:
+            return call(mb, *args, **kwargs)
+    except ApiError as exc:
+        raise refused(exc) from None
+
+
 def call_api(
     method: str,
     path: str,
@@ -33,20 +69,14 @@ def call_api(
     timeout: float | None = None,
     raw: bool = False,
 ) -> Any:
-    """Call an API; on refusal print its reason and exit (2 for the caller's mistake, 1 otherwise).
+    """Call an API through the client; on refusal print its reason and exit.
     `raw`: the httpx response rather than its JSON."""
-    from shared.ops.client import ApiError, RegistryClient
-
-    try:
-        with RegistryClient(cli_settings(), service=service) as client:
-            response = client.send(method, path, json=json, params=params, files=files, data=data, timeout=timeout)
-            return response if raw else response.json()
-    except ApiError as exc:
-        err.print(str(exc), markup=False)
-        for issue in exc.errors:
-            line = f" (line {issue['line']})" if issue.get("line") else ""
-            err.print(f"  - {issue['path']}{line}: {issue['message']}", markup=False)
-        raise typer.Exit(2 if exc.status and 400 <= exc.status < 500 else 1) from None
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    options: dict[str, Any] = {"json": json, "params": query, "files": files, "data": data}
+    if timeout is not None:
+        options["timeout"] = timeout
+    response = run(lambda mb: mb.request(service, method, path, **options))
+    return response if raw else response.json()
 
 
 def ref_or_exit(text: str) -> Any:

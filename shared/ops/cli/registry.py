@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.ops.cli.app import Reason, app, call_api, ref_or_exit
+from shared.ops.cli.app import Reason, app, call_api, ref_or_exit, run
 from shared.ops.cli.render import console, err, metrics_line, say, table
 
 models_app = typer.Typer(help="Models and versions in the registry.", no_args_is_help=True)
@@ -55,7 +55,7 @@ def models_ls(
     """List models: latest version, aliases, versions per status, spec revision."""
     import json
 
-    models = call_api("GET", "/v1/models", params={"q": contains})
+    models = [m.model_dump(mode="json") for m in run(lambda mb: mb.models(contains))]
     if as_json:
         say(json.dumps(models, indent=2))
         return
@@ -141,16 +141,16 @@ def models_show(
 def models_approve(ref: Annotated[str, typer.Argument(help="NAME@VERSION.")], reason: Reason = "") -> None:
     """Approve a version held for review (operator); its rollout starts."""
     parsed = ref_or_exit(ref)
-    done = call_api("POST", f"/v1/models/{parsed.model}/versions/{parsed.version}/approve", json={"reason": reason})
-    say(f"approved {done['target']} (RolloutCommanded {done['event_id']})")
+    done = run(lambda mb: mb.approve(f"{parsed.model}@{parsed.version}", reason))
+    say(f"approved {done.target} (RolloutCommanded {done.event_id})")
 
 
 @models_app.command("reject")
 def models_reject(ref: Annotated[str, typer.Argument(help="NAME@VERSION.")], reason: Reason = "") -> None:
     """Reject a version that is not serving (operator)."""
     parsed = ref_or_exit(ref)
-    done = call_api("POST", f"/v1/models/{parsed.model}/versions/{parsed.version}/reject", json={"reason": reason})
-    say(f"rejected {done['target']}")
+    done = run(lambda mb: mb.reject(f"{parsed.model}@{parsed.version}", reason))
+    say(f"rejected {done.target}")
 
 
 @models_app.command("alias")
@@ -309,7 +309,7 @@ def retrain(
     reason: Reason = "",
 ) -> None:
     """Ask for the model to be trained again (operator)."""
-    done = call_api("POST", f"/v1/models/{name}/retrain", json={"dataset_version": dataset_version, "reason": reason})
+    done = run(lambda mb: mb.retrain(name, dataset_version=dataset_version, reason=reason)).model_dump(mode="json")
     say(f"retrain of {name} requested: RetrainRequested {done['event_id']}")
 
 
@@ -321,7 +321,8 @@ def audit(
     limit: Annotated[int, typer.Option(help="Most entries shown.")] = 50,
 ) -> None:
     """The audit log, newest first."""
-    entries = call_api("GET", "/v1/audit", params={"target": target, "actor": actor, "action": action, "limit": limit})
+    found = run(lambda mb: mb.audit(target=target, actor=actor, action=action, limit=limit))
+    entries = [e.model_dump(mode="json") for e in found]
     table(
         ["#", "AT", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REASON"],
         [

@@ -30,10 +30,21 @@ def _top_level_modules(distribution: str) -> set[str]:
 def test_the_contract_layer_is_forbidden_every_runtime_dependency_but_pydantic() -> None:
     forbidden = set(_contract("contract imports only")["forbidden_modules"])  # type: ignore[arg-type]
     missing = {}
-    for requirement in PYPROJECT["project"]["dependencies"]:
+    project = PYPROJECT["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["platform"]:
         distribution = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0]
         modules = _top_level_modules(distribution) - ALLOWED_IN_CONTRACT
         uncovered = {m for m in modules if m not in forbidden}
         if uncovered and distribution != "pydantic":
             missing[distribution] = sorted(uncovered)
     assert missing == {}, f"add these to the contract's forbidden_modules: {missing}"
+
+
+def test_the_client_is_forbidden_every_platform_dependency_so_it_installs_alone() -> None:
+    forbidden = set(_contract("the client imports only")["forbidden_modules"])  # type: ignore[arg-type]
+    contract = set(_contract("contract imports only")["forbidden_modules"])  # type: ignore[arg-type]
+    assert contract - {"httpx"} <= forbidden
+    platform = PYPROJECT["project"]["optional-dependencies"]["platform"]
+    assert not {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0] for r in PYPROJECT["project"]["dependencies"]} & {
+        re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0] for r in platform
+    }

@@ -1,0 +1,298 @@
+"""What every protocol's predict route shares: rows routed one by one (or pinned to a named
+version), checked against the answering version's schema, predicted in micro-batches, logged,
+mirrored to a shadow. The protocols (`/v1`, Open Inference Protocol V2, MLflow's scoring protocol)
+only turn their bodies into rows and the outcome into their answers; a refusal is `Refused`, which
+each renders in its own error shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.deployer import domain
+from services.deployer.serving.loading import InputError, Row, check_rows
+from services.deployer.serving.metrics import Metrics
+from services.deployer.serving.predlog import PredictionLog, Served
+from services.deployer.serving.routing import Engine, Host, Live, NotServed
+from shared.runtime.settings import Settings
+
+log = logging.getLogger("modelbus.serving")
+
+MAX_JSON_DEPTH = 32
+MAX_ERRORS = 50
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def dumps(payload: Any) -> bytes:
+    """Compact JSON bytes (NaN refused)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of a predict route."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+class Refused(Exception):
+    """A request refused: the status, every reason, and the kind counted in the error metric."""
+
+    def __init__(self, status: int, errors: list[str] | str, kind: str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        if len(self.errors) > MAX_ERRORS:
+            self.errors = [*self.errors[:MAX_ERRORS], f"(and {len(self.errors) - MAX_ERRORS} more)"]
+        super().__init__("; ".join(self.errors))
+        self.status = status
+        self.kind = kind
+
+
+def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON nests deeper than `limit` (strings aside); cheap, so it runs before parsing."""
+    brackets = _STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        peeled = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if peeled == brackets:
+            return False  # unbalanced: the parser says what is wrong
+        brackets = peeled
+    return bool(brackets)
+
+
+def decode(body: bytes | str, what: str = "body") -> Any:
+    """Parse a JSON body, or refuse it (400) saying why: not JSON, or nested too deeply."""
+    raw = body.encode() if isinstance(body, str) else body
+    if too_deep(raw):
+        raise Refused(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad-json")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise Refused(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad-json") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(400, f"{what} is not JSON: {exc}", "bad-json") from None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whom a request asks: a model's live routing, or one version of it by name (pinned)."""
+
+    model: str
+    live: Live | None
+    pinned: Engine | None = None
+
+    @property
+    def engines(self) -> dict[int, Engine]:
+        """The engines that may answer."""
+        if self.pinned is not None:
+            return {self.pinned.loaded.version: self.pinned}
+        assert self.live is not None
+        return self.live.engines
+
+    @property
+    def primary(self) -> Engine:
+        """The engine that describes the model: the pinned one, else the one with most traffic."""
+        if self.pinned is not None:
+            return self.pinned
+        assert self.live is not None
+        share = max(domain.traffic(self.live.rollout), key=lambda s: (s.percent, s.version))
+        return self.live.engines.get(share.version) or next(iter(self.live.engines.values()))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a request's rows got: one answer per row (request id, version, role, prediction and,
+    for a classifier, probabilities by class name)."""
+
+    target: Target
+    request_id: str
+    answers: list[dict[str, Any]]
+
+
+class Predictor:
+    """The predict routes' work, for every protocol and both the fast ASGI front and FastAPI."""
+
+    def __init__(self, settings: Settings, host: Host, metrics: Metrics, predictions: PredictionLog) -> None:
+        self.settings = settings
+        self.host = host
+        self.metrics = metrics
+        self.predictions = predictions
+
+    def count(self, refused: Refused, model: str) -> Refused:
+        """Count a refusal in the error metric; returns it."""
+        self.metrics.errors.labels(model, refused.kind).inc()
+        return refused
+
+    async def target(self, name: str, version: int | None = None, protocol: str = "v1") -> Target:
+        """The live routing of a model, or the named version (loaded on its first request)."""
+        if version is None:
+            live = self.host.live.get(name)
+            if live is None:
+                served = sorted(self.host.live)
+                raise Refused(404, f"no model named {name!r} is served here (served: {served})", "unknown-model")
+            return Target(name, live)
+        try:
+            engine = await self.host.engine(name, version)
+        except NotServed as exc:
+            raise Refused(404, str(exc), "unknown-version") from None
+        self.metrics.pinned.labels(name, str(version), protocol).inc()
+        return Target(name, self.host.live.get(name), engine)
+
+    def request_id(self, given: str | None) -> str:
+        """The request id: the caller's, checked, or a new one."""
+        if given is None or given == "":
+            return uuid.uuid4().hex
+        if len(given) > 128:
+            raise Refused(400, "the request id is longer than 128 characters", "bad-request-id")
+        return given
+
+    async def serve(
+        self,
+        target: Target,
+        rows: list[Any],
+        request_id: str,
+        *,
+        single: bool = False,
+        where: str = "instances",
+        label: Callable[[int, str], str] | None = None,
+    ) -> Outcome:
+        """Predict rows for a target, or raise Refused listing every bad field."""
+        began = time.perf_counter()
+        name = target.model
+        if not rows:
+            raise Refused(422, "the request has no rows", "bad-shape")
+        if len(rows) > self.settings.serving_max_rows:
+            raise Refused(413, f"{len(rows)} rows exceed the limit of {self.settings.serving_max_rows}", "too-large")
+        ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
+        live, pinned = target.live, target.pinned
+        if pinned is not None:
+            routes = [domain.Route(pinned.loaded.version, "stable")] * len(rows)
+        else:
+            assert live is not None
+            routes = [live.route(row, ids[i]) for i, row in enumerate(rows)]
+        engines = target.engines
+        groups: dict[int, list[int]] = {}
+        for index, chosen in enumerate(routes):
+            groups.setdefault(chosen.version, []).append(index)
+        checked: dict[int, list[Row]] = {}
+        errors: list[str] = []
+        for version, indices in groups.items():
+            features = engines[version].loaded.features
+            if single:
+                try:
+                    checked[version] = check_rows(features, rows, where=where, label=label)
+                except InputError as exc:
+                    errors.extend(exc.errors)
+                continue
+            for index in indices:
+                try:
+                    checked.setdefault(version, []).extend(
+                        check_rows(
+                            features,
+                            [rows[index]],
+                            where=f"{where}[{index}]",
+                            label=(lambda _, f, i=index: label(i, f)) if label else None,  # type: ignore[misc]
+                        )
+                    )
+                except InputError as exc:
+                    errors.extend(exc.errors)
+        if errors:
+            raise Refused(422, errors, "invalid-features")
+        futures = [(v, engines[v].batcher.submit(checked[v])) for v in groups]
+        try:
+            outcomes = {v: await f for v, f in futures}
+        except Exception as exc:
+            log.exception("%s: prediction failed", name)
+            raise Refused(500, f"prediction failed: {type(exc).__name__}: {exc}", "model-error") from None
+        role = "pinned" if pinned is not None else None
+        answers: list[dict[str, Any]] = [{} for _ in rows]
+        for version, indices in groups.items():
+            labels, probabilities = outcomes[version].labels, outcomes[version].probabilities
+            engine = engines[version]
+            for k, index in enumerate(indices):
+                answer: dict[str, Any] = {
+                    "request_id": ids[index],
+                    "version": version,
+                    "role": role or routes[index].role,
+                    "prediction": labels[k],
+                }
+                if probabilities is not None and engine.loaded.classes is not None:
+                    answer["probabilities"] = dict(zip(engine.class_names, probabilities[k], strict=False))
+                answers[index] = answer
+        elapsed = time.perf_counter() - began
+        for version, indices in groups.items():
+            self.metrics.latency.labels(name, str(version)).observe(elapsed)
+            self.metrics.requests.labels(name, str(version), role or routes[indices[0]].role).inc(len(indices))
+        if pinned is None:  # an operator's check of a named version is not rollout evidence
+            assert live is not None
+            self._log(live, rows, groups, checked, answers, routes, elapsed)
+        return Outcome(target, request_id, answers)
+
+    def _log(
+        self,
+        live: Live,
+        rows: list[Any],
+        groups: dict[int, list[int]],
+        checked: dict[int, list[Row]],
+        answers: list[dict[str, Any]],
+        routes: list[domain.Route],
+        elapsed: float,
+    ) -> None:
+        served_at = time.time()
+        logged_rows: list[dict[str, Any]] = list(rows)
+        for version, indices in groups.items():
+            loaded = live.engines[version].loaded
+            if loaded.derived:  # the derived features the model saw, logged beside the raw ones
+                for index, values in zip(indices, loaded.derived_values(checked[version]), strict=True):
+                    logged_rows[index] = {**rows[index], **values}
+        for index, answer in enumerate(answers):
+            self.predictions.add(live.model, Served(live, logged_rows[index], answer, elapsed * 1000, served_at))
+        mirrored = [i for i, r in enumerate(routes) if r.shadow is not None and r.shadow in live.engines]
+        if mirrored:
+            asyncio.get_running_loop().create_task(self.shadow(live, rows, mirrored, routes, answers, served_at))
+
+    async def shadow(
+        self,
+        live: Live,
+        rows: list[Any],
+        mirrored: list[int],
+        routes: list[domain.Route],
+        answers: list[dict[str, Any]],
+        at: float,
+    ) -> None:
+        """Predict with the shadow version and log it; its answers are compared, never returned."""
+        version = routes[mirrored[0]].shadow
+        assert version is not None
+        engine = live.engines[version]
+        try:
+            checked = check_rows(engine.loaded.features, [rows[i] for i in mirrored], where="shadow")
+            predicted = await engine.batcher.submit(checked)
+        except Exception as exc:
+            self.metrics.errors.labels(live.model, "shadow").inc()
+            log.info("%s: shadow v%d could not predict: %s", live.model, version, exc)
+            return
+        labels, probabilities = predicted.labels, predicted.probabilities
+        classes = engine.loaded.classes
+        for k, index in enumerate(mirrored):
+            agreed = labels[k] == answers[index]["prediction"]
+            self.metrics.shadow.labels(live.model, str(version), str(agreed).lower()).inc()
+            answer: dict[str, Any] = {
+                "request_id": answers[index]["request_id"],
+                "version": version,
+                "role": "shadow",
+                "prediction": labels[k],
+            }
+            if probabilities is not None and classes is not None:
+                answer["probabilities"] = dict(zip(engine.class_names, probabilities[k], strict=False))
+            self.predictions.add(live.model, Served(live, rows[index], answer, 0.0, at))

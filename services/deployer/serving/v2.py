@@ -1,0 +1,400 @@
+"""The Open Inference Protocol (V2) over REST, as KServe, Triton, MLServer and Seldon speak it.
+
+`POST /v2/models/{name}[/versions/{v}]/infer` takes one tensor per feature, named as the feature
+(shape `[N]` or `[N, 1]`; categoricals and datetimes as `BYTES`), or one `FP32`/`FP64` tensor of
+shape `[N, F]` in feature order; the sticky key and segment fields ride as request `parameters`
+(one value for every row) or as extra `BYTES` inputs (one per row). Tensors come as JSON `data`
+(flat or nested) or, with Triton's binary tensor extension, as raw bytes after the JSON header
+(`Inference-Header-Content-Length`). It answers `predict` and, for a classifier, `predict_proba`
+(`[N, C]`, classes in the output's `classes` parameter), with the answering version, role and
+request id in the response's `parameters`. Naming a version pins it: the rollout is bypassed (for
+operators' checks), counted in `modelbus_serving_pinned_requests`, and not logged as rollout
+evidence. Every refusal is `{"error": "..."}`, naming each bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.deployer.serving.loading import Feature, Loaded
+from services.deployer.serving.predictor import Answer, Outcome, Predictor, Refused, Target, decode, dumps
+from shared.runtime.telemetry import code_version
+
+HEADER = "inference-header-content-length"
+NUMBER_TYPES = {
+    "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+}  # fmt: skip
+DATATYPES = (*NUMBER_TYPES, "BOOL", "BYTES")
+MATRIX_TYPES = ("FP32", "FP64")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+    """A V2 error answer."""
+    return Answer(status, dumps({"error": message}), headers or {})
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One decoded input tensor: its values flat, row-major."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    datatype: str
+    values: list[Any]
+
+    @property
+    def where(self) -> str:
+        return f"inputs[{self.index}] {self.name!r}"
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not data or not isinstance(data[0], list):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _from_bytes(raw: bytes, datatype: str, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        values: list[Any] = []
+        at = 0
+        while at < len(raw):
+            if at + 4 > len(raw):
+                raise Refused(400, f"{where}: BYTES data ends inside an element's length", "bad-tensor")
+            size = int.from_bytes(raw[at : at + 4], "little")
+            at += 4
+            if at + size > len(raw):
+                raise Refused(400, f"{where}: BYTES element of {size} bytes runs past the data", "bad-tensor")
+            try:
+                values.append(raw[at : at + size].decode())
+            except UnicodeDecodeError:
+                raise Refused(400, f"{where}: a BYTES element is not UTF-8 text", "bad-tensor") from None
+            at += size
+        return values
+    dtype = np.dtype("?" if datatype == "BOOL" else NUMBER_TYPES[datatype])
+    if len(raw) % dtype.itemsize:
+        raise Refused(400, f"{where}: {len(raw)} bytes is not a whole number of {datatype} values", "bad-tensor")
+    return np.frombuffer(raw, dtype=dtype).tolist()  # type: ignore[no-any-return]
+
+
+def _check_values(values: list[Any], datatype: str, where: str) -> None:
+    if datatype == "BYTES":
+        bad = next((v for v in values if not isinstance(v, str) and v is not None), None)
+        if bad is not None:
+            raise Refused(400, f"{where}: BYTES data holds {type(bad).__name__} {bad!r}, not text", "bad-tensor")
+    elif datatype == "BOOL":
+        bad = next((v for v in values if not isinstance(v, bool)), None)
+        if bad is not None:
+            raise Refused(400, f"{where}: BOOL data holds {bad!r}", "bad-tensor")
+    else:
+        bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float | None)), None)
+        if bad is not None:
+            raise Refused(
+                400, f"{where}: {datatype} data holds {type(bad).__name__} {bad!r}, not a number", "bad-tensor"
+            )
+
+
+def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[Tensor]]:
+    """The request's JSON and its input tensors, or Refused (400) naming what is malformed."""
+    json_part, binary = body, b""
+    if header_length is not None:
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
+            raise Refused(400, f"Inference-Header-Content-Length {header_length!r} does not fit the body", "bad-json")
+        json_part, binary = body[: int(header_length)], body[int(header_length) :]
+    payload = decode(json_part, "the inference request")
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
+        raise Refused(
+            400, 'an inference request is {"inputs": [{"name", "shape", "datatype", "data"}, ...]}', "bad-shape"
+        )
+    for key in ("parameters",):
+        if key in payload and not isinstance(payload[key], dict):
+            raise Refused(400, f"request {key} must be an object", "bad-shape")
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise Refused(400, "request id must be a string", "bad-shape")
+    tensors: list[Tensor] = []
+    problems: list[str] = []
+    offset = 0
+    for index, item in enumerate(payload["inputs"]):
+        where = f"inputs[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            problems.append(f"{where}: an input is an object with a name, shape, datatype and data")
+            continue
+        where = f"{where} {item['name']!r}"
+        shape, datatype = item.get("shape"), item.get("datatype")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            problems.append(f"{where}: shape must be a list of non-negative integers, got {json.dumps(shape)[:60]}")
+            continue
+        if datatype not in DATATYPES:
+            problems.append(f"{where}: unknown datatype {str(datatype)[:20]!r} (known: {', '.join(DATATYPES)})")
+            continue
+        parameters = item.get("parameters") or {}
+        try:
+            if "data" in item:
+                values = _flatten(item["data"])
+                _check_values(values, datatype, where)
+            elif isinstance(parameters, dict) and isinstance(parameters.get("binary_data_size"), int):
+                size = parameters["binary_data_size"]
+                if offset + size > len(binary):
+                    raise Refused(400, f"{where}: binary_data_size {size} runs past the body", "bad-tensor")
+                values = _from_bytes(binary[offset : offset + size], datatype, where)
+                offset += size
+            else:
+                raise Refused(400, f"{where}: no data (give data, or binary_data_size with the bytes)", "bad-tensor")
+        except Refused as refused:
+            problems.extend(refused.errors)
+            continue
+        expected = math.prod(shape)
+        if len(values) != expected:
+            problems.append(f"{where}: shape {shape} holds {expected} values, the data has {len(values)}")
+            continue
+        tensors.append(Tensor(index, item["name"], tuple(shape), datatype, values))
+    if problems:
+        raise Refused(400, problems, "bad-tensor")
+    return payload, tensors
+
+
+def rows_of(payload: dict[str, Any], tensors: list[Tensor], target: Target) -> list[dict[str, Any]]:
+    """The request's rows, one dict per row: request parameters, then feature and routing columns."""
+    engines = list(target.engines.values())
+    features = {f.name for e in engines for f in e.loaded.features}
+    live = target.live
+    routing = {live.sticky_key, *live.excluded} - {None} if live is not None else set()
+    parameters = payload.get("parameters") or {}
+    common = {k: v for k, v in parameters.items() if k in routing and isinstance(v, str | int | float)}
+    columns: dict[str, list[Any]] = {}
+    problems: list[str] = []
+    count: int | None = None
+    for tensor in tensors:
+        if tensor.name in features or tensor.name in routing:
+            if not (len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)):
+                problems.append(f"{tensor.where}: a column is shaped [N] or [N, 1], got {list(tensor.shape)}")
+                continue
+            columns[tensor.name] = tensor.values
+        elif len(tensor.shape) == 2 and tensor.datatype in MATRIX_TYPES:
+            order = _feature_order(engines)
+            if order is None:
+                problems.append(
+                    f"{tensor.where}: the live versions read different features; send one tensor per feature"
+                )
+                continue
+            width = tensor.shape[1]
+            if width != len(order):
+                problems.append(
+                    f"{tensor.where}: [N, {width}] but the model reads {len(order)} features ({', '.join(order)})"
+                )
+                continue
+            for j, name in enumerate(order):
+                columns.setdefault(name, tensor.values[j::width])
+        else:
+            known = ", ".join(sorted(features))
+            problems.append(
+                f"{tensor.where}: not a feature of {target.model} ({known}), nor its sticky key or a segment field;"
+                f" a [N, F] matrix must be FP32 or FP64"
+            )
+            continue
+        rows = tensor.shape[0]
+        if count is not None and rows != count:
+            problems.append(f"{tensor.where}: {rows} rows where the other inputs have {count}")
+            continue
+        count = rows
+    for engine in engines:
+        for feature in engine.loaded.features:
+            if feature.name not in columns:
+                problems.append(f"missing input {feature.name!r} ({target.model}@{engine.loaded.version} reads it)")
+    if problems:
+        raise Refused(400, list(dict.fromkeys(problems)), "bad-tensor")
+    names = list(columns)
+    return [{**common, **dict(zip(names, values, strict=True))} for values in zip(*columns.values(), strict=True)]
+
+
+def _feature_order(engines: list[Any]) -> list[str] | None:
+    orders = {tuple(f.name for f in e.loaded.features) for e in engines}
+    return list(orders.pop()) if len(orders) == 1 else None
+
+
+def _label_type(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+def _binary(values: list[Any], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = [str(v).encode() for v in values]
+        return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+    dtype = "?" if datatype == "BOOL" else NUMBER_TYPES[datatype]
+    return np.asarray(values, dtype=dtype).tobytes()
+
+
+def answer(outcome: Outcome, payload: dict[str, Any]) -> Answer:
+    """The V2 inference response: `predict` and `predict_proba` (or the outputs asked for)."""
+    answers = outcome.answers
+    engine = outcome.target.engines[answers[0]["version"]]
+    labels = [a["prediction"] for a in answers]
+    if engine.loaded.task == "regression":
+        labels = [float(v) for v in labels]
+    datatype = _label_type(labels)
+    outputs: dict[str, dict[str, Any]] = {
+        "predict": {"name": "predict", "shape": [len(labels)], "datatype": datatype, "data": labels}
+    }
+    if "probabilities" in answers[0]:
+        classes = list(engine.class_names)
+        matrix = [[a["probabilities"].get(c) for c in classes] for a in answers]
+        outputs["predict_proba"] = {
+            "name": "predict_proba",
+            "shape": [len(matrix), len(classes)],
+            "datatype": "FP64",
+            "parameters": {"classes": json.dumps(classes)},
+            "data": [p for row in matrix for p in row],
+        }
+    parameters = payload.get("parameters") or {}
+    everything = bool(parameters.get("binary_data_output"))
+    asked = payload.get("outputs")
+    chosen: list[tuple[dict[str, Any], bool]] = []
+    if isinstance(asked, list) and asked:
+        for index, item in enumerate(asked):
+            name = item.get("name") if isinstance(item, dict) else None
+            if name not in outputs:
+                raise Refused(
+                    400, f"outputs[{index}]: unknown output {name!r} (outputs: {', '.join(outputs)})", "bad-shape"
+                )
+            binary = (item.get("parameters") or {}).get("binary_data", everything)
+            chosen.append((outputs[name], bool(binary)))
+    else:
+        chosen = [(o, everything) for o in outputs.values()]
+    versions = [a["version"] for a in answers]
+    roles = {a["role"] for a in answers}
+    same = len(set(versions)) == 1
+    meta: dict[str, Any] = {
+        "request_id": outcome.request_id,
+        "version": versions[0] if same else ",".join(map(str, versions)),
+    }
+    if len(roles) == 1:
+        meta["role"] = roles.pop()
+    body: dict[str, Any] = {
+        "model_name": outcome.target.model,
+        "model_version": str(versions[0]) if same else meta["version"],
+        "id": outcome.request_id,
+        "parameters": meta,
+        "outputs": [],
+    }
+    blobs: list[bytes] = []
+    for output, binary in chosen:
+        if binary:
+            blob = _binary(output["data"], output["datatype"])
+            blobs.append(blob)
+            described = {k: v for k, v in output.items() if k != "data"}
+            described["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(blob)}
+            body["outputs"].append(described)
+        else:
+            body["outputs"].append(output)
+    headers = {"x-request-id": outcome.request_id}
+    header = dumps(body)
+    if not blobs:
+        return Answer(200, header, headers)
+    headers["inference-header-content-length"] = str(len(header))
+    return Answer(200, header + b"".join(blobs), headers, "application/octet-stream")
+
+
+async def infer(
+    predictor: Predictor,
+    name: str,
+    version: str | None,
+    body: bytes,
+    headers: dict[str, str],
+) -> Answer:
+    """Answer one V2 inference request (errors in V2's shape)."""
+    try:
+        pinned = pinned_version(version)
+        payload, tensors = decode_request(body, headers.get(HEADER))
+        target = await predictor.target(name, pinned, "v2")
+        request_id = predictor.request_id(payload.get("id") or headers.get("x-request-id"))
+        rows = rows_of(payload, tensors, target)
+        outcome = await predictor.serve(
+            target, rows, request_id, single=len(rows) == 1, label=lambda i, f: f"input {f!r}[{i}]"
+        )
+        return answer(outcome, payload)
+    except Refused as refused:
+        predictor.count(refused, name)
+        return error(refused.status, str(refused))
+
+
+def pinned_version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise Refused(400, f"a version is a positive integer, got {text[:20]!r}", "unknown-version")
+    return int(text)
+
+
+# ---------------------------------------------------------------- metadata
+
+
+def _input_type(feature: Feature) -> str:
+    return "FP64" if feature.kind == "numeric" else "BYTES"
+
+
+def metadata(target: Target, versions: list[int]) -> dict[str, Any]:
+    """A model's (or version's) metadata: its inputs and outputs from the feature schema."""
+    loaded: Loaded = target.primary.loaded
+    outputs: list[dict[str, Any]] = [
+        {
+            "name": "predict",
+            "datatype": "FP64" if loaded.task == "regression" else _label_type(list(loaded.classes or [])),
+            "shape": [-1],
+        }
+    ]
+    if loaded.task == "classification" and loaded.classes:
+        outputs.append(
+            {
+                "name": "predict_proba",
+                "datatype": "FP64",
+                "shape": [-1, len(loaded.classes)],
+                "parameters": {"classes": json.dumps([str(c) for c in loaded.classes])},
+            }
+        )
+    described: dict[str, Any] = {
+        "name": target.model,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx" if loaded.runtime == "onnx" else "scikit-learn",
+        "inputs": [
+            {"name": f.name, "datatype": _input_type(f), "shape": [-1], "parameters": {"kind": f.kind}}
+            for f in loaded.features
+        ],
+        "outputs": outputs,
+        "parameters": {"task": loaded.task, "version": loaded.version},
+    }
+    live = target.live
+    if live is not None and target.pinned is None and live.sticky_key:
+        described["parameters"]["sticky_key"] = live.sticky_key
+    return described
+
+
+def server_metadata() -> dict[str, Any]:
+    """`GET /v2`."""
+    return {"name": "modelbus", "version": code_version(), "extensions": ["binary_tensor_data"]}

@@ -1,0 +1,251 @@
+"""Serving's protocol layer without a server: V2 tensors (JSON and Triton's binary extension) into
+rows, MLflow's body formats, the refusals every protocol shares (depth, infinities, non-nullable
+features), and the optional bearer tokens."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.deployer.serving import scoring, v2
+from services.deployer.serving.batcher import Batcher
+from services.deployer.serving.front import PredictFront, route
+from services.deployer.serving.loading import Feature, InputError, Loaded, check_rows
+from services.deployer.serving.metrics import Metrics
+from services.deployer.serving.predictor import Predictor, Refused, Target, decode, too_deep
+from services.deployer.serving.routing import Engine
+from shared.runtime.settings import Settings
+
+FEATURES = (Feature("tenure", "numeric"), Feature("charges", "numeric"), Feature("plan", "categorical"))
+
+
+class Constant:
+    """A stand-in model session: class 1 with probability 0.75 for every row."""
+
+    def run_rows(self, rows: list[list[Any]]) -> tuple[list[Any], list[list[float]]]:
+        return [1] * len(rows), [[0.25, 0.75]] * len(rows)
+
+
+def engine(features: tuple[Feature, ...] = FEATURES) -> Engine:
+    metrics = Metrics(CollectorRegistry())
+    loaded = Loaded("churn", 3, "classification", features, [0, 1], "onnx", Constant(), 1000)
+    return Engine(loaded, Batcher(loaded, max_rows=64, observe=metrics.batch_rows), ("0", "1"))
+
+
+def target() -> Target:
+    return Target("churn", None, engine())
+
+
+def test_json_nested_too_deeply_is_refused_before_parsing_and_brackets_in_strings_do_not_count() -> None:
+    assert too_deep(b"[" * 40 + b"]" * 40)
+    assert not too_deep(b'{"a": [[1, 2], [3]], "b": "' + b"[" * 500 + b'"}')
+    with pytest.raises(Refused) as refused:
+        decode(b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+    assert refused.value.status == 400 and "deeper than 32" in str(refused.value)
+
+
+def test_v2_json_tensors_become_rows_whatever_their_nesting_or_column_shape() -> None:
+    body = {
+        "inputs": [
+            {"name": "tenure", "shape": [2, 1], "datatype": "FP32", "data": [[3.0], [5.0]]},
+            {"name": "charges", "shape": [2], "datatype": "INT64", "data": [10, 20]},
+            {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "pro"]},
+        ]
+    }
+    payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
+    assert v2.rows_of(payload, tensors, target()) == [
+        {"tenure": 3.0, "charges": 10, "plan": "basic"},
+        {"tenure": 5.0, "charges": 20, "plan": "pro"},
+    ]
+
+
+def test_a_matrix_in_feature_order_is_split_into_columns() -> None:
+    numeric = (Feature("a", "numeric"), Feature("b", "numeric"))
+    body = {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+    payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
+    assert v2.rows_of(payload, tensors, Target("m", None, engine(numeric))) == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    wrong = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
+    payload, tensors = v2.decode_request(json.dumps(wrong).encode(), None)
+    with pytest.raises(Refused, match=r"\[N, 3\] but the model reads 2 features \(a, b\)"):
+        v2.rows_of(payload, tensors, Target("m", None, engine(numeric)))
+
+
+def test_binary_tensors_after_the_json_header_decode_as_triton_writes_them() -> None:
+    tenure = np.array([1.5, 2.5], dtype="<f8").tobytes()
+    charges = np.array([7, 9], dtype="<i4").tobytes()
+    plan = b"".join(len(s).to_bytes(4, "little") + s for s in (b"basic", "pr\u00f6".encode()))
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "tenure", "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": len(tenure)}},
+                {
+                    "name": "charges",
+                    "shape": [2],
+                    "datatype": "INT32",
+                    "parameters": {"binary_data_size": len(charges)},
+                },
+                {"name": "plan", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(plan)}},
+            ]
+        }
+    ).encode()
+    payload, tensors = v2.decode_request(header + tenure + charges + plan, str(len(header)))
+    assert v2.rows_of(payload, tensors, target()) == [
+        {"tenure": 1.5, "charges": 7, "plan": "basic"},
+        {"tenure": 2.5, "charges": 9, "plan": "pr\u00f6"},
+    ]
+
+
+def test_every_malformed_tensor_is_named_in_one_refusal() -> None:
+    body = {
+        "inputs": [
+            {"name": "tenure", "shape": [3], "datatype": "FP64", "data": [1, 2]},
+            {"name": "charges", "shape": [2], "datatype": "COMPLEX", "data": [1, 2]},
+            {"name": "plan", "shape": [2], "datatype": "FP64", "data": ["a", "b"]},
+            {"name": "x", "shape": "2", "datatype": "FP64", "data": [1, 2]},
+        ]
+    }
+    with pytest.raises(Refused) as refused:
+        v2.decode_request(json.dumps(body).encode(), None)
+    assert refused.value.status == 400
+    assert refused.value.errors == [
+        "inputs[0] 'tenure': shape [3] holds 3 values, the data has 2",
+        "inputs[1] 'charges': unknown datatype 'COMPLEX' (known: " + ", ".join(v2.DATATYPES) + ")",
+        "inputs[2] 'plan': FP64 data holds str 'a', not a number",
+        "inputs[3] 'x': shape must be a list of non-negative integers, got \"2\"",
+    ]
+
+
+async def test_the_v2_answer_has_predict_and_predict_proba_with_the_version_and_request_id() -> None:
+    body = {"inputs": [{"name": n, "shape": [1], "datatype": "BYTES", "data": ["1"]} for n in ("plan",)]}
+    body["inputs"] += [{"name": n, "shape": [1], "datatype": "FP64", "data": [1.0]} for n in ("tenure", "charges")]
+    settings = Settings(service_name="t")
+    predictor = Predictor(settings, None, Metrics(CollectorRegistry()), None)  # type: ignore[arg-type]
+    payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
+    chosen = target()
+    outcome = await predictor.serve(chosen, v2.rows_of(payload, tensors, chosen), "req-1", single=True)
+    answer = json.loads(v2.answer(outcome, payload).body)
+    assert answer["model_name"] == "churn" and answer["model_version"] == "3" and answer["id"] == "req-1"
+    assert answer["parameters"] == {"request_id": "req-1", "version": 3, "role": "pinned"}
+    assert answer["outputs"] == [
+        {"name": "predict", "shape": [1], "datatype": "INT64", "data": [1]},
+        {"name": "predict_proba", "shape": [1, 2], "datatype": "FP64", "parameters": {"classes": '["0", "1"]'},
+         "data": [0.25, 0.75]},
+    ]  # fmt: skip
+    binary = v2.answer(
+        outcome, {**payload, "outputs": [{"name": "predict_proba", "parameters": {"binary_data": True}}]}
+    )
+    length = int(binary.headers["inference-header-content-length"])
+    header = json.loads(binary.body[:length])
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
+    assert np.frombuffer(binary.body[length:], dtype="<f8").tolist() == [0.25, 0.75]
+
+
+def test_infinities_are_refused_and_nulls_only_where_the_schema_forbids_them() -> None:
+    strict = (Feature("tenure", "numeric", nullable=False), Feature("plan", "categorical", nullable=False))
+    with pytest.raises(InputError) as refused:
+        check_rows(
+            (*strict, Feature("charges", "numeric")),
+            [
+                {"tenure": math.nan, "plan": None, "charges": math.inf},
+                {"tenure": -math.inf, "plan": "a", "charges": None},
+            ],
+        )
+    assert refused.value.errors == [
+        "instances[0].tenure: a value is required, got NaN (the model was trained without missing values)",
+        "instances[0].plan: a value is required (the model was trained without missing values)",
+        "instances[0].charges: expected a finite number, got Infinity",
+        "instances[1].tenure: expected a finite number, got -Infinity",
+    ]
+    assert math.isnan(check_rows(FEATURES, [{"tenure": None, "charges": math.nan, "plan": None}])[0][1])
+
+
+def test_mlflow_bodies_in_each_format_give_the_same_rows() -> None:
+    records = [{"tenure": 1.0, "plan": "a"}, {"tenure": 2.0, "plan": "b"}]
+    bodies = [
+        {"dataframe_split": {"columns": ["tenure", "plan"], "data": [[1.0, "a"], [2.0, "b"]]}},
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": {"tenure": [1.0, 2.0], "plan": ["a", "b"]}},
+        {"inputs": records, "params": {"ignored": True}},
+    ]
+    for body in bodies:
+        assert scoring._records(body) == records, body
+    with pytest.raises(Refused, match="exactly one of"):
+        scoring._records({"dataframe_records": records, "instances": records})
+    csv = scoring._csv_rows(b"tenure,charges,plan\n1,2.5,007\n,3,\n", target())
+    assert csv == [{"tenure": 1.0, "charges": 2.5, "plan": "007"}, {"tenure": None, "charges": 3.0, "plan": None}]
+
+
+def test_the_fast_front_knows_each_protocols_predict_routes() -> None:
+    assert route("POST", "/v1/models/churn:predict") == ("v1", ("churn", None))
+    assert route("POST", "/v1/models/churn/invocations") == ("mlflow", ("churn", None))
+    assert route("POST", "/invocations") == ("mlflow", ("", None))
+    assert route("POST", "/v2/models/churn/infer") == ("v2", ("churn", None))
+    assert route("POST", "/v2/models/churn/versions/2/infer") == ("v2", ("churn", "2"))
+    assert route("GET", "/v2/models/churn/infer") is None
+    assert route("POST", "/v2/models/churn/other/2/infer") is None
+
+
+async def test_with_serving_tokens_everything_but_health_needs_a_valid_bearer_token() -> None:
+    settings = Settings(service_name="t", serving_tokens="s3cret:gateway,other")
+    metrics = Metrics(CollectorRegistry())
+    predictor = Predictor(settings, None, metrics, None)  # type: ignore[arg-type]
+    app = FastAPI()
+
+    @app.get("/v2/health/ready")
+    @app.get("/metrics")
+    async def anything() -> dict[str, bool]:
+        return {"ok": True}
+
+    front = PredictFront(predictor, app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url="http://s") as http:
+        assert (await http.get("/v2/health/ready")).status_code == 200
+        refused = await http.post("/v2/models/churn/infer", content=b"{}")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json() == {"error": "a bearer token from MODELBUS_SERVING_TOKENS is required"}
+        wrong = await http.get("/metrics", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "not one of" in wrong.json()["detail"]
+        assert (await http.get("/metrics", headers={"authorization": "Bearer s3cret"})).status_code == 200
+        assert (await http.get("/metrics", headers={"authorization": "Bearer other"})).status_code == 200
+    assert metrics.unauthorized._value.get() == 2
+
+
+def resident(model: str, version: int, size: int) -> Engine:
+    metrics = Metrics(CollectorRegistry())
+    loaded = Loaded(model, version, "classification", FEATURES, [0, 1], "onnx", Constant(), size)
+    return Engine(loaded, Batcher(loaded, max_rows=8, observe=metrics.batch_rows), ("0", "1"))
+
+
+async def test_unpinned_versions_are_evicted_least_recently_used_first_and_routed_ones_never() -> None:
+    from datetime import UTC, datetime
+
+    from services.deployer import domain
+    from services.deployer.serving.routing import Host, Live
+    from shared.contract.spec import Rollout as Policy
+
+    metrics = Metrics(CollectorRegistry())
+    host = Host(Settings(service_name="t", serving_memory_bytes=3 * 2**20), None, None, metrics)  # type: ignore[arg-type]
+    rollout = domain.start("hot", "ro-1", 1, None, Policy(), datetime(2026, 12, 1, tzinfo=UTC)).rollout
+    pinned = resident("hot", 1, 2**20)
+    host.engines[("hot", 1)] = pinned
+    host.live["hot"] = Live("hot", rollout, None, {}, {1: pinned})
+    for model in ("a", "b", "c"):
+        host.engines[(model, 1)] = resident(model, 1, 2**20)
+    host._drop_unused()  # a, b, c unpinned, in that order; 4 MiB resident against 3
+    assert set(host.engines) == {("hot", 1), ("b", 1), ("c", 1)}
+    assert await host.engine("b", 1) is host.engines[("b", 1)]  # b used: c is now the oldest
+    host.engines[("d", 1)] = resident("d", 1, 2**20)
+    host._drop_unused()
+    assert set(host.engines) == {("hot", 1), ("b", 1), ("d", 1)}
+    host.engines[("huge", 1)] = resident("huge", 1, 10 * 2**20)
+    host._drop_unused()  # even alone it does not fit: everything unpinned goes, the routed version stays
+    assert set(host.engines) == {("hot", 1)}
+    assert metrics.evictions.labels("a")._value.get() == 1 and metrics.resident._value.get() == 2**20
+    host.close()
