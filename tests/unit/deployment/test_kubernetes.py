@@ -489,3 +489,31 @@ def test_the_dockerfile_passes_hadolint_and_a_careless_one_does_not(tmp_path: Pa
     found = subprocess.run([hadolint, "--no-color", careless], capture_output=True, text=True, check=False)
     assert found.returncode != 0
     assert {"DL3007", "DL3008", "DL3025"} <= {word for word in found.stdout.split() if word.startswith("DL")}
+
+
+def test_the_sharded_overlay_runs_two_equal_serving_shards_each_behind_its_own_service() -> None:
+    from shared.contract.sharding import shard_of
+
+    found = rendered("sharded")
+    assert [p for o in found for p in problems(o)] == []
+    deployments = objects("sharded", "Deployment")
+    assert set(deployments) == {*SERVICES, "serving-1"}
+    shards = {}
+    for name in ("serving", "serving-1"):
+        pod = copy.deepcopy(deployments[name]["spec"]["template"])
+        shard = pod["metadata"]["labels"].pop("modelbus.io/shard")
+        (env,) = pod["spec"]["containers"][0].pop("env")
+        assert env["name"] == "MODELBUS_SERVING_SHARD"
+        assert Settings(serving_shard=env["value"]).serving_shard == f"{shard}/2"
+        assert deployments[name]["spec"]["selector"]["matchLabels"]["modelbus.io/shard"] == shard
+        shards[name] = pod
+    assert shards["serving"] == shards["serving-1"], "the shards differ only in their shard"
+    services = objects("sharded", "Service")
+    assert services["serving"]["spec"]["selector"]["modelbus.io/shard"] == "0"
+    assert services["serving-1"]["spec"]["selector"]["modelbus.io/shard"] == "1"
+    scalers = objects("sharded", "HorizontalPodAutoscaler")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scalers.values()} == {"serving", "serving-1"}
+    budgets = objects("sharded", "PodDisruptionBudget")
+    assert budgets["serving-1"]["spec"]["selector"]["matchLabels"]["modelbus.io/shard"] == "1"
+    # Both shards get some of a team's models.
+    assert {shard_of(f"model-{i}", 2) for i in range(20)} == {0, 1}
