@@ -1,6 +1,8 @@
-"""Serving benchmark: modelbus serving against `mlflow models serve`, same models, same machine, same run.
+"""Serving benchmark: modelbus serving (`/v1` and V2) against MLServer, BentoML and `mlflow models
+serve`, same models, same machine, same run; and many models in one serving process.
 
-    .venv/bin/python bench/serving.py [--seconds 20] [--concurrency 1,8,32] [--no-mlflow]
+    .venv/bin/python bench/serving.py [--seconds 20] [--concurrency 1,8,32] [--no-mlflow] [--no-peers]
+                                      [--many 1000 --live 50]
 
 Needs the local stack (`modelbus stack up`). Three models, each trained here by the trainer's own
 code (`services.trainer.fit`): the example churn pipeline, a 100-tree random forest and a logistic
@@ -11,6 +13,11 @@ always does. Then, per model:
   - modelbus serving: single-row requests with vegeta (closed loop) for `--seconds` at each concurrency;
   - MLflow: the same fitted pipeline saved with `mlflow.sklearn.save_model` in the benchmark's own
     virtualenv and served by `mlflow models serve` (one worker), same requests, same load generator.
+  - modelbus V2: the same rows as one tensor per feature to `/v2/models/{name}/infer`;
+  - MLServer (`mlserver-sklearn`, V2, pandas content type) and BentoML (a service around the same
+    fitted pipeline), each in its own virtualenv (bench/peers.py), with default workers and with 2;
+    MLflow with 1 and 2 workers. The peers serve the random forest and the logistic regression.
+  - `--many N --live K` (bench/many_models.py): N logistic regressions in one serving process.
 Prints the tables (with ratios) and writes JSON (default bench/results/serving.json).
 """
 
@@ -38,6 +45,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import many_models, peers  # noqa: E402
 from bench.common import free_port, mlflow_python, say, vegeta, wait_http  # noqa: E402
 from services.deployer.serving.loading import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
@@ -257,12 +265,13 @@ def bench_mlflow(
     concurrency: list[int],
     seconds: float,
     folder: Path,
+    workers: int = 1,
 ) -> dict[str, Any]:
     python = mlflow_python()
     mlflow = python.parent / "mlflow"
     out: dict[str, Any] = {}
     for name, (_, outcome, row) in trained.items():
-        target = folder / "mlflow" / name
+        target = folder / f"mlflow-{workers}" / name
         subprocess.run([str(python), "-c", SAVE_FOR_MLFLOW, outcome.files["model.skops"], str(target)], check=True)
         port = free_port()
         env = {
@@ -270,7 +279,7 @@ def bench_mlflow(
             "MLFLOW_TRACKING_URI": f"file://{folder / 'mlruns'}",
             "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # it runs `uvicorn` by name
         }
-        log = (folder / f"mlflow-{name}.log").open("w")
+        log = (folder / f"mlflow-{name}-{workers}.log").open("w")
         process = subprocess.Popen(
             [
                 str(mlflow),
@@ -285,7 +294,7 @@ def bench_mlflow(
                 "-p",
                 str(port),
                 "-w",
-                "1",
+                str(workers),
             ],
             env=env,
             stdout=log,
@@ -303,7 +312,12 @@ def bench_mlflow(
                 raise SystemExit(f"MLflow refused the request for {name}: {check.text[:300]}")
             say(f"[bench] MLflow {name}: {check.text[:80]}")
             runs = load_runs(
-                f"http://127.0.0.1:{port}/invocations", body, concurrency, seconds, f"MLflow {name}", folder / "load"
+                f"http://127.0.0.1:{port}/invocations",
+                body,
+                concurrency,
+                seconds,
+                f"MLflow x{workers} {name}",
+                folder / "load",
             )
             out[name] = {"runs": runs, "rss_bytes": rss_bytes(process.pid)}
         finally:
@@ -312,11 +326,46 @@ def bench_mlflow(
     return out
 
 
+PEER_MODELS = ("random-forest-100", "logistic-regression")
+
+
+def bench_peers(
+    trained: dict[str, tuple[ModelSpec, fit.Outcome, dict[str, Any]]],
+    concurrency: list[int],
+    seconds: float,
+    folder: Path,
+) -> dict[str, Any]:
+    """MLServer and BentoML, default workers and 2, on the random forest and the logistic regression."""
+    systems = (
+        ("MLServer", peers.mlserver, {"workers": None}),
+        ("MLServer, 2 workers", peers.mlserver, {"workers": 2}),
+        ("BentoML", peers.bentoml, {"workers": 1}),
+        ("BentoML, 2 workers", peers.bentoml, {"workers": 2}),
+    )
+    out: dict[str, Any] = {}
+    for name in PEER_MODELS:
+        _, outcome, row = trained[name]
+        for system, start, options in systems:
+            where = folder / "peers" / f"{system.replace(', ', '-').replace(' ', '-')}-{name}"
+            with start(Path(outcome.files["model.skops"]), where, **options) as (url, kind, pid):
+                body = peers.v2_body(row, content_type="pd") if kind == "pd" else json.dumps({"rows": [row]})
+                check = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+                if check.status_code != 200:
+                    raise SystemExit(f"{system} refused the request for {name}: {check.text[:300]}")
+                say(f"[bench] {system} {name}: {check.text[:80]}")
+                runs = load_runs(url, body, concurrency, seconds, f"{system} {name}", folder / "load")
+                out.setdefault(system, {})[name] = {"runs": runs, "rss_bytes": rss_bytes(pid)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
+    parser.add_argument("--many", type=int, default=0, help="Models in the many-models run (0: none).")
+    parser.add_argument("--live", type=int, default=50, help="Of those, how many have a rollout.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -352,7 +401,7 @@ def main() -> None:
     }
     say(f"[bench] deployer and serving started (prefix {settings.topic_prefix}, logs in {folder})")
     base = f"http://127.0.0.1:{port}"
-    results: dict[str, Any] = {"modelbus": {}, "mlflow": {}, "floor": floors}
+    results: dict[str, Any] = {"modelbus": {}, "modelbus_v2": {}, "mlflow": {}, "floor": floors}
     try:
         deadline = time.monotonic() + 120
         wanted = {spec.model for spec, _, _ in trained.values()}
@@ -379,6 +428,12 @@ def main() -> None:
                 "runtime": version["runtime"],
                 "memory_bytes": version["memory_bytes"],
             }
+            url = f"{base}/v2/models/{spec.model}/infer"
+            check = httpx.post(url, content=peers.v2_body(row), headers={"content-type": "application/json"})
+            if check.status_code != 200:
+                raise SystemExit(f"modelbus V2 refused the request for {name}: {check.text[:300]}")
+            runs = load_runs(url, peers.v2_body(row), concurrency, args.seconds, f"modelbus V2 {name}", folder / "load")
+            results["modelbus_v2"][name] = {"runs": runs}
         results["serving_rss_bytes"] = rss_bytes(processes["serving"].pid)
         metrics = httpx.get(f"{base}/metrics").text
         results["predictions_dropped"] = _metric(metrics, "modelbus_serving_predictions_dropped_total")
@@ -390,12 +445,67 @@ def main() -> None:
             process.wait(timeout=30)
     if not args.no_mlflow:
         results["mlflow"] = bench_mlflow(trained, concurrency, args.seconds, folder)
+        best = {k: v for k, v in trained.items() if k in PEER_MODELS}
+        results["mlflow_2_workers"] = bench_mlflow(best, concurrency, args.seconds, folder, workers=2)
+    if not args.no_peers:
+        results["peers"] = bench_peers(trained, concurrency, args.seconds, folder)
+    if args.many:
+        spec, outcome, row = trained["logistic-regression"]
+        results["many_models"] = many_models.run(
+            settings, spec, outcome, refs["logistic-regression"], row, count=args.many, live=args.live,
+            concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix,
+        )  # fmt: skip
     report(results, concurrency)
+    report_systems(results, concurrency)
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results["parameters"] = {"seconds": args.seconds, "concurrency": concurrency}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     say(f"\nJSON: {args.out}")
+
+
+def report_systems(results: dict[str, Any], concurrency: list[int]) -> None:
+    """Every system on the peers' models: req/s, p50/p99, memory, and modelbus' ratio to the best peer."""
+    for name in PEER_MODELS:
+        rows: list[tuple[str, dict[int, dict[str, float]], float]] = [
+            ("modelbus /v1", results["modelbus"][name]["runs"], results["serving_rss_bytes"]),
+            ("modelbus V2", results["modelbus_v2"][name]["runs"], results["serving_rss_bytes"]),
+        ]
+        for system, found in (results.get("peers") or {}).items():
+            rows.append((system, found[name]["runs"], found[name]["rss_bytes"]))
+        for key, label in (("mlflow", "mlflow models serve"), ("mlflow_2_workers", "mlflow models serve, 2 workers")):
+            if name in (results.get(key) or {}):
+                rows.append((label, results[key][name]["runs"], results[key][name]["rss_bytes"]))
+        say("")
+        say(f"{name}: single-row requests, closed loop")
+        header = f"{'system':<32}" + "".join(f" {'c=' + str(c) + ' req/s':>12} {'p50/p99 ms':>13}" for c in concurrency)
+        say(header + f" {'RSS MiB':>8}")
+        say("-" * len(header + " RSS MiB  "))
+        for system, runs, rss in rows:
+            cells = "".join(
+                f" {runs[c]['ops_per_s']:>12,.0f} {runs[c]['p50_ms']:>6.2f}/{runs[c]['p99_ms']:<6.2f}"
+                for c in concurrency
+            )
+            say(f"{system:<32}{cells} {rss / 2**20:>8.0f}")
+        top = max(concurrency)
+        peers_best = max((r[top]["ops_per_s"] for s, r, _ in rows if s.startswith(("MLServer", "BentoML"))), default=0)
+        if peers_best:
+            for system, runs, _ in rows[:2]:
+                ratio = runs[top]["ops_per_s"] / peers_best
+                say(f"  {system} at c={top}: {ratio:.1f}x the faster of MLServer and BentoML")
+        v1, v2 = rows[0][1][top]["ops_per_s"], rows[1][1][top]["ops_per_s"]
+        say(f"  V2 / v1 at c={top}: {v2 / v1:.2f}")
+    many = results.get("many_models")
+    if many:
+        say("")
+        say(f"many models: {many['models']} logistic regressions, {many['live']} live, one serving process")
+        for c, run in many["warm"].items():
+            rate, p50, p99 = run["ops_per_s"], run["p50_ms"], run["p99_ms"]
+            say(f"  warm over the live models c={c}: {rate:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        say(f"  cold load (first request by name) p50 {many['cold_p50_ms']:.0f} ms, p99 {many['cold_p99_ms']:.0f} ms")
+        rss, resident, budget = many["rss_bytes"] / 2**20, many["resident_bytes"] / 2**20, many["budget_bytes"] / 2**30
+        say(f"  RSS {rss:.0f} MiB; resident versions {resident:.0f} MiB of a {budget:.0f} GiB budget;")
+        say(f"  {many['loads']:.0f} loads, {many['evictions']:.0f} evictions")
 
 
 def _metric(text: str, name: str) -> float:

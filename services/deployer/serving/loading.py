@@ -10,6 +10,7 @@ categories as strings (null as `__missing__`).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -118,41 +119,47 @@ def check_rows(
             continue
         values: Row = []
         for feature in features:
-            place = label(index, feature.name) if label else f"{at}.{feature.name}"
-            if feature.name not in row:
-                errors.append(f"{place}: required")
+            name = feature.name
+            if name not in row:
+                errors.append(f"{label(index, name) if label else f'{at}.{name}'}: required")
                 continue
-            raw = row[feature.name]
+            raw = row[name]
             if feature.kind == "categorical":
                 category = _category(raw)
-                if category is None:
-                    errors.append(f"{place}: expected a string, got {_type_name(raw)}")
-                elif category == MISSING and raw is None and not feature.nullable:
-                    errors.append(f"{place}: a value is required (the model was trained without missing values)")
+                if category is None or (raw is None and not feature.nullable):
+                    place = label(index, name) if label else f"{at}.{name}"
+                    if category is None:
+                        errors.append(f"{place}: expected a string, got {_type_name(raw)}")
+                    else:
+                        errors.append(f"{place}: a value is required (the model was trained without missing values)")
                 values.append(category)
                 continue
-            if feature.kind == "numeric":
-                number = _number(raw)
-                if number is None:
-                    errors.append(f"{place}: expected a number, got {_type_name(raw)}")
-            else:
-                number = _instant(raw)
-                if number is None:
-                    shown = repr(raw)[:40] if isinstance(raw, str) else _type_name(raw)
-                    errors.append(f"{place}: expected an ISO 8601 datetime or epoch seconds, got {shown}")
-            if number is not None and not math.isfinite(number):
-                if number == number:
-                    errors.append(f"{place}: expected a finite number, got {_shown(number)}")
-                elif not feature.nullable:
-                    got = "null" if raw is None else "NaN"
-                    errors.append(
-                        f"{place}: a value is required, got {got} (the model was trained without missing values)"
-                    )
+            number = _number(raw) if feature.kind == "numeric" else _instant(raw)
+            if number is None or not math.isfinite(number):
+                problem = _number_problem(feature, raw, number)
+                if problem:
+                    errors.append(f"{label(index, name) if label else f'{at}.{name}'}: {problem}")
             values.append(number)
         checked.append(values)
     if errors:
         raise InputError(errors)
     return checked
+
+
+def _number_problem(feature: Feature, raw: Any, number: float | None) -> str | None:
+    """What is wrong with a numeric or datetime cell that is not a finite number (None: a missing
+    value the schema allows)."""
+    if number is None:
+        if feature.kind == "numeric":
+            return f"expected a number, got {_type_name(raw)}"
+        shown = repr(raw)[:40] if isinstance(raw, str) else _type_name(raw)
+        return f"expected an ISO 8601 datetime or epoch seconds, got {shown}"
+    if number == number:
+        return f"expected a finite number, got {_shown(number)}"
+    if not feature.nullable:
+        got = "null" if raw is None else "NaN"
+        return f"a value is required, got {got} (the model was trained without missing values)"
+    return None
 
 
 def _rss_bytes() -> int:
@@ -178,6 +185,11 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""
     derived: list[dict[str, Any]] = field(default_factory=list)  # the spec's derived features, as trained
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """The feature names."""
+        return frozenset(f.name for f in self.features)
 
     def predict(self, rows: list[Row]) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities, in `classes` order) for checked rows."""
