@@ -20,8 +20,9 @@ from typing import Any
 from bench.common import BENCH, free_port, say
 
 PEERS = {
-    "mlserver": ("mlserver==1.7.1", "mlserver-sklearn==1.7.1"),
-    "bentoml": ("bentoml==1.4.40",),
+    # uvloop 0.22 refuses get_event_loop() without a loop, which MLServer 1.7.1's workers call.
+    "mlserver": ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"),
+    "bentoml": ("bentoml==1.4.40", "pandas"),
 }
 TO_JOBLIB = """
 import sys, joblib, skops.io as sio
