@@ -309,6 +309,8 @@ async def test_every_route_refuses_anonymous_callers_with_401_and_weaker_roles_w
         "delete_alias",
         "put_tag",
         "delete_tag",
+        "data_arrived",
+        "labels_arrived",
     }
     assert {r.name for r in admin_routes} == {"apply_spec"}
     async with client(registry) as http:
