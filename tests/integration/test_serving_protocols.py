@@ -182,12 +182,18 @@ async def test_v2_routes_rows_like_v1_sticky_by_key_with_shadow_and_logs_them(se
         assert outputs["predict_proba"]["shape"] == [1000, 2]
         assert json.loads(outputs["predict_proba"]["parameters"]["classes"]) == ["0", "1"]
 
-        # The key as a request parameter: one version for every row of the request, the one /v1 gives it.
-        one = keyed[0]["customer_id"]
-        expected = (await v1(http, served.url, served.canary, [keyed[0]]))[0]["version"]
-        body = {"parameters": {"customer_id": one}, "inputs": tensors(keyed[:50])}
-        answered = (await http.post(f"{served.url}/v2/models/{served.canary}/infer", json=body)).json()
-        assert answered["parameters"]["request_id"] and expected in (1, 2)
+        # The key as a request parameter: one version for every row of the request, the one /v1 gives
+        # the key. Rows outside the excluded segment, for a key on each version.
+        outside = [r for r in keyed if r["region"] != "eu-central"][:50]
+        for version in (1, 2):
+            key = next(
+                r["customer_id"]
+                for r, a in zip(keyed, reference, strict=True)
+                if a["version"] == version and r["region"] != "eu-central"
+            )
+            body = {"parameters": {"customer_id": key}, "inputs": tensors(outside)}
+            answered = (await http.post(f"{served.url}/v2/models/{served.canary}/infer", json=body)).json()
+            assert answered["parameters"]["version"] == version and answered["model_version"] == str(version)
 
         # An excluded segment gets the stable version, whatever the key.
         body = {"inputs": tensors([{**r, "region": "eu-central"} for r in keyed[:300]], customer_id=ids[:300])}
