@@ -12,6 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -200,3 +202,47 @@ def mlflow_python() -> Path:
         say(f"[bench] installing {', '.join(pins.values())} into the MLflow virtualenv …")
         subprocess.run([str(python), "-m", "pip", "install", "-q", *pins.values()], check=True)
     return python
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children."""
+    total = 0
+    for line in subprocess.run(["ps", "-o", "pid=,ppid=,rss="], capture_output=True, text=True).stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and (int(fields[0]) == pid or int(fields[1]) == pid):
+            total += int(fields[2]) * 1024
+    return total
+
+
+@contextmanager
+def serving_platform(
+    env: dict[str, str], folder: Path, ready: Callable[[list[str]], bool], *, timeout: float, what: str, logs: str = ""
+) -> Iterator[tuple[str, dict[str, subprocess.Popen[bytes]]]]:
+    """The deployer and serving as processes (serving on MODELBUS_SERVING_PORT of `env`), until
+    `ready(models serving reports loaded)` holds; yields (serving's base URL, the processes), and
+    stops them after."""
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=(folder / f"{logs}{name}.log").open("w")
+        )
+        for name, module in (("deployer", "services.deployer"), ("serving", "services.deployer.serving"))
+    }
+    base = f"http://127.0.0.1:{env['MODELBUS_SERVING_PORT']}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = httpx.get(f"{base}/readyz", timeout=5)
+                if answer.status_code == 200 and ready(answer.json()["models"]):
+                    break
+            except httpx.TransportError:
+                pass
+            if processes["serving"].poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serving did not load {what}; see {folder / f'{logs}serving.log'}")
+            time.sleep(0.5)
+        yield base, processes
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)

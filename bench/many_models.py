@@ -10,15 +10,13 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import free_port, say, vegeta
+from bench.common import free_port, rss_bytes, say, serving_platform, vegeta
 from bench.peers import v2_body
 from services.trainer import fit
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
@@ -95,25 +93,15 @@ def run(
         "MODELBUS_LOG_LEVEL": "WARNING",
         "MODELBUS_OTLP_ENDPOINT": "",
     }
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=(folder / f"many-{name}.log").open("w")
-        )
-        for name, module in (("deployer", "services.deployer"), ("serving", "services.deployer.serving"))
-    }
-    base = f"http://127.0.0.1:{port}"
-    try:
-        began = time.monotonic()
-        while True:
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=5)
-                if ready.status_code == 200 and len(set(ready.json()["models"]) & set(names)) >= live:
-                    break
-            except httpx.TransportError:
-                pass
-            if processes["serving"].poll() is not None or time.monotonic() - began > 600:
-                raise SystemExit(f"serving did not load the {live} live models; see {folder}")
-            time.sleep(1)
+    began = time.monotonic()
+    with serving_platform(
+        env,
+        folder,
+        lambda models: len(set(models) & set(names)) >= live,
+        timeout=600,
+        what=f"the {live} live models",
+        logs="many-",
+    ) as (base, processes):
         say(f"[bench]   {live} live models loaded in {time.monotonic() - began:.0f} s")
         body = json.dumps({"instance": row})
         targets = [(f"{base}/v1/models/{n}:predict", body) for n in names[:live]]
@@ -144,8 +132,6 @@ def run(
                     )
         cold.sort()
         text = httpx.get(f"{base}/metrics").text
-        from bench.serving import rss_bytes
-
         found: dict[str, Any] = {
             "models": count,
             "live": live,
@@ -163,8 +149,3 @@ def run(
             f"RSS {found['rss_bytes'] / 2**20:.0f} MiB, {found['loads']:.0f} loads, {found['evictions']:.0f} evictions"
         )
         return found
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=30)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import many_models, peers  # noqa: E402
-from bench.common import free_port, mlflow_python, say, vegeta, wait_http  # noqa: E402
+from bench.common import free_port, mlflow_python, rss_bytes, say, serving_platform, vegeta, wait_http  # noqa: E402
 from services.deployer.serving.loading import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
@@ -235,16 +235,6 @@ def _own_rss() -> int:
     return 0
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its children."""
-    total = 0
-    for line in subprocess.run(["ps", "-o", "pid=,ppid=,rss="], capture_output=True, text=True).stdout.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and (int(fields[0]) == pid or int(fields[1]) == pid):
-            total += int(fields[2]) * 1024
-    return total
-
-
 def load_runs(
     url: str, body: str, concurrency: list[int], seconds: float, label: str, folder: Path
 ) -> dict[int, dict[str, float]]:
@@ -257,6 +247,24 @@ def load_runs(
             f"p99 {result['p99_ms']:.2f} ms, errors {result['error_share']:.1%}"
         )
         runs[c] = result
+    return runs
+
+
+def load_runs_alternating(
+    paths: dict[str, tuple[str, str]], concurrency: list[int], seconds: float, label: str, folder: Path
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Closed-loop runs of several paths of one server, taking turns at each concurrency."""
+    for url, body in paths.values():
+        vegeta(url, concurrency=8, seconds=2, body=body, folder=folder)  # warm-up
+    runs: dict[str, dict[int, dict[str, float]]] = {path: {} for path in paths}
+    for c in concurrency:
+        for path, (url, body) in paths.items():
+            result = vegeta(url, concurrency=c, seconds=seconds, body=body, folder=folder)
+            say(
+                f"[bench]   {label} {path} c={c}: {result['ops_per_s']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                f"p99 {result['p99_ms']:.2f} ms, errors {result['error_share']:.1%}"
+            )
+            runs[path][c] = result
     return runs
 
 
@@ -393,56 +401,37 @@ def main() -> None:
         "MODELBUS_LOG_LEVEL": "WARNING",
         "MODELBUS_OTLP_ENDPOINT": "",
     }
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=(folder / f"{name}.log").open("w")
-        )
-        for name, module in (("deployer", "services.deployer"), ("serving", "services.deployer.serving"))
-    }
-    say(f"[bench] deployer and serving started (prefix {settings.topic_prefix}, logs in {folder})")
-    base = f"http://127.0.0.1:{port}"
+    say(f"[bench] starting deployer and serving (prefix {settings.topic_prefix}, logs in {folder})")
     results: dict[str, Any] = {"modelbus": {}, "modelbus_v2": {}, "mlflow": {}, "floor": floors}
-    try:
-        deadline = time.monotonic() + 120
-        wanted = {spec.model for spec, _, _ in trained.values()}
-        while True:
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2)
-                if ready.status_code == 200 and wanted <= set(ready.json()["models"]):
-                    break
-            except httpx.TransportError:
-                pass
-            if processes["serving"].poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"serving did not load the models; see {folder / 'serving.log'}")
-            time.sleep(0.5)
+    wanted = {spec.model for spec, _, _ in trained.values()}
+    with serving_platform(env, folder, lambda models: wanted <= set(models), timeout=120, what="the models") as (
+        base,
+        processes,
+    ):
         for name, (spec, _, row) in trained.items():
             described = httpx.get(f"{base}/v1/models/{spec.model}").json()
             version = described["versions"][0]
             say(f"[bench] modelbus {name}: {version['runtime']}, {version['memory_bytes'] / 2**20:.1f} MiB loaded")
-            url = f"{base}/v1/models/{spec.model}:predict"
-            runs = load_runs(
-                url, json.dumps({"instance": row}), concurrency, args.seconds, f"modelbus {name}", folder / "load"
-            )
+            infer = f"{base}/v2/models/{spec.model}/infer"
+            check = httpx.post(infer, content=peers.v2_body(row), headers={"content-type": "application/json"})
+            if check.status_code != 200:
+                raise SystemExit(f"modelbus V2 refused the request for {name}: {check.text[:300]}")
+            # /v1 and V2 take turns at each concurrency, so both meet the same machine
+            paths = {
+                "v1": (f"{base}/v1/models/{spec.model}:predict", json.dumps({"instance": row})),
+                "v2": (infer, peers.v2_body(row)),
+            }
+            both = load_runs_alternating(paths, concurrency, args.seconds, f"modelbus {name}", folder / "load")
             results["modelbus"][name] = {
-                "runs": runs,
+                "runs": both["v1"],
                 "runtime": version["runtime"],
                 "memory_bytes": version["memory_bytes"],
             }
-            url = f"{base}/v2/models/{spec.model}/infer"
-            check = httpx.post(url, content=peers.v2_body(row), headers={"content-type": "application/json"})
-            if check.status_code != 200:
-                raise SystemExit(f"modelbus V2 refused the request for {name}: {check.text[:300]}")
-            runs = load_runs(url, peers.v2_body(row), concurrency, args.seconds, f"modelbus V2 {name}", folder / "load")
-            results["modelbus_v2"][name] = {"runs": runs}
+            results["modelbus_v2"][name] = {"runs": both["v2"]}
         results["serving_rss_bytes"] = rss_bytes(processes["serving"].pid)
         metrics = httpx.get(f"{base}/metrics").text
         results["predictions_dropped"] = _metric(metrics, "modelbus_serving_predictions_dropped_total")
         results["predictions_logged"] = _metric(metrics, "modelbus_serving_predictions_logged_total")
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=30)
     if not args.no_mlflow:
         results["mlflow"] = bench_mlflow(trained, concurrency, args.seconds, folder)
         best = {k: v for k, v in trained.items() if k in PEER_MODELS}

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from services.deployer import domain
 from services.deployer.serving.loading import InputError, Row, check_rows
 from services.deployer.serving.metrics import Metrics
@@ -31,9 +33,12 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(payload: Any) -> bytes:
-    """Compact JSON bytes (NaN refused)."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+    """Compact JSON bytes (UTF-8; numpy scalars and arrays as numbers, NaN as null)."""
+    return orjson.dumps(payload, default=str, option=_DUMPS_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,10 @@ def decode(body: bytes | str, what: str = "body") -> Any:
     raw = body.encode() if isinstance(body, str) else body
     if too_deep(raw):
         raise Refused(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels", "bad-json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # not strict JSON: the standard parser says why, or reads Infinity and NaN, refused later by name
     try:
         return json.loads(raw)
     except RecursionError:

@@ -16,11 +16,13 @@ import asyncio
 import collections
 import contextlib
 import gc
+import json
 import logging
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,19 @@ class Engine:
     batcher: Batcher
     class_names: tuple[str, ...] = ()
 
+    @cached_property
+    def classes_json(self) -> str:
+        """The class names as a JSON list, as V2's `predict_proba` parameters carry them."""
+        return json.dumps(list(self.class_names))
+
+    @cached_property
+    def label_type(self) -> str | None:
+        """The datatype of its predictions in the Open Inference Protocol's terms (None: unknown
+        until the labels are seen, as for a classifier whose classes were not recorded)."""
+        if self.loaded.task == "regression":
+            return "FP64"
+        return label_type(list(self.loaded.classes)) if self.loaded.classes else None
+
 
 @dataclass(frozen=True)
 class Live:
@@ -59,12 +74,28 @@ class Live:
     engines: dict[int, Engine]
     policy_key: int | None = None
 
+    @cached_property
+    def fields(self) -> frozenset[str]:
+        """The request fields routing reads: the sticky key and the segment fields."""
+        return frozenset(self.excluded) | ({self.sticky_key} if self.sticky_key else frozenset())
+
     def route(self, row: Any, fallback_key: str) -> domain.Route:
         """The version that answers one row."""
         request = row if isinstance(row, dict) else {}
         return domain.route(
             self.rollout, request, sticky_key=self.sticky_key, excluded=self.excluded, fallback_key=fallback_key
         )
+
+
+def label_type(values: list[Any]) -> str:
+    """The Open Inference Protocol datatype that holds these labels."""
+    if values and all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
 
 
 def needed(rollout: domain.Rollout) -> set[int]:
@@ -321,12 +352,19 @@ class Host:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
 def _settle_heap() -> None:
     """What is loaded now lives as long as the process: keep it out of the collector's full passes,
-    which otherwise stall requests for tens of milliseconds."""
+    which otherwise stall requests for tens of milliseconds. And collect the young generation less
+    often: a request's objects die young by reference count, so at the default threshold (700) the
+    collector mostly walks requests still in flight (measured at concurrency 32: 0.25 ms a pass,
+    every 8 V2 requests; 5 % of the process's time)."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _policy_key(item: store.LiveModel) -> int | None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from services.deployer.serving.loading import Feature, Loaded
 from services.deployer.serving.predictor import Answer, Outcome, Predictor, Refused, Target, decode, dumps
+from services.deployer.serving.routing import label_type
 from shared.runtime.telemetry import code_version
 
 HEADER = "inference-header-content-length"
@@ -32,6 +33,7 @@ NUMBER_TYPES = {
 }  # fmt: skip
 DATATYPES = (*NUMBER_TYPES, "BOOL", "BYTES")
 MATRIX_TYPES = ("FP32", "FP64")
+FLAT_TYPES = frozenset({*NUMBER_TYPES, "BYTES"})
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
@@ -52,6 +54,9 @@ class Tensor(NamedTuple):
     @property
     def where(self) -> str:
         return f"inputs[{self.position}] {self.name!r}"
+
+
+_tensor = Tensor._make
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -163,15 +168,25 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         shape: Any = item.get("shape")
         datatype: Any = item.get("datatype")
         data = item.get("data")
-        if (
-            type(data) is list
-            and _dims(shape)
-            and (datatype in NUMBER_TYPES or datatype == "BYTES")
-            and (not data or type(data[0]) is not list)
-        ):
-            # the common case, cheaply: flat numbers
-            if _bad_value(data, datatype) is _FINE and len(data) == math.prod(shape):
-                tensors.append(Tensor(index, item["name"], tuple(shape), datatype, data))
+        if type(data) is list and type(shape) is list and datatype in FLAT_TYPES:
+            # the common cases, cheaply: flat values, a column shaped [N] or [N, 1], or a [N, F] matrix
+            size = len(data)
+            if (
+                (
+                    (shape == [size] and type(shape[0]) is int)
+                    or (
+                        len(shape) == 2
+                        and type(shape[0]) is int
+                        and type(shape[1]) is int
+                        and shape[0] >= 0
+                        and shape[1] >= 0
+                        and shape[0] * shape[1] == size
+                    )
+                )
+                and (not data or type(data[0]) is not list)
+                and _bad_value(data, datatype) is _FINE
+            ):
+                tensors.append(_tensor((index, item["name"], tuple(shape), datatype, data)))  # C speed
                 continue
         where = f"inputs[{index}] {item['name']!r}"
         if not _dims(shape):
@@ -211,7 +226,7 @@ def rows_of(payload: dict[str, Any], tensors: list[Tensor], target: Target) -> l
     engines = list(target.engines.values())
     features = engines[0].loaded.names if len(engines) == 1 else frozenset().union(*(e.loaded.names for e in engines))
     live = target.live
-    routing = {live.sticky_key, *live.excluded} - {None} if live is not None else set()
+    routing = live.fields if live is not None else frozenset()
     parameters = payload.get("parameters") or {}
     common = {k: v for k, v in parameters.items() if k in routing and isinstance(v, str | int | float)}
     columns: dict[str, list[Any]] = {}
@@ -265,16 +280,6 @@ def _feature_order(engines: list[Any]) -> list[str] | None:
     return list(orders.pop()) if len(orders) == 1 else None
 
 
-def _label_type(values: list[Any]) -> str:
-    if all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return "FP64"
-    return "BYTES"
-
-
 def _binary(values: list[Any], datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = [str(v).encode() for v in values]
@@ -290,7 +295,7 @@ def answer(outcome: Outcome, payload: dict[str, Any]) -> Answer:
     labels = [a["prediction"] for a in answers]
     if engine.loaded.task == "regression":
         labels = [float(v) for v in labels]
-    datatype = _label_type(labels)
+    datatype = engine.label_type or label_type(labels)
     outputs: dict[str, dict[str, Any]] = {
         "predict": {"name": "predict", "shape": [len(labels)], "datatype": datatype, "data": labels}
     }
@@ -301,7 +306,7 @@ def answer(outcome: Outcome, payload: dict[str, Any]) -> Answer:
             "name": "predict_proba",
             "shape": [len(matrix), len(classes)],
             "datatype": "FP64",
-            "parameters": {"classes": json.dumps(classes)},
+            "parameters": {"classes": engine.classes_json},
             "data": [p for row in matrix for p in row],
         }
     parameters = payload.get("parameters") or {}
@@ -397,7 +402,7 @@ def metadata(target: Target, versions: list[int]) -> dict[str, Any]:
     outputs: list[dict[str, Any]] = [
         {
             "name": "predict",
-            "datatype": "FP64" if loaded.task == "regression" else _label_type(list(loaded.classes or [])),
+            "datatype": target.primary.label_type or "BYTES",
             "shape": [-1],
         }
     ]
