@@ -47,6 +47,23 @@ else
   fail "Go is needed to build kustomize $kustomize_version for the k8s/ checks (or put that kustomize at $kustomize)"
 fi
 
+# Jaeger v2 receives the services' traces in the local stack; built from its Go module, pinned by
+# scripts/jaeger/go.mod (`go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@v1.75.0`).
+jaeger=.modelbus/bin/jaeger
+jaeger_stamp="$jaeger.built-$(cat scripts/jaeger/go.mod scripts/jaeger/go.sum | sha256sum | cut -c1-16)"
+if [ -x "$jaeger" ] && [ -f "$jaeger_stamp" ]; then
+  say "jaeger v1.75.0 present"
+elif command -v go >/dev/null; then
+  say "building jaeger v1.75.0 from scripts/jaeger with go build (about 5 minutes the first time)"
+  mkdir -p .modelbus/bin
+  (cd scripts/jaeger && GOFLAGS=-mod=mod go build -o "../../$jaeger" github.com/jaegertracing/jaeger/cmd/jaeger) \
+    || fail "go build github.com/jaegertracing/jaeger/cmd/jaeger (scripts/jaeger) failed (see above)"
+  rm -f "$jaeger".built-*
+  touch "$jaeger_stamp"
+else
+  fail "Go is needed to build jaeger v1.75.0 for the local stack (or put that jaeger at $jaeger)"
+fi
+
 python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "Python 3.11 or newer is needed (found $("$python" --version 2>&1))"
 if [ ! -x .venv/bin/python ]; then

@@ -1,6 +1,6 @@
 """The local stack's components, each a server on 127.0.0.1 with its data, log and pid file
 under the stack folder: Apache Kafka (KRaft, from Maven), PostgreSQL (OS packages), an
-S3-compatible server (rclone serve s3) and the OTLP trace receiver."""
+S3-compatible server (rclone serve s3) and Jaeger v2 (built from its Go module)."""
 
 from __future__ import annotations
 
@@ -348,40 +348,99 @@ class S3Server(Component):
         return True
 
 
-class Traces(Component):
-    """The OTLP/HTTP trace receiver with a Jaeger-shaped query API (shared.ops.tracestore)."""
+JAEGER_VERSION = "v1.75.0"
 
-    marker = "shared.ops.tracestore"
+
+class Traces(Component):
+    """Jaeger v2 (`jaeger`, built from its Go module by scripts/bootstrap.sh into .modelbus/bin):
+    OTLP on 4317 (gRPC) and MODELBUS_OTLP_ENDPOINT (HTTP), the query API on
+    MODELBUS_TRACE_QUERY_URL, spans in memory."""
+
+    marker = "jaeger"
+    health_port = 13133
+
+    @property
+    def binary(self) -> Path:
+        return self.settings.stack_dir.resolve() / "bin" / "jaeger"
 
     def host_port(self) -> tuple[str, int]:
         url = urlparse(self.settings.otlp_endpoint or "http://127.0.0.1:4318")
         return url.hostname or "127.0.0.1", url.port or 4318
 
     def address(self) -> str:
-        return f"OTLP {self.settings.otlp_endpoint}, query {self.settings.trace_query_url}"
+        return f"OTLP {self.settings.otlp_endpoint}, query {self.settings.trace_query_url} (Jaeger {JAEGER_VERSION})"
 
-    def start(self) -> None:
-        self.check_port_free()
+    def config(self) -> str:
+        """Jaeger's configuration (an OpenTelemetry Collector file): every endpoint on 127.0.0.1."""
         host, port = self.host_port()
         query = urlparse(self.settings.trace_query_url)
-        self.say(f"[traces] starting the OTLP receiver on {host}:{port}")
-        self.spawn(
-            [
-                sys.executable,
-                "-m",
-                "shared.ops.tracestore",
-                "--otlp",
-                f"{host}:{port}",
-                "--query",
-                f"{query.hostname}:{query.port}",
-                "--store",
-                str(self.home / "spans.jsonl"),
-            ],
-        )
+        return f"""service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    resource:
+      service.name: jaeger
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: {query.hostname}:{query.port}
+    grpc:
+      endpoint: {query.hostname}:{(query.port or 16686) - 1}
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: {host}:{self.health_port}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: {host}:{port - 1}
+      http:
+        endpoint: {host}:{port}
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+"""
+
+    def start(self) -> None:
+        if not self.binary.exists():
+            raise StackError(
+                f"Jaeger {JAEGER_VERSION} is not built at {self.binary}: run scripts/bootstrap.sh "
+                f"(it builds it from the Go module in scripts/jaeger with `go build`)"
+            )
+        self.check_port_free()
+        host, port = self.host_port()
+        config = self.home / "jaeger.yaml"
+        config.write_text(self.config())
+        self.say(f"[traces] starting Jaeger {JAEGER_VERSION} (OTLP {host}:{port}, in-memory storage)")
+        self.spawn([str(self.binary), "--config", str(config)])
+        query = urlparse(self.settings.trace_query_url)
         wait_until(
-            "the trace receiver",
-            lambda: not self.exited_early() and port_open(host, port),
-            timeout=30,
+            "Jaeger",
+            lambda: (
+                not self.exited_early()
+                and port_open(host, port)
+                and port_open(query.hostname or host, query.port or 16686)
+            ),
+            timeout=60,
             say=self.say,
             log=self.log_file,
         )

@@ -1,5 +1,5 @@
 """The local stack without Docker: Apache Kafka (KRaft, from Maven), PostgreSQL (OS packages),
-an S3-compatible server (rclone serve s3) and an OTLP trace receiver, all on 127.0.0.1.
+an S3-compatible server (rclone serve s3) and Jaeger v2 (traces), all on 127.0.0.1.
 
 State lives under `Settings.stack_dir`: downloads, data, logs and one pid file per component.
 `up` is idempotent, `down` stops exactly what `up` started, `status` shows each component.

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # OTLP/HTTP traces endpoint (…/v1/traces is appended); empty disables export.
     otlp_endpoint: str | None = "http://127.0.0.1:4318"
-    # Trace query API (Jaeger's HTTP API shape) of the local trace receiver.
+    # Jaeger's query API (the local stack's Jaeger); the demo prints trace links on it.
     trace_query_url: str = "http://127.0.0.1:16686"
     # Name this process reports in traces, logs and CloudEvents ce_source.
     service_name: str = "modelbus"

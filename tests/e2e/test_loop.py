@@ -1,5 +1,5 @@
 """The whole loop as a user runs it: `modelbus demo` (every service its own process, driven only
-through Kafka and HTTP), then its trace read back from the trace receiver."""
+through Kafka and HTTP), then its trace read back from Jaeger."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_the_demo_goes_round_the_loop_and_exits_0(demo_run: subprocess.Completed
 
 def _spans(settings: Settings, trace_id: str) -> list[dict[str, Any]]:
     answer = httpx.get(f"{settings.trace_query_url}/api/traces/{trace_id}", timeout=10)
-    assert answer.status_code == 200, f"trace {trace_id} not found at the receiver"
+    assert answer.status_code == 200, f"trace {trace_id} not found in Jaeger"
     trace = answer.json()["data"][0]
     return [{**s, "service": trace["processes"][s["processID"]]["serviceName"]} for s in trace["spans"]]
 

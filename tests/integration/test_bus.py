@@ -104,7 +104,7 @@ async def test_published_event_arrives_with_cloudevents_headers_and_one_trace(
             spans[:] = [{**s, "service": trace["processes"][s["processID"]]["serviceName"]} for s in trace["spans"]]
             return any(s["operationName"].endswith("handle DataArrived") for s in spans)
 
-        await eventually(traced, what="the consumer's span in the trace receiver")
+        await eventually(traced, what="the consumer's span in Jaeger")
     assert {"it-producer", "it-consumer"} <= {s["service"] for s in spans}
     handle = next(s for s in spans if s["operationName"].endswith("handle DataArrived"))
     assert handle["references"][0]["refType"] == "CHILD_OF"
