@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
-# kcat from the OS packages (when missing), and the project into ./.venv.
+# kcat and Prometheus from the OS packages (when missing), and the project into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ java_major=$( (java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | he
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v kcat >/dev/null || missing+=(kcat)
+command -v prometheus >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -21,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
     # The package may start a default cluster on 5432; the stack runs its own.
     pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r version cluster; do
@@ -29,8 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
       pg_ctlcluster "$version" "$cluster" stop || true
     done
   fi
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v invoke-rc.d >/dev/null; then
+    # Likewise the package's own Prometheus on 9090: the stack runs its own, on its own config.
+    invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+  fi
 else
-  say "system packages present (java ${java_major}, maven, postgresql, kcat)"
+  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus)"
 fi
 
 # kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.

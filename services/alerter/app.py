@@ -161,7 +161,7 @@ def build(settings: Settings, *, group: str = GROUP, config: AlerterConfig | Non
 
 def links(settings: Settings) -> domain.Links:
     """Where alerts link to: the registry's API and the trace viewer."""
-    return domain.Links(api_url=settings.api_url.rstrip("/"), trace_url=settings.trace_query_url.rstrip("/") or None)
+    return domain.Links(api_url=settings.api_url.rstrip("/"), console_url=settings.console_url.rstrip("/") or None)
 
 
 def in_memory(

@@ -81,10 +81,11 @@ class Resolution:
 
 @dataclass(frozen=True)
 class Links:
-    """Where an alert's annotations point: the registry API and the trace viewer."""
+    """Where an alert's annotations point: the registry API (lineage) and the console's pages
+    (the model or version, and the lifecycle's trace)."""
 
     api_url: str
-    trace_url: str | None = None
+    console_url: str | None = None
 
     def annotations(self, model: str, version: int | None, traceparent: str | None) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -94,11 +95,14 @@ class Links:
                 if version is not None
                 else f"{self.api_url}/v1/models/{model}/history"
             )
+            if self.console_url:
+                page = f"/models/{model}/versions/{version}" if version is not None else f"/models/{model}"
+                found["console"] = f"{self.console_url}{page}"
         trace_id = traceparent.split("-")[1] if traceparent and traceparent.count("-") >= 3 else None
         if trace_id:
             found["trace_id"] = trace_id
-            if self.trace_url:
-                found["trace"] = f"{self.trace_url}/trace/{trace_id}"
+            if self.console_url:
+                found["trace"] = f"{self.console_url}/traces/{trace_id}"
         return found
 
 

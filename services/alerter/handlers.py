@@ -58,6 +58,9 @@ class Alerting:
 
     def __post_init__(self) -> None:
         self.plans = plans(self.config)
+        for receiver in self.config.receivers:  # each receiver's counters start at 0
+            self.metrics.notifications.labels(receiver.name)
+            self.metrics.failures.labels(receiver.name)
 
 
 async def on_spec(event: ModelSpecApplied, uow: UoW) -> None:

@@ -17,10 +17,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.monitor import feedback, handlers, store
+from services.monitor.api import make_api
 from services.monitor.handlers import Watch
 from services.monitor.memory import MemoryStore
 from services.monitor.metrics import Metrics
@@ -68,6 +70,7 @@ class MonitorService:
     bus: Bus
     watch: Watch
     metrics: CollectorRegistry
+    api: FastAPI
     sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -126,7 +129,10 @@ def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
         sink=feedback.ArtifactSink(ArtifactStore(settings)),
     )
     bus.register(bind(HANDLERS, watch=watch), group=group, store=store.SqlStore, batched=frozenset({PredictionsLogged}))
-    return MonitorService(settings=settings, engine=engine, sessions=sessions, bus=bus, watch=watch, metrics=registry)
+    api = make_api(settings, sessions, bus, registry)
+    return MonitorService(
+        settings=settings, engine=engine, sessions=sessions, bus=bus, watch=watch, metrics=registry, api=api
+    )
 
 
 def in_memory(

@@ -200,7 +200,12 @@ class SqlStore(SqlSpecs):
     async def closed_windows(self, model: str, limit: int = 1000) -> list[ClosedWindow]:
         """A model's closed windows, oldest first (the newest `limit`)."""
         rows = await self.session.scalars(
-            select(WindowRow).where(WindowRow.model == model).order_by(WindowRow.started_at.desc()).limit(limit)
+            select(WindowRow)
+            .where(WindowRow.model == model)
+            .order_by(
+                WindowRow.started_at.desc(), WindowRow.ended_at.desc(), WindowRow.closed_at.desc(), WindowRow.window_id
+            )
+            .limit(limit)
         )
         return [
             ClosedWindow(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -26,7 +26,7 @@ from services.registry import domain, store
 from services.registry.cache import AliasCache
 from services.registry.interchange import add_interchange_routes
 from services.registry.publishing import add_publish_routes
-from shared.contract.events import ModelSpecApplied, RetrainRequested, RolloutCommanded
+from shared.contract.events import MAX_VERSION, ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
 from shared.runtime.artifacts import ArtifactStore
@@ -46,6 +46,7 @@ from shared.runtime.httpapi import (
 from shared.runtime.settings import Settings
 from shared.runtime.specfile import load_spec
 
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version number.")]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ class Reason(BaseModel):
 class RolloutRequest(Reason):
     """A rollout command."""
 
-    version: int | None = Field(default=None, ge=1, description="Version (required to start).")
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION, description="Version (required to start).")
 
 
 class RetrainRequest(Reason):
@@ -85,7 +86,7 @@ class RetrainRequest(Reason):
 class AliasRequest(Reason):
     """Point an alias at a version."""
 
-    version: int = Field(ge=1, description="Version the alias names.")
+    version: int = Field(ge=1, le=MAX_VERSION, description="Version the alias names.")
 
 
 class TagRequest(Reason):
@@ -338,7 +339,7 @@ def make_api(
     # ------------------------------------------------------------ act (operator)
 
     @api.post("/v1/models/{name}/versions/{version}/approve", tags=["act"])
-    async def approve(who: Operator, name: str, version: int, body: Reason) -> Done:
+    async def approve(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Approve a version held for review; the deployer starts its rollout."""
 
         async def work(session: AsyncSession) -> str:
@@ -356,7 +357,7 @@ def make_api(
         return Done(action="approve", target=f"{name}@{version}", event_id=event_id)
 
     @api.post("/v1/models/{name}/versions/{version}/reject", tags=["act"])
-    async def reject(who: Operator, name: str, version: int, body: Reason) -> Done:
+    async def reject(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Reject a version that is not serving."""
 
         async def work(session: AsyncSession) -> None:
@@ -438,7 +439,7 @@ def make_api(
         return Done(action="delete-alias", target=f"{name}@{alias}")
 
     @api.put("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
-    async def put_tag(who: Operator, name: str, version: int, key: str, body: TagRequest) -> Done:
+    async def put_tag(who: Operator, name: str, version: VersionPath, key: str, body: TagRequest) -> Done:
         """Set a tag on a version."""
 
         async def work(session: AsyncSession) -> None:
@@ -450,7 +451,7 @@ def make_api(
         return Done(action="set-tag", target=target, detail={"key": key, "value": body.value})
 
     @api.delete("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
-    async def delete_tag(who: Operator, name: str, version: int, key: str, reason: str = "") -> Done:
+    async def delete_tag(who: Operator, name: str, version: VersionPath, key: str, reason: str = "") -> Done:
         """Remove a tag from a version."""
 
         async def work(session: AsyncSession) -> None:

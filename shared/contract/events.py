@@ -25,7 +25,8 @@ _SHA256 = r"^[0-9a-f]{64}$"
 
 ModelName = Annotated[str, Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")]
 Sha256 = Annotated[str, Field(pattern=_SHA256, description="SHA-256 digest, 64 lowercase hex digits.")]
-Version = Annotated[int, Field(ge=1, description="Model version number, monotonic per model.")]
+MAX_VERSION = 2**31 - 1  # the registry stores a version as a 32-bit integer
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION, description="Model version number, monotonic per model.")]
 Scalar = str | int | float | bool | None
 Severity = Literal["info", "warning", "critical"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from shared.contract.events import MAX_VERSION
+
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
@@ -28,8 +30,10 @@ def parse_ref(text: str) -> Ref:
         raise ValueError(f"{text!r}: a reference is NAME, NAME@VERSION or NAME@ALIAS")
     if not sep:
         return Ref(model)
-    if rest.isdigit() and int(rest) >= 1:
+    if rest.isascii() and rest.isdigit() and 1 <= int(rest) <= MAX_VERSION:
         return Ref(model, version=int(rest))
+    if rest.isascii() and rest.isdigit():
+        raise ValueError(f"{text!r}: a version number runs from 1 to {MAX_VERSION}")
     if rest == "latest":
         return Ref(model)
     if ALIAS.match(rest):

@@ -1,5 +1,6 @@
 """The local stack without Docker: Apache Kafka (KRaft, from Maven), PostgreSQL (OS packages),
-an S3-compatible server (rclone serve s3) and Jaeger v2 (traces), all on 127.0.0.1.
+an S3-compatible server (rclone serve s3), Jaeger v2 (traces) and Prometheus (metrics), all on
+127.0.0.1.
 
 State lives under `Settings.stack_dir`: downloads, data, logs and one pid file per component.
 `up` is idempotent, `down` stops exactly what `up` started, `status` shows each component.
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared.ops.components import Component, Postgres, S3Server, Say, StackError, Traces
+from shared.ops.components import Component, Postgres, S3Server, Say, StackError
 from shared.ops.kafka import Kafka
+from shared.ops.observability import Metrics, Traces
 from shared.runtime.settings import Settings
 
 __all__ = ["StackError", "components", "down", "status", "up"]
@@ -24,6 +26,7 @@ def components(settings: Settings, say: Say) -> list[Component]:
         S3Server("s3", settings, say),
         Traces("traces", settings, say),
         Kafka("kafka", settings, say),
+        Metrics("metrics", settings, say),
     ]
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.contract.events import Event
 from shared.runtime.broker import make_broker, raw_body, tolerant_parser
-from shared.runtime.consume import Consumers, Handler
+from shared.runtime.consume import ConsumerMetrics, Consumers, Handler
 from shared.runtime.db import add_to_outbox
 from shared.runtime.outbox import OutboxRelay
 from shared.runtime.settings import Settings
@@ -35,6 +35,7 @@ from shared.runtime.uow import StoreFactory, caused_by, no_store
 
 log = logging.getLogger("shared.runtime.bus")
 E = TypeVar("E", bound=Event)
+STOP_SECONDS = 20
 
 
 class Bus:
@@ -54,7 +55,13 @@ class Bus:
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("modelbus.bus")
         self.source = f"/modelbus/{settings.service_name}"
         self.consumers = Consumers(
-            settings, sessions, self.tracer, stage=self.stage, publish=self.publish, wake=self.wake_relay
+            settings,
+            sessions,
+            self.tracer,
+            stage=self.stage,
+            publish=self.publish,
+            wake=self.wake_relay,
+            metrics=ConsumerMetrics(registry) if registry is not None else None,
         )
         self.relay = OutboxRelay(settings, sessions, self._send) if sessions is not None else None
         self._relay_task: asyncio.Task[None] | None = None
@@ -204,13 +211,19 @@ class Bus:
         self.running = True
 
     async def stop(self) -> None:
-        """Stop the relay and the broker."""
+        """Stop the relay and the broker. A broker that cannot leave its groups in
+        `STOP_SECONDS` (a coordinator gone, a leader moving) is abandoned with a warning: the
+        group's session timeout hands its partitions on, and nothing uncommitted is lost."""
         self.running = False
         if self._relay_task is not None:
             self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
-        await self.broker.stop()
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                await self.broker.stop()
+        except TimeoutError:
+            log.warning("the broker did not stop in %d s; leaving it to the group's session timeout", STOP_SECONDS)
 
 
 async def publish_events(settings: Settings, *events: Event, source: str) -> None:

@@ -18,13 +18,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,6 +78,49 @@ class Letter:
     envelope: Envelope | None
 
 
+class ConsumerMetrics:
+    """What a service's consumers report: lag per partition, handler failures and dead letters.
+
+    The counters start at 0 for every group and event type a service subscribes to, so that a
+    dashboard shows "none" rather than "no data"; the lag is read from each fetched batch (the
+    partition's high watermark less the next offset), so it is fresh while a consumer consumes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = Gauge(
+            "modelbus_consumer_lag",
+            "Messages behind the partition's end, as of the group's last batch.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "modelbus_handler_failures",
+            "Handler attempts that raised (each retry counts).",
+            ["group", "event"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "modelbus_dead_letters", "Messages a consumer group dead-lettered.", ["group"], registry=registry
+        )
+
+    def subscribed(self, group_id: str, events: frozenset[str] | None) -> None:
+        for event in sorted(events or ()):
+            self.failures.labels(group_id, event)
+        self.dead_letters.labels(group_id)
+
+    def batch(self, message: KafkaMessage, group_id: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        consumer = getattr(message, "consumer", None)
+        highwater = getattr(consumer, "highwater", None)
+        if highwater is None:
+            return
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[(record.topic, record.partition)] = record.offset
+        for (topic, partition), offset in last.items():
+            end = highwater(TopicPartition(topic, partition))
+            if end is not None:
+                self.lag.labels(group_id, topic, str(partition)).set(max(0, end - offset - 1))
+
+
 class Consumers:
     """A service's consumer groups: what handles each topic, and the handling itself."""
 
@@ -89,8 +133,10 @@ class Consumers:
         stage: Stage,
         publish: Callable[[Event], Awaitable[str]],
         wake: Callable[[], None],
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.sessions = sessions
         self.tracer = tracer
         self.tracing = SpanTracing(tracer)
@@ -166,6 +212,9 @@ class Consumers:
         """Subscribe every group's topics on the broker (before it starts)."""
         self.started = True
         for group_id, routes in self._routes.items():
+            if self.metrics is not None:
+                for route in routes.values():
+                    self.metrics.subscribed(group_id, route.allowed)
             on_batch = self._dispatcher(group_id, routes)
             on_batch.__name__ = group_id.rsplit(".", 1)[-1].replace("-", "_")
             broker.subscriber(
@@ -186,6 +235,8 @@ class Consumers:
         async def on_batch(message: KafkaMessage) -> None:
             raw = message.raw_message
             records: tuple[ConsumerRecord[bytes, bytes], ...] = raw if isinstance(raw, tuple) else (raw,)
+            if self.metrics is not None:
+                self.metrics.batch(message, group_id, records)
             await self._consume(message, records, routes, group_id)
 
         return on_batch
@@ -374,6 +425,8 @@ class Consumers:
                 return None
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+                if self.metrics is not None:
+                    self.metrics.failures.labels(group_id, envelope.type).inc()
                 if not is_transient(exc):
                     log.exception("handler failed on %s %s", envelope.type, envelope.id)
                     return ("handler", reason, attempt)
@@ -449,6 +502,8 @@ class Consumers:
         except Exception:
             log.exception("could not dead-letter; the message will be redelivered")
             return False
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(group_id).inc()
         return True
 
     async def _ack_or_rewind(self, message: KafkaMessage) -> None:

@@ -1,8 +1,9 @@
 """Running a service process: settings, logs, start, wait for SIGINT/SIGTERM, stop.
 
-A service without an HTTP API of its own (trainer, evaluator, deployer, monitor) answers
-`/healthz`, `/readyz` and `/metrics` on `MODELBUS_HEALTH_PORT` when that is set: what probes and
-Prometheus read, and what `modelbus up` waits for.
+A consuming service (trainer, evaluator, deployer, monitor) answers `/healthz`, `/readyz` and
+`/metrics` on `MODELBUS_HEALTH_PORT` when that is set: what probes and Prometheus read, and what
+`modelbus up` waits for. One with a small API of its own (the monitor's window history) serves it
+there too.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ async def run_until_stopped(name: str, build: Callable[[Settings], Service]) -> 
     settings = service_settings(name)
     service = build(settings)
     if settings.health_port:
-        await _serve(name, service, health_api(name, service), (settings.health_host, settings.health_port))
+        api = getattr(service, "api", None) or health_api(name, service)  # a service's own API includes them
+        await _serve(name, service, api, (settings.health_host, settings.health_port))
         return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

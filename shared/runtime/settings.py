@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = "http://127.0.0.1:4318"
     # Jaeger's query API (the local stack's Jaeger); the demo prints trace links on it.
     trace_query_url: str = "http://127.0.0.1:16686"
+    # Prometheus's HTTP API (the local stack's Prometheus, scraping every process); the console's charts query it.
+    prometheus_url: str = "http://127.0.0.1:9090"
     # Name this process reports in traces, logs and CloudEvents ce_source.
     service_name: str = "modelbus"
     # Log level of the service's JSON logs.
@@ -139,8 +141,12 @@ class Settings(BaseSettings):
     alerter_host: str = "127.0.0.1"
     # Port of the alerter's HTTP API (alerts, acknowledgements, silences).
     alerter_port: int = Field(default=8082, ge=1, le=65535)
-    # Alerter API the CLI talks to (`modelbus alerts`).
+    # Alerter API the CLI and the console talk to (`modelbus alerts`, the console's alerts page).
     alerter_url: str = "http://127.0.0.1:8082"
+    # Monitor API the console reads the window history from (the monitor's health port).
+    monitor_url: str = "http://127.0.0.1:8086"
+    # Where people open the console (the registry's /ui); the alerter's links point into it.
+    console_url: str = "http://127.0.0.1:8080/ui"
     # The alerter's routing, receivers and inhibition rules (YAML); empty: one receiver, the alerts topic and the log.
     alerter_config: Path | None = None
     # How often the alerter flushes due groups and sends pending notifications, in seconds.

@@ -3,10 +3,12 @@ through Kafka and HTTP), then its trace read back from Jaeger."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,42 @@ def test_the_monitor_links_its_window_spans_to_the_predictions_they_aggregate(
     published = httpx.get(f"{settings.trace_query_url}/api/traces/{target['traceID']}", timeout=10).json()["data"][0]
     services = {published["processes"][s["processID"]]["serviceName"] for s in published["spans"]}
     assert "serving" in services
+
+
+def _prometheus(settings: Settings, path: str, **params: Any) -> Any:
+    answer = httpx.get(f"{settings.prometheus_url}/api/v1/{path}", params=params, timeout=30)
+    assert answer.status_code == 200, f"{path} {params}: {answer.status_code} {answer.text[:500]}"
+    body = answer.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _series(settings: Settings, query: str, start: float, end: float) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = _prometheus(settings, "query_range", query=query, start=start, end=end, step=15)[
+        "result"
+    ]
+    return found
+
+
+def test_every_dashboard_panel_draws_from_the_stacks_prometheus_after_the_demo(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    """The stack's Prometheus scrapes the demo's seven processes; every query of the Grafana
+    dashboard, as Grafana would send it, answers with at least one series over the last hour."""
+    settings = Settings()
+    dashboard = json.loads((ROOT / "k8s/base/grafana/modelbus.json").read_text())
+    end = time.time()
+    served = _series(settings, 'up{service="serving"} == 1', end - 3600, end)
+    assert served, "Prometheus never scraped the demo's serving process"
+    model = re.search(r"spec applied: model (\S+),", demo_run.stdout)
+    assert model, demo_run.stdout[:2000]
+    models = _prometheus(settings, "label/model/values", **{"match[]": "modelbus_serving_predictions_total"})
+    assert model.group(1) in models, f"the dashboard's model variable offers {models}"
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$model", ".*")
+            series = _series(settings, expr, end - 3600, end)
+            if not any(s["values"] for s in series):
+                empty.append(f"{panel['title']}: {target['expr']}")
+    assert empty == [], "panels with nothing to draw:\n" + "\n".join(empty)

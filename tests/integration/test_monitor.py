@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from services.monitor import store as monitor_store
@@ -53,7 +55,8 @@ WINDOW_ROWS = 200
 
 @pytest.fixture
 async def monitor(settings: Settings) -> AsyncIterator[MonitorService]:
-    service = build_monitor(settings.model_copy(update={"service_name": "monitor", "otlp_endpoint": None}))
+    update = {"service_name": "monitor", "otlp_endpoint": None, "api_tokens": SecretStr("look=viewer:vic")}
+    service = build_monitor(settings.model_copy(update=update))
     await service.start()
     yield service
     await service.stop()
@@ -217,6 +220,21 @@ async def test_live_traffic_that_moved_is_detected_and_a_single_retrain_is_asked
     async with monitor.sessions() as session:
         kept = await session.get(monitor_tables.RetrainRow, model)
     assert kept is not None and kept.suppressed >= 40
+    # The history the console draws, from the monitor's API: every window, drift per feature.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=monitor.api), base_url="http://monitor") as http:
+        assert (await http.get(f"/v1/models/{model}/windows")).status_code == 401
+        answer = await http.get(f"/v1/models/{model}/windows", headers={"Authorization": "Bearer look"})
+        assert answer.status_code == 200, answer.text
+        history = answer.json()
+        newest = await http.get(f"/v1/models/{model}/windows?limit=5", headers={"Authorization": "Bearer look"})
+    windows = history["windows"]
+    assert len(windows) == 52 and [w["dataset_drift"] for w in windows].count(True) == 50
+    assert [w["started_at"] for w in windows] == sorted(w["started_at"] for w in windows)
+    assert not windows[0]["dataset_drift"] and windows[-1]["dataset_drift"]
+    scores = {f["feature"]: f for f in windows[-1]["features"]}
+    assert scores["tenure_months"]["drifted"] and scores["tenure_months"]["p_value"] < 0.05
+    assert set(history["baselines"]["1"]) >= {"accuracy"}
+    assert [w["window_id"] for w in newest.json()["windows"]] == [w["window_id"] for w in windows[-5:]]
 
 
 async def test_rows_that_waited_for_their_reference_are_tested_a_window_at_a_time(

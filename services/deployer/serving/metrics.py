@@ -5,10 +5,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# The error kinds a live model's counter starts at 0 with (a dashboard then shows none, not no data):
+# rows its schema refuses, the model failing, its shadow failing.
+WATCHED_ERRORS = ("invalid-features", "model-error", "shadow")
 
 
 class Metrics:
     """Serving's Prometheus metrics."""
+
+    def watch(self, model: str) -> None:
+        """Start a model's error counters at 0 (when it first goes live)."""
+        for kind in WATCHED_ERRORS:
+            self.errors.labels(model, kind)
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry

@@ -284,6 +284,8 @@ class Host:
             engines=engines,
             policy_key=_policy_key(item),
         )
+        if current is None:
+            self.metrics.watch(item.model)
         self.live[item.model] = live  # the swap: one assignment
         self.problems.pop(item.model, None)
         split = ", ".join(f"v{s.version} {s.percent:g}% {s.role}" for s in domain.traffic(item.rollout))

@@ -23,6 +23,7 @@ import numpy as np
 from services.deployer.serving.loading import Feature, Loaded
 from services.deployer.serving.predictor import Answer, Outcome, Predictor, Refused, Target, decode, dumps
 from services.deployer.serving.routing import label_type
+from shared.contract.events import MAX_VERSION
 from shared.runtime.telemetry import code_version
 
 HEADER = "inference-header-content-length"
@@ -386,6 +387,8 @@ def pinned_version(text: str | None) -> int | None:
         return None
     if not (text.isascii() and text.isdigit()):
         raise Refused(400, f"a version is a positive integer, got {text[:20]!r}", "unknown-version")
+    if len(text) > len(str(MAX_VERSION)) or int(text) > MAX_VERSION:
+        raise Refused(404, f"no version {text[:20]} (versions go up to {MAX_VERSION})", "unknown-version")
     return int(text)
 
 

@@ -15,7 +15,7 @@ from shared.contract.events import AlertRaised, AlertResolved, DriftDetected, Fe
 from shared.contract.spec import Alerts
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-LINKS = domain.Links(api_url="http://registry", trace_url="http://jaeger")
+LINKS = domain.Links(api_url="http://registry", console_url="http://registry/ui")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -188,7 +188,8 @@ def test_a_drift_becomes_an_alert_labelled_from_the_spec_and_repeats_keep_its_id
     assert alert.annotations["summary"] == "churn v3: drift in tenure (1000 rows)"
     assert json.loads(alert.annotations["evidence"])["features"][0]["feature"] == "tenure"
     assert alert.annotations["lineage"] == "http://registry/v1/models/churn/versions/3/lineage"
-    assert alert.annotations["trace"] == "http://jaeger/trace/4bf92f3577b34da6a3ce929d0e0e4736"
+    assert alert.annotations["console"] == "http://registry/ui/models/churn/versions/3"
+    assert alert.annotations["trace"] == "http://registry/ui/traces/4bf92f3577b34da6a3ce929d0e0e4736"
     again = domain.raised_by(drift(), "ev-2", None, spec_labels, LINKS)
     assert again is not None and again.fingerprint == alert.fingerprint
     other = domain.raised_by(drift(version=4), "ev-3", None, spec_labels, LINKS)

@@ -102,7 +102,7 @@ def test_the_settings_ports_and_the_images_health_ports_agree() -> None:
     assert targets == {f"{name}:{port}" for name, (_, port) in MODELBUS_SERVICES.items()}
 
 
-def test_grafana_is_provisioned_with_the_dashboard_and_prometheus_scrapes_the_lag() -> None:
+def test_grafana_is_provisioned_with_the_dashboard_and_prometheus_scrapes_only_the_platform() -> None:
     document = compose()
     configs = document["configs"]
     mounted = {c["source"]: c["target"] for c in document["services"]["grafana"]["configs"]}
@@ -112,9 +112,8 @@ def test_grafana_is_provisioned_with_the_dashboard_and_prometheus_scrapes_the_la
     assert Path(mounted["grafana-dashboard"]).parent == Path(providers[0]["options"]["path"])
     assert mounted["grafana-dashboards"].startswith("/etc/grafana/provisioning/dashboards/")
     jobs = yaml.safe_load(configs["prometheus"]["content"])["scrape_configs"]
-    (exporter,) = [j for j in jobs if j["job_name"] == "kafka"]
-    assert exporter["static_configs"][0]["targets"] == ["kafka-exporter:9308"]
-    assert "--kafka.server=kafka:9092" in document["services"]["kafka-exporter"]["command"]
+    # The consumer lag comes from the services themselves (modelbus_consumer_lag), no exporter.
+    assert [j["job_name"] for j in jobs] == ["modelbus"]
 
 
 def test_the_image_is_multi_stage_pinned_and_runs_as_a_user() -> None:

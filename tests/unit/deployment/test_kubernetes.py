@@ -460,11 +460,12 @@ def test_the_dashboard_shows_each_area_from_metrics_the_platform_exports() -> No
     exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in charts}
     assert all(exprs.values()), "every panel queries something"
     used = {m for e in exprs.values() for x in e for m in re.findall(r"\b(?:modelbus|faststream|kafka)_\w+", x)}
-    known = exported_metrics() | {"kafka_consumergroup_lag"}  # the latter from kafka-exporter
+    known = exported_metrics()
     assert used - known == set(), f"the dashboard reads series nobody exports: {used - known}"
     for needed in (
         "faststream_received_messages_total",  # events/s
-        "kafka_consumergroup_lag",  # lag
+        "modelbus_consumer_lag",  # lag
+        "modelbus_dead_letters_total",  # dead letters
         "faststream_received_processed_messages_duration_seconds_bucket",  # handler latency
         "modelbus_serving_request_seconds_bucket",  # serving latency
         "modelbus_monitor_drift_score",  # drift scores

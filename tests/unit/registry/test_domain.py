@@ -72,7 +72,7 @@ def test_references(text: str, expected: domain.Ref) -> None:
     assert parse_ref(text) == expected
 
 
-@pytest.mark.parametrize("text", ["@3", "churn@0", "churn@Bad Alias", "churn@"])
+@pytest.mark.parametrize("text", ["@3", "churn@0", "churn@2147483648", "churn@Bad Alias", "churn@"])
 def test_bad_references_say_what_a_reference_looks_like(text: str) -> None:
     with pytest.raises(ValueError, match=r"NAME|version number"):
         parse_ref(text)
