@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo platform up down status test unit lint schemas
+.PHONY: install demo platform up down status test unit lint schemas screenshots
 
 install:
 	@bash scripts/bootstrap.sh
@@ -13,7 +13,7 @@ up: install
 	@$(BIN)/modelbus stack up
 
 demo: install
-	@$(BIN)/modelbus demo
+	@$(BIN)/modelbus demo --stay
 
 platform: install
 	@$(BIN)/modelbus up
@@ -31,6 +31,11 @@ test: up
 # Pure logic and every service's handlers on their in-memory twins: no server, the stack may be down.
 unit: install
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# The console's pages in chromium after a demo lifecycle, photographed into .modelbus/screenshots/.
+screenshots: up
+	@$(BIN)/python -m pytest tests/e2e/test_console.py $(PYTEST_ARGS)
+	@ls -1 .modelbus/screenshots/*.png
 
 lint: install
 	@$(BIN)/ruff check shared services tests bench scripts

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
-# kcat and Prometheus from the OS packages (when missing), and the project into ./.venv.
+# kcat, Prometheus and chromium (the console's browser tests) from the OS packages (when
+# missing), and the project into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v kcat >/dev/null || missing+=(kcat)
 command -v prometheus >/dev/null || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -35,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     invoke-rc.d prometheus stop >/dev/null 2>&1 || true
   fi
 else
-  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus)"
+  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus, chromium)"
 fi
 
 # kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.

@@ -179,6 +179,12 @@ def make_api(
                 await kept.audit(who.actor, "expire-silence", silence_id, now)
             return silence.as_dict(now)
 
+    @api.get("/v1/audit", tags=["read"])
+    async def audit(_: Viewer, target: str | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
+        """Who acknowledged or silenced what (target: an alert's fingerprint or a silence's id), newest first."""
+        async with sessions() as session:
+            return await SqlStore(session, platform).audit_log(target=target, limit=limit)
+
     @api.get("/v1/notifications", tags=["read"])
     async def list_notifications(
         _: Viewer, status: Annotated[Literal["pending", "sent"] | None, Query()] = None, limit: Limit = 100

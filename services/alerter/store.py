@@ -414,6 +414,17 @@ class SqlStore(SqlSpecs):
         """Record an operator's action."""
         self.session.add(AuditRow(at=now, actor=actor, action=action, target=target, detail=detail))
 
+    async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Operators' actions on alerts and silences, newest first."""
+        query = select(AuditRow)
+        if target:
+            query = query.where(AuditRow.target == target)
+        rows = await self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
+        return [
+            {"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target, "detail": r.detail}
+            for r in rows.all()
+        ]
+
 
 def _columns(record: Notification | SilenceRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__dataclass_fields__}

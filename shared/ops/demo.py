@@ -377,15 +377,18 @@ class Demo:
         say(f"  look around: modelbus models show {self.model}; modelbus lineage {self.model}@{second}")
 
 
-async def run_demo(settings: Settings, say: Say, timings: Timings | None = None) -> int:
-    """`modelbus demo`: the stack, the platform, one model's whole loop; 0 when it went round."""
+async def run_demo(settings: Settings, say: Say, timings: Timings | None = None, *, stay: bool = False) -> int:
+    """`modelbus demo`: the stack, the platform, one model's whole loop; 0 when it went round.
+    With `stay`, the platform (and its console) keeps running afterwards until Ctrl-C."""
     from shared.ops import stack
+    from shared.ops.platform import console_access
 
     began = time.monotonic()
     say("[demo] starting the local stack")
     await asyncio.to_thread(stack.up, settings, say)
     demo = Demo(settings, say, timings or Timings())
-    tokens = settings.api_tokens.get_secret_value()
+    access, console = console_access(settings)
+    tokens = access.get("MODELBUS_API_TOKENS") or settings.api_tokens.get_secret_value()
     alerting = settings.stack_dir / "demo-alerter.yaml"
     alerting.parent.mkdir(parents=True, exist_ok=True)
     alerting.write_text(DEMO_ALERTING)
@@ -407,13 +410,19 @@ async def run_demo(settings: Settings, say: Say, timings: Timings | None = None)
         say("[demo] starting the platform: six services and serving, each its own process")
         platform.start()
         await platform.wait_ready()
-        say(f"[demo] platform ready in {time.monotonic() - began:.1f} s")
+        say(f"[demo] platform ready in {time.monotonic() - began:.1f} s; {console}")
         bus = Bus(settings.model_copy(update={"service_name": "demo"}))
         await bus.start()
         try:
-            return await demo.run(bus)
+            outcome = await demo.run(bus)
         finally:
             await bus.stop()
+        say(f"[demo] {console.replace('/ui/', f'/ui/models/{demo.model}', 1)}")
+        if stay:
+            say("[demo] the platform stays up (Ctrl-C stops it)")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        return outcome
     except PlatformError as exc:
         say(f"[demo] FAILED: {exc}")
         return 1

@@ -4,9 +4,10 @@ and Prometheus (metrics, from the OS packages, scraping the platform's seven pro
 from __future__ import annotations
 
 import shutil
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
+
+import httpx
 
 from shared.ops.components import Component, StackError, port_open, wait_until
 
@@ -154,9 +155,8 @@ class Metrics(Component):
         if self.exited_early():
             raise StackError(f"prometheus exited during start-up; see {self.log_file}")
         try:
-            with urllib.request.urlopen(f"{self.settings.prometheus_url}/-/ready", timeout=1) as answer:  # noqa: S310
-                return bool(answer.status == 200)
-        except OSError:
+            return httpx.get(f"{self.settings.prometheus_url}/-/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
             return False
 
     def start(self) -> None:

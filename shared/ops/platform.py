@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -306,12 +307,30 @@ class Follower:
         await self.consumer.stop()
 
 
+def console_access(settings: Settings) -> tuple[dict[str, str], str]:
+    """The environment that lets a person into the console, and how to say so. With no
+    MODELBUS_API_TOKENS, a local admin token is made once and kept in .modelbus/console-token."""
+    url = f"http://127.0.0.1:{settings.registry_port}/ui/"
+    if settings.api_tokens.get_secret_value():
+        return {}, f"console: {url} (log in with a token from MODELBUS_API_TOKENS)"
+    kept = settings.stack_dir / "console-token"
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(secrets.token_urlsafe(24) + "\n")
+        kept.chmod(0o600)
+    token = kept.read_text().strip()
+    return {
+        "MODELBUS_API_TOKENS": f"{token}=admin:local"
+    }, f"console: {url} (log in with the token {token}, kept in {kept})"
+
+
 async def run_up(settings: Settings, say: Say) -> int:
     """`modelbus up`: start the stack and the platform, follow the lifecycle until Ctrl-C."""
     from shared.ops import stack
 
     await asyncio.to_thread(stack.up, settings, say)
-    platform = Platform(settings, say)
+    access, console = console_access(settings)
+    platform = Platform(settings, say, extra_env=access)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -321,6 +340,7 @@ async def run_up(settings: Settings, say: Say) -> int:
         await platform.wait_ready()
         say("[up] the platform is up:")
         platform.status()
+        say(f"[up] {console}")
         say("[up] following the lifecycle (Ctrl-C stops everything `up` started)")
         follower = Follower(settings)
         await follower.start()

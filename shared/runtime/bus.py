@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.contract.events import Event
 from shared.runtime.broker import make_broker, raw_body, tolerant_parser
-from shared.runtime.consume import ConsumerMetrics, Consumers, Handler
+from shared.runtime.consume import Consumers, Handler
+from shared.runtime.consumermetrics import ConsumerMetrics
 from shared.runtime.db import add_to_outbox
 from shared.runtime.outbox import OutboxRelay
 from shared.runtime.settings import Settings

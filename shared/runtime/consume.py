@@ -18,14 +18,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +32,7 @@ from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode
 from shared.contract.events import DeadLettered, Event
 from shared.runtime.artifacts import ArtifactUnavailable
 from shared.runtime.broker import raw_body, tolerant_parser
+from shared.runtime.consumermetrics import ConsumerMetrics
 from shared.runtime.db import claim_inbox, claim_inbox_many
 from shared.runtime.errors import is_transient
 from shared.runtime.settings import Settings
@@ -76,49 +76,6 @@ class Letter:
     reason: str
     attempts: int
     envelope: Envelope | None
-
-
-class ConsumerMetrics:
-    """What a service's consumers report: lag per partition, handler failures and dead letters.
-
-    The counters start at 0 for every group and event type a service subscribes to, so that a
-    dashboard shows "none" rather than "no data"; the lag is read from each fetched batch (the
-    partition's high watermark less the next offset), so it is fresh while a consumer consumes."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.lag = Gauge(
-            "modelbus_consumer_lag",
-            "Messages behind the partition's end, as of the group's last batch.",
-            ["group", "topic", "partition"],
-            registry=registry,
-        )
-        self.failures = Counter(
-            "modelbus_handler_failures",
-            "Handler attempts that raised (each retry counts).",
-            ["group", "event"],
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "modelbus_dead_letters", "Messages a consumer group dead-lettered.", ["group"], registry=registry
-        )
-
-    def subscribed(self, group_id: str, events: frozenset[str] | None) -> None:
-        for event in sorted(events or ()):
-            self.failures.labels(group_id, event)
-        self.dead_letters.labels(group_id)
-
-    def batch(self, message: KafkaMessage, group_id: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        consumer = getattr(message, "consumer", None)
-        highwater = getattr(consumer, "highwater", None)
-        if highwater is None:
-            return
-        last: dict[tuple[str, int], int] = {}
-        for record in records:
-            last[(record.topic, record.partition)] = record.offset
-        for (topic, partition), offset in last.items():
-            end = highwater(TopicPartition(topic, partition))
-            if end is not None:
-                self.lag.labels(group_id, topic, str(partition)).set(max(0, end - offset - 1))
 
 
 class Consumers:

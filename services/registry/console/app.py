@@ -1,0 +1,154 @@
+"""The console's frame: templates, static assets (plotly.js from the `plotly` package, gzipped
+once), the login and logout, and how a page is rendered for whoever is looking."""
+
+from __future__ import annotations
+
+import gzip
+import secrets
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import plotly
+from fastapi import FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.registry.console import auth
+from services.registry.console.sources import Sources
+from shared.runtime.httpapi import Principal
+from shared.runtime.settings import Settings
+
+HERE = Path(__file__).parent
+PLOTLY = f"plotly-{plotly.__version__}.min.js"
+STATIC = {
+    "console.css": (HERE / "static/console.css", "text/css; charset=utf-8"),
+    "console.js": (HERE / "static/console.js", "text/javascript; charset=utf-8"),
+    PLOTLY: (Path(plotly.__file__).parent / "package_data/plotly.min.js", "text/javascript; charset=utf-8"),
+}
+ASSET_VERSION = secrets.token_hex(4)  # a new process, new URLs for the console's own files
+
+
+@cache
+def _asset(name: str) -> tuple[bytes, bytes]:
+    """An asset's bytes, plain and gzipped (read once per process)."""
+    body = STATIC[name][0].read_bytes()
+    return body, gzip.compress(body, 6)
+
+
+def when(value: Any) -> str:
+    """A time as the pages show it: 2026-12-04 18:06:36 (UTC), from a datetime or ISO text."""
+    if value is None or value == "":
+        return ""
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return text[:19].replace("T", " ")
+
+
+@dataclass
+class Console:
+    """What every page needs: settings, the registry's sessions, the other services' APIs."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    sources: Sources
+    templates: Environment = field(
+        default_factory=lambda: Environment(
+            loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), enable_async=False
+        )
+    )
+
+    def __post_init__(self) -> None:
+        self.templates.filters["when"] = when
+
+    def static(self, name: str) -> str:
+        return f"{auth.PREFIX}/static/{name}" + ("" if name == PLOTLY else f"?v={ASSET_VERSION}")
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        who: Principal | None,
+        *,
+        status: int = 200,
+        figures: dict[str, Any] | None = None,
+        problems: list[str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        token = auth.token_of(request)
+        page = self.templates.get_template(template).render(
+            ui=auth.PREFIX,
+            who=who,
+            csrf=auth.csrf_of(token) if token and who else "",
+            static=self.static,
+            plotly=PLOTLY,
+            charts=bool(figures),
+            figures=figures or {},
+            problems=problems or [],
+            flash=request.query_params.get("done"),
+            **context,
+        )
+        response = HTMLResponse(page, status_code=status)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+    def login(self, request: Request, *, error: str | None = None, status: int = 401) -> HTMLResponse:
+        """The login page: what anyone without a valid session gets, whatever page they asked for."""
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return self.render(
+            request,
+            "login.html",
+            None,
+            status=status,
+            error=error,
+            next=auth.safe_next(request.query_params.get("next") or target),
+        )
+
+    def refuse(self, request: Request, who: Principal, status: int, heading: str, message: str) -> HTMLResponse:
+        return self.render(request, "error.html", who, status=status, heading=heading, message=message)
+
+
+def add_frame(api: FastAPI, console: Console) -> None:
+    """Static assets, login and logout."""
+
+    @api.get(f"{auth.PREFIX}/static/{{name}}", include_in_schema=False)
+    async def static(name: str, request: Request) -> Response:
+        if name not in STATIC:
+            return Response("no such file", status_code=404, media_type="text/plain")
+        plain, packed = _asset(name)
+        forever = "public, max-age=31536000, immutable" if name == PLOTLY else "public, max-age=300"
+        headers = {"Cache-Control": forever, "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(packed, media_type=STATIC[name][1], headers={**headers, "Content-Encoding": "gzip"})
+        return Response(plain, media_type=STATIC[name][1], headers=headers)
+
+    @api.get(f"{auth.PREFIX}/login", include_in_schema=False)
+    async def login_page(request: Request) -> Response:
+        if auth.principal_of(request) is not None:
+            return RedirectResponse(auth.safe_next(request.query_params.get("next")), status_code=303)
+        return console.login(request, status=200)
+
+    @api.post(f"{auth.PREFIX}/login", include_in_schema=False)
+    async def log_in(request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "") -> Response:
+        if request.app.state.identify(token) is None:
+            return console.login(request, error="That token is not valid.")
+        response = RedirectResponse(auth.safe_next(next), status_code=303)
+        auth.keep_session(response, request, token)
+        return response
+
+    @api.post(f"{auth.PREFIX}/logout", include_in_schema=False)
+    async def log_out(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+        if not auth.csrf_ok(request, csrf):
+            return Response(
+                "forbidden: the form's CSRF token is missing or wrong", status_code=403, media_type="text/plain"
+            )
+        response = RedirectResponse(f"{auth.PREFIX}/login", status_code=303)
+        auth.end_session(response)
+        return response

@@ -1,0 +1,211 @@
+"""The console in a real browser (Debian's chromium, driven by Playwright) after `modelbus demo
+--stay`: a lifecycle with a canary, drift, alerts and a retrain, the platform left running.
+Every page is photographed into .modelbus/screenshots/ (`make screenshots` runs this module)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELBUS = Path(sys.executable).parent / "modelbus"
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / ".modelbus/screenshots"
+UI = "http://127.0.0.1:8080/ui"
+OPERATOR, VIEWER = "console-op-token", "console-view-token"
+TOKENS = f"{OPERATOR}=operator:olga,{VIEWER}=viewer:vic"
+SIX = {"trainer", "registry", "evaluator", "deployer", "monitor", "alerter"}
+
+
+@dataclass
+class Demo:
+    """The demo's output up to the point where it stays up, and what it named."""
+
+    out: str
+    model: str
+    retrain_trace: str
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")} | {"MODELBUS_API_TOKENS": TOKENS}
+    log = ROOT / ".modelbus/logs/console-demo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [str(MODELBUS), "demo", "--stay"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 1500
+        while "the platform stays up" not in log.read_text():
+            assert process.poll() is None, f"the demo exited {process.returncode}:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(1)
+        out = log.read_text()
+        model = re.search(r"spec applied: model (\S+),", out)
+        retrain = re.search(r"trace of the retrain:\s+([0-9a-f]{32})", out)
+        assert model and retrain, out[-3000:]
+        yield Demo(out, model.group(1), retrain.group(1))
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium is not installed (scripts/bootstrap.sh installs it)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def session(browser: Browser, token: str) -> Page:
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.goto(f"{UI}/")
+    assert page.locator("#token").count() == 1, "an unauthenticated visit gets the login page"
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{UI}/")
+    return page
+
+
+def visit(page: Page, path: str, shot: str | None = None) -> None:
+    answer = page.goto(f"{UI}{path}")
+    assert answer is not None and answer.status == 200, f"{path}: {answer.status if answer else 'no answer'}"
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('script[data-figure]'))"
+        ".every(s => { const t = document.getElementById(s.dataset.figure); return !t || t.dataset.drawn; })"
+    )
+    drawn = page.evaluate("Array.from(document.querySelectorAll('[data-drawn]')).map(e => e.dataset.drawn)")
+    assert "error" not in drawn, f"{path}: a chart could not be drawn"
+    if shot:
+        page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+
+
+def api(path: str, token: str = OPERATOR, base: str = "http://127.0.0.1:8080") -> Any:
+    answer = httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text[:300]}"
+    return answer.json()
+
+
+def test_the_models_page_lists_the_model_with_its_champion_and_split(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, "/", "models")
+    row = page.locator(f'tr[data-model="{demo.model}"]')
+    assert row.count() == 1
+    champion = api(f"/v1/models/{demo.model}")["aliases"]["champion"]
+    assert f"v{champion}" in row.inner_text()
+
+
+def test_the_rollout_chart_has_one_point_per_transition(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, f"/models/{demo.model}", "model")
+    page.screenshot(path=str(SHOTS / "overview.png"))  # the first screenful, as the README shows it
+    transitions = api(f"/v1/models/{demo.model}/history")["rollouts"]
+    assert len(transitions) >= 3, "a first promotion, then a canary that ends"
+    marks = page.evaluate("document.getElementById('rollout').data.find(t => t.name === 'transitions').x.length")
+    assert marks == len(transitions)
+    versions = page.evaluate("document.getElementById('rollout').data.map(t => t.name).filter(n => n[0] === 'v')")
+    assert versions == [f"v{v}" for v in sorted({t["version"] for r in transitions for t in r["traffic"]})]
+    assert page.locator("#transitions tbody tr").count() == len(transitions)
+
+
+def test_the_drift_chart_shows_the_drifted_features(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, f"/models/{demo.model}")
+    printed = {f.strip() for line in re.findall(r"DRIFT\s+\S+ v\d+: ([^(]+)\(", demo.out) for f in line.split(",")}
+    assert printed, "the demo reported drift"
+    drifted = set(
+        page.evaluate(
+            """(() => {
+              const chart = document.getElementById('drift-chart');
+              const labels = chart.layout.yaxis.ticktext;
+              return chart.data.filter(t => t.type === 'heatmap').flatMap(t =>
+                t.y.filter((row, i) => t.text[i].includes('drifted')).map(row => labels[row].split(' ')[1]));
+            })()"""
+        )
+    )
+    assert printed <= drifted, (printed, drifted)
+    marks = page.evaluate(
+        "document.getElementById('drift-chart').data.filter(t => t.type === 'scatter').map(t => t.x.length)"
+    )
+    assert sum(marks) >= 1, "the windows that drifted as a dataset are marked"
+
+
+def test_the_lineage_graph_has_the_chain_and_each_node_opens_a_page(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, f"/models/{demo.model}/versions/1", "version")
+    kinds = page.evaluate("Array.from(document.querySelectorAll('#lineage a.node')).map(a => a.dataset.kind)")
+    assert {"dataset", "run", "version", "evaluation", "rollout", "drift", "alert"} <= set(kinds), kinds
+    assert page.locator("#lineage a.node[data-kind=version]").count() == 1
+    page.click("#lineage a.node[data-kind=dataset]")
+    page.wait_for_load_state("networkidle")
+    assert "/ui/datasets/" in page.url and "Dataset" in page.locator("h1").inner_text()
+    visit(page, "/dead-letters", "dead-letters")
+
+
+def test_the_trace_page_shows_spans_from_the_six_services(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, f"/traces/{demo.retrain_trace}", "trace")
+    shown = set(page.evaluate("Array.from(document.querySelectorAll('#waterfall .span')).map(r => r.dataset.service)"))
+    assert SIX <= shown, shown
+    assert page.locator("a.cause").count() >= 1, "a retrain links to what caused it"
+    page.fill("input[type=search]", demo.retrain_trace)
+    page.press("input[type=search]", "Enter")
+    page.wait_for_url(f"{UI}/traces/{demo.retrain_trace}")
+
+
+def test_an_operator_acks_an_alert_and_the_alerter_shows_it_acknowledged_and_audited(
+    demo: Demo, browser: Browser
+) -> None:
+    page = session(browser, OPERATOR)
+    visit(page, "/alerts", "alerts")
+    row = page.locator("#firing tr[data-fingerprint]").filter(has=page.locator("form.ack")).first
+    fingerprint = row.get_attribute("data-fingerprint")
+    assert fingerprint
+    row.locator("form.ack input[name=comment]").fill("looking at the drift")
+    row.locator("form.ack button").click()
+    page.wait_for_load_state("networkidle")
+    assert "acknowledged" in page.locator(".flash").inner_text()
+    alert = api(f"/v1/alerts/{fingerprint}", base="http://127.0.0.1:8082")
+    assert alert["acked_by"] == "olga" and alert["ack_comment"] == "looking at the drift"
+    audit = api(f"/v1/audit?target={fingerprint}", base="http://127.0.0.1:8082")
+    assert [(a["actor"], a["action"]) for a in audit] == [("olga", "ack")]
+
+
+def test_a_viewer_sees_no_ack_button_and_a_forged_post_is_refused(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, "/alerts")
+    assert page.locator("#firing tr[data-fingerprint]").count() >= 1
+    assert page.locator("form.ack").count() == 0 and page.locator("form.silence").count() == 0
+    fingerprint = page.locator("#firing tr[data-fingerprint]").first.get_attribute("data-fingerprint")
+    as_viewer = page.request.post(f"{UI}/alerts/{fingerprint}/ack", form={"csrf": "forged", "comment": "x"})
+    assert as_viewer.status == 403
+    operator = session(browser, OPERATOR)
+    no_token = operator.request.post(f"{UI}/alerts/{fingerprint}/ack", form={"comment": "from another site"})
+    assert no_token.status == 403, "an operator's cookie without the form's CSRF token does nothing"
+    audit = api("/v1/audit", base="http://127.0.0.1:8082")
+    assert [a for a in audit if a["detail"].get("comment") in ("x", "from another site")] == []
+    stranger = browser.new_context().new_page()
+    stranger.goto(f"{UI}/models/{demo.model}")
+    assert stranger.locator("#token").count() == 1 and stranger.locator("#versions").count() == 0
+    assert stranger.request.get(f"{UI}/alerts").status == 401
