@@ -13,6 +13,7 @@ RUN pip wheel --wheel-dir /wheels '.[platform]'
 FROM python:3.11.10-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     MODELBUS_REGISTRY_HOST=0.0.0.0 MODELBUS_SERVING_HOST=0.0.0.0 MODELBUS_ALERTER_HOST=0.0.0.0 \
+    MODELBUS_CONSOLE_HOST=0.0.0.0 \
     MODELBUS_HEALTH_HOST=0.0.0.0 MODELBUS_HEALTH_PORT=9000 MODELBUS_HEALTHCHECK_PORT=9000
 COPY --from=build /wheels /wheels
 # The versions are pinned by the wheels built above: --no-index installs exactly those.

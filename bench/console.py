@@ -5,8 +5,7 @@
 Needs the local stack (`modelbus stack up`) and Debian's chromium. Seeds one model with
 `--versions` versions (through the registry's store, as its handlers write them), one rollout
 transition per version, and `--windows` closed drift windows of five features in the monitor's
-table; starts the registry (with the console), the monitor and the alerter as processes on free
-ports; then, per page, times
+table; starts the registry, the monitor, the alerter and the console as processes on free ports; then, per page, times
   1. the server: the HTML answer, over HTTP with the session cookie (median and p95 of --runs);
   2. the browser: a navigation in chromium until every chart is drawn (median and p95), and the
      bytes it transferred, with a cold cache (the first visit) and a warm one.
@@ -127,15 +126,17 @@ async def seed(settings: Settings, model: str, versions: int, windows: int) -> N
 @contextmanager
 def processes(env: dict[str, str], folder: Path) -> Any:
     """The registry (with the console), the monitor and the alerter, until the block ends."""
+    modules = {"registry": "services.registry", "monitor": "services.monitor", "alerter": "services.alerter",
+               "console": "shared.ops.console"}  # fmt: skip
     started = {
         name: subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env, stderr=(folder / f"{name}.log").open("w")
+            [sys.executable, "-m", module], cwd=ROOT, env=env, stderr=(folder / f"{name}.log").open("w")
         )
-        for name in ("registry", "monitor", "alerter")
+        for name, module in modules.items()
     }
     try:
         for name, port in (("registry", "MODELBUS_REGISTRY_PORT"), ("monitor", "MODELBUS_HEALTH_PORT"),
-                           ("alerter", "MODELBUS_ALERTER_PORT")):  # fmt: skip
+                           ("alerter", "MODELBUS_ALERTER_PORT"), ("console", "MODELBUS_CONSOLE_PORT")):  # fmt: skip
             wait_http(f"http://127.0.0.1:{env[port]}/readyz", timeout=60, what=name, process=started[name])
         yield
     finally:
@@ -215,7 +216,7 @@ def main() -> None:
     asyncio.run(seed(settings, model, args.versions, args.windows))
     folder = BENCH / "console"
     folder.mkdir(parents=True, exist_ok=True)
-    ports = {name: str(free_port()) for name in ("registry", "monitor", "alerter")}
+    ports = {name: str(free_port()) for name in ("registry", "monitor", "alerter", "console")}
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")},
         "MODELBUS_TOPIC_PREFIX": f"bench-console-{uuid.uuid4().hex[:6]}",
@@ -226,8 +227,10 @@ def main() -> None:
         "MODELBUS_ALERTER_PORT": ports["alerter"],
         "MODELBUS_MONITOR_URL": f"http://127.0.0.1:{ports['monitor']}",
         "MODELBUS_ALERTER_URL": f"http://127.0.0.1:{ports['alerter']}",
+        "MODELBUS_CONSOLE_PORT": ports["console"],
+        "MODELBUS_API_URL": f"http://127.0.0.1:{ports['registry']}",
     }
-    base = f"http://127.0.0.1:{ports['registry']}"
+    base = f"http://127.0.0.1:{ports['console']}"
     pages = {
         "models": "/ui/",
         "model": f"/ui/models/{model}",

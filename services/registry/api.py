@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, store
 from services.registry.cache import AliasCache
-from services.registry.console import add_console
 from services.registry.interchange import add_interchange_routes
+from services.registry.operators import add_operator_routes
 from services.registry.publishing import add_publish_routes
 from shared.contract.events import MAX_VERSION, ModelSpecApplied, RetrainRequested, RolloutCommanded
 from shared.contract.refs import Ref, parse_ref
@@ -228,7 +228,7 @@ def make_api(
     add_health_routes(api, sessions, bus, metrics)
     add_interchange_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
     add_publish_routes(api, sessions=sessions, bus=bus)
-    add_console(api, settings, sessions)
+    add_operator_routes(api, settings, sessions=sessions)
 
     # ------------------------------------------------------------ read (viewer)
 

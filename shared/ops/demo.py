@@ -395,6 +395,7 @@ async def run_demo(settings: Settings, say: Say, timings: Timings | None = None,
     platform = Platform(
         settings,
         say,
+        console=True,
         extra_env={
             "MODELBUS_API_TOKENS": ",".join(t for t in (tokens, f"{demo.token}=admin:demo") if t),
             "MODELBUS_ALERTER_TICK_SECONDS": "0.5",
@@ -417,7 +418,7 @@ async def run_demo(settings: Settings, say: Say, timings: Timings | None = None,
             outcome = await demo.run(bus)
         finally:
             await bus.stop()
-        say(f"[demo] {console.replace('/ui/', f'/ui/models/{demo.model}', 1)}")
+        say(f"[demo] {console.replace('/ui/ ', f'/ui/models/{demo.model} ', 1)}")
         if stay:
             say("[demo] the platform stays up (Ctrl-C stops it)")
             with contextlib.suppress(asyncio.CancelledError):

@@ -104,6 +104,12 @@ def processes(settings: Settings) -> list[ServiceProcess]:
     ]
 
 
+def console_process(settings: Settings) -> ServiceProcess:
+    """The console: not one of the platform's services, a client of their APIs that `up` and the
+    demo start beside them."""
+    return ServiceProcess("console", "shared.ops.console", settings.console_port, {})
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -116,6 +122,7 @@ class Platform:
     settings: Settings
     say: Say
     extra_env: dict[str, str] = field(default_factory=dict)
+    console: bool = False
     running: dict[str, tuple[ServiceProcess, subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     @property
@@ -125,7 +132,7 @@ class Platform:
     def start(self) -> None:
         """Start every process; refuse if one's port is taken (another platform is up)."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        plan = processes(self.settings)
+        plan = processes(self.settings) + ([console_process(self.settings)] if self.console else [])
         taken = [f"{p.name} ({p.port})" for p in plan if _port_taken(p.port)]
         if taken:
             raise PlatformError(
@@ -310,7 +317,7 @@ class Follower:
 def console_access(settings: Settings) -> tuple[dict[str, str], str]:
     """The environment that lets a person into the console, and how to say so. With no
     MODELBUS_API_TOKENS, a local admin token is made once and kept in .modelbus/console-token."""
-    url = f"http://127.0.0.1:{settings.registry_port}/ui/"
+    url = f"{settings.console_url.rstrip('/')}/"
     if settings.api_tokens.get_secret_value():
         return {}, f"console: {url} (log in with a token from MODELBUS_API_TOKENS)"
     kept = settings.stack_dir / "console-token"
@@ -330,7 +337,7 @@ async def run_up(settings: Settings, say: Say) -> int:
 
     await asyncio.to_thread(stack.up, settings, say)
     access, console = console_access(settings)
-    platform = Platform(settings, say, extra_env=access)
+    platform = Platform(settings, say, extra_env=access, console=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

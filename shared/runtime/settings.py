@@ -145,8 +145,12 @@ class Settings(BaseSettings):
     alerter_url: str = "http://127.0.0.1:8082"
     # Monitor API the console reads the window history from (the monitor's health port).
     monitor_url: str = "http://127.0.0.1:8086"
-    # Where people open the console (the registry's /ui); the alerter's links point into it.
-    console_url: str = "http://127.0.0.1:8080/ui"
+    # Address the console (the web UI, `python -m shared.ops.console`) listens on.
+    console_host: str = "127.0.0.1"
+    # Port of the console.
+    console_port: int = Field(default=8087, ge=1, le=65535)
+    # Where people open the console; the alerter's links point into it.
+    console_url: str = "http://127.0.0.1:8087/ui"
     # The alerter's routing, receivers and inhibition rules (YAML); empty: one receiver, the alerts topic and the log.
     alerter_config: Path | None = None
     # How often the alerter flushes due groups and sends pending notifications, in seconds.

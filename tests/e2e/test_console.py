@@ -4,12 +4,14 @@ Every page is photographed into .modelbus/screenshots/ (`make screenshots` runs 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = Path(sys.executable).parent / "modelbus"
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / ".modelbus/screenshots"
-UI = "http://127.0.0.1:8080/ui"
+UI = "http://127.0.0.1:8087/ui"
 OPERATOR, VIEWER = "console-op-token", "console-view-token"
 TOKENS = f"{OPERATOR}=operator:olga,{VIEWER}=viewer:vic"
 SIX = {"trainer", "registry", "evaluator", "deployer", "monitor", "alerter"}
@@ -160,7 +162,37 @@ def test_the_lineage_graph_has_the_chain_and_each_node_opens_a_page(demo: Demo, 
     page.click("#lineage a.node[data-kind=dataset]")
     page.wait_for_load_state("networkidle")
     assert "/ui/datasets/" in page.url and "Dataset" in page.locator("h1").inner_text()
-    visit(page, "/dead-letters", "dead-letters")
+
+
+def test_an_operator_replays_a_dead_letter_from_its_page_and_the_replay_is_audited(
+    demo: Demo, browser: Browser
+) -> None:
+    marker = f"console-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"dataset": marker, "not": "a DataArrived"})
+    command = ["kcat", "-P", "-b", "127.0.0.1:9092", "-t", "modelbus.data-arrived", "-k", marker,
+               "-H", "ce_type=DataArrived", "-H", f"ce_id={marker}", "-H", "ce_specversion=1.0"]  # fmt: skip
+    subprocess.run(command, input=body + "\n", text=True, check=True, timeout=30)
+    page = session(browser, OPERATOR)
+    deadline = time.monotonic() + 60
+    while True:
+        visit(page, "/dead-letters")
+        row = page.locator("#letters tr[data-letter]").filter(has_text=marker).first
+        if row.count():
+            break
+        assert time.monotonic() < deadline, "the malformed event never reached the dead-letter page"
+        time.sleep(2)
+    shown = row.inner_text()
+    assert "modelbus.data-arrived[" in shown and f"key {marker}" in shown, "where it came from"
+    assert "missing CloudEvents header(s): ce_source" in shown, "why it was refused"
+    row.locator("details summary").click()
+    assert marker in row.locator("details pre").inner_text(), "its body"
+    page.screenshot(path=str(SHOTS / "dead-letters.png"), full_page=True)
+    letter = row.get_attribute("data-letter")
+    row.locator("button", has_text="Replay").click()
+    page.wait_for_load_state("networkidle")
+    assert f"replayed {letter} to modelbus.data-arrived" in page.locator(".flash").inner_text()
+    audit = api("/v1/audit?action=replay-dead-letter")
+    assert any(a["actor"] == "olga" and a["detail"]["letter"] == letter for a in audit), audit
 
 
 def test_the_trace_page_shows_spans_from_the_six_services(demo: Demo, browser: Browser) -> None:

@@ -311,6 +311,7 @@ async def test_every_route_refuses_anonymous_callers_with_401_and_weaker_roles_w
         "delete_tag",
         "data_arrived",
         "labels_arrived",
+        "replay_letter",
     }
     assert {r.name for r in admin_routes} == {"apply_spec"}
     async with client(registry) as http:

@@ -20,7 +20,7 @@ def test_a_second_stack_up_reports_what_runs_and_changes_nothing() -> None:
     again = run("stack", "up")
     after = run("stack", "status")
     assert again.returncode == 0, again.stderr
-    for component in ("postgres", "s3", "traces", "kafka"):
+    for component in ("postgres", "s3", "traces", "kafka", "metrics"):
         assert f"[{component}] already running" in again.stdout
     assert f"[topics] 0 created, {len(topics.CATALOG)} already there" in again.stdout
     assert before.stdout == after.stdout, "pids and addresses must not change"
@@ -30,10 +30,11 @@ def test_status_lists_every_component_with_its_address() -> None:
     status = run("stack", "status")
     assert status.returncode == 0
     lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
-    assert set(lines) == {"postgres", "s3", "traces", "kafka"}
+    assert set(lines) == {"postgres", "s3", "traces", "kafka", "metrics"}
     assert all(" running " in line for line in lines.values())
     assert "127.0.0.1:9092" in lines["kafka"]
     assert "127.0.0.1:5432" in lines["postgres"]
+    assert "http://127.0.0.1:9090 (scraping 7 processes)" in lines["metrics"]
 
 
 async def test_the_specs_topic_is_log_compacted_and_the_others_are_not() -> None:

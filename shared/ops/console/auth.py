@@ -1,12 +1,15 @@
-"""Who is looking at the console: the API's own tokens and roles, asked for once on the login page
-and kept in an HttpOnly, SameSite=Strict cookie scoped to /ui. Every operator action carries a
-CSRF token derived from the session's token (HMAC), which another site can neither read nor make.
+"""Who is looking at the console: the API's own tokens and roles (the registry says whose a
+token is), asked for once on the login page and kept in an HttpOnly, SameSite=Strict cookie
+scoped to /ui. Every operator action carries a CSRF token derived from the session's token
+(HMAC), which another site can neither read nor make.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
 from fastapi import Request, Response
@@ -15,6 +18,7 @@ from shared.runtime.httpapi import RANK, Principal
 
 COOKIE = "modelbus_console"
 SESSION_SECONDS = 12 * 3600
+WHO_SECONDS = 30.0
 PREFIX = "/ui"
 
 
@@ -23,13 +27,29 @@ def token_of(request: Request) -> str | None:
     return request.cookies.get(COOKIE) or None
 
 
-def principal_of(request: Request) -> Principal | None:
-    """The caller behind the session cookie (None: not logged in, or a token no longer valid)."""
-    token = token_of(request)
-    if not token:
-        return None
-    found: Principal | None = request.app.state.identify(token)
-    return found
+class Sessions:
+    """Who holds a session: the registry says who a token is (`/v1/whoami`), remembered for
+    `WHO_SECONDS` so that a page does not ask twice; a token the registry refuses is no session."""
+
+    def __init__(self, whoami: Callable[[str], Awaitable[dict[str, str] | None]]) -> None:
+        self.whoami = whoami
+        self.known: dict[str, tuple[float, Principal | None]] = {}
+
+    async def principal(self, token: str | None) -> Principal | None:
+        if not token:
+            return None
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        kept = self.known.get(key)
+        if kept is not None and now - kept[0] < WHO_SECONDS:
+            return kept[1]
+        found = await self.whoami(token)
+        role = (found or {}).get("role")
+        principal = Principal(found["actor"], role) if found and role in RANK else None  # type: ignore[arg-type]
+        if len(self.known) > 10_000:
+            self.known.clear()
+        self.known[key] = (now, principal)
+        return principal
 
 
 def csrf_of(token: str) -> str:

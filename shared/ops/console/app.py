@@ -14,10 +14,9 @@ import plotly
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.registry.console import auth
-from services.registry.console.sources import Sources
+from shared.ops.console import auth
+from shared.ops.console.sources import Sources, Unavailable
 from shared.runtime.httpapi import Principal
 from shared.runtime.settings import Settings
 
@@ -48,11 +47,11 @@ def when(value: Any) -> str:
 
 @dataclass
 class Console:
-    """What every page needs: settings, the registry's sessions, the other services' APIs."""
+    """What every page needs: settings, the services' APIs, and who holds which session."""
 
     settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
     sources: Sources
+    sessions: auth.Sessions
     templates: Environment = field(
         default_factory=lambda: Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), enable_async=False
@@ -61,6 +60,13 @@ class Console:
 
     def __post_init__(self) -> None:
         self.templates.filters["when"] = when
+
+    async def who(self, request: Request) -> Principal | None:
+        """The session's principal (None: log in first, also when the registry cannot say)."""
+        try:
+            return await self.sessions.principal(auth.token_of(request))
+        except Unavailable:
+            return None
 
     def static(self, name: str) -> str:
         return f"{auth.PREFIX}/static/{name}" + ("" if name == PLOTLY else f"?v={ASSET_VERSION}")
@@ -131,13 +137,17 @@ def add_frame(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{auth.PREFIX}/login", include_in_schema=False)
     async def login_page(request: Request) -> Response:
-        if auth.principal_of(request) is not None:
+        if await console.who(request) is not None:
             return RedirectResponse(auth.safe_next(request.query_params.get("next")), status_code=303)
         return console.login(request, status=200)
 
     @api.post(f"{auth.PREFIX}/login", include_in_schema=False)
     async def log_in(request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "") -> Response:
-        if request.app.state.identify(token) is None:
+        try:
+            known = await console.sessions.principal(token)
+        except Unavailable as exc:
+            return console.login(request, error=f"Nobody can say whose token that is now: {exc}", status=503)
+        if known is None:
             return console.login(request, error="That token is not valid.")
         response = RedirectResponse(auth.safe_next(next), status_code=303)
         auth.keep_session(response, request, token)

@@ -1,7 +1,8 @@
-"""What the console reads besides the registry's own tables, each through its API and with the
-caller's own token: the alerter (alerts, silences, acknowledgements), the monitor (window
-history), Jaeger (traces) and Prometheus (latency and throughput). A source that does not answer
-is shown as such on the page; it never fails the page."""
+"""Everything the console shows comes through an API, with the viewer's own token: the registry
+(who a token is, models, versions, history, lineage, datasets, dead letters and their replay), the
+alerter (alerts, silences, acknowledgements), the monitor (window history), Jaeger (traces) and
+Prometheus (latency and throughput). A source that does not answer is named on the page; only the
+registry's absence fails a page (it is what the page is about)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,45 @@ class Sources:
             detail = answer.json().get("detail") if "json" in answer.headers.get("content-type", "") else answer.text
             raise Unavailable(f"{what} refused ({answer.status_code}): {str(detail)[:300]}")
         return answer.json()
+
+    # ------------------------------------------------------------ registry
+
+    def _registry(self, path: str) -> str:
+        return f"{self.settings.api_url.rstrip('/')}{path}"
+
+    async def registry(self, token: str, path: str, **params: Any) -> Any:
+        """A registry read (LookupError when it answers 404)."""
+        return await self._get("the registry", self._registry(path), token, **params)
+
+    async def whoami(self, token: str) -> dict[str, str] | None:
+        """The token's actor and role, None if the registry does not know it."""
+        if not token.strip():
+            return None
+        try:
+            answer = await self.client.get(self._registry("/v1/whoami"), headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the registry did not answer at {self.settings.api_url}: {type(exc).__name__}") from None
+        if answer.status_code in (401, 403):
+            return None
+        if answer.status_code != 200:
+            raise Unavailable(f"the registry answered {answer.status_code}: {answer.text[:200]}")
+        found: dict[str, str] = answer.json()
+        return found
+
+    async def registry_up(self) -> None:
+        """Unavailable unless the registry's /healthz answers 200."""
+        try:
+            answer = await self.client.get(self._registry("/healthz"))
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the registry did not answer at {self.settings.api_url}: {type(exc).__name__}") from None
+        if answer.status_code != 200:
+            raise Unavailable(f"the registry's /healthz answered {answer.status_code}")
+
+    async def replay(self, token: str, letter: str) -> dict[str, Any]:
+        done: dict[str, Any] = await self._post(
+            "the registry", self._registry(f"/v1/dead-letters/{letter}/replay"), token, {}
+        )
+        return done
 
     # ------------------------------------------------------------ alerter
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.testclient import TestClient
 
 from services.registry import domain
-from services.registry.console import auth, charts, drawings
+from shared.ops.console import auth, charts, drawings
 from shared.runtime.httpapi import identifier
 from shared.runtime.settings import Settings
 
@@ -157,3 +157,20 @@ def test_an_action_needs_the_sessions_own_csrf_token_from_this_origin() -> None:
     assert client.post("/ui/check", data={}).json() == {"ok": False}
     other_site = client.post("/ui/check", data={"csrf": good}, headers={"Origin": "https://evil.example"})
     assert other_site.json() == {"ok": False}
+
+
+async def test_a_session_is_whoever_the_registry_says_the_token_is_asked_once_per_interval() -> None:
+    asked: list[str] = []
+    known = {"op": {"actor": "olga", "role": "operator"}, "odd": {"actor": "x", "role": "superuser"}}
+
+    async def whoami(token: str) -> dict[str, str] | None:
+        asked.append(token)
+        return known.get(token)
+
+    sessions = auth.Sessions(whoami)
+    assert await sessions.principal("op") == ("olga", "operator")
+    assert await sessions.principal("op") == ("olga", "operator") and asked == ["op"]
+    assert await sessions.principal("nobody") is None
+    assert await sessions.principal("odd") is None, "a role the console does not know is no session"
+    assert await sessions.principal(None) is None and await sessions.principal("") is None
+    assert asked == ["op", "nobody", "odd"]

@@ -1,6 +1,6 @@
 """The console's pages: models, a model, a version, a dataset, alerts, dead letters, a trace, and
-search. Each reads the registry's tables in this process and the other services through their
-APIs with the viewer's own token; a service that does not answer is named on the page."""
+search. Each reads the services through their APIs with the viewer's own token; a service that
+does not answer is named on the page."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.registry import domain, store
-from services.registry.console import auth, charts, drawings
-from services.registry.console.app import Console
-from services.registry.console.sources import Unavailable
+from services.registry import domain
 from shared.contract.refs import parse_ref
-from shared.runtime.topicreader import original_value, read_dead_letters
+from shared.ops.console import auth, charts, drawings
+from shared.ops.console.app import Console
+from shared.ops.console.sources import Unavailable
 
 T = TypeVar("T")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -57,15 +56,23 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/", include_in_schema=False)
     async def models_page(request: Request) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         token, problems = auth.token_of(request) or "", list[str]()
-        async with console.sessions() as session:
-            kept = store.SqlStore(session)
-            summaries = await kept.list_models()
-            histories = [await kept.model_history(m.name, limit=20) for m in summaries]
-            specs = {m.name: await _spec_or_none(kept, m.name) for m in summaries}
+        reads = Reads(console, token)
+        try:
+            summaries = await reads.models()
+            histories = await asyncio.gather(*(reads.history(m.name, 20) for m in summaries))
+            specs = dict(
+                zip(
+                    [m.name for m in summaries],
+                    await asyncio.gather(*(reads.spec(m.name) for m in summaries)),
+                    strict=True,
+                )
+            )
+        except Unavailable as exc:
+            return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         firing = await _soft(problems, [], console.sources.alerts(token, status="firing", limit=1000))
         windows = await asyncio.gather(
             *(_soft(problems, {}, console.sources.windows(token, m.name, SPARK_WINDOWS)) for m in summaries)
@@ -97,19 +104,20 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/models/{{name}}", include_in_schema=False)
     async def model_page(request: Request, name: str) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         token, problems = auth.token_of(request) or "", list[str]()
-        async with console.sessions() as session:
-            kept = store.SqlStore(session)
-            try:
-                summary = await kept.get_model(name)
-            except domain.NotFound as exc:
-                return console.refuse(request, who, 404, "No such model", str(exc))
-            versions = await kept.list_versions(model=name, limit=1000)
-            steps, events = await kept.model_history(name, limit=1000)
-            spec = await _spec_or_none(kept, name)
+        reads = Reads(console, token)
+        try:
+            summary = await reads.model(name)
+            versions, (steps, events), spec = await asyncio.gather(
+                reads.versions(name), reads.history(name, 1000), reads.spec(name)
+            )
+        except LookupError:
+            return console.refuse(request, who, 404, "No such model", f"model {name!r} does not exist")
+        except Unavailable as exc:
+            return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         selection = spec.get("selection_metric") if spec else None
         metrics = sorted({m for v in versions for m in v.metrics}, key=lambda m: (m != selection, m))
         history, latency, throughput = await asyncio.gather(
@@ -146,19 +154,21 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/models/{{name}}/versions/{{version}}", include_in_schema=False)
     async def version_page(request: Request, name: str, version: str) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         try:
             ref = parse_ref(f"{name}@{version}")
         except ValueError as exc:
             return console.refuse(request, who, 400, "Not a version", str(exc))
-        async with console.sessions() as session:
-            kept = store.SqlStore(session)
-            try:
-                lineage = await kept.lineage(name, await kept.resolve(ref))
-            except domain.NotFound as exc:
-                return console.refuse(request, who, 404, "No such version", str(exc))
+        try:
+            lineage = await Reads(console, auth.token_of(request) or "").lineage(
+                name, str(ref).partition("@")[2] or "latest"
+            )
+        except LookupError:
+            return console.refuse(request, who, 404, "No such version", f"{ref} does not exist")
+        except Unavailable as exc:
+            return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         found = lineage.version
         candidates = (
             lineage.run.candidates if lineage.run and lineage.run.candidates else found.manifest.get("candidates", [])
@@ -176,19 +186,20 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/datasets/{{name}}/{{version}}", include_in_schema=False)
     async def dataset_page(request: Request, name: str, version: str) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
-        async with console.sessions() as session:
-            try:
-                found = await store.SqlStore(session).get_dataset(name, version)
-            except domain.NotFound as exc:
-                return console.refuse(request, who, 404, "No such dataset version", str(exc))
+        try:
+            found = await Reads(console, auth.token_of(request) or "").dataset(name, version)
+        except LookupError:
+            return console.refuse(request, who, 404, "No such dataset version", f"{name}@{version} is not recorded")
+        except Unavailable as exc:
+            return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         return console.render(request, "dataset.html", who, d=found)
 
     @api.get(f"{ui}/alerts", include_in_schema=False)
     async def alerts_page(request: Request, model: str | None = None) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         token, problems = auth.token_of(request) or "", list[str]()
@@ -212,16 +223,11 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/dead-letters", include_in_schema=False)
     async def dead_letters_page(request: Request) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         problems: list[str] = []
-        try:
-            letters = await read_dead_letters(console.settings)
-        except (LookupError, TimeoutError, OSError) as exc:
-            problems.append(f"the dead-letter topic could not be read: {exc}")
-            letters = []
-        shown = [{"id": item.id, "letter": item.letter, "body": _body(item.letter)} for item in reversed(letters)]
+        shown = await _soft(problems, [], Reads(console, auth.token_of(request) or "").dead_letters())
         return console.render(
             request,
             "dead_letters.html",
@@ -233,7 +239,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/traces/{{trace_id}}", include_in_schema=False)
     async def trace_page(request: Request, trace_id: str) -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         if not TRACE_ID.match(trace_id):
@@ -251,15 +257,17 @@ def add_pages(api: FastAPI, console: Console) -> None:
 
     @api.get(f"{ui}/search", include_in_schema=False)
     async def search(request: Request, q: str = "") -> Response:
-        who = auth.principal_of(request)
+        who = await console.who(request)
         if who is None:
             return console.login(request)
         text = q.strip()
         if TRACE_ID.match(text.lower()):
             return RedirectResponse(f"{ui}/traces/{text.lower()}", status_code=303)
         model, _, version = text.partition("@")
-        async with console.sessions() as session:
-            found = await store.SqlStore(session).list_models(name_contains=model) if model else []
+        try:
+            found = await Reads(console, auth.token_of(request) or "").models(model) if model else []
+        except Unavailable as exc:
+            return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         exact = [m for m in found if m.name == model]
         if exact and version:
             return RedirectResponse(f"{ui}/models/{model}/versions/{version}", status_code=303)
@@ -271,11 +279,45 @@ def add_pages(api: FastAPI, console: Console) -> None:
         )
 
 
-async def _spec_or_none(kept: store.SqlStore, model: str) -> dict[str, Any] | None:
-    try:
-        return (await kept.latest_spec(model)).spec
-    except domain.NotFound:
-        return None
+class Reads:
+    """The registry's answers as its own types, with one viewer's token."""
+
+    def __init__(self, console: Console, token: str) -> None:
+        self.get = console.sources.registry
+        self.token = token
+
+    async def models(self, contains: str | None = None) -> list[domain.ModelSummary]:
+        found = await self.get(self.token, "/v1/models", **({"q": contains} if contains else {}))
+        return [domain.ModelSummary.model_validate(m) for m in found]
+
+    async def model(self, name: str) -> domain.ModelSummary:
+        return domain.ModelSummary.model_validate(await self.get(self.token, f"/v1/models/{name}"))
+
+    async def versions(self, name: str) -> list[domain.ModelVersion]:
+        found = await self.get(self.token, f"/v1/models/{name}/versions", limit=1000)
+        return [domain.ModelVersion.model_validate(v) for v in found]
+
+    async def history(self, name: str, limit: int) -> tuple[list[domain.RolloutStep], list[domain.HistoryItem]]:
+        found = await self.get(self.token, f"/v1/models/{name}/history", limit=limit)
+        steps = [domain.RolloutStep.model_validate(r) for r in found["rollouts"]]
+        return steps, [domain.HistoryItem.model_validate(e) for e in found["events"]]
+
+    async def spec(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = (await self.get(self.token, f"/v1/models/{name}/spec"))["spec"]
+        except LookupError:
+            return None
+        return found
+
+    async def lineage(self, name: str, ref: str) -> domain.Lineage:
+        return domain.Lineage.model_validate(await self.get(self.token, f"/v1/models/{name}/versions/{ref}/lineage"))
+
+    async def dataset(self, name: str, version: str) -> domain.DatasetVersion:
+        return domain.DatasetVersion.model_validate(await self.get(self.token, f"/v1/datasets/{name}/{version}"))
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self.get(self.token, "/v1/dead-letters")
+        return found
 
 
 def _live_metric(spec: dict[str, Any] | None) -> str:
@@ -290,14 +332,6 @@ def _of_version(windows: list[dict[str, Any]], version: int | None) -> list[dict
     """The windows of one version (all of them if it has none), in time order."""
     mine = [w for w in windows if w["version"] == version] or windows
     return sorted(mine, key=lambda w: w["ended_at"])
-
-
-def _body(letter: Any) -> str:
-    raw = original_value(letter)
-    try:
-        return json.dumps(json.loads(raw), indent=2)[:20_000]
-    except ValueError:
-        return raw[:20_000].decode("utf-8", "replace")
 
 
 def _unique(problems: list[str]) -> list[str]:

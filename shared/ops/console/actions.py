@@ -1,6 +1,6 @@
-"""What an operator does from the console: acknowledge and silence alerts (through the alerter's
-API, which audits them, with the operator's own token) and replay dead letters (audited in the
-registry). Each form carries the session's CSRF token; without it, or from a viewer, 403."""
+"""What an operator does from the console, through the services' APIs with the operator's own
+token: acknowledge and silence alerts (the alerter audits them) and replay dead letters (the
+registry audits it). Each form carries the session's CSRF token; without it, or from a viewer, 403."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from urllib.parse import quote
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.registry import store
-from services.registry.console import auth
-from services.registry.console.app import Console
-from services.registry.console.sources import Unavailable
+from shared.ops.console import auth
+from shared.ops.console.app import Console
+from shared.ops.console.sources import Unavailable
 from shared.runtime.httpapi import Principal
-from shared.runtime.topicreader import find_letter, read_dead_letters, replay
 
 Csrf = Annotated[str, Form()]
 
@@ -32,8 +30,8 @@ def add_actions(api: FastAPI, console: Console) -> None:
     """Register the operator actions under /ui."""
     ui = auth.PREFIX
 
-    def operator(request: Request, csrf: str) -> Principal | Response:
-        who = auth.principal_of(request)
+    async def operator(request: Request, csrf: str) -> Principal | Response:
+        who = await console.who(request)
         if who is None:
             return Response("log in first", status_code=401, media_type="text/plain")
         if not auth.csrf_ok(request, csrf):
@@ -46,7 +44,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
     async def ack(
         request: Request, fingerprint: str, csrf: Csrf = "", comment: Annotated[str, Form()] = ""
     ) -> Response:
-        who = operator(request, csrf)
+        who = await operator(request, csrf)
         if isinstance(who, Response):
             return who
         try:
@@ -63,7 +61,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
         duration: Annotated[str, Form()] = "1h",
         comment: Annotated[str, Form()] = "",
     ) -> Response:
-        who = operator(request, csrf)
+        who = await operator(request, csrf)
         if isinstance(who, Response):
             return who
         token = auth.token_of(request) or ""
@@ -85,21 +83,11 @@ def add_actions(api: FastAPI, console: Console) -> None:
 
     @api.post(f"{ui}/dead-letters/{{letter_id}}/replay", include_in_schema=False)
     async def replay_letter(request: Request, letter_id: str, csrf: Csrf = "") -> Response:
-        who = operator(request, csrf)
+        who = await operator(request, csrf)
         if isinstance(who, Response):
             return who
         try:
-            item = find_letter(await read_dead_letters(console.settings), letter_id)
-            topics = await replay(console.settings, [item.letter])
-        except (LookupError, ValueError, TimeoutError) as exc:
+            done = await console.sources.replay(auth.token_of(request) or "", letter_id)
+        except Unavailable as exc:
             return console.refuse(request, who, 409, "Not replayed", str(exc))
-        async with console.sessions() as session, session.begin():
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                role=who.role,
-                action="replay-dead-letter",
-                target=item.letter.original_topic,
-                reason=item.letter.reason[:500],
-                detail={"letter": letter_id, "consumer": item.letter.consumer, "via": "console"},
-            )
-        return _back("/dead-letters", f"replayed {letter_id} to {topics[0]}")
+        return _back("/dead-letters", f"replayed {letter_id} to {done['topic']}")

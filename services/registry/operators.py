@@ -1,0 +1,86 @@
+"""What operators' tools ask the registry besides models: who a token is (`GET /v1/whoami`, how
+the console learns a session's role), the dead letters (`GET /v1/dead-letters`: reason, origin
+and body of each) and their replay (`POST /v1/dead-letters/{id}/replay`, operator, audited: the
+original body, key and headers published to the original topic again)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.registry import store
+from shared.runtime.httpapi import Limit, Operator, Viewer
+from shared.runtime.settings import Settings
+from shared.runtime.topicreader import StoredLetter, find_letter, original_value, read_dead_letters, replay
+
+BODY_SHOWN = 20_000  # characters of a dead letter's body the list shows
+
+
+def letter_view(item: StoredLetter) -> dict[str, Any]:
+    """A dead letter as the API shows it: where it came from, why, and its body (as text)."""
+    letter = item.letter
+    raw = original_value(letter)
+    try:
+        body = json.dumps(json.loads(raw), indent=2)
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    return {
+        "id": item.id,
+        "occurred_at": letter.occurred_at.isoformat(),
+        "consumer": letter.consumer,
+        "original_topic": letter.original_topic,
+        "original_partition": letter.original_partition,
+        "original_offset": letter.original_offset,
+        "original_key": base64.b64decode(letter.original_key_b64).decode("utf-8", "replace")
+        if letter.original_key_b64
+        else None,
+        "original_size_bytes": letter.original_size_bytes,
+        "original_truncated": letter.original_truncated,
+        "error_type": letter.error_type,
+        "reason": letter.reason,
+        "body": body[:BODY_SHOWN],
+    }
+
+
+def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Add whoami and the dead-letter routes."""
+
+    @api.get("/v1/whoami", tags=["read"])
+    async def whoami(who: Viewer) -> dict[str, str]:
+        """The actor and role of the token presented."""
+        return {"actor": who.actor, "role": who.role}
+
+    @api.get("/v1/dead-letters", tags=["read"])
+    async def dead_letters(_: Viewer, limit: Limit = 500) -> list[dict[str, Any]]:
+        """The dead letters in the topic, newest first."""
+        try:
+            letters = await read_dead_letters(settings)
+        except (LookupError, TimeoutError) as exc:
+            raise HTTPException(503, f"the dead-letter topic cannot be read: {exc}") from None
+        return [letter_view(item) for item in reversed(letters)][:limit]
+
+    @api.post("/v1/dead-letters/{letter_id}/replay", tags=["act"])
+    async def replay_letter(who: Operator, letter_id: str) -> dict[str, str]:
+        """Publish a dead letter's original message to its topic again; audited."""
+        try:
+            item = find_letter(await read_dead_letters(settings), letter_id)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        try:
+            await replay(settings, [item.letter])
+        except (ValueError, TimeoutError) as exc:
+            raise HTTPException(409, str(exc)) from None
+        async with sessions() as session, session.begin():
+            await store.SqlStore(session).audit(
+                actor=who.actor,
+                role=who.role,
+                action="replay-dead-letter",
+                target=item.letter.original_topic,
+                reason=item.letter.reason[:500],
+                detail={"letter": letter_id, "consumer": item.letter.consumer},
+            )
+        return {"action": "replay-dead-letter", "letter": letter_id, "topic": item.letter.original_topic}
