@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
@@ -39,6 +40,7 @@ def make_app(settings: Settings) -> FastAPI:
         title="modelbus console", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
     metrics = CollectorRegistry()
+    api.add_middleware(GZipMiddleware, minimum_size=1024)  # pages; the assets come gzipped already
     api.add_middleware(HttpMetrics, registry=metrics)
     console = Console(settings=settings, sources=sources, sessions=auth.Sessions(sources.whoami))
     add_frame(api, console)
