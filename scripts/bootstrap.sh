@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
-# kcat, Prometheus and chromium (the console's browser tests) from the OS packages (when
-# missing), and the project into ./.venv.
+# kcat, Prometheus, Alertmanager (and amtool) and chromium (the console's browser tests) from
+# the OS packages (when missing), and the project into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v kcat >/dev/null || missing+=(kcat)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -24,7 +25,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No package's daemon starts (Alertmanager's would take 9093, the Kafka controller's port):
+  # the stack and the tests run their own.
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
     # The package may start a default cluster on 5432; the stack runs its own.
     pg_lsclusters -h | awk '$4 == "online" {print $1, $2}' | while read -r version cluster; do
@@ -37,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     invoke-rc.d prometheus stop >/dev/null 2>&1 || true
   fi
 else
-  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus, chromium)"
+  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus, alertmanager, chromium)"
 fi
 
 # kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.

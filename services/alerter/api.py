@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerter import domain
+from services.alerter.amapi import add_alertmanager_routes
 from services.alerter.config import AlerterConfig, Matcher, seconds
 from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
@@ -143,7 +144,7 @@ def make_api(
         if ends <= starts:
             raise HTTPException(422, "the silence ends before it starts")
         row = SilenceRecord(
-            id=uuid.uuid4().hex[:12],
+            id=str(uuid.uuid4()),
             matchers=body.matchers,
             starts_at=starts,
             ends_at=ends,
@@ -193,4 +194,5 @@ def make_api(
         async with sessions() as session:
             return [n.as_dict() for n in await SqlStore(session, platform).notifications(status=status, limit=limit)]
 
+    add_alertmanager_routes(api, settings, config, sessions)
     return api

@@ -14,7 +14,6 @@ handlers for tests, both through the same `bind`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.errors import TransientError, is_transient
 from shared.runtime.memory import InMemoryBus
 from shared.runtime.settings import Settings
+from shared.runtime.tasks import cancel_and_wait
 from shared.runtime.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.alerter")
@@ -99,10 +99,7 @@ class AlerterService:
 
     async def stop(self) -> None:
         """Stop the loop and the bus; close the database and HTTP clients."""
-        if self.loop_task is not None:
-            self.loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.loop_task
+        await cancel_and_wait(self.loop_task)
         await self.bus.stop()
         await self.receivers.close()
         await self.engine.dispose()

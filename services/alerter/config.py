@@ -29,16 +29,25 @@ Every error is reported with its YAML path and line, all at once:
 
 from __future__ import annotations
 
-import os
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from shared.contract.specparse import SpecIssue, yaml_path
+from shared.runtime.settings import SettingsFileError, secret_variable
 from shared.runtime.specfile import yaml_line
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))\s*$')
@@ -139,9 +148,12 @@ class KafkaReceiver(_Strict):
 
 
 class WebhookReceiver(_Strict):
-    """POST a Slack-compatible JSON body, signed with HMAC-SHA256 when a secret is set."""
+    """POST a JSON body, signed with HMAC-SHA256 when a secret is set: modelbus' own
+    (Slack-compatible `text` and `blocks`, the group under `modelbus`) or Alertmanager's (version 4)."""
 
-    url: str = Field(pattern=r"^https?://", description="Where to POST.")
+    url: str = Field(pattern=r"^https?://[^\s/?#]+", description="Where to POST.")
+    format: Literal["modelbus", "alertmanager"] = Field(default="modelbus", description="The body's shape.")
+    max_alerts: int = Field(default=0, ge=0, description="alertmanager format: alerts per body at most (0: all).")
     secret_env: str | None = Field(default=None, description="Environment variable holding the signing secret.")
     timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
 
@@ -154,6 +166,76 @@ class SnsReceiver(_Strict):
     endpoint_url: str | None = Field(default=None, description="Another SNS endpoint (a local one in tests).")
 
 
+class PagerDutyReceiver(_Strict):
+    """PagerDuty's Events API v2: a `trigger` per firing alert (dedup_key: its fingerprint), a
+    `resolve` when it resolves."""
+
+    routing_key_env: str = Field(
+        min_length=1, description="Environment variable holding the integration's 32-character routing key."
+    )
+    url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://[^\s/?#]+", description="Events API."
+    )
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
+    attempts: int = Field(
+        default=3, ge=1, le=10, description="Tries per delivery on 429 and 5xx (Retry-After honoured)."
+    )
+
+
+class AlertmanagerReceiver(_Strict):
+    """Forward alerts to a running Alertmanager (POST /api/v2/alerts), as Prometheus does: its
+    own routing, silences and receivers then take them. A firing alert is sent again every
+    `resend_interval` with `endsAt` four of them ahead, so Alertmanager keeps it open while it
+    fires and lets it lapse if the alerter stops; a resolved alert is sent with its end."""
+
+    url: str = Field(pattern=r"^https?://[^\s/?#]+", description="Alertmanager's base URL (http://alertmanager:9093).")
+    resend_interval: float = Field(default=60.0, description="How often a firing alert is sent again.")
+    bearer_token_env: str | None = Field(
+        default=None, description="Variable holding a bearer token for an Alertmanager behind a proxy that wants one."
+    )
+    timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds per attempt.")
+
+    _parse_interval = field_validator("resend_interval", mode="before")(seconds)
+
+    @field_validator("resend_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("resend_interval must be at least 1s")
+        return value
+
+
+class EmailReceiver(_Strict):
+    """Send an e-mail per notification (text and HTML), threaded per group, over SMTP with
+    STARTTLS (`tls: starttls`, the default), implicit TLS (`tls: implicit`, port 465) or none."""
+
+    to: list[str] = Field(min_length=1, description="Recipients.")
+    from_: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$", description="Sender address.")
+    smarthost: str = Field(pattern=r"^[^\s:/]+:\d{1,5}$", description="SMTP server, host:port.")
+    tls: Literal["starttls", "implicit", "none"] = Field(
+        default="starttls", description="How the connection is secured."
+    )
+    ca_file: str | None = Field(default=None, description="CA bundle (PEM) that signs the server's certificate.")
+    username: str | None = Field(default=None, description="SMTP user (AUTH), if the server wants one.")
+    password_env: str | None = Field(default=None, description="Variable holding the SMTP password.")
+    hello: str = Field(default="modelbus", description="Name given in EHLO.")
+    timeout: float = Field(default=15.0, gt=0, le=120, description="Seconds per attempt.")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [item for item in value if not re.fullmatch(r"[^@\s]+@[^@\s]+", item)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {', '.join(bad)}")
+        return value
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> EmailReceiver:
+        if self.password_env and not self.username:
+            raise ValueError("password_env needs a username")
+        return self
+
+
 class Receiver(_Strict):
     """A named set of destinations; a notification goes to each."""
 
@@ -161,13 +243,30 @@ class Receiver(_Strict):
     kafka: KafkaReceiver | None = None
     webhook: WebhookReceiver | None = None
     sns: SnsReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    alertmanager: AlertmanagerReceiver | None = None
+    email: EmailReceiver | None = None
     log: bool = Field(default=False, description="Also write the notification to the alerter's log.")
 
     @model_validator(mode="after")
     def _has_a_destination(self) -> Receiver:
-        if not (self.kafka or self.webhook or self.sns or self.log):
-            raise ValueError("a receiver needs at least one of kafka, webhook, sns, log")
+        if not (
+            self.kafka or self.webhook or self.sns or self.pagerduty or self.alertmanager or self.email or self.log
+        ):
+            raise ValueError(
+                "a receiver needs at least one of kafka, webhook, sns, pagerduty, alertmanager, email, log"
+            )
         return self
+
+    def secrets(self) -> list[tuple[tuple[str, str], str]]:
+        """The variables its destinations read secrets from: ((destination, key), variable)."""
+        named = [
+            (("webhook", "secret_env"), self.webhook.secret_env if self.webhook else None),
+            (("pagerduty", "routing_key_env"), self.pagerduty.routing_key_env if self.pagerduty else None),
+            (("alertmanager", "bearer_token_env"), self.alertmanager.bearer_token_env if self.alertmanager else None),
+            (("email", "password_env"), self.email.password_env if self.email else None),
+        ]
+        return [(where, variable) for where, variable in named if variable]
 
 
 class Route(_Strict):
@@ -185,6 +284,10 @@ class Route(_Strict):
     _parse_matchers = field_validator("matchers", mode="before")(_matchers)
     _parse_durations = field_validator("group_wait", "group_interval", "repeat_interval", mode="before")(_duration)
 
+    @field_serializer("matchers")
+    def _written(self, matchers: list[Matcher]) -> list[str]:
+        return [str(m) for m in matchers]
+
 
 class InhibitRule(_Strict):
     """While an alert matching the source matchers fires, alerts matching the target matchers that
@@ -195,6 +298,10 @@ class InhibitRule(_Strict):
     equal: list[str] = Field(default_factory=list)
 
     _parse_matchers = field_validator("source_matchers", "target_matchers", mode="before")(_matchers)
+
+    @field_serializer("source_matchers", "target_matchers")
+    def _written(self, matchers: list[Matcher]) -> list[str]:
+        return [str(m) for m in matchers]
 
 
 class AlerterConfig(_Strict):
@@ -221,6 +328,11 @@ class AlerterConfig(_Strict):
         """The receiver called `name`."""
         return next(r for r in self.receivers if r.name == name)
 
+    def as_yaml(self) -> str:
+        """The configuration in force, as YAML (durations in seconds; secrets appear only as the
+        names of the variables that hold them)."""
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+
 
 @dataclass(frozen=True)
 class RoutePlan:
@@ -238,8 +350,11 @@ ROOT_DEFAULTS = {"group_by": ("model", "kind"), "group_wait": 30.0, "group_inter
 
 
 def plans(config: AlerterConfig) -> dict[str, RoutePlan]:
-    """Every node of the tree by its path, with inherited settings resolved."""
+    """Every node of the tree by its path, with inherited settings resolved. A route whose
+    receiver forwards to an Alertmanager repeats at least every `resend_interval`, so that
+    Alertmanager keeps its firing alerts open."""
     found: dict[str, RoutePlan] = {}
+    resend = {r.name: r.alertmanager.resend_interval for r in config.receivers if r.alertmanager}
 
     def walk(node: Route, path: str, parent: RoutePlan | None) -> None:
         base = parent or RoutePlan("", "", **ROOT_DEFAULTS)  # type: ignore[arg-type]
@@ -251,7 +366,8 @@ def plans(config: AlerterConfig) -> dict[str, RoutePlan]:
             group_interval=node.group_interval if node.group_interval is not None else base.group_interval,
             repeat_interval=node.repeat_interval if node.repeat_interval is not None else base.repeat_interval,
         )
-        found[path] = plan
+        # Children inherit the route's own repeat_interval, not the cap of its receiver.
+        found[path] = replace(plan, repeat_interval=min(plan.repeat_interval, resend.get(plan.receiver, math.inf)))
         for index, child in enumerate(node.routes):
             walk(child, f"{path}.{index}", plan)
 
@@ -288,10 +404,19 @@ def _cross_issues(config: AlerterConfig) -> list[tuple[tuple[str | int, ...], st
         if names.index(name) != index:
             problems.append((("receivers", index, "name"), f"receiver {name!r} is defined twice"))
     for index, receiver in enumerate(config.receivers):
-        if receiver.webhook and receiver.webhook.secret_env and not os.environ.get(receiver.webhook.secret_env):
-            problems.append(
-                (("receivers", index, "webhook", "secret_env"), f"{receiver.webhook.secret_env} is not set")
-            )
+        for where, variable in receiver.secrets():
+            try:
+                found = secret_variable(variable)
+            except SettingsFileError as exc:
+                problems.append((("receivers", index, *where), str(exc)))
+                continue
+            if not found:
+                problems.append(
+                    (
+                        ("receivers", index, *where),
+                        f"{variable} is not set (nor {variable}_FILE, nor {variable} in $MODELBUS_SECRETS_DIR)",
+                    )
+                )
     if not config.route.receiver:
         problems.append((("route", "receiver"), "the root route needs a receiver"))
 

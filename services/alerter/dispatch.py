@@ -76,23 +76,29 @@ async def flush(
 async def deliver(
     store: AlerterStore, alerting: Alerting, receivers: Receivers, now: datetime, *, retry_max_seconds: float
 ) -> int:
-    """Send pending notifications; a failure stays pending and is retried with backoff."""
+    """Send pending notifications; a failure stays pending and is retried with backoff.
+
+    Groups are sent side by side, but one group's notifications in the order they were written,
+    and none after one that failed: a receiver never hears a group's resolution before its firing
+    (Alertmanager would reopen what resolved)."""
     due = await store.pending(now)
-    outcomes = await asyncio.gather(
-        *(receivers.deliver(n.receiver, n.id, n.payload) for n in due), return_exceptions=True
-    )
+    by_group: dict[str, list[Notification]] = {}
+    for notification in due:
+        by_group.setdefault(notification.group_key, []).append(notification)
+    tried = await asyncio.gather(*(_in_order(receivers, queue) for queue in by_group.values()))
     done = 0
-    for notification, outcome in zip(due, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
+    # The store's session is one connection: outcomes are kept one after another, after the sends.
+    for notification, error in (outcome for outcomes in tried for outcome in outcomes):
+        if error is not None:
             delay = min(retry_max_seconds, 2.0**notification.attempts)
-            await store.attempted(failed(notification, now + timedelta(seconds=delay), str(outcome)))
+            await store.attempted(failed(notification, now + timedelta(seconds=delay), error))
             alerting.metrics.failures.labels(notification.receiver).inc()
             log.warning(
                 "notification %s (attempt %d) not delivered, next in %.0f s: %s",
                 notification.id,
                 notification.attempts + 1,
                 delay,
-                outcome,
+                error,
             )
             continue
         await store.attempted(sent(notification, datetime.now(UTC)))
@@ -100,3 +106,16 @@ async def deliver(
         done += 1
     alerting.metrics.pending.set(await store.waiting())
     return done
+
+
+async def _in_order(receivers: Receivers, queue: list[Notification]) -> list[tuple[Notification, str | None]]:
+    """Deliver a group's notifications one by one, up to the first that fails: (notification, error)."""
+    outcomes: list[tuple[Notification, str | None]] = []
+    for notification in queue:
+        try:
+            await receivers.deliver(notification.receiver, notification.id, notification.payload)
+        except Exception as exc:
+            outcomes.append((notification, str(exc)))
+            break
+        outcomes.append((notification, None))
+    return outcomes

@@ -106,9 +106,24 @@ class Links:
         return found
 
 
+# Alertmanager's `alertname` per kind: what on-call tools group, route and show by.
+ALERTNAMES = {
+    "drift": "ModelDriftDetected",
+    "performance": "ModelPerformanceDegraded",
+    "retrain-skipped": "RetrainSkipped",
+    "training-failed": "TrainingFailed",
+    "evaluation-rejected": "ModelEvaluationRejected",
+    "rollback": "CanaryRolledBack",
+    "canary-failed": "CanaryFailed",
+    "dead-letter": "EventDeadLettered",
+}
+
+
 def _labels(model: str, version: int | None, kind: str, severity: str, alerts: Alerts | None) -> dict[str, str]:
     labels = {**(alerts.labels if alerts else {})}
-    labels.update(model=model, kind=kind, severity=severity, team=alerts.team if alerts else "ml")
+    labels.update(
+        alertname=ALERTNAMES[kind], model=model, kind=kind, severity=severity, team=alerts.team if alerts else "ml"
+    )
     if version is not None:
         labels["version"] = str(version)
     return labels
@@ -196,6 +211,7 @@ def raised_by(
     elif isinstance(event, DeadLettered):
         model, kind, severity = PLATFORM, "dead-letter", "warning"
         labels = {
+            "alertname": ALERTNAMES[kind],
             "model": PLATFORM,
             "kind": kind,
             "severity": severity,

@@ -1,4 +1,6 @@
-"""Where notifications go: Kafka topics, signed webhooks, AWS SNS, the log.
+"""Where notifications go: Kafka topics, signed webhooks (modelbus' or Alertmanager's body), AWS
+SNS, PagerDuty (services.alerter.pagerduty), a running Alertmanager (services.alerter.alertmanager),
+e-mail (services.alerter.mail), the log.
 
 A delivery either succeeds or raises; the notification log retries what raised.
 
@@ -15,19 +17,20 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import httpx
 
+from services.alerter import alertmanager, formats, mail, pagerduty
 from services.alerter.config import AlerterConfig, KafkaReceiver, Receiver, SnsReceiver, WebhookReceiver
 from shared.contract.envelope import encode
 from shared.contract.events import AlertRaised, AlertResolved, Event
 from shared.runtime.bus import Bus
+from shared.runtime.settings import secret_variable
 
 log = logging.getLogger("modelbus.alerter.receivers")
 SIGNATURE_HEADER = "X-Modelbus-Signature"
@@ -94,6 +97,7 @@ class Receivers:
         self.bus = bus
         self.http = httpx.AsyncClient(follow_redirects=False)
         self._sns: dict[tuple[str, str | None], Any] = {}
+        self.alerts_page = f"{bus.settings.console_url.rstrip('/')}/alerts"
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -116,6 +120,13 @@ class Receivers:
             steps.append(("webhook", self._webhook(receiver.webhook, notification_id, payload)))
         if receiver.sns:
             steps.append(("sns", self._sns_publish(receiver.sns, notification_id, payload)))
+        if receiver.pagerduty:
+            steps.append(("pagerduty", pagerduty.send(self.http, receiver.pagerduty, payload, self.alerts_page)))
+        if receiver.alertmanager:
+            now = datetime.now(UTC)
+            steps.append(("alertmanager", alertmanager.send(self.http, receiver.alertmanager, payload, now)))
+        if receiver.email:
+            steps.append(("email", mail.send(receiver.email, notification_id, payload, self.alerts_page)))
         for name, step in steps:
             try:
                 await step
@@ -137,6 +148,8 @@ class Receivers:
         await asyncio.wait_for(asyncio.gather(*sends), timeout=15)
 
     async def _webhook(self, target: WebhookReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+        if target.format == "alertmanager":
+            payload = formats.alertmanager(payload, external_url=self.alerts_page, max_alerts=target.max_alerts)
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -145,7 +158,7 @@ class Receivers:
             TIMESTAMP_HEADER: timestamp,
         }
         if target.secret_env:
-            headers[SIGNATURE_HEADER] = sign(os.environ.get(target.secret_env, ""), timestamp, body)
+            headers[SIGNATURE_HEADER] = sign(secret_variable(target.secret_env) or "", timestamp, body)
         response = await self.http.post(target.url, content=body, headers=headers, timeout=target.timeout)
         if response.status_code >= 300:
             raise DeliveryError(f"{target.url} answered {response.status_code}: {response.text[:200]}")

@@ -396,6 +396,11 @@ class SqlStore(SqlSpecs):
             query = query.where(SilenceRow.ends_at > now)
         return [_silence(row) for row in (await self.session.scalars(query)).all()]
 
+    async def silence(self, silence_id: str) -> SilenceRecord | None:
+        """One silence of this platform."""
+        row = await self.session.get(SilenceRow, silence_id)
+        return _silence(row) if row is not None and row.platform == self.platform else None
+
     async def add_silence(self, silence: SilenceRecord) -> None:
         """Keep a new silence."""
         self.session.add(SilenceRow(platform=self.platform, **_columns(silence)))

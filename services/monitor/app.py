@@ -12,7 +12,6 @@ sweep that closes windows by age, `in_memory` for the handler tests, both throug
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +42,7 @@ from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.memory import InMemoryBus
 from shared.runtime.settings import Settings
+from shared.runtime.tasks import cancel_and_wait
 from shared.runtime.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.monitor")
@@ -80,10 +80,7 @@ class MonitorService:
 
     async def stop(self) -> None:
         """Stop the sweep and the bus; close the database."""
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sweeper
+        await cancel_and_wait(self.sweeper)
         await self.bus.stop()
         await self.engine.dispose()
 

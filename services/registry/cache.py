@@ -10,6 +10,7 @@ import logging
 import asyncpg
 
 from services.registry.store import NOTIFY_CHANNEL
+from shared.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("services.registry.api")
 MAX_CACHED = 50_000
@@ -56,10 +57,7 @@ class AliasCache:
 
     async def stop(self) -> None:
         """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _listen(self) -> None:
         while True:

@@ -8,7 +8,6 @@ tests, both through the same `bind`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -24,6 +23,7 @@ from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.memory import InMemoryBus
 from shared.runtime.settings import Settings
+from shared.runtime.tasks import cancel_and_wait
 from shared.runtime.telemetry import make_tracer_provider
 
 GROUP = "trainer"
@@ -55,10 +55,7 @@ class Trainer:
 
     async def stop(self) -> None:
         """Stop training and consuming."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
         self.worker.shutdown()
         await self.bus.stop()
         if isinstance(self.mirror, MlflowMirror):

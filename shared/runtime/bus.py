@@ -9,7 +9,6 @@ gets). A `Bus` puts them together for one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ from shared.runtime.consumermetrics import ConsumerMetrics
 from shared.runtime.db import add_to_outbox
 from shared.runtime.outbox import OutboxRelay
 from shared.runtime.settings import Settings
+from shared.runtime.tasks import cancel_and_wait
 from shared.runtime.uow import StoreFactory, caused_by, no_store
 
 log = logging.getLogger("shared.runtime.bus")
@@ -216,10 +216,7 @@ class Bus:
         `STOP_SECONDS` (a coordinator gone, a leader moving) is abandoned with a warning: the
         group's session timeout hands its partitions on, and nothing uncommitted is lost."""
         self.running = False
-        if self._relay_task is not None:
-            self._relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay_task
+        await cancel_and_wait(self._relay_task)
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 await self.broker.stop()

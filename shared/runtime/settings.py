@@ -1,23 +1,99 @@
-"""Typed settings of every modelbus process, read from MODELBUS_* environment variables."""
+"""Typed settings of every modelbus process, read from MODELBUS_* environment variables.
+
+Any setting may instead come from a file, as Kubernetes Secrets and Vault Agent mount them: the
+file that `MODELBUS_<NAME>_FILE` names, or `<NAME>` in the folder `MODELBUS_SECRETS_DIR` names
+(`MODELBUS_API_TOKENS`, any case). The variable itself wins over its file, and the `_FILE`
+variable over the folder. A file's trailing newline is not part of the value.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 Role = Literal["viewer", "operator", "admin"]
+PREFIX = "MODELBUS_"
+SECRETS_DIR = "MODELBUS_SECRETS_DIR"
+
+
+class SettingsFileError(ValueError):
+    """A `MODELBUS_<NAME>_FILE` variable names a file that cannot be read."""
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The content of a secret's file, without its trailing newline; a readable error naming the
+    variable and the path (never the content) when it cannot be read."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsFileError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+
+
+def secret_variable(name: str) -> str | None:
+    """A secret a configuration names by its variable (a receiver's key, a signing secret): the
+    variable `name`, else the file `<name>_FILE` names, else `<name>` in MODELBUS_SECRETS_DIR."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return read_secret_file(f"{name}_FILE", path)
+    folder = os.environ.get(SECRETS_DIR)
+    if folder and (Path(folder) / name).is_file():
+        return read_secret_file(SECRETS_DIR, str(Path(folder) / name))
+    return None
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """Settings read from the files that MODELBUS_<NAME>_FILE variables name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        variable = f"{PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(variable)
+        return (read_secret_file(variable, path) if path else None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                found[key] = value
+        return found
 
 
 class Settings(BaseSettings):
     """Configuration of one modelbus process; every field is MODELBUS_<NAME> in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELBUS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment first, then MODELBUS_<NAME>_FILE, the .env file, MODELBUS_SECRETS_DIR."""
+        sources = [init_settings, env_settings, FileVariables(settings_cls), dotenv_settings]
+        folder = os.environ.get(SECRETS_DIR)
+        if folder:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=folder, case_sensitive=False))
+        return tuple(sources)
 
     # Kafka bootstrap servers, comma-separated host:port.
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -40,6 +116,8 @@ class Settings(BaseSettings):
 
     # SQLAlchemy URL of the database (async driver).
     database_url: str = "postgresql+asyncpg://modelbus:modelbus@127.0.0.1:5432/modelbus"
+    # Password of the database user; when set it replaces the one in database_url (keep the URL free of it).
+    database_password: SecretStr | None = None
 
     # Where artifacts are written: s3://bucket/prefix or file:///absolute/root.
     artifact_url: str = "s3://modelbus-artifacts/artifacts"
@@ -188,6 +266,19 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError("database_url must use the async driver: postgresql+asyncpg://…")
         return value
+
+    @model_validator(mode="after")
+    def _database_password(self) -> Settings:
+        if self.database_password is not None:
+            url = urlparse(self.database_url)
+            user = url.username or ""
+            host = url.hostname or ""
+            host = f"[{host}]" if ":" in host else host
+            port = f":{url.port}" if url.port else ""
+            secret = quote(self.database_password.get_secret_value(), safe="")
+            netloc = f"{quote(user, safe='')}:{secret}@{host}{port}"
+            self.database_url = url._replace(netloc=netloc).geturl()
+        return self
 
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a catalog entry (see shared.contract.topics)."""

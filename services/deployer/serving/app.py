@@ -37,6 +37,7 @@ from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.settings import Settings
+from shared.runtime.tasks import cancel_and_wait
 from shared.runtime.telemetry import make_tracer_provider
 
 log = logging.getLogger("modelbus.serving")
@@ -77,10 +78,7 @@ class Serving:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.predictions.publish_some(), timeout=5)
         for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self.bus.stop()
         await self.engine.dispose()

@@ -98,7 +98,7 @@ inhibit_rules:
     assert found["route.group_wait"][0] == 3 and "not a duration" in found["route.group_wait"][1]
     assert found["route.routes[0].routes[0].matchers"][0] == 8
     assert "does not compile" in found["route.routes[0].routes[0].matchers"][1]
-    assert "at least one of kafka, webhook, sns, log" in found["receivers[2]"][1]
+    assert "at least one of kafka, webhook, sns, pagerduty, alertmanager, email, log" in found["receivers[2]"][1]
     assert found["inhibit_rules[0].equals"] == (19, "unknown key")
 
 
@@ -116,7 +116,9 @@ receivers:
         parse_config(text)
     messages = {issue.path: issue.message for issue in refused.value.issues}
     assert messages["route.routes[0].receiver"] == "no receiver is called 'nobody'"
-    assert messages["receivers[0].webhook.secret_env"] == "MODELBUS_TEST_UNSET_SECRET is not set"
+    assert messages["receivers[0].webhook.secret_env"].startswith(
+        "MODELBUS_TEST_UNSET_SECRET is not set (nor MODELBUS_TEST_UNSET_SECRET_FILE"
+    )
 
 
 TREE = """\
@@ -162,6 +164,19 @@ def test_an_alert_takes_the_routes_alertmanager_would_give_it(labels: dict[str, 
     assert routes_for(parse_config(TREE), labels) == expected
 
 
+def test_every_kind_has_an_alertname_that_routes_can_match() -> None:
+    config = parse_config(
+        "route:\n  receiver: ops\n  routes:\n    - matchers: ['alertname=\"CanaryRolledBack\"']\n"
+        "      receiver: pager\nreceivers:\n  - {name: ops, log: true}\n  - {name: pager, log: true}\n"
+    )
+    rolled_back = domain.raised_by(rollout("churn", "rolled-back", 5, 4), "ev", None, None, LINKS)
+    drifted = domain.raised_by(drift(), "ev", None, None, LINKS)
+    assert rolled_back is not None and drifted is not None
+    assert (rolled_back.labels["alertname"], drifted.labels["alertname"]) == ("CanaryRolledBack", "ModelDriftDetected")
+    assert routes_for(config, rolled_back.labels) == ["0.0"] and routes_for(config, drifted.labels) == ["0"]
+    assert all(name[0].isupper() and name.isalnum() for name in domain.ALERTNAMES.values())
+
+
 def test_routes_inherit_what_they_leave_unset() -> None:
     found = plans(parse_config(TREE))
     assert found["0"].group_by == ("model",) and found["0"].group_wait == 30.0
@@ -178,6 +193,7 @@ def test_a_drift_becomes_an_alert_labelled_from_the_spec_and_repeats_keep_its_id
     alert = domain.raised_by(drift(), "ev-1", TRACEPARENT, spec_labels, LINKS)
     assert alert is not None
     assert alert.labels == {
+        "alertname": "ModelDriftDetected",
         "model": "churn",
         "version": "3",
         "kind": "drift",
