@@ -20,6 +20,10 @@ Every error is reported with its YAML path and line, all at once:
       - name: payments
         webhook: {url: "https://hooks.example.com/x", secret_env: PAYMENTS_WEBHOOK_SECRET}
         sns: {topic_arn: "arn:aws:sns:eu-west-1:123456789012:payments", region: eu-west-1}
+      - name: on-call           # the tools on-call already runs
+        pagerduty: {routing_key_env: PAGERDUTY_ROUTING_KEY}
+        alertmanager: {url: "http://alertmanager:9093", resend_interval: 1m}
+        email: {to: [oncall@example.com], from: modelbus@example.com, smarthost: "smtp.example.com:587"}
     inhibit_rules:              # a firing source alert mutes matching targets with the same `equal` labels
       - source_matchers: ['kind="rollback"']
         target_matchers: ['kind=~"drift|performance"']

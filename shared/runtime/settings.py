@@ -236,10 +236,13 @@ class Settings(BaseSettings):
     # Longest wait between two delivery attempts of a notification, in seconds (the wait doubles up to it).
     alerter_retry_max_seconds: float = Field(default=60.0, gt=0)
 
+    # Folder of secret files, one per setting named as its variable (MODELBUS_API_TOKENS): a mounted Secret.
+    secrets_dir: Path | None = None
+
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
 
-    @field_validator("alerter_config", mode="before")
+    @field_validator("alerter_config", "secrets_dir", mode="before")
     @classmethod
     def _no_file(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -1,8 +1,12 @@
 """The platform under hostile input (tests/support/hostile.py's corpus): every case gets a readable
-rejection, every process stays up and keeps working, and no secret reaches a log."""
+rejection, every process stays up and keeps working, and no secret (the API tokens and the database
+password come from mounted files) reaches a log, an error or `modelbus config`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,7 @@ from shared.ops.platform import Platform, processes
 from shared.runtime.broker import drop_topics
 from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually
-from tests.support.hostile import Corpus, Outcome, hostile_platform, table
+from tests.support.hostile import Corpus, Outcome, hostile_platform, secret_files, table
 
 pytestmark = pytest.mark.timeout(1200)  # the corpus runs in the module's fixture
 
@@ -95,5 +99,27 @@ def test_no_secret_reaches_a_log(attacked: Attacked) -> None:
         if secret
         for name, content in text.items()
         if secret in content
+    ]
+    assert leaks == []
+
+
+def test_no_secret_reaches_modelbus_config_or_an_error(attacked: Attacked, tmp_path: Path) -> None:
+    env = {**os.environ, **secret_files(tmp_path, attacked.settings, attacked.corpus.tokens)}
+    cli = [sys.executable, "-m", "shared.ops.cli"]
+    shown = subprocess.run([*cli, "config"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0 and "MODELBUS_DATABASE_PASSWORD" in shown.stdout, shown.stderr
+    wrong = "Wr0ng-p4ss-7f3a"
+    (tmp_path / "database-password").write_text(wrong + "\n")
+    refused = subprocess.run(
+        [*cli, "db", "wait", "--timeout", "1"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 1 and "password authentication failed" in refused.stdout + refused.stderr
+    secrets = {**attacked.secrets, "a wrong database password": wrong}
+    printed = {"modelbus config": shown.stdout + shown.stderr, "db wait": refused.stdout + refused.stderr}
+    leaks = [
+        f"{what} in {name}"
+        for what, secret in secrets.items()
+        for name, text in printed.items()
+        if secret and secret in text
     ]
     assert leaks == []

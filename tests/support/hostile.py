@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -720,6 +721,25 @@ class Corpus:
         self.record("tampered artifact", "artifact", expected, said[:250], passed)
 
 
+def secret_files(folder: Path, settings: Settings, tokens: dict[str, str]) -> dict[str, str]:
+    """The platform's secrets as mounted files, the way Kubernetes gives them: the API tokens in
+    MODELBUS_SECRETS_DIR, the database password through MODELBUS_DATABASE_PASSWORD_FILE (the
+    URL without it); the variables that point at them."""
+    mounted = folder / "secrets"
+    mounted.mkdir(exist_ok=True)
+    (mounted / "MODELBUS_API_TOKENS").write_text(
+        ",".join(f"{token}={role}:{role}-user" for role, token in tokens.items()) + "\n"
+    )
+    url = urlparse(settings.database_url)
+    (folder / "database-password").write_text(f"{url.password or ''}\n")
+    bare = url._replace(netloc=f"{url.username}@{url.hostname}:{url.port or 5432}").geturl()
+    return {
+        "MODELBUS_SECRETS_DIR": str(mounted),
+        "MODELBUS_DATABASE_URL": bare,
+        "MODELBUS_DATABASE_PASSWORD_FILE": str(folder / "database-password"),
+    }
+
+
 async def hostile_platform(base: Settings, folder: Path, say: Say = print) -> tuple[Platform, Corpus]:
     """A platform of its own (topics, logs, tokens, a file:// root) and the corpus aimed at it;
     the caller stops the platform and drops its topics."""
@@ -730,16 +750,11 @@ async def hostile_platform(base: Settings, folder: Path, say: Say = print) -> tu
         update={"topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}", "stack_dir": folder, "file_roots": [root]}
     )
     await ensure_topics(settings)
-    platform = Platform(
-        settings,
-        say,
-        extra_env={
-            "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
-            "MODELBUS_API_TOKENS": ",".join(f"{token}={role}:{role}-user" for role, token in tokens.items()),
-            "MODELBUS_FILE_ROOTS": f'["{root}"]',
-            "MODELBUS_OTLP_ENDPOINT": "",
-        },
-    )
+    platform = Platform(settings, say, extra_env={**secret_files(folder, settings, tokens), **{
+        "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "MODELBUS_FILE_ROOTS": f'["{root}"]',
+        "MODELBUS_OTLP_ENDPOINT": "",
+    }})  # fmt: skip
     platform.start()
     try:
         await platform.wait_ready()

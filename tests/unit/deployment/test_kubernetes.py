@@ -50,7 +50,7 @@ APP_MODULES = {  # where each service's build() lives
     "monitor": "services.monitor.app",
     "alerter": "services.alerter.app",
 }
-NOT_SETTINGS = {"OMP_NUM_THREADS", "ALERT_WEBHOOK_SECRET"}  # read by scikit-learn / named by alerting.yaml
+NOT_SETTINGS = {"OMP_NUM_THREADS"}  # read by scikit-learn
 
 Manifest = dict[str, Any]
 
@@ -264,16 +264,23 @@ def test_configuration_is_settings_and_no_secret_value_is_committed(overlay: str
     assert set(settings_map["data"]) - fields == set()
     Settings.model_validate({k.removeprefix("MODELBUS_").lower(): v for k, v in settings_map["data"].items()})
     assert "Secret" not in {o["kind"] for o in rendered(overlay)}
+    folder = settings_map["data"]["MODELBUS_SECRETS_DIR"]
     for name, template in pod_templates(overlay):
+        [secrets] = [v for v in template["spec"]["volumes"] if "secret" in v]
+        assert secrets["secret"]["secretName"] == "modelbus-secrets", name
+        assert secrets["secret"]["defaultMode"] & 0o077 == 0o040, f"{name}: the files readable by the pod's group only"
         for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
             sources = container["envFrom"]
-            assert [s["secretRef"]["name"] for s in sources if "secretRef" in s] == ["modelbus-secrets"], name
+            assert [s for s in sources if "secretRef" in s] == [], f"{name}: secrets are files, not variables"
             assert [s["configMapRef"]["name"] for s in sources if "configMapRef" in s] == [
                 settings_map["metadata"]["name"]
             ]
+            mounted = {m["mountPath"]: m for m in container["volumeMounts"] if m["name"] == secrets["name"]}
+            assert mounted[folder].get("readOnly") is True, f"{name}/{container['name']}: the Secret at {folder}"
             names = {e["name"] for e in container.get("env", [])}
             assert names - fields - NOT_SETTINGS == set(), f"{name}: not settings: {names - fields}"
             assert all("value" not in e or "SECRET" not in e["name"] for e in container.get("env", [])), name
+            assert all("secretKeyRef" not in e.get("valueFrom", {}) for e in container.get("env", [])), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -282,7 +289,11 @@ def test_the_alerters_routing_is_a_configuration_the_alerter_accepts(
 ) -> None:
     from services.alerter.config import load_config
 
-    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s")
+    mounted = tmp_path / "secrets"  # the Secret's keys as the pod sees them
+    mounted.mkdir()
+    for key in ("ALERT_WEBHOOK_SECRET", "PAGERDUTY_ROUTING_KEY"):
+        (mounted / key).write_text("s" * 32 + "\n")
+    monkeypatch.setenv("MODELBUS_SECRETS_DIR", str(mounted))
     (alerting,) = [c for name, c in objects(overlay, "ConfigMap").items() if name.startswith("modelbus-alerting")]
     alerter = objects(overlay, "Deployment")["alerter"]["spec"]["template"]["spec"]
     path = next(e["value"] for e in alerter["containers"][0]["env"] if e["name"] == "MODELBUS_ALERTER_CONFIG")
@@ -331,7 +342,7 @@ def test_keda_scales_the_trainer_and_monitor_on_the_consumer_groups_they_use(ove
 # ---------------------------------------------------------------- network flows
 
 OUTSIDE = ipaddress.ip_address("203.0.113.7")  # somewhere beyond the cluster
-PROBED_PORTS = (53, 443, 4318, 5432, 8080, 8081, 8082, 9000, 9092, 9093, 22, 6379)
+PROBED_PORTS = (53, 443, 465, 587, 4318, 5432, 8080, 8081, 8082, 9000, 9092, 9093, 22, 25, 6379)
 
 
 def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -427,7 +438,7 @@ def test_network_policies_allow_only_the_flows_of_the_design(overlay: str) -> No
     expected_out = {name: set(platform) for name in pods}
     for name in ("trainer", "evaluator", "serving"):
         expected_out[name] |= {443, 9000}
-    expected_out["alerter"] |= {443}
+    expected_out["alerter"] |= {443, 465, 587}
     found_out = {name: {p for p in PROBED_PORTS if flow(policies, pod, outside, p)} for name, pod in pods.items()}
     assert found_out == expected_out
 
