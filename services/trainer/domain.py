@@ -223,8 +223,9 @@ class Fitted:
     cv_score: float | None = None
 
 
-def fit_candidate(spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series) -> Fitted:
-    """Fit one candidate (searching its space when it has one)."""
+def fit_candidate(spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series, *, n_jobs: int = 1) -> Fitted:
+    """Fit one candidate (searching its space when it has one, `n_jobs` cross-validation fits at once
+    on joblib's active backend: this process's cores, or a Dask cluster)."""
     pipeline = build_pipeline(spec, candidate)
     if not candidate.search:
         pipeline.fit(x, y)
@@ -234,7 +235,7 @@ def fit_candidate(spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.
         "scoring": scorer(spec, classes),
         "cv": spec.search.cv,
         "random_state": spec.split.seed,
-        "n_jobs": 1,
+        "n_jobs": n_jobs,
         "refit": True,
     }
     if spec.search.method == "halving":

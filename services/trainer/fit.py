@@ -7,21 +7,26 @@ consumer alive, and a crash here loses nothing but the run, which is started aga
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import joblib
 import numpy as np
 import pandas as pd
 
 from services.trainer import domain
 from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema, ReferenceProfile
-from shared.contract.spec import ModelSpec
+from shared.contract.spec import Candidate, ModelSpec
 from shared.runtime.derive import compute
 from shared.runtime.features import prepare
 from shared.runtime.metrics import evaluate
@@ -33,7 +38,8 @@ log = logging.getLogger("modelbus.trainer.fit")
 
 @dataclass(frozen=True)
 class Job:
-    """What one run needs: the spec, where the data is, where to write."""
+    """What one run needs: the spec, where the data is, where to write, where the search's fits run
+    (a Dask scheduler's address, or `n_jobs` processes here; 0: one per core)."""
 
     run_id: str
     spec: ModelSpec
@@ -42,6 +48,8 @@ class Job:
     data_sha256: str
     out_dir: str
     code_version: str
+    dask_scheduler: str | None = None
+    n_jobs: int = 0
 
 
 @dataclass
@@ -113,32 +121,34 @@ def train(job: Job) -> Outcome:
     best: tuple[Any, dict[str, Any], str, float] | None = None
     tried: list[CandidateResult] = []
     try:
-        for index, candidate in enumerate(spec.candidates, 1):
-            began = time.perf_counter()
-            log.info("run %s: candidate %d/%d %s", job.run_id, index, len(spec.candidates), candidate.estimator)
-            fitted = domain.fit_candidate(spec, candidate, x_train, y_train)
-            model, params = fitted.pipeline, fitted.params
-            measured = evaluate(spec.task, model, x_val, y_val)
-            score = measured.get(spec.selection_metric, float("nan"))
-            log.info(
-                "run %s: %s %s=%.4f in %.1f s",
-                job.run_id,
-                candidate.estimator.rsplit(".", 1)[1],
-                spec.selection_metric,
-                score,
-                time.perf_counter() - began,
-            )
-            tried.append(
-                CandidateResult(
-                    estimator=candidate.estimator,
-                    params=params,
-                    score=score,
-                    cv_score=fitted.cv_score,
-                    metrics=measured,
+        with parallelism(job, x_train, y_train) as (n_jobs, where):
+            log.info("run %s: cross-validation fits on %s", job.run_id, where)
+            for index, candidate in enumerate(spec.candidates, 1):
+                began = time.perf_counter()
+                log.info("run %s: candidate %d/%d %s", job.run_id, index, len(spec.candidates), candidate.estimator)
+                fitted = _search(job, spec, candidate, x_train, y_train, n_jobs)
+                model, params = fitted.pipeline, fitted.params
+                measured = evaluate(spec.task, model, x_val, y_val)
+                score = measured.get(spec.selection_metric, float("nan"))
+                log.info(
+                    "run %s: %s %s=%.4f in %.1f s",
+                    job.run_id,
+                    candidate.estimator.rsplit(".", 1)[1],
+                    spec.selection_metric,
+                    score,
+                    time.perf_counter() - began,
                 )
-            )
-            if best is None or domain.better(spec, score, best[3]):
-                best = (model, params, candidate.estimator, score)
+                tried.append(
+                    CandidateResult(
+                        estimator=candidate.estimator,
+                        params=params,
+                        score=score,
+                        cv_score=fitted.cv_score,
+                        metrics=measured,
+                    )
+                )
+                if best is None or domain.better(spec, score, best[3]):
+                    best = (model, params, candidate.estimator, score)
     except Exception as exc:
         log.exception("run %s: fit failed", job.run_id)
         return Outcome(job.run_id, ok=False, stage="fit", reason=f"{type(exc).__name__}: {exc}")
@@ -181,6 +191,7 @@ def train(job: Job) -> Outcome:
         "rows": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)},
         "code_version": job.code_version,
         "training_seconds": seconds,
+        "search_ran_on": where,
         "onnx": onnx_note,
         "frameworks": _versions(),
     }
@@ -200,6 +211,57 @@ def train(job: Job) -> Outcome:
         onnx=onnx_note,
         training_seconds=seconds,
     )
+
+
+@contextlib.contextmanager
+def parallelism(job: Job, x: pd.DataFrame, y: pd.Series) -> Iterator[tuple[int, str]]:
+    """Where a search's cross-validation fits run, as (n_jobs, a description): on the Dask cluster
+    at `job.dask_scheduler` through joblib's Dask backend, the training rows scattered to its
+    workers once for the whole run (not once per fit); else `job.n_jobs` processes here."""
+    if not job.dask_scheduler:
+        n_jobs = job.n_jobs or os.cpu_count() or 1
+        yield n_jobs, f"this process, n_jobs={n_jobs}"
+        return
+    client = dask_client(job.dask_scheduler)
+    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    with joblib.parallel_config(backend="dask", client=client, scatter=[x, y]):
+        yield -1, f"Dask at {job.dask_scheduler} ({workers} workers)"
+
+
+_CLIENTS: dict[str, Any] = {}
+SEARCH_ATTEMPTS = 3  # a search whose Dask worker died is run again (the training rows stay scattered)
+
+
+def _search(
+    job: Job, spec: ModelSpec, candidate: Candidate, x: pd.DataFrame, y: pd.Series, n_jobs: int
+) -> domain.Fitted:
+    """Fit one candidate; on Dask, a search that lost a worker's fits (the worker died, taking the
+    per-call data joblib put on it) is run again on the workers left: being seeded, it gives the
+    same result."""
+    for attempt in range(1, SEARCH_ATTEMPTS + 1):
+        try:
+            return domain.fit_candidate(spec, candidate, x, y, n_jobs=n_jobs)
+        except Exception as exc:  # distributed's FutureCancelledError is a concurrent.futures.CancelledError
+            if not job.dask_scheduler or not _lost_on_dask(exc) or attempt == SEARCH_ATTEMPTS:
+                raise
+            log.warning("run %s: a Dask worker was lost (%s: %s); searching again", job.run_id, type(exc).__name__, exc)
+    raise AssertionError("unreachable")
+
+
+def _lost_on_dask(exc: BaseException) -> bool:
+    return isinstance(exc, concurrent.futures.CancelledError) or type(exc).__name__ == "KilledWorker"
+
+
+def dask_client(address: str) -> Any:
+    """This fit process's client of the Dask scheduler at `address` (made once, kept)."""
+    if address not in _CLIENTS:
+        from distributed import Client
+
+        try:
+            _CLIENTS[address] = Client(address, timeout=30, set_as_default=False)  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise ConnectionError(f"the Dask scheduler at {address} does not answer: {exc}") from None
+    return _CLIENTS[address]
 
 
 def schema_kind(kind: str) -> Literal["numeric", "categorical", "datetime"]:

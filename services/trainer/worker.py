@@ -145,6 +145,8 @@ class Worker:
             data_sha256=digest,
             out_dir=str(folder / "out"),
             code_version=code_version(),
+            dask_scheduler=self.settings.trainer_dask_scheduler,
+            n_jobs=self.settings.trainer_n_jobs,
         )
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(self._pool(), fit.train, request)

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     trainer_lease_seconds: float = Field(default=60, gt=0)
     # Attempts of a training job on transient failures (data or artifact store away) before TrainingFailed.
     trainer_max_attempts: int = Field(default=3, ge=1)
+    # Dask scheduler (tcp://host:port) on which a search's cross-validation fits run; unset: in the trainer.
+    trainer_dask_scheduler: str | None = None
+    # Cross-validation fits at once in the trainer when no Dask scheduler is set; 0: one per CPU core.
+    trainer_n_jobs: int = Field(default=0, ge=0, le=512)
     # MLflow tracking server the trainer mirrors its runs and versions to (http://host:5000); unset: no mirror.
     mlflow_tracking_uri: str | None = None
     # How long the mirror retries an MLflow server that is down before it gives up on a run, in seconds.
@@ -242,9 +246,9 @@ class Settings(BaseSettings):
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
 
-    @field_validator("alerter_config", "secrets_dir", mode="before")
+    @field_validator("alerter_config", "secrets_dir", "trainer_dask_scheduler", mode="before")
     @classmethod
-    def _no_file(cls, value: Any) -> Any:
+    def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
     @field_validator("serving_shard")
@@ -331,6 +335,8 @@ def documented() -> list[tuple[str, str, str]]:
         default = field.get_default(call_default_factory=True)
         if hasattr(default, "get_secret_value"):
             default = "(secret)" if default.get_secret_value() else ""
+        elif isinstance(default, str) and (password := urlparse(default).password):
+            default = default.replace(f":{password}@", ":***@", 1)  # a URL's password is a secret too
         rows.append((f"MODELBUS_{name.upper()}", "" if default is None else str(default), comments.get(name, "")))
     return rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -529,3 +530,50 @@ def test_the_sharded_overlay_runs_two_equal_serving_shards_each_behind_its_own_s
     assert budgets["serving-1"]["spec"]["selector"]["matchLabels"]["modelbus.io/shard"] == "1"
     # Both shards get some of a team's models.
     assert {shard_of(f"model-{i}", 2) for i in range(20)} == {0, 1}
+
+
+def test_the_dask_overlay_runs_the_searches_on_a_scheduler_and_workers_of_the_same_image() -> None:
+    assert [p for o in rendered("dask") for p in problems(o)] == []
+    deployments = objects("dask", "Deployment")
+    (settings_map,) = [c for name, c in objects("dask", "ConfigMap").items() if name.startswith("modelbus-config")]
+    address = settings_map["data"]["MODELBUS_TRAINER_DASK_SCHEDULER"]
+    Settings.model_validate({"trainer_dask_scheduler": address})
+    service = objects("dask", "Service")["dask-scheduler"]
+    assert address == f"tcp://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    scheduler, worker = (deployments[n]["spec"]["template"]["spec"] for n in ("dask-scheduler", "dask-worker"))
+    assert (
+        service["spec"]["selector"].items()
+        <= deployments["dask-scheduler"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    trainer_image = deployments["trainer"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    for spec in (scheduler, worker):
+        [container] = spec["containers"]
+        assert container["image"] == trainer_image, "the workers import the trainer's own code"
+        assert container["args"][0] in ("distributed.cli.dask_scheduler", "distributed.cli.dask_worker")
+        assert importlib.util.find_spec(container["args"][0]) is not None, container["args"][0]
+        assert (
+            container["securityContext"]["readOnlyRootFilesystem"] is True and spec["securityContext"]["runAsNonRoot"]
+        )
+    assert worker["containers"][0]["args"][1] == address
+
+    namespace = next(iter(objects("dask", "Namespace")))
+    policies = list(objects("dask", "NetworkPolicy").values())
+    pods: dict[str, Peer] = {
+        name: (
+            namespace,
+            template["metadata"]["labels"],
+            {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0].get("ports", [])},
+        )
+        for name, template in pod_templates("dask")
+    }
+    dask_ports = {8786, 8788, 8789}
+    flows = {(a, b, port) for a in pods for b in pods for port in dask_ports if flow(policies, pods[a], pods[b], port)}
+    assert flows == {
+        ("trainer", "dask-scheduler", 8786),
+        ("trainer", "dask-worker", 8788),
+        ("dask-worker", "dask-scheduler", 8786),
+        ("dask-worker", "dask-worker", 8788),
+        ("dask-worker", "dask-worker", 8789),
+        ("dask-scheduler", "dask-worker", 8788),
+        ("dask-scheduler", "dask-worker", 8789),
+    }
