@@ -80,6 +80,24 @@ else
   fail "Go is needed to build jaeger v1.75.0 for the local stack (or put that jaeger at $jaeger)"
 fi
 
+# toxiproxy puts latency, bandwidth limits, blackholes and connection resets between the services
+# and Kafka, PostgreSQL and S3 in the fault scenarios; pinned, built from the Go module proxy.
+toxiproxy_version=v2.12.0
+toxiproxy=.modelbus/bin/toxiproxy-server
+if [ -x "$toxiproxy" ] && [ -f "$toxiproxy.built-$toxiproxy_version" ]; then
+  say "toxiproxy $toxiproxy_version present"
+elif command -v go >/dev/null; then
+  say "building toxiproxy $toxiproxy_version with go install (about 1 minute the first time)"
+  mkdir -p .modelbus/bin .modelbus/go-bin
+  GOBIN="$PWD/.modelbus/go-bin" GOFLAGS=-mod=mod go install "github.com/Shopify/toxiproxy/v2/cmd/server@$toxiproxy_version" \
+    || fail "go install github.com/Shopify/toxiproxy/v2/cmd/server@$toxiproxy_version failed (see above)"
+  mv .modelbus/go-bin/server "$toxiproxy"
+  rm -f "$toxiproxy".built-*
+  touch "$toxiproxy.built-$toxiproxy_version"
+else
+  fail "Go is needed to build toxiproxy $toxiproxy_version for the fault scenarios (or put that toxiproxy-server at $toxiproxy)"
+fi
+
 python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "Python 3.11 or newer is needed (found $("$python" --version 2>&1))"
 if [ ! -x .venv/bin/python ]; then

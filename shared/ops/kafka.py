@@ -1,4 +1,8 @@
-"""The local stack's Apache Kafka: KRaft, one combined broker and controller, from its Maven artifacts."""
+"""The local stack's Apache Kafka, from its Maven artifacts: KRaft nodes that are each a broker and
+a controller. One node by default; a cluster of three (a controller quorum of three, topics
+replicated three times with min.insync.replicas=2) when `MODELBUS_KAFKA_BOOTSTRAP` lists three
+addresses, which `modelbus stack up --brokers 3` does. Node i listens on the i-th address and
+its controller on the port after it."""
 
 from __future__ import annotations
 
@@ -9,17 +13,54 @@ import subprocess
 import time
 from pathlib import Path
 
-from shared.ops.components import FILES, Component, StackError, port_open, run_command, wait_until
+from shared.ops.components import FILES, Component, Say, StackError, port_open, run_command, wait_until
+from shared.runtime.settings import Settings
+
+
+def broker_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """The brokers the settings name, in order: the local stack runs one node per address."""
+    found = []
+    for item in filter(None, (part.strip() for part in settings.kafka_bootstrap.split(","))):
+        host, _, port = item.rpartition(":")
+        found.append((host or "127.0.0.1", int(port)))
+    return found
+
+
+def cluster_bootstrap(brokers: int, *, host: str = "127.0.0.1", port: int = 9092) -> str:
+    """The bootstrap list of a local cluster of `brokers` nodes (ports 9092, 9094, 9096, …)."""
+    return ",".join(f"{host}:{port + 2 * index}" for index in range(brokers))
+
+
+def nodes(settings: Settings, say: Say) -> list[Kafka]:
+    """The Kafka nodes of the local stack: `kafka`, or `kafka-1` … `kafka-N` for a cluster."""
+    addresses = broker_addresses(settings)
+    if len(addresses) == 1:
+        return [Kafka("kafka", settings, say)]
+    return [Kafka(f"kafka-{index}", settings, say, node_id=index) for index in range(1, len(addresses) + 1)]
 
 
 class Kafka(Component):
-    """Apache Kafka 4.x in KRaft combined mode, jars resolved from Maven Central."""
+    """One Apache Kafka 4.x node in KRaft combined mode, jars resolved from Maven Central."""
 
     marker = "kafka.Kafka"
 
+    def __init__(self, name: str, settings: Settings, say: Say, *, node_id: int = 0, advertised_port: int = 0) -> None:
+        super().__init__(name, settings, say)
+        self.node_id = node_id  # 0: the single node of a one-broker stack
+        # Clients are told to connect here (a proxy in front of the broker, in the fault tests); 0: its own port.
+        self.advertised_port = advertised_port
+
+    @property
+    def cluster(self) -> list[tuple[str, int]]:
+        return broker_addresses(self.settings) if self.node_id else broker_addresses(self.settings)[:1]
+
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.settings.kafka_bootstrap.split(",")[0].rpartition(":")
-        return host, int(port)
+        return self.cluster[max(self.node_id, 1) - 1]
+
+    @property
+    def jar_home(self) -> Path:
+        """Where the jars are: one copy for every node."""
+        return self.settings.stack_dir.resolve() / "kafka"
 
     def address(self) -> str:
         host, port = self.host_port()
@@ -36,7 +77,7 @@ class Kafka(Component):
         return java
 
     def jars(self) -> Path:
-        lib = self.home / "lib"
+        lib = self.jar_home / "lib"
         if list(lib.glob("kafka_2.13-*.jar")):
             return lib
         mvn = shutil.which("mvn")
@@ -73,41 +114,50 @@ class Kafka(Component):
         return lib
 
     def start(self) -> None:
+        """Start this node and wait for it (a node of a cluster: see `spawn_node` and `KafkaCluster`)."""
+        self.spawn_node()
+        wait_until("Kafka metadata", self.metadata_ok, timeout=90, say=self.say, log=self.log_file)
+
+    def spawn_node(self, cluster_id: str | None = None) -> None:
+        """Format this node's storage if new (with `cluster_id` for a cluster), then start it."""
         self.check_port_free()
         java = self._java()
         lib = self.jars()
         host, port = self.host_port()
         data = self.home / "data"
         config = self.home / "server.properties"
+        cluster = self.cluster
+        if self.node_id:
+            voters = ",".join(f"{i}@{h}:{p + 1}" for i, (h, p) in enumerate(cluster, 1))
+            quorum = f"controller.quorum.voters={voters}"
+        else:
+            quorum = f"controller.quorum.bootstrap.servers={host}:{port + 1}"
+        replicas = min(3, len(cluster))
         template = string.Template((FILES / "server.properties").read_text())
-        config.write_text(template.substitute(host=host, port=port, controller_port=port + 1, data_dir=data))
+        config.write_text(
+            template.substitute(
+                node_id=max(self.node_id, 1), quorum=quorum, host=host, port=port, controller_port=port + 1,
+                advertised_port=self.advertised_port or port, data_dir=data, replicas=replicas,
+                min_insync=min(2, replicas),
+            )
+        )  # fmt: skip
         logs = self.home / "log"
         logs.mkdir(parents=True, exist_ok=True)
         classpath = f"{lib}/*"
         log4j = f"-Dlog4j2.configurationFile={FILES / 'log4j2.properties'}"
         if not (data / "meta.properties").exists():
-            self.say("[kafka] formatting KRaft storage")
-            cluster = run_command(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid"
-            )
+            self.say(f"[{self.name}] formatting KRaft storage")
+            if cluster_id is None:
+                cluster_id = run_command(
+                    [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid"
+                ).stdout.strip()
+            standalone = [] if self.node_id else ["--standalone"]
             run_command(
-                [
-                    java,
-                    "-cp",
-                    classpath,
-                    log4j,
-                    f"-Dkafka.logs.dir={logs}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster.stdout.strip(),
-                    "-c",
-                    str(config),
-                ],
+                [java, "-cp", classpath, log4j, f"-Dkafka.logs.dir={logs}", "kafka.tools.StorageTool", "format",
+                 *standalone, "-t", cluster_id, "-c", str(config)],
                 what="kafka storage format",
-            )
-        self.say(f"[kafka] starting broker on {host}:{port}")
+            )  # fmt: skip
+        self.say(f"[{self.name}] starting broker on {host}:{port}")
         self.spawn(
             [
                 java,
@@ -123,12 +173,30 @@ class Kafka(Component):
                 str(config),
             ],
         )
-        wait_until("Kafka metadata", self.metadata_ok, timeout=90, say=self.say, log=self.log_file)
+
+    def random_cluster_id(self) -> str:
+        """A new KRaft cluster id (one for every node of a cluster)."""
+        java, lib = self._java(), self.jars()
+        return run_command(
+            [java, "-cp", f"{lib}/*", "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid"
+        ).stdout.strip()
+
+    def cluster_id(self) -> str | None:
+        """The cluster id this node's storage was formatted with, if it was."""
+        meta = self.home / "data" / "meta.properties"
+        if not meta.exists():
+            return None
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return None
 
     def metadata_ok(self) -> bool:
         """True once the broker answers a metadata request (not merely an open port)."""
         if self.exited_early():
-            raise StackError(f"Kafka exited during start-up; see {self.log_file} and {self.home / 'log/kafka.log'}")
+            raise StackError(
+                f"{self.name} exited during start-up; see {self.log_file} and {self.home / 'log/server.log'}"
+            )
         host, port = self.host_port()
         if not port_open(host, port):
             return False
@@ -146,3 +214,55 @@ class Kafka(Component):
                 await admin.close()
 
         return asyncio.run(probe())
+
+
+class KafkaCluster(Component):
+    """The local stack's Kafka nodes as one component: every node started before any is waited
+    for (a controller quorum of three needs two), stopped together."""
+
+    marker = "kafka.Kafka"
+
+    def __init__(self, name: str, settings: Settings, say: Say) -> None:
+        super().__init__(name, settings, say)
+        self.nodes = nodes(settings, say)
+
+    def host_port(self) -> tuple[str, int]:
+        return self.nodes[0].host_port()
+
+    def address(self) -> str:
+        return ", ".join(node.address() for node in self.nodes)
+
+    def pid(self) -> int | None:
+        pids = [node.pid() for node in self.nodes]
+        return pids[0] if all(pids) else None
+
+    def pids(self) -> dict[str, int | None]:
+        """Each node's pid (None: not running)."""
+        return {node.name: node.pid() for node in self.nodes}
+
+    def start(self) -> None:
+        if len(self.nodes) == 1:
+            self.nodes[0].start()
+            return
+        self.nodes[0].jars()
+        cluster_id = next(filter(None, (node.cluster_id() for node in self.nodes)), None)
+        cluster_id = cluster_id or self.nodes[0].random_cluster_id()
+        for node in self.nodes:
+            if not node.running():
+                node.home.mkdir(parents=True, exist_ok=True)
+                node.spawn_node(cluster_id)
+        for node in self.nodes:
+            wait_until(f"{node.name} metadata", node.metadata_ok, timeout=120, say=self.say, log=node.log_file)
+
+    def stop(self) -> bool:
+        """Stop every Kafka node the stack folder holds, whatever the settings say now (a cluster
+        started with `--brokers 3` is stopped by a plain `stack down`)."""
+        found = {node.name: node for node in self.nodes}
+        for home in sorted(self.settings.stack_dir.resolve().glob("kafka-*")):
+            if home.is_dir() and home.name not in found:
+                index = home.name.removeprefix("kafka-")
+                found[home.name] = Kafka(
+                    home.name, self.settings, self.say, node_id=int(index) if index.isdigit() else 1
+                )
+        stopped = [node.stop() for node in reversed(list(found.values()))]
+        return any(stopped)

@@ -1,4 +1,5 @@
-"""The local stack without Docker: Apache Kafka (KRaft, from Maven), PostgreSQL (OS packages),
+"""The local stack without Docker: Apache Kafka (KRaft, from Maven; one node, or three with
+`--brokers 3`), PostgreSQL (OS packages),
 an S3-compatible server (rclone serve s3), Jaeger v2 (traces) and Prometheus (metrics), all on
 127.0.0.1.
 
@@ -12,7 +13,7 @@ import asyncio
 import time
 
 from shared.ops.components import Component, Postgres, S3Server, Say, StackError
-from shared.ops.kafka import Kafka
+from shared.ops.kafka import KafkaCluster
 from shared.ops.observability import Metrics, Traces
 from shared.runtime.settings import Settings
 
@@ -25,7 +26,7 @@ def components(settings: Settings, say: Say) -> list[Component]:
         Postgres("postgres", settings, say),
         S3Server("s3", settings, say),
         Traces("traces", settings, say),
-        Kafka("kafka", settings, say),
+        KafkaCluster("kafka", settings, say),
         Metrics("metrics", settings, say),
     ]
 

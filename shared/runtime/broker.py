@@ -96,6 +96,16 @@ async def tolerant_parser(
     return parsed
 
 
+def topic_configs(settings: Settings, spec: topics.TopicSpec) -> dict[str, str]:
+    """A new topic's configuration: compaction where the catalog says so, and with replicas, a
+    write acknowledged (acks=all) only once two replicas have it, so that losing one broker loses
+    no acknowledged event."""
+    found = {"cleanup.policy": "compact"} if spec.compacted else {}
+    if settings.topic_replication_factor >= 3:
+        found["min.insync.replicas"] = "2"
+    return found
+
+
 async def ensure_topics(
     settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG
 ) -> tuple[list[str], list[str]]:
@@ -112,7 +122,7 @@ async def ensure_topics(
                 name,
                 num_partitions=spec.partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if spec.compacted else {},
+                topic_configs=topic_configs(settings, spec),
             )
             for name, spec in wanted.items()
             if name not in existing

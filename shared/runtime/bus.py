@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import ConsumerRecord
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, encode
 from shared.contract.events import Event
+from shared.runtime import retention
 from shared.runtime.broker import make_broker, raw_body, tolerant_parser
 from shared.runtime.consume import Consumers, Handler
 from shared.runtime.consumermetrics import ConsumerMetrics
@@ -66,6 +68,7 @@ class Bus:
         )
         self.relay = OutboxRelay(settings, sessions, self._send) if sessions is not None else None
         self._relay_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         self.running = False
 
     # ------------------------------------------------------------------ publishing
@@ -209,7 +212,22 @@ class Bus:
         await self.broker.start()
         if self.relay is not None:
             self._relay_task = asyncio.create_task(self.relay.run_forever(), name="outbox-relay")
+            self._sweep_task = asyncio.create_task(self._sweep_forever(), name="retention")
         self.running = True
+
+    async def sweep(self) -> retention.Swept:
+        """Delete the inbox rows of this bus's groups and the published outbox rows that outlived
+        their retention (shared.runtime.retention)."""
+        assert self.sessions is not None
+        return await retention.sweep(self.sessions, self.settings, self.subscriptions(), datetime.now(UTC))
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.warning("retention sweep failed; trying again later", exc_info=True)
+            await asyncio.sleep(self.settings.retention_sweep_seconds)
 
     async def stop(self) -> None:
         """Stop the relay and the broker. A broker that cannot leave its groups in
@@ -217,6 +235,7 @@ class Bus:
         group's session timeout hands its partitions on, and nothing uncommitted is lost."""
         self.running = False
         await cancel_and_wait(self._relay_task)
+        await cancel_and_wait(self._sweep_task)
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 await self.broker.stop()

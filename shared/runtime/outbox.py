@@ -8,12 +8,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contract.envelope import Headers
@@ -69,10 +69,6 @@ class OutboxRelay:
                 published = await self._relay_one_by_one(rows)
             for row in published:
                 row.published_at = datetime.now(UTC)
-            if published:
-                await session.execute(
-                    delete(OutboxRow).where(OutboxRow.published_at < datetime.now(UTC) - timedelta(days=1))
-                )
         return len(published)
 
     async def _publish_rows(self, rows: Sequence[OutboxRow]) -> None:

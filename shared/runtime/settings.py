@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     consumer_batch_max: int = Field(default=200, ge=1, le=10_000)
     # How often the outbox relay looks for unpublished events, in seconds.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    # How long a consumer group remembers a handled ce_id (inbox), in seconds; keep it above the topics' retention.
+    inbox_retention_seconds: float = Field(default=8 * 86_400, gt=0)
+    # How long a published outbox row is kept, in seconds.
+    outbox_retention_seconds: float = Field(default=86_400, gt=0)
+    # How often a service deletes what outlived those retentions, in seconds.
+    retention_sweep_seconds: float = Field(default=600, gt=0)
 
     # Lease of a training job, in seconds: a trainer that stops renewing it (killed) loses the job to another.
     trainer_lease_seconds: float = Field(default=60, gt=0)

@@ -513,3 +513,49 @@ async def s3_outage(h: Harness) -> UploadFailure:
 
     waited = await until(trained, timeout=180, every=2)
     return UploadFailure(failure, None if waited is None else time.monotonic() - began)
+
+
+# ---------------------------------------------------------------- lifecycles, started and counted
+
+
+async def begin_lifecycles(h: Harness, count_: int, prefix: str, seed: int = 300) -> list[str]:
+    """Apply `count_` light specs and send each its first dataset; the models' names."""
+    tag = uuid.uuid4().hex[:4]
+    models = [f"{prefix}-{tag}-{i}" for i in range(count_)]
+    for model in models:
+        await h.apply(light_spec(model))
+    store = ArtifactStore(h.settings)
+    arrivals = []
+    for index, model in enumerate(models):
+        data = churn_frame(3000, seed=seed + index).to_csv(index=False).encode()
+        stored = await asyncio.to_thread(store.put_bytes, f"datasets/{model}/v1.csv", data)
+        arrivals.append(DataArrived(dataset=model, version="v1", uri=stored.uri, sha256=stored.sha256, format="csv"))
+    await h.publish(*arrivals)
+    return models
+
+
+async def lifecycle_ends(h: Harness) -> dict[str, str]:
+    """How each model's lifecycle ended so far: its rollout's end, or the evaluation that stopped it."""
+    ended: dict[str, str] = {}
+    for _, event in await h.events(topics.MODEL_EVALUATED):
+        if isinstance(event, ModelEvaluated) and event.decision != "approved":
+            ended[event.model] = event.decision
+    for _, event in await h.events(topics.ROLLOUT_CHANGED):
+        if isinstance(event, RolloutChanged) and event.to_state in ENDED:
+            ended[event.model] = event.to_state
+    return ended
+
+
+async def end_lifecycles(h: Harness, models: list[str], timeout: float) -> tuple[dict[str, int], ChaosReport]:
+    """Wait until every model's lifecycle ended and every consumer group handled everything; the
+    outcomes and the count of the whole bus."""
+
+    async def all_ended() -> bool:
+        return set(await lifecycle_ends(h)) >= set(models)
+
+    await until(all_ended, timeout=timeout, every=3)
+    ends = await lifecycle_ends(h)
+    outcomes = Counter(ends[m] for m in models if m in ends)
+    groups = subscriptions(h.settings)
+    await until(lambda: _settled(h, models, groups), timeout=180, every=3)
+    return dict(outcomes), await count(h, models, groups)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from shared.ops.cli.app import app, cli_settings
@@ -12,15 +14,41 @@ app.add_typer(stack_app, name="stack")
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=5,
+            help="Kafka nodes: 3 runs a cluster (topics replicated 3 times, min.insync.replicas=2); "
+            "default: as many as MODELBUS_KAFKA_BOOTSTRAP lists.",
+        ),
+    ] = None,
+) -> None:
     """Start the local stack (idempotent), create topics and bring the schema up to date."""
     from shared.ops import stack
+    from shared.ops.kafka import broker_addresses, cluster_bootstrap
 
+    settings = cli_settings()
+    if brokers is not None:
+        host, port = broker_addresses(settings)[0]
+        settings = settings.model_copy(
+            update={
+                "kafka_bootstrap": cluster_bootstrap(brokers, host=host, port=port),
+                "topic_replication_factor": min(3, brokers),
+            }
+        )
     try:
-        stack.up(cli_settings(), say=say)
+        stack.up(settings, say=say)
     except stack.StackError as exc:
         err.print(f"[red]stack up failed:[/red] {exc}")
         raise typer.Exit(1) from None
+    if len(broker_addresses(settings)) > 1:
+        say(
+            f"[kafka] {len(broker_addresses(settings))} brokers: give the platform's processes\n"
+            f"  export MODELBUS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
+            f"MODELBUS_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor}"
+        )
 
 
 @stack_app.command("down")
