@@ -81,10 +81,12 @@ class Judge:
             self.artifacts.get_file, artifact.uri, folder / artifact.name, sha256=artifact.sha256
         )
 
-    async def open(self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path) -> Any:
-        """A version's model, from its skops pipeline or (an imported graph) its ONNX file."""
+    async def open(
+        self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path, *, prefer: str = "model.skops"
+    ) -> Any:
+        """A version's model, from its skops pipeline or (an imported graph, or `prefer`) its ONNX file."""
         names = {a.name for a in artifacts}
-        name = "model.skops" if "model.skops" in names else "model.onnx"
+        name = prefer if prefer in names else next(n for n in ("model.skops", "model.onnx") if n in names)
         await self.fetch(_artifact(artifacts, name), folder)
         return await asyncio.to_thread(
             load_predictor,
@@ -93,6 +95,14 @@ class Judge:
             numeric=[f.type == "numeric" for f in spec.features],
             task=spec.task,
         )
+
+    async def served(self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path, model: Any) -> Any:
+        """What serving runs for this version: its ONNX graph when it has one (checked against the
+        pipeline when it was exported), else the pipeline itself. Its latency is the one that counts."""
+        if "model.onnx" not in {a.name for a in artifacts} or not (folder / "model.skops").exists():
+            return model
+        (folder / "served").mkdir()
+        return await self.open(spec, artifacts, folder / "served", prefer="model.onnx")
 
     async def verdict(
         self, spec: ModelSpec, event: ModelRegistered, champion: list[ArtifactRef] | None
@@ -115,5 +125,12 @@ class Judge:
                 except (ArtifactError, UntrustedArtifact, EvaluatorRefusal, OnnxModelError) as exc:
                     log.warning("champion of %s unreadable (%s); judging without it", event.model, exc)
             test = pd.read_parquet(test_file)
-            latency = await asyncio.to_thread(measure_latency, model, prepare(test, spec.features))
+            try:
+                served = await self.served(spec, event.artifacts, folder, model)
+            except (ArtifactError, OnnxModelError) as exc:
+                log.warning(
+                    "%s@%d: its ONNX graph unreadable (%s); timing the pipeline", event.model, event.version, exc
+                )
+                served = model
+            latency = await asyncio.to_thread(measure_latency, served, prepare(test, spec.features))
             return await asyncio.to_thread(domain.judge, spec, model, test, latency, champion=champion_model)

@@ -258,7 +258,7 @@ def dask_client(address: str) -> Any:
         from distributed import Client
 
         try:
-            _CLIENTS[address] = Client(address, timeout=30, set_as_default=False)  # type: ignore[no-untyped-call]
+            _CLIENTS[address] = Client(address, timeout=10, set_as_default=False)  # type: ignore[no-untyped-call]
         except OSError as exc:
             raise ConnectionError(f"the Dask scheduler at {address} does not answer: {exc}") from None
     return _CLIENTS[address]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import DateTime, Integer, String, Text, func, or_, select, update
+from sqlalchemy import DateTime, Integer, String, Text, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -31,6 +31,7 @@ class SpecRow(SpecViewColumns, Base):
 
 
 SPECS = SpecView(SpecRow)
+JOBS_CHANNEL = "modelbus_trainer_jobs"  # NOTIFY: a job was queued (payload: its platform)
 
 
 class DatasetRow(Base):
@@ -219,6 +220,10 @@ class SqlStore:
                 traceparent=job.traceparent,
             )
             .on_conflict_do_nothing()
+        )
+        # The workers listening hear of it when this transaction commits (not at their next poll).
+        await self.session.execute(
+            text("SELECT pg_notify(:channel, :platform)"), {"channel": JOBS_CHANNEL, "platform": job.platform}
         )
 
     # ------------------------------------------------------------ the worker's side of the queue

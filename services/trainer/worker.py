@@ -37,11 +37,12 @@ from shared.runtime.artifacts import (
 )
 from shared.runtime.bus import Bus
 from shared.runtime.errors import is_transient
+from shared.runtime.notify import Listener
 from shared.runtime.settings import Settings
 from shared.runtime.telemetry import code_version, configure_logging
 
 log = logging.getLogger("modelbus.trainer")
-IDLE_POLL_SECONDS = 0.25
+IDLE_POLL_SECONDS = 1.0  # the poll when no NOTIFY came (the listener reconnecting)
 
 
 def _fit_process_init(settings: Settings) -> None:
@@ -59,6 +60,7 @@ class Worker:
     mirror: Mirror = field(default_factory=NoMirror)
     executor: ProcessPoolExecutor | None = None
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("modelbus.trainer"))
+    queued: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.executor is None:
@@ -71,17 +73,29 @@ class Worker:
         return self.executor
 
     async def run_forever(self) -> None:
-        """Start the fit process, then run jobs as they come."""
-        await asyncio.get_running_loop().run_in_executor(self._pool(), fit.warm_up)
-        while True:
-            try:
-                if not await self.run_one():
-                    await asyncio.sleep(IDLE_POLL_SECONDS)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("training worker failed; going on")
-                await asyncio.sleep(1)
+        """Start the fit process, then run jobs as they come: at once when PostgreSQL announces
+        one (the queueing transaction's NOTIFY), else at the next poll."""
+        listener = Listener(self.settings.database_url, store.JOBS_CHANNEL, self._announced)
+        await listener.start()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool(), fit.warm_up)
+            while True:
+                try:
+                    if not await self.run_one():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.queued.wait(), timeout=IDLE_POLL_SECONDS)
+                        self.queued.clear()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("training worker failed; going on")
+                    await asyncio.sleep(1)
+        finally:
+            await listener.stop()
+
+    def _announced(self, platform: str) -> None:
+        if platform == self.settings.topic_prefix:
+            self.queued.set()
 
     async def run_one(self) -> bool:
         """Claim and run one job; False when there was none."""

@@ -38,7 +38,7 @@ def kafka_security(settings: Settings) -> BaseSecurity | None:
 
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Connection options for plain aiokafka clients (admin, CLI tail)."""
-    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_servers()}
     protocol = settings.kafka_security_protocol
     options["security_protocol"] = protocol
     if "SSL" in protocol:
@@ -63,7 +63,7 @@ def make_broker(
     if registry is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=registry, app_name=settings.service_name))
     return KafkaBroker(
-        settings.kafka_bootstrap,
+        settings.kafka_servers(),
         client_id=settings.service_name,
         enable_idempotence=True,
         acks="all",

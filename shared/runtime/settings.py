@@ -293,6 +293,10 @@ class Settings(BaseSettings):
             self.database_url = url._replace(netloc=netloc).geturl()
         return self
 
+    def kafka_servers(self) -> list[str]:
+        """The bootstrap servers as a list (FastStream takes a comma-separated string as one host)."""
+        return [server.strip() for server in self.kafka_bootstrap.split(",") if server.strip()]
+
     def topic(self, name: str) -> str:
         """The full Kafka topic name of a catalog entry (see shared.contract.topics)."""
         return f"{self.topic_prefix}.{name}"

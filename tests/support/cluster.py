@@ -295,7 +295,7 @@ async def _resumed(probe: Probe, moment: float, partitions: list[int], *, timeou
 async def _probe_values(settings: Settings) -> list[bytes]:
     from shared.ops.tools import read_all
 
-    return [record.value for record in await read_all(settings, PROBE_TOPIC, timeout=60)]
+    return [record.value for record in await read_all(settings, settings.topic(PROBE_TOPIC), timeout=60)]
 
 
 @dataclass

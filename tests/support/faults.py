@@ -146,7 +146,11 @@ class Harness:
     async def start(self) -> None:
         await ensure_topics(self.settings)
         self.platform.start()
-        await self.platform.wait_ready()
+        try:
+            await self.platform.wait_ready()
+        except Exception:
+            self.platform.stop()
+            raise
 
     async def stop(self) -> None:
         self.scale_down()
