@@ -193,6 +193,7 @@ class Bus:
             name,
             group_id=None,
             batch=True,
+            batch_timeout_ms=self.settings.consumer_poll_ms,
             auto_offset_reset="latest",
             ack_policy=AckPolicy.MANUAL,
             decoder=raw_body,

@@ -179,6 +179,9 @@ class Consumers:
                 group_id=group_id,
                 batch=True,
                 max_records=self.settings.consumer_batch_max,
+                # FastStream waits this long for messages and, after an empty poll, as long again
+                # before the next: the longest a message that arrives on an idle group waits.
+                batch_timeout_ms=self.settings.consumer_poll_ms,
                 # Room for a few large events (batches of predictions) per partition and fetch.
                 max_partition_fetch_bytes=max(8 * 1024 * 1024, self.settings.max_message_bytes + 65_536),
                 ack_policy=AckPolicy.MANUAL,

@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     handler_backoff_seconds: float = Field(default=0.2, gt=0)
     # Most messages a consumer handles in one database transaction (one offset commit).
     consumer_batch_max: int = Field(default=200, ge=1, le=10_000)
+    # A consumer's wait for new messages per poll, in ms; after an empty poll it pauses as long (so keep it short).
+    consumer_poll_ms: int = Field(default=25, ge=1, le=1000)
     # How often the outbox relay looks for unpublished events, in seconds.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     # How long a consumer group remembers a handled ce_id (inbox), in seconds; keep it above the topics' retention.
