@@ -84,29 +84,36 @@ def cluster_harness(base: Settings, cluster: KafkaCluster, folder: Path, say: Sa
 # ---------------------------------------------------------------- the brokers
 
 
+async def _described(settings: Settings, names: list[str]) -> list[dict[str, Any]]:
+    """The topics' partitions, asked again (a few times) while a broker that just came back is
+    not ready for the admin client yet."""
+    for attempt in range(5):
+        admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+        try:
+            await admin.start()
+            return list(await admin.describe_topics(names))
+        except KafkaError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1)
+        finally:
+            await admin.close()
+    raise AssertionError("unreachable")
+
+
 async def leaders(settings: Settings, names: list[str]) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the node id leading it."""
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
-    await admin.start()
-    try:
-        found = {}
-        for described in await admin.describe_topics(names):
-            for partition in described["partitions"]:
-                found[(described["topic"], partition["partition"])] = partition["leader"]
-        return found
-    finally:
-        await admin.close()
+    return {
+        (described["topic"], partition["partition"]): partition["leader"]
+        for described in await _described(settings, names)
+        for partition in described["partitions"]
+    }
 
 
 async def fully_replicated(settings: Settings, names: list[str]) -> bool:
     """Whether every partition of these topics has all three replicas in sync."""
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(names)
-        return all(len(p["isr"]) == 3 and p["leader"] >= 0 for d in described for p in d["partitions"])
-    finally:
-        await admin.close()
+    described = await _described(settings, names)
+    return all(len(p["isr"]) == 3 and p["leader"] >= 0 for d in described for p in d["partitions"])
 
 
 def kill_node(node: Kafka) -> None:
@@ -236,17 +243,19 @@ async def kill_leaders(h: Harness, cluster: KafkaCluster, profile: Profile) -> L
         by_id = {index: node for index, node in enumerate(cluster.nodes, 1)}
         for number in range(1, profile.kills + 1):
             await until(lambda: fully_replicated(settings, watched), timeout=120, every=1)
-            led = Counter((await leaders(settings, watched)).values())
-            victim_id, count_led = led.most_common(1)[0]
-            probe_partitions = [
-                p for (topic, p), leader in (await leaders(settings, [settings.topic(PROBE_TOPIC)])).items()
-                if leader == victim_id
-            ]  # fmt: skip
-            victim = by_id[victim_id]
             await asyncio.sleep(2)
+            # Leaders read just before the kill (a preferred-leader election may have just moved them).
+            led = Counter((await leaders(settings, watched)).values())
+            probe_leaders = await leaders(settings, [settings.topic(PROBE_TOPIC)])
+            # The busiest leader among those leading a probe partition, so that its loss is measured.
+            victim_id, count_led = max(
+                ((node, n) for node, n in led.items() if node in probe_leaders.values()), key=lambda pair: pair[1]
+            )
+            probe_partitions = [p for (_, p), leader in probe_leaders.items() if leader == victim_id]
+            victim = by_id[victim_id]
             moment = time.monotonic()
             await asyncio.to_thread(kill_node, victim)
-            resumed = await _resumed(probe, moment, probe_partitions or [0, 1, 2], timeout=60)
+            resumed = await _resumed(probe, moment, probe_partitions, timeout=60)
             await asyncio.sleep(2)
             await asyncio.to_thread(start_node, cluster, victim)
             synced = await until(lambda: fully_replicated(settings, watched), timeout=180, every=1)

@@ -254,17 +254,8 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
     and monitor groups go from 1 to 3 replicas and back; then count everything."""
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:4]
-    models = [f"chaos-{tag}-{i}" for i in range(profile.lifecycles)]
-    for model in models:
-        await h.apply(light_spec(model))
-    store = ArtifactStore(h.settings)
-    arrivals = []
-    for index, model in enumerate(models):
-        data = churn_frame(3000, seed=100 + index).to_csv(index=False).encode()
-        stored = await asyncio.to_thread(store.put_bytes, f"datasets/{model}/v1.csv", data)
-        arrivals.append(DataArrived(dataset=model, version="v1", uri=stored.uri, sha256=stored.sha256, format="csv"))
     began = time.monotonic()
-    await h.publish(*arrivals)
+    models = await begin_lifecycles(h, profile.lifecycles, f"chaos-{tag}", seed=100)
     h.say(f"[chaos] {len(models)} lifecycles started; killing one process every {profile.kill_every:.0f} s")
     for replica in (2, 3):
         h.scale_up("services.trainer", f"trainer-{replica}")
@@ -303,22 +294,11 @@ async def chaos(h: Harness, profile: Profile, seed: int = 7) -> ChaosReport:
     h.say(f"[chaos] {sum(kills.values())} kills done ({dict(kills)}); waiting for every lifecycle to end")
     await h.platform.wait_ready()
 
-    async def rollouts() -> dict[str, str]:
-        """How each lifecycle ended: its rollout's end, or the evaluation that stopped it."""
-        ended: dict[str, str] = {}
-        for _, event in await h.events(topics.MODEL_EVALUATED):
-            if isinstance(event, ModelEvaluated) and event.decision != "approved":
-                ended[event.model] = event.decision
-        for _, event in await h.events(topics.ROLLOUT_CHANGED):
-            if isinstance(event, RolloutChanged) and event.to_state in ENDED:
-                ended[event.model] = event.to_state
-        return ended
-
     async def all_ended() -> bool:
-        return set(await rollouts()) >= set(models)
+        return set(await lifecycle_ends(h)) >= set(models)
 
     await until(all_ended, timeout=60 * profile.lifecycles, every=3)
-    outcomes = Counter((await rollouts()).values())
+    outcomes = Counter((await lifecycle_ends(h)).values())
     seconds = time.monotonic() - began
     h.say(f"[chaos] {sum(outcomes.values())}/{len(models)} lifecycles ended in {seconds:.0f} s; settling")
     groups = subscriptions(h.settings)

@@ -110,6 +110,7 @@ class Toxiproxy:
 async def behind_toxiproxy(base: Settings, folder: Path, say: Any = print) -> AsyncIterator[tuple[Harness, Toxiproxy]]:
     """A platform of seven processes that reaches Kafka (a node of its own, advertised at its
     proxy), PostgreSQL and S3 only through toxiproxy."""
+    folder.mkdir(parents=True, exist_ok=True)
     toxiproxy = Toxiproxy(folder)
     toxiproxy.start()
     db = base.database_url
