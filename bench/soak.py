@@ -127,7 +127,11 @@ async def soak(settings: Settings, args: argparse.Namespace, folder: Path) -> di
                     frame = churn_frame(per_request, seed=number, shift=shift)
                     sent = time.monotonic()
                     try:
-                        answer = await http.post(url, json={"instances": frame[FEATURES].to_dict("records")})
+                        rows = [
+                            {k: (None if v != v else v) for k, v in row.items()}  # NaN: a missing value
+                            for row in frame[FEATURES].astype(object).to_dict("records")
+                        ]
+                        answer = await http.post(url, json={"instances": rows})
                         answer.raise_for_status()
                         counts["rows"] += per_request
                         if number % 5 == 0:
