@@ -10,13 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings
 from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually, free_port
+from tests.support.loopback import LoopbackPost
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = "MODELBUS_IT_WEBHOOK_SECRET"
@@ -58,38 +57,18 @@ SECRET = "it-webhook-secret"
 
 
 @dataclass
-class Hook:
+class Hook(LoopbackPost):
     """A local webhook endpoint that records what it receives (and can be switched off)."""
 
-    port: int
     received: list[tuple[dict[str, str], bytes, float]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> None:
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.received.append((dict(self.headers.items()), body, time.time()))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+    def on_post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        self.received.append((headers, body, time.time()))
+        return 200, b"", {}
 
     def notifications(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body, _ in self.received]

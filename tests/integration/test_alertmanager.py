@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +31,7 @@ from shared.contract.events import DriftDetected, FeatureDrift, RolloutChanged, 
 from shared.runtime.settings import Settings
 from tests.integration.conftest import eventually, free_port
 from tests.integration.test_alerter import Hook, _true, alerter_of, drift, publish
+from tests.support.loopback import LoopbackPost
 
 __all__ = ["alerter_of"]  # the fixture, shared with the alerter's other tests
 
@@ -207,48 +206,27 @@ def test_a_bad_webhook_is_a_config_error_naming_its_line(receiver: str, complain
 
 
 @dataclass
-class Gate:
+class Gate(LoopbackPost):
     """A loopback proxy in front of Alertmanager that answers 500 while `down` and counts what it
     forwarded: an Alertmanager outage, and the deliveries that reached it."""
 
-    target: str
-    port: int = field(default_factory=free_port)
+    target: str = ""
     down: bool = False
     forwarded: list[tuple[float, list[dict[str, Any]]]] = field(default_factory=list)
     refused: int = 0
-    server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        gate = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if gate.down:
-                    gate.refused += 1
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                answer = httpx.post(gate.target + self.path, content=body, headers={"Content-Type": "application/json"})
-                if answer.status_code == 200:
-                    gate.forwarded.append((time.monotonic(), json.loads(body)))
-                self.send_response(answer.status_code)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    def on_post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        if self.down:
+            self.refused += 1
+            return 500, b"", {}
+        answer = httpx.post(self.target + path, content=body, headers={"Content-Type": "application/json"})
+        if answer.status_code == 200:
+            self.forwarded.append((time.monotonic(), json.loads(body)))
+        return answer.status_code, b"", {}
 
 
 def forwarding(url: str, resend: str = "10m") -> str:
@@ -329,7 +307,7 @@ async def test_an_alert_goes_to_alertmanager_stays_open_while_it_fires_and_resol
 async def test_an_alertmanager_outage_of_30_s_ends_in_exactly_one_delivery_across_a_restart(
     settings: Settings, alerter_of: Any, alertmanager: str
 ) -> None:
-    gate = Gate(alertmanager, down=True)
+    gate = Gate(free_port(), target=alertmanager, down=True)
     gate.start()
     try:
         config = forwarding(gate.url)

@@ -128,7 +128,7 @@ def test_an_unreachable_scheduler_fails_the_run_naming_it(tmp_path: Path) -> Non
     address = f"tcp://127.0.0.1:{free_port()}"
     data = tmp_path / "churn.csv"
     write_churn(data, rows=500, seed=11)
-    fit.dask_client.__globals__["_CLIENTS"].pop(address, None)
+    fit._CLIENTS.pop(address, None)
     job = fit.Job("x", SPEC, str(data), "csv", "0" * 64, str(tmp_path / "x"), "test", dask_scheduler=address)
     outcome = fit.train(job)
     assert not outcome.ok and outcome.stage == "fit"

@@ -5,12 +5,10 @@ answers 429 with Retry-After first, as PagerDuty does when throttling."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +22,7 @@ from services.alerter.receivers import DeliveryError, Receivers
 from shared.contract.events import DriftDetected, FeatureDrift, RolloutChanged
 from shared.runtime.settings import Settings
 from tests.integration.conftest import free_port
+from tests.support.loopback import LoopbackPost
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "support/pagerduty_events_v2.json").read_text())
 KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
@@ -31,66 +30,41 @@ LINKS = domain.Links(api_url="http://registry:8080", console_url="http://console
 
 
 @dataclass
-class EventsApi:
+class EventsApi(LoopbackPost):
     """A loopback Events API v2: validates each body, throttles the first `throttle` requests."""
 
-    port: int
     throttle: int = 0
     bodies: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     seen: int = 0
-    server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2/enqueue"
 
-    def start(self) -> None:
-        api = self
+    def on_post(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        event = json.loads(body)
+        self.seen += 1
+        if self.seen <= self.throttle:
+            message = "Requests for this service are arriving too quickly."
+            return self._answer(429, {"status": "throttle event", "message": message}, {"Retry-After": "1"})
+        try:
+            jsonschema.validate(event, SCHEMA, format_checker=jsonschema.FormatChecker())
+        except jsonschema.ValidationError as exc:
+            self.refused.append(exc.message)
+            return self._answer(
+                400, {"status": "invalid event", "message": "Event object is invalid", "errors": [exc.message]}
+            )
+        self.bodies.append((time.monotonic(), event))
+        return self._answer(
+            202, {"status": "success", "message": "Event processed", "dedup_key": event.get("dedup_key")}
+        )
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                api.seen += 1
-                if api.seen <= api.throttle:
-                    self._answer(
-                        429,
-                        {"status": "throttle event", "message": "Requests for this service are arriving too quickly."},
-                        {"Retry-After": "1"},
-                    )
-                    return
-                try:
-                    jsonschema.validate(body, SCHEMA, format_checker=jsonschema.FormatChecker())
-                except jsonschema.ValidationError as exc:
-                    api.refused.append(exc.message)
-                    self._answer(
-                        400, {"status": "invalid event", "message": "Event object is invalid", "errors": [exc.message]}
-                    )
-                    return
-                api.bodies.append((time.monotonic(), body))
-                self._answer(
-                    202, {"status": "success", "message": "Event processed", "dedup_key": body.get("dedup_key")}
-                )
-
-            def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    @staticmethod
+    def _answer(
+        status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        return status, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})}
 
 
 @pytest.fixture
