@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ import numpy as np
 
 from services.monitor import canary, domain, feedback, retrains, windows
 from services.monitor.metrics import Metrics
-from services.monitor.store import ClosedWindow, DatasetSeen, Joined, MonitorStore, Trained, Window
+from services.monitor.store import ClosedWindow, DatasetSeen, Joined, MonitorStore, Reference, Trained, Window
 from shared.contract.events import (
     CanaryAnalyzed,
     DataArrived,
@@ -44,19 +44,22 @@ from shared.runtime.uow import UnitOfWork
 
 log = logging.getLogger("modelbus.monitor")
 SPEC_CACHE_SECONDS = 5.0
+REFERENCE_CACHE_SIZE = 2048
 Emit = Callable[[Event], str]
 UoW = UnitOfWork[MonitorStore]
 
 
 @dataclass
 class Watch:
-    """What the monitor's handlers share in one process: its metrics, the label horizon, and a
-    short-lived cache of specs (a spec changes rarely; predictions arrive all the time)."""
+    """What the monitor's handlers share in one process: its metrics, the label horizon, a
+    short-lived cache of specs (a spec changes rarely; predictions arrive all the time) and a cache
+    of reference profiles (a version's reference never changes once known)."""
 
     metrics: Metrics
     label_horizon: timedelta = timedelta(days=7)
     specs: dict[str, tuple[float, ModelSpec | None]] = field(default_factory=dict)
     sink: feedback.Sink | None = None  # where feedback datasets are written; None: feedback is off
+    references: OrderedDict[tuple[str, int], Reference] = field(default_factory=OrderedDict)
 
     async def spec(self, store: MonitorStore, model: str) -> ModelSpec | None:
         """The model's spec, read at most once per SPEC_CACHE_SECONDS."""
@@ -67,6 +70,21 @@ class Watch:
         found = await store.spec_of(model)
         if found is not None:  # a spec not there yet may arrive any moment: ask again next time
             self.specs[model] = (now, found)
+        return found
+
+    async def reference(self, store: MonitorStore, model: str, version: int) -> Reference | None:
+        """The version's reference profile; once found it is kept (the first run's profile stands,
+        and a version's run never changes), the newest REFERENCE_CACHE_SIZE of them."""
+        key = (model, version)
+        found = self.references.get(key)
+        if found is not None:
+            self.references.move_to_end(key)
+            return found
+        found = await store.reference_of(model, version)
+        if found is not None:
+            self.references[key] = found
+            if len(self.references) > REFERENCE_CACHE_SIZE:
+                self.references.popitem(last=False)
         return found
 
 
@@ -129,23 +147,27 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
 
     Called with every PredictionsLogged of one poll: the answers go to the label join in one
     statement, and each version's rows go to its window in as few chunks as the windows allow (a
-    window never takes more than the policy's `window_rows` once it can be tested).
+    window never takes more than the policy's `window_rows` once it can be tested). The database
+    takes the answers while the rows are turned into columns.
     """
     served = []
     for event in events:
         spec = await watch.spec(store, event.model)
         keep = spec is not None and spec.monitoring.feedback is not None
         served.extend(domain.answers(event, with_features=keep))
-    await store.add_served(served)
-    by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
-    for event in events:
-        columns = windows.columns_of(event)
-        versions = np.array(event.model_version)
-        for version in np.unique(versions).tolist():
-            same = versions == version
-            by_version[event.model, version].append(
-                columns if same.all() else windows.take(columns, np.flatnonzero(same))
-            )
+    writing = asyncio.ensure_future(store.add_served(served))
+    try:
+        by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
+        for event in events:
+            columns = windows.columns_of(event)
+            versions = np.array(event.model_version)
+            for version in np.unique(versions).tolist():
+                same = versions == version
+                by_version[event.model, version].append(
+                    columns if same.all() else windows.take(columns, np.flatnonzero(same))
+                )
+    finally:
+        await writing
     for (model, version), parts in sorted(by_version.items()):
         spec = await watch.spec(store, model)
         columns = windows.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -161,18 +183,26 @@ async def fill(
     policy: Monitoring,
     emit: Emit,
 ) -> None:
-    """Add one version's rows to its open window, a window's worth at a time."""
+    """Add one version's rows to its open window, a window's worth at a time.
+
+    A whole window's worth arriving while the open window is empty is tested at once, never stored
+    (when the version's reference and the spec are known): under load, that is most windows.
+    """
     held = await store.open_rows(model, version)
     rows, taken = windows.rows_of(columns), 0
+    testable = await watch.spec(store, model) is not None and await watch.reference(store, model, version) is not None
     while taken < rows:
         room = policy.window_rows - held
         # A window that cannot be tested yet (see close) takes what comes, up to its own limit.
         size = min(room, rows - taken) if room > 0 else rows - taken
         part = columns if size == rows else windows.take(columns, slice(taken, taken + size))
         taken += size
+        watch.metrics.rows.labels(model).inc(size)
+        if testable and held == 0 and size >= policy.window_rows:
+            await test(store, watch, model, version, part, policy, emit)
+            continue
         first, last = windows.span(part)
         window = await store.add_chunk(model, version, part, size, first, last)
-        watch.metrics.rows.labels(model).inc(size)
         held = window.rows
         age = (datetime.now(UTC) - window.first_at).total_seconds() if window.first_at else 0.0
         if domain.should_close(window.rows, age, policy):
@@ -187,7 +217,7 @@ async def close(store: MonitorStore, watch: Watch, window: Window, policy: Monit
     (or the model's spec) is unknown, the window stays open, up to UNTESTED_WINDOWS windows' rows.
     """
     model, version = window.model, window.version
-    known = await store.reference_of(model, version) is not None
+    known = await watch.reference(store, model, version) is not None
     known = known and await watch.spec(store, model) is not None
     if not known and domain.waits_for_reference(window.rows, policy):
         return window.rows
@@ -223,7 +253,7 @@ async def test(
     rows = windows.rows_of(columns)
     started, ended = windows.span(columns)
     window_id = f"win-{uuid.uuid4().hex[:16]}"
-    reference = await store.reference_of(model, version)
+    reference = await watch.reference(store, model, version)
 
     def kept(drifted_share: float | None, dataset_drift: bool, result: dict[str, Any]) -> ClosedWindow:
         return ClosedWindow(window_id, model, version, started, ended, rows, drifted_share, dataset_drift, result)
@@ -348,7 +378,7 @@ async def analyse_canary(
     if stable is None or live.stable is None:
         outcome, reason = "hold", f"no closed window of the stable version {live.stable} to compare with yet"
     else:
-        reference = await store.reference_of(model, version)
+        reference = await watch.reference(store, model, version)
         task = reference.task if reference is not None else "classification"
         labelled = canary.Labelled(
             candidate=_triples(await store.labelled_between(model, version, started, ended)),
@@ -416,7 +446,7 @@ async def labelled(
         if await store.labelled_pending(event.model, version) < performance.min_labels:
             continue
         rows = await store.take_labelled(event.model, version)
-        reference = await store.reference_of(event.model, version)
+        reference = await watch.reference(store, event.model, version)
         if reference is None or metric not in reference.metrics:
             continue
         scores = [s for _, _, s in rows]

@@ -303,7 +303,7 @@ class SqlStore(SqlSpecs):
     async def ever_labelled(self, model: str, version: int) -> bool:
         """Whether any answer of the version was labelled."""
         found = await self.session.scalar(
-            select(ServedRow.id)
+            select(ServedRow.request_id)
             .where(ServedRow.model == model, ServedRow.version == version, ServedRow.label.is_not(None))
             .limit(1)
         )

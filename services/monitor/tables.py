@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -101,9 +101,23 @@ class ServedRow(Base):
     """A served prediction, kept for the label-join horizon: what was answered, and later the truth."""
 
     __tablename__ = "monitor_served"
-    __table_args__ = (Index("ix_monitor_served_request", "model", "request_id"),)
+    # The busiest table (a row per answer): no surrogate key, and indexes cheap to keep at 100,000s
+    # of rows a second. A hash index serves the label join (equality on request_id), BRIN the
+    # horizon's sweep by served_at, and a partial index only the labelled rows' reads.
+    __table_args__ = (
+        Index("ix_monitor_served_request", "request_id", postgresql_using="hash"),
+        Index("ix_monitor_served_at", "served_at", postgresql_using="brin"),
+        Index(
+            "ix_monitor_served_labelled",
+            "model",
+            "version",
+            "served_at",
+            postgresql_where=text("label IS NOT NULL"),
+        ),
+    )
+    # The mapper's identity only (the table has no primary key): a request's answer per role.
+    __mapper_args__ = {"primary_key": ["model", "request_id", "role"]}
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
     request_id: Mapped[str] = mapped_column(String(160))

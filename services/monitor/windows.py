@@ -10,11 +10,12 @@ beside them what canary analysis and performance need (`__prediction__`, `__role
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from services.monitor import drift, estimate
 from services.monitor.canary import Summary
@@ -54,9 +55,9 @@ def columns_of(event: PredictionsLogged) -> Columns:
                 if sum(_is_number(v) for v in cells) * 2 >= len(cells):
                     columns[name] = np.array([v if _is_number(v) else math.nan for v in cells], dtype=np.float64)
                     continue
-        _categorical(columns, name, ["" if v is None else str(v) for v in cells])
-    _categorical(columns, PREDICTION, [str(v) for v in event.prediction])
-    _categorical(columns, ROLE, list(event.role))
+        _categorical(columns, name, cells)
+    _categorical(columns, PREDICTION, event.prediction)
+    _categorical(columns, ROLE, event.role)
     columns[LATENCY] = np.array(event.latency_ms, dtype=np.float64)
     if event.probabilities:
         shares = np.array(list(event.probabilities.values()), dtype=np.float64)  # None as NaN
@@ -65,16 +66,28 @@ def columns_of(event: PredictionsLogged) -> Columns:
             columns[SCORE] = np.array(event.probabilities[max(event.probabilities)], dtype=np.float64)
     else:
         columns[CONFIDENCE] = np.full(event.rows, math.nan)
-    columns[SERVED_AT] = np.array([t.timestamp() for t in event.served_at], dtype=np.float64)
+    # A batch's rows share few instants: each is converted once.
+    seconds = {at: at.timestamp() for at in set(event.served_at)}
+    columns[SERVED_AT] = np.array([seconds[at] for at in event.served_at], dtype=np.float64)
     return columns
 
 
-def _categorical(columns: Columns, name: str, values: list[str]) -> None:
-    """Store strings as codes into the chunk's own vocabulary ("" is missing)."""
-    local: dict[str, int] = {}
-    codes = [local.setdefault(v, len(local)) for v in values]
-    columns[name] = np.array(codes, dtype=np.int32)
-    columns[name + VOCABULARY] = np.array(list(local), dtype=np.str_)
+def _categorical(columns: Columns, name: str, values: Sequence[Any]) -> None:
+    """Store values as codes into the chunk's own vocabulary of their strings ("" is missing)."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if len(kinds) > 1:  # mixed kinds (1 and "1", True and 1): their strings are what count
+        values = ["" if v is None else str(v) for v in values]
+    codes, found = pd.factorize(np.asarray(values, dtype=object))
+    vocabulary = ["" if v is None else v if type(v) is str else str(v) for v in found.tolist()]
+    if (codes < 0).any():  # None, factorized as missing
+        codes[codes < 0] = len(vocabulary)
+        vocabulary.append("")
+    if len(set(vocabulary)) < len(vocabulary):  # "" met both as itself and as None
+        _categorical(columns, name, ["" if v is None else v for v in values])
+        return
+    columns[name] = codes.astype(np.int32)
+    columns[name + VOCABULARY] = np.array(vocabulary, dtype=np.str_)
 
 
 def rows_of(columns: Columns) -> int:
