@@ -7,7 +7,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN pip wheel --wheel-dir /wheels '.[platform]'
+RUN pip wheel --wheel-dir /wheels '.[platform,feast]'
 
 # Final stage: no build tools, a non-root user, the source for `python -m services.<name>`.
 FROM python:3.11.10-slim-bookworm
@@ -18,7 +18,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /wheels /wheels
 # The versions are pinned by the wheels built above: --no-index installs exactly those.
 # hadolint ignore=DL3013
-RUN pip install --no-index --find-links /wheels 'modelbus[platform]' && rm -rf /wheels \
+RUN pip install --no-index --find-links /wheels 'modelbus[platform,feast]' && rm -rf /wheels \
     && groupadd --gid 10001 modelbus && useradd --uid 10001 --gid 10001 --no-create-home modelbus
 WORKDIR /app
 COPY --chown=10001:10001 shared ./shared

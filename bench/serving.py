@@ -2,7 +2,7 @@
 serve`, same models, same machine, same run; and many models in one serving process.
 
     .venv/bin/python bench/serving.py [--seconds 20] [--concurrency 1,8,32] [--no-mlflow] [--no-peers]
-                                      [--many 1000 --live 50]
+                                      [--many 1000 --live 50] [--no-feast | --feast-only]
 
 Needs the local stack (`modelbus stack up`). Three models, each trained here by the trainer's own
 code (`services.trainer.fit`): the example churn pipeline, a 100-tree random forest and a logistic
@@ -18,6 +18,8 @@ always does. Then, per model:
     fitted pipeline), each in its own virtualenv (bench/peers.py), with default workers and with 2;
     MLflow with 1 and 2 workers. The peers serve the random forest and the logistic regression.
   - `--many N --live K` (bench/many_models.py): N logistic regressions in one serving process.
+  - Feast (bench/feast_serving.py): a model with 10 features looked up in Feast per request, called
+    by key and with the same values inline; `--feast-only` runs just that.
 Prints the tables (with ratios) and writes JSON (default bench/results/serving.json).
 """
 
@@ -45,7 +47,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import many_models, peers  # noqa: E402
+from bench import feast_serving, many_models, peers  # noqa: E402
 from bench.common import free_port, mlflow_python, rss_bytes, say, serving_platform, vegeta, wait_http  # noqa: E402
 from services.deployer.serving.loading import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
@@ -374,6 +376,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
     parser.add_argument("--many", type=int, default=0, help="Models in the many-models run (0: none).")
     parser.add_argument("--live", type=int, default=50, help="Of those, how many have a rollout.")
+    parser.add_argument("--feast-only", action="store_true", help="Only the Feast run (lookup cost).")
+    parser.add_argument("--no-feast", action="store_true", help="Skip the Feast run.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -381,6 +385,15 @@ def main() -> None:
     settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
     asyncio.run(ensure_topics(settings))
     folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-serving-"))
+    if args.feast_only:
+        found = feast_serving.run(
+            settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix
+        )
+        feast_serving.report(found, concurrency)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"feast": found, "parameters": {"seconds": args.seconds}}, indent=2) + "\n")
+        say(f"\nJSON: {args.out}")
+        return
     trained = train_all(folder, suffix)
     refs = {name: asyncio.run(register(settings, spec, outcome)) for name, (spec, outcome, _) in trained.items()}
     floors = {
@@ -444,8 +457,14 @@ def main() -> None:
             settings, spec, outcome, refs["logistic-regression"], row, count=args.many, live=args.live,
             concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix,
         )  # fmt: skip
+    if not args.no_feast:
+        results["feast"] = feast_serving.run(
+            settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix
+        )
     report(results, concurrency)
     report_systems(results, concurrency)
+    if "feast" in results:
+        feast_serving.report(results["feast"], concurrency)
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results["parameters"] = {"seconds": args.seconds, "concurrency": concurrency}
     args.out.parent.mkdir(parents=True, exist_ok=True)

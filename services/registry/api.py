@@ -9,6 +9,7 @@ the cache is bypassed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
+from shared.runtime.feast import FeatureStoreError
 from shared.runtime.httpapi import (
     Admin,
     BodyLimit,
@@ -45,7 +47,7 @@ from shared.runtime.httpapi import (
     identifier,
 )
 from shared.runtime.settings import Settings
-from shared.runtime.specfile import load_spec
+from shared.runtime.specfile import load_spec_checked
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version number.")]
 log = logging.getLogger(__name__)
@@ -169,6 +171,10 @@ def make_api(
     @api.exception_handler(domain.RegistryRefusal)
     async def _refused(_: Request, exc: domain.RegistryRefusal) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @api.exception_handler(FeatureStoreError)
+    async def _no_feature_store(_: Request, exc: FeatureStoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @api.exception_handler(SpecError)
     async def _bad_spec(_: Request, exc: SpecError) -> JSONResponse:
@@ -470,7 +476,7 @@ def make_api(
         """Validate and apply a model spec; a changed spec becomes a new revision and is published."""
 
         async def work(session: AsyncSession) -> Applied:
-            spec = load_spec(body.spec_yaml)
+            spec = await asyncio.to_thread(load_spec_checked, body.spec_yaml, settings.feast_repo)
             revision, changed = await store.SqlStore(session).apply_spec(spec, body.spec_yaml, applied_by=who.actor)
             if changed:
                 bus.stage(

@@ -32,6 +32,7 @@ from shared.contract.events import (
     TrainingFailed,
     TrainingStarted,
 )
+from shared.runtime import feast
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
 from shared.runtime.bus import Bus
@@ -88,6 +89,7 @@ class Registry:
 
 def build(settings: Settings, *, group: str = GROUP) -> Registry:
     """The composition root: every long-lived object of a registry process."""
+    feast.configure(settings)
     engine = make_engine(settings)
     sessions = make_sessions(engine)
     metrics = CollectorRegistry()

@@ -274,6 +274,7 @@ class SqlStore(SqlQueries):
             "candidates": [c.model_dump(mode="json") for c in event.candidates],
             "training_seconds": event.training_seconds,
             "trigger": event.trigger,
+            "features_from": event.features_from.model_dump(mode="json") if event.features_from else None,
         }
         values: dict[str, Any] = {
             "model": event.model,

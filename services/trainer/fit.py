@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from services.trainer import domain
-from shared.contract.events import CandidateResult, ContractViolation, FeatureSchema, ReferenceProfile
+from shared.contract.events import (
+    CandidateResult,
+    ContractViolation,
+    FeatureSchema,
+    FeatureStoreLineage,
+    ReferenceProfile,
+)
 from shared.contract.spec import Candidate, ModelSpec
 from shared.runtime.derive import compute
 from shared.runtime.features import prepare
@@ -50,6 +56,7 @@ class Job:
     code_version: str
     dask_scheduler: str | None = None
     n_jobs: int = 0
+    feast_repo: str | None = None  # the Feast repo, for a spec that names Feast features
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Outcome:
     files: dict[str, str] = field(default_factory=dict)
     onnx: str = ""
     training_seconds: float = 0.0
+    features_from: FeatureStoreLineage | None = None
 
 
 def warm_up() -> None:
@@ -88,6 +96,37 @@ def _load(job: Job) -> pd.DataFrame:
     return pd.read_csv(job.data_path)
 
 
+def _with_feast(job: Job, frame: pd.DataFrame) -> tuple[pd.DataFrame, FeatureStoreLineage]:
+    """The dataset's entity rows with the spec's Feast features joined point-in-time, and their lineage."""
+    from shared.runtime import feast
+
+    spec = job.spec
+    assert spec.feast is not None
+    store = feast.open_store(Path(job.feast_repo or ".modelbus/feast"))
+    refs = spec.feast_refs()
+    began = time.perf_counter()
+    joined = feast.historical(store, frame, spec)
+    found = feast.lineage(store, refs)
+    log.info(
+        "run %s: %d Feast features of %s joined point-in-time onto %d rows in %.2f s",
+        job.run_id,
+        len(refs),
+        ", ".join(found.views),
+        len(joined),
+        time.perf_counter() - began,
+    )
+    lineage = FeatureStoreLineage(
+        entity=spec.feast.entity,
+        event_timestamp=spec.feast.event_timestamp,
+        on_missing=spec.feast.on_missing,
+        features=refs,
+        views=found.views,
+        registry_sha256=found.registry_sha256,
+        sources=found.sources,
+    )
+    return joined, lineage
+
+
 def train(job: Job) -> Outcome:
     """Validate, split, fit every candidate, keep the best, profile, serialize; never raises for bad data."""
     started = time.perf_counter()
@@ -98,6 +137,12 @@ def train(job: Job) -> Outcome:
         frame = _load(job)
     except Exception as exc:
         return Outcome(job.run_id, ok=False, stage="load", reason=f"cannot read {job.data_format}: {exc}")
+    features_from = None
+    if spec.feast is not None:
+        try:
+            frame, features_from = _with_feast(job, frame)
+        except Exception as exc:
+            return Outcome(job.run_id, ok=False, stage="load", reason=f"Feast features: {exc}")
     violations = domain.check_contract(frame, spec)
     if violations:
         return Outcome(
@@ -194,6 +239,7 @@ def train(job: Job) -> Outcome:
         "search_ran_on": where,
         "onnx": onnx_note,
         "frameworks": _versions(),
+        "features_from": features_from.model_dump(mode="json") if features_from else None,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     files["manifest.json"] = str(out / "manifest.json")
@@ -210,6 +256,7 @@ def train(job: Job) -> Outcome:
         files=files,
         onnx=onnx_note,
         training_seconds=seconds,
+        features_from=features_from,
     )
 
 

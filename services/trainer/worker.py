@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.trainer import fit, store
 from services.trainer.mirror import Mirror, NoMirror
 from shared.contract.events import ArtifactRef, ContractViolation, Event, ModelTrained, TrainingFailed
+from shared.runtime import feast
 from shared.runtime.artifacts import (
     ArtifactAccessDenied,
     ArtifactError,
@@ -47,6 +48,7 @@ IDLE_POLL_SECONDS = 1.0  # the poll when no NOTIFY came (the listener reconnecti
 
 def _fit_process_init(settings: Settings) -> None:
     configure_logging(settings.model_copy(update={"service_name": f"{settings.service_name}-fit"}))
+    feast.configure(settings)
 
 
 @dataclass
@@ -161,6 +163,7 @@ class Worker:
             code_version=code_version(),
             dask_scheduler=self.settings.trainer_dask_scheduler,
             n_jobs=self.settings.trainer_n_jobs,
+            feast_repo=str(self.settings.feast_repo),
         )
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(self._pool(), fit.train, request)
@@ -201,6 +204,7 @@ class Worker:
             code_version=code_version(),
             training_seconds=outcome.training_seconds,
             trigger=job.trigger,
+            features_from=outcome.features_from,
         )
         if await self._close(job, "done", trained):
             self.mirror.run_finished(trained)  # after the run is closed: MLflow being down fails nothing

@@ -388,6 +388,21 @@ class TrainingStarted(Event):
     code_version: str = Field(description="Version of the trainer's code.")
 
 
+class FeatureStoreLineage(Record):
+    """Where a run's feature-store features came from (a spec's `feast` section)."""
+
+    store: Literal["feast"] = Field(default="feast", description="The feature store.")
+    entity: str = Field(description="Join key column.")
+    event_timestamp: str = Field(description="The dataset's column of when each row was observed.")
+    on_missing: Literal["reject", "impute"] = Field(description="Serving's policy for an entity the store lacks.")
+    features: list[str] = Field(min_length=1, description="The features looked up, as feature_view:feature.")
+    views: list[str] = Field(min_length=1, description="The feature views they belong to.")
+    registry_sha256: Sha256 = Field(description="Digest of the feature store's registry when the frame was built.")
+    sources: dict[str, Sha256] = Field(
+        description="Per view, the digest of its offline source: its files' bytes, else its definition."
+    )
+
+
 class ModelTrained(Event):
     """A training run produced a model, its artifacts and its reference profile."""
 
@@ -413,6 +428,9 @@ class ModelTrained(Event):
     training_seconds: float = Field(ge=0, description="Wall time of the fit.")
     trigger: Literal["data-arrived", "retrain-requested", "feedback", "imported"] | None = Field(
         default=None, description="What started the run; feedback: trained on labelled production rows."
+    )
+    features_from: FeatureStoreLineage | None = Field(
+        default=None, description="The feature store the training frame's looked-up features came from."
     )
 
 

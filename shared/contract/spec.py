@@ -453,6 +453,25 @@ class Alerts(SpecModel):
     labels: dict[Word, Word] = Field(default_factory=dict, description="Extra labels.")
 
 
+class FeastFeatures(SpecModel):
+    """Features from a Feast feature store: the spec's `features` may then name Feast features as
+    `feature_view:feature`, looked up by `entity` (point-in-time for training, online for serving)."""
+
+    entity: str = Field(
+        pattern=_COLUMN,
+        description="Join key: a column of the dataset, and a field of each request (e.g. customer_id).",
+    )
+    event_timestamp: str = Field(
+        default="event_timestamp",
+        pattern=_COLUMN,
+        description="The dataset's column of when each row was observed: its features are taken as of then.",
+    )
+    on_missing: Literal["reject", "impute"] = Field(
+        default="reject",
+        description="An entity the online store lacks: reject answers 422 naming it; impute fills as in training.",
+    )
+
+
 class ModelSpec(SpecModel):
     """A model spec, as applied with `modelbus apply -f spec.yaml`."""
 
@@ -477,6 +496,13 @@ class ModelSpec(SpecModel):
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring policy.")
     alerts: Alerts = Field(default_factory=Alerts, description="Alert labels.")
     require_approval: bool = Field(default=False, description="A human must approve before any rollout.")
+    feast: FeastFeatures | None = Field(
+        default=None, description="Features looked up in a Feast feature store (names view:feature)."
+    )
+
+    def feast_refs(self) -> list[str]:
+        """The features looked up in Feast (`feature_view:feature`), in the spec's order."""
+        return [f.name for f in self.features if self.feast is not None and ":" in f.name]
 
     def model_inputs(self) -> list[Feature]:
         """What the estimator sees: the raw features but datetimes, then the derived ones (numeric)."""

@@ -136,15 +136,30 @@ def _cross_issues(spec: ModelSpec) -> list[tuple[tuple[str | int, ...], str]]:
             problems.append((("rollout", "steps", i), "steps must increase"))
     if steps[-1] != 100:
         problems.append((("rollout", "steps"), "the last step must be 100"))
+    if spec.feast is not None:
+        if not spec.feast_refs():
+            problems.append((("feast",), "no feature names a Feast feature (feature_view:feature)"))
+        for i, feature in enumerate(spec.features):
+            if ":" in feature.name and not all(feature.name.split(":", 1)):
+                problems.append((("features", i, "name"), "a Feast feature is named feature_view:feature"))
+        for column in (spec.feast.entity, spec.feast.event_timestamp):
+            if ":" in column or column == spec.target:
+                problems.append((("feast",), f"{column!r} must be a plain column of the dataset"))
     for tested in spec.monitoring.drift.tests:
         if tested not in names and tested != "__prediction__":
             problems.append((("monitoring", "drift", "tests", tested), "not a feature"))
     return problems
 
 
-def parse_spec(data: Any, *, line_of: LineOf | None = None) -> ModelSpec:
+# Given a Feast reference (feature_view:feature) and its declared type: None if the feature store
+# has it, else what is wrong. Supplied where a Feast registry is at hand (the contract reads none).
+FeatureCheck = Callable[[str, str], str | None]
+
+
+def parse_spec(data: Any, *, line_of: LineOf | None = None, feature_check: FeatureCheck | None = None) -> ModelSpec:
     """Validate a spec given as plain data; raises SpecError naming every problem (with its line,
-    when `line_of` finds the line of a path in the text the data came from)."""
+    when `line_of` finds the line of a path in the text the data came from). With `feature_check`,
+    each Feast reference is checked against the feature store."""
     line_of = line_of or _no_line
     if not isinstance(data, dict):
         raise SpecError([SpecIssue("(root)", f"a spec is a mapping, got {type(data).__name__}")])
@@ -153,6 +168,12 @@ def parse_spec(data: Any, *, line_of: LineOf | None = None) -> ModelSpec:
     except ValidationError as exc:
         raise SpecError(_pydantic_issues(exc, line_of)) from None
     problems = _cross_issues(spec)
+    if feature_check is not None and not problems:
+        for i, feature in enumerate(spec.features):
+            if feature.name in spec.feast_refs():
+                wrong = feature_check(feature.name, feature.type)
+                if wrong:
+                    problems.append((("features", i, "name"), wrong))
     if problems:
         raise SpecError([SpecIssue(yaml_path(loc), message, line_of(loc)) for loc, message in problems])
     return spec

@@ -100,3 +100,90 @@ def purchases_frame(rows: int = 5000, *, seed: int = 7) -> pd.DataFrame:
     )
     frame.loc[rng.random(rows) < 0.05, "region"] = None
     return frame
+
+
+ACTIVITY = (
+    "logins_7d",
+    "logins_30d",
+    "sessions_7d",
+    "avg_session_minutes",
+    "tickets_30d",
+    "late_payments_90d",
+    "discount_pct",
+    "devices",
+    "days_since_login",
+    "nps_score",
+)
+ACTIVITY_START = pd.Timestamp("2026-09-01", tz="UTC")
+
+
+def activity_frame(customers: int = 2000, *, weeks: int = 12, seed: int = 11) -> pd.DataFrame:
+    """The Feast example's offline source (schemas/examples/feature_repo): each customer's activity
+    snapshotted once a week for `weeks` weeks from ACTIVITY_START, drifting week to week, so that a
+    training row's features depend on when it was observed."""
+    rng = np.random.default_rng(seed)
+    engagement = rng.normal(0, 1, customers)  # each customer's own level, walking over the weeks
+    frames = []
+    for week in range(weeks):
+        engagement = engagement + rng.normal(0, 0.35, customers)
+        logins = rng.poisson(np.exp(1.6 + 0.5 * engagement).clip(0, 60))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"c{i:05d}" for i in range(customers)],
+                    "event_timestamp": ACTIVITY_START + pd.Timedelta(weeks=week),
+                    "created": ACTIVITY_START + pd.Timedelta(weeks=week, minutes=5),
+                    "logins_7d": logins,
+                    "logins_30d": logins * 4 + rng.poisson(2, customers),
+                    "sessions_7d": logins + rng.poisson(1, customers),
+                    "avg_session_minutes": (6 + 2 * engagement + rng.normal(0, 1, customers)).clip(0.5, None).round(2),
+                    "tickets_30d": rng.poisson(np.exp(0.2 - 0.6 * engagement).clip(0, 10)),
+                    "late_payments_90d": rng.poisson(0.3, customers),
+                    "discount_pct": rng.choice([0.0, 5.0, 10.0, 20.0], customers, p=(0.6, 0.2, 0.15, 0.05)),
+                    "devices": rng.integers(1, 5, customers),
+                    "days_since_login": rng.exponential(np.exp(-0.8 * engagement).clip(0.1, 30)).round(2),
+                    "nps_score": (7 + 1.2 * engagement + rng.normal(0, 1, customers)).clip(0, 10).round(1),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def churn_feast_frame(activity: pd.DataFrame, rows: int = 4000, *, seed: int = 12) -> pd.DataFrame:
+    """The Feast example's dataset (schemas/examples/model-spec-feast.yaml): entity rows (who, and
+    when observed), the plan and monthly charges known inline, and whether the customer churned,
+    which depends on their activity as of that moment (the point-in-time join must find it)."""
+    rng = np.random.default_rng(seed)
+    customers = activity["customer_id"].unique()
+    weeks = activity["event_timestamp"].nunique()
+    who = rng.choice(customers, rows)
+    # Observed between the second snapshot and a week after the last, at any time of day.
+    at = ACTIVITY_START + pd.to_timedelta(rng.uniform(7, 7 * (weeks + 1), rows), unit="D")
+    frame = pd.DataFrame({"customer_id": who, "event_timestamp": at.round("s").as_unit("us")})
+    asof = (
+        pd.merge_asof(
+            frame.reset_index().sort_values("event_timestamp"),
+            activity.assign(event_timestamp=activity["event_timestamp"].dt.as_unit("us")).sort_values(
+                "event_timestamp"
+            ),
+            on="event_timestamp",
+            by="customer_id",
+        )
+        .set_index("index")
+        .sort_index()
+    )
+    plan = rng.choice(PLANS, size=rows, p=(0.5, 0.3, 0.2))
+    monthly = (np.select([plan == "basic", plan == "plus"], [30.0, 55.0], 85.0) + rng.normal(0, 8, rows)).round(2)
+    logit = (
+        -0.4
+        - 0.25 * (asof["logins_7d"] - 5)
+        + 0.6 * asof["tickets_30d"]
+        + 0.08 * asof["days_since_login"]
+        - 0.3 * (asof["nps_score"] - 7)
+        + 0.02 * (monthly - 50)
+    ).to_numpy()
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame["plan"] = plan
+    frame["monthly_charges"] = monthly
+    frame["churned"] = churned
+    return frame

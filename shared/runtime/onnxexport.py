@@ -89,7 +89,8 @@ def export_onnx(
         onnx_model = to_onnx(model, initial_types=types, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
         path.write_bytes(onnx_model.SerializeToString())
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        outputs = session.run(None, onnx_inputs(features, x_val))
+        ports = [port.name for port in session.get_inputs()]  # in the features' order, as skl2onnx spells them
+        outputs = session.run(None, dict(zip(ports, onnx_inputs(features, x_val).values(), strict=True)))
         if task == "classification":
             expected = model.predict_proba(x_val)
             got = np.asarray(outputs[1], dtype=float)

@@ -11,6 +11,7 @@ graph's classifier or ZipMap node.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,11 @@ def class_labels(path: Path) -> list[Any] | None:
     return None
 
 
+def onnx_name(feature: str) -> str:
+    """How skl2onnx names a feature's input (characters outside [\\w+] become _)."""
+    return re.sub(r"[^\w+]", "_", feature)
+
+
 def layout_of(ports: Sequence[Port], features: Sequence[str], *, all_numeric: bool = True) -> Layout:
     """How the graph takes the features; OnnxModelError naming what does not fit."""
     names = {p.name for p in ports}
@@ -119,7 +125,11 @@ class OnnxModel:
 
     def __post_init__(self) -> None:
         self.ports = inputs_of(self.session)
-        self.layout = layout_of(self.ports, self.features, all_numeric=all(self.numeric))
+        names = {p.name for p in self.ports}
+        # Each feature's input: its own name, or skl2onnx's spelling of it (feature_view:feature
+        # becomes feature_view_feature).
+        self.inputs = tuple(f if f in names or onnx_name(f) not in names else onnx_name(f) for f in self.features)
+        self.layout = layout_of(self.ports, self.inputs, all_numeric=all(self.numeric))
         self._by_name = {p.name: p for p in self.ports}
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.classes_ = np.asarray(self.classes) if self.classes is not None else None
@@ -154,18 +164,18 @@ class OnnxModel:
             return {port.name: np.array(rows, dtype=NUMPY_OF.get(port.type, np.float32))}
         inputs: dict[str, np.ndarray[Any, Any]] = {}
         numeric = [j for j, flag in enumerate(self.numeric) if flag]
-        if numeric and all(self._by_name[self.features[j]].type == "tensor(float)" for j in numeric):
+        if numeric and all(self._by_name[self.inputs[j]].type == "tensor(float)" for j in numeric):
             # One float32 block, column-major: each feature's [n, 1] input is a contiguous view of it.
             picked = rows if len(numeric) == len(self.features) else [[row[j] for j in numeric] for row in rows]
             block = np.asfortranarray(np.array(picked, dtype=np.float32))
             for position, j in enumerate(numeric):
                 column = block[:, position : position + 1]
-                inputs[self.features[j]] = column.ravel() if len(self._by_name[self.features[j]].shape) == 1 else column
+                inputs[self.inputs[j]] = column.ravel() if len(self._by_name[self.inputs[j]].shape) == 1 else column
             rest = [j for j in range(len(self.features)) if j not in set(numeric)]
         else:
             rest = list(range(len(self.features)))
         for j in rest:
-            inputs[self.features[j]] = self._column(self.features[j], [row[j] for row in rows])
+            inputs[self.inputs[j]] = self._column(self.inputs[j], [row[j] for row in rows])
         return inputs
 
     def feed_frame(self, frame: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
@@ -173,7 +183,10 @@ class OnnxModel:
         if self.layout == "matrix":
             port = self.ports[0]
             return {port.name: frame[list(self.features)].to_numpy(dtype=NUMPY_OF.get(port.type, np.float32))}
-        return {name: self._column(name, frame[name].to_numpy()) for name in self.features}
+        return {
+            port: self._column(port, frame[name].to_numpy())
+            for name, port in zip(self.features, self.inputs, strict=True)
+        }
 
     # ------------------------------------------------------------ reading the outputs
 

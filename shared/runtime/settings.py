@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     trainer_dask_scheduler: str | None = None
     # Cross-validation fits at once in the trainer when no Dask scheduler is set; 0: one per CPU core.
     trainer_n_jobs: int = Field(default=0, ge=0, le=512)
+    # Feast feature repo (its feature_store.yaml) for specs that name Feast features; `modelbus feast apply` fills it.
+    feast_repo: Path = Path(".modelbus/feast")
+    # Password of the Feast repo's PostgreSQL stores (feature_store.yaml: ${MODELBUS_FEAST_POSTGRES_PASSWORD}).
+    feast_postgres_password: SecretStr | None = None
+    # How often the deployer materializes the Feast repo's views into the online store, in seconds; 0: never.
+    feast_materialize_seconds: float = Field(default=300.0, ge=0)
     # MLflow tracking server the trainer mirrors its runs and versions to (http://host:5000); unset: no mirror.
     mlflow_tracking_uri: str | None = None
     # How long the mirror retries an MLflow server that is down before it gives up on a run, in seconds.

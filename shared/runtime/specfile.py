@@ -3,10 +3,12 @@ YAML that could exhaust the reader (alias bombs, deep nesting, huge documents)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from shared.contract.spec import ModelSpec
-from shared.contract.specparse import SpecError, SpecIssue, parse_spec
+from shared.contract.specparse import FeatureCheck, SpecError, SpecIssue, parse_spec
 
 MAX_SPEC_BYTES = 1_000_000
 MAX_SPEC_NODES = 100_000  # values in the YAML once its aliases are expanded
@@ -48,8 +50,9 @@ def expanded_size(root: yaml.Node | None) -> int:
     return size(root) if root is not None else 0
 
 
-def load_spec(text: str) -> ModelSpec:
-    """Parse and validate a spec from YAML (or JSON) text; raises SpecError."""
+def load_spec(text: str, *, feature_check: FeatureCheck | None = None) -> ModelSpec:
+    """Parse and validate a spec from YAML (or JSON) text; raises SpecError. With `feature_check`,
+    the Feast features it names are checked against the feature store too."""
     if len(text.encode()) > MAX_SPEC_BYTES:
         raise SpecError([SpecIssue("(root)", f"the spec is over {MAX_SPEC_BYTES} bytes")])
     try:
@@ -66,4 +69,16 @@ def load_spec(text: str) -> ModelSpec:
         ) from None
     except RecursionError:
         raise SpecError([SpecIssue("(root)", "the YAML nests too deeply")]) from None
-    return parse_spec(data, line_of=lambda loc: yaml_line(root, loc))
+    return parse_spec(data, line_of=lambda loc: yaml_line(root, loc), feature_check=feature_check)
+
+
+def load_spec_checked(text: str, feast_repo: Path) -> ModelSpec:
+    """load_spec, and a spec that names Feast features checked against the Feast registry of the
+    repo at `feast_repo` (unknown views or features are SpecErrors with their YAML path); raises
+    shared.runtime.feast.FeatureStoreError when that registry cannot be read."""
+    spec = load_spec(text)
+    if spec.feast is None:
+        return spec
+    from shared.runtime import feast
+
+    return load_spec(text, feature_check=feast.feature_check(feast_repo))

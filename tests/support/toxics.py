@@ -99,6 +99,12 @@ class Toxiproxy:
             )
             answer.raise_for_status()
 
+    async def enable(self, proxy: str, enabled: bool) -> None:
+        """Open or close a proxy: closed, it refuses connections and cuts the open ones."""
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            answer = await http.post(f"/proxies/{proxy}", json={"enabled": enabled})
+            answer.raise_for_status()
+
     async def remove(self, proxy: str, toxic: str) -> None:
         async with httpx.AsyncClient(base_url=self.url) as http:
             answer = await http.delete(f"/proxies/{proxy}/toxics/{toxic}")

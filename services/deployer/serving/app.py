@@ -33,6 +33,7 @@ from services.deployer.serving.predictor import Answer, Predictor, Refused, Targ
 from services.deployer.serving.predlog import PredictionLog
 from services.deployer.serving.routing import Host, NotServed
 from shared.contract.events import RolloutChanged
+from shared.runtime import feast
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
@@ -300,6 +301,7 @@ def add_v2_routes(api: FastAPI, serving: Serving, fast: Callable[..., Awaitable[
 
 def build(settings: Settings) -> Serving:
     """The composition root of a serving process."""
+    feast.configure(settings)
     engine = make_engine(settings)
     sessions = make_sessions(engine)
     metrics = Metrics(CollectorRegistry())

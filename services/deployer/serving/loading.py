@@ -185,6 +185,7 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     digest: str = ""
     derived: list[dict[str, Any]] = field(default_factory=list)  # the spec's derived features, as trained
+    features_from: dict[str, Any] | None = None  # the Feast features it was trained on (a FeatureStoreLineage)
 
     @functools.cached_property
     def names(self) -> frozenset[str]:
@@ -284,6 +285,7 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         memory_bytes=0,
         digest=digest,
         derived=list(manifest.get("derived") or []),
+        features_from=manifest.get("features_from"),
     )
     loaded.predict([[MISSING if f.kind == "categorical" else math.nan for f in features]])  # warm up, fail early
     loaded.memory_bytes = max(0, _rss_bytes() - before)

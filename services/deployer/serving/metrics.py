@@ -103,3 +103,23 @@ class Metrics:
         self.load_failures = Counter(
             "modelbus_serving_load_failures", "Versions that could not be loaded.", ["model"], registry=registry
         )
+        self.feature_lookup = Histogram(
+            "modelbus_serving_feature_lookup_seconds",
+            "Time of one Feast online lookup (the keys of every request waiting, together).",
+            ["model"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+        self.feature_keys = Histogram(
+            "modelbus_serving_feature_lookup_keys",
+            "Entity keys per Feast online lookup.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+            registry=registry,
+        )
+        self.feature_misses = Counter(
+            "modelbus_serving_feature_misses",
+            "Rows whose entity the online store lacked (or held past its ttl), by the policy applied.",
+            ["model", "policy"],
+            registry=registry,
+        )

@@ -19,10 +19,12 @@ from typing import Any
 import orjson
 
 from services.deployer import domain
+from services.deployer.serving.features import FeatureLookups
 from services.deployer.serving.loading import InputError, Row, check_rows
 from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predlog import PredictionLog, Served
 from services.deployer.serving.routing import Engine, Host, Live, NotServed
+from shared.runtime.feast import FeatureStoreError
 from shared.runtime.settings import Settings
 
 log = logging.getLogger("modelbus.serving")
@@ -144,6 +146,7 @@ class Predictor:
         self.host = host
         self.metrics = metrics
         self.predictions = predictions
+        self.features = FeatureLookups(settings.feast_repo, metrics)
 
     def count(self, refused: Refused, model: str) -> Refused:
         """Count a refusal in the error metric; returns it."""
@@ -201,6 +204,7 @@ class Predictor:
         groups: dict[int, list[int]] = {}
         for index, chosen in enumerate(routes):
             groups.setdefault(chosen.version, []).append(index)
+        rows = await self._with_store_features(target, rows, groups, where)
         checked: dict[int, list[Row]] = {}
         errors: list[str] = []
         for version, indices in groups.items():
@@ -254,6 +258,26 @@ class Predictor:
             assert live is not None
             self._log(live, rows, groups, checked, answers, routes, elapsed)
         return Outcome(target, request_id, answers)
+
+    async def _with_store_features(
+        self, target: Target, rows: list[Any], groups: dict[int, list[int]], where: str
+    ) -> list[Any]:
+        """The rows with the Feast features of the versions that answer them (a copy when any were
+        looked up); raises Refused: 422 for rows that cannot be served, 503 when the store is away."""
+        wanted = [(target.engines[v].loaded, indices) for v, indices in groups.items()]
+        wanted = [(loaded, indices) for loaded, indices in wanted if loaded.features_from]
+        if not wanted:
+            return rows
+        rows = list(rows)
+        errors: list[str] = []
+        for loaded, indices in wanted:
+            try:
+                errors += await self.features.enrich(loaded, rows, indices, where)
+            except FeatureStoreError as exc:
+                raise Refused(503, str(exc), "feature-store-down") from None
+        if errors:
+            raise Refused(422, errors, "missing-entity")
+        return rows
 
     def _log(
         self,

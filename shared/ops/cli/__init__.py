@@ -7,6 +7,7 @@ from shared.ops.cli import (  # noqa: F401 (registration)
     config,
     db,
     events,
+    feast,
     interchange,
     platform,
     registry,

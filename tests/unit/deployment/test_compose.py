@@ -126,3 +126,25 @@ def test_the_image_is_multi_stage_pinned_and_runs_as_a_user() -> None:
     assert "apt-get" not in final and "gcc" not in final, "no build tools in the final stage"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".modelbus", "tests"} <= set(ignored)
+
+
+def test_the_feast_repo_is_mounted_where_the_services_read_it_and_feast_accepts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feast.repo_config import load_repo_config
+
+    found = compose()
+    configs = found["configs"]
+    folder = found["x-modelbus-env"]["MODELBUS_FEAST_REPO"]
+    for name in ("registry", "trainer", "deployer", "serving", "feast-apply"):
+        targets = {c["target"]: c["source"] for c in found["services"][name]["configs"]}
+        assert targets[f"{folder}/feature_store.yaml"] == "feast-store", name
+        for target, source in targets.items():
+            (tmp_path / Path(target).name).write_text((ROOT / configs[source]["file"]).read_text())
+    assert found["services"]["feast-apply"]["command"] == ["shared.ops.cli", "feast", "apply", "--no-example"]
+    monkeypatch.setenv("MODELBUS_FEAST_POSTGRES_PASSWORD", "pw")
+    config = load_repo_config(tmp_path, tmp_path / "feature_store.yaml")
+    assert (config.online_store.type, config.offline_store.type, config.registry.registry_type) == (
+        "postgres", "postgres", "sql",
+    )  # fmt: skip
+    assert config.online_store.host == "postgres" == found["services"]["postgres"].get("hostname", "postgres")

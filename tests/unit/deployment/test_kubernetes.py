@@ -577,3 +577,49 @@ def test_the_dask_overlay_runs_the_searches_on_a_scheduler_and_workers_of_the_sa
         ("dask-scheduler", "dask-worker", 8788),
         ("dask-scheduler", "dask-worker", 8789),
     }
+
+
+def feast_config(folder: Path, files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The repo's feature_store.yaml as Feast's own parser reads it (the password from its variable)."""
+    from feast.repo_config import load_repo_config
+
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    monkeypatch.setenv("MODELBUS_FEAST_POSTGRES_PASSWORD", "from-the-secret")
+    return load_repo_config(folder, folder / "feature_store.yaml")
+
+
+def test_the_feast_overlay_mounts_a_repo_feast_accepts_where_the_services_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ast
+
+    assert [p for o in rendered("feast") for p in problems(o)] == []
+    maps = objects("feast", "ConfigMap")
+    (settings_map,) = [c for name, c in maps.items() if name.startswith("modelbus-config")]
+    (repo_map,) = [c for name, c in maps.items() if name.startswith("modelbus-feast")]
+    folder = settings_map["data"]["MODELBUS_FEAST_REPO"]
+    assert str(Settings.model_validate({"feast_repo": folder}).feast_repo) == folder
+    store = repo_map["data"]["feature_store.yaml"]
+    assert "${MODELBUS_FEAST_POSTGRES_PASSWORD}" in store and "from-the-secret" not in store
+    config = feast_config(tmp_path, repo_map["data"], monkeypatch)
+    assert config.registry.registry_type == "sql" and "from-the-secret" in config.registry.path
+    assert (config.online_store.type, config.offline_store.type) == ("postgres", "postgres")
+    assert config.online_store.password == "from-the-secret"
+    for name, text in repo_map["data"].items():
+        if name.endswith(".py"):
+            ast.parse(text)  # Feast imports it at `feast apply`; it must at least be Python
+    deployments = objects("feast", "Deployment")
+    readers = {"registry", "trainer", "deployer", "serving"}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        if name in readers:
+            assert mounts[folder]["readOnly"] is True, name
+            assert volumes[mounts[folder]["name"]]["configMap"]["name"] == repo_map["metadata"]["name"], name
+        else:
+            assert folder not in mounts, f"{name} reads no Feast repo"
+    job = objects("feast", "Job")["modelbus-feast-apply"]["spec"]["template"]["spec"]
+    assert job["containers"][0]["args"] == ["shared.ops.cli", "feast", "apply", "--no-example"]
+    assert folder in {m["mountPath"] for m in job["containers"][0]["volumeMounts"]}
