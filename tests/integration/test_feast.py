@@ -286,7 +286,7 @@ async def test_serving_by_key_alone_answers_what_the_pipeline_answers_fed_the_on
     served: Served, example_repo: Path
 ) -> None:
     model = served.models["reject"]
-    rows = by_key(40)
+    rows = by_key(40) + by_key(3)  # three customers twice: looked up once each, answered twice
     answer = await served.http.post(f"/v1/models/{model}:predict", json={"instances": rows})
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
@@ -326,11 +326,13 @@ async def test_serving_by_key_alone_answers_what_the_pipeline_answers_fed_the_on
 
 async def test_a_missing_entity_is_refused_naming_it_or_imputed_as_in_training(served: Served) -> None:
     rows = [*by_key(2), {"customer_id": "nobody", "plan": "pro", "monthly_charges": 70.0}]
-    refused = await served.http.post(f"/v1/models/{served.models['reject']}:predict", json={"instances": rows})
+    refused = await served.http.post(
+        f"/v1/models/{served.models['reject']}:predict", json={"instances": [*rows, rows[2]]}
+    )
     assert refused.status_code == 422, refused.text
     detail = str(refused.json())
     assert "customer_id='nobody'" in detail and "customer_activity:" in detail and "NOT_FOUND" in detail
-    assert "instances[2]" in detail and "instances[0]" not in detail
+    assert "instances[2]" in detail and "instances[3]" in detail and "instances[0]" not in detail
     imputed = await served.http.post(f"/v1/models/{served.models['impute']}:predict", json={"instances": rows})
     assert imputed.status_code == 200, imputed.text
     got = imputed.json()["predictions"][2]["probabilities"]
@@ -404,3 +406,45 @@ async def test_an_online_store_cut_off_mid_load_answers_503_with_the_reason_then
             assert (await served.http.get("/health")).status_code == 200
     finally:
         toxiproxy.stop()
+
+
+# ---------------------------------------------------------------- materialization
+
+
+async def test_the_deployer_materializes_new_snapshots_on_its_schedule_in_a_span_of_its_own(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import CollectorRegistry
+
+    from services.deployer.materialize import Materializer
+
+    repo = tmp_path / "repo"
+    await asyncio.to_thread(feast_ops.apply, repo, quiet, example=True)  # materialized up to now
+    source = repo / feast_ops.EXAMPLE_SOURCE
+    snapshots = pd.read_parquet(source)
+    fresh = snapshots[snapshots["customer_id"] == "c00001"].tail(1).copy()
+    now = pd.Timestamp.now(tz="UTC")
+    fresh["event_timestamp"], fresh["created"], fresh["logins_7d"] = now, now, 999
+    pd.concat([snapshots, fresh]).to_parquet(source, index=False)
+    lookup = feast.Lookup(repo, ["customer_activity:logins_7d"], "customer_id")
+    assert lookup(["c00001"])[0]["customer_activity:logins_7d"] != [999]  # not online yet
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    materializer = Materializer.of(
+        settings.model_copy(update={"feast_repo": repo}), provider.get_tracer("test"), CollectorRegistry()
+    )
+    assert await materializer.once() == ["customer_activity"]
+    assert lookup(["c00001"])[0]["customer_activity:logins_7d"] == [999]
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "feast materialize-incremental"]
+    assert span.attributes is not None and list(span.attributes["feast.views"]) == ["customer_activity"]
+    assert span.attributes["feast.repo"] == str(repo)
+    # No repo, no run (and no failure).
+    nowhere = Materializer.of(
+        settings.model_copy(update={"feast_repo": tmp_path / "none"}), provider.get_tracer("test"), CollectorRegistry()
+    )
+    assert await nowhere.once() is None

@@ -18,6 +18,7 @@ from services.deployer.serving.metrics import Metrics
 from shared.runtime import feast
 
 Found = tuple[dict[str, list[Any]], list[tuple[int, str, str]]]
+INLINE_LOOKUP_SECONDS = 0.003
 
 
 class Coalescer:
@@ -29,6 +30,7 @@ class Coalescer:
         self.model = model
         self.waiting: collections.deque[tuple[list[Any], asyncio.Future[Found]]] = collections.deque()
         self.busy = False
+        self.seconds = 0.0  # a lookup's usual time (moving average); 0: not known yet
 
     async def __call__(self, keys: list[Any]) -> Found:
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
@@ -45,16 +47,26 @@ class Coalescer:
                 batch = list(self.waiting)
                 self.waiting.clear()
                 keys = [key for wanted, _ in batch for key in wanted]
+                unique = list(dict.fromkeys(keys))  # a key asked twice in one batch is read once
                 began = time.perf_counter()
                 try:
-                    columns, misses = await asyncio.to_thread(self.lookup, keys)
+                    # A store that answers fast (a local SQLite file) is read inline, as cheap models
+                    # are predicted inline; one that is slow, or new, in a worker thread.
+                    if 0 < self.seconds < INLINE_LOOKUP_SECONDS:
+                        found, lacking = self.lookup(unique)
+                    else:
+                        found, lacking = await asyncio.to_thread(self.lookup, unique)
+                    columns, misses = _spread(keys, unique, found, lacking)
                 except Exception as exc:
+                    self.seconds = 0.0  # after a failure, the thread again
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                self.metrics.feature_lookup.labels(self.model).observe(time.perf_counter() - began)
-                self.metrics.feature_keys.labels(self.model).observe(len(keys))
+                took = time.perf_counter() - began
+                self.seconds = took if not self.seconds else 0.8 * self.seconds + 0.2 * took
+                self.metrics.feature_lookup.labels(self.model).observe(took)
+                self.metrics.feature_keys.labels(self.model).observe(len(unique))
                 start = 0
                 for wanted, future in batch:
                     end = start + len(wanted)
@@ -65,6 +77,21 @@ class Coalescer:
                     start = end
         finally:
             self.busy = False
+
+
+def _spread(
+    keys: list[Any], unique: list[Any], columns: dict[str, list[Any]], misses: list[tuple[int, str, str]]
+) -> Found:
+    """The answers for `unique` keys, back in the order (and the repeats) of `keys`."""
+    if len(unique) == len(keys):
+        return columns, misses
+    row_of = {key: row for row, key in enumerate(unique)}
+    rows = [row_of[key] for key in keys]
+    missed: dict[int, list[tuple[str, str]]] = {}
+    for row, ref, status in misses:
+        missed.setdefault(row, []).append((ref, status))
+    spread = {ref: [values[row] for row in rows] for ref, values in columns.items()}
+    return spread, [(i, ref, status) for i, row in enumerate(rows) for ref, status in missed.get(row, [])]
 
 
 class FeatureLookups:

@@ -233,6 +233,17 @@ def lineage(
             )
     else:
         root.add(Text(f"dataset {v['dataset']}@{v['dataset_version']} (not recorded)"))
+    features = (v.get("manifest") or {}).get("features_from")
+    if features:
+        node = root.add(
+            Text(
+                f"features from {features['store']}: {len(features['features'])} by {features['entity']} "
+                f"as of {features['event_timestamp']} (missing entity: {features['on_missing']})"
+            )
+        )
+        node.add(Text(f"registry sha256 {features['registry_sha256'][:12]}"))
+        for view in features["views"]:
+            node.add(Text(f"view {view}  offline source sha256 {features['sources'][view][:12]}"))
     if spec:
         root.add(Text(f"spec revision {spec['revision']}  sha256 {spec['sha256'][:12]}  by {spec['applied_by']}"))
     if run:
