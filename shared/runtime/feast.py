@@ -47,6 +47,10 @@ class FeatureStoreError(RuntimeError):
     """The feature store cannot answer (not installed, no repo, registry or online store unreachable)."""
 
 
+class FeatureStoreMissing(FeatureStoreError):
+    """This deployment has no Feast: not installed, or no feature repo where MODELBUS_FEAST_REPO points."""
+
+
 class MissingEntity(LookupError):
     """The online store has no (fresh) values for an entity."""
 
@@ -69,7 +73,7 @@ def _feast() -> Any:
     try:
         import feast
     except ImportError:
-        raise FeatureStoreError(NOT_INSTALLED) from None
+        raise FeatureStoreMissing(NOT_INSTALLED) from None
     return feast
 
 
@@ -85,8 +89,9 @@ def open_store(repo: Path) -> FeatureStore:
         if found is None:
             feast = _feast()
             if not (repo / "feature_store.yaml").is_file():
-                raise FeatureStoreError(
-                    f"no Feast feature repo at {repo} (no feature_store.yaml); see `modelbus feast apply`"
+                raise FeatureStoreMissing(
+                    f"no Feast feature repo at {repo} (no feature_store.yaml; MODELBUS_FEAST_REPO): "
+                    "see `modelbus feast apply`"
                 )
             found = _stores[repo] = feast.FeatureStore(repo_path=str(repo))
         return found

@@ -74,11 +74,16 @@ def load_spec(text: str, *, feature_check: FeatureCheck | None = None) -> ModelS
 
 def load_spec_checked(text: str, feast_repo: Path) -> ModelSpec:
     """load_spec, and a spec that names Feast features checked against the Feast registry of the
-    repo at `feast_repo` (unknown views or features are SpecErrors with their YAML path); raises
-    shared.runtime.feast.FeatureStoreError when that registry cannot be read."""
+    repo at `feast_repo` (unknown views or features are SpecErrors with their YAML path, and so is
+    a platform with no Feast repo); raises shared.runtime.feast.FeatureStoreError when that
+    registry cannot be read."""
     spec = load_spec(text)
     if spec.feast is None:
         return spec
     from shared.runtime import feast
 
-    return load_spec(text, feature_check=feast.feature_check(feast_repo))
+    try:
+        check = feast.feature_check(feast_repo)
+    except feast.FeatureStoreMissing as exc:  # a spec this deployment cannot take: the spec's fault to name
+        raise SpecError([SpecIssue("feast", f"this platform has no Feast to look features up in: {exc}")]) from None
+    return load_spec(text, feature_check=check)

@@ -448,3 +448,14 @@ async def test_the_deployer_materializes_new_snapshots_on_its_schedule_in_a_span
         settings.model_copy(update={"feast_repo": tmp_path / "none"}), provider.get_tracer("test"), CollectorRegistry()
     )
     assert await nowhere.once() is None
+
+
+def test_a_feast_spec_on_a_platform_without_a_feast_repo_is_a_spec_error_naming_the_setting(tmp_path: Path) -> None:
+    from shared.contract.specparse import SpecError
+    from shared.runtime.specfile import load_spec_checked
+
+    text = (ROOT / "schemas/examples/model-spec-feast.yaml").read_text()
+    with pytest.raises(SpecError) as refused:
+        load_spec_checked(text, tmp_path / "nothing-here")
+    (issue,) = refused.value.issues
+    assert issue.path == "feast" and "MODELBUS_FEAST_REPO" in issue.message and "no feature_store.yaml" in issue.message
