@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from shared.contract.spec import ModelSpec
+from shared.contract.specparse import FeatureCheck
 from shared.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,14 +50,6 @@ class FeatureStoreError(RuntimeError):
 
 class FeatureStoreMissing(FeatureStoreError):
     """This deployment has no Feast: not installed, or no feature repo where MODELBUS_FEAST_REPO points."""
-
-
-class MissingEntity(LookupError):
-    """The online store has no (fresh) values for an entity."""
-
-    def __init__(self, entity: str, key: Any, feature: str, status: str) -> None:
-        super().__init__(f"{entity}={key!r}: the online store has no {feature} ({status})")
-        self.entity, self.key, self.feature, self.status = entity, key, feature, status
 
 
 PASSWORD_VARIABLE = "MODELBUS_FEAST_POSTGRES_PASSWORD"  # noqa: S105 (a variable's name)
@@ -120,12 +113,11 @@ def catalog(store: FeatureStore) -> dict[str, dict[str, str]]:
     return {view.name: {f.name: str(f.dtype) for f in view.features} for view in store.list_feature_views()}
 
 
-def feature_check(repo: Path) -> Any:
-    """A spec check (shared.contract.specparse.FeatureCheck) against the Feast registry at `repo`."""
+def feature_check(repo: Path) -> FeatureCheck:
+    """A spec check against the Feast registry at `repo`."""
+    store = open_store(repo)  # FeatureStoreMissing without Feast or its repo
     try:
-        views = catalog(open_store(repo))
-    except FeatureStoreError:
-        raise
+        views = catalog(store)
     except Exception as exc:  # the registry file or database cannot be read
         raise FeatureStoreError(f"the Feast registry at {repo} cannot be read: {exc}") from exc
 
@@ -151,9 +143,6 @@ class Lineage:
     views: list[str]
     registry_sha256: str
     sources: dict[str, str]  # view -> sha256 of its offline source (files' bytes, else its definition)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"views": self.views, "registry_sha256": self.registry_sha256, "sources": self.sources}
 
 
 def lineage(store: FeatureStore, refs: Sequence[str]) -> Lineage:
@@ -225,11 +214,10 @@ class Lookup:
         """The features of each key, as columns named by reference, and the misses as (row, feature,
         status) — a key the store lacks, or whose values are past the view's ttl. Raises
         FeatureStoreError when the online store cannot answer."""
-        _feast()
+        began = time.perf_counter()
+        store = open_store(self.repo)  # FeatureStoreMissing without Feast or its repo
         from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
-        began = time.perf_counter()
-        store = open_store(self.repo)
         try:
             response = store.get_online_features(
                 features=self.refs, entity_rows=[{self.entity: key} for key in keys], full_feature_names=True
