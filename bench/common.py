@@ -18,10 +18,15 @@ from pathlib import Path
 
 import httpx
 
+from shared.runtime import credentials
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".modelbus" / "bench"
 HEY_VERSION = "v0.1.4"
 VEGETA_VERSION = "v12.12.0"
+# Benchmarks make topics of their own and start platforms (each service its own principal): they
+# use the local stack as its admin.
+credentials.adopt("admin")
 
 
 def say(line: str) -> None:

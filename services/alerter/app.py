@@ -91,7 +91,9 @@ class AlerterService:
             {r.kafka.topic for r in self.alerting.config.receivers if r.kafka} - {t.name for t in topics.CATALOG}
         )
         if extra:
-            created, _ = await ensure_topics(self.settings, catalog=[topics.TopicSpec(name, 3) for name in extra])
+            created, _ = await ensure_topics(
+                self.settings, catalog=[topics.TopicSpec(name, 3) for name in extra], acls=False
+            )
             if created:
                 log.info("created receiver topics %s", ", ".join(created))
         await self.bus.start()

@@ -148,7 +148,11 @@ def _duration(value: Any) -> float | None:
 class KafkaReceiver(_Strict):
     """Publish AlertRaised / AlertResolved to a topic (the platform's prefix is added)."""
 
-    topic: str = Field(default="alerts", pattern=r"^[a-zA-Z0-9._-]{1,200}$", description="Topic name.")
+    topic: str = Field(
+        default="alerts",
+        pattern=r"^alerts([._-][a-zA-Z0-9._-]{1,190})?$",
+        description="Topic: alerts, or one under it (alerts.payments), which the alerter alone may create and write.",
+    )
 
 
 class WebhookReceiver(_Strict):

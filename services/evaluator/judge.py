@@ -1,7 +1,7 @@
 """Judging a version: its artifacts read safely, every gate measured on the stored test split.
 
 A model's bytes are read only after their SHA-256 matches the registry's record, and loaded with
-skops, which runs no code and refuses types outside the trusted libraries, or (a version imported
+skops, which runs no code and loads only the types and functions on its exact allowlists, or (a version imported
 as ONNX only) through ONNX Runtime.
 """
 

@@ -27,6 +27,7 @@ from pydantic import (
 
 from shared.contract import topics
 from shared.contract.spec import ModelSpec
+from shared.contract.topics import Principal
 
 SCHEMA_VERSION = "1.0"
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -81,6 +82,10 @@ class Event(Record):
     event_type: ClassVar[str]
     topic: ClassVar[str]
     key_field: ClassVar[str] = "model"
+    # The contract's producer/consumer table: the broker's ACLs are generated from it
+    # (shared.contract.access), and a service's HANDLERS table must match it.
+    emitted_by: ClassVar[tuple[Principal, ...]]
+    consumed_by: ClassVar[tuple[Principal, ...]]
 
     schema_version: str = Field(
         default=SCHEMA_VERSION,
@@ -326,6 +331,8 @@ class DataArrived(Event):
 
     event_type: ClassVar[str] = "DataArrived"
     topic: ClassVar[str] = topics.DATA_ARRIVED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("producer", "registry", "monitor")
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "trainer", "monitor")
     key_field: ClassVar[str] = "dataset"
 
     dataset: ModelName = Field(description="Dataset name.")
@@ -356,6 +363,8 @@ class ModelSpecApplied(Event):
 
     event_type: ClassVar[str] = "ModelSpecApplied"
     topic: ClassVar[str] = topics.MODEL_SPEC_APPLIED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("registry",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("trainer", "evaluator", "deployer", "monitor", "alerter")
 
     model: ModelName
     revision: int = Field(ge=1, description="Revision number of the spec, monotonic per model.")
@@ -376,6 +385,8 @@ class TrainingStarted(Event):
 
     event_type: ClassVar[str] = "TrainingStarted"
     topic: ClassVar[str] = topics.TRAINING_STARTED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("trainer",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "monitor")
 
     model: ModelName
     run_id: str = Field(description="Training run id.")
@@ -408,6 +419,8 @@ class ModelTrained(Event):
 
     event_type: ClassVar[str] = "ModelTrained"
     topic: ClassVar[str] = topics.MODEL_TRAINED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("trainer", "registry")
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "monitor", "alerter")
 
     model: ModelName
     run_id: str = Field(description="Training run id.")
@@ -439,6 +452,8 @@ class TrainingFailed(Event):
 
     event_type: ClassVar[str] = "TrainingFailed"
     topic: ClassVar[str] = topics.TRAINING_FAILED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("trainer",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
 
     model: ModelName
     run_id: str = Field(description="Training run id.")
@@ -457,6 +472,8 @@ class ModelRegistered(Event):
 
     event_type: ClassVar[str] = "ModelRegistered"
     topic: ClassVar[str] = topics.MODEL_REGISTERED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("registry",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "trainer", "evaluator", "deployer", "monitor")
 
     model: ModelName
     version: Version
@@ -473,6 +490,8 @@ class ModelEvaluated(Event):
 
     event_type: ClassVar[str] = "ModelEvaluated"
     topic: ClassVar[str] = topics.MODEL_EVALUATED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("evaluator",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "deployer", "alerter")
 
     model: ModelName
     version: Version
@@ -493,6 +512,8 @@ class RolloutCommanded(Event):
 
     event_type: ClassVar[str] = "RolloutCommanded"
     topic: ClassVar[str] = topics.ROLLOUT_COMMANDED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("registry",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "deployer")
 
     model: ModelName
     command: Literal["approve", "start", "promote", "pause", "resume", "rollback", "set-weights"] = Field(
@@ -509,6 +530,8 @@ class RolloutChanged(Event):
 
     event_type: ClassVar[str] = "RolloutChanged"
     topic: ClassVar[str] = topics.ROLLOUT_CHANGED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("deployer",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "serving", "monitor", "alerter")
 
     model: ModelName
     rollout_id: str = Field(description="Rollout id.")
@@ -535,6 +558,8 @@ class PredictionsLogged(Event):
 
     event_type: ClassVar[str] = "PredictionsLogged"
     topic: ClassVar[str] = topics.PREDICTIONS_LOGGED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("serving",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
 
     model: ModelName
     batch_id: str = Field(description="Batch id.")
@@ -622,6 +647,8 @@ class LabelsArrived(Event):
 
     event_type: ClassVar[str] = "LabelsArrived"
     topic: ClassVar[str] = topics.LABELS_ARRIVED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("producer", "registry")
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
 
     model: ModelName
     labels: list[Label] = Field(min_length=1, description="The labels.")
@@ -632,6 +659,8 @@ class CanaryAnalyzed(Event):
 
     event_type: ClassVar[str] = "CanaryAnalyzed"
     topic: ClassVar[str] = topics.CANARY_ANALYZED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("deployer", "alerter")
 
     model: ModelName
     rollout_id: str = Field(description="Rollout analysed.")
@@ -651,6 +680,8 @@ class DriftDetected(Event):
 
     event_type: ClassVar[str] = "DriftDetected"
     topic: ClassVar[str] = topics.DRIFT_DETECTED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
 
     model: ModelName
     version: Version
@@ -673,6 +704,8 @@ class PerformanceDegraded(Event):
 
     event_type: ClassVar[str] = "PerformanceDegraded"
     topic: ClassVar[str] = topics.PERFORMANCE_DEGRADED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
 
     model: ModelName
     version: Version
@@ -694,6 +727,8 @@ class RetrainRequested(Event):
 
     event_type: ClassVar[str] = "RetrainRequested"
     topic: ClassVar[str] = topics.RETRAIN_REQUESTED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("monitor", "registry")
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "trainer")
 
     model: ModelName
     reason: Literal["drift", "performance", "operator", "schedule"] = Field(description="Why.")
@@ -708,6 +743,8 @@ class RetrainSkipped(Event):
 
     event_type: ClassVar[str] = "RetrainSkipped"
     topic: ClassVar[str] = topics.RETRAIN_SKIPPED
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("monitor",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
 
     model: ModelName
     version: Version = Field(description="The version the drift or performance event is about.")
@@ -727,6 +764,8 @@ class AlertRaised(Event):
 
     event_type: ClassVar[str] = "AlertRaised"
     topic: ClassVar[str] = topics.ALERTS
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("alerter",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry",)
 
     model: str = Field(description="Model concerned, or '-' for platform alerts.")
     fingerprint: str = Field(description="Identity of the alert: hash of its label set.")
@@ -743,6 +782,8 @@ class AlertResolved(Event):
 
     event_type: ClassVar[str] = "AlertResolved"
     topic: ClassVar[str] = topics.ALERTS
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("alerter",)
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry",)
 
     model: str = Field(description="Model concerned, or '-' for platform alerts.")
     fingerprint: str = Field(description="Identity of the alert.")
@@ -757,12 +798,14 @@ class DeadLettered(Event):
 
     event_type: ClassVar[str] = "DeadLettered"
     topic: ClassVar[str] = topics.DEAD_LETTER
+    emitted_by: ClassVar[tuple[Principal, ...]] = ("registry", "trainer", "evaluator", "deployer", "monitor", "alerter")
+    consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
     key_field: ClassVar[str] = "consumer"
 
     consumer: str = Field(description="Consumer (group) that refused it.")
     reason: str = Field(description="Readable reason, naming the bad field where there is one.")
-    error_type: Literal["parse", "validation", "unknown-type", "handler", "transient-exhausted"] = Field(
-        description="Kind of failure."
+    error_type: Literal["parse", "validation", "unknown-type", "handler", "transient-exhausted", "refused"] = Field(
+        description="Kind of failure; refused: the event claims what its sender may not (a check of trust)."
     )
     attempts: int = Field(ge=1, description="Handler attempts made.")
     original_topic: str = Field(description="Topic it was read from.")

@@ -7,6 +7,19 @@ turns one into the full name, e.g. ``modelbus.data-arrived``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+# Every client of the bus is one of these authenticated principals: one per service (serving is
+# the deployer's second entrypoint, with a principal of its own), `producer` for outside
+# producers, `admin` for the platform's own tasks (topics, ACLs, credentials).
+Principal = Literal[
+    "registry", "trainer", "evaluator", "deployer", "serving", "monitor", "alerter", "producer", "admin"
+]
+PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
+SERVICES: tuple[Principal, ...] = PRINCIPALS[:7]
+# The services that consume through a consumer group, named `<prefix>.<service>`; serving follows
+# its topic without one (every replica reads every event).
+GROUP_MEMBERS: tuple[Principal, ...] = ("registry", "trainer", "evaluator", "deployer", "monitor", "alerter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +49,8 @@ PERFORMANCE_DEGRADED = "performance-degraded"
 RETRAIN_REQUESTED = "retrain-requested"
 RETRAIN_SKIPPED = "retrain-skipped"
 ALERTS = "alerts"
+# The alerter's Kafka receivers publish to topics under this name (alerts, alerts.payments, …).
+ALERT_RECEIVER_PREFIX = ALERTS
 DEAD_LETTER = "dead-letter"
 
 CATALOG: tuple[TopicSpec, ...] = (

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from shared.runtime import credentials
 from shared.runtime.settings import Settings
 
 FILES = Path(__file__).parent / "stackfiles"
@@ -315,25 +316,17 @@ class S3Server(Component):
             (root / urlparse(self.settings.artifact_url).netloc).mkdir(exist_ok=True)
         for bucket in self.settings.s3_allowed_buckets:
             (root / bucket).mkdir(exist_ok=True)
-        key = self.settings.s3_access_key_id or ""
-        secret = self.settings.s3_secret_access_key.get_secret_value() if self.settings.s3_secret_access_key else ""
-        self.say(f"[s3] starting rclone serve s3 on {host}:{port}")
+        key_id, secret_key = credentials.s3_key_files(self.settings)
+        credentials.ensure(self.settings)
+        self.say(f"[s3] starting rclone serve s3 on {host}:{port} (its key in {key_id.parent})")
+        # The key reaches rclone through its environment (RCLONE_AUTH_KEY), never its command line;
+        # rclone reads a list flag's variable as CSV, so the "id,secret" pair is one quoted field.
+        auth = f'"{key_id.read_text().strip()},{secret_key.read_text().strip()}"'
         self.spawn(
-            [
-                rclone,
-                "serve",
-                "s3",
-                "--addr",
-                f"{host}:{port}",
-                "--auth-key",
-                f"{key},{secret}",
-                "--config",
-                "/dev/null",
-                "--log-level",
-                "NOTICE",
-                str(root),
-            ],
-        )
+            [rclone, "serve", "s3", "--addr", f"{host}:{port}", "--config", "/dev/null", "--log-level", "NOTICE",
+             str(root)],
+            env={"RCLONE_AUTH_KEY": auth},
+        )  # fmt: skip
         wait_until(
             "the S3 server",
             lambda: self._alive() and port_open(host, port),

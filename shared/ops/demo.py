@@ -45,6 +45,7 @@ from shared.contract.events import (
 from shared.contract.spec import ModelSpec
 from shared.ops.example_data import churn_frame
 from shared.ops.platform import Follower, Platform, PlatformError, Say, describe
+from shared.runtime import credentials
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings
@@ -294,7 +295,7 @@ class Demo:
     async def run(self, bus: Bus) -> int:
         tracing = make_tracer_provider(self.settings.model_copy(update={"service_name": "demo"}))
         tracer = tracing.get_tracer("modelbus.demo")
-        follower = Follower(self.settings)
+        follower = Follower(credentials.local(self.settings, "admin"))
         await follower.start()
         stop_traffic = asyncio.Event()
         traffic: asyncio.Task[None] | None = None
@@ -386,6 +387,9 @@ async def run_demo(settings: Settings, say: Say, timings: Timings | None = None,
     began = time.monotonic()
     say("[demo] starting the local stack")
     await asyncio.to_thread(stack.up, settings, say)
+    # The demo is an outside producer (data, labels, traffic); only its view of the lifecycle
+    # reads the platform's topics, as the admin.
+    settings = credentials.local(settings, "producer")
     demo = Demo(settings, say, timings or Timings())
     access, console = console_access(settings)
     tokens = access.get("MODELBUS_API_TOKENS") or settings.api_tokens.get_secret_value()

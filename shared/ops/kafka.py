@@ -14,7 +14,12 @@ import time
 from pathlib import Path
 
 from shared.ops.components import FILES, Component, Say, StackError, port_open, run_command, wait_until
+from shared.runtime import credentials
 from shared.runtime.settings import Settings
+
+# Written beside a node's data once its storage is formatted with the admin's SCRAM credential;
+# storage from before the stack authenticated is formatted again (a local stack's data only).
+SECURED = "secured"
 
 
 def broker_addresses(settings: Settings) -> list[tuple[str, int]]:
@@ -37,6 +42,18 @@ def nodes(settings: Settings, say: Say) -> list[Kafka]:
     if len(addresses) == 1:
         return [Kafka("kafka", settings, say)]
     return [Kafka(f"kafka-{index}", settings, say, node_id=index) for index in range(1, len(addresses) + 1)]
+
+
+def private_file(path: Path) -> Path:
+    """`path`, created empty with mode 0600 (or made so), for a file that holds a secret."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    return path
+
+
+def java_quoted(argument: str) -> str:
+    """One argument of a Java @argfile, quoted (spaces and backslashes survive)."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Kafka(Component):
@@ -133,30 +150,43 @@ class Kafka(Component):
         else:
             quorum = f"controller.quorum.bootstrap.servers={host}:{port + 1}"
         replicas = min(3, len(cluster))
+        admin_password = credentials.ensure(self.settings)["admin"]
         template = string.Template((FILES / "server.properties").read_text())
-        config.write_text(
+        private_file(config).write_text(
             template.substitute(
                 node_id=max(self.node_id, 1), quorum=quorum, host=host, port=port, controller_port=port + 1,
                 advertised_port=self.advertised_port or port, data_dir=data, replicas=replicas,
-                min_insync=min(2, replicas),
+                min_insync=min(2, replicas), admin_password=admin_password,
             )
         )  # fmt: skip
         logs = self.home / "log"
         logs.mkdir(parents=True, exist_ok=True)
         classpath = f"{lib}/*"
         log4j = f"-Dlog4j2.configurationFile={FILES / 'log4j2.properties'}"
+        if (data / "meta.properties").exists() and not (self.home / SECURED).exists():
+            self.say(f"[{self.name}] its storage predates authentication: formatting it again")
+            shutil.rmtree(data)
         if not (data / "meta.properties").exists():
-            self.say(f"[{self.name}] formatting KRaft storage")
+            self.say(f"[{self.name}] formatting KRaft storage (with the admin's SCRAM-SHA-512 credential)")
             if cluster_id is None:
                 cluster_id = run_command(
                     [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid"
                 ).stdout.strip()
             standalone = [] if self.node_id else ["--standalone"]
-            run_command(
-                [java, "-cp", classpath, log4j, f"-Dkafka.logs.dir={logs}", "kafka.tools.StorageTool", "format",
-                 *standalone, "-t", cluster_id, "-c", str(config)],
-                what="kafka storage format",
-            )  # fmt: skip
+            # The arguments, the admin's password among them, go through a Java @argfile (0600),
+            # never onto the command line where `ps` would show them.
+            argfile = private_file(self.home / "format.args")
+            arguments = ["kafka.tools.StorageTool", "format", *standalone, "-t", cluster_id, "-c", str(config),
+                         "--add-scram", f"{credentials.MECHANISM}=[name=admin,password={admin_password}]"]  # fmt: skip
+            argfile.write_text("\n".join(java_quoted(argument) for argument in arguments) + "\n")
+            try:
+                run_command(
+                    [java, "-cp", classpath, log4j, f"-Dkafka.logs.dir={logs}", f"@{argfile}"],
+                    what="kafka storage format",
+                )
+            finally:
+                argfile.unlink(missing_ok=True)
+            (self.home / SECURED).touch()
         self.say(f"[{self.name}] starting broker on {host}:{port}")
         self.spawn(
             [
@@ -173,6 +203,10 @@ class Kafka(Component):
                 str(config),
             ],
         )
+
+    def admin_settings(self) -> Settings:
+        """The settings with the admin's credentials, for probing this node."""
+        return credentials.as_principal(self.settings, "admin")
 
     def random_cluster_id(self) -> str:
         """A new KRaft cluster id (one for every node of a cluster)."""
@@ -202,8 +236,13 @@ class Kafka(Component):
             return False
         from aiokafka.admin import AIOKafkaAdminClient
 
+        from shared.runtime.broker import aiokafka_options
+
         async def probe() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(
+                **aiokafka_options(self.admin_settings().model_copy(update={"kafka_bootstrap": f"{host}:{port}"})),
+                request_timeout_ms=3000,
+            )
             try:
                 await admin.start()
                 await admin.list_topics()
@@ -266,3 +305,29 @@ class KafkaCluster(Component):
                 )
         stopped = [node.stop() for node in reversed(list(found.values()))]
         return any(stopped)
+
+
+def ensure_users(settings: Settings) -> list[str]:
+    """Give every principal but the admin (made when the storage was formatted) its SCRAM-SHA-512
+    credential from the local stack's credentials, as the admin; returns the principals."""
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    from shared.runtime.broker import admin_config
+
+    passwords = credentials.ensure(settings)
+    admin = AdminClient(admin_config(credentials.as_principal(settings, "admin")))
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upserts: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(name, info, password.encode())
+        for name, password in passwords.items()
+        if name != "admin"
+    ]
+    for future in admin.alter_user_scram_credentials(upserts).values():
+        future.result(timeout=30)
+    return [upsert.user for upsert in upserts]

@@ -45,6 +45,8 @@ from shared.contract.events import (
     TrainingFailed,
     TrainingStarted,
 )
+from shared.contract.topics import Principal
+from shared.runtime import credentials
 from shared.runtime.broker import aiokafka_options
 from shared.runtime.settings import Settings
 
@@ -91,22 +93,27 @@ class ServiceProcess:
 
 
 def processes(settings: Settings) -> list[ServiceProcess]:
-    """The platform's processes, in start order."""
-    health = {name: {"MODELBUS_HEALTH_PORT": str(port)} for name, port in HEALTH_PORTS.items()}
+    """The platform's processes, in start order; on the local stack each is its own principal."""
+    local = credentials.present(settings)
+
+    def env(name: Principal) -> dict[str, str]:
+        health = {"MODELBUS_HEALTH_PORT": str(HEALTH_PORTS[name])} if name in HEALTH_PORTS else {}
+        return {**health, **(credentials.principal_env(settings, name) if local else {})}
+
     return [
-        ServiceProcess("registry", "services.registry", settings.registry_port, {}),
-        ServiceProcess("trainer", "services.trainer", HEALTH_PORTS["trainer"], health["trainer"]),
-        ServiceProcess("evaluator", "services.evaluator", HEALTH_PORTS["evaluator"], health["evaluator"]),
-        ServiceProcess("deployer", "services.deployer", HEALTH_PORTS["deployer"], health["deployer"]),
-        ServiceProcess("serving", "services.deployer.serving", settings.serving_port, {}),
-        ServiceProcess("monitor", "services.monitor", HEALTH_PORTS["monitor"], health["monitor"]),
-        ServiceProcess("alerter", "services.alerter", settings.alerter_port, {}),
+        ServiceProcess("registry", "services.registry", settings.registry_port, env("registry")),
+        ServiceProcess("trainer", "services.trainer", HEALTH_PORTS["trainer"], env("trainer")),
+        ServiceProcess("evaluator", "services.evaluator", HEALTH_PORTS["evaluator"], env("evaluator")),
+        ServiceProcess("deployer", "services.deployer", HEALTH_PORTS["deployer"], env("deployer")),
+        ServiceProcess("serving", "services.deployer.serving", settings.serving_port, env("serving")),
+        ServiceProcess("monitor", "services.monitor", HEALTH_PORTS["monitor"], env("monitor")),
+        ServiceProcess("alerter", "services.alerter", settings.alerter_port, env("alerter")),
     ]
 
 
 def console_process(settings: Settings) -> ServiceProcess:
     """The console: not one of the platform's services, a client of their APIs that `up` and the
-    demo start beside them."""
+    demo start beside them (no bus credentials: it reads and acts through the APIs alone)."""
     return ServiceProcess("console", "shared.ops.console", settings.console_port, {})
 
 
@@ -143,8 +150,11 @@ class Platform:
             self.say(f"[up] {process.name:<9} pid {popen.pid:<7} {process.url}  log {self.logs / process.name}.log")
 
     def launch(self, process: ServiceProcess) -> subprocess.Popen[bytes]:
-        """Start one process (its log appended to); it replaces any earlier one of that name."""
-        env = {**os.environ, **self.extra_env, **process.env}
+        """Start one process (its log appended to); it replaces any earlier one of that name.
+        On the local stack it inherits no Kafka credentials from this process: only its own, if any."""
+        local = credentials.present(self.settings)
+        inherited = {k: v for k, v in os.environ.items() if not (local and k in credentials.VARIABLES)}
+        env = {**inherited, **self.extra_env, **process.env}
         log = (self.logs / f"{process.name}.log").open("ab")
         popen = subprocess.Popen(
             [sys.executable, "-m", process.module],
@@ -336,6 +346,7 @@ async def run_up(settings: Settings, say: Say) -> int:
     from shared.ops import stack
 
     await asyncio.to_thread(stack.up, settings, say)
+    settings = credentials.local(settings, "admin")  # the follower reads every lifecycle topic
     access, console = console_access(settings)
     platform = Platform(settings, say, extra_env=access, console=True)
     stopping = asyncio.Event()

@@ -32,6 +32,33 @@ def asyncapi_document() -> dict[str, Any]:
         description="Events of the modelbus platform. Topic names carry the configurable prefix.",
     )
     document: dict[str, Any] = json.loads(spec.to_specification().to_json())
+    return with_access(document)
+
+
+def with_access(document: dict[str, Any]) -> dict[str, Any]:
+    """The contract's producer/consumer table in the document: each channel's send operation names
+    the principals that may publish it, a receive operation those that consume it, and the
+    brokers require SCRAM-SHA-512 (the ACLs are generated from the same table)."""
+    by_title = {f"{DEFAULT_PREFIX}.{cls.topic}:{cls.event_type}": cls for cls in EVENT_TYPES}
+    for name, operation in list(document["operations"].items()):
+        cls = by_title[name]
+        operation["x-principals"] = sorted(cls.emitted_by)
+        document["operations"][f"{name}:receive"] = {
+            "action": "receive",
+            "channel": operation["channel"],
+            "messages": operation["messages"],
+            "x-principals": sorted(cls.consumed_by),
+        }
+    document.setdefault("components", {})["securitySchemes"] = {
+        "scram": {
+            "type": "scramSha512",
+            "description": "One principal per service, `producer` for outside producers, `admin` for the platform;"
+            " each may send and receive only what its operations' x-principals name (the broker's ACLs).",
+        }
+    }
+    for server in document.get("servers", {}).values():
+        server["protocol"] = "kafka-secure"
+        server["security"] = [{"$ref": "#/components/securitySchemes/scram"}]
     return document
 
 

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from shared.contract import topics
+from shared.contract.access import Grant, grants
 from shared.runtime.settings import Settings
 
 
@@ -50,6 +51,107 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
             settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
         )
     return options
+
+
+def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
+    """librdkafka options of an admin client (ACLs and SCRAM credentials, which aiokafka lacks)."""
+    options: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": ",".join(settings.kafka_servers()),
+        "security.protocol": settings.kafka_security_protocol,
+        "socket.timeout.ms": "10000",
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl.username"] = settings.kafka_sasl_username or ""
+        options["sasl.password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        )
+    if "SSL" in settings.kafka_security_protocol and settings.kafka_ssl_cafile:
+        options["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    return options
+
+
+def _bindings(found: Sequence[Grant], *, filters: bool = False) -> list[Any]:
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    kind = AclBindingFilter if filters else AclBinding
+    return [
+        kind(
+            ResourceType.TOPIC if grant.resource == "topic" else ResourceType.GROUP,
+            grant.name,
+            ResourcePatternType.PREFIXED if grant.pattern == "prefixed" else ResourcePatternType.LITERAL,
+            f"User:{grant.principal}",
+            "*",
+            getattr(AclOperation, grant.operation),
+            AclPermissionType.ALLOW,
+        )
+        for grant in found
+    ]
+
+
+def _change_acls(settings: Settings, *, create: bool) -> int:
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(admin_config(settings))
+    bindings = _bindings(grants(settings.topic_prefix), filters=not create)
+    futures = admin.create_acls(bindings) if create else admin.delete_acls(bindings)
+    try:
+        for future in futures.values():
+            future.result(timeout=30)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() == KafkaError.SECURITY_DISABLED:
+            return 0  # a cluster without an authorizer: nothing to grant
+        raise
+    if create:
+        _wait_in_force(admin, bindings)
+    return len(bindings)
+
+
+def _wait_in_force(admin: Any, bindings: list[Any], timeout: float = 30.0) -> None:
+    """Wait until a broker authorizes with `bindings`: the controller acknowledges new ACLs before
+    the brokers apply them, and a client that came at once would be denied."""
+    import time
+
+    from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType
+    from confluent_kafka.admin import ResourceType as Kind
+
+    wanted = {(b.restype, b.name, b.resource_pattern_type, b.principal, b.operation) for b in bindings}
+    anything: Any = None  # a filter's None matches every name, principal and host
+    everything = AclBindingFilter(
+        Kind.ANY, anything, ResourcePatternType.ANY, anything, anything, AclOperation.ANY, AclPermissionType.ANY
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.describe_acls(everything).result(timeout=10)
+        if wanted <= {(b.restype, b.name, b.resource_pattern_type, b.principal, b.operation) for b in found}:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the broker did not apply {len(wanted)} new ACLs within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+async def ensure_acls(settings: Settings) -> int:
+    """Grant the settings' platform (its topic prefix) the contract's ACLs, as the admin
+    principal; idempotent. Returns how many ACLs the platform has (0: the cluster authorizes
+    nothing)."""
+    import asyncio
+
+    return await asyncio.to_thread(_change_acls, settings, create=True)
+
+
+async def drop_acls(settings: Settings) -> None:
+    """Delete the ACLs of the settings' platform (a throwaway platform's, after a test)."""
+    import asyncio
+
+    await asyncio.to_thread(_change_acls, settings, create=False)
 
 
 def make_broker(
@@ -107,9 +209,10 @@ def topic_configs(settings: Settings, spec: topics.TopicSpec) -> dict[str, str]:
 
 
 async def ensure_topics(
-    settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG
+    settings: Settings, *, catalog: Sequence[topics.TopicSpec] = topics.CATALOG, acls: bool = True
 ) -> tuple[list[str], list[str]]:
-    """Create the catalog's missing topics; returns (created, already there)."""
+    """Create the catalog's missing topics and (with `acls`, on a cluster with an authorizer)
+    grant the platform's ACLs; returns (created, already there)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(**aiokafka_options(settings))
@@ -129,9 +232,11 @@ async def ensure_topics(
         ]
         if missing:
             await admin.create_topics(missing)
-        return [t.name for t in missing], sorted(set(wanted) & existing)
     finally:
         await admin.close()
+    if acls and settings.kafka_security_protocol != "PLAINTEXT":
+        await ensure_acls(settings)
+    return [t.name for t in missing], sorted(set(wanted) & existing)
 
 
 async def drop_topics(settings: Settings) -> None:
@@ -144,3 +249,5 @@ async def drop_topics(settings: Settings) -> None:
         await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
     finally:
         await admin.close()
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        await drop_acls(settings)

@@ -34,7 +34,7 @@ from shared.runtime.artifacts import ArtifactUnavailable
 from shared.runtime.broker import raw_body, tolerant_parser
 from shared.runtime.consumermetrics import ConsumerMetrics
 from shared.runtime.db import claim_inbox, claim_inbox_many
-from shared.runtime.errors import is_transient
+from shared.runtime.errors import Refused, is_transient
 from shared.runtime.settings import Settings
 from shared.runtime.uow import SpanTracing, SqlUnitOfWork, StoreFactory, no_store
 
@@ -387,6 +387,8 @@ class Consumers:
                 reason = f"{type(exc).__name__}: {exc}"
                 if self.metrics is not None:
                     self.metrics.failures.labels(group_id, envelope.type).inc()
+                if isinstance(exc, Refused):
+                    return ("refused", str(exc), attempt)
                 if not is_transient(exc):
                     log.exception("handler failed on %s %s", envelope.type, envelope.id)
                     return ("handler", reason, attempt)

@@ -12,6 +12,11 @@ class TransientError(Exception):
     """Raised by a handler for a failure worth retrying (a dependency is briefly away)."""
 
 
+class Refused(Exception):
+    """Raised by a handler for an event whose claims fail a check (a spec revision that skips
+    ahead, a command with no audit entry): it is dead-lettered at once with this reason."""
+
+
 TRANSIENT = (
     TransientError,
     OperationalError,

@@ -1,42 +1,205 @@
-"""Opening model files safely: skops with a type allowlist, ONNX through ONNX Runtime, never pickle."""
+"""Opening model files safely: skops with an allowlist of exact types, ONNX through ONNX Runtime,
+never pickle.
+
+A skops file is a zip of `.npy` arrays and a `schema.json` naming, node by node, the type (or
+function) it rebuilds. Every name is checked against the lists below before skops reads anything:
+no prefix is trusted, a function only when it is a pure numeric one, and a node kind (a bound
+method, a `functools.partial`, a `__reduce__`) only when the trainer's own files use it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import json
+import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-# The types a model file may name: scikit-learn and its numerical stack, and, named one by one,
-# the estimators and boosters of the two gradient-boosting libraries of the estimator allowlist
-# (their boosters restore from the library's own model format, never from a pickle) and
-# modelbus' own derived-feature step (plain data: the spec's operations).
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
-TRUSTED_TYPES = frozenset(
+# The classes a model file may rebuild: what the trainer builds for every estimator of the spec's
+# allowlist (pipeline, preprocessing, the fitted estimators and their inner trees, losses and
+# binning; tests/unit/runtime/test_modelfile.py trains each and loads it), the neighbours'
+# search trees and distances, the containers and numbers skops stores them with, and modelbus'
+# own derived-feature step (plain data: the spec's operations).
+ALLOWED_TYPES = frozenset(
     {
-        "xgboost.core.Booster",
-        "xgboost.sklearn.XGBClassifier",
-        "xgboost.sklearn.XGBRegressor",
+        "builtins.bool",
+        "builtins.bytearray",
+        "builtins.bytes",
+        "builtins.dict",
+        "builtins.float",
+        "builtins.int",
+        "builtins.list",
+        "builtins.slice",
+        "builtins.str",
+        "builtins.tuple",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "numpy.bool_",
+        "numpy.dtype",
+        "numpy.float16",
+        "numpy.float32",
+        "numpy.float64",
+        "numpy.int8",
+        "numpy.int16",
+        "numpy.int32",
+        "numpy.int64",
+        "numpy.ndarray",
+        "numpy.str_",
+        "numpy.uint8",
+        "numpy.uint16",
+        "numpy.uint32",
+        "numpy.uint64",
+        "numpy.random._generator.Generator",
+        "numpy.random.mtrand.RandomState",
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "lightgbm.sklearn.LGBMRegressor",
         "shared.runtime.derive.DeriveFeatures",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.dummy.DummyClassifier",
+        "sklearn.dummy.DummyRegressor",
+        "sklearn.ensemble._forest.ExtraTreesClassifier",
+        "sklearn.ensemble._forest.ExtraTreesRegressor",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._forest.RandomForestRegressor",
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.ensemble._gb.GradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.linear_model._base.LinearRegression",
+        "sklearn.linear_model._coordinate_descent.ElasticNet",
+        "sklearn.linear_model._coordinate_descent.Lasso",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._ridge.Ridge",
+        "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.naive_bayes.GaussianNB",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.neighbors._classification.KNeighborsClassifier",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._regression.KNeighborsRegressor",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.preprocessing._function_transformer.FunctionTransformer",
+        "sklearn.preprocessing._label.LabelEncoder",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._classes.ExtraTreeClassifier",
+        "sklearn.tree._classes.ExtraTreeRegressor",
+        "sklearn.tree._tree.Tree",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+    }
+)
+# The functions a file may reference (a FunctionTransformer's func): element-wise numeric
+# functions of numpy, which read an array and return a new one.
+ALLOWED_FUNCTIONS = frozenset(
+    f"numpy.{name}"
+    for name in (
+        "abs", "absolute", "arcsinh", "cbrt", "exp", "exp2", "expm1", "fabs", "log", "log10", "log1p", "log2",
+        "negative", "reciprocal", "sign", "sqrt", "square", "tanh",
+    )
+)  # fmt: skip
+# How skops rebuilds each node. Bound methods, functools.partial, operator functions and
+# __reduce__ calls are refused whatever they name: the trainer's files never hold one.
+ALLOWED_LOADERS = frozenset(
+    {
+        "BytearrayNode",
+        "BytesNode",
+        "DTypeNode",
+        "DefaultDictNode",
+        "DictNode",
+        "FunctionNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "RandomGeneratorNode",
+        "RandomStateNode",
+        "SliceNode",
+        "TreeNode",
+        "TupleNode",
+        "TypeNode",
     }
 )
 
 
 class UntrustedArtifact(ValueError):
-    """A model file that names types outside the trusted libraries; it is not loaded."""
+    """A model file that names a type, function or node kind outside the allowlists; nothing of it
+    was loaded."""
+
+
+def named(schema: Any) -> Iterator[tuple[str, str]]:
+    """(node kind, dotted name) of every node of a skops schema; UntrustedArtifact for a node
+    that does not say both (skops could not rebuild it, and nothing here may guess)."""
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            if "__loader__" in node or "__class__" in node or "__module__" in node:
+                loader, module, name = node.get("__loader__"), node.get("__module__"), node.get("__class__")
+                if not all(isinstance(part, str) for part in (loader, module, name)):
+                    raise UntrustedArtifact("the model file has a node without its kind, module and class")
+                yield str(loader), f"{module}.{name}"
+            pending.extend(node.values())
+
+
+def refusals(schema: Any) -> list[str]:
+    """What in a skops schema is outside the allowlists, readably (empty: all of it is allowed)."""
+    found: set[str] = set()
+    for loader, name in named(schema):
+        if loader not in ALLOWED_LOADERS:
+            found.add(f"{name} (a {loader}, which is never loaded)")
+        elif loader == "FunctionNode":
+            if name not in ALLOWED_FUNCTIONS:
+                found.add(f"the function {name}")
+        elif name not in ALLOWED_TYPES:
+            found.add(f"the type {name}")
+    return sorted(found)
+
+
+def audit(data: bytes) -> list[str]:
+    """Every type a skops file names, once its schema has been checked against the allowlists;
+    UntrustedArtifact naming what is not allowed. Reads the schema as JSON: nothing is imported."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise UntrustedArtifact(f"not a skops file: {exc}") from None
+    refused = refusals(schema)
+    if refused:
+        shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        raise UntrustedArtifact(f"the model file names what modelbus does not load: {shown}")
+    return sorted({name for _, name in named(schema)})
 
 
 def load_model(path: Path) -> Any:
-    """Load a skops file, refusing any type outside the trusted libraries."""
+    """Load a skops file whose every node is on the allowlists (UntrustedArtifact otherwise)."""
     import skops.io as sio
 
-    types = sio.get_untrusted_types(file=path)
-    foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_TYPES]
-    if foreign:
-        raise UntrustedArtifact(f"the model names types outside the trusted libraries: {', '.join(foreign[:5])}")
-    return sio.load(path, trusted=types)
+    data = path.read_bytes()
+    return sio.loads(data, trusted=audit(data))
 
 
 def load_predictor(

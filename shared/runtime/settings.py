@@ -127,10 +127,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"
     # S3 region.
     s3_region: str = "us-east-1"
-    # S3 access key id.
-    s3_access_key_id: str | None = "modelbus"
-    # S3 secret access key.
-    s3_secret_access_key: SecretStr | None = SecretStr("modelbus-secret")
+    # S3 access key id (no default: unset, boto3's own chain, e.g. an IAM role; the local stack generates one).
+    s3_access_key_id: str | None = None
+    # S3 secret access key (no default, like the key id).
+    s3_secret_access_key: SecretStr | None = None
     # Buckets that s3:// URIs may name, besides the artifact bucket.
     s3_allowed_buckets: list[str] = Field(default_factory=list)
 
@@ -259,6 +259,8 @@ class Settings(BaseSettings):
 
     # Folder of the local stack's data, downloads, logs and pids.
     stack_dir: Path = Path(".modelbus")
+    # Folder of the local stack's generated credentials (mode 0700), one password file per Kafka principal.
+    credentials_dir: Path = Path(".modelbus/credentials")
 
     @field_validator("alerter_config", "secrets_dir", "trainer_dask_scheduler", mode="before")
     @classmethod

@@ -41,10 +41,11 @@ async def test_the_specs_topic_is_log_compacted_and_the_others_are_not() -> None
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+    from shared.runtime.broker import aiokafka_options
     from shared.runtime.settings import Settings
 
     settings = Settings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
     await admin.start()
     try:
         names = [settings.topic(topics.MODEL_SPEC_APPLIED), settings.topic(topics.DATA_ARRIVED)]

@@ -7,14 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
+from shared.contract.topics import Principal
 from shared.ops.cli.render import err
 from shared.runtime.settings import Settings, get_settings
 
 app = typer.Typer(help="modelbus: a model's whole life as durable, traced Kafka events.", no_args_is_help=True)
 
 
-def cli_settings() -> Settings:
+def cli_settings(principal: Principal = "producer") -> Settings:
+    """The settings, from the environment; on the local stack, unless the environment names Kafka
+    credentials, a command uses the bus as `principal`: an outside producer by default (every
+    change of state goes through the audited APIs), the admin for the stack, topics and tail."""
+    from shared.runtime import credentials
+
     try:
+        credentials.adopt(principal)
         return get_settings()
     except Exception as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")

@@ -25,7 +25,7 @@ def topics_create() -> None:
     """Create the catalog's topics that are missing (what `stack up` does; for a broker of your own)."""
     from shared.runtime.broker import ensure_topics
 
-    settings = cli_settings()
+    settings = cli_settings("admin")
     created, existing = asyncio.run(ensure_topics(settings))
     say(f"[topics] {len(created)} created, {len(existing)} already there (prefix {settings.topic_prefix})")
 

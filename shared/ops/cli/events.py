@@ -93,7 +93,8 @@ def tail(
     """Follow a topic, pretty-printing each event with its headers."""
     from shared.ops import tools
 
-    asyncio.run(tools.tail(cli_settings(), topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console))
+    settings = cli_settings("admin")
+    asyncio.run(tools.tail(settings, topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console))
 
 
 @dlq_app.command("ls")
@@ -104,7 +105,7 @@ def dlq_ls(
     """List the dead letters: id (partition:offset), consumer, origin and reason."""
     from shared.ops import tools
 
-    letters = asyncio.run(tools.read_dead_letters(cli_settings()))
+    letters = asyncio.run(tools.read_dead_letters(cli_settings("admin")))
     if consumer:
         letters = [item for item in letters if item.letter.consumer.endswith(consumer)]
     tools.print_dead_letters(letters, out=console, as_json=as_json)
@@ -115,7 +116,7 @@ def dlq_show(letter_id: Annotated[str, typer.Argument(help="Dead letter id, part
     """Print a dead letter's original message body as it was received."""
     from shared.ops import tools
 
-    item = tools.find_letter(asyncio.run(tools.read_dead_letters(cli_settings())), letter_id)
+    item = tools.find_letter(asyncio.run(tools.read_dead_letters(cli_settings("admin"))), letter_id)
     console.print(tools.original_value(item.letter).decode("utf-8", "replace"), markup=False)
 
 
@@ -129,7 +130,7 @@ def dlq_replay(
     """Re-publish dead letters to their original topic, with their original key and headers."""
     from shared.ops import tools
 
-    settings = cli_settings()
+    settings = cli_settings("admin")
     letters = asyncio.run(tools.read_dead_letters(settings))
     if replay_all:
         chosen = [item for item in letters if not consumer or item.letter.consumer.endswith(consumer)]

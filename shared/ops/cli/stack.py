@@ -29,7 +29,7 @@ def stack_up(
     from shared.ops import stack
     from shared.ops.kafka import broker_addresses, cluster_bootstrap
 
-    settings = cli_settings()
+    settings = cli_settings("admin")
     if brokers is not None:
         host, port = broker_addresses(settings)[0]
         settings = settings.model_copy(
@@ -56,7 +56,7 @@ def stack_down() -> None:
     """Stop what `stack up` started."""
     from shared.ops import stack
 
-    stack.down(cli_settings(), say=say)
+    stack.down(cli_settings("admin"), say=say)
 
 
 @stack_app.command("status")
@@ -64,5 +64,5 @@ def stack_status() -> None:
     """Show each component, its pid and address; exit 1 unless all run."""
     from shared.ops import stack
 
-    if not stack.status(cli_settings(), say=say):
+    if not stack.status(cli_settings("admin"), say=say):
         raise typer.Exit(1)

@@ -1,0 +1,79 @@
+"""Who may do what on the bus, derived from the contract's producer/consumer table (each event
+class's `emitted_by` and `consumed_by`): the broker's ACLs, the README's table and the k8s
+overlay's Kafka users are all generated from here, never written by hand."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.contract import events, topics
+from shared.contract.topics import Principal
+
+Operation = Literal["READ", "WRITE", "CREATE"]
+ResourceType = Literal["topic", "group"]
+Pattern = Literal["literal", "prefixed"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Grant:
+    """One ALLOW ACL: `principal` may `operation` the resource `name` (full name, with the prefix)."""
+
+    principal: Principal
+    resource: ResourceType
+    name: str
+    operation: Operation
+    pattern: Pattern = "literal"
+
+
+def event_classes() -> list[type[events.Event]]:
+    """Every event class of the contract."""
+    found: list[type[events.Event]] = []
+    pending = list(events.Event.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return sorted(found, key=lambda cls: cls.event_type)
+
+
+def topic_table() -> dict[str, tuple[frozenset[Principal], frozenset[Principal]]]:
+    """Catalog topic name -> (principals that write it, principals that read it)."""
+    writers: dict[str, set[Principal]] = defaultdict(set)
+    readers: dict[str, set[Principal]] = defaultdict(set)
+    for cls in event_classes():
+        writers[cls.topic].update(cls.emitted_by)
+        readers[cls.topic].update(cls.consumed_by)
+    return {spec.name: (frozenset(writers[spec.name]), frozenset(readers[spec.name])) for spec in topics.CATALOG}
+
+
+def grants(prefix: str) -> list[Grant]:
+    """Every ACL a platform with topic prefix `prefix` needs, and nothing more: per topic the
+    table's READ and WRITE, per service its own consumer group, and the alerter's receiver
+    topics (created and written under `<prefix>.alerts`). `admin` is the brokers' super user."""
+    found: set[Grant] = set()
+    for name, (writers, readers) in topic_table().items():
+        full = f"{prefix}.{name}"
+        found.update(Grant(who, "topic", full, "WRITE") for who in writers)
+        found.update(Grant(who, "topic", full, "READ") for who in readers)
+    found.update(Grant(who, "group", f"{prefix}.{who}", "READ") for who in topics.GROUP_MEMBERS)
+    receivers = f"{prefix}.{topics.ALERT_RECEIVER_PREFIX}"
+    found.update(Grant("alerter", "topic", receivers, op, "prefixed") for op in ("CREATE", "WRITE"))
+    return sorted(found)
+
+
+def allowed(principal: Principal, operation: Operation, topic: str) -> bool:
+    """Whether the table lets `principal` READ or WRITE the catalog topic `topic` (admin: always)."""
+    if principal == "admin":
+        return True
+    writers, readers = topic_table()[topic]
+    return principal in (writers if operation == "WRITE" else readers)
+
+
+def markdown_table() -> str:
+    """The README's table: per topic, who writes and who reads it."""
+    lines = ["| topic | written by | read by |", "|---|---|---|"]
+    for name, (writers, readers) in topic_table().items():
+        lines.append(f"| `<prefix>.{name}` | {', '.join(sorted(writers))} | {', '.join(sorted(readers))} |")
+    return "\n".join(lines)
