@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import feast_serving, many_models, peers  # noqa: E402
 from bench.common import free_port, mlflow_python, rss_bytes, say, serving_platform, vegeta, wait_http  # noqa: E402
-from services.deployer.serving.loading import check_rows, load  # noqa: E402
 from services.trainer import fit  # noqa: E402
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
 from shared.contract.spec import ModelSpec  # noqa: E402
@@ -57,6 +56,7 @@ from shared.ops.example_data import write_churn  # noqa: E402
 from shared.runtime.artifacts import ArtifactStore  # noqa: E402
 from shared.runtime.broker import ensure_topics  # noqa: E402
 from shared.runtime.bus import Bus  # noqa: E402
+from shared.runtime.served import check_rows, load  # noqa: E402
 from shared.runtime.settings import Settings  # noqa: E402
 from shared.runtime.specfile import load_spec  # noqa: E402
 

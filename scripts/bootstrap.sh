@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
-# kcat, Prometheus, Alertmanager (and amtool) and chromium (the console's browser tests) from
+# Prometheus, Alertmanager (and amtool) and chromium (the console's browser tests) from
 # the OS packages (when missing), and the project into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,6 @@ java_major=$( (java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | he
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
-command -v kcat >/dev/null || missing+=(kcat)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
@@ -46,7 +45,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     invoke-rc.d prometheus stop >/dev/null 2>&1 || true
   fi
 else
-  say "system packages present (java ${java_major}, maven, postgresql, kcat, prometheus, alertmanager, chromium)"
+  say "system packages present (java ${java_major}, maven, postgresql, prometheus, alertmanager, chromium)"
 fi
 
 # kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.contract.events import ArtifactRef, CanaryAnalyzed, RolloutChanged, TrafficShare
+from shared.contract.events import ArtifactRef, CanaryAnalyzed, RolloutChanged, RolloutCommanded, TrafficShare
 from shared.contract.spec import Rollout as RolloutPolicy
 
 State = Literal["pending", "shadow", "canary", "paused", "promoted", "rolled-back", "superseded"]
@@ -73,6 +73,40 @@ class Transition:
 
 class Refused(ValueError):
     """A command or event that makes no sense for the rollout; nothing changed."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """The registry's record of an operator's action, which a command must match."""
+
+    actor: str
+    action: str
+    target: str
+    outcome: str
+
+
+def audited_as(command: RolloutCommanded) -> tuple[str, str]:
+    """The action and target under which the registry audits a command."""
+    if command.command == "approve":
+        return "approve", f"{command.model}@{command.version}"
+    return f"rollout-{command.command}", command.model
+
+
+def unaudited(command: RolloutCommanded, entry: AuditEntry | None) -> str | None:
+    """Why a command does not match the registry's audit entry it names (None: it does). Only the
+    registry's API issues commands, and it audits each one first: a command without its entry
+    was written by someone else."""
+    if command.audit_id is None:
+        return "the command carries no audit id: operators' commands come from the registry's audited API"
+    if entry is None:
+        return f"the registry's audit log has no entry {command.audit_id}"
+    action, target = audited_as(command)
+    if (entry.actor, entry.action, entry.target, entry.outcome) != (command.actor, action, target, "ok"):
+        return (
+            f"audit entry {command.audit_id} records {entry.actor} {entry.action} {entry.target} ({entry.outcome}),"
+            f" not {command.actor} {action} {target}"
+        )
+    return None
 
 
 class DeployerRefusal(ValueError):

@@ -27,6 +27,7 @@ from shared.contract.events import (
 )
 from shared.contract.spec import ModelSpec
 from shared.contract.spec import Rollout as RolloutPolicy
+from shared.runtime.errors import Refused
 from shared.runtime.specwait import release, with_spec
 from shared.runtime.uow import UnitOfWork
 
@@ -222,8 +223,11 @@ async def on_command(event: RolloutCommanded, uow: UoW, *, clock: Clock) -> list
         return Command(uow.envelope.id, event.model, event.command, event.version, event.actor, outcome, reason)
 
     try:
+        forged = domain.unaudited(event, await uow.store.audit_entry(event.audit_id) if event.audit_id else None)
+        if forged:
+            raise Refused(f"{event.command} of {event.model} in the name of {event.actor} refused: {forged}")
         moves = await commanded(uow.store, event, clock(), uow.current_traceparent())
-    except DeployerRefusal as exc:
+    except (DeployerRefusal, Refused) as exc:
         refusal = logged("refused", str(exc))
 
         async def keep(store: DeployerStore) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, update
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -157,6 +157,9 @@ class DeployerStore(Protocol):
     async def log_command(self, command: Command) -> None:
         """Record a command and what came of it (once per event)."""
 
+    async def audit_entry(self, audit_id: int) -> domain.AuditEntry | None:
+        """The registry's audit entry of that id, if there is one (read, never written: the log is the registry's)."""
+
     async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
         """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
 
@@ -287,6 +290,16 @@ class SqlStore(SqlSpecs):
             .on_conflict_do_nothing()
         )
 
+    async def audit_entry(self, audit_id: int) -> domain.AuditEntry | None:
+        """The registry's audit entry of that id, if there is one: read from the registry's table,
+        the one place the deployer reads beside its own (the log is the registry's to write)."""
+        row = (
+            await self.session.execute(
+                text("SELECT actor, action, target, outcome FROM registry_audit WHERE id = :id"), {"id": audit_id}
+            )
+        ).first()
+        return domain.AuditEntry(*row) if row is not None else None
+
     async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
         """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""
         query = select(ModelRow).where(ModelRow.rollout_id.is_not(None))
@@ -317,6 +330,8 @@ class MemoryStore(MemorySpecs):
     rollouts: dict[str, domain.Rollout] = field(default_factory=dict)
     traceparents: dict[str, str | None] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
+    # The registry's audit log, which the SQL store reads from the registry's table.
+    audit: dict[int, domain.AuditEntry] = field(default_factory=dict)
 
     async def keep_version(self, event: ModelRegistered) -> None:
         """Remember a version's artifacts."""
@@ -361,6 +376,10 @@ class MemoryStore(MemorySpecs):
     async def log_command(self, command: Command) -> None:
         """Record a command and what came of it (once per event)."""
         self.commands.setdefault(command.event_id, command)
+
+    async def audit_entry(self, audit_id: int) -> domain.AuditEntry | None:
+        """The registry's audit entry of that id, if there is one."""
+        return self.audit.get(audit_id)
 
     async def live_models(self, only: frozenset[str] | None = None) -> list[LiveModel]:
         """Every model with a rollout (or the named ones), with the artifacts of the versions it routes to."""

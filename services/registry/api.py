@@ -193,18 +193,19 @@ def make_api(
         target: str,
         reason: str,
         detail: dict[str, Any],
-        work: Callable[[AsyncSession], Awaitable[T]],
+        work: Callable[[AsyncSession, int], Awaitable[T]],
         *,
         model: str | None = None,
     ) -> T:
-        """Run an action in one transaction with its audit entry; a refusal is audited too."""
+        """Run an action in one transaction with its audit entry, written first so that a command
+        the action stages carries the entry's id (`work(session, audit_id)`); a refusal is
+        audited too."""
         with tracer.start_as_current_span(
             f"registry {action}", attributes={"modelbus.actor": who.actor, "modelbus.target": target}
         ):
             try:
                 async with sessions() as session, session.begin():
-                    result = await work(session)
-                    await store.SqlStore(session).audit(
+                    audit_id = await store.SqlStore(session).audit(
                         actor=who.actor,
                         role=who.role,
                         action=action,
@@ -212,6 +213,7 @@ def make_api(
                         reason=reason,
                         detail=detail,
                     )
+                    result = await work(session, audit_id)
             except (domain.RegistryRefusal, domain.NotFound, SpecError) as exc:
                 async with sessions() as session, session.begin():
                     await store.SqlStore(session).audit(
@@ -350,14 +352,14 @@ def make_api(
     async def approve(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Approve a version held for review; the deployer starts its rollout."""
 
-        async def work(session: AsyncSession) -> str:
+        async def work(session: AsyncSession, audit_id: int) -> str:
             versions = store.SqlStore(session)
             domain.check_approval(name, version, await versions.status_of(name, version, lock=True))
             await versions.move_status(
                 name, version, "approved", f"approved by {who.actor}: {body.reason}".rstrip(": ")
             )
             command = RolloutCommanded(
-                model=name, command="approve", version=version, actor=who.actor, reason=body.reason
+                model=name, command="approve", version=version, actor=who.actor, reason=body.reason, audit_id=audit_id
             )
             return bus.stage(session, command)
 
@@ -368,7 +370,7 @@ def make_api(
     async def reject(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Reject a version that is not serving."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, audit_id: int) -> None:
             versions = store.SqlStore(session)
             domain.check_rejection(name, version, await versions.status_of(name, version, lock=True))
             await versions.move_status(
@@ -387,7 +389,7 @@ def make_api(
     ) -> Done:
         """Command the model's rollout; the deployer carries it out (or refuses it, with a reason)."""
 
-        async def work(session: AsyncSession) -> str:
+        async def work(session: AsyncSession, audit_id: int) -> str:
             await store.SqlStore(session).get_model(name)
             if command == "start":
                 if body.version is None:
@@ -397,7 +399,12 @@ def make_api(
             elif body.version is not None:
                 await store.SqlStore(session).status_of(name, body.version)
             event = RolloutCommanded(
-                model=name, command=command, version=body.version, actor=who.actor, reason=body.reason
+                model=name,
+                command=command,
+                version=body.version,
+                actor=who.actor,
+                reason=body.reason,
+                audit_id=audit_id,
             )
             return bus.stage(session, event)
 
@@ -409,7 +416,7 @@ def make_api(
     async def retrain(who: Operator, name: str, body: RetrainRequest) -> Done:
         """Ask the trainer to train the model again (on the latest dataset version unless one is named)."""
 
-        async def work(session: AsyncSession) -> str:
+        async def work(session: AsyncSession, audit_id: int) -> str:
             spec = await store.SqlStore(session).latest_spec(name)
             if body.dataset_version is not None:
                 await store.SqlStore(session).get_dataset(spec.spec["dataset"], body.dataset_version)
@@ -426,7 +433,7 @@ def make_api(
     async def put_alias(who: Operator, name: str, alias: str, body: AliasRequest) -> Done:
         """Point an alias of your own at a version (`champion` and `challenger` move with rollouts)."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, audit_id: int) -> None:
             domain.check_alias(alias)
             await store.SqlStore(session).status_of(name, body.version)
             await store.SqlStore(session).set_alias(name, alias, body.version, by=who.actor)
@@ -438,7 +445,7 @@ def make_api(
     async def delete_alias(who: Operator, name: str, alias: str, reason: str = "") -> Done:
         """Remove an alias of your own."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, audit_id: int) -> None:
             domain.check_alias(alias)
             if not await store.SqlStore(session).drop_alias(name, alias):
                 raise domain.NotFound(f"{name} has no alias {alias!r}")
@@ -450,7 +457,7 @@ def make_api(
     async def put_tag(who: Operator, name: str, version: VersionPath, key: str, body: TagRequest) -> Done:
         """Set a tag on a version."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, audit_id: int) -> None:
             await store.SqlStore(session).status_of(name, version)
             await store.SqlStore(session).set_tag(name, version, key, body.value)
 
@@ -462,7 +469,7 @@ def make_api(
     async def delete_tag(who: Operator, name: str, version: VersionPath, key: str, reason: str = "") -> Done:
         """Remove a tag from a version."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession, audit_id: int) -> None:
             if not await store.SqlStore(session).drop_tag(name, version, key):
                 raise domain.NotFound(f"{name}@{version} has no tag {key!r}")
 
@@ -475,7 +482,7 @@ def make_api(
     async def apply_spec(who: Admin, body: SpecRequest) -> Applied:
         """Validate and apply a model spec; a changed spec becomes a new revision and is published."""
 
-        async def work(session: AsyncSession) -> Applied:
+        async def work(session: AsyncSession, audit_id: int) -> Applied:
             spec = await asyncio.to_thread(load_spec_checked, body.spec_yaml, settings.feast_repo)
             revision, changed = await store.SqlStore(session).apply_spec(spec, body.spec_yaml, applied_by=who.actor)
             if changed:

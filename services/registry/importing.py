@@ -9,6 +9,7 @@ ONNX through ONNX Runtime, and pickles never get this far (`services.registry.so
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ import pandas as pd
 from services.registry.sources import ImportRefused, Kind, Source, copy_model, open_source
 from shared.contract.events import ArtifactRef, FeatureSchema, ModelTrained, ReferenceProfile
 from shared.contract.spec import Feature, ModelSpec
+from shared.runtime import served
 from shared.runtime.artifacts import sha256_file
-from shared.runtime.features import prepare
+from shared.runtime.features import MISSING, prepare
 from shared.runtime.metrics import evaluate
 from shared.runtime.modelfile import UntrustedArtifact, load_model
 from shared.runtime.onnxexport import export_onnx
@@ -410,6 +412,8 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
         "imported_from": origin,
         "onnx": onnx_note,
     }
+    schema = check_served(out, manifest, rows, predicted, spec.task)
+    manifest["feature_schema"] = [s.model_dump() for s in schema]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return Prepared(
         run_id=run_id,
@@ -425,6 +429,82 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
         seconds=time.perf_counter() - began,
         source=origin,
     )
+
+
+SERVED_ROWS = 1000  # of the uploader's rows, predicted again as serving runs the version
+
+
+def _answers(loaded: served.Loaded, row: served.Row) -> bool:
+    """Whether the served form answers a row with finite numbers (a graph without imputation
+    answers a missing value with NaN rather than an error)."""
+    try:
+        labels, probabilities = loaded.predict([row])
+    except Exception:  # the model's own error
+        return False
+    values = probabilities[0] if probabilities is not None else labels if loaded.task == "regression" else []
+    return all(math.isfinite(float(v)) for v in values)
+
+
+def _missing(value: Any) -> bool:
+    return value == MISSING or (isinstance(value, float) and math.isnan(value))
+
+
+def check_served(
+    out: Path, manifest: dict[str, Any], rows: pd.DataFrame, predicted: np.ndarray[Any, Any], task: str
+) -> list[FeatureSchema]:
+    """Open the version's files exactly as serving will (shared.runtime.served: its ONNX graph
+    when it has one, else the skops file; the same warm-up) and predict the uploader's rows as
+    serving receives them (JSON values, checked against the schema): what is accepted serves.
+    Returns the feature schema with each feature's nullability as the served form answers it (a
+    model without imputation takes no missing value, and serving will ask for one); ImportRefused
+    naming why serving could not run it."""
+    schema = [FeatureSchema.model_validate(f) for f in manifest["feature_schema"]]
+    shown = rows.head(SERVED_ROWS)
+    records = json.loads(shown[[s.name for s in schema]].to_json(orient="records", date_format="iso"))
+    try:
+        checked = served.check_rows(served.features_of([s.model_dump() for s in schema]), records, where="reference")
+    except served.InputError as exc:
+        raise ImportRefused(f"serving would refuse the reference rows: {exc}") from None
+    # Serving warms the version up on a complete row of the uploader's (its model may take no
+    # missing value), and so do the probes below.
+    complete = next((row for row in checked if not any(_missing(v) for v in row)), checked[0])
+    manifest["warm_up"] = complete
+
+    def opened(nullable: list[bool]) -> served.Loaded:
+        kept = [s.model_copy(update={"nullable": n}) for s, n in zip(schema, nullable, strict=True)]
+        (out / "manifest.json").write_text(
+            json.dumps({**manifest, "feature_schema": [s.model_dump() for s in kept]}, default=str)
+        )
+        try:
+            return served.open_version(manifest["model"], 0, out)
+        except Exception as exc:
+            raise ImportRefused(
+                f"serving could not load the model as imported: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+
+    without_missing = opened([False] * len(schema))
+    nullable = []
+    for index, feature in enumerate(without_missing.features):
+        probe = list(complete)
+        probe[index] = MISSING if feature.kind == "categorical" else math.nan
+        nullable.append(_answers(without_missing, probe))
+    loaded = opened(nullable)
+    try:
+        labels, _ = loaded.predict(checked)
+    except Exception as exc:
+        raise ImportRefused(
+            f"serving could not predict the reference rows: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
+    expected = predicted[: len(checked)]
+    if task == "classification":
+        agree = [str(a) for a in labels] == [str(b) for b in expected]
+    else:
+        agree = bool(np.allclose(np.asarray(labels, dtype=float), expected.astype(float), rtol=1e-3, atol=1e-3))
+    if not agree:
+        raise ImportRefused(
+            f"served as {loaded.runtime}, the model answers the reference rows differently from the uploaded model"
+        )
+    return [s.model_copy(update={"nullable": n}) for s, n in zip(schema, nullable, strict=True)]
 
 
 def _schema_origin(source: Source, onnx_inputs: list[tuple[str, Kind]] | None) -> str:

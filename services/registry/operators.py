@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import store
+from shared.contract import access
 from shared.runtime.httpapi import Limit, Operator, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.topicreader import StoredLetter, find_letter, original_value, read_dead_letters, replay
@@ -70,6 +71,17 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
             item = find_letter(await read_dead_letters(settings), letter_id)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
+        topic = item.letter.original_topic
+        writers = access.topic_table().get(topic.removeprefix(f"{settings.topic_prefix}."), (frozenset(), None))[0]
+        if "registry" not in writers:
+            # The registry writes only what the contract lets it (data, labels, specs, commands,
+            # retrains); a letter of another service's topic is replayed by the platform's admin.
+            written_by = ", ".join(sorted(writers)) or "no service"
+            raise HTTPException(
+                409,
+                f"the registry may not write {topic} (written by {written_by}); "
+                f"replay it as the platform admin: modelbus dlq replay {letter_id}",
+            )
         try:
             await replay(settings, [item.letter])
         except (ValueError, TimeoutError) as exc:

@@ -155,19 +155,20 @@ class SqlStore(SqlQueries):
         reason: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append to the audit log."""
-        self.session.add(
-            AuditRow(
-                actor=actor,
-                role=role,
-                action=action,
-                target=target,
-                reason=reason,
-                outcome=outcome,
-                detail=detail or {},
-            )
+    ) -> int:
+        """Append to the audit log; returns the entry's id."""
+        row = AuditRow(
+            actor=actor,
+            role=role,
+            action=action,
+            target=target,
+            reason=reason,
+            outcome=outcome,
+            detail=detail or {},
         )
+        self.session.add(row)
+        await self.session.flush()
+        return int(row.id)
 
     async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
         """Record a dataset version; False if it was already recorded with the same digest.

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.contract.events import DataArrived, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
-from shared.runtime.specview import SpecView, SpecViewColumns
+from shared.runtime.specview import SpecView, SpecViewColumns, is_news
 
 
 class SpecRow(SpecViewColumns, Base):
@@ -300,7 +300,7 @@ class MemoryStore:
     async def keep_spec(self, event: ModelSpecApplied) -> bool:
         """Keep the newest revision of a model's spec (and the dataset it names); False if older."""
         known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
+        if not is_news(known.revision if known is not None else None, event):
             return False
         self.specs[event.model] = event
         return True

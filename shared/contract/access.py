@@ -11,7 +11,7 @@ from typing import Literal
 from shared.contract import events, topics
 from shared.contract.topics import Principal
 
-Operation = Literal["READ", "WRITE", "CREATE"]
+Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
 ResourceType = Literal["topic", "group"]
 Pattern = Literal["literal", "prefixed"]
 
@@ -50,8 +50,9 @@ def topic_table() -> dict[str, tuple[frozenset[Principal], frozenset[Principal]]
 
 def grants(prefix: str) -> list[Grant]:
     """Every ACL a platform with topic prefix `prefix` needs, and nothing more: per topic the
-    table's READ and WRITE, per service its own consumer group, and the alerter's receiver
-    topics (created and written under `<prefix>.alerts`). `admin` is the brokers' super user."""
+    table's READ and WRITE, per service its own consumer group, the alerter's receiver topics
+    (created and written under `<prefix>.alerts`) and the autoscaler's view of the groups' lag.
+    `admin` is the brokers' super user."""
     found: set[Grant] = set()
     for name, (writers, readers) in topic_table().items():
         full = f"{prefix}.{name}"
@@ -60,6 +61,14 @@ def grants(prefix: str) -> list[Grant]:
     found.update(Grant(who, "group", f"{prefix}.{who}", "READ") for who in topics.GROUP_MEMBERS)
     receivers = f"{prefix}.{topics.ALERT_RECEIVER_PREFIX}"
     found.update(Grant("alerter", "topic", receivers, op, "prefixed") for op in ("CREATE", "WRITE"))
+    # The autoscaler sees the consumer groups' offsets and the topics' ends (their lag), no event.
+    for member in topics.GROUP_MEMBERS:
+        found.add(Grant("autoscaler", "group", f"{prefix}.{member}", "DESCRIBE"))
+        found.update(
+            Grant("autoscaler", "topic", f"{prefix}.{name}", "DESCRIBE")
+            for name, (_, readers) in topic_table().items()
+            if member in readers
+        )
     return sorted(found)
 
 

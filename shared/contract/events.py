@@ -523,6 +523,12 @@ class RolloutCommanded(Event):
     traffic: list[TrafficShare] | None = Field(default=None, description="Target split, for set-weights.")
     actor: str = Field(min_length=1, description="Operator who commanded it.")
     reason: str = Field(default="", description="Why.")
+    audit_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="The registry's audit entry of the command (GET /v1/audit); the deployer refuses a command"
+        " without one that matches.",
+    )
 
 
 class RolloutChanged(Event):

@@ -11,9 +11,10 @@ from typing import Literal, get_args
 
 # Every client of the bus is one of these authenticated principals: one per service (serving is
 # the deployer's second entrypoint, with a principal of its own), `producer` for outside
-# producers, `admin` for the platform's own tasks (topics, ACLs, credentials).
+# producers, `autoscaler` for what reads consumer lag (KEDA; it reads no event), `admin` for the
+# platform's own tasks (topics, ACLs, credentials).
 Principal = Literal[
-    "registry", "trainer", "evaluator", "deployer", "serving", "monitor", "alerter", "producer", "admin"
+    "registry", "trainer", "evaluator", "deployer", "serving", "monitor", "alerter", "producer", "autoscaler", "admin"
 ]
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
 SERVICES: tuple[Principal, ...] = PRINCIPALS[:7]

@@ -7,6 +7,7 @@ its controller on the port after it."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import string
 import subprocess
@@ -17,8 +18,9 @@ from shared.ops.components import FILES, Component, Say, StackError, port_open, 
 from shared.runtime import credentials
 from shared.runtime.settings import Settings
 
-# Written beside a node's data once its storage is formatted with the admin's SCRAM credential;
-# storage from before the stack authenticated is formatted again (a local stack's data only).
+# Written beside a node's data once its storage is formatted with the admin's SCRAM credential (a
+# digest of the password); storage formatted before, or for other credentials, is formatted again
+# (a local stack's data only).
 SECURED = "secured"
 
 
@@ -95,7 +97,8 @@ class Kafka(Component):
 
     def jars(self) -> Path:
         lib = self.jar_home / "lib"
-        if list(lib.glob("kafka_2.13-*.jar")):
+        stamp = lib / f".resolved-{hashlib.sha256((FILES / 'pom.xml').read_bytes()).hexdigest()[:16]}"
+        if stamp.exists():
             return lib
         mvn = shutil.which("mvn")
         if not mvn:
@@ -127,6 +130,9 @@ class Kafka(Component):
                     self.say(f"  … {copied} files downloaded ({time.monotonic() - started:.0f} s)")
         if proc.wait() != 0:
             raise StackError("Maven could not resolve Kafka:\n" + "".join(output[-30:]))
+        for old in lib.glob(".resolved-*"):
+            old.unlink()
+        stamp.touch()
         self.say(f"[kafka] {len(list(lib.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s")
         return lib
 
@@ -134,6 +140,7 @@ class Kafka(Component):
         """Start this node and wait for it (a node of a cluster: see `spawn_node` and `KafkaCluster`)."""
         self.spawn_node()
         wait_until("Kafka metadata", self.metadata_ok, timeout=90, say=self.say, log=self.log_file)
+        announce_users(self.settings, self.say)
 
     def spawn_node(self, cluster_id: str | None = None) -> None:
         """Format this node's storage if new (with `cluster_id` for a cluster), then start it."""
@@ -163,8 +170,10 @@ class Kafka(Component):
         logs.mkdir(parents=True, exist_ok=True)
         classpath = f"{lib}/*"
         log4j = f"-Dlog4j2.configurationFile={FILES / 'log4j2.properties'}"
-        if (data / "meta.properties").exists() and not (self.home / SECURED).exists():
-            self.say(f"[{self.name}] its storage predates authentication: formatting it again")
+        secured = self.home / SECURED
+        stamp = hashlib.sha256(admin_password.encode()).hexdigest()[:16]
+        if (data / "meta.properties").exists() and (not secured.exists() or secured.read_text().strip() != stamp):
+            self.say(f"[{self.name}] its storage predates these credentials: formatting it again (local data only)")
             shutil.rmtree(data)
         if not (data / "meta.properties").exists():
             self.say(f"[{self.name}] formatting KRaft storage (with the admin's SCRAM-SHA-512 credential)")
@@ -186,7 +195,7 @@ class Kafka(Component):
                 )
             finally:
                 argfile.unlink(missing_ok=True)
-            (self.home / SECURED).touch()
+            secured.write_text(stamp + "\n")
         self.say(f"[{self.name}] starting broker on {host}:{port}")
         self.spawn(
             [
@@ -292,6 +301,7 @@ class KafkaCluster(Component):
                 node.spawn_node(cluster_id)
         for node in self.nodes:
             wait_until(f"{node.name} metadata", node.metadata_ok, timeout=120, say=self.say, log=node.log_file)
+        announce_users(self.settings, self.say)
 
     def stop(self) -> bool:
         """Stop every Kafka node the stack folder holds, whatever the settings say now (a cluster
@@ -305,6 +315,12 @@ class KafkaCluster(Component):
                 )
         stopped = [node.stop() for node in reversed(list(found.values()))]
         return any(stopped)
+
+
+def announce_users(settings: Settings, say: Say) -> None:
+    """Make sure of every principal's SCRAM credential on a cluster that just started, and say so."""
+    users = ensure_users(settings)
+    say(f"[kafka] SCRAM-SHA-512 principals: admin, {', '.join(users)} (passwords in {settings.credentials_dir})")
 
 
 def ensure_users(settings: Settings) -> list[str]:

@@ -44,15 +44,15 @@ def up(settings: Settings, say: Say = print) -> None:
         step = time.monotonic()
         component.start()
         say(f"[{component.name}] ready at {component.address()} ({time.monotonic() - step:.1f} s)")
-    from shared.ops.kafka import ensure_users
     from shared.runtime.broker import ensure_acls, ensure_topics
 
-    users = ensure_users(settings)
-    say(f"[kafka] SCRAM-SHA-512 principals: admin, {', '.join(users)} (passwords in {settings.credentials_dir})")
     admin = credentials.as_principal(settings, "admin")
     created, existing = asyncio.run(ensure_topics(admin, acls=False))
     say(f"[topics] {len(created)} created, {len(existing)} already there (prefix {settings.topic_prefix})")
     say(f"[acls] {asyncio.run(ensure_acls(admin))} ACLs from the contract's producer/consumer table")
+    java = credentials.client_properties(settings, "producer")
+    librdkafka = credentials.client_properties(settings, "producer", flavor="librdkafka")
+    say(f"[kafka] outside producers connect as `producer`: {java} (Java clients), {librdkafka.name} (librdkafka)")
     from alembic import command
 
     from shared.runtime.db import alembic_config

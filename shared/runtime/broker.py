@@ -71,7 +71,7 @@ def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
     return options
 
 
-def _bindings(found: Sequence[Grant], *, filters: bool = False) -> list[Any]:
+def _bindings(found: Sequence[Grant], *, users: str = "", filters: bool = False) -> list[Any]:
     from confluent_kafka.admin import (
         AclBinding,
         AclBindingFilter,
@@ -87,7 +87,7 @@ def _bindings(found: Sequence[Grant], *, filters: bool = False) -> list[Any]:
             ResourceType.TOPIC if grant.resource == "topic" else ResourceType.GROUP,
             grant.name,
             ResourcePatternType.PREFIXED if grant.pattern == "prefixed" else ResourcePatternType.LITERAL,
-            f"User:{grant.principal}",
+            f"User:{users}{grant.principal}",
             "*",
             getattr(AclOperation, grant.operation),
             AclPermissionType.ALLOW,
@@ -101,7 +101,7 @@ def _change_acls(settings: Settings, *, create: bool) -> int:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(admin_config(settings))
-    bindings = _bindings(grants(settings.topic_prefix), filters=not create)
+    bindings = _bindings(grants(settings.topic_prefix), users=settings.kafka_user_prefix, filters=not create)
     futures = admin.create_acls(bindings) if create else admin.delete_acls(bindings)
     try:
         for future in futures.values():
@@ -135,7 +135,7 @@ def _wait_in_force(admin: Any, bindings: list[Any], timeout: float = 30.0) -> No
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the broker did not apply {len(wanted)} new ACLs within {timeout:.0f} s")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 async def ensure_acls(settings: Settings) -> int:
@@ -202,7 +202,9 @@ def topic_configs(settings: Settings, spec: topics.TopicSpec) -> dict[str, str]:
     """A new topic's configuration: compaction where the catalog says so, and with replicas, a
     write acknowledged (acks=all) only once two replicas have it, so that losing one broker loses
     no acknowledged event."""
-    found = {"cleanup.policy": "compact"} if spec.compacted else {}
+    # A compacted topic keeps every record for a week before compaction may drop older ones of a
+    # key: a consumer less than a week behind sees every spec revision, one by one.
+    found = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * 86_400_000)} if spec.compacted else {}
     if settings.topic_replication_factor >= 3:
         found["min.insync.replicas"] = "2"
     return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 
@@ -67,6 +68,32 @@ def ensure(settings: Settings) -> dict[Principal, str]:
     _secret_file(key_id, f"modelbus-{secrets.token_hex(8)}")
     _secret_file(secret_key, secrets.token_urlsafe(32))
     return {p: _secret_file(kafka_password_file(settings, p), secrets.token_urlsafe(32)) for p in PRINCIPALS}
+
+
+def client_properties(
+    settings: Settings, principal: Principal, *, flavor: Literal["java", "librdkafka"] = "java"
+) -> Path:
+    """A Kafka client configuration that connects to the local stack as `principal`, written 0600
+    since it holds the password: Java's (`--producer.config` of Kafka's console tools, Kafka
+    Connect, Spring) as `<principal>.properties`, or librdkafka's (confluent-kafka in Python, Go,
+    .NET; kcat built on librdkafka 2.6.1 or newer, the first to do SCRAM with Kafka 4) as
+    `<principal>.librdkafka.properties`."""
+    password = kafka_password_file(settings, principal).read_text().strip()
+    lines = [f"bootstrap.servers={settings.kafka_bootstrap}", f"security.protocol={PROTOCOL}"]
+    if flavor == "java":
+        path = settings.credentials_dir.resolve() / f"{principal}.properties"
+        lines += [
+            f"sasl.mechanism={MECHANISM}",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{principal}" password="{password}";',
+        ]
+    else:
+        path = settings.credentials_dir.resolve() / f"{principal}.librdkafka.properties"
+        lines += [f"sasl.mechanisms={MECHANISM}", f"sasl.username={principal}", f"sasl.password={password}"]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
 
 
 def present(settings: Settings) -> bool:

@@ -22,6 +22,8 @@ from shared.contract.envelope import Envelope, EnvelopeError, Headers, decode, e
 from shared.contract.events import Event, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.consume import Handler
+from shared.runtime.errors import Refused
+from shared.runtime.specview import is_news
 from shared.runtime.uow import UnitOfWork, caused_by
 
 S = TypeVar("S")
@@ -59,7 +61,7 @@ class MemorySpecs:
     async def keep_spec(self, event: ModelSpecApplied) -> bool:
         """Keep the newest revision of a model's spec; False if an older one arrived late."""
         known = self.specs.get(event.model)
-        if known is not None and known.revision >= event.revision:
+        if not is_news(known.revision if known is not None else None, event):
             return False
         self.specs[event.model] = event
         return True
@@ -153,12 +155,17 @@ class InMemoryBus(Generic[S]):
                 for envelope in fresh:
                     uow.envelope = envelope
                     produced.extend(await self._run(cls, envelope.event, uow))
-        except Exception:
+        except Exception as exc:
             # The transaction is rolled back; work done apart stands.
             self.store.__dict__.update(copy.deepcopy(kept))
             for work in apart:
                 await work(self.store)
-            raise
+            if not isinstance(exc, Refused):
+                raise
+            # As on the bus: an event whose claims fail a check is dead-lettered with the reason.
+            self.inbox.update(e.id for e in fresh)
+            self.dead_letters.append(DeadLetter("refused", str(exc), uow.envelope.event.model_dump_json().encode()))
+            return []
         self.inbox.update(e.id for e in fresh)
         out = [caused_by(event, fresh[-1]) for event in [*(e for e, _ in uow.pending), *produced]]
         self.emitted_ids.extend([*(i for _, i in uow.pending), *(None for _ in produced)])

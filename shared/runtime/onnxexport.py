@@ -64,6 +64,16 @@ def onnx_inputs(features: Sequence[Feature], x: pd.DataFrame) -> dict[str, np.nd
     return inputs
 
 
+def with_feature_inputs(estimator: Any, features: Sequence[Feature], x: pd.DataFrame) -> Any:
+    """A plain estimator (fitted on one matrix of the features) behind a step that gathers the
+    features into that matrix, so that its graph takes one input per feature as serving feeds it."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    gather = ColumnTransformer([("features", "passthrough", [f.name for f in features])]).fit(x)
+    return Pipeline([("features", gather), ("model", estimator)])
+
+
 def export_onnx(
     model: Any,
     features: Sequence[Feature],
@@ -77,6 +87,8 @@ def export_onnx(
         import onnxruntime as ort
         from skl2onnx import to_onnx
 
+        if not hasattr(model, "steps"):
+            model = with_feature_inputs(model, features, x_val)
         if type(model.steps[-1][1]).__module__.startswith(("xgboost", "lightgbm")):
             register_boosters()
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType

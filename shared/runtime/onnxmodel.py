@@ -79,7 +79,9 @@ def class_labels(path: Path) -> list[Any] | None:
         if node.op_type not in CLASSIFIER_OPS:
             continue
         for attribute in node.attribute:
-            if attribute.name == "classlabels_int64s" and attribute.ints:
+            # ONNX-ML spells integer labels classlabels_int64s (ZipMap, TreeEnsembleClassifier) or
+            # classlabels_ints (LinearClassifier, SVMClassifier).
+            if attribute.name in ("classlabels_int64s", "classlabels_ints") and attribute.ints:
                 return [int(v) for v in attribute.ints]
             if attribute.name == "classlabels_strings" and attribute.strings:
                 return [v.decode() for v in attribute.strings]

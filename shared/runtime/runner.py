@@ -56,6 +56,9 @@ def service_settings(name: str) -> Settings:
     settings = get_settings()
     if "service_name" not in settings.model_fields_set:
         settings = settings.model_copy(update={"service_name": name})
+    if settings.kafka_sasl_username is None and settings.kafka_security_protocol.startswith("SASL"):
+        # Each service is its own principal (shared.contract.topics): serving is `serving`.
+        settings = settings.model_copy(update={"kafka_sasl_username": f"{settings.kafka_user_prefix}{name}"})
     configure_logging(settings)
     return settings
 

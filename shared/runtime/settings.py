@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     # SASL mechanism when the protocol is SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    # SASL user name.
+    # SASL user name; unset, a service is <kafka_user_prefix><its principal> (modelbus-registry).
     kafka_sasl_username: str | None = None
+    # Prefix of the platform's Kafka user names: principal registry is user <prefix>registry, in ACLs too.
+    kafka_user_prefix: str = ""
     # SASL password.
     kafka_sasl_password: SecretStr | None = None
     # CA bundle (PEM) that signs the brokers' certificates, for SSL and SASL_SSL.

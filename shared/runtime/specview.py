@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Integer, String, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.contract.events import ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
+from shared.runtime.errors import Refused
 
 
 class SpecViewColumns:
@@ -27,8 +28,30 @@ class SpecViewColumns:
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
+def is_news(known: int | None, event: ModelSpecApplied) -> bool:
+    """Whether a spec revision changes a service's view: the first it sees of a model (the
+    compacted topic keeps the latest), or the next of the registry's numbering. An older or equal
+    one is stale (False). One that skips ahead is refused: the registry numbers a model's
+    revisions one by one (and the topic keeps every one for a week), so only a forged event skips,
+    and taking it would make every later real revision look older."""
+    if known is None or event.revision == known + 1:
+        return True
+    if event.revision <= known:
+        return False
+    raise Refused(
+        f"spec revision {event.revision} of {event.model} skips ahead of revision {known}: "
+        "the registry numbers a model's revisions one by one"
+    )
+
+
 async def keep_spec(session: AsyncSession, table: type[Base], event: ModelSpecApplied, **extra: Any) -> bool:
-    """Keep the newest revision of a model's spec; False if an older one arrived late (nothing changed)."""
+    """Keep the next revision of a model's spec; False if an older one arrived late (nothing
+    changed); Refused for one that skips ahead."""
+    known = await session.scalar(
+        select(table.revision).where(table.model == event.model).with_for_update()  # type: ignore[attr-defined]
+    )
+    if not is_news(known, event):
+        return False
     values = {"revision": event.revision, "spec": event.spec.model_dump(mode="json"), **extra}
     stmt = insert(table).values(model=event.model, **values)
     kept = await session.execute(

@@ -21,6 +21,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from shared.runtime.settings import Settings
+from tests.support.foreign import console_produce
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = Path(sys.executable).parent / "modelbus"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -169,9 +172,8 @@ def test_an_operator_replays_a_dead_letter_from_its_page_and_the_replay_is_audit
 ) -> None:
     marker = f"console-{uuid.uuid4().hex[:8]}"
     body = json.dumps({"dataset": marker, "not": "a DataArrived"})
-    command = ["kcat", "-P", "-b", "127.0.0.1:9092", "-t", "modelbus.data-arrived", "-k", marker,
-               "-H", "ce_type=DataArrived", "-H", f"ce_id={marker}", "-H", "ce_specversion=1.0"]  # fmt: skip
-    subprocess.run(command, input=body + "\n", text=True, check=True, timeout=30)
+    headers = {"ce_type": "DataArrived", "ce_id": marker, "ce_specversion": "1.0"}
+    console_produce(Settings(), "modelbus.data-arrived", marker, body, headers)
     page = session(browser, OPERATOR)
     deadline = time.monotonic() + 60
     while True:

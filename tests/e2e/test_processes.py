@@ -1,5 +1,5 @@
 """Services as separate processes, driven only through Kafka and HTTP: a producer in another
-language (kcat and raw JSON), and a deployer killed in the middle of a rollout."""
+language (Kafka's Java console producer and raw JSON), and a deployer killed in the middle of a rollout."""
 
 from __future__ import annotations
 
@@ -31,22 +31,16 @@ from shared.contract.events import (
     RolloutChanged,
 )
 from shared.ops.tools import read_all, read_dead_letters
+from shared.runtime.broker import ensure_acls
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.settings import Settings
 from shared.runtime.specfile import load_spec
 from tests.integration.conftest import eventually, free_port, service_process
+from tests.support.foreign import console_produce
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS = "view-token=viewer:victor"
-
-
-def kcat(settings: Settings, topic: str, key: str, body: str, headers: dict[str, str]) -> None:
-    """Produce one message the way a non-Python producer would: kcat, raw bytes, our headers."""
-    command = ["kcat", "-P", "-b", settings.kafka_bootstrap, "-t", settings.topic(topic), "-k", key]
-    for name, value in headers.items():
-        command += ["-H", f"{name}={value}"]
-    subprocess.run(command, input=body + "\n", text=True, check=True, timeout=30)
 
 
 async def test_a_producer_in_another_language_is_understood_and_its_mistakes_are_dead_lettered(
@@ -79,15 +73,17 @@ async def test_a_producer_in_another_language_is_understood_and_its_mistakes_are
     def headers(event_id: str) -> dict[str, str]:
         return {
             "ce_id": event_id,
-            "ce_source": "/producers/orders-go",
+            "ce_source": "/producers/orders-java",
             "ce_type": "io.modelbus.DataArrived",
             "ce_specversion": "1.0",
             "content-type": "application/json",
         }
 
+    await ensure_acls(settings)  # the producer is an outside one, with the `producer` principal alone
+    topic = settings.topic(topics.DATA_ARRIVED)
     async with service_process("services.registry", env, port, tmp_path / "registry.log"):
-        await asyncio.to_thread(kcat, settings, topics.DATA_ARRIVED, dataset, json.dumps(document), headers("go-1"))
-        await asyncio.to_thread(kcat, settings, topics.DATA_ARRIVED, dataset, json.dumps(broken), headers("go-2"))
+        await asyncio.to_thread(console_produce, settings, topic, dataset, json.dumps(document), headers("java-1"))
+        await asyncio.to_thread(console_produce, settings, topic, dataset, json.dumps(broken), headers("java-2"))
 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
 
@@ -97,10 +93,10 @@ async def test_a_producer_in_another_language_is_understood_and_its_mistakes_are
                 )
                 return answer.status_code == 200 and answer.json()["sha256"] == "c" * 64
 
-            await eventually(recorded, timeout=30, what="the registry recording kcat's dataset version")
+            await eventually(recorded, timeout=30, what="the registry recording the Java producer's dataset version")
 
         async def dead_lettered() -> list[Any]:
-            return [x.letter for x in await read_dead_letters(settings) if x.letter.original_event_id == "go-2"]
+            return [x.letter for x in await read_dead_letters(settings) if x.letter.original_event_id == "java-2"]
 
         await eventually(lambda: _some(dead_lettered), timeout=30, what="the broken message dead-lettered")
         [letter] = await dead_lettered()

@@ -54,11 +54,13 @@ def base_settings() -> Settings:
 
 @pytest.fixture
 async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """Settings with a fresh topic prefix whose catalog topics exist (deleted after the test)."""
+    """Settings with a fresh topic prefix whose catalog topics exist (deleted after the test). The
+    test process is the stack's admin (a super user): no ACLs are granted for the prefix, except
+    where a test asks for them (`acls`), as the platforms the tests start do for their services."""
     fresh = base_settings.model_copy(
         update={"topic_prefix": f"it-{uuid.uuid4().hex[:10]}", "handler_backoff_seconds": 0.05}
     )
-    await ensure_topics(fresh)
+    await ensure_topics(fresh, acls=False)
     yield fresh
     await drop_topics(fresh)
 

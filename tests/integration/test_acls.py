@@ -22,10 +22,17 @@ from aiokafka.protocol.metadata import MetadataRequest
 from shared.contract import access, topics
 from shared.contract.topics import Principal
 from shared.runtime import credentials
-from shared.runtime.broker import aiokafka_options
+from shared.runtime.broker import aiokafka_options, ensure_acls
 from shared.runtime.settings import Settings
 
 OUTSIDERS: tuple[Principal, ...] = tuple(p for p in topics.PRINCIPALS if p != "admin")
+
+
+@pytest.fixture
+async def settings(settings: Settings) -> Settings:
+    """The test's platform prefix with the ACLs `stack up` and `modelbus topics` grant."""
+    await ensure_acls(settings)
+    return settings
 
 
 def as_(settings: Settings, principal: Principal) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""What producers and ops do by hand: kcat with hand-written events, the modelbus CLI, dlq replay."""
+"""What producers and ops do by hand: hand-written events from Kafka's console producer, the modelbus CLI,
+dlq replay."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contract import topics
 from shared.contract.envelope import Envelope
 from shared.contract.events import DataArrived
 from shared.ops.tools import read_dead_letters
+from shared.runtime.broker import ensure_acls
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings
 from shared.runtime.uow import HandlerContext
 from tests.integration.conftest import eventually
 from tests.integration.kafka_helpers import record_effect
+from tests.support.foreign import console_produce
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = Path(sys.executable).parent / "modelbus"
@@ -45,16 +48,18 @@ async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> sub
     )
 
 
-def kcat_produce(settings: Settings, body: dict[str, Any], headers: dict[str, str]) -> None:
-    kcat = shutil.which("kcat")
-    assert kcat, "kcat (Debian package kcat) is needed: .ci/run installs it"
-    command = [kcat, "-P", "-b", settings.kafka_bootstrap, "-t", settings.topic(topics.DATA_ARRIVED), "-k", "churn"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}={value}"]
-    subprocess.run(command, input=json.dumps(body).encode(), check=True, timeout=30)
+@pytest.fixture
+async def settings(settings: Settings) -> Settings:
+    """The test's platform prefix, with its ACLs: the console producer writes as an outside producer."""
+    await ensure_acls(settings)
+    return settings
 
 
-async def test_a_hand_written_event_produced_with_kcat_is_parsed_and_a_broken_one_dead_lettered(
+def foreign_produce(settings: Settings, body: dict[str, Any], headers: dict[str, str]) -> None:
+    console_produce(settings, settings.topic(topics.DATA_ARRIVED), "churn", json.dumps(body), headers)
+
+
+async def test_a_hand_written_event_from_kafkas_console_producer_is_parsed_and_a_broken_one_dead_lettered(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], start_bus: Any
 ) -> None:
     seen: list[Envelope] = []
@@ -71,38 +76,43 @@ async def test_a_hand_written_event_produced_with_kcat_is_parsed_and_a_broken_on
         "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         "format": "csv",
         "row_count": 10000,
-        "producer": "kcat",
+        "producer": "console-producer",
     }
     jsonschema.validate(body, SCHEMA)  # written by hand to match schemas/, as a non-Python producer would
     headers = {
-        "ce_id": "kcat-1",
-        "ce_source": "/producers/kcat",
+        "ce_id": "java-1",
+        "ce_source": "/producers/java",
         "ce_type": "io.modelbus.DataArrived",
         "ce_specversion": "1.0",
         "ce_time": "2026-11-22T10:00:00Z",
         "content-type": "application/json",
     }
-    kcat_produce(settings, body, headers)
+    foreign_produce(settings, body, headers)
     broken = {k: v for k, v in body.items() if k != "uri"}
-    kcat_produce(settings, broken, {**headers, "ce_id": "kcat-2"})
+    foreign_produce(settings, broken, {**headers, "ce_id": "java-2"})
 
     async def parsed() -> bool:
         return bool(seen)
 
-    await eventually(parsed, what="the kcat event to be consumed")
+    await eventually(parsed, what="the console producer's event to be consumed")
     event = seen[0].event
     assert isinstance(event, DataArrived)
-    assert (event.dataset, event.version, event.row_count, event.producer) == ("churn", "2026-11-22", 10000, "kcat")
-    assert seen[0].id == "kcat-1" and seen[0].source == "/producers/kcat"
+    assert (event.dataset, event.version, event.row_count, event.producer) == (
+        "churn",
+        "2026-11-22",
+        10000,
+        "console-producer",
+    )
+    assert seen[0].id == "java-1" and seen[0].source == "/producers/java"
 
     async def dead_lettered() -> bool:
         return bool(await read_dead_letters(settings))
 
-    await eventually(dead_lettered, what="the broken kcat event in the dead-letter topic")
+    await eventually(dead_lettered, what="the broken event in the dead-letter topic")
     (letter,) = [item.letter for item in await read_dead_letters(settings)]
-    assert letter.original_event_id == "kcat-2"
+    assert letter.original_event_id == "java-2"
     assert "field 'uri': Field required" in letter.reason
-    assert [e.id for e in seen] == ["kcat-1"]
+    assert [e.id for e in seen] == ["java-1"]
 
 
 async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
@@ -112,7 +122,7 @@ async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
     bus = Bus(settings, sessions=sessions)
     recorder(bus, seen)
     await start_bus(bus)
-    kcat_produce(
+    foreign_produce(
         settings,
         {"dataset": "churn", "version": "v9", "uri": "ftp://old-host/churn.csv"},
         {

@@ -23,8 +23,10 @@ from sqlalchemy import select
 from services.deployer import store as deployer_store
 from services.deployer.app import Deployer
 from services.deployer.app import build as build_deployer
+from services.deployer.domain import audited_as
 from services.deployer.serving.app import Serving
 from services.deployer.serving.app import build as build_serving
+from services.registry.store import SqlStore as RegistryStore
 from services.trainer import fit
 from shared.contract import topics
 from shared.contract.envelope import decode, encode
@@ -380,11 +382,11 @@ async def test_an_operator_rollback_puts_all_traffic_on_the_previous_champion_an
     deployer, serving = platform
     model, moves = await canary_of_v2(deploy_settings, serving, trained, model)
     command = RolloutCommanded(model=model, command="pause", actor="olga", reason="looking into it")
-    await publish(deploy_settings, command)
+    await publish(deploy_settings, await audited(deployer, command))
     await changes(deploy_settings, model, 3)
     nonsense = [
-        RolloutCommanded(model=model, command="promote", actor="pete"),  # paused by olga
-        RolloutCommanded(model=model, command="start", version=9, actor="pete"),  # unknown version
+        await audited(deployer, RolloutCommanded(model=model, command="promote", actor="pete")),  # paused by olga
+        await audited(deployer, RolloutCommanded(model=model, command="start", version=9, actor="pete")),  # unknown
     ]
     ids = await publish(deploy_settings, *nonsense)
     # Weights outside 0-100 never reach the deployer's logic: the event itself is invalid.
@@ -422,7 +424,8 @@ async def test_an_operator_rollback_puts_all_traffic_on_the_previous_champion_an
     assert logged[ids[1]].outcome == "refused"
     assert len(await on_topic(deploy_settings, topics.ROLLOUT_CHANGED, model)) == 3, "a refusal changes nothing"
 
-    await publish(deploy_settings, RolloutCommanded(model=model, command="rollback", actor="olga", reason="bad"))
+    rollback = RolloutCommanded(model=model, command="rollback", actor="olga", reason="bad")
+    await publish(deploy_settings, await audited(deployer, rollback))
     moves = await changes(deploy_settings, model, 4)
     last = moves[-1]
     assert (last.from_state, last.to_state, last.actor) == ("paused", "rolled-back", "olga")
@@ -430,6 +433,16 @@ async def test_an_operator_rollback_puts_all_traffic_on_the_previous_champion_an
     await live_state(serving, model, "rolled-back")
     async with client(serving) as http:
         assert {a["version"] for a in await predict_batch(http, model, rows(1000, seed=7))} == {1}
+
+
+async def audited(deployer: Deployer, command: RolloutCommanded) -> RolloutCommanded:
+    """The command as the registry's API issues it: after the audit entry it names."""
+    action, target = audited_as(command)
+    async with deployer.sessions() as session, session.begin():
+        entry = await RegistryStore(session).audit(
+            actor=command.actor, role="operator", action=action, target=target, reason=command.reason
+        )
+    return command.model_copy(update={"audit_id": entry})
 
 
 async def on_topic_letters(settings: Settings) -> list[DeadLettered]:

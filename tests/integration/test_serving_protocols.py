@@ -227,7 +227,9 @@ async def test_naming_a_version_pins_it_is_counted_and_is_not_rollout_evidence(s
         assert answer.json()["parameters"] == {"request_id": "pinned-check", "version": 2, "role": "pinned"}
         unknown = await http.post(f"{served.url}/v2/models/{served.canary}/versions/9/infer", json=body)
         assert unknown.status_code == 404
-        assert unknown.json() == {"error": f"{served.canary}@9 is not a version the deployer knows"}
+        assert unknown.json() == {
+            "error": f"{served.canary}@9 is not rolled out: the deployer routes {served.canary} to v1, v2"
+        }
         metrics = (await http.get(f"{served.url}/metrics")).text
     line = f'modelbus_serving_pinned_requests_total{{model="{served.canary}",protocol="v2",version="2"}} 1.0'
     assert line in metrics

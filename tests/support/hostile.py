@@ -40,6 +40,7 @@ from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.broker import aiokafka_options, ensure_topics
 from shared.runtime.bus import publish_events
 from shared.runtime.settings import Settings
+from tests.support import trust
 
 Say = Callable[[str], None]
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,6 +169,7 @@ class Corpus:
             ("http", self.requests),
             ("data", self.data),
             ("artifact", self.artifacts),
+            ("trust", self.trust),
         ):
             began = len(self.outcomes)
             await phase()
@@ -177,6 +179,13 @@ class Corpus:
 
     def record(self, case: str, family: str, expected: str, observed: str, passed: bool) -> None:
         self.outcomes.append(Outcome(case, family, expected, observed, passed))
+
+    async def trust(self) -> None:
+        """The attacks of the trust model (tests/support/trust.py): the bus's ACLs, the consumers'
+        own checks, model files that would run code."""
+        folder = self.file_root.parent / "trust"
+        folder.mkdir(exist_ok=True)
+        await trust.run(self, folder)
 
     # ------------------------------------------------------------ events
 

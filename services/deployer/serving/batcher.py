@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Histogram
 
-from services.deployer.serving.loading import Loaded, Row
+from shared.runtime.served import Loaded, Row
 
 SLOW_CALL_SECONDS = 0.002
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.deployer.serving.loading import Loaded
 from services.deployer.serving.metrics import Metrics
 from shared.runtime import feast
+from shared.runtime.served import Loaded
 
 Found = tuple[dict[str, list[Any]], list[tuple[int, str, str]]]
 INLINE_LOOKUP_SECONDS = 0.003

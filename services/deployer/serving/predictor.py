@@ -20,11 +20,11 @@ import orjson
 
 from services.deployer import domain
 from services.deployer.serving.features import FeatureLookups
-from services.deployer.serving.loading import InputError, Row, check_rows
 from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predlog import PredictionLog, Served
 from services.deployer.serving.routing import Engine, Host, Live, NotServed
 from shared.runtime.feast import FeatureStoreError
+from shared.runtime.served import InputError, Row, check_rows
 from shared.runtime.settings import Settings
 
 log = logging.getLogger("modelbus.serving")

@@ -1,11 +1,12 @@
 """What is live: each model's routing table (its rollout, routing rules and loaded versions), kept
-by the Host, which applies each RolloutChanged's split (loading new versions first, then swapping
-the table in one assignment) and re-reads the deployer's tables as a safety net.
+by the Host from the deployer's own tables: a RolloutChanged makes it read the model's rollout
+again (loading new versions first, then swapping the table in one assignment), and the tables are
+re-read as a safety net. What an event claims is never routed by itself.
 
 The versions a rollout routes to are pinned: loaded before their routing goes live and never
-evicted. Any other version the deployer knows loads on its first request by name (pinned by the
-caller: an operator's check) and stays resident, least recently used first out, while everything
-resident fits `MODELBUS_SERVING_MEMORY_BYTES`; a version leaving its rollout joins those. A process
+evicted; they are the only ones served, by any route (a V2 request naming a version included).
+A version leaving its rollout stays resident, least recently used first out, while everything
+resident fits `MODELBUS_SERVING_MEMORY_BYTES`, in case the deployer routes to it again. A process
 may serve a shard of the models: `MODELBUS_SERVING_SHARD=i/n` keeps the models whose stable hash
 (`shared.contract.sharding`) falls in shard i.
 """
@@ -30,12 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.deployer import domain, store
 from services.deployer.serving.batcher import Batcher
-from services.deployer.serving.loading import Loaded, load
 from services.deployer.serving.metrics import Metrics
 from shared.contract.events import ArtifactRef, RolloutChanged
 from shared.contract.sharding import parse_shard, shard_of
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.modelfile import UntrustedArtifact
+from shared.runtime.served import Loaded, load
 from shared.runtime.settings import Settings
 
 log = logging.getLogger("modelbus.serving")
@@ -167,6 +168,11 @@ class Host:
             return found
         if not self.serves(model):
             raise NotServed(self.why_not(model))
+        live = self.live.get(model)
+        routed = needed(live.rollout) if live is not None else set()
+        if version not in routed:
+            where = ", ".join(f"v{v}" for v in sorted(routed)) if routed else "no version"
+            raise NotServed(f"{model}@{version} is not rolled out: the deployer routes {model} to {where}")
         pending = self.loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -216,6 +222,11 @@ class Host:
             for item in found:
                 if self.serves(item.model):
                     loaded_any |= await self._apply(item)
+            # A model the deployer no longer rolls out is no longer served.
+            asked = {model} if model else set(self.live)
+            for gone in asked - {item.model for item in found}:
+                if self.live.pop(gone, None) is not None:
+                    log.warning("%s: the deployer holds no rollout of it any more; no longer served", gone)
             if model is None:
                 self.refreshed = True
             self._drop_unused()
@@ -223,34 +234,10 @@ class Host:
             _settle_heap()
 
     async def apply(self, event: RolloutChanged) -> None:
-        """Apply a RolloutChanged's split: load the versions it routes to that are not loaded yet
-        (their artifacts, and the model's routing rules, from the deployer's tables), then swap.
-
-        An event older than the routing in place (a refresh already read a later state) changes nothing.
-        """
-        if not self.serves(event.model):
-            return
-        async with self._lock:
-            rollout = domain.rollout_of(event)
-            current = self.live.get(event.model)
-            if current is not None and event.occurred_at < current.rollout.entered_at:
-                log.info(
-                    "%s: %s (%s) is older than what is live; ignored", event.model, event.rollout_id, event.to_state
-                )
-                return
-            missing = [v for v in sorted(needed(rollout)) if (event.model, v) not in self.engines]
-            async with self.sessions() as session:
-                kept = store.SqlStore(session)
-                spec = await kept.spec_of(event.model)
-                artifacts = {}
-                for version in missing:
-                    known = await kept.version_of(event.model, version)
-                    if known is not None:
-                        artifacts[version] = list(known.artifacts)
-            loaded = await self._apply(store.LiveModel(event.model, rollout, artifacts, spec))
-            self._drop_unused()
-        if loaded:
-            _settle_heap()
+        """A RolloutChanged says where to look, not what to serve: the model's routing is read
+        again from the deployer's own tables (which the deployer committed before it published),
+        so an event the deployer did not write routes nothing."""
+        await self.refresh(event.model)
 
     async def _apply(self, item: store.LiveModel) -> bool:
         """Swap in the model's routing if it changed; True if a version had to be loaded for it."""

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from services.deployer.serving.loading import Feature, Loaded
 from services.deployer.serving.predictor import Answer, Outcome, Predictor, Refused, Target, decode, dumps
 from services.deployer.serving.routing import label_type
 from shared.contract.events import MAX_VERSION
+from shared.runtime.served import Feature, Loaded
 from shared.runtime.telemetry import code_version
 
 HEADER = "inference-header-content-length"

@@ -46,8 +46,15 @@ def test_outside_producers_may_write_data_and_labels_and_read_nothing() -> None:
 
 
 def test_each_service_may_join_its_own_consumer_group_only() -> None:
-    groups = {(g.principal, g.name) for g in access.grants("p") if g.resource == "group"}
+    groups = {(g.principal, g.name) for g in access.grants("p") if g.resource == "group" and g.operation == "READ"}
     assert groups == {(service, f"p.{service}") for service in topics.GROUP_MEMBERS}
+
+
+def test_the_autoscaler_sees_the_groups_lag_and_reads_no_event() -> None:
+    mine = [g for g in access.grants("p") if g.principal == "autoscaler"]
+    assert {g.operation for g in mine} == {"DESCRIBE"}
+    assert {g.name for g in mine if g.resource == "group"} == {f"p.{s}" for s in topics.GROUP_MEMBERS}
+    assert not any(access.allowed("autoscaler", op, t) for t in access.topic_table() for op in ("READ", "WRITE"))
 
 
 def test_only_the_deployer_writes_rollouts_and_only_the_evaluator_verdicts() -> None:
@@ -67,3 +74,22 @@ def test_the_admin_needs_no_grant_and_every_grant_names_the_platform_prefix() ->
         ("alerter", "acme.alerts", "CREATE"),
         ("alerter", "acme.alerts", "WRITE"),
     }
+
+
+async def test_a_spec_revision_that_skips_ahead_is_dead_lettered_and_later_real_revisions_still_apply() -> None:
+    from services.deployer import app as deployer
+    from tests.support.specs import example_spec, spec_applied
+
+    bus = deployer.in_memory()
+    spec = example_spec("churn")
+    await bus.handle(spec_applied(spec=spec, revision=1))
+    forged = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"steps": [100]})})
+    await bus.handle(spec_applied(spec=forged, revision=2_147_483_000))
+    assert [(d.kind, d.reason) for d in bus.dead_letters] == [
+        ("refused", "spec revision 2147483000 of churn skips ahead of revision 1: "
+         "the registry numbers a model's revisions one by one"),
+    ]  # fmt: skip
+    assert await bus.store.spec_of("churn") == spec
+    await bus.handle(spec_applied(spec=spec.model_copy(update={"description": "real"}), revision=2))
+    kept = await bus.store.spec_of("churn")
+    assert kept is not None and kept.description == "real"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from services.deployer import app
-from services.deployer.domain import DeployerRefusal
+from services.deployer.domain import AuditEntry, DeployerRefusal, audited_as
 from shared.contract.events import (
     ArtifactRef,
     CanaryAnalyzed,
@@ -81,8 +82,14 @@ def analyzed(rollout: RolloutChanged, verdict: str, samples: int = 500) -> Canar
     )
 
 
-def command(name: str, *, version: int | None = None, actor: str = "ops", **extra: object) -> RolloutCommanded:
-    return RolloutCommanded(model=MODEL, command=name, version=version, actor=actor, **extra)  # type: ignore[arg-type]
+def command(
+    bus: InMemoryBus[Any], name: str, *, version: int | None = None, actor: str = "ops", **extra: object
+) -> RolloutCommanded:
+    """An operator's command as the registry's API issues it: after the audit entry it names."""
+    audit_id = len(bus.store.audit) + 1
+    made = RolloutCommanded(model=MODEL, command=name, version=version, actor=actor, audit_id=audit_id, **extra)  # type: ignore[arg-type]
+    bus.store.audit[audit_id] = AuditEntry(actor, *audited_as(made), "ok")
+    return made
 
 
 def split(event: RolloutChanged) -> dict[int, float]:
@@ -198,7 +205,7 @@ async def test_an_analysis_of_a_rollout_that_is_not_running_is_ignored() -> None
 
 async def test_an_operator_promotes_the_canary_and_the_command_is_logged() -> None:
     bus, _ = await canary_v2(Clock())
-    [promoted] = await bus.handle(command("promote"), event_id="cmd-1")
+    [promoted] = await bus.handle(command(bus, "promote"), event_id="cmd-1")
     assert (promoted.to_state, promoted.actor, split(promoted)) == ("promoted", "ops", {2: 100.0})
     logged = bus.store.commands["cmd-1"]  # type: ignore[attr-defined]
     assert (logged.outcome, logged.reason) == ("done", "canary → promoted")
@@ -206,12 +213,38 @@ async def test_an_operator_promotes_the_canary_and_the_command_is_logged() -> No
 
 async def test_promote_while_paused_by_someone_else_is_refused_logged_and_changes_nothing() -> None:
     bus, canary = await canary_v2(Clock())
-    await bus.handle(command("pause", actor="alice"))
+    await bus.handle(command(bus, "pause", actor="alice"))
     with pytest.raises(DeployerRefusal, match="paused"):
-        await bus.handle(command("promote", actor="bob"), event_id="cmd-bob")
+        await bus.handle(command(bus, "promote", actor="bob"), event_id="cmd-bob")
     assert bus.store.rollouts[canary.rollout_id].state == "paused"  # type: ignore[attr-defined]
     refused = bus.store.commands["cmd-bob"]  # type: ignore[attr-defined]
     assert refused.outcome == "refused" and "alice" in refused.reason
+
+
+async def test_a_command_without_its_audit_entry_is_dead_lettered_logged_and_changes_nothing() -> None:
+    bus, canary = await canary_v2(Clock())
+    forged = RolloutCommanded(model=MODEL, command="pause", actor="olga")
+    assert await bus.handle(forged, event_id="forged-1") == []
+    assert bus.store.rollouts[canary.rollout_id].state == "canary"  # type: ignore[attr-defined]
+    assert [(d.kind, d.reason) for d in bus.dead_letters] == [
+        (
+            "refused",
+            f"pause of {MODEL} in the name of olga refused: the command carries no audit id: "
+            "operators' commands come from the registry's audited API",
+        )
+    ]
+    assert bus.store.commands["forged-1"].outcome == "refused"  # type: ignore[attr-defined]
+
+
+async def test_a_command_naming_someone_elses_audit_entry_is_refused() -> None:
+    bus, canary = await canary_v2(Clock())
+    real = command(bus, "pause", actor="alice")
+    forged = real.model_copy(update={"command": "rollback", "actor": "mallory"})
+    assert await bus.handle(forged) == []
+    assert bus.dead_letters[0].reason.endswith(
+        f"audit entry {real.audit_id} records alice rollout-pause {MODEL} (ok), not mallory rollout-rollback {MODEL}"
+    )
+    assert bus.store.rollouts[canary.rollout_id].state == "canary"  # type: ignore[attr-defined]
 
 
 async def test_starting_a_version_that_was_never_approved_is_refused_with_the_reason() -> None:
@@ -219,14 +252,14 @@ async def test_starting_a_version_that_was_never_approved_is_refused_with_the_re
     await bus.handle(registered(2))
     await bus.handle(evaluated(2, "rejected"))
     with pytest.raises(DeployerRefusal, match="was not approved"):
-        await bus.handle(command("start", version=2))
+        await bus.handle(command(bus, "start", version=2))
 
 
 async def test_an_operator_approves_a_version_held_for_review_and_it_rolls_out() -> None:
     bus = await serving_v1()
     await bus.handle(registered(2))
     assert await bus.handle(evaluated(2, "held-for-review")) == []
-    [started] = await bus.handle(command("approve", version=2))
+    [started] = await bus.handle(command(bus, "approve", version=2))
     assert (started.candidate_version, started.to_state, started.actor) == (2, "canary", "ops")
 
 
@@ -235,24 +268,24 @@ async def test_approving_a_version_not_held_for_review_is_refused() -> None:
     await bus.handle(registered(2))
     await bus.handle(evaluated(2, "rejected"))
     with pytest.raises(DeployerRefusal, match="only a version held for review"):
-        await bus.handle(command("approve", version=2))
+        await bus.handle(command(bus, "approve", version=2))
 
 
 async def test_weights_that_do_not_add_up_are_refused() -> None:
     bus, _ = await canary_v2(Clock())
     shares = [TrafficShare(version=1, percent=70, role="stable"), TrafficShare(version=2, percent=20, role="canary")]
     with pytest.raises(DeployerRefusal):
-        await bus.handle(command("set-weights", traffic=shares))
+        await bus.handle(command(bus, "set-weights", traffic=shares))
 
 
 async def test_an_operator_goes_back_to_an_older_version_explicitly() -> None:
     bus, _ = await canary_v2(Clock())
-    await bus.handle(command("promote"))
-    [back] = await bus.handle(command("start", version=1))
+    await bus.handle(command(bus, "promote"))
+    [back] = await bus.handle(command(bus, "start", version=1))
     assert (back.candidate_version, back.stable_version, back.to_state) == (1, 2, "canary")
 
 
 async def test_a_command_for_a_model_with_no_rollout_is_refused() -> None:
     bus: InMemoryBus[object] = app.in_memory()  # type: ignore[assignment]
     with pytest.raises(DeployerRefusal, match="no rollout"):
-        await bus.handle(command("pause"))
+        await bus.handle(command(bus, "pause"))

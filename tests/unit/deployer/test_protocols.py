@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from services.deployer.serving import scoring, v2
 from services.deployer.serving.batcher import Batcher
 from services.deployer.serving.front import PredictFront, route
-from services.deployer.serving.loading import Feature, InputError, Loaded, check_rows
 from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predictor import Predictor, Refused, Target, decode, too_deep
 from services.deployer.serving.routing import Engine
+from shared.runtime.served import Feature, InputError, Loaded, check_rows
 from shared.runtime.settings import Settings
 
 FEATURES = (Feature("tenure", "numeric"), Feature("charges", "numeric"), Feature("plan", "categorical"))

@@ -26,6 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.contract import access
 from shared.contract.topics import BY_NAME
 from shared.runtime.settings import Settings
 
@@ -196,6 +197,10 @@ def routes_of(service: str) -> set[str]:
     return {route.path for route in app.routes}
 
 
+# The Secret each workload mounts, where it is not named after the workload itself.
+OWN_SECRET = {"modelbus-migrations": "migrations", "modelbus-topics": "admin"}
+
+
 def pod_templates(overlay: str) -> Iterator[tuple[str, Manifest]]:
     for kind in ("Deployment", "Job"):
         for name, workload in objects(overlay, kind).items():
@@ -268,7 +273,7 @@ def test_configuration_is_settings_and_no_secret_value_is_committed(overlay: str
     folder = settings_map["data"]["MODELBUS_SECRETS_DIR"]
     for name, template in pod_templates(overlay):
         [secrets] = [v for v in template["spec"]["volumes"] if "secret" in v]
-        assert secrets["secret"]["secretName"] == "modelbus-secrets", name
+        assert secrets["secret"]["secretName"] == f"modelbus-{OWN_SECRET.get(name, name)}", f"{name}: its own Secret"
         assert secrets["secret"]["defaultMode"] & 0o077 == 0o040, f"{name}: the files readable by the pod's group only"
         for container in template["spec"]["containers"] + template["spec"].get("initContainers", []):
             sources = container["envFrom"]
@@ -332,7 +337,13 @@ def test_keda_scales_the_trainer_and_monitor_on_the_consumer_groups_they_use(ove
         assert scaler["spec"]["minReplicaCount"] >= 1
         assert scaler["spec"]["maxReplicaCount"] <= partitions, f"{name}: replicas beyond {partitions} partitions idle"
         if "authenticationRef" in trigger:
-            assert trigger["authenticationRef"]["name"] in objects(overlay, "TriggerAuthentication")
+            auth = objects(overlay, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+            # The lag is read as the autoscaler, whose ACLs describe the groups and read no event.
+            assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {"modelbus-autoscaler"}
+            lag = {(g.resource, g.name) for g in access.grants(prefix) if g.principal == "autoscaler"}
+            assert ("group", group) in lag and {
+                (g.resource, g.operation) for g in access.grants(prefix) if g.principal == "autoscaler"
+            } <= {("group", "DESCRIBE"), ("topic", "DESCRIBE")}
     (hpa,) = objects(overlay, "HorizontalPodAutoscaler").values()
     assert hpa["spec"]["scaleTargetRef"]["name"] == "serving" and hpa["spec"]["minReplicas"] >= 1
     budgets = objects(overlay, "PodDisruptionBudget")

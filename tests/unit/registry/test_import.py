@@ -290,3 +290,91 @@ def test_a_forest_whose_tree_points_outside_itself_is_refused(notebook: dict[str
     sio.dump(pipeline, tmp_path / "crafted.skops")
     with pytest.raises(ImportRefused, match=r"names a child index outside \[-1, \d+\): the file is corrupt or crafted"):
         run(upload(tmp_path / "crafted.skops", notebook), tmp_path)
+
+
+# ---------------------------------------------------------------- what is accepted serves
+
+NUMERIC_SPEC = SPEC.model_copy(update={"features": [f for f in SPEC.features if f.name in NUMERIC]})
+
+
+def numeric_rows(folder: Path, *, labels: dict[int, Any] | None = None) -> tuple[np.ndarray[Any, Any], Any]:
+    """A notebook's numeric matrix and labels, with the reference and test files it uploads."""
+    frame = churn_frame(3000, seed=12).dropna(subset=NUMERIC)
+    if labels:
+        frame["churned"] = frame["churned"].map(labels)
+    frame.iloc[:2000].to_csv(folder / "reference.csv", index=False)
+    frame.iloc[2000:].to_parquet(folder / "test.parquet", index=False)
+    return frame[NUMERIC].to_numpy(dtype=np.float64), frame["churned"]
+
+
+def served_as_serving_loads_it(prepared: Prepared) -> Any:
+    from shared.runtime import served
+
+    folder = prepared.files["manifest.json"].parent
+    return served.open_version("imported", 1, folder)
+
+
+def test_a_plain_estimator_without_pipeline_imports_and_serves_refusing_missing_values(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from shared.runtime.served import InputError, check_rows
+
+    x, y = numeric_rows(tmp_path)
+    sio.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "plain.skops")
+    notebook = {"reference": tmp_path / "reference.csv", "test": tmp_path / "test.parquet"}
+    up = upload(tmp_path / "plain.skops", notebook)
+    prepared = prepare_import(up, NUMERIC_SPEC, run_id="import-plain", work=tmp_path / "work", max_bytes=LIMIT)
+    assert "model.onnx" in prepared.files, "a plain estimator's graph takes one input per feature"
+    assert [(s.name, s.nullable) for s in prepared.feature_schema] == [(n, False) for n in NUMERIC]
+    loaded = served_as_serving_loads_it(prepared)
+    assert loaded.runtime == "onnx" and loaded.classes == [0, 1]
+    row = {"tenure_months": 12, "monthly_charges": 70.5, "support_calls": 2}
+    labels, probabilities = loaded.predict(check_rows(loaded.features, [row]))
+    assert labels[0] in (0, 1) and probabilities is not None and abs(sum(probabilities[0]) - 1) < 1e-5
+    with pytest.raises(InputError, match="a value is required"):
+        check_rows(loaded.features, [{**row, "support_calls": None}])
+
+
+CLASSIFIERS = ["LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"]
+
+
+@pytest.mark.parametrize("zipmap", [False, True], ids=["no-zipmap", "zipmap"])
+@pytest.mark.parametrize("labels", ["ints", "strings"])
+@pytest.mark.parametrize("op", CLASSIFIERS)
+def test_an_onnx_classifier_imports_and_serves_whatever_spelling_names_its_classes(
+    tmp_path: Path, op: str, labels: str, zipmap: bool
+) -> None:
+    import onnx
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    names = {0: "stays", 1: "churns"} if labels == "strings" else None
+    x, y = numeric_rows(tmp_path, labels=names)
+    estimator = {
+        "LinearClassifier": LogisticRegression(max_iter=500),
+        "SVMClassifier": SVC(probability=True, random_state=0),
+        "TreeEnsembleClassifier": DecisionTreeClassifier(max_depth=4, random_state=0),
+    }[op].fit(x[:600], y[:600])
+    graph = to_onnx(estimator, x[:1].astype(np.float32), options={id(estimator): {"zipmap": zipmap}}, target_opset=17)
+    ops = {node.op_type for node in graph.graph.node}
+    assert op in ops and ("ZipMap" in ops) == zipmap
+    spelled = {a.name for node in graph.graph.node if node.op_type == op for a in node.attribute}
+    assert spelled & {"classlabels_ints", "classlabels_int64s", "classlabels_strings"}
+    onnx.save(graph, tmp_path / "model.onnx")
+    notebook = {"reference": tmp_path / "reference.csv", "test": tmp_path / "test.parquet"}
+    prepared = prepare_import(
+        upload(tmp_path / "model.onnx", notebook),
+        NUMERIC_SPEC,
+        run_id="import-onnx",
+        work=tmp_path / "w",
+        max_bytes=LIMIT,
+    )
+    loaded = served_as_serving_loads_it(prepared)
+    assert [str(c) for c in loaded.classes] == [str(c) for c in estimator.classes_]
+    from shared.runtime.served import check_rows
+
+    row = {"tenure_months": 30, "monthly_charges": 40.0, "support_calls": 0}
+    answered, _ = loaded.predict(check_rows(loaded.features, [row]))
+    assert str(answered[0]) in {str(c) for c in estimator.classes_}

@@ -7,7 +7,6 @@ FunctionTransformers whose schema is rewritten to name the callables of the atta
 from __future__ import annotations
 
 import builtins
-import functools
 import importlib
 import io
 import json
@@ -15,7 +14,6 @@ import pkgutil
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,6 @@ import skops.io as sio
 import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from services.trainer.domain import build_pipeline, estimator_class
 from shared.contract.spec import ESTIMATORS
@@ -35,6 +31,7 @@ from shared.ops.example_data import purchases_frame
 from shared.runtime.features import prepare
 from shared.runtime.modelfile import ALLOWED_FUNCTIONS, ALLOWED_TYPES, UntrustedArtifact, audit, load_model
 from shared.runtime.specfile import load_spec
+from tests.support.craft import EXEC_CHAIN, crafted, function_nodes, payload, template
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = yaml.safe_load((ROOT / "schemas/examples/derived-features.yaml").read_text())
@@ -85,49 +82,9 @@ def test_what_the_trainer_writes_for_every_allowed_estimator_loads_and_predicts_
 # ---------------------------------------------------------------- crafted files
 
 
-@functools.cache
-def _template() -> tuple[str, tuple[tuple[str, bytes], ...]]:
-    pipeline = Pipeline([(f"step{i}", FunctionTransformer(np.log1p)) for i in range(4)])
-    with zipfile.ZipFile(io.BytesIO(sio.dumps(pipeline))) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    return members.pop("schema.json").decode(), tuple(members.items())
-
-
-def template() -> tuple[dict[str, Any], dict[str, bytes]]:
-    """A real skops file of a pipeline of four FunctionTransformers: its schema and its arrays."""
-    schema, members = _template()
-    return json.loads(schema), dict(members)
-
-
-def function_nodes(schema: Any) -> Iterator[dict[str, Any]]:
-    """The FunctionNodes of a schema, in pipeline order."""
-    if isinstance(schema, dict):
-        if schema.get("__loader__") == "FunctionNode":
-            yield schema
-        for value in schema.values():
-            yield from function_nodes(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            yield from function_nodes(value)
-
-
-def crafted(chain: list[str]) -> bytes:
-    """A skops file whose pipeline calls `chain` (dotted names) in turn, one per step."""
-    schema, members = template()
-    steps = list(function_nodes(schema))
-    for node, name in zip(steps, [*chain, *[chain[-1]] * (len(steps) - len(chain))], strict=True):
-        node["__module__"], _, node["__class__"] = name.rpartition(".")
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("schema.json", json.dumps(schema))
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return out.getvalue()
-
-
 def attack(marker: Path) -> pd.DataFrame:
     """The row the attack predicts on: its first cell is code that makes the marker file."""
-    return pd.DataFrame({"a": [f"open({str(marker)!r}, 'w').close()"]})
+    return pd.DataFrame({"a": [payload(str(marker))]})
 
 
 def attempt(tmp_path: Path, chain: list[str]) -> str:
@@ -149,8 +106,18 @@ def attempt(tmp_path: Path, chain: list[str]) -> str:
     return "loaded"
 
 
+def test_the_crafted_attack_is_real_it_runs_code_where_its_names_are_trusted_by_prefix(tmp_path: Path) -> None:
+    data = crafted(EXEC_CHAIN)
+    named = sio.get_untrusted_types(data=data)
+    assert all(name.startswith(("numpy.", "builtins.")) for name in named), "the old rule trusted every one"
+    marker = tmp_path / "ran"
+    with pytest.raises(TypeError):  # exec returns None to the classifier: after it ran
+        sio.loads(data, trusted=named).predict(attack(marker))
+    assert marker.exists()
+
+
 def test_the_attack_of_the_report_is_refused_and_runs_nothing(tmp_path: Path) -> None:
-    chain = ["numpy.ravel", "builtins.iter", "builtins.next", "builtins.exec"]
+    chain = EXEC_CHAIN
     assert attempt(tmp_path, chain) == "refused"
     with pytest.raises(UntrustedArtifact, match=re.escape("the function builtins.exec")):
         audit(crafted(chain))

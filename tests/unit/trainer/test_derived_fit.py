@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.deployer.serving.loading import Feature, InputError, Loaded, check_rows
 from services.trainer import domain, fit
 from shared.contract.spec import ModelSpec
 from shared.ops.example_data import purchases_frame
 from shared.runtime.features import prepare
 from shared.runtime.modelfile import load_model
+from shared.runtime.served import Feature, InputError, Loaded, check_rows
 from shared.runtime.specfile import load_spec
 from tests.unit.trainer.test_fit import job
 

@@ -1,4 +1,6 @@
-"""A loaded model version: input checking against its feature schema, and fast prediction.
+"""A model version as serving runs it: input checking against its feature schema, and fast
+prediction. Serving loads every version through it, and the registry's import opens an upload the
+same way before accepting it, so that an accepted import serves.
 
 A version is loaded from its artifacts only after each one's SHA-256 matches the registry's
 record. With a `model.onnx` it predicts through ONNX Runtime (`shared.runtime.onnxmodel`: one
@@ -230,7 +232,8 @@ def _ref(artifacts: list[ArtifactRef], name: str) -> ArtifactRef | None:
 
 
 def load(store: ArtifactStore, model: str, version: int, artifacts: list[ArtifactRef], folder: Path) -> Loaded:
-    """Download (checking digests) and load a version; ONNX when it has one, else skops.
+    """Download (checking digests) and load a version as serving runs it; ONNX when it has one,
+    else skops.
 
     Raises ArtifactError (missing, tampered) or UntrustedArtifact; nothing half-loaded stays.
     """
@@ -240,21 +243,36 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
     manifest_ref = _ref(artifacts, "manifest.json")
     if manifest_ref is None:
         raise ArtifactError(f"{model}@{version} has no manifest.json")
-    manifest_path = store.get_file(manifest_ref.uri, folder / "manifest.json", sha256=manifest_ref.sha256)
-    manifest = json.loads(manifest_path.read_text())
+    store.get_file(manifest_ref.uri, folder / "manifest.json", sha256=manifest_ref.sha256)
+    onnx_ref = _ref(artifacts, "model.onnx")
+    chosen = onnx_ref if onnx_ref is not None else _ref(artifacts, "model.skops")
+    if chosen is None:
+        raise ArtifactError(f"{model}@{version} has neither model.onnx nor model.skops")
+    store.get_file(chosen.uri, folder / chosen.name, sha256=chosen.sha256)
+    return open_version(model, version, folder, digest=chosen.sha256 or "")
+
+
+def features_of(schema: list[dict[str, Any]]) -> tuple[Feature, ...]:
+    """A manifest's feature schema as serving checks rows against it."""
     kinds: dict[str, Kind] = {"numeric": "numeric", "datetime": "datetime"}
-    features = tuple(
-        Feature(f["name"], kinds.get(f["kind"], "categorical"), bool(f.get("nullable", True)))
-        for f in manifest["feature_schema"]
-    )
+    return tuple(Feature(f["name"], kinds.get(f["kind"], "categorical"), bool(f.get("nullable", True))) for f in schema)
+
+
+def open_version(model: str, version: int, folder: Path, *, digest: str = "") -> Loaded:
+    """Load a version's files in `folder` (manifest.json, and model.onnx or else model.skops) the
+    way serving runs them, and warm it up on a row it must answer (the manifest's `warm_up` row,
+    an imported version's first reference row; else missing values where the schema allows them
+    and zeros elsewhere). The registry's import opens an upload this way before accepting
+    it, so that what is accepted serves. Raises UntrustedArtifact, OnnxModelError or the model's
+    own error."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    features = features_of(manifest["feature_schema"])
     task: str | None = manifest.get("task")
     classes = manifest.get("classes")
     before = _rss_bytes()
-    onnx_ref = _ref(artifacts, "model.onnx")
-    if onnx_ref is not None and task in ("regression", "classification"):
-        path = store.get_file(onnx_ref.uri, folder / "model.onnx", sha256=onnx_ref.sha256)
+    if (folder / "model.onnx").exists() and task in ("regression", "classification"):
         session: Any = OnnxModel.open(
-            path,
+            folder / "model.onnx",
             features=[f.name for f in features],
             numeric=[f.kind != "categorical" for f in features],
             task=task,  # type: ignore[arg-type]
@@ -262,15 +280,9 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         )
         classes = session.classes
         runtime: Literal["onnx", "skops"] = "onnx"
-        digest = onnx_ref.sha256 or ""
     else:
-        skops_ref = _ref(artifacts, "model.skops")
-        if skops_ref is None:
-            raise ArtifactError(f"{model}@{version} has neither model.onnx nor model.skops")
-        path = store.get_file(skops_ref.uri, folder / "model.skops", sha256=skops_ref.sha256)
-        session = load_model(path)
+        session = load_model(folder / "model.skops")
         runtime = "skops"
-        digest = skops_ref.sha256 or ""
         found = getattr(session, "classes_", None)
         task = "classification" if found is not None else "regression"
         classes = found.tolist() if found is not None else None
@@ -287,6 +299,14 @@ def load(store: ArtifactStore, model: str, version: int, artifacts: list[Artifac
         derived=list(manifest.get("derived") or []),
         features_from=manifest.get("features_from"),
     )
-    loaded.predict([[MISSING if f.kind == "categorical" else math.nan for f in features]])  # warm up, fail early
+    loaded.predict([manifest.get("warm_up") or warm_up_row(features)])  # fail early, not on a request
     loaded.memory_bytes = max(0, _rss_bytes() - before)
     return loaded
+
+
+def warm_up_row(features: tuple[Feature, ...]) -> Row:
+    """A row every version must answer: missing values where its schema allows them, else zeros."""
+    return [
+        (MISSING if f.kind == "categorical" else math.nan) if f.nullable else ("0" if f.kind == "categorical" else 0.0)
+        for f in features
+    ]
