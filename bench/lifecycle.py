@@ -75,7 +75,11 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def run(settings: Settings, lifecycles: int, rows: int) -> dict[str, Any]:
+async def run(
+    settings: Settings, lifecycles: int, rows: int, *, env: dict[str, str] | None = None, after: Any = None
+) -> dict[str, Any]:
+    """`lifecycles` lifecycles on a platform of `settings` (`env`: more of its environment); then
+    `after(model)` while the platform still runs, its result kept as `after`."""
     token = f"bench-{secrets.token_hex(8)}"
     model = f"bench-life-{uuid.uuid4().hex[:6]}"
     runner = Platform(
@@ -86,6 +90,7 @@ async def run(settings: Settings, lifecycles: int, rows: int) -> dict[str, Any]:
             "MODELBUS_API_TOKENS": f"{token}=admin:bench",
             "MODELBUS_LOG_LEVEL": "WARNING",
             "MODELBUS_OTLP_ENDPOINT": "",
+            **(env or {}),
         },
     )
     runner.start()
@@ -177,7 +182,8 @@ async def run(settings: Settings, lifecycles: int, rows: int) -> dict[str, Any]:
             await bus.stop()
             await follower.stop()
         elapsed = time.time() - began
-        return {"model": model, "lifecycles": results, "elapsed_seconds": elapsed, "events_seen": events_seen}
+        extra = {"after": await after(model)} if after is not None else {}
+        return {"model": model, "lifecycles": results, "elapsed_seconds": elapsed, "events_seen": events_seen, **extra}
     finally:
         runner.stop()
 

@@ -1,8 +1,9 @@
 """Judging a version: its artifacts read safely, every gate measured on the stored test split.
 
-A model's bytes are read only after their SHA-256 matches the registry's record, and loaded with
-skops, which runs no code and loads only the types and functions on its exact allowlists, or (a version imported
-as ONNX only) through ONNX Runtime.
+A model's bytes are read only after their SHA-256 matches the registry's record, and opened only in
+a child process of the sandbox (shared.runtime.sandbox: no secrets, resource limits): with skops,
+which loads only the types and functions on its exact allowlists, or (a version imported as ONNX
+only) through ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from services.evaluator import domain
-from shared.contract.events import ArtifactRef, ModelRegistered
+from shared.contract.events import ArtifactRef, GateResult, ModelRegistered
 from shared.contract.spec import ModelSpec
+from shared.runtime import sandbox
 from shared.runtime.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
 from shared.runtime.features import prepare
 from shared.runtime.modelfile import UntrustedArtifact, load_predictor
@@ -69,40 +71,60 @@ def _artifact(artifacts: list[ArtifactRef], name: str) -> ArtifactRef:
     raise EvaluatorRefusal(f"no {name} among the version's artifacts")
 
 
+def _open(spec: ModelSpec, folder: Path) -> Any:
+    """The model in `folder`: its skops pipeline, else its ONNX graph."""
+    return load_predictor(
+        folder,
+        features=[f.name for f in spec.features],
+        numeric=[f.type == "numeric" for f in spec.features],
+        task=spec.task,
+    )
+
+
+def judge_files(spec: ModelSpec, folder: Path) -> domain.Verdict:
+    """Every gate for the files a Judge fetched into `folder` (candidate/, its served graph in
+    served/, the champion's model in champion/): what runs in the sandbox's child process."""
+    try:
+        model = _open(spec, folder / "candidate")
+    except (UntrustedArtifact, OnnxModelError) as exc:
+        return domain.rejected_for(str(exc), "artifact_types")
+    champion_model = None
+    if (folder / "champion").is_dir():
+        try:
+            champion_model = _open(spec, folder / "champion")
+        except (UntrustedArtifact, OnnxModelError, OSError) as exc:
+            log.warning("the champion is unreadable (%s); judging without it", exc)
+    served = model
+    if (folder / "served").is_dir():
+        try:
+            served = _open(spec, folder / "served")
+        except (OnnxModelError, OSError) as exc:
+            log.warning("the version's ONNX graph is unreadable (%s); timing the pipeline", exc)
+    test = pd.read_parquet(folder / "candidate" / "test-split.parquet")
+    latency = measure_latency(served, prepare(test, spec.features))
+    return domain.judge(spec, model, test, latency, champion=champion_model)
+
+
 @dataclass
 class Judge:
-    """Reads artifacts safely and judges a version."""
+    """Fetches a version's artifacts (each checked against its digest) and has a child process of
+    the sandbox open and judge them: a model file runs in no long-lived process before it passed."""
 
     artifacts: ArtifactStore
 
     async def fetch(self, artifact: ArtifactRef, folder: Path) -> Path:
-        """Download an artifact, checking its digest."""
+        """Download an artifact into `folder` (made if missing), checking its digest."""
         return await asyncio.to_thread(
             self.artifacts.get_file, artifact.uri, folder / artifact.name, sha256=artifact.sha256
         )
 
-    async def open(
-        self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path, *, prefer: str = "model.skops"
-    ) -> Any:
-        """A version's model, from its skops pipeline or (an imported graph, or `prefer`) its ONNX file."""
+    async def fetch_model(self, artifacts: list[ArtifactRef], folder: Path, *, prefer: str = "model.skops") -> None:
+        """A version's model file: its skops pipeline or (an imported graph, or `prefer`) its ONNX file."""
         names = {a.name for a in artifacts}
-        name = prefer if prefer in names else next(n for n in ("model.skops", "model.onnx") if n in names)
+        name = prefer if prefer in names else next((n for n in ("model.skops", "model.onnx") if n in names), None)
+        if name is None:
+            raise EvaluatorRefusal("no model.skops or model.onnx among the version's artifacts")
         await self.fetch(_artifact(artifacts, name), folder)
-        return await asyncio.to_thread(
-            load_predictor,
-            folder,
-            features=[f.name for f in spec.features],
-            numeric=[f.type == "numeric" for f in spec.features],
-            task=spec.task,
-        )
-
-    async def served(self, spec: ModelSpec, artifacts: list[ArtifactRef], folder: Path, model: Any) -> Any:
-        """What serving runs for this version: its ONNX graph when it has one (checked against the
-        pipeline when it was exported), else the pipeline itself. Its latency is the one that counts."""
-        if "model.onnx" not in {a.name for a in artifacts} or not (folder / "model.skops").exists():
-            return model
-        (folder / "served").mkdir()
-        return await self.open(spec, artifacts, folder / "served", prefer="model.onnx")
 
     async def verdict(
         self, spec: ModelSpec, event: ModelRegistered, champion: list[ArtifactRef] | None
@@ -111,26 +133,31 @@ class Judge:
         with tempfile.TemporaryDirectory(prefix="modelbus-eval-") as name:
             folder = Path(name)
             try:
-                model = await self.open(spec, event.artifacts, folder)
-                test_file = await self.fetch(_artifact(event.artifacts, "test-split.parquet"), folder)
+                await self.fetch_model(event.artifacts, folder / "candidate")
+                await self.fetch(_artifact(event.artifacts, "test-split.parquet"), folder / "candidate")
             except ArtifactIntegrityError as exc:
                 return domain.rejected_for(f"checksum: {exc}")
-            except (UntrustedArtifact, OnnxModelError) as exc:
-                return domain.rejected_for(str(exc), "artifact_types")
-            champion_model = None
+            # What serving runs: the ONNX graph beside a pipeline (checked against it when it was
+            # exported); its latency is the one that counts.
+            if "model.onnx" in {a.name for a in event.artifacts} and (folder / "candidate" / "model.skops").exists():
+                try:
+                    await self.fetch(_artifact(event.artifacts, "model.onnx"), folder / "served")
+                except ArtifactError as exc:
+                    log.warning("%s@%d: its ONNX graph unreadable (%s)", event.model, event.version, exc)
             if champion is not None:
                 try:
-                    (folder / "champion").mkdir()
-                    champion_model = await self.open(spec, champion, folder / "champion")
-                except (ArtifactError, UntrustedArtifact, EvaluatorRefusal, OnnxModelError) as exc:
+                    await self.fetch_model(champion, folder / "champion")
+                except (ArtifactError, EvaluatorRefusal) as exc:
                     log.warning("champion of %s unreadable (%s); judging without it", event.model, exc)
-            test = pd.read_parquet(test_file)
+            request = {"spec": spec.model_dump(mode="json"), "folder": str(folder)}
             try:
-                served = await self.served(spec, event.artifacts, folder, model)
-            except (ArtifactError, OnnxModelError) as exc:
-                log.warning(
-                    "%s@%d: its ONNX graph unreadable (%s); timing the pipeline", event.model, event.version, exc
-                )
-                served = model
-            latency = await asyncio.to_thread(measure_latency, served, prepare(test, spec.features))
-            return await asyncio.to_thread(domain.judge, spec, model, test, latency, champion=champion_model)
+                answer = await sandbox.run_child("services.evaluator.isolated", request, cwd=folder)
+            except sandbox.SandboxError as exc:
+                return domain.rejected_for(f"the model could not be judged in the sandbox: {exc}", "artifact_types")
+            return domain.Verdict(
+                gates=[GateResult.model_validate(g) for g in answer["gates"]],
+                metrics={str(k): float(v) for k, v in answer["metrics"].items()},
+                champion_metrics={str(k): float(v) for k, v in answer["champion_metrics"].items()},
+                decision=str(answer["decision"]),
+                test_rows=int(answer["test_rows"]),
+            )

@@ -65,6 +65,39 @@ class Prepared:
     seconds: float
     source: dict[str, Any]
 
+    def as_json(self) -> dict[str, Any]:
+        """What the sandbox's child answers (services.registry.isolated)."""
+        return {
+            **{k: getattr(self, k) for k in ("run_id", "estimator", "params", "metrics", "data_sha256")},
+            **{k: getattr(self, k) for k in ("dataset_version", "evaluated_on", "seconds")},
+            "source": json.loads(json.dumps(self.source, default=str)),
+            "files": {name: str(path) for name, path in self.files.items()},
+            "feature_schema": [s.model_dump(mode="json") for s in self.feature_schema],
+            "profile": self.profile.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_json(cls, found: dict[str, Any], *, within: Path) -> Prepared:
+        """A child's answer, checked: every value of its type, every file inside `within`."""
+        files = {str(name): Path(path).resolve() for name, path in found["files"].items()}
+        outside = [name for name, path in files.items() if not path.is_relative_to(within.resolve())]
+        if outside:
+            raise ImportRefused(f"the import's check named files outside its folder: {', '.join(outside)}")
+        return cls(
+            run_id=str(found["run_id"]),
+            files=files,
+            estimator=str(found["estimator"]),
+            params=dict(found["params"]),
+            metrics={str(k): float(v) for k, v in found["metrics"].items()},
+            feature_schema=[FeatureSchema.model_validate(s) for s in found["feature_schema"]],
+            profile=ReferenceProfile.model_validate(found["profile"]),
+            data_sha256=str(found["data_sha256"]),
+            dataset_version=str(found["dataset_version"]),
+            evaluated_on=str(found["evaluated_on"]),
+            seconds=float(found["seconds"]),
+            source=dict(found["source"]),
+        )
+
     def trained(self, spec: ModelSpec, revision: int, artifacts: list[ArtifactRef], code: str) -> ModelTrained:
         """The event that registers the import as the model's next version."""
         return ModelTrained(

@@ -8,6 +8,7 @@ audited. Export: any version, as an MLflow model folder in a zip (`services.regi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import shutil
@@ -27,11 +28,12 @@ from starlette.datastructures import UploadFile
 from services.registry import domain, store
 from services.registry.cache import AliasCache
 from services.registry.export import write_mlflow_model
-from services.registry.importing import Prepared, Upload, prepare_import
+from services.registry.importing import Prepared, Upload
 from services.registry.sources import ImportRefused
 from shared.contract.events import ArtifactRef
 from shared.contract.refs import parse_ref
 from shared.contract.spec import ModelSpec
+from shared.runtime import sandbox
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.httpapi import RANK, Principal, Viewer
@@ -195,10 +197,21 @@ def add_interchange_routes(
             reason=reason,
             actor=who.actor,
         )
+        checking = {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(upload).items()},
+            "spec": spec.model_dump(mode="json"),
+            "run_id": run_id,
+            "work": str(folder / "work"),
+            "max_bytes": settings.import_max_bytes,
+        }
         try:
-            prepared = await asyncio.to_thread(
-                prepare_import, upload, spec, run_id=run_id, work=folder / "work", max_bytes=settings.import_max_bytes
-            )
+            # The upload is opened in a child process of the sandbox, never in the registry's own.
+            answer = await sandbox.run_child("services.registry.isolated", checking, cwd=folder)
+            if "refused" in answer:
+                raise ImportRefused(str(answer["refused"]))
+            prepared = Prepared.from_json(answer, within=folder)
+        except sandbox.SandboxError as exc:
+            await refuse(who, name, reason, 422, f"the model could not be checked: {exc}", detail)
         except ImportRefused as exc:
             await refuse(who, name, reason, 422, str(exc), detail)
         try:

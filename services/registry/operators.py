@@ -6,10 +6,12 @@ original body, key and headers published to the original topic again)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import store
@@ -19,6 +21,12 @@ from shared.runtime.settings import Settings
 from shared.runtime.topicreader import StoredLetter, find_letter, original_value, read_dead_letters, replay
 
 BODY_SHOWN = 20_000  # characters of a dead letter's body the list shows
+
+
+class Replay(BaseModel):
+    """What a replay may change: the body (the key and the headers stay the original's)."""
+
+    value: str | None = Field(default=None, description="A corrected message body; unset: the original one.")
 
 
 def letter_view(item: StoredLetter) -> dict[str, Any]:
@@ -65,8 +73,9 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
         return [letter_view(item) for item in reversed(letters)][:limit]
 
     @api.post("/v1/dead-letters/{letter_id}/replay", tags=["act"])
-    async def replay_letter(who: Operator, letter_id: str) -> dict[str, str]:
-        """Publish a dead letter's original message to its topic again; audited."""
+    async def replay_letter(who: Operator, letter_id: str, body: Replay | None = None) -> dict[str, str]:
+        """Publish a dead letter's original message to its topic again (or, with `value`, a
+        corrected body with the original key and headers); audited."""
         try:
             item = find_letter(await read_dead_letters(settings), letter_id)
         except LookupError as exc:
@@ -80,10 +89,11 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
             raise HTTPException(
                 409,
                 f"the registry may not write {topic} (written by {written_by}); "
-                f"replay it as the platform admin: modelbus dlq replay {letter_id}",
+                f"replay it as the platform admin: modelbus dlq replay --direct {letter_id}",
             )
+        value = body.value.encode() if body is not None and body.value is not None else None
         try:
-            await replay(settings, [item.letter])
+            await replay(settings, [item.letter], value=value)
         except (ValueError, TimeoutError) as exc:
             raise HTTPException(409, str(exc)) from None
         async with sessions() as session, session.begin():
@@ -93,6 +103,10 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
                 action="replay-dead-letter",
                 target=item.letter.original_topic,
                 reason=item.letter.reason[:500],
-                detail={"letter": letter_id, "consumer": item.letter.consumer},
+                detail={
+                    "letter": letter_id,
+                    "consumer": item.letter.consumer,
+                    **({"corrected_sha256": hashlib.sha256(value).hexdigest()} if value is not None else {}),
+                },
             )
         return {"action": "replay-dead-letter", "letter": letter_id, "topic": item.letter.original_topic}

@@ -63,9 +63,13 @@ class Kafka(Component):
 
     marker = "kafka.Kafka"
 
-    def __init__(self, name: str, settings: Settings, say: Say, *, node_id: int = 0, advertised_port: int = 0) -> None:
+    def __init__(
+        self, name: str, settings: Settings, say: Say, *, node_id: int = 0, advertised_port: int = 0, open: bool = False
+    ) -> None:
         super().__init__(name, settings, say)
         self.node_id = node_id  # 0: the single node of a one-broker stack
+        # An open node (no authentication, no authorizer): bench/sasl.py's baseline, never the stack.
+        self.open = open
         # Clients are told to connect here (a proxy in front of the broker, in the fault tests); 0: its own port.
         self.advertised_port = advertised_port
 
@@ -140,7 +144,8 @@ class Kafka(Component):
         """Start this node and wait for it (a node of a cluster: see `spawn_node` and `KafkaCluster`)."""
         self.spawn_node()
         wait_until("Kafka metadata", self.metadata_ok, timeout=90, say=self.say, log=self.log_file)
-        announce_users(self.settings, self.say)
+        if not self.open:
+            announce_users(self.settings, self.say)
 
     def spawn_node(self, cluster_id: str | None = None) -> None:
         """Format this node's storage if new (with `cluster_id` for a cluster), then start it."""
@@ -158,12 +163,16 @@ class Kafka(Component):
             quorum = f"controller.quorum.bootstrap.servers={host}:{port + 1}"
         replicas = min(3, len(cluster))
         admin_password = credentials.ensure(self.settings)["admin"]
+        places = {
+            "host": host, "port": port, "controller_port": port + 1, "advertised_port": self.advertised_port or port,
+            "admin_password": admin_password,
+        }  # fmt: skip
+        security = string.Template((FILES / ("open.properties" if self.open else "security.properties")).read_text())
         template = string.Template((FILES / "server.properties").read_text())
         private_file(config).write_text(
             template.substitute(
-                node_id=max(self.node_id, 1), quorum=quorum, host=host, port=port, controller_port=port + 1,
-                advertised_port=self.advertised_port or port, data_dir=data, replicas=replicas,
-                min_insync=min(2, replicas), admin_password=admin_password,
+                node_id=max(self.node_id, 1), quorum=quorum, data_dir=data, replicas=replicas,
+                min_insync=min(2, replicas), security=security.substitute(places), **places,
             )
         )  # fmt: skip
         logs = self.home / "log"
@@ -214,7 +223,9 @@ class Kafka(Component):
         )
 
     def admin_settings(self) -> Settings:
-        """The settings with the admin's credentials, for probing this node."""
+        """The settings with the admin's credentials, for probing this node (none for an open one)."""
+        if self.open:
+            return self.settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
         return credentials.as_principal(self.settings, "admin")
 
     def random_cluster_id(self) -> str:

@@ -94,7 +94,9 @@ class ServiceProcess:
 
 def processes(settings: Settings) -> list[ServiceProcess]:
     """The platform's processes, in start order; on the local stack each is its own principal."""
-    local = credentials.present(settings)
+    # On the local stack each is its own principal (a PLAINTEXT broker named by the settings, as in
+    # bench/sasl.py's baseline, takes none).
+    local = credentials.present(settings) and settings.kafka_security_protocol != "PLAINTEXT"
 
     def env(name: Principal) -> dict[str, str]:
         health = {"MODELBUS_HEALTH_PORT": str(HEALTH_PORTS[name])} if name in HEALTH_PORTS else {}

@@ -11,7 +11,6 @@ from rich.console import Console
 
 from shared.runtime.settings import Settings
 from shared.runtime.topicreader import (
-    StoredLetter,
     assigned_consumer,
     find_letter,
     full_topic,
@@ -21,7 +20,7 @@ from shared.runtime.topicreader import (
     replay,
 )
 
-__all__ = ["find_letter", "original_value", "print_dead_letters", "read_all", "read_dead_letters", "replay", "tail"]
+__all__ = ["find_letter", "original_value", "read_all", "read_dead_letters", "replay", "tail"]
 
 
 async def tail(
@@ -88,21 +87,3 @@ async def tail(
     return seen
 
 
-def print_dead_letters(letters: list[StoredLetter], *, out: Console, as_json: bool) -> None:
-    """A table of dead letters, or JSON lines."""
-    if as_json:
-        for item in letters:
-            out.print(json.dumps({"id": item.id, **item.letter.model_dump(mode="json")}), markup=False)
-        return
-    if not letters:
-        out.print("no dead letters", markup=False)
-        return
-    for item in letters:
-        letter = item.letter
-        out.print(
-            f"{item.id:<8} {letter.occurred_at:%Y-%m-%d %H:%M:%S} {letter.consumer} "
-            f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset} "
-            f"{letter.error_type}: {letter.reason}",
-            markup=False,
-        )
-    out.print(f"{len(letters)} dead letter(s)", markup=False)

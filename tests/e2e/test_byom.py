@@ -398,3 +398,58 @@ def example_spec_of(model: str) -> Any:
     from shared.runtime.specfile import load_spec
 
     return load_spec(example("derived-features.yaml", model))
+
+
+NUMERIC = ["tenure_months", "monthly_charges", "support_calls"]
+
+
+async def imported_and_served(loop: Loop, name: str, model: tuple[str, bytes], frame: pd.DataFrame) -> list[Any]:
+    """Apply a numeric spec for `name`, import `model` as an operator, wait for serving to answer."""
+    spec = example_spec(name).model_dump(mode="json", exclude_none=True)
+    spec |= {"dataset": f"{name}-data", "features": [f for f in spec["features"] if f["name"] in NUMERIC]}
+    spec |= {"gates": [], "contract": None}
+    base = f"http://127.0.0.1:{loop.settings.registry_port}"
+    rows = frame[[*NUMERIC, "churned"]]
+    async with httpx.AsyncClient(timeout=120) as http:
+        applied = await http.post(
+            f"{base}/v1/specs",
+            json={"spec_yaml": yaml.safe_dump({k: v for k, v in spec.items() if v is not None}), "reason": "byom"},
+            headers={"Authorization": f"Bearer {loop.token}"},
+        )
+        assert applied.status_code in (200, 201), applied.text
+        imported = await http.post(
+            f"{base}/v1/models/{name}/import",
+            files={"model": model, "reference": ("reference.csv", rows.iloc[:800].to_csv(index=False).encode())},
+            data={"reason": "a plain notebook model"},
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+        )
+        assert imported.status_code == 201, imported.text
+        instances = rows.iloc[800:820].drop(columns=["churned"]).to_dict("records")
+        deadline = asyncio.get_running_loop().time() + 240
+        while True:
+            answer = await http.post(
+                f"http://127.0.0.1:{loop.settings.serving_port}/v1/models/{name}:predict",
+                json={"instances": instances},
+            )
+            if answer.status_code == 200:
+                return list(answer.json()["predictions"])
+            assert asyncio.get_running_loop().time() < deadline, f"{name} never served: {answer.text[:300]}"
+            await asyncio.sleep(2)
+
+
+async def test_a_plain_estimator_and_an_onnx_classifier_without_zipmap_import_roll_out_and_answer(loop: Loop) -> None:
+    import skops.io as sio
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    frame = churn_frame(2000, seed=31).dropna(subset=NUMERIC)
+    x, y = frame[NUMERIC].to_numpy(dtype=np.float64), frame["churned"]
+    plain = LogisticRegression(max_iter=500).fit(x, y)
+    answers = await imported_and_served(loop, f"byom-plain-{RUN}", ("model.skops", sio.dumps(plain)), frame)
+    assert len(answers) == 20 and {a["version"] for a in answers} == {1}
+    assert {a["prediction"] for a in answers} <= {0, 1}
+    graph = to_onnx(plain, x[:1].astype(np.float32), options={id(plain): {"zipmap": False}}, target_opset=17)
+    assert "ZipMap" not in {node.op_type for node in graph.graph.node}
+    answers = await imported_and_served(loop, f"byom-onnx-{RUN}", ("model.onnx", graph.SerializeToString()), frame)
+    assert len(answers) == 20 and {a["prediction"] for a in answers} <= {0, 1}
+    assert all(abs(sum(a["probabilities"].values()) - 1) < 1e-4 for a in answers)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,7 +26,7 @@ from shared.runtime.broker import ensure_acls
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings
 from shared.runtime.uow import HandlerContext
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, free_port, service_process
 from tests.integration.kafka_helpers import record_effect
 from tests.support.foreign import console_produce
 
@@ -41,8 +42,10 @@ def recorder(bus: Bus, seen: list[Envelope]) -> None:
         await record_effect(ctx.session, ctx.consumer, ctx.envelope.id)
 
 
-async def cli(settings: Settings, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELBUS_TOPIC_PREFIX": settings.topic_prefix, "MODELBUS_OTLP_ENDPOINT": ""}
+async def cli(
+    settings: Settings, *args: str, stdin: bytes | None = None, api: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MODELBUS_TOPIC_PREFIX": settings.topic_prefix, "MODELBUS_OTLP_ENDPOINT": "", **(api or {})}
     return await asyncio.to_thread(
         subprocess.run, [str(MODELBUS), *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
@@ -137,17 +140,35 @@ async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
         return bool(await read_dead_letters(settings))
 
     await eventually(dead_lettered, what="the bad message in the dead-letter topic")
-    listing = await cli(settings, "dlq", "ls", "--json")
-    assert listing.returncode == 0, listing.stderr
-    (entry,) = [json.loads(line) for line in listing.stdout.splitlines()]
-    assert "field 'uri'" in entry["reason"]
+    # The CLI reads and replays dead letters through the registry's API (an operator, audited).
+    port = free_port()
+    registry_env = {
+        **os.environ,
+        "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
+        "MODELBUS_OTLP_ENDPOINT": "",
+        "MODELBUS_API_TOKENS": "ops-token=operator:olga",
+        "MODELBUS_REGISTRY_PORT": str(port),
+    }
+    api = {"MODELBUS_API_URL": f"http://127.0.0.1:{port}", "MODELBUS_API_TOKEN": "ops-token"}
+    async with service_process("services.registry", registry_env, port, tmp_path / "registry.log"):
+        listing = await cli(settings, "dlq", "ls", "--json", "--consumer", "registry-like", api=api)
+        assert listing.returncode == 0, listing.stderr
+        (entry,) = [json.loads(line) for line in listing.stdout.splitlines()]
+        assert "field 'uri'" in entry["reason"]
 
-    shown = await cli(settings, "dlq", "show", entry["id"])
-    fixed = json.loads(shown.stdout) | {"uri": "s3://datasets/churn-v9.csv"}
-    (tmp_path / "fixed.json").write_text(json.dumps(fixed))
-    replayed = await cli(settings, "dlq", "replay", entry["id"], "--value-file", str(tmp_path / "fixed.json"))
-    assert replayed.returncode == 0, replayed.stderr
-    assert f"replayed {entry['id']} to {settings.topic(topics.DATA_ARRIVED)}" in replayed.stdout
+        shown = await cli(settings, "dlq", "show", entry["id"], api=api)
+        fixed = json.loads(shown.stdout) | {"uri": "s3://datasets/churn-v9.csv"}
+        (tmp_path / "fixed.json").write_text(json.dumps(fixed))
+        replayed = await cli(
+            settings, "dlq", "replay", entry["id"], "--value-file", str(tmp_path / "fixed.json"), api=api
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"replayed {entry['id']} to {settings.topic(topics.DATA_ARRIVED)}" in replayed.stdout
+        async with httpx.AsyncClient(base_url=api["MODELBUS_API_URL"]) as http:
+            audit = await http.get(
+                "/v1/audit", params={"action": "replay-dead-letter"}, headers={"Authorization": "Bearer ops-token"}
+            )
+        assert [(a["actor"], a["detail"]["letter"]) for a in audit.json()][:1] == [("olga", entry["id"])]
 
     async def handled() -> bool:
         return bool(seen)

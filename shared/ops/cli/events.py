@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from shared.ops.cli.app import app, cli_settings
+from shared.ops.cli.app import app, call_api, cli_settings
 from shared.ops.cli.render import console, err
 from shared.runtime.settings import Settings
 
@@ -97,27 +98,41 @@ def tail(
     asyncio.run(tools.tail(settings, topic, from_beginning=from_beginning, limit=limit, idle=idle, out=console))
 
 
+def _letters(consumer: str | None = None) -> list[dict[str, Any]]:
+    """The dead letters, from the registry's API (oldest first), optionally of one consumer."""
+    found: list[dict[str, Any]] = list(reversed(call_api("GET", "/v1/dead-letters", params={"limit": 1000})))
+    return [letter for letter in found if not consumer or letter["consumer"].endswith(consumer)]
+
+
 @dlq_app.command("ls")
 def dlq_ls(
     consumer: Annotated[str | None, typer.Option(help="Only letters from this consumer group.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List the dead letters: id (partition:offset), consumer, origin and reason."""
-    from shared.ops import tools
-
-    letters = asyncio.run(tools.read_dead_letters(cli_settings("admin")))
-    if consumer:
-        letters = [item for item in letters if item.letter.consumer.endswith(consumer)]
-    tools.print_dead_letters(letters, out=console, as_json=as_json)
+    """List the dead letters (through the registry's API): id (partition:offset), consumer, origin and reason."""
+    letters = _letters(consumer)
+    if as_json:
+        for letter in letters:
+            console.print(json.dumps(letter), markup=False, soft_wrap=True)
+        return
+    for letter in letters:
+        console.print(
+            f"{letter['id']:<8} {letter['occurred_at'][:19]} {letter['consumer']} "
+            f"{letter['original_topic']}[{letter['original_partition']}]@{letter['original_offset']} "
+            f"{letter['error_type']}: {letter['reason']}",
+            markup=False,
+        )
+    console.print(f"{len(letters)} dead letter(s)" if letters else "no dead letters", markup=False)
 
 
 @dlq_app.command("show")
 def dlq_show(letter_id: Annotated[str, typer.Argument(help="Dead letter id, partition:offset.")]) -> None:
     """Print a dead letter's original message body as it was received."""
-    from shared.ops import tools
-
-    item = tools.find_letter(asyncio.run(tools.read_dead_letters(cli_settings("admin"))), letter_id)
-    console.print(tools.original_value(item.letter).decode("utf-8", "replace"), markup=False)
+    found = [letter for letter in _letters() if letter["id"] == letter_id]
+    if not found:
+        err.print(f"no dead letter {letter_id} (see `modelbus dlq ls`)")
+        raise typer.Exit(2)
+    console.print(found[0]["body"], markup=False, soft_wrap=True)
 
 
 @dlq_app.command("replay")
@@ -126,8 +141,38 @@ def dlq_replay(
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     consumer: Annotated[str | None, typer.Option(help="With --all: only this consumer's letters.")] = None,
     value_file: Annotated[Path | None, typer.Option(help="Replace the body with this file (a fixed message).")] = None,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct",
+            help="Publish straight to Kafka as the platform admin (for letters of topics the registry may not "
+            "write); unaudited, so only where the API refuses.",
+        ),
+    ] = False,
 ) -> None:
-    """Re-publish dead letters to their original topic, with their original key and headers."""
+    """Re-publish dead letters to their original topic, with their original key and headers,
+    through the registry's API (operator; each replay audited)."""
+    if value_file is not None and (replay_all or len(letter_ids or []) != 1):
+        err.print("--value-file replaces one message's body: name exactly one dead letter")
+        raise typer.Exit(2)
+    if direct:
+        _replay_directly(letter_ids, replay_all, consumer, value_file)
+        return
+    if replay_all:
+        chosen = [letter["id"] for letter in _letters(consumer)]
+    elif letter_ids:
+        chosen = list(letter_ids)
+    else:
+        err.print("name dead letter ids (see `modelbus dlq ls`) or pass --all")
+        raise typer.Exit(2)
+    body = {"value": value_file.read_text()} if value_file else None
+    for letter_id in chosen:
+        done = call_api("POST", f"/v1/dead-letters/{letter_id}/replay", json=body)
+        console.print(f"replayed {letter_id} to {done['topic']}", markup=False)
+    console.print(f"{len(chosen)} message(s) replayed", markup=False)
+
+
+def _replay_directly(letter_ids: list[str] | None, replay_all: bool, consumer: str | None, value: Path | None) -> None:
     from shared.ops import tools
 
     settings = cli_settings("admin")
@@ -139,18 +184,16 @@ def dlq_replay(
     else:
         err.print("name dead letter ids (see `modelbus dlq ls`) or pass --all")
         raise typer.Exit(2)
-    if value_file is not None and len(chosen) != 1:
-        err.print("--value-file replaces one message's body: name exactly one dead letter")
-        raise typer.Exit(2)
-    body = value_file.read_bytes() if value_file else None
     try:
-        replayed_to = asyncio.run(tools.replay(settings, [item.letter for item in chosen], value=body))
+        replayed_to = asyncio.run(
+            tools.replay(settings, [item.letter for item in chosen], value=value.read_bytes() if value else None)
+        )
     except ValueError as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None
     for item, topic in zip(chosen, replayed_to, strict=True):
         console.print(f"replayed {item.id} to {topic}", markup=False)
-    console.print(f"{len(chosen)} message(s) replayed", markup=False)
+    console.print(f"{len(chosen)} message(s) replayed directly", markup=False)
 
 
 # ---------------------------------------------------------------- the registry API

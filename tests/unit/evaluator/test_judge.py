@@ -1,0 +1,79 @@
+"""The evaluator judges a version in a child process of the sandbox: the verdict is the same as
+in-process, a model file that names what modelbus does not load is rejected with no code run, and
+the child sees none of the service's secrets."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from services.evaluator.judge import Judge
+from services.trainer import fit
+from shared.contract.events import ArtifactRef, ModelRegistered
+from shared.ops.example_data import write_churn
+from shared.runtime import sandbox
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+from tests.support.craft import EXEC_CHAIN, crafted, payload
+from tests.support.examples import example
+
+ROOT = Path(__file__).resolve().parents[3]
+SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> fit.Outcome:
+    folder = tmp_path_factory.mktemp("judge")
+    spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(update={"iterations": 2, "cv": 2})})
+    data = write_churn(folder / "churn.csv", rows=3000)
+    outcome = fit.train(fit.Job("r1", spec, str(data), "csv", "0" * 64, str(folder / "out"), "test"))
+    assert outcome.ok
+    return outcome
+
+
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(Settings(artifact_url=(tmp_path / "artifacts").as_uri()))
+
+
+def registered(artifacts: ArtifactStore, files: dict[str, bytes]) -> ModelRegistered:
+    refs = []
+    for name, data in files.items():
+        stored = artifacts.put_bytes(f"churn/v2/{name}", data)
+        refs.append(ArtifactRef(name=name, uri=stored.uri, sha256=stored.sha256, size_bytes=stored.size_bytes))
+    return example(ModelRegistered, model="churn", version=2, artifacts=[r.model_dump() for r in refs])
+
+
+async def test_a_version_is_judged_in_the_sandbox_on_its_stored_test_split(
+    trained: fit.Outcome, tmp_path: Path
+) -> None:
+    files = {name: Path(trained.files[name]).read_bytes() for name in ("model.skops", "test-split.parquet")}
+    verdict = await Judge(store(tmp_path)).verdict(SPEC, registered(store(tmp_path), files), None)
+    assert verdict.test_rows == len(pd.read_parquet(trained.files["test-split.parquet"]))
+    assert {g.name for g in verdict.gates} >= {"min_roc_auc", "latency_p99_row"}
+    assert verdict.metrics["roc_auc"] > 0.7 and verdict.decision in ("approved", "rejected")
+
+
+async def test_the_exec_chain_file_is_rejected_unloaded_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    rows = pd.DataFrame({"tenure_months": [payload(str(marker))], "churned": [1]})
+    split = io.BytesIO()
+    rows.to_parquet(split, index=False)
+    files = {"model.skops": crafted(EXEC_CHAIN), "test-split.parquet": split.getvalue()}
+    verdict = await Judge(store(tmp_path)).verdict(SPEC, registered(store(tmp_path), files), None)
+    [gate] = verdict.gates
+    assert verdict.decision == "rejected" and gate.name == "artifact_types"
+    assert "the function builtins.exec" in gate.detail
+    assert not marker.exists()
+
+
+def test_the_child_inherits_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODELBUS_API_TOKENS", "admin-token=admin")
+    monkeypatch.setenv("MODELBUS_S3_SECRET_ACCESS_KEY", "s3-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    env = sandbox.child_environment(tmp_path)
+    assert not [name for name in env if name.startswith(("MODELBUS_", "AWS_"))]
+    assert env["HOME"] == env["TMPDIR"] == str(tmp_path) and "PATH" in env
