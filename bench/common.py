@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.runtime import credentials
+from shared.ops import credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".modelbus" / "bench"

@@ -4,6 +4,6 @@ own principal (shared.ops.platform)."""
 
 from __future__ import annotations
 
-from shared.runtime import credentials
+from shared.ops import credentials
 
 credentials.adopt("admin")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.runtime import credentials
+from shared.ops import credentials
 from shared.runtime.settings import Settings
 
 FILES = Path(__file__).parent / "stackfiles"

@@ -43,9 +43,9 @@ from shared.contract.events import (
     TrainingStarted,
 )
 from shared.contract.spec import ModelSpec
+from shared.ops import credentials
 from shared.ops.example_data import churn_frame
 from shared.ops.platform import Follower, Platform, PlatformError, Say, describe
-from shared.runtime import credentials
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings

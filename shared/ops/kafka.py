@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from shared.ops import credentials
 from shared.ops.components import FILES, Component, Say, StackError, port_open, run_command, wait_until
-from shared.runtime import credentials
 from shared.runtime.settings import Settings
 
 # Written beside a node's data once its storage is formatted with the admin's SCRAM credential (a

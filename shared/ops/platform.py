@@ -46,7 +46,7 @@ from shared.contract.events import (
     TrainingStarted,
 )
 from shared.contract.topics import Principal
-from shared.runtime import credentials
+from shared.ops import credentials
 from shared.runtime.broker import aiokafka_options
 from shared.runtime.settings import Settings
 
@@ -93,14 +93,14 @@ class ServiceProcess:
 
 
 def processes(settings: Settings) -> list[ServiceProcess]:
-    """The platform's processes, in start order; on the local stack each is its own principal."""
-    # On the local stack each is its own principal (a PLAINTEXT broker named by the settings, as in
-    # bench/sasl.py's baseline, takes none).
-    local = credentials.present(settings) and settings.kafka_security_protocol != "PLAINTEXT"
+    """The platform's processes, in start order; on the local stack each is its own principal (on a
+    broker the settings name PLAINTEXT, as bench/sasl.py's baseline, none is)."""
+    local = credentials.present(settings)
+    sasl = settings.kafka_security_protocol != "PLAINTEXT"
 
     def env(name: Principal) -> dict[str, str]:
         health = {"MODELBUS_HEALTH_PORT": str(HEALTH_PORTS[name])} if name in HEALTH_PORTS else {}
-        return {**health, **(credentials.principal_env(settings, name) if local else {})}
+        return {**health, **(credentials.principal_env(settings, name, kafka=sasl) if local else {})}
 
     return [
         ServiceProcess("registry", "services.registry", settings.registry_port, env("registry")),

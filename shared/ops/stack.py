@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from shared.ops import credentials
 from shared.ops.components import Component, Postgres, S3Server, Say, StackError
 from shared.ops.kafka import KafkaCluster
 from shared.ops.observability import Metrics, Traces
-from shared.runtime import credentials
 from shared.runtime.settings import Settings
 
 __all__ = ["StackError", "components", "down", "status", "up"]

@@ -85,5 +85,3 @@ async def tail(
     finally:
         await consumer.stop()
     return seen
-
-

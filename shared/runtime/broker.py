@@ -1,11 +1,13 @@
 """The Kafka side of the bus: connection options, the FastStream broker, and the topic catalog
-created on (or dropped from) a cluster."""
+created on (or dropped from) a cluster with the contract's ACLs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -118,8 +120,6 @@ def _change_acls(settings: Settings, *, create: bool) -> int:
 def _wait_in_force(admin: Any, bindings: list[Any], timeout: float = 30.0) -> None:
     """Wait until a broker authorizes with `bindings`: the controller acknowledges new ACLs before
     the brokers apply them, and a client that came at once would be denied."""
-    import time
-
     from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType
     from confluent_kafka.admin import ResourceType as Kind
 
@@ -142,15 +142,11 @@ async def ensure_acls(settings: Settings) -> int:
     """Grant the settings' platform (its topic prefix) the contract's ACLs, as the admin
     principal; idempotent. Returns how many ACLs the platform has (0: the cluster authorizes
     nothing)."""
-    import asyncio
-
     return await asyncio.to_thread(_change_acls, settings, create=True)
 
 
 async def drop_acls(settings: Settings) -> None:
     """Delete the ACLs of the settings' platform (a throwaway platform's, after a test)."""
-    import asyncio
-
     await asyncio.to_thread(_change_acls, settings, create=False)
 
 

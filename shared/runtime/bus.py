@@ -117,7 +117,9 @@ class Bus:
         carrier: dict[str, str] = {}
         inject(carrier, context=context)
         message = encode(event, source=self.source, event_id=event_id, trace_headers=carrier)
-        add_to_outbox(session, topic=self.settings.topic(event.topic), message=message)
+        add_to_outbox(
+            session, topic=self.settings.topic(event.topic), message=message, sender=self.settings.service_name
+        )
         return message.event_id
 
     def wake_relay(self) -> None:

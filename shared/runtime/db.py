@@ -46,6 +46,9 @@ class OutboxRow(Base):
     headers: Mapped[list[list[str]]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The service that staged it (its service_name): only that service's relay publishes it, as
+    # only its principal may write the event. Null (rows from before): any relay of the platform.
+    sender: Mapped[str | None] = mapped_column(String(100))
 
 
 def core_table(mapped: type[Base]) -> Table:
@@ -87,11 +90,12 @@ async def claim_inbox_many(session: AsyncSession, *, consumer: str, events: list
     return set((await session.scalars(stmt)).all())
 
 
-def add_to_outbox(session: AsyncSession, *, topic: str, message: Outgoing) -> None:
-    """Stage a message in the outbox, in the caller's transaction."""
+def add_to_outbox(session: AsyncSession, *, topic: str, message: Outgoing, sender: str | None = None) -> None:
+    """Stage a message in the outbox, in the caller's transaction, for `sender`'s relay."""
     session.add(
         OutboxRow(
             event_id=message.event_id,
+            sender=sender,
             topic=topic,
             key=message.key,
             value=message.value,

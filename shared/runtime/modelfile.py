@@ -185,13 +185,28 @@ def audit(data: bytes) -> list[str]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             schema = json.loads(archive.read("schema.json"))
+            pickled = [name for name in archive.namelist() if name.endswith(".npy") and _holds_objects(archive, name)]
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise UntrustedArtifact(f"not a skops file: {exc}") from None
+    if pickled:
+        raise UntrustedArtifact(f"the model file's array {pickled[0]} holds Python objects (a pickle); none is loaded")
     refused = refusals(schema)
     if refused:
         shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
         raise UntrustedArtifact(f"the model file names what modelbus does not load: {shown}")
     return sorted({name for _, name in named(schema)})
+
+
+def _holds_objects(archive: zipfile.ZipFile, name: str) -> bool:
+    """Whether an .npy member's header declares Python objects (stored as a pickle), read from
+    the header alone."""
+    import numpy as np
+
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = header(member)
+    return bool(dtype.hasobject)
 
 
 def load_model(path: Path) -> Any:

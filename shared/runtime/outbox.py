@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contract.envelope import Headers
@@ -27,7 +27,7 @@ Send = Callable[[str, bytes | None, bytes, Headers], Awaitable["asyncio.Future[A
 
 
 class OutboxRelay:
-    """Publishes the outbox rows of one platform (its topic prefix)."""
+    """Publishes the outbox rows one service (its service_name) staged for one platform (its topic prefix)."""
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], send: Send) -> None:
         self.settings = settings
@@ -50,6 +50,8 @@ class OutboxRelay:
             .where(
                 OutboxRow.published_at.is_(None),
                 OutboxRow.topic.startswith(f"{self.settings.topic_prefix}.", autoescape=True),
+                # This service's rows: another's may be on topics this principal may not write.
+                or_(OutboxRow.sender == self.settings.service_name, OutboxRow.sender.is_(None)),
             )
             .order_by(OutboxRow.id)
             .limit(limit)

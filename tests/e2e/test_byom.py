@@ -407,7 +407,7 @@ async def imported_and_served(loop: Loop, name: str, model: tuple[str, bytes], f
     """Apply a numeric spec for `name`, import `model` as an operator, wait for serving to answer."""
     spec = example_spec(name).model_dump(mode="json", exclude_none=True)
     spec |= {"dataset": f"{name}-data", "features": [f for f in spec["features"] if f["name"] in NUMERIC]}
-    spec |= {"gates": [], "contract": None}
+    spec |= {"gates": [], "contract": None, "evaluation": {}}  # no quality gate: the import path is tested
     base = f"http://127.0.0.1:{loop.settings.registry_port}"
     rows = frame[[*NUMERIC, "churned"]]
     async with httpx.AsyncClient(timeout=120) as http:

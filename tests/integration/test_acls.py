@@ -21,7 +21,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.contract import access, topics
 from shared.contract.topics import Principal
-from shared.runtime import credentials
+from shared.ops import credentials
 from shared.runtime.broker import aiokafka_options, ensure_acls
 from shared.runtime.settings import Settings
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from shared.ops import credentials
 from shared.ops.kafka import Kafka
-from shared.runtime import credentials
 from shared.runtime.settings import Settings
 
 

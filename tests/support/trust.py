@@ -38,10 +38,10 @@ from shared.contract.events import (
     TrainingFailed,
 )
 from shared.contract.topics import Principal
+from shared.ops import credentials
 from shared.ops.demo import FEATURES
 from shared.ops.example_data import churn_frame
 from shared.ops.tools import read_all, read_dead_letters
-from shared.runtime import credentials
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.broker import aiokafka_options
 from tests.support.craft import EXEC_CHAIN, crafted, payload

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.runtime import credentials
+from shared.ops import credentials
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ def cli_settings(principal: Principal = "producer") -> Settings:
     """The settings, from the environment; on the local stack, unless the environment names Kafka
     credentials, a command uses the bus as `principal`: an outside producer by default (every
     change of state goes through the audited APIs), the admin for the stack, topics and tail."""
-    from shared.runtime import credentials
+    from shared.ops import credentials
 
     try:
         credentials.adopt(principal)

@@ -196,3 +196,18 @@ def test_a_node_kind_the_trainer_never_writes_is_refused_whatever_it_names() -> 
         with zipfile.ZipFile(out := io.BytesIO(), "w") as archive:
             archive.writestr("schema.json", json.dumps(schema))
         audit(out.getvalue())
+
+
+def test_an_array_member_that_holds_a_pickle_is_refused_before_loading() -> None:
+    schema, members = template()
+    name = next(iter(members))
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([print, "x"], dtype=object), allow_pickle=True)  # a pickle inside the .npy
+    members[name] = pickled.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+        for member, data in members.items():
+            archive.writestr(member, data)
+    with pytest.raises(UntrustedArtifact, match="holds Python objects"):
+        audit(out.getvalue())

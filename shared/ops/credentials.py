@@ -102,18 +102,20 @@ def present(settings: Settings) -> bool:
     return all(path.is_file() for path in files)
 
 
-def principal_env(settings: Settings, principal: Principal) -> dict[str, str]:
+def principal_env(settings: Settings, principal: Principal, *, kafka: bool = True) -> dict[str, str]:
     """The environment that makes a process use the local stack as `principal`: its Kafka
-    credentials and the S3 key, each through a file."""
+    credentials (unless `kafka` is false: a broker without authentication) and the S3 key, each
+    through a file."""
     key_id, secret_key = s3_key_files(settings)
-    return {
-        "MODELBUS_KAFKA_SECURITY_PROTOCOL": PROTOCOL,
-        "MODELBUS_KAFKA_SASL_MECHANISM": MECHANISM,
-        "MODELBUS_KAFKA_SASL_USERNAME": principal,
-        "MODELBUS_KAFKA_SASL_PASSWORD_FILE": str(kafka_password_file(settings, principal)),
-        "MODELBUS_S3_ACCESS_KEY_ID_FILE": str(key_id),
-        "MODELBUS_S3_SECRET_ACCESS_KEY_FILE": str(secret_key),
-    }
+    found = {"MODELBUS_S3_ACCESS_KEY_ID_FILE": str(key_id), "MODELBUS_S3_SECRET_ACCESS_KEY_FILE": str(secret_key)}
+    if kafka:
+        found |= {
+            "MODELBUS_KAFKA_SECURITY_PROTOCOL": PROTOCOL,
+            "MODELBUS_KAFKA_SASL_MECHANISM": MECHANISM,
+            "MODELBUS_KAFKA_SASL_USERNAME": principal,
+            "MODELBUS_KAFKA_SASL_PASSWORD_FILE": str(kafka_password_file(settings, principal)),
+        }
+    return found
 
 
 def as_principal(settings: Settings, principal: Principal) -> Settings:
