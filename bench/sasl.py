@@ -3,12 +3,13 @@ stack (SASL/SCRAM-SHA-512, the StandardAuthorizer, a principal per service) and,
 on an open Kafka node beside it (no authentication, no authorizer; the baseline, which the stack
 never runs).
 
-    .venv/bin/python bench/sasl.py [--lifecycles 8] [--seconds 15] [--concurrency 8]
+    .venv/bin/python bench/sasl.py [--lifecycles 8] [--seconds 15] [--concurrency 8] [--rounds 3]
 
 Needs the local stack (`modelbus stack up`). For each broker: a platform of seven processes runs
 the lifecycle benchmark (bench/lifecycle.py: DataArrived to the rollout, its control-plane
-overhead), then `hey` sends predictions to the model it rolled out for `--seconds` (serving logs
-each prediction to Kafka as PredictionsLogged, as in production). Prints a table and writes JSON
+overhead), then `hey` sends predictions to the model it rolled out for `--seconds`, `--rounds`
+times (the median counts; serving logs each prediction to Kafka as PredictionsLogged, as in
+production). Prints a table and writes JSON
 (default bench/results/sasl.json).
 """
 
@@ -39,14 +40,18 @@ from shared.runtime.settings import Settings  # noqa: E402
 OPEN_PORT = 29092  # beside the stack's 9092 (and the fault tests' 19092-19097)
 
 
-def predictions(settings: Settings, seconds: float, concurrency: int) -> Any:
-    """A serving load on the model the lifecycles rolled out."""
+def predictions(settings: Settings, seconds: float, concurrency: int, rounds: int) -> Any:
+    """A serving load on the model the lifecycles rolled out: `rounds` runs, the median of each figure."""
 
     async def load(model: str) -> dict[str, float]:
         rows = churn_frame(8, seed=3)[FEATURES].astype(object).to_dict("records")
         url = f"http://127.0.0.1:{settings.serving_port}/v1/models/{model}:predict"
         body = json.dumps({"instances": rows})
-        return await asyncio.to_thread(hey, url, concurrency=concurrency, seconds=seconds, body=body)
+        runs = [
+            await asyncio.to_thread(hey, url, concurrency=concurrency, seconds=seconds, body=body)
+            for _ in range(rounds)
+        ]
+        return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
     return load
 
@@ -55,7 +60,11 @@ async def measure(settings: Settings, args: argparse.Namespace, env: dict[str, s
     await ensure_topics(settings)
     try:
         found = await run(
-            settings, args.lifecycles, args.rows, env=env, after=predictions(settings, args.seconds, args.concurrency)
+            settings,
+            args.lifecycles,
+            args.rows,
+            env=env,
+            after=predictions(settings, args.seconds, args.concurrency, args.rounds),
         )
     finally:
         await drop_topics(settings)
@@ -75,6 +84,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="Serving runs per broker; the median counts.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sasl.json")
     args = parser.parse_args()
     secured = Settings().model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
