@@ -10,23 +10,10 @@ import pytest
 
 from services.evaluator import domain
 from services.trainer import fit
-from shared.ops.example_data import write_churn
 from shared.runtime.modelfile import UntrustedArtifact, load_model
-from shared.runtime.specfile import load_spec
+from tests.unit.evaluator.conftest import SPEC
 
-ROOT = Path(__file__).resolve().parents[3]
-SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 FAST = domain.Latency(row_p99_ms=1.0, batch_p99_ms=10.0)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> fit.Outcome:
-    folder = tmp_path_factory.mktemp("eval")
-    spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(update={"iterations": 2, "cv": 2})})
-    data = write_churn(folder / "churn.csv", rows=3000)
-    outcome = fit.train(fit.Job("r1", spec, str(data), "csv", "0" * 64, str(folder / "out"), "test"))
-    assert outcome.ok
-    return outcome
 
 
 def test_against_an_equal_champion_nothing_regresses_and_on_random_labels_the_model_is_rejected(

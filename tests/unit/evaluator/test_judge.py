@@ -13,26 +13,12 @@ import pytest
 from services.evaluator.judge import Judge
 from services.trainer import fit
 from shared.contract.events import ArtifactRef, ModelRegistered
-from shared.ops.example_data import write_churn
 from shared.runtime import sandbox
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.settings import Settings
-from shared.runtime.specfile import load_spec
 from tests.support.craft import EXEC_CHAIN, crafted, payload
 from tests.support.examples import example
-
-ROOT = Path(__file__).resolve().parents[3]
-SPEC = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> fit.Outcome:
-    folder = tmp_path_factory.mktemp("judge")
-    spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(update={"iterations": 2, "cv": 2})})
-    data = write_churn(folder / "churn.csv", rows=3000)
-    outcome = fit.train(fit.Job("r1", spec, str(data), "csv", "0" * 64, str(folder / "out"), "test"))
-    assert outcome.ok
-    return outcome
+from tests.unit.evaluator.conftest import SPEC
 
 
 def store(tmp_path: Path) -> ArtifactStore:
