@@ -38,14 +38,16 @@ class Evaluator:
     sessions: async_sessionmaker[AsyncSession]
     bus: Bus
     metrics: CollectorRegistry
+    judge: Judge
 
     async def start(self) -> None:
         """Start consuming."""
         await self.bus.start()
 
     async def stop(self) -> None:
-        """Stop consuming; close the database."""
+        """Stop consuming; close the database and the judge's sandbox."""
         await self.bus.stop()
+        await self.judge.close()
         await self.engine.dispose()
 
 
@@ -55,8 +57,9 @@ def build(settings: Settings, *, group: str = GROUP) -> Evaluator:
     sessions = make_sessions(engine)
     metrics = CollectorRegistry()
     bus = Bus(settings, sessions=sessions, tracer_provider=make_tracer_provider(settings), registry=metrics)
-    bus.register(bind(HANDLERS, judge=Judge(ArtifactStore(settings))), group=group, store=store.SqlStore)
-    return Evaluator(settings=settings, engine=engine, sessions=sessions, bus=bus, metrics=metrics)
+    judge = Judge(ArtifactStore(settings))
+    bus.register(bind(HANDLERS, judge=judge), group=group, store=store.SqlStore)
+    return Evaluator(settings=settings, engine=engine, sessions=sessions, bus=bus, metrics=metrics, judge=judge)
 
 
 def in_memory(judge: Judging, memory: store.MemoryStore | None = None) -> InMemoryBus[store.MemoryStore]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from services.evaluator.judge import judge_files
 from shared.contract.spec import ModelSpec
+from shared.runtime.modelfile import preload
 from shared.runtime.sandbox import serve_request
 
 
@@ -21,5 +22,7 @@ def judged(request: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+HANDLE, REFUSALS = judged, ()
+preload()  # a warm sandbox imports once what each forked child runs
 if __name__ == "__main__":
-    serve_request(judged, ())
+    serve_request(HANDLE, REFUSALS)

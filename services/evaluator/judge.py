@@ -12,7 +12,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,6 +111,11 @@ class Judge:
     the sandbox open and judge them: a model file runs in no long-lived process before it passed."""
 
     artifacts: ArtifactStore
+    warm: sandbox.Warm = field(default_factory=lambda: sandbox.Warm("services.evaluator.isolated"))
+
+    async def close(self) -> None:
+        """Stop the warm sandbox."""
+        await self.warm.close()
 
     async def fetch(self, artifact: ArtifactRef, folder: Path) -> Path:
         """Download an artifact into `folder` (made if missing), checking its digest."""
@@ -151,7 +156,7 @@ class Judge:
                     log.warning("champion of %s unreadable (%s); judging without it", event.model, exc)
             request = {"spec": spec.model_dump(mode="json"), "folder": str(folder)}
             try:
-                answer = await sandbox.run_child("services.evaluator.isolated", request, cwd=folder)
+                answer = await self.warm.run(request, cwd=folder)
             except sandbox.SandboxError as exc:
                 return domain.rejected_for(f"the model could not be judged in the sandbox: {exc}", "artifact_types")
             return domain.Verdict(

@@ -35,5 +35,6 @@ def prepared(request: dict[str, Any]) -> dict[str, Any]:
     return found.as_json()
 
 
+HANDLE, REFUSALS = prepared, (ImportRefused,)
 if __name__ == "__main__":
-    serve_request(prepared, (ImportRefused,))
+    serve_request(HANDLE, REFUSALS)

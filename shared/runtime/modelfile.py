@@ -143,6 +143,19 @@ ALLOWED_LOADERS = frozenset(
 )
 
 
+def preload() -> None:
+    """Import what loading and running an allowed file needs (the modules of the allowed types,
+    skops, ONNX Runtime, parquet): a warm sandbox does it once, so that each forked child only
+    opens its file."""
+    import importlib
+
+    for module in sorted({name.rpartition(".")[0] for name in ALLOWED_TYPES}):
+        importlib.import_module(module)
+    importlib.import_module("skops.io")
+    importlib.import_module("onnxruntime")
+    importlib.import_module("pyarrow.parquet")
+
+
 class UntrustedArtifact(ValueError):
     """A model file that names a type, function or node kind outside the allowlists; nothing of it
     was loaded."""

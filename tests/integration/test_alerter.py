@@ -271,7 +271,10 @@ async def test_a_thousand_drift_events_in_a_minute_notify_at_most_once_per_group
     gaps = [b - a for a, b in itertools.pairwise(times)]
     print(f"\n1,000 drift events -> {len(times)} notifications, {[round(g, 2) for g in gaps]} s apart")
     assert len(times) <= 1 + (times[-1] - times[0]) / 3 + 1
-    assert all(gap >= 2.9 for gap in gaps), f"notifications closer than group_interval: {gaps}"
+    # A flush is due a group_interval after the previous one was due (as Alertmanager's): one sent
+    # late (a busy machine) is followed by a shorter gap, never by two within one interval.
+    assert all(gap >= 2.5 for gap in gaps), f"notifications closer than group_interval: {gaps}"
+    assert (times[-1] - times[0]) / len(gaps) >= 2.9, f"more than one notification per group_interval: {gaps}"
     assert 2 <= len(times) <= 6, f"{len(times)} notifications for 1,000 events"
     last = hook.notifications()[-1]["modelbus"]["alerts"]
     assert len(last) == 80, "each notification carries the whole group"

@@ -92,7 +92,7 @@ async def read_as(corpus: Corpus, principal: Principal, topic: str) -> str:
 
 async def served_versions(corpus: Corpus, rows: int = 40) -> set[int]:
     """The versions serving answers the model with."""
-    batch = churn_frame(rows, seed=33)[FEATURES].astype(object).to_dict("records")
+    batch = churn_frame(rows * 2, seed=33).dropna()[FEATURES].head(rows).astype(object).to_dict("records")
     async with httpx.AsyncClient(timeout=30) as http:
         answer = await http.post(f"{corpus.serving}/v1/models/{corpus.model}:predict", json={"instances": batch})
         answer.raise_for_status()
@@ -131,6 +131,7 @@ async def run(corpus: Corpus, folder: Path) -> None:
 async def outsider(corpus: Corpus) -> None:
     """What the `producer` principal (every outside producer has it) tries beyond data and labels."""
     model, denied = corpus.model, TopicAuthorizationFailedError.__name__
+    page = f"PAGE {uuid.uuid4().hex[:8]}: wire money to mallory"  # what the forged alert would say
     before = await served_versions(corpus)
     spec = await current_spec(corpus)
     forged: list[tuple[str, Event]] = [
@@ -151,7 +152,7 @@ async def outsider(corpus: Corpus) -> None:
             "TrainingFailed paging on-call",
             TrainingFailed(
                 model=model, run_id="forged", dataset=model, dataset_version="v1", stage="fit",
-                reason="PAGE: wire money to mallory",
+                reason=page,
             ),
         ),
     ]  # fmt: skip
@@ -177,8 +178,8 @@ async def outsider(corpus: Corpus) -> None:
         "after the forgeries: served versions, alerts",
         "trust",
         f"still {sorted(before)}, no alert with the forged text",
-        f"{sorted(after)}, {sum('mallory' in a for a in alerts)} forged alert(s)",
-        after == before and not any("mallory" in a for a in alerts),
+        f"{sorted(after)}, {sum(page in a for a in alerts)} forged alert(s)",
+        after == before and not any(page in a for a in alerts),
     )
 
 
@@ -278,7 +279,7 @@ async def rejected_version(corpus: Corpus) -> int | None:
 
 
 def v2_body() -> dict[str, Any]:
-    row = churn_frame(1, seed=34)[FEATURES].astype(object).to_dict("records")[0]
+    row = churn_frame(50, seed=34).dropna()[FEATURES].astype(object).to_dict("records")[0]
     inputs = [
         {"name": k, "shape": [1], "datatype": "FP64" if isinstance(v, int | float) else "BYTES", "data": [v]}
         for k, v in row.items()

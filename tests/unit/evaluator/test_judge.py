@@ -63,3 +63,18 @@ def test_the_child_inherits_no_secret(monkeypatch: pytest.MonkeyPatch, tmp_path:
     env = sandbox.child_environment(tmp_path)
     assert not [name for name in env if name.startswith(("MODELBUS_", "AWS_"))]
     assert env["HOME"] == env["TMPDIR"] == str(tmp_path) and "PATH" in env
+
+
+async def test_the_warm_sandbox_judges_one_version_after_another_each_in_a_fresh_child(
+    trained: fit.Outcome, tmp_path: Path
+) -> None:
+    judge = Judge(store(tmp_path))
+    files = {name: Path(trained.files[name]).read_bytes() for name in ("model.skops", "test-split.parquet")}
+    try:
+        first = await judge.verdict(SPEC, registered(store(tmp_path), files), None)
+        warm = judge.warm.process
+        second = await judge.verdict(SPEC, registered(store(tmp_path), files), None)
+        assert judge.warm.process is warm, "one warm process, a child per version"
+    finally:
+        await judge.close()
+    assert first.metrics == second.metrics and first.decision == second.decision
