@@ -4,6 +4,7 @@ overlay's Kafka users are all generated from here, never written by hand."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
@@ -38,8 +39,10 @@ def event_classes() -> list[type[events.Event]]:
     return sorted(found, key=lambda cls: cls.event_type)
 
 
+@functools.cache
 def topic_table() -> dict[str, tuple[frozenset[Principal], frozenset[Principal]]]:
-    """Catalog topic name -> (principals that write it, principals that read it)."""
+    """Catalog topic name -> (principals that write it, principals that read it); the event
+    classes are fixed, so it is derived once."""
     writers: dict[str, set[Principal]] = defaultdict(set)
     readers: dict[str, set[Principal]] = defaultdict(set)
     for cls in event_classes():

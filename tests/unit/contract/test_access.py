@@ -9,15 +9,9 @@ import pytest
 
 from shared.contract import access, topics
 from shared.contract.events import DataArrived, LabelsArrived, RolloutChanged
+from tests.support.faults import GROUPS
 
-GROUP_SERVICES = {
-    "registry": "services.registry.app",
-    "trainer": "services.trainer.app",
-    "evaluator": "services.evaluator.app",
-    "deployer": "services.deployer.app",
-    "monitor": "services.monitor.app",
-    "alerter": "services.alerter.app",
-}
+GROUP_SERVICES = GROUPS  # service: the module of its app, whose HANDLERS join its consumer group
 
 
 @pytest.mark.parametrize("service", sorted(GROUP_SERVICES))
