@@ -56,8 +56,9 @@ def make_api(
 
     @api.get("/v1/models/{name}/windows", tags=["read"])
     async def windows(_: Viewer, name: str, limit: WindowLimit = 500) -> dict[str, Any]:
-        """A model's closed windows, oldest first (the newest `limit`), and each version's
-        validation metrics (`baselines`, what live performance is compared with)."""
+        """A model's closed windows, oldest first (the newest `limit`), each version's
+        validation metrics (`baselines`, what live performance is compared with), and the label
+        join's `ledger`: where every label and answer went."""
         async with sessions() as session:
             store = SqlStore(session)
             closed = await store.closed_windows(name, limit)
@@ -66,6 +67,12 @@ def make_api(
                 reference = await store.reference_of(name, version)
                 if reference is not None:
                     baselines[str(version)] = reference.metrics
-        return {"model": name, "windows": [window_view(w) for w in closed], "baselines": baselines}
+            ledger = await store.ledger(name)
+        return {
+            "model": name,
+            "windows": [window_view(w) for w in closed],
+            "baselines": baselines,
+            "ledger": ledger.as_dict(),
+        }
 
     return api

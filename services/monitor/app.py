@@ -108,7 +108,8 @@ class MonitorService:
 
                 closed += await handlers.sweep_one(store.SqlStore(session), self.watch, model, version, age, emit)
         async with self.sessions() as session, session.begin():
-            await store.SqlStore(session).forget_served(datetime.now(UTC) - self.watch.label_horizon)
+            ledgers = await handlers.expire(store.SqlStore(session), self.watch, datetime.now(UTC))
+        self.watch.metrics.ledger(ledgers)
         if closed:
             self.bus.wake_relay()
         return closed
@@ -125,6 +126,8 @@ def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
         timedelta(seconds=settings.monitor_label_horizon_seconds),
         sink=feedback.ArtifactSink(ArtifactStore(settings)),
     )
+    if settings.monitor_label_wait_seconds is not None:
+        watch.label_wait = timedelta(seconds=settings.monitor_label_wait_seconds)
     bus.register(bind(HANDLERS, watch=watch), group=group, store=store.SqlStore, batched=frozenset({PredictionsLogged}))
     api = make_api(settings, sessions, bus, registry)
     return MonitorService(

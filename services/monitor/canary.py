@@ -304,16 +304,20 @@ def _said(c: Comparison) -> str:
 
 def verdict(comparisons: Sequence[Comparison], samples: int, min_samples: int) -> tuple[Verdict, str]:
     """(advance | hold | rollback, why): a failed comparison rolls back; an undecided one, or too
-    few samples, holds; else advance."""
+    few samples, holds; else advance. The reason always says what the labels showed, when the
+    window had enough of them, and that there were none otherwise."""
+    on_labels = next((c for c in comparisons if c.test in ("paired-t", "welch-t")), None)
+    labels = f"on labels: {_said(on_labels)}, {on_labels.outcome}" if on_labels is not None else "no labels yet"
     failed = [c for c in comparisons if c.outcome == "fail"]
     if failed:
-        return "rollback", "canary worse than stable: " + "; ".join(_said(c) for c in failed)
+        also = f"; {labels}" if on_labels not in failed else ""
+        return "rollback", "canary worse than stable: " + "; ".join(_said(c) for c in failed) + also
     undecided = [c for c in comparisons if c.outcome == "undecided"]
     if undecided:
-        return "hold", "interval too wide to decide: " + "; ".join(_said(c) for c in undecided)
+        also = f"; {labels}" if on_labels not in undecided else ""
+        return "hold", "interval too wide to decide: " + "; ".join(_said(c) for c in undecided) + also
     if samples < min_samples:
-        return "hold", f"{samples} canary samples, {min_samples} needed"
-    on_labels = [c for c in comparisons if c.test in ("paired-t", "welch-t")]
-    if on_labels:
-        return "advance", "canary not worse than stable on labels: " + _said(on_labels[0])
+        return "hold", f"{samples} canary samples, {min_samples} needed ({labels})"
+    if on_labels is not None:
+        return "advance", "canary not worse than stable on labels: " + _said(on_labels)
     return "advance", f"canary within every threshold over {samples} samples (no labels yet)"

@@ -23,6 +23,7 @@ import numpy as np
 
 from services.monitor import canary, domain, feedback, retrains, windows
 from services.monitor.metrics import Metrics
+from services.monitor.records import Answer, Ledger, realised
 from services.monitor.store import ClosedWindow, DatasetSeen, Joined, MonitorStore, Reference, Trained, Window
 from shared.contract.events import (
     CanaryAnalyzed,
@@ -57,6 +58,7 @@ class Watch:
 
     metrics: Metrics
     label_horizon: timedelta = timedelta(days=7)
+    label_wait: timedelta | None = None  # how long a label waits for its answer; None: the horizon
     specs: dict[str, tuple[float, ModelSpec | None]] = field(default_factory=dict)
     sink: feedback.Sink | None = None  # where feedback datasets are written; None: feedback is off
     references: OrderedDict[tuple[str, int], Reference] = field(default_factory=OrderedDict)
@@ -155,7 +157,8 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
         spec = await watch.spec(store, event.model)
         keep = spec is not None and spec.monitoring.feedback is not None
         served.extend(domain.answers(event, with_features=keep))
-    writing = asyncio.ensure_future(store.add_served(served))
+    now = datetime.now(UTC)
+    writing = asyncio.ensure_future(_keep_answers(store, served, now))
     try:
         by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
         for event in events:
@@ -167,11 +170,32 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
                     columns if same.all() else windows.take(columns, np.flatnonzero(same))
                 )
     finally:
-        await writing
+        met = await writing
     for (model, version), parts in sorted(by_version.items()):
         spec = await watch.spec(store, model)
         columns = windows.concatenate(parts) if len(parts) > 1 else parts[0]
         await fill(store, watch, model, version, columns, spec.monitoring if spec else Monitoring(), emit)
+    # Answers that met labels waiting for them: counted in the windows that just closed (`test`
+    # reads the labelled answers), judged as labels that meet their answers are.
+    for model, joined in sorted(met.items()):
+        await judge(store, watch, model, joined, emit, now)
+
+
+async def _keep_answers(store: MonitorStore, served: list[Answer], now: datetime) -> dict[str, list[Joined]]:
+    """Keep a poll's answers for the label join, attach the labels that came before them, and count
+    both in each model's ledger; the answers labelled, per model."""
+    await store.add_served(served)
+    met = await store.meet_labels(served, now) if served else {}
+    logged: dict[str, int] = defaultdict(int)
+    for answer in served:
+        logged[answer[0]] += 1
+    for model in sorted(logged):
+        found = met.get(model)
+        labelled = len(found.answers) if found else 0
+        await store.count(
+            model, {"joined": found.labels if found else 0}, {"logged": logged[model], "labelled": labelled}
+        )
+    return {m: found.answers for m, found in met.items() if found.answers}
 
 
 async def fill(
@@ -255,7 +279,12 @@ async def test(
     window_id = f"win-{uuid.uuid4().hex[:16]}"
     reference = await watch.reference(store, model, version)
 
+    # Answers of the window labelled before it closed count in it now; the ones labelled later
+    # count when their labels come (add_realised).
+    labelled_already = await store.labelled_between(model, version, started, ended)
+
     def kept(drifted_share: float | None, dataset_drift: bool, result: dict[str, Any]) -> ClosedWindow:
+        result = realised(result, started, ended, [j for j in labelled_already if j.role != "shadow"])
         return ClosedWindow(window_id, model, version, started, ended, rows, drifted_share, dataset_drift, result)
 
     if reference is None:
@@ -429,24 +458,39 @@ def _triples(joined: list[Joined]) -> list[tuple[str, str, str]]:
 async def labelled(
     store: MonitorStore, watch: Watch, event: LabelsArrived, emit: Emit, *, batch: str | None = None
 ) -> None:
-    """Join labels to what was served, count them into the windows they were served in (next to
-    the estimates), and judge a version's live performance once it has enough labels."""
+    """Keep the labels for the horizon and join them to the answers already served (the answers
+    still to come meet them in `add`); count them in the ledger; judge what they labelled."""
     now = datetime.now(UTC)
     truths = {label.request_id: str(label.label) for label in event.labels}
-    joined = await store.label(event.model, truths, now, watch.label_horizon, batch)
-    versions = sorted({j.version for j in joined})
-    for version in versions:
+    parked = await store.park_labels(event.model, truths, now, watch.label_horizon, batch)
+    repeated = len(event.labels) - len(truths)  # a request id twice in one event
+    await store.count(
+        event.model,
+        {"received": len(event.labels), "joined": parked.met.labels, "duplicated": parked.duplicated + repeated},
+        {"labelled": len(parked.met.answers)},
+    )
+    if parked.waiting:
+        log.info("%s: %d labels wait for their answers", event.model, parked.waiting)
+    joined = parked.met.answers
+    for version in sorted({j.version for j in joined}):
         await store.add_realised(event.model, version, [j for j in joined if j.version == version])
-    spec = await watch.spec(store, event.model)
+    await judge(store, watch, event.model, joined, emit, now)
+
+
+async def judge(store: MonitorStore, watch: Watch, model: str, joined: list[Joined], emit: Emit, now: datetime) -> None:
+    """Judge a version's live performance once it has enough labelled answers (whichever side of
+    the join came last)."""
+    versions = sorted({j.version for j in joined})
+    spec = await watch.spec(store, model) if versions else None
     if spec is None:
         return
     performance = spec.monitoring.performance
     metric = performance.metric or spec.selection_metric
     for version in versions:
-        if await store.labelled_pending(event.model, version) < performance.min_labels:
+        if await store.labelled_pending(model, version) < performance.min_labels:
             continue
-        rows = await store.take_labelled(event.model, version)
-        reference = await watch.reference(store, event.model, version)
+        rows = await store.take_labelled(model, version)
+        reference = await watch.reference(store, model, version)
         if reference is None or metric not in reference.metrics:
             continue
         scores = [s for _, _, s in rows]
@@ -461,7 +505,7 @@ async def labelled(
         baseline = reference.metrics[metric]
         log.info(
             "%s@%d live %s %.4f over %d labels (validation %.4f)",
-            event.model,
+            model,
             version,
             metric,
             measured[metric],
@@ -472,15 +516,27 @@ async def labelled(
         if worse is None:
             continue
         degraded_id = emit(
-            worse.event(
-                event.model, version, f"perf-{uuid.uuid4().hex[:16]}", spec.alerts.severity, labelled_rows=len(rows)
-            )
+            worse.event(model, version, f"perf-{uuid.uuid4().hex[:16]}", spec.alerts.severity, labelled_rows=len(rows))
         )
         if "performance" in spec.monitoring.retrain_on:
             first = min((j.served_at for j in joined if j.version == version), default=now)
             await retrains.ask_retrain(
-                store, watch.sink, event.model, version, "performance", degraded_id, (first, now), emit
+                store, watch.sink, model, version, "performance", degraded_id, (first, now), emit
             )
+
+
+async def expire(store: MonitorStore, watch: Watch, now: datetime) -> dict[str, Ledger]:
+    """Drop answers older than the label horizon and labels that waited their time, counting in
+    each model's ledger the answers never labelled and the labels that never met their answer;
+    every model's ledger."""
+    unlabelled = await store.forget_served(now - watch.label_horizon)
+    lost = await store.expire_labels(now - (watch.label_wait or watch.label_horizon), now - watch.label_horizon)
+    for model in sorted({*unlabelled, *lost}):
+        outcomes = lost.get(model, {})
+        if outcomes:
+            log.warning("%s: labels that never met their answer within the horizon: %s", model, outcomes)
+        await store.count(model, outcomes, {"expired": unlabelled.get(model, 0)})
+    return await store.ledgers()
 
 
 async def sweep_one(store: MonitorStore, watch: Watch, model: str, version: int, age: float, emit: Emit) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,10 @@ from services.monitor.records import (
     DatasetSeen,
     FeedbackRow,
     Joined,
+    Ledger,
     Live,
+    Met,
+    Parked,
     Reference,
     Trained,
     Window,
@@ -44,6 +48,17 @@ class Served:
 
 
 @dataclass
+class KeptLabel:
+    """A label kept for the horizon: its truth, the event that brought it, when, and when it first
+    met an answer (None: still waiting)."""
+
+    label: str
+    batch: str | None
+    received_at: datetime
+    joined_at: datetime | None = None
+
+
+@dataclass
 class MemoryStore(MemorySpecs):
     """What the monitor keeps, in memory."""
 
@@ -57,6 +72,8 @@ class MemoryStore(MemorySpecs):
     served: list[Served] = field(default_factory=list)
     trainings: dict[tuple[str, str], Trained] = field(default_factory=dict)
     datasets: dict[tuple[str, str], DatasetSeen] = field(default_factory=dict)
+    labels: dict[tuple[str, str], KeptLabel] = field(default_factory=dict)
+    counts: dict[str, Ledger] = field(default_factory=dict)
 
     async def keep_run(
         self, model: str, run_id: str, task: str, profile: ReferenceProfile, metrics: dict[str, float]
@@ -146,17 +163,21 @@ class MemoryStore(MemorySpecs):
         self.retrains[model] = (now, reason, last[2] if last else 0)
         return True
 
-    async def add_served(self, records: list[Answer]) -> None:
+    async def add_served(self, records: Sequence[Answer]) -> None:
         """Keep served predictions (and shadow answers) for the label join."""
         self.served.extend(Served(*record) for record in records)
 
-    async def label(
+    async def park_labels(
         self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
-    ) -> list[Joined]:
-        """Attach labels to predictions served within the horizon; the answers labelled."""
+    ) -> Parked:
+        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
+        and attach the new ones to the answers served within the horizon."""
+        fresh = {r: t for r, t in truths.items() if (model, r) not in self.labels}
+        for request_id, given in fresh.items():
+            self.labels[model, request_id] = KeptLabel(given, batch, now)
         joined = []
         for answer in self.served:
-            truth = truths.get(answer.request_id)
+            truth = fresh.get(answer.request_id)
             if (
                 answer.model == model
                 and truth is not None
@@ -165,7 +186,62 @@ class MemoryStore(MemorySpecs):
             ):
                 answer.label, answer.label_batch = truth, batch
                 joined.append(_joined(answer))
-        return joined
+        met = {j.request_id for j in joined}
+        for request_id in met:
+            self.labels[model, request_id].joined_at = now
+        return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
+
+    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
+        """Attach the labels that came before them to these answers (just kept); what met, per model."""
+        asked = {(a[0], a[2]) for a in answers}
+        joined: dict[str, list[Joined]] = {}
+        first: dict[str, int] = {}
+        for answer in self.served:
+            kept = self.labels.get((answer.model, answer.request_id))
+            if kept is None or answer.label is not None or (answer.model, answer.request_id) not in asked:
+                continue
+            answer.label, answer.label_batch = kept.label, kept.batch
+            joined.setdefault(answer.model, []).append(_joined(answer))
+            if kept.joined_at is None:
+                kept.joined_at = now
+                first[answer.model] = first.get(answer.model, 0) + 1
+        return {m: Met(j, first.get(m, 0)) for m, j in sorted(joined.items())}
+
+    async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:
+        """Drop the labels still waiting that were received before `waited`, and the ones that met
+        their answer received before `kept`; the ones that never met an answer, per model, by
+        outcome (unknown, expired, misdirected)."""
+        outcomes: dict[str, dict[str, int]] = {}
+        for (model, request_id), label in list(self.labels.items()):
+            if label.received_at >= (waited if label.joined_at is None else kept):
+                continue
+            del self.labels[model, request_id]
+            if label.joined_at is not None:
+                continue
+            answered = {a.model for a in self.served if a.request_id == request_id}
+            outcome = "expired" if model in answered else "misdirected" if answered else "unknown"
+            counted = outcomes.setdefault(model, {})
+            counted[outcome] = counted.get(outcome, 0) + 1
+        return outcomes
+
+    async def count(self, model: str, labels: dict[str, int], answers: dict[str, int]) -> None:
+        """Add to the model's ledger."""
+        ledger = self.counts.get(model) or Ledger.empty()
+        self.counts[model] = Ledger(
+            {k: v + labels.get(k, 0) for k, v in ledger.labels.items()},
+            {k: v + answers.get(k, 0) for k, v in ledger.answers.items()},
+            0,
+        )
+
+    async def ledger(self, model: str) -> Ledger:
+        """The model's ledger (labels waiting counted now)."""
+        ledger = self.counts.get(model) or Ledger.empty()
+        waiting = sum(1 for (m, _), kept in self.labels.items() if m == model and kept.joined_at is None)
+        return Ledger(dict(ledger.labels), dict(ledger.answers), waiting)
+
+    async def ledgers(self) -> dict[str, Ledger]:
+        """Every model's ledger."""
+        return {model: await self.ledger(model) for model in sorted({*self.counts, *(m for m, _ in self.labels)})}
 
     async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
         """A version's labelled answers (shadow ones too) served between start and end."""
@@ -252,11 +328,14 @@ class MemoryStore(MemorySpecs):
             answer.evaluated = True
         return [(str(a.label), a.prediction, a.score) for a in taken]
 
-    async def forget_served(self, before: datetime) -> int:
-        """Drop predictions older than the label horizon; returns how many."""
-        kept = [a for a in self.served if a.served_at >= before]
-        dropped, self.served = len(self.served) - len(kept), kept
-        return dropped
+    async def forget_served(self, before: datetime) -> dict[str, int]:
+        """Drop predictions older than the label horizon; how many were never labelled, per model."""
+        unlabelled: dict[str, int] = {}
+        for answer in self.served:
+            if answer.served_at < before and answer.label is None:
+                unlabelled[answer.model] = unlabelled.get(answer.model, 0) + 1
+        self.served = [a for a in self.served if a.served_at >= before]
+        return unlabelled
 
 
 def _joined(answer: Served) -> Joined:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.monitor.domain import Drifted
+from services.monitor.records import Ledger
 
 
 @dataclass
@@ -19,6 +20,8 @@ class Metrics:
     drift_seconds: Histogram = field(init=False)
     drift_score: Gauge = field(init=False)
     drifted_share: Gauge = field(init=False)
+    labels: Gauge = field(init=False)
+    answers: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         self.rows = Counter(
@@ -45,6 +48,28 @@ class Metrics:
             ["model", "version"],
             registry=self.registry,
         )
+
+        self.labels = Gauge(
+            "modelbus_monitor_labels",
+            "Labels received per model and where they went (joined, waiting, duplicated, unknown, expired,"
+            " misdirected), from the monitor's ledger.",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.answers = Gauge(
+            "modelbus_monitor_answers",
+            "Answers logged per model, labelled, and expired unlabelled at the label horizon, from the ledger.",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+
+    def ledger(self, ledgers: dict[str, Ledger]) -> None:
+        """Show each model's ledger as it stands (it is counted in the database, exactly once)."""
+        for model, ledger in ledgers.items():
+            for outcome, n in {**ledger.labels, "waiting": ledger.waiting}.items():
+                self.labels.labels(model, outcome).set(n)
+            for outcome, n in ledger.answers.items():
+                self.answers.labels(model, outcome).set(n)
 
     def tested(self, model: str, version: int, found: Drifted) -> None:
         """Keep a tested window's scores for the dashboards."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -142,6 +143,50 @@ class Joined:
 
 
 @dataclass(frozen=True)
+class Met:
+    """What one side of the label join met: the answers labelled, and how many labels met their
+    answer for the first time (a label meets every answer of its request: the served one and a
+    shadow copy)."""
+
+    answers: list[Joined]
+    labels: int
+
+
+@dataclass(frozen=True)
+class Parked:
+    """Labels as they arrived: the answers they labelled at once, how many labels met an answer,
+    how many wait for theirs, and how many repeat a request id already labelled."""
+
+    met: Met
+    waiting: int
+    duplicated: int
+
+
+LABEL_OUTCOMES = ("received", "joined", "duplicated", "unknown", "expired", "misdirected")
+ANSWER_OUTCOMES = ("logged", "labelled", "expired")
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where every label and answer of a model went. Each label received is, at any moment, in
+    exactly one place: joined to its answer, waiting for it (at most the label horizon), duplicated
+    (its request was labelled already), unknown (its horizon passed and no answer with its request
+    id was ever logged), expired (its answer was served longer than the horizon before the label
+    came), or misdirected (its request id was answered for another model)."""
+
+    labels: dict[str, int]
+    answers: dict[str, int]
+    waiting: int
+
+    @classmethod
+    def empty(cls) -> Ledger:
+        return cls(dict.fromkeys(LABEL_OUTCOMES, 0), dict.fromkeys(ANSWER_OUTCOMES, 0), 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"labels": {**self.labels, "waiting": self.waiting}, "answers": dict(self.answers)}
+
+
+@dataclass(frozen=True)
 class FeedbackRow:
     """A labelled served row, with the features it was served for."""
 
@@ -222,13 +267,31 @@ class MonitorStore(Protocol):
     async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
         """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
 
-    async def add_served(self, records: list[Answer]) -> None:
+    async def add_served(self, records: Sequence[Answer]) -> None:
         """Keep served predictions (and shadow answers) for the label join."""
 
-    async def label(
+    async def park_labels(
         self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
-    ) -> list[Joined]:
-        """Attach labels to predictions served within the horizon; the answers labelled."""
+    ) -> Parked:
+        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
+        and attach the new ones to the answers served within the horizon."""
+
+    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
+        """Attach the labels that came before them to these answers (just kept); what met, per model."""
+
+    async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:
+        """Drop the labels still waiting that were received before `waited`, and the ones that met
+        their answer received before `kept`; the ones that never met an answer, per model, by
+        outcome (unknown, expired, misdirected)."""
+
+    async def count(self, model: str, labels: dict[str, int], answers: dict[str, int]) -> None:
+        """Add to the model's ledger."""
+
+    async def ledger(self, model: str) -> Ledger:
+        """The model's ledger (labels waiting counted now)."""
+
+    async def ledgers(self) -> dict[str, Ledger]:
+        """Every model's ledger."""
 
     async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
         """A version's labelled answers (shadow ones too) served between start and end."""
@@ -266,5 +329,5 @@ class MonitorStore(Protocol):
     async def take_labelled(self, model: str, version: int) -> list[tuple[str, str, float | None]]:
         """The labelled, not yet evaluated predictions of a version, marked evaluated."""
 
-    async def forget_served(self, before: datetime) -> int:
-        """Drop predictions older than the label horizon; returns how many."""
+    async def forget_served(self, before: datetime) -> dict[str, int]:
+        """Drop predictions older than the label horizon; how many were never labelled, per model."""

@@ -9,6 +9,7 @@ dies loses nothing and counts nothing twice; a window is read back once, when it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -25,13 +26,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.monitor.records import (
+    ANSWER_OUTCOMES,
+    LABEL_OUTCOMES,
     Answer,
     ClosedWindow,
     DatasetSeen,
     FeedbackRow,
     Joined,
+    Ledger,
     Live,
+    Met,
     MonitorStore,
+    Parked,
     Reference,
     Trained,
     Window,
@@ -43,6 +49,8 @@ from services.monitor.tables import (
     SPECS,
     ChunkRow,
     DatasetRow,
+    LabelRow,
+    LedgerRow,
     LiveRow,
     OpenWindow,
     RetrainRow,
@@ -54,6 +62,8 @@ from services.monitor.tables import (
 )
 from shared.contract.events import ReferenceProfile
 from shared.runtime.specview import SpecView, SqlSpecs
+
+LEDGER_COLUMNS = [f"labels_{k}" for k in LABEL_OUTCOMES] + [f"answers_{k}" for k in ANSWER_OUTCOMES]
 
 __all__ = [
     "ClosedWindow",
@@ -240,7 +250,7 @@ class SqlStore(SqlSpecs):
         row.requested_at, row.reason = now, reason
         return True
 
-    async def add_served(self, records: list[Answer]) -> None:
+    async def add_served(self, records: Sequence[Answer]) -> None:
         """Keep served predictions for the label join: (model, version, request id, prediction, score,
         served at, role, features as JSON or None).
 
@@ -253,14 +263,36 @@ class SqlStore(SqlSpecs):
         raw = await connection.get_raw_connection()
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             "monitor_served",
-            records=records,
+            records=list(records),
             columns=["model", "version", "request_id", "prediction", "score", "served_at", "role", "features"],
         )
 
-    async def label(
+    async def park_labels(
         self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+    ) -> Parked:
+        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
+        and attach the new ones to the answers served within the horizon."""
+        kept = await self.session.execute(
+            text(
+                "INSERT INTO monitor_labels (model, request_id, label, batch, received_at)"
+                " SELECT :model, v.request_id, v.label, :batch, :now"
+                " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[])) AS v(request_id, label)"
+                " ON CONFLICT DO NOTHING RETURNING request_id, label"
+            ),
+            {"model": model, "ids": list(truths), "labels": list(truths.values()), "batch": batch, "now": now},
+        )
+        fresh: dict[str, str] = dict(kept.all())
+        joined = await self._attach(model, fresh, now, now - horizon, batch) if fresh else []
+        met = sorted({j.request_id for j in joined})
+        if met:
+            await self.session.execute(
+                update(LabelRow).where(LabelRow.model == model, LabelRow.request_id.in_(met)).values(joined_at=now)
+            )
+        return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
+
+    async def _attach(
+        self, model: str, truths: dict[str, str], now: datetime, since: datetime, batch: str | None
     ) -> list[Joined]:
-        """Attach labels to predictions served within the horizon (one statement); the answers labelled."""
         rows = await self.session.execute(
             text(
                 "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = :batch"
@@ -274,11 +306,136 @@ class SqlStore(SqlSpecs):
                 "ids": list(truths),
                 "labels": list(truths.values()),
                 "model": model,
-                "since": now - horizon,
+                "since": since,
                 "batch": batch,
             },
         )
         return [Joined(int(v), r, role, p, lab, at) for v, r, role, p, lab, at in rows.all()]
+
+    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
+        """Attach the labels that came before them to these answers (just kept); what met, per model.
+
+        Only the answers of models with labels waiting are looked up (and shadow answers, which a
+        label that already met its served answer still labels): in steady traffic labels come
+        after their answers and this costs one index probe per poll.
+        """
+        models = sorted({a[0] for a in answers})
+        waiting = set(
+            (
+                await self.session.scalars(
+                    select(LabelRow.model).where(LabelRow.model.in_(models), LabelRow.joined_at.is_(None)).distinct()
+                )
+            ).all()
+        )
+        asked = [(a[0], a[2]) for a in answers if a[0] in waiting or a[6] == "shadow"]
+        if not asked:
+            return {}
+        found = await self.session.execute(
+            text(
+                "SELECT l.model, l.request_id, l.label, l.batch, l.joined_at IS NULL FROM monitor_labels AS l"
+                " JOIN (SELECT DISTINCT * FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[])))"
+                " AS v(model, request_id) ON l.model = v.model AND l.request_id = v.request_id"
+            ),
+            {"models": [m for m, _ in asked], "ids": [r for _, r in asked]},
+        )
+        hits = found.all()
+        if not hits:
+            return {}
+        rows = await self.session.execute(
+            text(
+                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = v.batch"
+                " FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[]), CAST(:labels AS text[]),"
+                " CAST(:batches AS text[])) AS v(model, request_id, label, batch)"
+                " WHERE s.model = v.model AND s.request_id = v.request_id AND s.label IS NULL"
+                " RETURNING s.model, s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
+            ),
+            {
+                "now": now,
+                "models": [h[0] for h in hits],
+                "ids": [h[1] for h in hits],
+                "labels": [h[2] for h in hits],
+                "batches": [h[3] for h in hits],
+            },
+        )
+        joined = [(m, Joined(int(v), r, role, p, lab, at)) for m, v, r, role, p, lab, at in rows.all()]
+        first = {(h[0], h[1]) for h in hits if h[4]} & {(m, j.request_id) for m, j in joined}
+        if first:
+            await self.session.execute(
+                text(
+                    "UPDATE monitor_labels AS l SET joined_at = :now"
+                    " FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[])) AS v(model, request_id)"
+                    " WHERE l.model = v.model AND l.request_id = v.request_id"
+                ),
+                {"now": now, "models": [m for m, _ in first], "ids": [r for _, r in first]},
+            )
+        met: dict[str, Met] = {}
+        for model in sorted({m for m, _ in joined}):
+            met[model] = Met([j for m, j in joined if m == model], sum(1 for m, _ in first if m == model))
+        return met
+
+    async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:
+        """Drop the labels still waiting that were received before `waited`, and the ones that met
+        their answer received before `kept`; the ones that never met an answer, per model, by
+        outcome (unknown, expired, misdirected)."""
+        rows = await self.session.execute(
+            text(
+                "WITH gone AS (DELETE FROM monitor_labels WHERE received_at < :kept"
+                " OR (received_at < :waited AND joined_at IS NULL) RETURNING model, request_id, joined_at)"
+                " SELECT g.model,"
+                " CASE WHEN EXISTS (SELECT 1 FROM monitor_served s WHERE s.request_id = g.request_id"
+                " AND s.model = g.model) THEN 'expired'"
+                " WHEN EXISTS (SELECT 1 FROM monitor_served s WHERE s.request_id = g.request_id) THEN 'misdirected'"
+                " ELSE 'unknown' END AS outcome, count(*)"
+                " FROM gone AS g WHERE g.joined_at IS NULL GROUP BY 1, 2"
+            ),
+            {"waited": waited, "kept": kept},
+        )
+        outcomes: dict[str, dict[str, int]] = {}
+        for model, outcome, n in rows.all():
+            outcomes.setdefault(model, {})[outcome] = int(n)
+        return outcomes
+
+    async def count(self, model: str, labels: dict[str, int], answers: dict[str, int]) -> None:
+        """Add to the model's ledger (one statement, which locks its row)."""
+        deltas = {f"labels_{k}": v for k, v in labels.items() if v} | {
+            f"answers_{k}": v for k, v in answers.items() if v
+        }
+        if not deltas:
+            return
+        zero = {column: 0 for column in LEDGER_COLUMNS}
+        await self.session.execute(
+            insert(LedgerRow)
+            .values(model=model, **(zero | deltas))
+            .on_conflict_do_update(
+                index_elements=[LedgerRow.model],
+                set_={k: getattr(LedgerRow, k) + v for k, v in deltas.items()},
+            )
+        )
+
+    async def ledger(self, model: str) -> Ledger:
+        """The model's ledger (labels waiting counted now)."""
+        return (await self._ledgers(model)).get(model) or Ledger.empty()
+
+    async def ledgers(self) -> dict[str, Ledger]:
+        """Every model's ledger."""
+        return await self._ledgers(None)
+
+    async def _ledgers(self, model: str | None) -> dict[str, Ledger]:
+        counted = select(LedgerRow) if model is None else select(LedgerRow).where(LedgerRow.model == model)
+        waiting = select(LabelRow.model, func.count()).where(LabelRow.joined_at.is_(None)).group_by(LabelRow.model)
+        if model is not None:
+            waiting = waiting.where(LabelRow.model == model)
+        waits = {m: int(n) for m, n in (await self.session.execute(waiting)).all()}
+        found = {}
+        for row in (await self.session.scalars(counted)).all():
+            found[row.model] = Ledger(
+                {k: int(getattr(row, f"labels_{k}")) for k in LABEL_OUTCOMES},
+                {k: int(getattr(row, f"answers_{k}")) for k in ANSWER_OUTCOMES},
+                waits.get(row.model, 0),
+            )
+        for m, n in waits.items():
+            found.setdefault(m, Ledger(Ledger.empty().labels, Ledger.empty().answers, n))
+        return dict(sorted(found.items()))
 
     async def labelled_between(self, model: str, version: int, start: datetime, end: datetime) -> list[Joined]:
         """A version's labelled answers (shadow ones too) served between start and end."""
@@ -429,7 +586,13 @@ class SqlStore(SqlSpecs):
         )
         return [(str(a), str(b), c) for a, b, c in rows.all()]
 
-    async def forget_served(self, before: datetime) -> int:
-        """Drop predictions older than the label horizon; returns how many."""
-        result = await self.session.execute(delete(ServedRow).where(ServedRow.served_at < before))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    async def forget_served(self, before: datetime) -> dict[str, int]:
+        """Drop predictions older than the label horizon; how many were never labelled, per model."""
+        rows = await self.session.execute(
+            text(
+                "WITH gone AS (DELETE FROM monitor_served WHERE served_at < :before RETURNING model, label)"
+                " SELECT model, count(*) FROM gone WHERE label IS NULL GROUP BY model"
+            ),
+            {"before": before},
+        )
+        return {m: int(n) for m, n in rows.all()}

@@ -132,6 +132,43 @@ class ServedRow(Base):
     label_batch: Mapped[str | None] = mapped_column(String(64))  # ce_id of the LabelsArrived that labelled it
 
 
+class LabelRow(Base):
+    """A label kept for the horizon: the join's other side. Labels that come before their answer
+    wait here for it; every label stays until the horizon, so that a repeat is known as one and a
+    shadow answer logged later still meets it."""
+
+    __tablename__ = "monitor_labels"
+    __table_args__ = (
+        Index("ix_monitor_labels_waiting", "model", postgresql_where=text("joined_at IS NULL")),
+        Index("ix_monitor_labels_received", "received_at", postgresql_using="brin"),
+    )
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    label: Mapped[str] = mapped_column(String(256))
+    batch: Mapped[str | None] = mapped_column(String(64))  # ce_id of the LabelsArrived that brought it
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    joined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # first met an answer
+
+
+class LedgerRow(Base):
+    """Where a model's labels and answers went (see records.Ledger), counted in the transactions
+    that moved them."""
+
+    __tablename__ = "monitor_ledger"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    labels_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels_joined: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels_duplicated: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels_unknown: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels_expired: Mapped[int] = mapped_column(BigInteger, default=0)
+    labels_misdirected: Mapped[int] = mapped_column(BigInteger, default=0)
+    answers_logged: Mapped[int] = mapped_column(BigInteger, default=0)
+    answers_labelled: Mapped[int] = mapped_column(BigInteger, default=0)
+    answers_expired: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class RetrainRow(Base):
     """When a model last asked for a retrain (the cooldown is counted from it)."""
 

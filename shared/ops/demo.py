@@ -222,6 +222,23 @@ class Demo:
         finally:
             await bus.stop()
 
+    async def ledger(self, timeout: float = 30) -> dict[str, Any] | None:
+        """The monitor's ledger of the model's labels, once it has received every label sent (or
+        after `timeout` seconds, as it stands)."""
+        url = f"{self.settings.monitor_url.rstrip('/')}/v1/models/{self.model}/windows"
+        found: dict[str, Any] | None = None
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=5, headers={"authorization": f"Bearer {self.token}"}) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                    answer = await http.get(url, params={"limit": 1})
+                    answer.raise_for_status()
+                    found = answer.json()["ledger"]
+                    if found["labels"]["received"] >= self.labelled and not found["labels"]["waiting"]:
+                        return found
+                await asyncio.sleep(0.5)
+        return found
+
     async def wait_serving(self, version: int, timeout: float = 60) -> None:
         """Until serving answers for the model with `version`."""
         url = f"http://127.0.0.1:{self.settings.serving_port}/v1/models/{self.model}"
@@ -337,7 +354,11 @@ class Demo:
                 for e in reversed(self.seen)
                 if isinstance(e.event, RolloutChanged) and e.event.to_state in ENDED
             )
-            self.summary(version, second, outcome, reason, drifted, trace_id, retrain_trace)
+            stop_traffic.set()
+            if traffic is not None:
+                await traffic
+            ledger = await self.ledger()
+            self.summary(version, second, outcome, reason, drifted, trace_id, retrain_trace, ledger)
             return 0
         except Stalled as exc:
             self.say(f"[demo] FAILED: {exc}")
@@ -359,13 +380,23 @@ class Demo:
         drifted: list[str],
         trace_id: str,
         retrain_trace: str | None,
+        ledger: dict[str, Any] | None,
     ) -> None:
         say = self.say
         say("")
         say(f"[demo] done in {time.monotonic() - self.began:.0f} s: {self.model}")
         say(f"  v{first}: trained on v1 data, promoted; drift in {', '.join(drifted)} once the traffic moved")
         say(f"  v{second}: retrained on the fresh data, {outcome}: {reason}")
-        say(f"  traffic: {self.served} answers served, {self.labelled} labelled")
+        say(f"  traffic: {self.served} answers served, {self.labelled} labels sent")
+        if ledger is None:
+            say("  labels joined: the monitor's ledger could not be read")
+        else:
+            labels, answers = ledger["labels"], ledger["answers"]
+            rest = ", ".join(f"{n} {k}" for k, n in labels.items() if k not in ("received", "joined") and n)
+            say(
+                f"  labels joined (the monitor's ledger): {labels['joined']} of {labels['received']} received"
+                f"{f' ({rest})' if rest else ''}; {answers['labelled']} of {answers['logged']} answers labelled"
+            )
         say("  stages:")
         for stage in self.stages:
             say(f"    {stage.name:<34} {stage.seconds:7.1f} s  {stage.detail[:90]}")

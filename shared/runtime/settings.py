@@ -227,8 +227,12 @@ class Settings(BaseSettings):
     # Longest a prediction waits in the buffer before its batch is published, in seconds.
     prediction_log_flush_seconds: float = Field(default=1.0, gt=0)
 
-    # How long the monitor keeps served predictions for labels to join; older labels are ignored.
+    # How long the monitor keeps served predictions for labels to join (the label horizon); a label
+    # for an older answer is counted expired.
     monitor_label_horizon_seconds: float = Field(default=7 * 86_400, gt=0)
+    # How long a label that came before its answer waits for it; then it is counted unknown (no such
+    # answer) or misdirected (answered for another model). Unset: the label horizon.
+    monitor_label_wait_seconds: float | None = Field(default=None, gt=0)
 
     # Address of a service's /healthz, /readyz and /metrics (trainer, evaluator, deployer, monitor).
     health_host: str = "127.0.0.1"

@@ -9,7 +9,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.runtime.settings import Settings
-from tests.support.scenarios import PROFILES, Loop, broken, estimation, feedback, fresh_data, no_fresh_data
+from tests.support.scenarios import (
+    PROFILES,
+    Loop,
+    broken,
+    estimation,
+    feedback,
+    fresh_data,
+    labels_in_any_order,
+    no_fresh_data,
+)
 
 pytestmark = pytest.mark.timeout(900)
 PROFILE = PROFILES["short"]
@@ -17,7 +26,11 @@ PROFILE = PROFILES["short"]
 
 @pytest.fixture(scope="module")
 async def loop(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loop]:
-    running = Loop(base_settings, tmp_path_factory.mktemp("scenarios"))
+    # A label that comes before its answer waits 20 s for it (the labels-first scenario counts the
+    # ones for requests nobody served once they have waited).
+    running = Loop(
+        base_settings, tmp_path_factory.mktemp("scenarios"), extra_env={"MODELBUS_MONITOR_LABEL_WAIT_SECONDS": "20"}
+    )
     await running.start()
     try:
         yield running
@@ -80,3 +93,18 @@ async def test_the_calibrated_estimate_is_within_0_03_of_the_realised_accuracy(l
         assert table[phase]["mae"] <= 0.03, table
     assert table["steady"]["dataset_drift_windows"] == 0
     assert table["drifted"]["dataset_drift_windows"] == table["drifted"]["windows"], table
+
+
+async def test_labels_sent_at_once_or_before_their_answers_all_join_and_unknown_ones_are_counted(loop: Loop) -> None:
+    report, ledger = await labels_in_any_order(loop, rows=500)
+    assert report.versions == {1: "promoted"}, report
+    assert ledger["labels"] == {
+        "received": 1050,
+        "joined": 1000,
+        "waiting": 0,
+        "duplicated": 0,
+        "unknown": 50,
+        "expired": 0,
+        "misdirected": 0,
+    }, ledger
+    assert ledger["answers"]["labelled"] == 1000 and ledger["answers"]["logged"] >= 1000, ledger

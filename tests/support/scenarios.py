@@ -183,12 +183,15 @@ class Loop:
             )
         )
 
-    async def predict(self, http: httpx.AsyncClient, model: str, frame: pd.DataFrame) -> list[Served]:
+    async def predict(
+        self, http: httpx.AsyncClient, model: str, frame: pd.DataFrame, request_id: str | None = None
+    ) -> list[Served]:
+        """One request for the frame's rows; the answer of row i is request `<request id>-<i>`."""
         rows = frame[[KEY, *FEATURES]].to_dict("records")
         answer = await http.post(
             f"http://127.0.0.1:{self.settings.serving_port}/v1/models/{model}:predict",
             json={"instances": rows},
-            headers={"x-request-id": f"r-{uuid.uuid4().hex[:12]}"},
+            headers={"x-request-id": request_id or f"r-{uuid.uuid4().hex[:12]}"},
         )
         answer.raise_for_status()
         return [
@@ -326,6 +329,18 @@ class Loop:
         found: list[dict[str, Any]] = answer.json()
         return found
 
+    async def ledger(self, model: str) -> dict[str, Any]:
+        """The monitor's ledger of the model's labels and answers, from its API."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(
+                f"{self.settings.monitor_url.rstrip('/')}/v1/models/{model}/windows",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {self.token}"},
+            )
+        answer.raise_for_status()
+        found: dict[str, Any] = answer.json()["ledger"]
+        return found
+
     async def windows(self, model: str) -> list[dict[str, Any]]:
         """The monitor's closed windows of `model`, oldest first (as monitor_windows keeps them)."""
         async with self.engine.connect() as connection:
@@ -458,6 +473,43 @@ async def broken(loop: Loop, profile: Profile) -> Report:
     report = loop.report("4. broken candidate, no labels", model, began)
     report.figures = {"rollback_reason": ended.reason}
     return report
+
+
+async def labels_in_any_order(loop: Loop, rows: int = 500) -> tuple[Report, dict[str, Any]]:
+    """Labels as fast clients send them: `rows` labelled the moment their answers come back, `rows`
+    labelled before serving even answers them (the monitor holds them: the request ids are the
+    client's), and 50 labels for requests nobody served. Returns the report and the monitor's
+    ledger once the unknown labels have waited their time."""
+    began, model = time.monotonic(), name("labels")
+    await loop.first_version(model, Pace(), BASE.frame(3000, seed=9))
+    now = datetime.now(UTC)
+    async with httpx.AsyncClient(timeout=30) as http:
+        for start in range(0, rows, 100):
+            await loop.label(model, await loop.predict(http, model, BASE.frame(100, seed=90_000 + start)))
+        early = [
+            (f"early-{uuid.uuid4().hex[:8]}", BASE.frame(100, seed=91_000 + start)) for start in range(0, rows, 100)
+        ]
+        for request_id, frame in early:
+            truths = [int(t) for t in frame[TARGET]]
+            labels = [Label(request_id=f"{request_id}-{i}", label=t, observed_at=now) for i, t in enumerate(truths)]
+            await loop.bus.publish(LabelsArrived(model=model, labels=labels))
+        nobody = [Label(request_id=f"nobody-{uuid.uuid4().hex}", label=1, observed_at=now) for _ in range(50)]
+        await loop.bus.publish(LabelsArrived(model=model, labels=nobody))
+
+        async def parked() -> bool:
+            labels = (await loop.ledger(model))["labels"]
+            return bool(labels["received"] == 2 * rows + 50 and labels["waiting"] >= rows + 50)
+
+        await loop.until(parked, 60, "the early labels parked")
+        for request_id, frame in early:
+            await loop.predict(http, model, frame, request_id=request_id)
+
+    async def settled() -> bool:
+        labels = (await loop.ledger(model))["labels"]
+        return bool(labels["joined"] == 2 * rows and labels["waiting"] == 0)
+
+    await loop.until(settled, 120, "every label joined or expired")
+    return loop.report("labels in any order", model, began), await loop.ledger(model)
 
 
 async def estimation(loop: Loop, profile: Profile, *, reference_rows: int = 0) -> tuple[Report, dict[str, Any]]:

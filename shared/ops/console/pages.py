@@ -150,6 +150,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
             state=f"{steps[0].to_state} (v{steps[0].candidate_version})" if steps else None,
             windows=len(windows),
             drifted=sum(1 for w in windows if w["dataset_drift"]),
+            ledger=history.get("ledger"),
         )
 
     @api.get(f"{ui}/models/{{name}}/versions/{{version}}", include_in_schema=False)
