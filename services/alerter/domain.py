@@ -68,6 +68,7 @@ class Resolution:
     kinds: frozenset[str]
     reason: str
     below_version: int | None = None
+    at: datetime | None = None  # when the resolving event happened
 
     def clears(self, labels: dict[str, str]) -> bool:
         """Whether an alert with these labels is cleared."""
@@ -242,12 +243,14 @@ def resolved_by(event: Event) -> Resolution | None:
             frozenset({"drift", "performance", "rollback", "canary-failed", "evaluation-rejected", "retrain-skipped"}),
             f"version {version} was promoted",
             below_version=version,
+            at=event.occurred_at,
         )
     if isinstance(event, ModelTrained):
         return Resolution(
             event.model,
             frozenset({"training-failed", "retrain-skipped"}),
             f"training run {event.run_id} succeeded on {event.dataset} {event.dataset_version}",
+            at=event.occurred_at,
         )
     if isinstance(event, ModelEvaluated) and event.decision != "rejected":
         return Resolution(
@@ -255,8 +258,29 @@ def resolved_by(event: Event) -> Resolution | None:
             frozenset({"evaluation-rejected"}),
             f"version {event.version} passed the evaluation",
             below_version=event.version,
+            at=event.occurred_at,
         )
     return None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The latest resolution of a model's alerts of one kind, kept: an event that happened before
+    it, and reaches the alerter after it (they travel on different topics), raises nothing."""
+
+    reason: str
+    at: datetime
+    below_version: int | None
+
+    def covers(self, labels: dict[str, str], happened: datetime) -> bool:
+        """Whether an alert with these labels, raised by an event that happened then, is already
+        resolved."""
+        if happened >= self.at:
+            return False
+        if self.below_version is None:
+            return True
+        version = labels.get("version", "")
+        return version.isdigit() and int(version) < self.below_version
 
 
 # ---------------------------------------------------------------- silences and inhibition

@@ -70,7 +70,9 @@ async def on_spec(event: ModelSpecApplied, uow: UoW) -> None:
 
 async def on_source(event: Event, uow: UoW, *, alerting: Alerting) -> None:
     """Raise the alert the event means, and clear the ones it resolves."""
-    await on_event(uow.store, alerting, event, uow.envelope.id, uow.envelope.traceparent)
+    resolved = await on_event(uow.store, alerting, event, uow.envelope.id, uow.envelope.traceparent)
+    if resolved is not None:
+        uow.drop(resolved)
 
 
 async def on_dead_letter(event: DeadLettered, uow: UoW, *, alerting: Alerting, dead_letters: str) -> None:
@@ -87,18 +89,27 @@ async def on_dead_letter(event: DeadLettered, uow: UoW, *, alerting: Alerting, d
 
 async def on_event(
     store: AlerterStore, alerting: Alerting, event: Event, event_id: str, traceparent: str | None
-) -> None:
-    """Raise the alert an event means, and clear the ones it resolves."""
+) -> str | None:
+    """Raise the alert an event means, and clear the ones it resolves. An event whose alert was
+    resolved before it arrived (by an event that happened after it, on another topic) raises
+    nothing: returns why."""
     now = datetime.now(UTC)
     model = getattr(event, "model", domain.PLATFORM)
     known = await store.spec_of(model) if model != domain.PLATFORM else None
     alert = domain.raised_by(event, event_id, traceparent, known.alerts if known else None, alerting.links)
+    late = None
     if alert is not None:
-        await fire(store, alerting, alert, now)
+        kept = await store.resolution_of(model, alert.labels.get("kind", ""))
+        if kept is not None and kept.covers(alert.labels, event.occurred_at):
+            late = f"{alert.annotations.get('summary', alert.fingerprint)}: resolved before it arrived ({kept.reason})"
+        else:
+            await fire(store, alerting, alert, now)
     resolution = domain.resolved_by(event)
     if resolution is not None:
         cleared = [row.fingerprint for row in await store.firing_of(model) if resolution.clears(row.labels)]
         await clear(store, alerting, cleared, now, resolution.reason)
+        await store.keep_resolution(resolution)
+    return late
 
 
 async def fire(store: AlerterStore, alerting: Alerting, alert: domain.Alert, now: datetime) -> None:

@@ -21,6 +21,7 @@ class MemoryStore(MemorySpecs):
     members: dict[str, list[str]] = field(default_factory=dict)
     notifications: dict[str, Notification] = field(default_factory=dict)
     silences: dict[str, SilenceRecord] = field(default_factory=dict)
+    resolutions: dict[tuple[str, str], domain.Kept] = field(default_factory=dict)
 
     async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
         """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
@@ -71,6 +72,22 @@ class MemoryStore(MemorySpecs):
                 self.alerts[fingerprint] = replace(alert, status="resolved", ends_at=now, resolved_reason=reason[:2000])
                 done.append(fingerprint)
         return done
+
+    async def keep_resolution(self, resolution: domain.Resolution) -> None:
+        """Keep a resolution (per model and kind, the latest) for the events that happened before
+        it and arrive after it."""
+        if resolution.at is None:
+            return
+        for kind in resolution.kinds:
+            kept = self.resolutions.get((resolution.model, kind))
+            if kept is None or kept.at <= resolution.at:
+                self.resolutions[resolution.model, kind] = domain.Kept(
+                    resolution.reason, resolution.at, resolution.below_version
+                )
+
+    async def resolution_of(self, model: str, kind: str) -> domain.Kept | None:
+        """The latest resolution kept for a model's alerts of a kind."""
+        return self.resolutions.get((model, kind))
 
     async def firing_of(self, model: str) -> list[AlertRecord]:
         """The model's firing alerts."""

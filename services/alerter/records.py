@@ -185,6 +185,13 @@ class AlerterStore(Protocol):
     async def firing_of(self, model: str) -> list[AlertRecord]:
         """The model's firing alerts."""
 
+    async def keep_resolution(self, resolution: domain.Resolution) -> None:
+        """Keep a resolution (per model and kind, the latest) for the events that happened before
+        it and arrive after it."""
+
+    async def resolution_of(self, model: str, kind: str) -> domain.Kept | None:
+        """The latest resolution kept for a model's alerts of a kind."""
+
     async def stale(self, before: datetime) -> list[str]:
         """Firing alerts last raised before `before`."""
 

@@ -19,7 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.alerter import domain
 from services.alerter.records import AlertRecord, Group, Notification, SilenceRecord
-from services.alerter.tables import SPECS, AlertRow, AuditRow, GroupRow, MemberRow, NotificationRow, SilenceRow
+from services.alerter.tables import (
+    SPECS,
+    AlertRow,
+    AuditRow,
+    GroupRow,
+    MemberRow,
+    NotificationRow,
+    ResolutionRow,
+    SilenceRow,
+)
 from shared.runtime.specview import SpecView, SqlSpecs
 
 
@@ -150,6 +159,32 @@ class SqlStore(SqlSpecs):
             .returning(AlertRow.fingerprint)
         )
         return list(done.scalars().all())
+
+    async def keep_resolution(self, resolution: domain.Resolution) -> None:
+        """Keep a resolution (per model and kind, the latest) for the events that happened before
+        it and arrive after it."""
+        if resolution.at is None:
+            return
+        for kind in sorted(resolution.kinds):
+            values = {
+                "reason": resolution.reason[:2000],
+                "at": resolution.at,
+                "below_version": resolution.below_version,
+            }
+            await self.session.execute(
+                insert(ResolutionRow)
+                .values(platform=self.platform, model=resolution.model, kind=kind, **values)
+                .on_conflict_do_update(
+                    index_elements=[ResolutionRow.platform, ResolutionRow.model, ResolutionRow.kind],
+                    set_=values,
+                    where=ResolutionRow.at <= resolution.at,
+                )
+            )
+
+    async def resolution_of(self, model: str, kind: str) -> domain.Kept | None:
+        """The latest resolution kept for a model's alerts of a kind."""
+        row = await self.session.get(ResolutionRow, (self.platform, model, kind))
+        return domain.Kept(row.reason, row.at, row.below_version) if row is not None else None
 
     async def firing_of(self, model: str) -> list[AlertRecord]:
         """The model's firing alerts."""

@@ -121,3 +121,17 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class ResolutionRow(Base):
+    """The latest resolution of a model's alerts of one kind: an event that happened before it and
+    arrives after it (on another topic) raises nothing."""
+
+    __tablename__ = "alerter_resolutions"
+
+    platform: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    below_version: Mapped[int | None] = mapped_column(Integer)

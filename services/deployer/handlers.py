@@ -114,6 +114,8 @@ def rolling_out(uow: UoW, clock: Clock) -> Callable[[ModelSpec, tuple[str, int]]
     async def start(spec: ModelSpec, work: tuple[str, int]) -> list[Event]:
         model, version = work
         moves = await begin(uow.store, model, version, clock(), traceparent=uow.current_traceparent())
+        if not moves:
+            uow.drop(f"approval of {model} v{version}, which is rolling out, serving, or older than the newest")
         return [announce(t) for t in moves]
 
     return start
@@ -148,7 +150,10 @@ async def on_analysis(event: CanaryAnalyzed, uow: UoW, *, clock: Clock) -> list[
     state = await uow.store.lock(event.model)
     running = await uow.store.current(state)
     if running is None or running.rollout_id != event.rollout_id or not running.live:
-        log.info("%s: analysis of %s, which is not the running rollout; ignored", event.model, event.rollout_id)
+        if not await uow.store.knows_rollout(event.model, event.rollout_id):
+            raise Refused(f"analysis of {event.model} rollout {event.rollout_id}, which the deployer never started")
+        now = f"{running.rollout_id} is {running.state}" if running is not None else "no rollout runs"
+        uow.drop(f"analysis of {event.rollout_id}, which has ended ({now})")
         return []
     policy = await policy_of(uow.store, event.model)
     verdict = domain.enough_samples(event.verdict, event.candidate_samples, policy.min_samples)

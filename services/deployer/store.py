@@ -154,6 +154,9 @@ class DeployerStore(Protocol):
     async def traceparent_of(self, rollout_id: str) -> str | None:
         """The trace a rollout belongs to."""
 
+    async def knows_rollout(self, model: str, rollout_id: str) -> bool:
+        """Whether the deployer started this rollout of the model."""
+
     async def log_command(self, command: Command) -> None:
         """Record a command and what came of it (once per event)."""
 
@@ -274,6 +277,13 @@ class SqlStore(SqlSpecs):
         )
         return found
 
+    async def knows_rollout(self, model: str, rollout_id: str) -> bool:
+        """Whether the deployer started this rollout of the model."""
+        found = await self.session.scalar(
+            select(RolloutRow.rollout_id).where(RolloutRow.rollout_id == rollout_id, RolloutRow.model == model)
+        )
+        return found is not None
+
     async def log_command(self, command: Command) -> None:
         """Record a command and what came of it (once per event)."""
         await self.session.execute(
@@ -372,6 +382,11 @@ class MemoryStore(MemorySpecs):
     async def traceparent_of(self, rollout_id: str) -> str | None:
         """The trace a rollout belongs to."""
         return self.traceparents.get(rollout_id)
+
+    async def knows_rollout(self, model: str, rollout_id: str) -> bool:
+        """Whether the deployer started this rollout of the model."""
+        found = self.rollouts.get(rollout_id)
+        return found is not None and found.model == model
 
     async def log_command(self, command: Command) -> None:
         """Record a command and what came of it (once per event)."""

@@ -59,6 +59,13 @@ def can_move(current: str, target: str) -> bool:
     return target == current or target in TRANSITIONS.get(current, frozenset())
 
 
+def awaits_evaluation(status: str) -> bool:
+    """Whether a version's evaluation has not been recorded yet. ModelEvaluated and RolloutChanged
+    travel on different topics: a rollout's status for such a version is parked on it and applied
+    once the evaluation is recorded."""
+    return status in ("registered", "evaluating")
+
+
 def check_approval(model: str, version: int, status: str) -> None:
     """Only a version held for review is approved by hand."""
     if status != "held-for-review":

@@ -31,6 +31,7 @@ class MemoryStore:
     evaluations: dict[str, ModelEvaluated] = field(default_factory=dict)
     rollouts: dict[str, RolloutChanged] = field(default_factory=dict)
     history: dict[str, tuple[str, domain.HistoryItem]] = field(default_factory=dict)
+    parked: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)  # status a rollout set early
 
     async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
         """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
@@ -122,14 +123,21 @@ class MemoryStore:
         await self.get_version(event.model, event.version)
         self.evaluations.setdefault(event_id, event)
         status = domain.status_after_evaluation(event.decision)
-        return await self._move(event.model, event.version, status, domain.evaluation_reason(event))
+        moved = await self._move(event.model, event.version, status, domain.evaluation_reason(event))
+        parked = self.parked.pop((event.model, event.version), None)
+        if parked is not None:
+            await self._move(event.model, event.version, *parked)
+        return moved
 
     async def record_rollout(self, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
         """Keep the transition and move aliases and statuses as the rollout says."""
         self.rollouts.setdefault(event_id, event)
         effects = domain.rollout_effects(event, await self.aliases_of(event.model))
         for version, (status, reason) in effects.statuses.items():
-            await self._move(event.model, version, status, reason)
+            if not await self._move(event.model, version, status, reason):
+                known = await self.get_version(event.model, version)
+                if domain.awaits_evaluation(known.status):
+                    self.parked[(event.model, version)] = (status, reason)
         aliases = self.aliases.setdefault(event.model, {})
         for alias in effects.drop_aliases - set(effects.set_aliases):
             aliases.pop(alias, None)

@@ -387,6 +387,10 @@ class SqlStore(SqlQueries):
         moved = await self._set_status(
             row, domain.status_after_evaluation(event.decision), domain.evaluation_reason(event)
         )
+        if row.parked_status is not None:
+            parked = (row.parked_status, row.parked_reason or "")
+            row.parked_status = row.parked_reason = None
+            await self._set_status(row, *parked)
         await self.notify(event.model)
         return moved
 
@@ -412,7 +416,9 @@ class SqlStore(SqlQueries):
         )
         effects = domain.rollout_effects(event, await self.aliases_of(event.model))
         for version, (status, reason) in effects.statuses.items():
-            await self._set_status(await self._version_row(event.model, version, lock=True), status, reason)
+            row = await self._version_row(event.model, version, lock=True)
+            if not await self._set_status(row, status, reason) and domain.awaits_evaluation(row.status):
+                row.parked_status, row.parked_reason = status, reason
         for alias in effects.drop_aliases - set(effects.set_aliases):
             await self.drop_alias(event.model, alias)
         for alias, version in effects.set_aliases.items():

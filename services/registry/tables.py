@@ -104,6 +104,9 @@ class VersionRow(Base):
     run_id: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(32))
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    # A rollout's status that came before the version's evaluation, applied once it is recorded.
+    parked_status: Mapped[str | None] = mapped_column(String(32))
+    parked_reason: Mapped[str | None] = mapped_column(Text)
     task: Mapped[str] = mapped_column(String(32))
     estimator: Mapped[str] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)

@@ -350,6 +350,10 @@ class Consumers:
         )
         events: Any = [e.event for e in envelopes] if route.batched else cause.event
         result = await route.handler(events, uow)
+        for reason in uow.dropped:
+            log.info("%s dropped %s %s: %s", group_id, cause.type, cause.id, reason)
+            if self.metrics is not None:
+                self.metrics.dropped.labels(group_id, cause.type).inc()
         returned = [result] if isinstance(result, Event) else (result or [])
         produced: list[tuple[Event, str | None]] = [*uow.pending, *((event, None) for event in returned)]
         for event, event_id in produced:

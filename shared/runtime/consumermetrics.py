@@ -33,10 +33,17 @@ class ConsumerMetrics:
         self.dead_letters = Counter(
             "modelbus_dead_letters", "Messages a consumer group dead-lettered.", ["group"], registry=registry
         )
+        self.dropped = Counter(
+            "modelbus_events_dropped",
+            "Events a handler found late (about something that has since ended): they changed nothing.",
+            ["group", "event"],
+            registry=registry,
+        )
 
     def subscribed(self, group_id: str, events: frozenset[str] | None) -> None:
         for event in sorted(events or ()):
             self.failures.labels(group_id, event)
+            self.dropped.labels(group_id, event)
         self.dead_letters.labels(group_id)
 
     def batch(self, message: KafkaMessage, group_id: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:

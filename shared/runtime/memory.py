@@ -98,6 +98,7 @@ class InMemoryBus(Generic[S]):
     # The ce_id of each emitted event, where its handler fixed it (uow.emit); None where the bus picks one.
     emitted_ids: list[str | None] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (event type, why) of late events
     tracing: RecordingTracing = field(default_factory=RecordingTracing)
     inbox: set[str] = field(default_factory=set)
     source: str = "/tests/producer"
@@ -167,6 +168,7 @@ class InMemoryBus(Generic[S]):
             self.dead_letters.append(DeadLetter("refused", str(exc), uow.envelope.event.model_dump_json().encode()))
             return []
         self.inbox.update(e.id for e in fresh)
+        self.dropped.extend((fresh[-1].type, reason) for reason in uow.dropped)
         out = [caused_by(event, fresh[-1]) for event in [*(e for e, _ in uow.pending), *produced]]
         self.emitted_ids.extend([*(i for _, i in uow.pending), *(None for _ in produced)])
         self.emitted.extend(out)

@@ -89,6 +89,8 @@ class UnitOfWork(Generic[S]):
     trace_context: otel_context.Context | None = None
     # Runs work on the store in a transaction of its own, kept even if the handler's rolls back.
     apart_runner: Callable[[Callable[[S], Awaitable[None]]], Awaitable[None]] | None = None
+    # Why the event changed nothing, when it came too late to (see `drop`).
+    dropped: list[str] = field(default_factory=list)
 
     def emit(self, event: Event) -> str:
         """Publish `event` when (and only if) this unit of work commits; returns the ce_id it will carry
@@ -96,6 +98,13 @@ class UnitOfWork(Generic[S]):
         event_id = str(uuid.uuid4())
         self.pending.append((event, event_id))
         return event_id
+
+    def drop(self, reason: str) -> None:
+        """Say that the event is late, about something that has since ended (an analysis of a
+        rollout already promoted): it changes nothing, and is counted as dropped with the reason
+        (`modelbus_events_dropped`, as Kafka Streams counts the late records it drops), never
+        silently ignored."""
+        self.dropped.append(reason)
 
     async def apart(self, work: Callable[[S], Awaitable[None]]) -> None:
         """Do `work` on the store in a transaction of its own, which stands even when this unit of

@@ -9,6 +9,7 @@ from services.alerter import domain
 from services.alerter.records import AlerterStore, Notification, SilenceRecord, failed, sent
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 def alert(model: str, kind: str = "drift") -> domain.Alert:
@@ -45,6 +46,20 @@ class AlerterStoreContract:
         assert await store.raise_alert(raised, T0 + timedelta(seconds=20))
         [again] = await store.firing_of(raised.model)
         assert (again.starts_at, again.ends_at, again.times_raised) == (T0 + timedelta(seconds=20), None, 3)
+
+    async def test_the_latest_resolution_of_a_kind_is_kept_with_the_versions_it_covers(
+        self, store: AlerterStore
+    ) -> None:
+        model = self.model()
+        assert await store.resolution_of(model, "drift") is None
+        kinds = frozenset({"drift", "performance"})
+        await store.keep_resolution(domain.Resolution(model, kinds, "v3 promoted", below_version=3, at=T0))
+        await store.keep_resolution(domain.Resolution(model, kinds, "v2 promoted", below_version=2, at=T0 - HOUR))
+        kept = await store.resolution_of(model, "drift")
+        assert kept == domain.Kept("v3 promoted", T0, 3), "an older resolution arriving late does not replace it"
+        assert kept.covers({"version": "2"}, T0 - HOUR) and not kept.covers({"version": "3"}, T0 - HOUR)
+        assert not kept.covers({"version": "2"}, T0 + HOUR), "what happened after the resolution is news"
+        assert await store.resolution_of(model, "training-failed") is None
 
     async def test_stale_alerts_are_those_not_raised_since(self, store: AlerterStore) -> None:
         old, new = alert(self.model()), alert(self.model())

@@ -56,6 +56,18 @@ def test_the_demo_goes_round_the_loop_and_exits_0(demo_run: subprocess.Completed
     assert "[demo] done in" in out
 
 
+def test_every_label_the_demo_sends_is_joined_and_the_canary_decides_on_them(
+    demo_run: subprocess.CompletedProcess[str],
+) -> None:
+    out = demo_run.stdout
+    sent = re.search(r"traffic: (\d+) answers served, (\d+) labels sent", out)
+    joined = re.search(r"labels joined \(the monitor's ledger\): (\d+) of (\d+) received", out)
+    assert sent and joined, out[-3000:]
+    assert int(sent.group(2)) > 1000
+    assert int(joined.group(1)) == int(joined.group(2)) == int(sent.group(2)), (sent.group(0), joined.group(0))
+    assert re.search(r"canary +\S+ v2: \w+ \(.*on labels: live_error_rate_increase", out), out[-4000:]
+
+
 def _spans(settings: Settings, trace_id: str) -> list[dict[str, Any]]:
     answer = httpx.get(f"{settings.trace_query_url}/api/traces/{trace_id}", timeout=10)
     assert answer.status_code == 200, f"trace {trace_id} not found in Jaeger"

@@ -237,6 +237,32 @@ async def test_lineage_returns_the_whole_chain_and_the_champion_moves_with_promo
     assert [r["to_state"] for r in chain["rollouts"]] == ["canary", "promoted", "rolled-back"]
 
 
+async def test_a_promotion_that_arrives_before_the_versions_evaluation_is_applied_once_it_is_recorded(
+    registries: Callable[..., Awaitable[Registry]], publisher: Bus
+) -> None:
+    registry = await registries()
+    model = f"m-{uuid.uuid4().hex[:8]}"
+    await publisher.publish(trained(model, f"{model}-r1"))
+
+    async def one_version() -> bool:
+        return len(await versions_of(registry, model)) == 1
+
+    await eventually(one_version, what="v1 registered")
+    # The deployer promoted v1 on the evaluator's approval; the registry hears of the promotion first.
+    promoted = example(
+        RolloutChanged, model=model, rollout_id="ro-1", candidate_version=1, stable_version=None, to_state="promoted"
+    )
+    await publisher.publish(promoted)
+    await eventually(lambda: _equals(_status_of(registry, model, 1), "evaluating"), what="v1 still evaluating")
+    await publisher.publish(example(ModelEvaluated, model=model, version=1, decision="approved"))
+    await eventually(lambda: _equals(_status_of(registry, model, 1), "serving"), what="v1 serving once approved")
+
+
+async def _status_of(registry: Registry, model: str, version: int) -> str:
+    async with client(registry) as http:
+        return str((await http.get(f"/v1/models/{model}/versions/{version}", headers=AS["viewer"])).json()["status"])
+
+
 async def _equals(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 

@@ -197,10 +197,16 @@ async def test_the_steps_of_a_rollout_continue_the_trace_that_started_it() -> No
     assert bus.tracing.resumed == [f"deployer {MODEL} rollout rolled-back"]
 
 
-async def test_an_analysis_of_a_rollout_that_is_not_running_is_ignored() -> None:
+async def test_a_late_analysis_of_an_ended_rollout_is_counted_as_dropped_and_an_unknown_one_dead_lettered() -> None:
     bus, canary = await canary_v2(Clock())
     await bus.handle(analyzed(canary, "rollback"))
-    assert await bus.handle(analyzed(canary, "rollback")) == []
+    assert await bus.handle(analyzed(canary, "advance")) == []
+    [(kind, why)] = bus.dropped
+    assert kind == "CanaryAnalyzed" and why.startswith(f"analysis of {canary.rollout_id}, which has ended (")
+    stranger = canary.model_copy(update={"rollout_id": "ro-never"})
+    assert await bus.handle(analyzed(stranger, "rollback")) == []
+    [letter] = bus.dead_letters
+    assert letter.kind == "refused" and "ro-never, which the deployer never started" in letter.reason
 
 
 async def test_an_operator_promotes_the_canary_and_the_command_is_logged() -> None:
