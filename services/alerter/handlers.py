@@ -65,7 +65,9 @@ class Alerting:
 
 async def on_spec(event: ModelSpecApplied, uow: UoW) -> None:
     """Keep the model's alert labels."""
-    await uow.store.keep_spec(event)
+    if not await uow.store.keep_spec(event):
+        uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
+
 
 
 async def on_source(event: Event, uow: UoW, *, alerting: Alerting) -> None:

@@ -124,6 +124,7 @@ def rolling_out(uow: UoW, clock: Clock) -> Callable[[ModelSpec, tuple[str, int]]
 async def on_spec(event: ModelSpecApplied, uow: UoW, *, clock: Clock) -> list[Event]:
     """Keep the rollout policy; an approval that arrived before the spec starts now."""
     if not await uow.store.keep_spec(event):
+        uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
         return []
     return await release(Approvals(uow.store), event.model, event.spec, rolling_out(uow, clock))
 

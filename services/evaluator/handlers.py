@@ -53,6 +53,7 @@ async def evaluate(store: EvaluatorStore, judge: Judging, spec: ModelSpec, event
 async def on_spec(event: ModelSpecApplied, uow: UoW, *, judge: Judging) -> list[Event]:
     """Keep the newest spec; judge the registrations that waited for it."""
     if not await uow.store.keep_spec(event):
+        uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
         return []
 
     async def judged(spec: ModelSpec, registered: ModelRegistered) -> list[Event]:

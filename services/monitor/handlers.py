@@ -95,7 +95,9 @@ class Watch:
 
 async def on_spec(event: ModelSpecApplied, uow: UoW, *, watch: Watch) -> None:
     """Keep the monitoring and rollout policies; the cached spec is dropped."""
-    await uow.store.keep_spec(event)
+    if not await uow.store.keep_spec(event):
+        uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
+        return
     watch.specs.pop(event.model, None)
 
 

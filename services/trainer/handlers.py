@@ -101,6 +101,7 @@ async def on_spec(event: ModelSpecApplied, uow: UoW, *, platform: str) -> list[E
     """Keep the newest spec; a model's first spec trains on data that arrived before it (specs and
     data travel on different topics, so a trainer may well see the data first)."""
     if not await uow.store.keep_spec(event):
+        uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
         return []
 
     async def train(spec: ModelSpec, version: str) -> list[Event]:
