@@ -156,6 +156,17 @@ def test_the_drift_chart_shows_the_drifted_features(demo: Demo, browser: Browser
     assert sum(marks) >= 1, "the windows that drifted as a dataset are marked"
 
 
+def test_the_model_page_shows_where_every_label_went(demo: Demo, browser: Browser) -> None:
+    page = session(browser, VIEWER)
+    visit(page, f"/models/{demo.model}")
+    heads = page.locator("#ledger thead th").all_text_contents()
+    cells = dict(zip(heads, (int(c) for c in page.locator("#ledger tbody td").all_text_contents()), strict=True))
+    printed = re.search(r"labels joined \(the monitor's ledger\): (\d+) of (\d+) received", demo.out)
+    assert printed, demo.out[-3000:]
+    assert cells["labels received"] == cells["joined"] == int(printed.group(2)) > 0, cells
+    assert cells["waiting"] == cells["unknown"] == cells["duplicated"] == 0, cells
+
+
 def test_the_lineage_graph_has_the_chain_and_each_node_opens_a_page(demo: Demo, browser: Browser) -> None:
     page = session(browser, VIEWER)
     visit(page, f"/models/{demo.model}/versions/1", "version")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from shared.runtime.settings import Settings
@@ -26,10 +27,10 @@ PROFILE = PROFILES["short"]
 
 @pytest.fixture(scope="module")
 async def loop(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loop]:
-    # A label that comes before its answer waits 20 s for it (the labels-first scenario counts the
+    # A label that comes before its answer waits 15 s for it (the labels-first scenario counts the
     # ones for requests nobody served once they have waited).
     running = Loop(
-        base_settings, tmp_path_factory.mktemp("scenarios"), extra_env={"MODELBUS_MONITOR_LABEL_WAIT_SECONDS": "20"}
+        base_settings, tmp_path_factory.mktemp("scenarios"), extra_env={"MODELBUS_MONITOR_LABEL_WAIT_SECONDS": "15"}
     )
     await running.start()
     try:
@@ -108,3 +109,14 @@ async def test_labels_sent_at_once_or_before_their_answers_all_join_and_unknown_
         "misdirected": 0,
     }, ledger
     assert ledger["answers"]["labelled"] == 1000 and ledger["answers"]["logged"] >= 1000, ledger
+
+    async def in_metrics() -> bool:  # the sweep shows the ledger to Prometheus every 5 s
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"{loop.settings.monitor_url.rstrip('/')}/metrics")).text
+        wanted = (
+            f'model="{report.model}",outcome="unknown"}} 50.0',
+            f'model="{report.model}",outcome="joined"}} 1000.0',
+        )
+        return all(w in text for w in wanted)
+
+    await loop.until(in_metrics, 30, "the ledger in /metrics")

@@ -46,7 +46,7 @@ async def test_no_request_makes_the_api_answer_with_a_server_error(
                 str(SCHEMATHESIS), "run", f"http://127.0.0.1:{port}/openapi.json",
                 "--checks", "not_a_server_error",
                 "--max-examples", "25",
-                "--max-time", "60",
+                "--max-time", "45",
                 "--seed", "20261129",
                 "--header", "Authorization: Bearer fuzz-admin",
                 "--request-timeout", "30",
