@@ -69,7 +69,6 @@ async def on_spec(event: ModelSpecApplied, uow: UoW) -> None:
         uow.drop(f"spec revision {event.revision} of {event.model} is not newer than the one in force")
 
 
-
 async def on_source(event: Event, uow: UoW, *, alerting: Alerting) -> None:
     """Raise the alert the event means, and clear the ones it resolves."""
     resolved = await on_event(uow.store, alerting, event, uow.envelope.id, uow.envelope.traceparent)
