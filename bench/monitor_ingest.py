@@ -1,13 +1,17 @@
 """Monitor ingestion: prediction records per second through the real Kafka into one monitor process.
 
     .venv/bin/python bench/monitor_ingest.py [--records 1000000] [--batch 500] [--window 10000]
+                                              [--labels 0.2]
 
 Needs the local stack (`modelbus stack up`). On a fresh topic prefix: publishes a spec (windows of
 `--window` rows), the example model's training and registration (its reference profile), then
-`--records` prediction records as PredictionsLogged events of `--batch` records, all before the
-monitor starts; then starts one monitor process and times it from its start until every record is
-in a window (closed windows' rows plus the open window's), with drift computed on every window
-that closed. Prints a table and writes JSON (default bench/results/monitor_ingest.json).
+`--records` prediction records as PredictionsLogged events of `--batch` records and, with
+`--labels`, that share of their request ids labelled (a LabelsArrived after each batch, on its own
+topic: the monitor meets them in whatever order it polls the two), all before the monitor starts;
+then starts one monitor process and times it from its start until every record is in a window
+(closed windows' rows plus the open window's), with drift computed on every window that closed,
+and every label joined (the monitor's ledger). Prints a table and writes JSON (default
+bench/results/monitor_ingest.json).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,8 @@ from services.monitor import tables  # noqa: E402
 from shared.contract.events import (  # noqa: E402
     ArtifactRef,
     FeatureSchema,
+    Label,
+    LabelsArrived,
     ModelRegistered,
     ModelSpecApplied,
     ModelTrained,
@@ -55,7 +61,7 @@ EXAMPLE = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 FEATURES = [f.name for f in EXAMPLE.features]
 
 
-async def prepare(settings: Settings, model: str, records: int, batch: int, window: int) -> float:
+async def prepare(settings: Settings, model: str, records: int, batch: int, window: int, labels: float) -> float:
     """Publish everything the monitor will read; returns the seconds publishing took."""
     monitoring = EXAMPLE.monitoring.model_copy(update={"window_rows": window, "window_seconds": 86_400})
     spec = EXAMPLE.model_copy(update={"model": model, "dataset": model, "monitoring": monitoring})
@@ -114,18 +120,25 @@ async def prepare(settings: Settings, model: str, records: int, batch: int, wind
         for start in range(0, records, batch):
             predictions = [
                 Prediction(
-                    request_id=f"r-{i}",
+                    request_id=f"{model}-{i}",  # unique per run: earlier runs' answers stay for the horizon
                     model_version=1,
                     role="stable",
                     features=rows[i % len(rows)],
                     prediction=int(i % 3 == 0),
                     probabilities={"0": 0.7, "1": 0.3},
                     latency_ms=0.4,
-                    served_at=now,
+                    served_at=now + timedelta(microseconds=10 * i),  # as served at 100,000 a second
                 )
                 for i in range(start, min(start + batch, records))
             ]
             pending.append(bus.publish(PredictionsLogged.from_records(model, f"b{start}", predictions)))
+            truths = [
+                Label(request_id=p.request_id, label=p.prediction, observed_at=now)
+                for n, p in enumerate(predictions)
+                if labelled(start + n, labels)
+            ]
+            if truths:
+                pending.append(bus.publish(LabelsArrived(model=model, labels=truths)))
             if len(pending) >= 50:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -135,8 +148,13 @@ async def prepare(settings: Settings, model: str, records: int, batch: int, wind
     return time.perf_counter() - began
 
 
-async def counted(settings: Settings, model: str) -> tuple[int, int]:
-    """(rows in closed or open windows, windows closed) for the model."""
+def labelled(index: int, share: float) -> bool:
+    """Whether record `index` is labelled: `share` of the records, spread evenly."""
+    return share > 0 and int((index + 1) * share) > int(index * share)
+
+
+async def counted(settings: Settings, model: str) -> tuple[int, int, int]:
+    """(rows in closed or open windows, windows closed, labels joined) for the model."""
     engine = make_engine(settings)
     try:
         async with make_sessions(engine)() as session:
@@ -147,7 +165,8 @@ async def counted(settings: Settings, model: str) -> tuple[int, int]:
             open_rows = await session.scalar(
                 select(func.coalesce(func.sum(tables.OpenWindow.rows), 0)).where(tables.OpenWindow.model == model)
             )
-            return int(closed or 0) + int(open_rows or 0), int(windows or 0)
+            joined = await session.scalar(select(tables.LedgerRow.labels_joined).where(tables.LedgerRow.model == model))
+            return int(closed or 0) + int(open_rows or 0), int(windows or 0), int(joined or 0)
     finally:
         await engine.dispose()
 
@@ -157,13 +176,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--window", type=int, default=10_000)
+    parser.add_argument("--labels", type=float, default=0.0, help="share of the records labelled (0 to 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "monitor_ingest.json")
     args = parser.parse_args()
     settings = Settings().model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
     asyncio.run(ensure_topics(settings))
     model = f"bench-ingest-{uuid.uuid4().hex[:6]}"
     say(f"[bench] publishing {args.records:,} records in batches of {args.batch} (prefix {settings.topic_prefix}) …")
-    publish_seconds = asyncio.run(prepare(settings, model, args.records, args.batch, args.window))
+    publish_seconds = asyncio.run(prepare(settings, model, args.records, args.batch, args.window, args.labels))
+    wanted_labels = sum(labelled(i, args.labels) for i in range(args.records))
     say(f"[bench] published in {publish_seconds:.1f} s; starting the monitor")
     logs = Path(tempfile.mkdtemp(prefix="modelbus-bench-ingest-"))
     env = {
@@ -180,15 +201,15 @@ def main() -> None:
     try:
         deadline = began + 600
         while True:
-            rows, windows = asyncio.run(counted(settings, model))
+            rows, windows, joined = asyncio.run(counted(settings, model))
             elapsed = time.perf_counter() - began
             samples.append((elapsed, rows))
-            if rows >= args.records:
+            if rows >= args.records and joined >= wanted_labels:
                 break
             if process.poll() is not None or time.perf_counter() > deadline:
                 raise SystemExit(f"the monitor stopped at {rows:,} of {args.records:,} rows; see {logs}")
             if len(samples) % 4 == 1:  # sampled every 0.25 s, told every second
-                say(f"[bench]   {elapsed:5.1f} s: {rows:,} rows in windows, {windows} closed")
+                say(f"[bench]   {elapsed:5.1f} s: {rows:,} rows in windows, {windows} closed, {joined:,} labels joined")
             time.sleep(0.25)
     finally:
         process.terminate()
@@ -199,16 +220,18 @@ def main() -> None:
     steady_rows = args.records - next((r for t, r in samples if r > 0), 0)
     steady = steady_rows / (total - first) if total > first else float("nan")
     say("")
-    header = ("records", 9), ("batch", 6), ("window", 7), ("windows", 8), ("from start s", 13), ("records/s", 11)
-    say(" ".join(f"{name:>{width}}" for name, width in header) + f" {'steady/s':>10}")
-    say("-" * 72)
+    header = ("records", 9), ("labels", 8), ("batch", 6), ("window", 7), ("windows", 8), ("from start s", 13)
+    say(" ".join(f"{name:>{width}}" for name, width in header) + f" {'records/s':>11} {'steady/s':>10}")
+    say("-" * 80)
     say(
-        f"{args.records:>9,} {args.batch:>6} {args.window:>7,} {windows:>8} {total:>13.1f} "
+        f"{args.records:>9,} {wanted_labels:>8,} {args.batch:>6} {args.window:>7,} {windows:>8} {total:>13.1f} "
         f"{args.records / total:>11,.0f} {steady:>10,.0f}"
     )
     result: dict[str, Any] = {
         "benchmark": "monitor_ingest",
         "records": args.records,
+        "labels": wanted_labels,
+        "labels_joined": joined,
         "batch": args.batch,
         "window_rows": args.window,
         "windows_closed": windows,

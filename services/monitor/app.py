@@ -128,7 +128,12 @@ def build(settings: Settings, *, group: str = GROUP) -> MonitorService:
     )
     if settings.monitor_label_wait_seconds is not None:
         watch.label_wait = timedelta(seconds=settings.monitor_label_wait_seconds)
-    bus.register(bind(HANDLERS, watch=watch), group=group, store=store.SqlStore, batched=frozenset({PredictionsLogged}))
+    bus.register(
+        bind(HANDLERS, watch=watch),
+        group=group,
+        store=store.SqlStore,
+        batched=frozenset({PredictionsLogged, LabelsArrived}),
+    )
     api = make_api(settings, sessions, bus, registry)
     return MonitorService(
         settings=settings, engine=engine, sessions=sessions, bus=bus, watch=watch, metrics=registry, api=api
@@ -145,5 +150,8 @@ def in_memory(
     go to `sink` (a feedback.MemorySink) if given."""
     watch = Watch(Metrics(CollectorRegistry()), label_horizon, sink=sink)
     return InMemoryBus(
-        bind(HANDLERS, watch=watch), memory or MemoryStore(), consumer=GROUP, batched=frozenset({PredictionsLogged})
+        bind(HANDLERS, watch=watch),
+        memory or MemoryStore(),
+        consumer=GROUP,
+        batched=frozenset({PredictionsLogged, LabelsArrived}),
     )

@@ -133,9 +133,11 @@ async def on_rollout(event: RolloutChanged, uow: UoW) -> None:
     )
 
 
-async def on_labels(event: LabelsArrived, uow: UoW, *, watch: Watch) -> None:
-    """Join labels to answers; judge a version's live performance once it has enough of them."""
-    await labelled(uow.store, watch, event, uow.emit, batch=uow.envelope.id)
+async def on_labels(events: list[LabelsArrived], uow: UoW, *, watch: Watch) -> None:
+    """A poll's labels, joined to their answers; a version's live performance is judged once it has
+    enough of them (batched: one call per poll)."""
+    ids = [e.id for e in uow.envelopes] if len(uow.envelopes) == len(events) else [uow.envelope.id] * len(events)
+    await labelled(uow.store, watch, list(zip(events, ids, strict=True)), uow.emit)
 
 
 async def on_predictions(events: list[PredictionsLogged], uow: UoW, *, watch: Watch) -> None:
@@ -458,25 +460,34 @@ def _triples(joined: list[Joined]) -> list[tuple[str, str, str]]:
 
 
 async def labelled(
-    store: MonitorStore, watch: Watch, event: LabelsArrived, emit: Emit, *, batch: str | None = None
+    store: MonitorStore, watch: Watch, events: Sequence[tuple[LabelsArrived, str | None]], emit: Emit
 ) -> None:
     """Keep the labels for the horizon and join them to the answers already served (the answers
-    still to come meet them in `add`); count them in the ledger; judge what they labelled."""
+    still to come meet them in `add`); count them in the ledger; judge what they labelled. Each
+    label carries the id of the event that brought it (its batch); a request id labelled twice in
+    the poll counts as a duplicate, and the first label stands."""
     now = datetime.now(UTC)
-    truths = {label.request_id: str(label.label) for label in event.labels}
-    parked = await store.park_labels(event.model, truths, now, watch.label_horizon, batch)
-    repeated = len(event.labels) - len(truths)  # a request id twice in one event
-    await store.count(
-        event.model,
-        {"received": len(event.labels), "joined": parked.met.labels, "duplicated": parked.duplicated + repeated},
-        {"labelled": len(parked.met.answers)},
-    )
-    if parked.waiting:
-        log.info("%s: %d labels wait for their answers", event.model, parked.waiting)
-    joined = parked.met.answers
-    for version in sorted({j.version for j in joined}):
-        await store.add_realised(event.model, version, [j for j in joined if j.version == version])
-    await judge(store, watch, event.model, joined, emit, now)
+    by_model: dict[str, dict[str, tuple[str, str | None]]] = defaultdict(dict)
+    received: dict[str, int] = defaultdict(int)
+    for event, batch in events:
+        received[event.model] += len(event.labels)
+        truths = by_model[event.model]
+        for label in event.labels:
+            truths.setdefault(label.request_id, (str(label.label), batch))
+    for model, truths in sorted(by_model.items()):
+        parked = await store.park_labels(model, truths, now, watch.label_horizon)
+        repeated = received[model] - len(truths)  # a request id twice in the poll
+        await store.count(
+            model,
+            {"received": received[model], "joined": parked.met.labels, "duplicated": parked.duplicated + repeated},
+            {"labelled": len(parked.met.answers)},
+        )
+        if parked.waiting:
+            log.info("%s: %d labels wait for their answers", model, parked.waiting)
+        joined = parked.met.answers
+        for version in sorted({j.version for j in joined}):
+            await store.add_realised(model, version, [j for j in joined if j.version == version])
+        await judge(store, watch, model, joined, emit, now)
 
 
 async def judge(store: MonitorStore, watch: Watch, model: str, joined: list[Joined], emit: Emit, now: datetime) -> None:

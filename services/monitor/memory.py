@@ -168,12 +168,13 @@ class MemoryStore(MemorySpecs):
         self.served.extend(Served(*record) for record in records)
 
     async def park_labels(
-        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
     ) -> Parked:
-        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
-        and attach the new ones to the answers served within the horizon."""
+        """Keep labels (request id -> (label, the id of the event that brought it)) for the horizon
+        (a request id already labelled for the model is a duplicate) and attach the new ones to the
+        answers served within the horizon."""
         fresh = {r: t for r, t in truths.items() if (model, r) not in self.labels}
-        for request_id, given in fresh.items():
+        for request_id, (given, batch) in fresh.items():
             self.labels[model, request_id] = KeptLabel(given, batch, now)
         joined = []
         for answer in self.served:
@@ -184,7 +185,7 @@ class MemoryStore(MemorySpecs):
                 and answer.label is None
                 and answer.served_at >= now - horizon
             ):
-                answer.label, answer.label_batch = truth, batch
+                answer.label, answer.label_batch = truth
                 joined.append(_joined(answer))
         met = {j.request_id for j in joined}
         for request_id in met:

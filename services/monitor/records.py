@@ -271,10 +271,11 @@ class MonitorStore(Protocol):
         """Keep served predictions (and shadow answers) for the label join."""
 
     async def park_labels(
-        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
     ) -> Parked:
-        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
-        and attach the new ones to the answers served within the horizon."""
+        """Keep labels (request id -> (label, the id of the event that brought it)) for the horizon
+        (a request id already labelled for the model is a duplicate) and attach the new ones to the
+        answers served within the horizon."""
 
     async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
         """Attach the labels that came before them to these answers (just kept); what met, per model."""

@@ -268,35 +268,43 @@ class SqlStore(SqlSpecs):
         )
 
     async def park_labels(
-        self, model: str, truths: dict[str, str], now: datetime, horizon: timedelta, batch: str | None = None
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
     ) -> Parked:
-        """Keep labels for the horizon (a request id already labelled for the model is a duplicate)
-        and attach the new ones to the answers served within the horizon."""
+        """Keep labels (request id -> (label, the id of the event that brought it)) for the horizon
+        (a request id already labelled for the model is a duplicate) and attach the new ones to the
+        answers served within the horizon."""
         kept = await self.session.execute(
             text(
                 "INSERT INTO monitor_labels (model, request_id, label, batch, received_at)"
-                " SELECT :model, v.request_id, v.label, :batch, :now"
-                " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[])) AS v(request_id, label)"
-                " ON CONFLICT DO NOTHING RETURNING request_id, label"
+                " SELECT :model, v.request_id, v.label, v.batch, :now FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:labels AS text[]), CAST(:batches AS text[])) AS v(request_id, label, batch)"
+                " ON CONFLICT DO NOTHING RETURNING request_id, label, batch"
             ),
-            {"model": model, "ids": list(truths), "labels": list(truths.values()), "batch": batch, "now": now},
+            {
+                "model": model,
+                "ids": list(truths),
+                "labels": [label for label, _ in truths.values()],
+                "batches": [batch for _, batch in truths.values()],
+                "now": now,
+            },
         )
-        fresh: dict[str, str] = dict(kept.all())
-        joined = await self._attach(model, fresh, now, now - horizon, batch) if fresh else []
+        fresh = {r: (label, batch) for r, label, batch in kept.all()}
+        joined = await self._attach(model, fresh, now, now - horizon) if fresh else []
         met = sorted({j.request_id for j in joined})
-        if met:
-            await self.session.execute(
-                update(LabelRow).where(LabelRow.model == model, LabelRow.request_id.in_(met)).values(joined_at=now)
-            )
+        await self._joined(model, met, now)
         return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
 
     async def _attach(
-        self, model: str, truths: dict[str, str], now: datetime, since: datetime, batch: str | None
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime
     ) -> list[Joined]:
+        """Label the model's unlabelled answers of these request ids served since `since`: a nested
+        loop over the ids, each found through the hash index on request_id (an `= ANY(array)` here
+        would be checked against every row of a sequential scan)."""
         rows = await self.session.execute(
             text(
-                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = :batch"
-                " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[])) AS v(request_id, label)"
+                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = v.batch"
+                " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[]), CAST(:batches AS text[]))"
+                " AS v(request_id, label, batch)"
                 " WHERE s.model = :model AND s.request_id = v.request_id"
                 " AND s.served_at >= :since AND s.label IS NULL"
                 " RETURNING s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
@@ -304,73 +312,70 @@ class SqlStore(SqlSpecs):
             {
                 "now": now,
                 "ids": list(truths),
-                "labels": list(truths.values()),
+                "labels": [label for label, _ in truths.values()],
+                "batches": [batch for _, batch in truths.values()],
                 "model": model,
                 "since": since,
-                "batch": batch,
             },
         )
         return [Joined(int(v), r, role, p, lab, at) for v, r, role, p, lab, at in rows.all()]
 
+    async def _joined(self, model: str, request_ids: list[str], now: datetime) -> None:
+        """Mark labels as having met their answer."""
+        if request_ids:
+            await self.session.execute(
+                text(
+                    "UPDATE monitor_labels SET joined_at = :now WHERE model = :model"
+                    " AND request_id = ANY(CAST(:ids AS text[])) AND joined_at IS NULL"
+                ),
+                {"now": now, "model": model, "ids": request_ids},
+            )
+
     async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
         """Attach the labels that came before them to these answers (just kept); what met, per model.
 
-        Only the answers of models with labels waiting are looked up (and shadow answers, which a
-        label that already met its served answer still labels): in steady traffic labels come
-        after their answers and this costs one index probe per poll.
+        Per model, the cheaper side is read: its waiting labels when they are fewer than the poll's
+        answers (one partial-index range), else the labels of the poll's request ids (one primary
+        key probe each). Shadow answers are always looked up: a label that met its served answer
+        still labels the shadow copy logged after it.
         """
-        models = sorted({a[0] for a in answers})
-        waiting = set(
-            (
+        by_model: dict[str, list[Answer]] = {}
+        for answer in answers:
+            by_model.setdefault(answer[0], []).append(answer)
+        met: dict[str, Met] = {}
+        for model, mine in sorted(by_model.items()):
+            ids = {a[2] for a in mine}
+            waiting = (
                 await self.session.scalars(
-                    select(LabelRow.model).where(LabelRow.model.in_(models), LabelRow.joined_at.is_(None)).distinct()
+                    select(LabelRow.request_id)
+                    .where(LabelRow.model == model, LabelRow.joined_at.is_(None))
+                    .limit(len(ids) + 1)
                 )
             ).all()
-        )
-        asked = [(a[0], a[2]) for a in answers if a[0] in waiting or a[6] == "shadow"]
-        if not asked:
-            return {}
-        found = await self.session.execute(
-            text(
-                "SELECT l.model, l.request_id, l.label, l.batch, l.joined_at IS NULL FROM monitor_labels AS l"
-                " JOIN (SELECT DISTINCT * FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[])))"
-                " AS v(model, request_id) ON l.model = v.model AND l.request_id = v.request_id"
-            ),
-            {"models": [m for m, _ in asked], "ids": [r for _, r in asked]},
-        )
-        hits = found.all()
-        if not hits:
-            return {}
-        rows = await self.session.execute(
-            text(
-                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = v.batch"
-                " FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[]), CAST(:labels AS text[]),"
-                " CAST(:batches AS text[])) AS v(model, request_id, label, batch)"
-                " WHERE s.model = v.model AND s.request_id = v.request_id AND s.label IS NULL"
-                " RETURNING s.model, s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
-            ),
-            {
-                "now": now,
-                "models": [h[0] for h in hits],
-                "ids": [h[1] for h in hits],
-                "labels": [h[2] for h in hits],
-                "batches": [h[3] for h in hits],
-            },
-        )
-        joined = [(m, Joined(int(v), r, role, p, lab, at)) for m, v, r, role, p, lab, at in rows.all()]
-        first = {(h[0], h[1]) for h in hits if h[4]} & {(m, j.request_id) for m, j in joined}
-        if first:
-            await self.session.execute(
+            if len(waiting) > len(ids):
+                asked = sorted(ids)
+            else:
+                asked = sorted(ids.intersection(waiting) | {a[2] for a in mine if a[6] == "shadow"})
+            if not asked:
+                continue
+            found = await self.session.execute(
                 text(
-                    "UPDATE monitor_labels AS l SET joined_at = :now"
-                    " FROM unnest(CAST(:models AS text[]), CAST(:ids AS text[])) AS v(model, request_id)"
-                    " WHERE l.model = v.model AND l.request_id = v.request_id"
+                    "SELECT request_id, label, batch, joined_at IS NULL FROM monitor_labels"
+                    " WHERE model = :model AND request_id = ANY(CAST(:ids AS text[]))"
                 ),
-                {"now": now, "models": [m for m, _ in first], "ids": [r for _, r in first]},
+                {"model": model, "ids": asked},
             )
-        met: dict[str, Met] = {}
-        for model in sorted({m for m, _ in joined}):
-            met[model] = Met([j for m, j in joined if m == model], sum(1 for m, _ in first if m == model))
+            hits = {r: (label, batch, first) for r, label, batch, first in found.all()}
+            if not hits:
+                continue
+            joined = await self._attach(
+                model, {r: (h[0], h[1]) for r, h in hits.items()}, now, datetime.min.replace(tzinfo=now.tzinfo)
+            )
+            labelled = {j.request_id for j in joined}
+            first = sorted(r for r, h in hits.items() if h[2] and r in labelled)
+            await self._joined(model, first, now)
+            if joined:
+                met[model] = Met(joined, len(first))
         return met
 
     async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:

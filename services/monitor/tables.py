@@ -114,6 +114,13 @@ class ServedRow(Base):
             "served_at",
             postgresql_where=text("label IS NOT NULL"),
         ),
+        # The labelled answers not yet judged: a performance check counts and takes only these.
+        Index(
+            "ix_monitor_served_pending",
+            "model",
+            "version",
+            postgresql_where=text("label IS NOT NULL AND NOT evaluated AND role <> 'shadow'"),
+        ),
     )
     # The mapper's identity only (the table has no primary key): a request's answer per role.
     __mapper_args__ = {"primary_key": ["model", "request_id", "role"]}

@@ -97,7 +97,9 @@ class MonitorStoreContract:
                 (model, 1, "c", "1", 0.8, old, "stable", None),
             ]
         )
-        parked = await store.park_labels(model, {"a": "1", "b": "1", "c": "0"}, now, timedelta(days=1), "batch-1")
+        parked = await store.park_labels(
+            model, {"a": ("1", "batch-1"), "b": ("1", "batch-1"), "c": ("0", "batch-1")}, now, timedelta(days=1)
+        )
         assert (parked.met.labels, parked.waiting, parked.duplicated) == (2, 1, 0)  # c's answer is too old
         assert sorted((j.version, j.request_id, j.role, j.label) for j in parked.met.answers) == [
             (1, "a", "stable", "1"),
@@ -118,9 +120,11 @@ class MonitorStoreContract:
     ) -> None:
         model, other, now = self.model(), self.model(), datetime.now(UTC)
         day = timedelta(days=1)
-        parked = await store.park_labels(model, {"early": "1", "never": "0", "elsewhere": "1"}, now, day, "lab-1")
+        parked = await store.park_labels(
+            model, {"early": ("1", "lab-1"), "never": ("0", "lab-1"), "elsewhere": ("1", "lab-1")}, now, day
+        )
         assert (parked.met.answers, parked.waiting, parked.duplicated) == ([], 3, 0)
-        again = await store.park_labels(model, {"early": "0"}, now, day, "lab-2")
+        again = await store.park_labels(model, {"early": ("0", "lab-2")}, now, day)
         assert (again.met.answers, again.waiting, again.duplicated) == ([], 0, 1)  # the first label stands
         assert (await store.ledger(model)).waiting == 3
         answers = [
@@ -148,7 +152,7 @@ class MonitorStoreContract:
         lost = await store.expire_labels(now + timedelta(seconds=1), now - day)
         assert lost[model] == {"unknown": 1, "misdirected": 1}
         assert (await store.ledger(model)).waiting == 0
-        repeat = await store.park_labels(model, {"early": "1"}, now, day, "lab-3")
+        repeat = await store.park_labels(model, {"early": ("1", "lab-3")}, now, day)
         assert repeat.duplicated == 1
         assert (await store.expire_labels(now + timedelta(seconds=1), now + timedelta(seconds=1))).get(model) is None
 
@@ -161,7 +165,12 @@ class MonitorStoreContract:
             ]
             + [(model, 1, "plain", "1", 0.5, now, "stable", None), (model, 1, "r3", "1", 0.5, now, "shadow", "{}")]
         )
-        await store.park_labels(model, {"r1": "0", "r2": "1", "r3": "1", "plain": "1"}, now, timedelta(days=1), "lab-7")
+        await store.park_labels(
+            model,
+            {"r1": ("0", "lab-7"), "r2": ("1", "lab-7"), "r3": ("1", "lab-7"), "plain": ("1", "lab-7")},
+            now,
+            timedelta(days=1),
+        )
         found = await store.feedback(model, now - timedelta(minutes=1), now, limit=2)
         assert [(r.features, r.label, r.label_batch) for r in found] == [
             ({"x": 3}, "1", "lab-7"),

@@ -43,6 +43,12 @@ def upgrade() -> None:
         "ix_monitor_labels_waiting", "monitor_labels", ["model"], postgresql_where=sa.text("joined_at IS NULL")
     )
     op.create_index("ix_monitor_labels_received", "monitor_labels", ["received_at"], postgresql_using="brin")
+    op.create_index(
+        "ix_monitor_served_pending",
+        "monitor_served",
+        ["model", "version"],
+        postgresql_where=sa.text("label IS NOT NULL AND NOT evaluated AND role <> 'shadow'"),
+    )
     op.create_table(
         "monitor_ledger",
         sa.Column("model", sa.String(128), primary_key=True),
@@ -52,6 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("monitor_ledger")
+    op.drop_index("ix_monitor_served_pending", table_name="monitor_served")
     op.drop_index("ix_monitor_labels_received", table_name="monitor_labels")
     op.drop_index("ix_monitor_labels_waiting", table_name="monitor_labels")
     op.drop_table("monitor_labels")
