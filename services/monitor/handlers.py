@@ -293,7 +293,7 @@ async def test(
 
     if reference is None:
         summary = windows.summarize(columns)
-        await analyse_canary(store, watch, model, version, summary, started, ended, emit)
+        await analyse_canary(store, watch, model, version, summary, (started, ended), labelled_already, emit)
         log.warning("%s@%d: window of %d rows closed untested: no reference profile known", model, version, rows)
         untested = {"untested": "no reference profile for this version", "summary": summary.as_dict()}
         await store.record_window(kept(None, False, untested))
@@ -307,7 +307,7 @@ async def test(
     drifted = [f.feature for f in found.features if f.drifted]
     prediction_drifted = bool(found.prediction and found.prediction.drifted)
     summary = windows.summarize(columns, reference.profile.calibration, drifted=found.dataset_drift)
-    await analyse_canary(store, watch, model, version, summary, started, ended, emit)
+    await analyse_canary(store, watch, model, version, summary, (started, ended), labelled_already, emit)
     result = {
         "features": [f.model_dump() for f in found.features],
         "prediction": found.prediction.model_dump() if found.prediction else None,
@@ -394,12 +394,14 @@ async def analyse_canary(
     model: str,
     version: int,
     summary: canary.Summary,
-    started: datetime,
-    ended: datetime,
+    span: tuple[datetime, datetime],
+    labelled: list[Joined],
     emit: Emit,
 ) -> None:
     """When a running canary's window closes: compare it with the stable version, on labels where
-    both have them in the window's time slice, else on label-free evidence."""
+    both have them in the window's time slice (`labelled`: the candidate's, read once for the
+    window), else on label-free evidence."""
+    started, ended = span
     live = await store.live_of(model)
     if live is None or live.state not in ("canary", "shadow") or live.candidate != version:
         return
@@ -413,11 +415,11 @@ async def analyse_canary(
     else:
         reference = await watch.reference(store, model, version)
         task = reference.task if reference is not None else "classification"
-        labelled = canary.Labelled(
-            candidate=_triples(await store.labelled_between(model, version, started, ended)),
+        pairs = canary.Labelled(
+            candidate=_triples(labelled),
             stable=_triples(await store.labelled_between(model, live.stable, started, ended)),
         )
-        comparisons = canary.compare(summary, canary.Summary.from_dict(stable), policy, task=task, labelled=labelled)
+        comparisons = canary.compare(summary, canary.Summary.from_dict(stable), policy, task=task, labelled=pairs)
         outcome, reason = canary.verdict(comparisons, summary.rows, policy.min_samples)
     analysed = CanaryAnalyzed(
         model=model,

@@ -280,13 +280,7 @@ class SqlStore(SqlSpecs):
                 " CAST(:labels AS text[]), CAST(:batches AS text[])) AS v(request_id, label, batch)"
                 " ON CONFLICT DO NOTHING RETURNING request_id, label, batch"
             ),
-            {
-                "model": model,
-                "ids": list(truths),
-                "labels": [label for label, _ in truths.values()],
-                "batches": [batch for _, batch in truths.values()],
-                "now": now,
-            },
+            {"model": model, "now": now, **_label_columns(truths)},
         )
         fresh = {r: (label, batch) for r, label, batch in kept.all()}
         joined = await self._attach(model, fresh, now, now - horizon) if fresh else []
@@ -295,28 +289,22 @@ class SqlStore(SqlSpecs):
         return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
 
     async def _attach(
-        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime | None
     ) -> list[Joined]:
-        """Label the model's unlabelled answers of these request ids served since `since`: a nested
-        loop over the ids, each found through the hash index on request_id (an `= ANY(array)` here
-        would be checked against every row of a sequential scan)."""
+        """Label the model's unlabelled answers of these request ids (served since `since`, if
+        given): a nested loop over the ids, each found through the hash index on request_id (an
+        `= ANY(array)` here would be checked against every row of a sequential scan)."""
         rows = await self.session.execute(
             text(
                 "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = v.batch"
                 " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[]), CAST(:batches AS text[]))"
                 " AS v(request_id, label, batch)"
                 " WHERE s.model = :model AND s.request_id = v.request_id"
-                " AND s.served_at >= :since AND s.label IS NULL"
+                " AND (CAST(:since AS timestamptz) IS NULL OR s.served_at >= CAST(:since AS timestamptz))"
+                " AND s.label IS NULL"
                 " RETURNING s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
             ),
-            {
-                "now": now,
-                "ids": list(truths),
-                "labels": [label for label, _ in truths.values()],
-                "batches": [batch for _, batch in truths.values()],
-                "model": model,
-                "since": since,
-            },
+            {"now": now, "model": model, "since": since, **_label_columns(truths)},
         )
         return [Joined(int(v), r, role, p, lab, at) for v, r, role, p, lab, at in rows.all()]
 
@@ -601,3 +589,12 @@ class SqlStore(SqlSpecs):
             {"before": before},
         )
         return {m: int(n) for m, n in rows.all()}
+
+
+def _label_columns(truths: dict[str, tuple[str, str | None]]) -> dict[str, list[Any]]:
+    """Labels (request id -> (label, batch)) as the three arrays the statements unnest."""
+    return {
+        "ids": list(truths),
+        "labels": [label for label, _ in truths.values()],
+        "batches": [batch for _, batch in truths.values()],
+    }

@@ -52,8 +52,8 @@ from shared.contract.events import (
 )
 from shared.runtime.memory import InMemoryBus
 from tests.support.examples import example
+from tests.support.judges import FakeJudge
 from tests.support.specs import example_spec, spec_applied
-from tests.unit.evaluator.test_handlers import FakeJudge
 
 CASES = settings(max_examples=150, stateful_step_count=40, deadline=None, derandomize=True, database=None)
 

@@ -3,14 +3,12 @@ until the spec arrives, rolled back when judging fails, bad messages dead-letter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
-from services.evaluator import app, domain
+from services.evaluator import app
 from shared.contract.envelope import encode
-from shared.contract.events import ArtifactRef, GateResult, ModelEvaluated, ModelRegistered
-from shared.contract.spec import ModelSpec
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered
+from tests.support.judges import FakeJudge
 from tests.support.specs import example_spec, spec_applied
 
 MODEL = example_spec().model
@@ -34,28 +32,6 @@ def registered(version: int, *, champion: int | None = None) -> ModelRegistered:
         metrics={"accuracy": 0.8},
         champion_version=champion,
     )
-
-
-def gate(passed: bool) -> GateResult:
-    return GateResult(name="min_accuracy", metric="accuracy", value=0.8, threshold=0.7, comparator=">=", passed=passed)
-
-
-@dataclass
-class FakeJudge:
-    """Gives the verdicts it is told to and remembers what it was asked."""
-
-    passes: bool = True
-    fails_with: Exception | None = None
-    asked: list[tuple[int, list[ArtifactRef] | None]] = field(default_factory=list)
-
-    async def verdict(
-        self, spec: ModelSpec, event: ModelRegistered, champion: list[ArtifactRef] | None
-    ) -> domain.Verdict:
-        self.asked.append((event.version, champion))
-        if self.fails_with is not None:
-            raise self.fails_with
-        decision = "approved" if self.passes else "rejected"
-        return domain.Verdict([gate(self.passes)], {"accuracy": 0.8}, {}, decision, 1000)
 
 
 async def test_a_registration_with_its_spec_known_is_judged_and_its_result_kept() -> None:
