@@ -7,13 +7,10 @@ in services.monitor.windows).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from shared.contract.events import FeatureDrift, PerformanceDegraded, PredictionsLogged, Severity
+from shared.contract.events import FeatureDrift, PerformanceDegraded, Severity
 from shared.contract.spec import METRICS, Monitoring, PerformancePolicy
 
 MIN_ROWS_BY_TIME = 30
@@ -152,39 +149,3 @@ def degradation(metric: str, value: float, baseline: float, watch: PerformancePo
         return None
     threshold = baseline + watch.max_drop if lower else baseline - watch.max_drop
     return Degradation(metric, value, baseline, threshold)
-
-
-Answer = tuple[str, int, str, str, float | None, datetime, str, str | None]
-
-
-def answers(event: PredictionsLogged, *, with_features: bool = False) -> list[Answer]:
-    """The batch's answers for the label join: (model, version, request id, prediction, score,
-    served at, role, features as JSON or None); the score is the probability of the positive class
-    (the last in sorted order), for ROC-AUC. Shadow answers are kept too (marked): labels never
-    judge them as served answers, but pair them with the answer of the same request in canary
-    analysis. The features are kept only when the spec turns feedback into training data."""
-    scores = event.probabilities[max(event.probabilities)] if event.probabilities else [None] * event.rows
-    features: list[str | None] = [None] * event.rows
-    if with_features:
-        names = list(event.features)
-        columns = [event.features[name] for name in names]
-        rows = zip(*columns, strict=True) if columns else iter([()] * event.rows)
-        features = [json.dumps({n: _finite(v) for n, v in zip(names, row, strict=True)}) for row in rows]
-    return [
-        (event.model, version, request_id, str(prediction), score, at, role, kept)
-        for request_id, version, role, prediction, score, at, kept in zip(
-            event.request_id,
-            event.model_version,
-            event.role,
-            event.prediction,
-            scores,
-            event.served_at,
-            features,
-            strict=True,
-        )
-    ]
-
-
-def _finite(value: Any) -> Any:
-    """A JSON-safe cell: NaN and infinities are missing."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -23,7 +23,8 @@ import numpy as np
 
 from services.monitor import canary, domain, feedback, retrains, windows
 from services.monitor.metrics import Metrics
-from services.monitor.records import Answer, Ledger, realised
+from services.monitor.records import Ledger, realised
+from services.monitor.segments import Answers
 from services.monitor.store import ClosedWindow, DatasetSeen, Joined, MonitorStore, Reference, Trained, Window
 from shared.contract.events import (
     CanaryAnalyzed,
@@ -153,28 +154,27 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
 
     Called with every PredictionsLogged of one poll: the answers go to the label join in one
     statement, and each version's rows go to its window in as few chunks as the windows allow (a
-    window never takes more than the policy's `window_rows` once it can be tested). The database
-    takes the answers while the rows are turned into columns.
+    window never takes more than the policy's `window_rows` once it can be tested). The answers
+    reuse the columns' instants (each converted once).
     """
-    served = []
+    keeps = {}
+    for model in sorted({e.model for e in events}):
+        spec = await watch.spec(store, model)
+        keeps[model] = spec is not None and spec.monitoring.feedback is not None
+    by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
+    served_at = []
     for event in events:
-        spec = await watch.spec(store, event.model)
-        keep = spec is not None and spec.monitoring.feedback is not None
-        served.extend(domain.answers(event, with_features=keep))
+        columns = windows.columns_of(event)
+        served_at.append(columns[windows.SERVED_AT])
+        versions = np.array(event.model_version)
+        for version in np.unique(versions).tolist():
+            same = versions == version
+            by_version[event.model, version].append(
+                columns if same.all() else windows.take(columns, np.flatnonzero(same))
+            )
+    served = Answers.of_events((e, keeps[e.model], at) for e, at in zip(events, served_at, strict=True))
     now = datetime.now(UTC)
-    writing = asyncio.ensure_future(_keep_answers(store, served, now))
-    try:
-        by_version: dict[tuple[str, int], list[windows.Columns]] = defaultdict(list)
-        for event in events:
-            columns = windows.columns_of(event)
-            versions = np.array(event.model_version)
-            for version in np.unique(versions).tolist():
-                same = versions == version
-                by_version[event.model, version].append(
-                    columns if same.all() else windows.take(columns, np.flatnonzero(same))
-                )
-    finally:
-        met = await writing
+    met = await _keep_answers(store, served, now)
     for (model, version), parts in sorted(by_version.items()):
         spec = await watch.spec(store, model)
         columns = windows.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -185,14 +185,12 @@ async def add(store: MonitorStore, watch: Watch, events: Sequence[PredictionsLog
         await judge(store, watch, model, joined, emit, now)
 
 
-async def _keep_answers(store: MonitorStore, served: list[Answer], now: datetime) -> dict[str, list[Joined]]:
+async def _keep_answers(store: MonitorStore, served: list[Answers], now: datetime) -> dict[str, list[Joined]]:
     """Keep a poll's answers for the label join, attach the labels that came before them, and count
     both in each model's ledger; the answers labelled, per model."""
     await store.add_served(served)
     met = await store.meet_labels(served, now) if served else {}
-    logged: dict[str, int] = defaultdict(int)
-    for answer in served:
-        logged[answer[0]] += 1
+    logged = {batch.model: len(batch) for batch in served}
     for model in sorted(logged):
         found = met.get(model)
         labelled = len(found.answers) if found else 0

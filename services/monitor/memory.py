@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.monitor.records import (
-    Answer,
     ClosedWindow,
     Columns,
     DatasetSeen,
@@ -26,6 +25,7 @@ from services.monitor.records import (
     Window,
     realised,
 )
+from services.monitor.segments import Answers
 from shared.contract.events import ReferenceProfile
 from shared.runtime.memory import MemorySpecs
 
@@ -163,9 +163,13 @@ class MemoryStore(MemorySpecs):
         self.retrains[model] = (now, reason, last[2] if last else 0)
         return True
 
-    async def add_served(self, records: Sequence[Answer]) -> None:
-        """Keep served predictions (and shadow answers) for the label join."""
-        self.served.extend(Served(*record) for record in records)
+    async def add_served(self, answers: Sequence[Answers]) -> None:
+        """Keep served predictions (and shadow answers) for the label join (a batch per model)."""
+        self.served.extend(Served(*record) for batch in answers for record in batch.rows())
+
+    def _labelled(self) -> set[tuple[str, str, str]]:
+        """(model, request id, role) of every labelled answer: an answer of each is labelled once."""
+        return {(a.model, a.request_id, a.role) for a in self.served if a.label is not None}
 
     async def park_labels(
         self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
@@ -176,31 +180,40 @@ class MemoryStore(MemorySpecs):
         fresh = {r: t for r, t in truths.items() if (model, r) not in self.labels}
         for request_id, (given, batch) in fresh.items():
             self.labels[model, request_id] = KeptLabel(given, batch, now)
-        joined = []
+        joined, labelled = [], self._labelled()
         for answer in self.served:
             truth = fresh.get(answer.request_id)
+            key = (answer.model, answer.request_id, answer.role)
             if (
                 answer.model == model
                 and truth is not None
                 and answer.label is None
+                and key not in labelled
                 and answer.served_at >= now - horizon
             ):
                 answer.label, answer.label_batch = truth
+                labelled.add(key)
                 joined.append(_joined(answer))
         met = {j.request_id for j in joined}
         for request_id in met:
             self.labels[model, request_id].joined_at = now
         return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
 
-    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
-        """Attach the labels that came before them to these answers (just kept); what met, per model."""
-        asked = {(a[0], a[2]) for a in answers}
+    async def meet_labels(self, answers: Sequence[Answers], now: datetime) -> dict[str, Met]:
+        """Attach the labels that came before them to these answers (just kept, in the same
+        transaction); what met, per model."""
+        asked = {(batch.model, r) for batch in answers for r in batch.request_id.tolist()}
         joined: dict[str, list[Joined]] = {}
         first: dict[str, int] = {}
+        labelled = self._labelled()
         for answer in self.served:
             kept = self.labels.get((answer.model, answer.request_id))
+            key = (answer.model, answer.request_id, answer.role)
             if kept is None or answer.label is not None or (answer.model, answer.request_id) not in asked:
                 continue
+            if key in labelled:
+                continue
+            labelled.add(key)
             answer.label, answer.label_batch = kept.label, kept.batch
             joined.setdefault(answer.model, []).append(_joined(answer))
             if kept.joined_at is None:

@@ -11,12 +11,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from shared.contract.events import ModelSpecApplied, ReferenceProfile
 from shared.contract.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from services.monitor.segments import Answers
 
 # ---------------------------------------------------------------- views
 
@@ -267,8 +270,8 @@ class MonitorStore(Protocol):
     async def retrain_allowed(self, model: str, now: datetime, cooldown: float, reason: str) -> bool:
         """Whether a retrain may be requested now; if so, the request is recorded (the cooldown restarts)."""
 
-    async def add_served(self, records: Sequence[Answer]) -> None:
-        """Keep served predictions (and shadow answers) for the label join."""
+    async def add_served(self, answers: Sequence[Answers]) -> None:
+        """Keep served predictions (and shadow answers) for the label join (a batch per model)."""
 
     async def park_labels(
         self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
@@ -277,8 +280,9 @@ class MonitorStore(Protocol):
         (a request id already labelled for the model is a duplicate) and attach the new ones to the
         answers served within the horizon."""
 
-    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
-        """Attach the labels that came before them to these answers (just kept); what met, per model."""
+    async def meet_labels(self, answers: Sequence[Answers], now: datetime) -> dict[str, Met]:
+        """Attach the labels that came before them to these answers (just kept, in the same
+        transaction); what met, per model."""
 
     async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:
         """Drop the labels still waiting that were received before `waited`, and the ones that met

@@ -9,9 +9,10 @@ dies loses nothing and counts nothing twice; a window is read back once, when it
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,15 +21,16 @@ from sqlalchemy import (
     func,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.monitor import segments
 from services.monitor.records import (
     ANSWER_OUTCOMES,
     LABEL_OUTCOMES,
-    Answer,
     ClosedWindow,
     DatasetSeen,
     FeedbackRow,
@@ -45,17 +47,19 @@ from services.monitor.records import (
     realised,
     unpack,
 )
+from services.monitor.segments import Answers, digests, segment
 from services.monitor.tables import (
     SPECS,
+    AnswerSegmentRow,
     ChunkRow,
     DatasetRow,
+    LabelledRow,
     LabelRow,
     LedgerRow,
     LiveRow,
     OpenWindow,
     RetrainRow,
     RunRow,
-    ServedRow,
     TrainingRow,
     VersionRow,
     WindowRow,
@@ -64,6 +68,48 @@ from shared.contract.events import ReferenceProfile
 from shared.runtime.specview import SpecView, SqlSpecs
 
 LEDGER_COLUMNS = [f"labels_{k}" for k in LABEL_OUTCOMES] + [f"answers_{k}" for k in ANSWER_OUTCOMES]
+LABELLED_COLUMNS = (
+    "request_id",
+    "role",
+    "version",
+    "prediction",
+    "score",
+    "served_at",
+    "segment",
+    "label",
+    "features",
+    "label_batch",
+)
+LOCATE_PAGE = 256  # segments listed per query when labels look for their answers
+DIGEST_CACHE_BYTES = 256 * 1024 * 1024  # segments' digests kept in the process (8 bytes an answer)
+
+
+class DigestCache:
+    """Segments' sorted digests by segment id, the most recently used up to `limit` bytes. A
+    segment never changes once written, so what is cached stays true; one that is gone is simply
+    never asked for again."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.kept: OrderedDict[int, np.ndarray[Any, Any]] = OrderedDict()
+
+    def get(self, segment_id: int) -> np.ndarray[Any, Any] | None:
+        found = self.kept.get(segment_id)
+        if found is not None:
+            self.kept.move_to_end(segment_id)
+        return found
+
+    def put(self, segment_id: int, sorted_digests: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if segment_id not in self.kept:
+            self.kept[segment_id] = sorted_digests
+            self.size += sorted_digests.nbytes
+            while self.size > self.limit and len(self.kept) > 1:
+                _, dropped = self.kept.popitem(last=False)
+                self.size -= dropped.nbytes
+        return sorted_digests
+
+
+DIGESTS = DigestCache(DIGEST_CACHE_BYTES)
 
 __all__ = [
     "ClosedWindow",
@@ -85,6 +131,7 @@ class SqlStore(SqlSpecs):
 
     specs: ClassVar[SpecView] = SPECS
     session: AsyncSession
+    written: dict[str, int] = field(default_factory=dict)  # each model's segment written in this transaction
 
     async def live_of(self, model: str) -> Live | None:
         """The model's rollout as it stands, if it has one."""
@@ -250,22 +297,32 @@ class SqlStore(SqlSpecs):
         row.requested_at, row.reason = now, reason
         return True
 
-    async def add_served(self, records: Sequence[Answer]) -> None:
-        """Keep served predictions for the label join: (model, version, request id, prediction, score,
-        served at, role, features as JSON or None).
-
-        Written with COPY on the transaction's own connection (measured faster here than one INSERT of
-        unnested arrays).
-        """
-        if not records:
+    async def add_served(self, answers: Sequence[Answers]) -> None:
+        """Keep served predictions (and shadow answers) for the label join: each model's as one
+        segment (one statement for the poll)."""
+        made = [(batch.model, segment(batch)) for batch in answers if len(batch)]
+        if not made:
             return
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            "monitor_served",
-            records=list(records),
-            columns=["model", "version", "request_id", "prediction", "score", "served_at", "role", "features"],
+        rows = await self.session.execute(
+            text(
+                "INSERT INTO monitor_answers (model, served_from, served_to, rows, digests, payload)"
+                " SELECT * FROM unnest(CAST(:models AS text[]), CAST(:froms AS timestamptz[]),"
+                " CAST(:tos AS timestamptz[]), CAST(:rows AS int[]), CAST(:digests AS bytea[]),"
+                " CAST(:payloads AS bytea[])) RETURNING id, model"
+            ),
+            {
+                "models": [m for m, _ in made],
+                "froms": [s.served_from for _, s in made],
+                "tos": [s.served_to for _, s in made],
+                "rows": [s.rows for _, s in made],
+                "digests": [s.digests for _, s in made],
+                "payloads": [s.payload for _, s in made],
+            },
         )
+        ids = dict((m, int(i)) for i, m in rows.all())
+        for model, kept in made:
+            self.written[model] = ids[model]
+            DIGESTS.put(ids[model], np.frombuffer(kept.digests, dtype=np.uint64))
 
     async def park_labels(
         self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
@@ -289,37 +346,148 @@ class SqlStore(SqlSpecs):
         return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
 
     async def _attach(
-        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime | None
+        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime
     ) -> list[Joined]:
-        """Label the model's unlabelled answers of these request ids (served since `since`, if
-        given): a nested loop over the ids, each found through the hash index on request_id (an
-        `= ANY(array)` here would be checked against every row of a sequential scan)."""
+        """Label the model's answers of these request ids served since `since`: the segments that
+        hold them are found by their digests (`_locate`), read, and the answers whose request id is
+        one of these labelled."""
+        ids = np.array(list(truths), dtype=np.str_)
+        hits = await self._locate(model, np.unique(digests(ids)), since)
+        if not hits:
+            return []
+        payloads = await self.session.execute(
+            select(AnswerSegmentRow.id, AnswerSegmentRow.payload).where(AnswerSegmentRow.id.in_(list(hits)))
+        )
+        found: list[tuple[int, Answers]] = []
+        floor = segments.micros(since)
+        for segment_id, payload in payloads.all():
+            near = segments.answers_of(model, payload).take(hits[segment_id][1])
+            mine = np.isin(near.request_id, ids) & (near.served_at >= floor)
+            if mine.any():
+                found.append((int(segment_id), near.take(mine)))
+        return await self._label(model, found, truths, now)
+
+    async def _label(
+        self, model: str, found: list[tuple[int, Answers]], truths: dict[str, tuple[str, str | None]], now: datetime
+    ) -> list[Joined]:
+        """Keep these answers (by the segment that holds them) with their labels, each answer once;
+        count them in their segments; the answers labelled now."""
+        if not found:
+            return []
+        columns: dict[str, list[Any]] = {k: [] for k in LABELLED_COLUMNS}
+        for segment_id, answers in found:
+            for i in range(len(answers)):
+                request_id = str(answers.request_id[i])
+                label, batch = truths[request_id]
+                features = None if answers.features is None else str(answers.features[i]) or None
+                score = float(answers.score[i])
+                for key, value in zip(
+                    LABELLED_COLUMNS,
+                    (
+                        request_id,
+                        str(answers.role[i]),
+                        int(answers.version[i]),
+                        str(answers.prediction[i]),
+                        None if score != score else score,
+                        segments.instant(int(answers.served_at[i])),
+                        segment_id,
+                        label,
+                        features,
+                        batch,
+                    ),
+                    strict=True,
+                ):
+                    columns[key].append(value)
         rows = await self.session.execute(
             text(
-                "UPDATE monitor_served AS s SET label = v.label, labelled_at = :now, label_batch = v.batch"
-                " FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[]), CAST(:batches AS text[]))"
-                " AS v(request_id, label, batch)"
-                " WHERE s.model = :model AND s.request_id = v.request_id"
-                " AND (CAST(:since AS timestamptz) IS NULL OR s.served_at >= CAST(:since AS timestamptz))"
-                " AND s.label IS NULL"
-                " RETURNING s.version, s.request_id, s.role, s.prediction, s.label, s.served_at"
+                "INSERT INTO monitor_labelled (model, request_id, role, version, prediction, score, served_at,"
+                " segment, label, features, label_batch, labelled_at) SELECT :model, v.r, v.role, v.version,"
+                " v.prediction, v.score, v.served_at, v.segment, v.label, CAST(v.features AS jsonb), v.batch, :now"
+                " FROM unnest(CAST(:request_id AS text[]), CAST(:role AS text[]), CAST(:version AS int[]),"
+                " CAST(:prediction AS text[]), CAST(:score AS float8[]), CAST(:served_at AS timestamptz[]),"
+                " CAST(:segment AS bigint[]), CAST(:label AS text[]), CAST(:features AS text[]),"
+                " CAST(:label_batch AS text[])) AS v(r, role, version, prediction, score, served_at, segment, label,"
+                " features, batch) ON CONFLICT DO NOTHING"
+                " RETURNING version, request_id, role, prediction, label, served_at, segment"
             ),
-            {"now": now, "model": model, "since": since, **_label_columns(truths)},
+            {"model": model, "now": now, **columns},
         )
-        return [Joined(int(v), r, role, p, lab, at) for v, r, role, p, lab, at in rows.all()]
+        joined, per_segment = [], Counter[int]()
+        for version, request_id, role, prediction, label, served_at, segment_id in rows.all():
+            joined.append(Joined(int(version), request_id, role, prediction, label, served_at))
+            per_segment[int(segment_id)] += 1
+        if per_segment:
+            await self.session.execute(
+                text(
+                    "UPDATE monitor_answers AS a SET labelled = a.labelled + v.n FROM unnest(CAST(:ids AS bigint[]),"
+                    " CAST(:ns AS int[])) AS v(id, n) WHERE a.id = v.id"
+                ),
+                {"ids": list(per_segment), "ns": list(per_segment.values())},
+            )
+        return joined
+
+    async def _locate(
+        self, model: str | None, wanted: np.ndarray[Any, Any], since: datetime
+    ) -> dict[int, tuple[str, np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+        """The segments (of the model, or of every model) served since `since` that hold answers
+        with these digests (unique, sorted): segment id -> (its model, the answers' positions,
+        their digests).
+
+        Newest first, a page of segments at a time, their digests read from the cache or the
+        table; the search stops once every digest is found and the segments left were all served
+        before the oldest one found began (so a shadow copy served with its answer is found too).
+        """
+        hits: dict[int, tuple[str, np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
+        missing, floor = wanted, None
+        after: tuple[datetime, int] | None = None
+        while True:
+            query = select(
+                AnswerSegmentRow.id, AnswerSegmentRow.model, AnswerSegmentRow.served_from, AnswerSegmentRow.served_to
+            ).where(AnswerSegmentRow.served_to >= since)
+            if model is not None:
+                query = query.where(AnswerSegmentRow.model == model)
+            if after is not None:
+                query = query.where(tuple_(AnswerSegmentRow.served_to, AnswerSegmentRow.id) < after)
+            page = (
+                await self.session.execute(
+                    query.order_by(AnswerSegmentRow.served_to.desc(), AnswerSegmentRow.id.desc()).limit(LOCATE_PAGE)
+                )
+            ).all()
+            if not page:
+                return hits
+            known = {int(i): DIGESTS.get(int(i)) for i, *_ in page}
+            absent = [i for i, found in known.items() if found is None]
+            if absent:
+                rows = await self.session.execute(
+                    select(AnswerSegmentRow.id, AnswerSegmentRow.digests).where(AnswerSegmentRow.id.in_(absent))
+                )
+                for segment_id, blob in rows.all():
+                    known[int(segment_id)] = DIGESTS.put(int(segment_id), np.frombuffer(blob, dtype=np.uint64))
+            for segment_id, owner, served_from, served_to in page:
+                if missing.shape[0] == 0 and floor is not None and served_to < floor:
+                    return hits
+                sorted_digests = known[int(segment_id)]
+                assert sorted_digests is not None
+                present, positions = segments.find(sorted_digests, wanted)
+                if positions.shape[0]:
+                    hits[int(segment_id)] = (owner, positions, sorted_digests[positions])
+                    floor = served_from if floor is None else min(floor, served_from)
+                    missing = missing[~np.isin(missing, wanted[present])]
+            after = (page[-1].served_to, int(page[-1].id))
 
     async def _joined(self, model: str, request_ids: list[str], now: datetime) -> None:
-        """Mark labels as having met their answer."""
+        """Mark labels as having met their answer (a primary-key probe per id: an `= ANY(array)`
+        here is planned as a scan of every label kept)."""
         if request_ids:
             await self.session.execute(
                 text(
-                    "UPDATE monitor_labels SET joined_at = :now WHERE model = :model"
-                    " AND request_id = ANY(CAST(:ids AS text[])) AND joined_at IS NULL"
+                    "UPDATE monitor_labels AS l SET joined_at = :now FROM unnest(CAST(:ids AS text[])) AS v(r)"
+                    " WHERE l.model = :model AND l.request_id = v.r AND l.joined_at IS NULL"
                 ),
                 {"now": now, "model": model, "ids": request_ids},
             )
 
-    async def meet_labels(self, answers: Sequence[Answer], now: datetime) -> dict[str, Met]:
+    async def meet_labels(self, answers: Sequence[Answers], now: datetime) -> dict[str, Met]:
         """Attach the labels that came before them to these answers (just kept); what met, per model.
 
         Per model, the cheaper side is read: its waiting labels when they are fewer than the poll's
@@ -327,12 +495,10 @@ class SqlStore(SqlSpecs):
         key probe each). Shadow answers are always looked up: a label that met its served answer
         still labels the shadow copy logged after it.
         """
-        by_model: dict[str, list[Answer]] = {}
-        for answer in answers:
-            by_model.setdefault(answer[0], []).append(answer)
         met: dict[str, Met] = {}
-        for model, mine in sorted(by_model.items()):
-            ids = {a[2] for a in mine}
+        for batch in answers:
+            model = batch.model
+            ids = set(batch.request_id.tolist())
             waiting = (
                 await self.session.scalars(
                     select(LabelRow.request_id)
@@ -343,22 +509,25 @@ class SqlStore(SqlSpecs):
             if len(waiting) > len(ids):
                 asked = sorted(ids)
             else:
-                asked = sorted(ids.intersection(waiting) | {a[2] for a in mine if a[6] == "shadow"})
+                shadows = set(batch.request_id[batch.role == "shadow"].tolist())
+                asked = sorted(ids.intersection(waiting) | shadows)
             if not asked:
                 continue
             found = await self.session.execute(
                 text(
-                    "SELECT request_id, label, batch, joined_at IS NULL FROM monitor_labels"
-                    " WHERE model = :model AND request_id = ANY(CAST(:ids AS text[]))"
+                    "SELECT l.request_id, l.label, l.batch, l.joined_at IS NULL FROM unnest(CAST(:ids AS text[]))"
+                    " AS v(r) JOIN monitor_labels AS l ON l.model = :model AND l.request_id = v.r"
                 ),
                 {"model": model, "ids": asked},
             )
-            hits = {r: (label, batch, first) for r, label, batch, first in found.all()}
+            hits = {r: (label, batch_id, first) for r, label, batch_id, first in found.all()}
             if not hits:
                 continue
-            joined = await self._attach(
-                model, {r: (h[0], h[1]) for r, h in hits.items()}, now, datetime.min.replace(tzinfo=now.tzinfo)
-            )
+            mine = batch.take(np.isin(batch.request_id, np.array(list(hits), dtype=np.str_)))
+            segment_id = self.written.get(model)
+            if segment_id is None:
+                raise ValueError(f"answers of {model} are met with their labels after add_served, in its transaction")
+            joined = await self._label(model, [(segment_id, mine)], {r: (h[0], h[1]) for r, h in hits.items()}, now)
             labelled = {j.request_id for j in joined}
             first = sorted(r for r, h in hits.items() if h[2] and r in labelled)
             await self._joined(model, first, now)
@@ -369,23 +538,32 @@ class SqlStore(SqlSpecs):
     async def expire_labels(self, waited: datetime, kept: datetime) -> dict[str, dict[str, int]]:
         """Drop the labels still waiting that were received before `waited`, and the ones that met
         their answer received before `kept`; the ones that never met an answer, per model, by
-        outcome (unknown, expired, misdirected)."""
+        outcome (unknown, expired, misdirected). Whether an answer with the label's request id is
+        still kept is read from the segments' digests (for this model: expired; for another:
+        misdirected; none: unknown)."""
         rows = await self.session.execute(
             text(
-                "WITH gone AS (DELETE FROM monitor_labels WHERE received_at < :kept"
-                " OR (received_at < :waited AND joined_at IS NULL) RETURNING model, request_id, joined_at)"
-                " SELECT g.model,"
-                " CASE WHEN EXISTS (SELECT 1 FROM monitor_served s WHERE s.request_id = g.request_id"
-                " AND s.model = g.model) THEN 'expired'"
-                " WHEN EXISTS (SELECT 1 FROM monitor_served s WHERE s.request_id = g.request_id) THEN 'misdirected'"
-                " ELSE 'unknown' END AS outcome, count(*)"
-                " FROM gone AS g WHERE g.joined_at IS NULL GROUP BY 1, 2"
+                "DELETE FROM monitor_labels WHERE received_at < :kept"
+                " OR (received_at < :waited AND joined_at IS NULL) RETURNING model, request_id, joined_at"
             ),
             {"waited": waited, "kept": kept},
         )
+        lost = [(m, r) for m, r, joined_at in rows.all() if joined_at is None]
+        if not lost:
+            return {}
+        digest = digests(np.array([r for _, r in lost], dtype=np.str_))
+        wanted = np.unique(digest)
+        served: dict[int, set[str]] = defaultdict(set)  # digest -> the models that answered it
+        located = await self._locate(None, wanted, datetime.min.replace(tzinfo=UTC))
+        for owner, _, found in located.values():
+            for value in np.unique(found).tolist():
+                served[value].add(owner)
         outcomes: dict[str, dict[str, int]] = {}
-        for model, outcome, n in rows.all():
-            outcomes.setdefault(model, {})[outcome] = int(n)
+        for (model, _), value in zip(lost, digest.tolist(), strict=True):
+            owners = served.get(value, set())
+            outcome = "expired" if model in owners else "misdirected" if owners else "unknown"
+            counted = outcomes.setdefault(model, {})
+            counted[outcome] = counted.get(outcome, 0) + 1
         return outcomes
 
     async def count(self, model: str, labels: dict[str, int], answers: dict[str, int]) -> None:
@@ -434,18 +612,17 @@ class SqlStore(SqlSpecs):
         """A version's labelled answers (shadow ones too) served between start and end."""
         rows = await self.session.execute(
             select(
-                ServedRow.version,
-                ServedRow.request_id,
-                ServedRow.role,
-                ServedRow.prediction,
-                ServedRow.label,
-                ServedRow.served_at,
+                LabelledRow.version,
+                LabelledRow.request_id,
+                LabelledRow.role,
+                LabelledRow.prediction,
+                LabelledRow.label,
+                LabelledRow.served_at,
             ).where(
-                ServedRow.model == model,
-                ServedRow.version == version,
-                ServedRow.label.is_not(None),
-                ServedRow.served_at >= start,
-                ServedRow.served_at <= end,
+                LabelledRow.model == model,
+                LabelledRow.version == version,
+                LabelledRow.served_at >= start,
+                LabelledRow.served_at <= end,
             )
         )
         return [Joined(int(v), r, role, p, str(lab), at) for v, r, role, p, lab, at in rows.all()]
@@ -453,25 +630,28 @@ class SqlStore(SqlSpecs):
     async def ever_labelled(self, model: str, version: int) -> bool:
         """Whether any answer of the version was labelled."""
         found = await self.session.scalar(
-            select(ServedRow.request_id)
-            .where(ServedRow.model == model, ServedRow.version == version, ServedRow.label.is_not(None))
-            .limit(1)
+            select(LabelledRow.request_id).where(LabelledRow.model == model, LabelledRow.version == version).limit(1)
         )
         return found is not None
 
     async def feedback(self, model: str, since: datetime, until: datetime, limit: int) -> list[FeedbackRow]:
         """Labelled answers (not shadow) kept with their features, served in (since, until], newest `limit`."""
         rows = await self.session.execute(
-            select(ServedRow.version, ServedRow.features, ServedRow.label, ServedRow.served_at, ServedRow.label_batch)
-            .where(
-                ServedRow.model == model,
-                ServedRow.label.is_not(None),
-                ServedRow.features.is_not(None),
-                ServedRow.role != "shadow",
-                ServedRow.served_at > since,
-                ServedRow.served_at <= until,
+            select(
+                LabelledRow.version,
+                LabelledRow.features,
+                LabelledRow.label,
+                LabelledRow.served_at,
+                LabelledRow.label_batch,
             )
-            .order_by(ServedRow.served_at.desc())
+            .where(
+                LabelledRow.model == model,
+                LabelledRow.features.is_not(None),
+                LabelledRow.role != "shadow",
+                LabelledRow.served_at > since,
+                LabelledRow.served_at <= until,
+            )
+            .order_by(LabelledRow.served_at.desc())
             .limit(limit)
         )
         return [FeedbackRow(int(v), dict(f), str(lab), at, b) for v, f, lab, at, b in rows.all()]
@@ -552,13 +732,12 @@ class SqlStore(SqlSpecs):
         """Labelled predictions of a version not yet in a performance window."""
         count = await self.session.scalar(
             select(func.count())
-            .select_from(ServedRow)
+            .select_from(LabelledRow)
             .where(
-                ServedRow.model == model,
-                ServedRow.version == version,
-                ServedRow.label.is_not(None),
-                ServedRow.evaluated.is_(False),
-                ServedRow.role != "shadow",
+                LabelledRow.model == model,
+                LabelledRow.version == version,
+                LabelledRow.evaluated.is_(False),
+                LabelledRow.role != "shadow",
             )
         )
         return int(count or 0)
@@ -566,29 +745,30 @@ class SqlStore(SqlSpecs):
     async def take_labelled(self, model: str, version: int) -> list[tuple[str, str, float | None]]:
         """The labelled, not yet evaluated predictions of a version, marked evaluated: (label, prediction, score)."""
         rows = await self.session.execute(
-            update(ServedRow)
+            update(LabelledRow)
             .where(
-                ServedRow.model == model,
-                ServedRow.version == version,
-                ServedRow.label.is_not(None),
-                ServedRow.evaluated.is_(False),
-                ServedRow.role != "shadow",
+                LabelledRow.model == model,
+                LabelledRow.version == version,
+                LabelledRow.evaluated.is_(False),
+                LabelledRow.role != "shadow",
             )
             .values(evaluated=True)
-            .returning(ServedRow.label, ServedRow.prediction, ServedRow.score)
+            .returning(LabelledRow.label, LabelledRow.prediction, LabelledRow.score)
         )
         return [(str(a), str(b), c) for a, b, c in rows.all()]
 
     async def forget_served(self, before: datetime) -> dict[str, int]:
-        """Drop predictions older than the label horizon; how many were never labelled, per model."""
+        """Drop the answers served before `before` (the label horizon), a segment at a time (every
+        answer in it older), and the labelled ones; how many were never labelled, per model."""
         rows = await self.session.execute(
             text(
-                "WITH gone AS (DELETE FROM monitor_served WHERE served_at < :before RETURNING model, label)"
-                " SELECT model, count(*) FROM gone WHERE label IS NULL GROUP BY model"
+                "WITH gone AS (DELETE FROM monitor_answers WHERE served_to < :before RETURNING model, rows, labelled)"
+                " SELECT model, sum(rows - labelled) FROM gone GROUP BY model"
             ),
             {"before": before},
         )
-        return {m: int(n) for m, n in rows.all()}
+        await self.session.execute(delete(LabelledRow).where(LabelledRow.served_at < before))
+        return {m: int(n) for m, n in rows.all() if n}
 
 
 def _label_columns(truths: dict[str, tuple[str, str | None]]) -> dict[str, list[Any]]:

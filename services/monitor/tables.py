@@ -97,44 +97,52 @@ class WindowRow(Base):
     closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class ServedRow(Base):
-    """A served prediction, kept for the label-join horizon: what was answered, and later the truth."""
+class AnswerSegmentRow(Base):
+    """A poll's answers of one model, kept for the label-join horizon as one segment (see
+    services.monitor.segments): the sorted digests of their request ids, and their columns."""
 
-    __tablename__ = "monitor_served"
-    # The busiest table (a row per answer): no surrogate key, and indexes cheap to keep at 100,000s
-    # of rows a second. A hash index serves the label join (equality on request_id), BRIN the
-    # horizon's sweep by served_at, and a partial index only the labelled rows' reads.
+    __tablename__ = "monitor_answers"
+    # One row and one index entry per segment (a poll's answers), never one per answer.
+    __table_args__ = (Index("ix_monitor_answers_model", "model", "served_to", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    served_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    served_to: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    labelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # its answers labelled so far
+    digests: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LabelledRow(Base):
+    """An answer its label met: what was answered and the truth, kept for the label horizon (the
+    live performance, the canary's paired tests and feedback datasets read these)."""
+
+    __tablename__ = "monitor_labelled"
     __table_args__ = (
-        Index("ix_monitor_served_request", "request_id", postgresql_using="hash"),
-        Index("ix_monitor_served_at", "served_at", postgresql_using="brin"),
-        Index(
-            "ix_monitor_served_labelled",
-            "model",
-            "version",
-            "served_at",
-            postgresql_where=text("label IS NOT NULL"),
-        ),
+        Index("ix_monitor_labelled_at", "served_at", postgresql_using="brin"),
+        Index("ix_monitor_labelled_version", "model", "version", "served_at"),
         # The labelled answers not yet judged: a performance check counts and takes only these.
         Index(
-            "ix_monitor_served_pending",
+            "ix_monitor_labelled_pending",
             "model",
             "version",
-            postgresql_where=text("label IS NOT NULL AND NOT evaluated AND role <> 'shadow'"),
+            postgresql_where=text("NOT evaluated AND role <> 'shadow'"),
         ),
     )
-    # The mapper's identity only (the table has no primary key): a request's answer per role.
-    __mapper_args__ = {"primary_key": ["model", "request_id", "role"]}
 
-    model: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
-    request_id: Mapped[str] = mapped_column(String(160))
     prediction: Mapped[str] = mapped_column(String(256))
     score: Mapped[float | None] = mapped_column(Float)
     served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    label: Mapped[str | None] = mapped_column(String(256))
-    labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    segment: Mapped[int] = mapped_column(BigInteger)  # the answers' segment it was found in
+    label: Mapped[str] = mapped_column(String(256))
+    labelled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     evaluated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
-    role: Mapped[str] = mapped_column(String(8), default="stable", server_default="stable")
     features: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # kept only when the spec asks for feedback
     label_batch: Mapped[str | None] = mapped_column(String(64))  # ce_id of the LabelsArrived that labelled it
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from services.monitor.segments import Answers
 from services.monitor.store import ClosedWindow, DatasetSeen, Joined, Live, MonitorStore, Trained
 from shared.contract.events import NumericProfile, ReferenceProfile
 
@@ -89,13 +90,16 @@ class MonitorStoreContract:
     async def test_labels_join_answers_within_the_horizon_and_are_judged_once(self, store: MonitorStore) -> None:
         model, now = self.model(), datetime.now(UTC)
         old = now - timedelta(days=2)
+        # Two polls, two days apart: answers are kept, and dropped at the horizon, a poll at a time.
+        await store.add_served(Answers.of([(model, 1, "c", "1", 0.8, old, "stable", None)]))
         await store.add_served(
-            [
-                (model, 1, "a", "1", 0.9, now, "stable", None),
-                (model, 2, "b", "0", 0.2, now, "canary", None),
-                (model, 1, "b", "1", 0.7, now, "shadow", None),
-                (model, 1, "c", "1", 0.8, old, "stable", None),
-            ]
+            Answers.of(
+                [
+                    (model, 1, "a", "1", 0.9, now, "stable", None),
+                    (model, 2, "b", "0", 0.2, now, "canary", None),
+                    (model, 1, "b", "1", 0.7, now, "shadow", None),
+                ]
+            )
         )
         parked = await store.park_labels(
             model, {"a": ("1", "batch-1"), "b": ("1", "batch-1"), "c": ("0", "batch-1")}, now, timedelta(days=1)
@@ -127,18 +131,20 @@ class MonitorStoreContract:
         again = await store.park_labels(model, {"early": ("0", "lab-2")}, now, day)
         assert (again.met.answers, again.waiting, again.duplicated) == ([], 0, 1)  # the first label stands
         assert (await store.ledger(model)).waiting == 3
-        answers = [
-            (model, 1, "early", "1", 0.9, now, "stable", None),
-            (model, 1, "late", "0", 0.1, now, "stable", None),
-            (other, 1, "elsewhere", "1", 0.9, now, "stable", None),
-        ]
+        answers = Answers.of(
+            [
+                (model, 1, "early", "1", 0.9, now, "stable", None),
+                (model, 1, "late", "0", 0.1, now, "stable", None),
+                (other, 1, "elsewhere", "1", 0.9, now, "stable", None),
+            ]
+        )
         await store.add_served(answers)
         met = await store.meet_labels(answers, now)
         assert set(met) == {model}
         assert [(j.request_id, j.label) for j in met[model].answers] == [("early", "1")]
         assert met[model].labels == 1
         # A shadow answer logged afterwards still meets the label its served answer met.
-        shadow = [(model, 2, "early", "0", 0.2, now, "shadow", None)]
+        shadow = Answers.of([(model, 2, "early", "0", 0.2, now, "shadow", None)])
         await store.add_served(shadow)
         late = await store.meet_labels(shadow, now)
         assert [(j.request_id, j.role, j.label) for j in late[model].answers] == [("early", "shadow", "1")]
@@ -159,11 +165,13 @@ class MonitorStoreContract:
     async def test_feedback_is_the_labelled_answers_kept_with_features_newest_first(self, store: MonitorStore) -> None:
         model, now = self.model(), datetime.now(UTC)
         await store.add_served(
-            [
-                (model, 1, f"r{i}", "1", 0.5, now - timedelta(seconds=10 - i), "stable", f'{{"x": {i}}}')
-                for i in range(5)
-            ]
-            + [(model, 1, "plain", "1", 0.5, now, "stable", None), (model, 1, "r3", "1", 0.5, now, "shadow", "{}")]
+            Answers.of(
+                [
+                    (model, 1, f"r{i}", "1", 0.5, now - timedelta(seconds=10 - i), "stable", f'{{"x": {i}}}')
+                    for i in range(5)
+                ]
+                + [(model, 1, "plain", "1", 0.5, now, "stable", None), (model, 1, "r3", "1", 0.5, now, "shadow", "{}")]
+            )
         )
         await store.park_labels(
             model,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -16,8 +17,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.monitor.store import SqlStore
 from shared.ops.migrations import metadata
-from shared.runtime.db import alembic_config, head_revision
+from shared.runtime.db import alembic_config, head_revision, make_sessions
 from shared.runtime.settings import Settings
 
 
@@ -67,3 +69,54 @@ async def test_db_wait_holds_a_pod_back_until_the_schema_reaches_this_codes_head
         env=nowhere, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert gave_up.returncode == 1 and "gave up after 1 s: database not reachable" in gave_up.stdout
+
+
+async def test_answers_kept_before_0017_become_segments_and_labels_still_meet_them(base_settings: Settings) -> None:
+    """A monitor upgraded mid-horizon loses no answer: rows of the old per-answer table become
+    segments, the labelled ones stay labelled, and a label that comes after the upgrade still
+    meets an answer served before it."""
+    name = f"segments_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(base_settings.database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    settings = Settings(database_url=base_settings.database_url.rsplit("/", 1)[0] + f"/{name}")
+    engine = create_async_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(settings), "0016")
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO monitor_served (model, version, request_id, prediction, score, served_at, role,"
+                    " label, labelled_at, evaluated) SELECT 'm', 1, 'r' || i, '1', 0.5, :now, 'stable',"
+                    " CASE WHEN i < 3 THEN '1' END, CASE WHEN i < 3 THEN CAST(:now AS timestamptz) END, false"
+                    " FROM generate_series(0, 24999) AS i"
+                ),
+                {"now": now},
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO monitor_labels (model, request_id, label, received_at, joined_at)"
+                    " SELECT 'm', 'r' || i, '1', :now, :now FROM generate_series(0, 2) AS i"
+                ),
+                {"now": now},
+            )
+        await asyncio.to_thread(command.upgrade, alembic_config(settings), "0017")
+        async with engine.begin() as connection:
+            segments = (await connection.execute(text("SELECT rows, labelled FROM monitor_answers"))).all()
+            assert sorted(r for r, _ in segments) == [5_000, 10_000, 10_000]
+            assert sum(n for _, n in segments) == 3
+            labelled = await connection.scalar(text("SELECT count(*) FROM monitor_labelled WHERE model = 'm'"))
+            assert labelled == 3
+        async with make_sessions(engine)() as session:
+            store = SqlStore(session)
+            parked = await store.park_labels(
+                "m", {"r24000": ("0", "after"), "r1": ("1", "after")}, now, timedelta(days=1)
+            )
+            assert [(j.request_id, j.label) for j in parked.met.answers] == [("r24000", "0")]
+            assert (parked.duplicated, parked.waiting) == (1, 0)  # r1 was labelled before the upgrade
+    finally:
+        await engine.dispose()
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.monitor import store as monitor_store
 from services.monitor import tables as monitor_tables
@@ -351,10 +351,12 @@ async def test_labels_join_the_answers_and_a_live_accuracy_drop_is_reported_once
 
     async def kept() -> bool:
         async with monitor.sessions() as session:
-            found = await session.scalars(
-                select(monitor_tables.ServedRow).where(monitor_tables.ServedRow.model == model)
+            found = await session.scalar(
+                select(func.sum(monitor_tables.AnswerSegmentRow.rows)).where(
+                    monitor_tables.AnswerSegmentRow.model == model
+                )
             )
-            return len(found.all()) == WINDOW_ROWS
+            return found == WINDOW_ROWS
 
     await eventually(kept, timeout=30, what="the answers kept for labels")
     # 150 labels: the first 75 agree with the answer, the next 75 do not (live accuracy 0.5), plus one
