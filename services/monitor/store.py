@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.monitor import segments
 from services.monitor.records import (
@@ -84,22 +84,25 @@ LOCATE_PAGE = 256  # segments listed per query when labels look for their answer
 DIGEST_CACHE_BYTES = 256 * 1024 * 1024  # segments' digests kept in the process (8 bytes an answer)
 
 
+Segment = tuple[str, int]  # (the database, the segment's id)
+
+
 class DigestCache:
-    """Segments' sorted digests by segment id, the most recently used up to `limit` bytes. A
-    segment never changes once written, so what is cached stays true; one that is gone is simply
-    never asked for again."""
+    """Segments' sorted digests by database and segment id, the most recently used up to `limit`
+    bytes. A segment never changes once written, so what is cached stays true; one that is gone is
+    simply never asked for again."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.size = limit, 0
-        self.kept: OrderedDict[int, np.ndarray[Any, Any]] = OrderedDict()
+        self.kept: OrderedDict[Segment, np.ndarray[Any, Any]] = OrderedDict()
 
-    def get(self, segment_id: int) -> np.ndarray[Any, Any] | None:
+    def get(self, segment_id: Segment) -> np.ndarray[Any, Any] | None:
         found = self.kept.get(segment_id)
         if found is not None:
             self.kept.move_to_end(segment_id)
         return found
 
-    def put(self, segment_id: int, sorted_digests: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def put(self, segment_id: Segment, sorted_digests: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         if segment_id not in self.kept:
             self.kept[segment_id] = sorted_digests
             self.size += sorted_digests.nbytes
@@ -322,35 +325,52 @@ class SqlStore(SqlSpecs):
         ids = dict((m, int(i)) for i, m in rows.all())
         for model, kept in made:
             self.written[model] = ids[model]
-            DIGESTS.put(ids[model], np.frombuffer(kept.digests, dtype=np.uint64))
+            DIGESTS.put(self._segment(ids[model]), np.frombuffer(kept.digests, dtype=np.uint64))
+
+    def _segment(self, segment_id: int) -> Segment:
+        """A segment's key in the process's digest cache (ids are unique within one database)."""
+        bind = self.session.bind
+        engine = bind.engine if isinstance(bind, AsyncConnection) else bind
+        return (str(engine.url) if engine is not None else "", segment_id)
 
     async def park_labels(
         self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, horizon: timedelta
     ) -> Parked:
         """Keep labels (request id -> (label, the id of the event that brought it)) for the horizon
         (a request id already labelled for the model is a duplicate) and attach the new ones to the
-        answers served within the horizon."""
+        answers served within the horizon.
+
+        The answers are looked for first, so that each label is written once, already marked as
+        joined when its answer was found."""
+        found = await self._find(model, truths, now - horizon)
+        answered = {str(r) for _, answers in found for r in answers.request_id}
+        columns = _label_columns(truths)
         kept = await self.session.execute(
             text(
-                "INSERT INTO monitor_labels (model, request_id, label, batch, received_at)"
-                " SELECT :model, v.request_id, v.label, v.batch, :now FROM unnest(CAST(:ids AS text[]),"
-                " CAST(:labels AS text[]), CAST(:batches AS text[])) AS v(request_id, label, batch)"
+                "INSERT INTO monitor_labels (model, request_id, label, batch, received_at, joined_at)"
+                " SELECT :model, v.request_id, v.label, v.batch, :now, CASE WHEN v.met THEN"
+                " CAST(:now AS timestamptz) END FROM unnest(CAST(:ids AS text[]), CAST(:labels AS text[]),"
+                " CAST(:batches AS text[]), CAST(:met AS boolean[])) AS v(request_id, label, batch, met)"
                 " ON CONFLICT DO NOTHING RETURNING request_id, label, batch"
             ),
-            {"model": model, "now": now, **_label_columns(truths)},
+            {"model": model, "now": now, "met": [r in answered for r in columns["ids"]], **columns},
         )
         fresh = {r: (label, batch) for r, label, batch in kept.all()}
-        joined = await self._attach(model, fresh, now, now - horizon) if fresh else []
-        met = sorted({j.request_id for j in joined})
-        await self._joined(model, met, now)
-        return Parked(Met(joined, len(met)), len(fresh) - len(met), len(truths) - len(fresh))
+        if len(fresh) < len(truths):  # a repeat labels nothing
+            known = np.array(list(fresh), dtype=np.str_)
+            found = [(i, a.take(np.isin(a.request_id, known))) for i, a in found]
+        joined = await self._label(model, [(i, a) for i, a in found if len(a)], fresh, now)
+        met = len(answered.intersection(fresh))
+        return Parked(Met(joined, met), len(fresh) - met, len(truths) - len(fresh))
 
-    async def _attach(
-        self, model: str, truths: dict[str, tuple[str, str | None]], now: datetime, since: datetime
-    ) -> list[Joined]:
-        """Label the model's answers of these request ids served since `since`: the segments that
-        hold them are found by their digests (`_locate`), read, and the answers whose request id is
-        one of these labelled."""
+    async def _find(
+        self, model: str, truths: dict[str, tuple[str, str | None]], since: datetime
+    ) -> list[tuple[int, Answers]]:
+        """The model's answers of these request ids served since `since`, by the segment that holds
+        them: the segments are found by their digests (`_locate`) and read, and the request ids
+        compared."""
+        if not truths:
+            return []
         ids = np.array(list(truths), dtype=np.str_)
         hits = await self._locate(model, np.unique(digests(ids)), since)
         if not hits:
@@ -365,7 +385,7 @@ class SqlStore(SqlSpecs):
             mine = np.isin(near.request_id, ids) & (near.served_at >= floor)
             if mine.any():
                 found.append((int(segment_id), near.take(mine)))
-        return await self._label(model, found, truths, now)
+        return found
 
     async def _label(
         self, model: str, found: list[tuple[int, Answers]], truths: dict[str, tuple[str, str | None]], now: datetime
@@ -455,14 +475,15 @@ class SqlStore(SqlSpecs):
             ).all()
             if not page:
                 return hits
-            known = {int(i): DIGESTS.get(int(i)) for i, *_ in page}
+            known = {int(i): DIGESTS.get(self._segment(int(i))) for i, *_ in page}
             absent = [i for i, found in known.items() if found is None]
             if absent:
                 rows = await self.session.execute(
                     select(AnswerSegmentRow.id, AnswerSegmentRow.digests).where(AnswerSegmentRow.id.in_(absent))
                 )
                 for segment_id, blob in rows.all():
-                    known[int(segment_id)] = DIGESTS.put(int(segment_id), np.frombuffer(blob, dtype=np.uint64))
+                    digest = np.frombuffer(blob, dtype=np.uint64)
+                    known[int(segment_id)] = DIGESTS.put(self._segment(int(segment_id)), digest)
             for segment_id, owner, served_from, served_to in page:
                 if missing.shape[0] == 0 and floor is not None and served_to < floor:
                     return hits
