@@ -17,6 +17,7 @@ from shared.ops.cli.app import Reason, call_api, ref_or_exit
 from shared.ops.cli.registry import models_app
 from shared.ops.cli.render import err, metrics_line, say
 
+ROLLOUT_GRACE_SECONDS = 30.0
 SETTLED = ("approved", "held-for-review", "rejected", "canary", "shadow", "serving", "retired", "rolled-back")
 
 
@@ -52,9 +53,14 @@ def _wait_for_version(model: str, run_id: str, timeout: float) -> None:
         if found is not None and (found["version"], found["status"]) != shown:
             shown = (found["version"], found["status"])
             say(f"{model}@{found['version']}  {found['status']}: {found['status_reason']}")
-            if found["status"] in SETTLED:
+            if found["status"] == "approved":
+                # an approved version is usually rolled out moments later: show where it went
+                deadline = min(deadline, time.monotonic() + ROLLOUT_GRACE_SECONDS)
+            elif found["status"] in SETTLED:
                 return
         time.sleep(1)
+    if shown is not None and shown[1] == "approved":
+        return
     state = "unregistered" if shown is None else shown[1]
     err.print(f"still {state} after {timeout:.0f} s; follow it with `modelbus models show {model}`", markup=False)
 
@@ -73,7 +79,7 @@ def models_import(
     ] = None,
     target: Annotated[str | None, typer.Option(help="Target column (default: the spec's).")] = None,
     reason: Reason = "",
-    wait: Annotated[bool, typer.Option(help="Follow the version through registration and evaluation.")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow the version through registration, evaluation and rollout.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to follow it.")] = 180.0,
 ) -> None:
     """Import a model trained elsewhere (operator): it becomes NAME's next version and goes through
