@@ -91,7 +91,7 @@ async def run_until_stopped(name: str, build: Callable[[Settings], Service]) -> 
     service = build(settings)
     if settings.health_port:
         api = getattr(service, "api", None) or health_api(name, service)  # a service's own API includes them
-        await _serve(name, service, api, (settings.health_host, settings.health_port))
+        await _serve(name, service, api, (settings.health_host, settings.health_port), settings)
         return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,18 +113,18 @@ async def serve_until_stopped(
     handling), then stop the service cleanly."""
     settings = service_settings(name)
     service = build(settings)
-    await _serve(name, service, service.api, address(settings))
+    await _serve(name, service, service.api, address(settings), settings)
 
 
-async def _serve(name: str, service: Startable, api: Any, address: tuple[str, int]) -> None:
+async def _serve(name: str, service: Startable, api: Any, address: tuple[str, int], settings: Settings) -> None:
     import uvicorn
+
+    from shared.runtime.listener import server_config
 
     await service.start()
     settle_heap()
     host, port = address
-    server = uvicorn.Server(
-        uvicorn.Config(api, host=host, port=port, log_config=None, access_log=False, lifespan="off")
-    )
+    server = uvicorn.Server(server_config(api, host, port, settings))
     logging.getLogger(f"modelbus.{name}").info("%s running, HTTP on http://%s:%d", name, host, port)
     try:
         await server.serve()

@@ -153,6 +153,16 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Largest model import (model file or archive plus reference and test rows), in bytes.
     import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Every HTTP listener: seconds a client has to send a request's line and headers, from its first byte.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Every HTTP listener: seconds a client has to send a request's body once its headers are in.
+    http_body_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Every HTTP listener: the body's time grows a second per this many bytes received (a fair upload is never cut).
+    http_body_min_rate_bytes: int = Field(default=500, ge=1)
+    # Every HTTP listener: seconds an idle keep-alive connection stays open.
+    http_idle_timeout_seconds: int = Field(default=5, ge=1)
+    # Every HTTP listener: most open connections and requests in flight; beyond it new requests get 503.
+    http_max_connections: int = Field(default=1000, ge=1)
     # Address the registry's HTTP API listens on.
     registry_host: str = "127.0.0.1"
     # Port of the registry's HTTP API.

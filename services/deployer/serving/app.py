@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.deployer import domain
 from services.deployer.serving import v2
@@ -118,7 +119,15 @@ def make_api(serving: Serving) -> FastAPI:
         title="modelbus serving",
         version="1",
         description="Predictions from the versions each model's rollout routes to.",
+        redirect_slashes=False,  # `GET /v2/` is not `/v2` (the protocol names its paths exactly)
     )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # The Open Inference Protocol's paths answer every error as {"error": "..."}
+        key = "error" if request.url.path.startswith("/v2") else "detail"
+        message = f"{exc.detail}: {request.method} {request.url.path[:200]}"
+        return json_response({key: message}, exc.status_code, dict(exc.headers or {}))
 
     @api.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

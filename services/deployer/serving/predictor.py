@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -31,6 +31,8 @@ log = logging.getLogger("modelbus.serving")
 
 MAX_JSON_DEPTH = 32
 MAX_ERRORS = 50
+INLINE_PARSE_BYTES = 64 * 1024  # a body larger than this is parsed in a worker thread, not on the loop
+T = TypeVar("T")
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -168,6 +170,22 @@ class Predictor:
         self.metrics.pinned.labels(name, str(version), protocol).inc()
         return Target(name, self.host.live.get(name), engine)
 
+    async def parse(self, size: int, work: Callable[[], T]) -> T:
+        """Run a body's parsing: inline when the body is small (microseconds), else in a worker
+        thread, so that a large or hostile body never holds the event loop."""
+        if size <= INLINE_PARSE_BYTES:
+            return work()
+        return await asyncio.to_thread(work)
+
+    def check_row_count(self, count: int) -> None:
+        """Refuse (413) more rows than MODELBUS_SERVING_MAX_ROWS, before any work per row."""
+        if count > self.settings.serving_max_rows:
+            raise Refused(
+                413,
+                f"{count} rows exceed the limit of {self.settings.serving_max_rows} (MODELBUS_SERVING_MAX_ROWS)",
+                "too-large",
+            )
+
     def request_id(self, given: str | None) -> str:
         """The request id: the caller's, checked, or a new one."""
         if given is None or given == "":
@@ -191,8 +209,7 @@ class Predictor:
         name = target.model
         if not rows:
             raise Refused(422, "the request has no rows", "bad-shape")
-        if len(rows) > self.settings.serving_max_rows:
-            raise Refused(413, f"{len(rows)} rows exceed the limit of {self.settings.serving_max_rows}", "too-large")
+        self.check_row_count(len(rows))
         ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
         live, pinned = target.live, target.pinned
         if pinned is not None:

@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 from services.deployer.serving.predictor import Answer, Predictor, Refused, Target, decode, dumps
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST", 422: "INVALID_PARAMETER_VALUE"}
+ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST"}
 
 
 def error(status: int, message: str) -> Answer:
     """An MLflow-shaped error answer."""
+    if status == 422:
+        status = 400  # MLflow's scoring server answers an incompatible input 400 BAD_REQUEST
     code = ERROR_CODES.get(status, "INTERNAL_ERROR")
     return Answer(status, dumps({"error_code": code, "message": message}))
 
 
-def _records(payload: Any) -> list[Any]:
-    """The rows of an MLflow JSON body."""
+def _records(payload: Any, check_count: Callable[[int], None]) -> list[Any]:
+    """The rows of an MLflow JSON body (too many refused before any row is built)."""
     if not isinstance(payload, dict):
         raise Refused(400, f"The input must be a JSON dictionary with exactly one of {list(FORMATS)}", "bad-shape")
     given = [k for k in FORMATS if k in payload]
@@ -49,6 +53,7 @@ def _records(payload: Any) -> list[Any]:
         ):
             raise Refused(400, 'dataframe_split is {"columns": [...], "data": [[...], ...]}', "bad-shape")
         columns = data["columns"]
+        check_count(len(data["data"]))
         rows = []
         for index, values in enumerate(data["data"]):
             if not isinstance(values, list) or len(values) != len(columns):
@@ -61,29 +66,46 @@ def _records(payload: Any) -> list[Any]:
         lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise Refused(400, "inputs as columns is {column: [values], ...}, every column as long", "bad-shape")
+        check_count(lengths.pop())
         return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
     if not isinstance(data, list):
         raise Refused(400, f"{key} must be a list of records ({{column: value}} objects)", "bad-shape")
     return data
 
 
-def _csv_rows(body: bytes, target: Target) -> list[dict[str, Any]]:
-    """A CSV body's rows, its cells typed by the version's feature kinds (empty cells as null)."""
+def _csv_rows(body: bytes, target: Target, max_rows: int) -> list[dict[str, Any]]:
+    """A CSV body's rows, its cells typed by the version's feature kinds (empty cells as null);
+    reading stops at the row limit (413) and at blank lines past it."""
     try:
         text = body.decode()
     except UnicodeDecodeError as exc:
         raise Refused(400, f"Ensure that input is a valid UTF-8 encoded string. Error: {exc}", "bad-csv") from None
-    reader = csv.DictReader(io.StringIO(text))
-    numeric = {f.name for e in target.engines.values() for f in e.loaded.features if f.kind == "numeric"}
+    reader = csv.reader(io.StringIO(text))
+    blank = 0
+    header: list[str] | None = None
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
+    numeric = {f.name for e in target.engines.values() for f in e.loaded.features if f.kind == "numeric"}
     try:
-        for line, record in enumerate(reader, start=2):
-            if None in record:
-                problems.append(f"line {line}: more values than the header's {len(reader.fieldnames or [])} columns")
+        for record in reader:
+            if not record:  # a blank line, skipped as pandas skips it, but counted
+                blank += 1
+                if blank > max_rows:
+                    raise Refused(413, f"the CSV body has more than {max_rows} blank lines", "too-large")
+                continue
+            if header is None:
+                header = record
+                continue
+            if len(rows) + len(problems) >= max_rows:
+                raise Refused(
+                    413, f"the CSV body has more than {max_rows} rows (MODELBUS_SERVING_MAX_ROWS)", "too-large"
+                )
+            line = reader.line_num
+            if len(record) > len(header):
+                problems.append(f"line {line}: more values than the header's {len(header)} columns")
                 continue
             row: dict[str, Any] = {}
-            for column, cell in record.items():
+            for column, cell in itertools.zip_longest(header, record):
                 if cell is None or cell == "":
                     row[column] = None
                 elif column in numeric:
@@ -97,7 +119,11 @@ def _csv_rows(body: bytes, target: Target) -> list[dict[str, Any]]:
     except csv.Error as exc:
         raise Refused(400, f"the CSV body cannot be read: {exc}", "bad-csv") from None
     if problems:
-        raise Refused(422, problems, "invalid-features")
+        raise Refused(400, problems, "bad-csv")
+    if header is None:
+        raise Refused(400, "The CSV body is empty: a header row and at least one row are expected", "bad-csv")
+    if not rows:
+        raise Refused(400, "The CSV body has a header row and no rows", "bad-csv")
     return rows
 
 
@@ -130,7 +156,15 @@ async def invocations(predictor: Predictor, name: str | None, body: bytes, heade
                 "unknown-model",
             )
         target = await predictor.target(model)
-        rows = _csv_rows(body, target) if mime == "text/csv" else _records(decode(body))
+        limit = predictor.settings.serving_max_rows
+        rows = await predictor.parse(
+            len(body),
+            lambda: (
+                _csv_rows(body, target, limit)
+                if mime == "text/csv"
+                else _records(decode(body), predictor.check_row_count)
+            ),
+        )
         request_id = predictor.request_id(headers.get("x-request-id"))
         outcome = await predictor.serve(
             target, rows, request_id, single=len(rows) == 1, label=lambda i, f: f"row {i}, column {f}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,8 +39,8 @@ FLAT_TYPES = frozenset({*NUMBER_TYPES, "BYTES"})
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
-    """A V2 error answer."""
-    return Answer(status, dumps({"error": message}), headers or {})
+    """A V2 error answer: `{"error": "..."}`; an invalid input is 400, as the protocol says."""
+    return Answer(400 if status == 422 else status, dumps({"error": message}), headers or {})
 
 
 class Tensor(NamedTuple):
@@ -54,7 +55,7 @@ class Tensor(NamedTuple):
 
     @property
     def where(self) -> str:
-        return f"inputs[{self.position}] {self.name!r}"
+        return f"inputs[{self.position}] {self.name[:60]!r}"
 
 
 _tensor = Tensor._make
@@ -133,13 +134,21 @@ def _check_values(values: list[Any], datatype: str, where: str) -> None:
     raise Refused(400, f"{where}: {datatype} data holds {type(bad).__name__} {bad!r}, not a number", "bad-tensor")
 
 
-def _dims(shape: Any) -> bool:
+MAX_RANK = 8
+INT64_MAX = 2**63 - 1
+
+
+def _shape_problem(shape: Any) -> str | None:
+    """What is wrong with a tensor's shape, checked before any arithmetic on it: a list of at most
+    MAX_RANK non-negative int64 dimensions."""
     if type(shape) is not list:
-        return False
+        return f"shape must be a list of non-negative integers, got {json.dumps(shape)[:60]}"
+    if len(shape) > MAX_RANK:
+        return f"shape has {len(shape)} dimensions; the limit is {MAX_RANK}"
     for d in shape:
-        if type(d) is not int or d < 0:
-            return False
-    return True
+        if type(d) is not int or d < 0 or d > INT64_MAX:
+            return f"shape must be a list of non-negative int64 integers, got {json.dumps(shape)[:60]}"
+    return None
 
 
 def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[Tensor]]:
@@ -159,6 +168,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
             raise Refused(400, f"request {key} must be an object", "bad-shape")
     if "id" in payload and not isinstance(payload["id"], str):
         raise Refused(400, "request id must be a string", "bad-shape")
+    _check_outputs(payload.get("outputs"))
     tensors: list[Tensor] = []
     problems: list[str] = []
     offset = 0
@@ -169,7 +179,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         shape: Any = item.get("shape")
         datatype: Any = item.get("datatype")
         data = item.get("data")
-        if type(data) is list and type(shape) is list and datatype in FLAT_TYPES:
+        if type(data) is list and type(shape) is list and type(datatype) is str and datatype in FLAT_TYPES:
             # the common cases, cheaply: flat values, a column shaped [N] or [N, 1], or a [N, F] matrix
             size = len(data)
             if (
@@ -189,14 +199,18 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
             ):
                 tensors.append(_tensor((index, item["name"], tuple(shape), datatype, data)))  # C speed
                 continue
-        where = f"inputs[{index}] {item['name']!r}"
-        if not _dims(shape):
-            problems.append(f"{where}: shape must be a list of non-negative integers, got {json.dumps(shape)[:60]}")
+        where = f"inputs[{index}] {str(item['name'])[:60]!r}"
+        wrong = _shape_problem(shape)
+        if wrong is not None:
+            problems.append(f"{where}: {wrong}")
             continue
-        if datatype not in DATATYPES:
+        if type(datatype) is not str or datatype not in DATATYPES:
             problems.append(f"{where}: unknown datatype {str(datatype)[:20]!r} (known: {', '.join(DATATYPES)})")
             continue
         parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            problems.append(f"{where}: parameters must be an object")
+            continue
         try:
             if "data" in item:
                 values = _flatten(item["data"])
@@ -212,7 +226,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
         except Refused as refused:
             problems.extend(refused.errors)
             continue
-        expected = math.prod(shape)
+        expected = math.prod(shape)  # at most MAX_RANK multiplications of int64s: microseconds
         if len(values) != expected:
             problems.append(f"{where}: shape {shape} holds {expected} values, the data has {len(values)}")
             continue
@@ -222,8 +236,28 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict[str, An
     return payload, tensors
 
 
-def rows_of(payload: dict[str, Any], tensors: list[Tensor], target: Target) -> list[dict[str, Any]]:
-    """The request's rows, one dict per row: request parameters, then feature and routing columns."""
+def _check_outputs(asked: Any) -> None:
+    """The requested outputs, if any: a list of objects, each with a string name and, optionally,
+    parameters as an object (checked before any work, so a bad one never costs a prediction)."""
+    if asked is None:
+        return
+    if type(asked) is not list:
+        raise Refused(400, 'outputs must be a list of {"name": ...} objects', "bad-shape")
+    problems = []
+    for index, item in enumerate(asked):
+        if type(item) is not dict or type(item.get("name")) is not str:
+            problems.append(f"outputs[{index}]: an output is an object with a string name")
+        elif not isinstance(item.get("parameters", {}), dict):
+            problems.append(f"outputs[{index}]: parameters must be an object")
+    if problems:
+        raise Refused(400, problems, "bad-shape")
+
+
+def rows_of(
+    payload: dict[str, Any], tensors: list[Tensor], target: Target, check_count: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    """The request's rows, one dict per row: request parameters, then feature and routing columns
+    (`check_count` refuses too many rows before any is built)."""
     engines = list(target.engines.values())
     features = engines[0].loaded.names if len(engines) == 1 else frozenset().union(*(e.loaded.names for e in engines))
     live = target.live
@@ -272,6 +306,7 @@ def rows_of(payload: dict[str, Any], tensors: list[Tensor], target: Target) -> l
                 problems.append(f"missing input {feature.name!r} ({target.model}@{engine.loaded.version} reads it)")
     if problems:
         raise Refused(400, list(dict.fromkeys(problems)), "bad-tensor")
+    check_count(count or 0)
     names = list(columns)
     return [{**common, **dict(zip(names, values, strict=True))} for values in zip(*columns.values(), strict=True)]
 
@@ -318,9 +353,8 @@ def answer(outcome: Outcome, payload: dict[str, Any]) -> Answer:
         for index, item in enumerate(asked):
             name = item.get("name") if isinstance(item, dict) else None
             if name not in outputs:
-                raise Refused(
-                    400, f"outputs[{index}]: unknown output {name!r} (outputs: {', '.join(outputs)})", "bad-shape"
-                )
+                wrong = f"outputs[{index}]: unknown output {str(name)[:60]!r} (outputs: {', '.join(outputs)})"
+                raise Refused(400, wrong, "bad-shape")
             binary = (item.get("parameters") or {}).get("binary_data", everything)
             chosen.append((outputs[name], bool(binary)))
     else:
@@ -369,10 +403,10 @@ async def infer(
     """Answer one V2 inference request (errors in V2's shape)."""
     try:
         pinned = pinned_version(version)
-        payload, tensors = decode_request(body, headers.get(HEADER))
+        payload, tensors = await predictor.parse(len(body), lambda: decode_request(body, headers.get(HEADER)))
         target = await predictor.target(name, pinned, "v2")
         request_id = predictor.request_id(payload.get("id") or headers.get("x-request-id"))
-        rows = rows_of(payload, tensors, target)
+        rows = await predictor.parse(len(body), lambda: rows_of(payload, tensors, target, predictor.check_row_count))
         outcome = await predictor.serve(
             target, rows, request_id, single=len(rows) == 1, label=lambda i, f: f"input {f!r}[{i}]"
         )

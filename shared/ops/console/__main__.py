@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from shared.ops.console import make_app
+from shared.runtime.listener import server_config
 from shared.runtime.runner import service_settings
 
 if __name__ == "__main__":
@@ -14,6 +15,5 @@ if __name__ == "__main__":
     logging.getLogger("modelbus.console").info(
         "console on http://%s:%d/ui/", settings.console_host, settings.console_port
     )
-    uvicorn.run(
-        make_app(settings), host=settings.console_host, port=settings.console_port, log_config=None, access_log=False
-    )
+    app = make_app(settings)
+    uvicorn.Server(server_config(app, settings.console_host, settings.console_port, settings, "on")).run()

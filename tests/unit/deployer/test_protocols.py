@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from typing import Any
 
 import httpx
@@ -43,6 +45,9 @@ def target() -> Target:
     return Target("churn", None, engine())
 
 
+LIMIT = Predictor(Settings(service_name="t"), None, Metrics(CollectorRegistry()), None).check_row_count  # type: ignore[arg-type]
+
+
 def test_json_nested_too_deeply_is_refused_before_parsing_and_brackets_in_strings_do_not_count() -> None:
     assert too_deep(b"[" * 40 + b"]" * 40)
     assert not too_deep(b'{"a": [[1, 2], [3]], "b": "' + b"[" * 500 + b'"}')
@@ -60,7 +65,7 @@ def test_v2_json_tensors_become_rows_whatever_their_nesting_or_column_shape() ->
         ]
     }
     payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
-    assert v2.rows_of(payload, tensors, target()) == [
+    assert v2.rows_of(payload, tensors, target(), LIMIT) == [
         {"tenure": 3.0, "charges": 10, "plan": "basic"},
         {"tenure": 5.0, "charges": 20, "plan": "pro"},
     ]
@@ -70,11 +75,12 @@ def test_a_matrix_in_feature_order_is_split_into_columns() -> None:
     numeric = (Feature("a", "numeric"), Feature("b", "numeric"))
     body = {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
     payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
-    assert v2.rows_of(payload, tensors, Target("m", None, engine(numeric))) == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    matrix = v2.rows_of(payload, tensors, Target("m", None, engine(numeric)), LIMIT)
+    assert matrix == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
     wrong = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
     payload, tensors = v2.decode_request(json.dumps(wrong).encode(), None)
     with pytest.raises(Refused, match=r"\[N, 3\] but the model reads 2 features \(a, b\)"):
-        v2.rows_of(payload, tensors, Target("m", None, engine(numeric)))
+        v2.rows_of(payload, tensors, Target("m", None, engine(numeric)), LIMIT)
 
 
 def test_binary_tensors_after_the_json_header_decode_as_triton_writes_them() -> None:
@@ -96,7 +102,7 @@ def test_binary_tensors_after_the_json_header_decode_as_triton_writes_them() -> 
         }
     ).encode()
     payload, tensors = v2.decode_request(header + tenure + charges + plan, str(len(header)))
-    assert v2.rows_of(payload, tensors, target()) == [
+    assert v2.rows_of(payload, tensors, target(), LIMIT) == [
         {"tenure": 1.5, "charges": 7, "plan": "basic"},
         {"tenure": 2.5, "charges": 9, "plan": "pr\u00f6"},
     ]
@@ -129,7 +135,7 @@ async def test_the_v2_answer_has_predict_and_predict_proba_with_the_version_and_
     predictor = Predictor(settings, None, Metrics(CollectorRegistry()), None)  # type: ignore[arg-type]
     payload, tensors = v2.decode_request(json.dumps(body).encode(), None)
     chosen = target()
-    outcome = await predictor.serve(chosen, v2.rows_of(payload, tensors, chosen), "req-1", single=True)
+    outcome = await predictor.serve(chosen, v2.rows_of(payload, tensors, chosen, LIMIT), "req-1", single=True)
     answer = json.loads(v2.answer(outcome, payload).body)
     assert answer["model_name"] == "churn" and answer["model_version"] == "3" and answer["id"] == "req-1"
     assert answer["parameters"] == {"request_id": "req-1", "version": 3, "role": "pinned"}
@@ -176,11 +182,61 @@ def test_mlflow_bodies_in_each_format_give_the_same_rows() -> None:
         {"inputs": records, "params": {"ignored": True}},
     ]
     for body in bodies:
-        assert scoring._records(body) == records, body
+        assert scoring._records(body, LIMIT) == records, body
     with pytest.raises(Refused, match="exactly one of"):
-        scoring._records({"dataframe_records": records, "instances": records})
-    csv = scoring._csv_rows(b"tenure,charges,plan\n1,2.5,007\n,3,\n", target())
+        scoring._records({"dataframe_records": records, "instances": records}, LIMIT)
+    csv = scoring._csv_rows(b"tenure,charges,plan\n1,2.5,007\n\n,3,\n", target(), 1000)
     assert csv == [{"tenure": 1.0, "charges": 2.5, "plan": "007"}, {"tenure": None, "charges": 3.0, "plan": None}]
+
+
+def test_hostile_v2_shapes_are_refused_before_any_arithmetic_naming_the_limit() -> None:
+    def refusal(shape: object, data: object = None, datatype: object = "FP64") -> str:
+        body = {"inputs": [{"name": "tenure", "shape": shape, "datatype": datatype, "data": data or [1.0, 2.0]}]}
+        with pytest.raises(Refused) as refused:
+            v2.decode_request(json.dumps(body).encode(), None)
+        assert refused.value.status == 400
+        return str(refused.value)
+
+    began = time.perf_counter()
+    assert "shape has 30000 dimensions; the limit is 8" in refusal([7] * 30_000)
+    assert "non-negative int64" in refusal([10**4000 // 10**3990, 2**63])
+    assert f"shape [{2**62}, {2**62}] holds {2**124} values, the data has 2" in refusal([2**62, 2**62])
+    assert "shape [0, 4611686018427387904] holds 0 values, the data has 2" in refusal([0, 2**62])
+    assert "unknown datatype '{}'" in refusal([2], datatype={})
+    assert "unknown datatype '[]'" in refusal([2], datatype=[])
+    assert time.perf_counter() - began < 1.0, "hostile shapes are refused without work proportional to them"
+
+
+def test_requested_outputs_are_checked_before_any_prediction() -> None:
+    good = {"name": "tenure", "shape": [1], "datatype": "FP64", "data": [1.0]}
+    for outputs, phrase in (
+        ({}, "outputs must be a list"),
+        ([{"name": {}}], "outputs[0]: an output is an object with a string name"),
+        ([{"name": "predict", "parameters": []}], "outputs[0]: parameters must be an object"),
+    ):
+        with pytest.raises(Refused, match=re.escape(phrase)) as refused:
+            v2.decode_request(json.dumps({"inputs": [good], "outputs": outputs}).encode(), None)
+        assert refused.value.status == 400
+    assert v2.error(422, "x").status == 400, "an invalid input is 400 in the protocol"
+
+
+def test_too_many_rows_are_refused_while_parsing_in_every_protocol() -> None:
+    with pytest.raises(Refused, match="more than 1000 rows") as refused:
+        scoring._csv_rows(b"tenure\n" + b"1\n" * 5000, target(), 1000)
+    assert refused.value.status == 413
+    with pytest.raises(Refused, match="more than 1000 blank lines"):
+        scoring._csv_rows(b"\n" * 2_000_000, target(), 1000)
+    for body in (b"", b"tenure,plan\n"):
+        with pytest.raises(Refused) as empty:
+            scoring._csv_rows(body, target(), 1000)
+        assert empty.value.status == 400, body
+    with pytest.raises(Refused, match="1001 rows exceed the limit of 1000") as refused:
+        scoring._records({"dataframe_split": {"columns": ["a"], "data": [[1]] * 1001}}, LIMIT)
+    assert refused.value.status == 413
+    many = {"inputs": [{"name": "tenure", "shape": [5000], "datatype": "FP64", "data": [1.0] * 5000}]}
+    payload, tensors = v2.decode_request(json.dumps(many).encode(), None)
+    with pytest.raises(Refused, match="5000 rows exceed the limit of 1000"):
+        v2.rows_of(payload, tensors, Target("m", None, engine((Feature("tenure", "numeric"),))), LIMIT)
 
 
 def test_the_fast_front_knows_each_protocols_predict_routes() -> None:
