@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerter import domain, formats
-from services.alerter.config import AlerterConfig, Matcher, plans, routes_for
+from services.alerter.config import EMPTY_SILENCE, AlerterConfig, Matcher, mutes_everything, plans, routes_for
 from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
 from shared.runtime.httpapi import Operator, Viewer
@@ -193,6 +193,8 @@ def add_alertmanager_routes(
             return _bad(f"invalid silence: {problems}")
         except ValueError as exc:
             return _bad(f"invalid silence: {exc}")
+        if mutes_everything([Matcher.parse(m) for m in matchers]):
+            return _bad(f"invalid silence: {EMPTY_SILENCE}")
         now = datetime.now(UTC)
         starts = max(posted.startsAt, now)
         if posted.endsAt <= starts:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerter import domain
 from services.alerter.amapi import add_alertmanager_routes
-from services.alerter.config import AlerterConfig, Matcher, seconds
+from services.alerter.config import EMPTY_SILENCE, AlerterConfig, Matcher, mutes_everything, seconds
 from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
 from shared.runtime.bus import Bus
@@ -143,6 +143,8 @@ def make_api(
             raise HTTPException(422, "give ends_at or duration")
         if ends <= starts:
             raise HTTPException(422, "the silence ends before it starts")
+        if mutes_everything([Matcher.parse(m) for m in body.matchers]):
+            raise HTTPException(422, f"matchers: {EMPTY_SILENCE}")
         row = SilenceRecord(
             id=str(uuid.uuid4()),
             matchers=body.matchers,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import re2
 import yaml
 from pydantic import (
     BaseModel,
@@ -58,6 +59,10 @@ _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 ALL_LABELS = "..."
+MAX_PATTERN = 1024
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 8 << 20  # a pattern's compiled program is bounded too
 
 
 class ConfigError(ValueError):
@@ -75,7 +80,7 @@ class Matcher:
     label: str
     op: Literal["=", "!=", "=~", "!~"]
     value: str
-    pattern: re.Pattern[str] | None = None
+    pattern: Any = None  # an RE2 pattern
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -87,12 +92,7 @@ class Matcher:
             )
         label, op, quoted, bare = found.groups()
         value = bytes(quoted, "utf-8").decode("unicode_escape") if quoted is not None else bare
-        pattern = None
-        if op in ("=~", "!~"):
-            try:
-                pattern = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"{text!r}: the regular expression does not compile ({exc})") from None
+        pattern = regex(value, text) if op in ("=~", "!~") else None
         return cls(label, op, value, pattern)  # type: ignore[arg-type]
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -108,6 +108,29 @@ class Matcher:
 
     def __str__(self) -> str:
         return f'{self.label}{self.op}"{self.value}"'
+
+
+def regex(value: str, text: str | None = None) -> Any:
+    """A matcher's regular expression in RE2's syntax and time (linear in the value, as Alertmanager
+    matches): what RE2 refuses (backreferences, lookaround) and patterns longer than MAX_PATTERN
+    are refused, naming the matcher."""
+    where = repr(text if text is not None else value)[:200]
+    if len(value) > MAX_PATTERN:
+        raise ValueError(f"{where}: the regular expression is {len(value)} characters; the limit is {MAX_PATTERN}")
+    try:
+        return re2.compile(value, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"{where}: not a regular expression RE2 accepts ({reason})") from None
+
+
+def mutes_everything(matchers: list[Matcher]) -> bool:
+    """Whether every matcher matches the empty string, so that a silence of them would mute every
+    alert (Alertmanager refuses such a silence: at least one matcher must not match "")."""
+    return all(m.matches({}) for m in matchers)
+
+
+EMPTY_SILENCE = "at least one matcher must not match the empty string (these would silence every alert)"
 
 
 def matches_all(matchers: list[Matcher], labels: dict[str, str]) -> bool:

@@ -4,12 +4,14 @@ silences, flushes and signatures."""
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.alerter import domain
-from services.alerter.config import ConfigError, Matcher, parse_config, plans, routes_for
+from services.alerter.config import ConfigError, Matcher, mutes_everything, parse_config, plans, routes_for
 from services.alerter.receivers import events_of, sign, verify
 from shared.contract.events import AlertRaised, AlertResolved, DriftDetected, FeatureDrift, RolloutChanged, TrafficShare
 from shared.contract.spec import Alerts
@@ -70,6 +72,36 @@ def test_matchers_follow_alertmanager(text: str, labels: dict[str, str], expecte
     assert Matcher.parse(text).matches(labels) is expected
 
 
+def test_regular_expressions_are_re2_linear_time_bounded_and_what_re2_refuses_is_refused_by_name() -> None:
+    evil = Matcher.parse('model=~"(a+)+$"')  # backtracking engines take 2^n steps on a near miss
+    began = time.perf_counter()
+    assert not evil.matches({"model": "a" * 5000 + "b"})
+    assert time.perf_counter() - began < 1.0, "RE2 matches in time linear in the value"
+    for text, phrase in (
+        (r"model=~(a)\1", "not a regular expression RE2 accepts (invalid escape sequence"),
+        ('model=~"(?=a)a"', "not a regular expression RE2 accepts (invalid perl operator"),
+        ('model=~"' + "a" * 1025 + '"', "the regular expression is 1025 characters; the limit is 1024"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(phrase)):
+            Matcher.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("matchers", "everything"),
+    [
+        (['team=""'], True),
+        (['model=~".*"', 'team!="payments"'], True),
+        (['model=~".*"', 'team="payments"'], False),
+        (['model=~".+"'], False),
+        (['kind!~""'], False),
+    ],
+)
+def test_a_silence_whose_matchers_all_match_the_empty_string_would_mute_everything(
+    matchers: list[str], everything: bool
+) -> None:
+    assert mutes_everything([Matcher.parse(m) for m in matchers]) is everything
+
+
 def test_a_bad_configuration_is_refused_with_every_error_by_path_and_line() -> None:
     text = """\
 route:
@@ -97,7 +129,7 @@ inhibit_rules:
     found = {issue.path: (issue.line, issue.message) for issue in refused.value.issues}
     assert found["route.group_wait"][0] == 3 and "not a duration" in found["route.group_wait"][1]
     assert found["route.routes[0].routes[0].matchers"][0] == 8
-    assert "does not compile" in found["route.routes[0].routes[0].matchers"][1]
+    assert "not a regular expression RE2 accepts" in found["route.routes[0].routes[0].matchers"][1]
     assert "at least one of kafka, webhook, sns, pagerduty, alertmanager, email, log" in found["receivers[2]"][1]
     assert found["inhibit_rules[0].equals"] == (19, "unknown key")
 
