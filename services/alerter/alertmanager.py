@@ -32,15 +32,16 @@ def postable(payload: dict[str, Any], now: datetime, resend_interval: float) -> 
     for alert in payload["modelbus"]["alerts"]:
         ends = alert["ends_at"] if alert["status"] == "resolved" and alert["ends_at"] else lapse.isoformat()
         annotations = {k: v for k, v in alert["annotations"].items() if isinstance(v, str)}
-        found.append(
-            {
-                "labels": alert["labels"],
-                "annotations": annotations,
-                "startsAt": rfc3339(alert["starts_at"]),
-                "endsAt": rfc3339(ends),
-                "generatorURL": annotations.get("console") or annotations.get("lineage", ""),
-            }
-        )
+        postable = {
+            "labels": alert["labels"],
+            "annotations": annotations,
+            "startsAt": rfc3339(alert["starts_at"]),
+            "endsAt": rfc3339(ends),
+        }
+        generator = annotations.get("console") or annotations.get("lineage")
+        if generator:  # optional, and a URI when given (never "")
+            postable["generatorURL"] = generator
+        found.append(postable)
     return found
 
 

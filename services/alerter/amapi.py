@@ -5,12 +5,16 @@ read the alerts and manage the silences as if modelbus were an Alertmanager.
     GET  /api/v2/status              cluster (disabled), version, the configuration, uptime
     GET  /api/v2/receivers           the receivers' names
     GET  /api/v2/alerts              firing alerts (filter, receiver, active, silenced, inhibited)
+    POST /api/v2/alerts              alerts from outside (amtool alert add): operators
+    GET  /api/v2/alerts/groups       the same, by the routing tree's groups (receiver, group_by labels)
     GET  /api/v2/silences            every silence (filter)
     POST /api/v2/silences            a new silence, or a new version of one (`id`): operators
     GET  /api/v2/silence/{id}        one silence
     DELETE /api/v2/silence/{id}      expire it now: operators
+    OPTIONS /api/v2/...              the path's methods, in Allow
 
-Silences made here are the alerter's own (they mute its notifications) and are audited.
+Silences made here are the alerter's own (they mute its notifications) and are audited. Matchers
+are RE2, as Alertmanager's; a bad parameter is 400 with a JSON string, as Alertmanager answers it.
 """
 
 from __future__ import annotations
@@ -20,13 +24,25 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import AnyUrl, BaseModel, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.alerter import domain, formats
-from services.alerter.config import EMPTY_SILENCE, AlerterConfig, Matcher, mutes_everything, plans, routes_for
+from services.alerter.config import (
+    ALL_LABELS,
+    EMPTY_SILENCE,
+    AlerterConfig,
+    Matcher,
+    mutes_everything,
+    plans,
+    routes_for,
+)
+from services.alerter.handlers import Alerting, clear, fire
 from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
 from shared.runtime.httpapi import Operator, Viewer
@@ -47,6 +63,27 @@ class AmMatcher(BaseModel):
     value: str = Field(max_length=2000)
     isRegex: bool  # Alertmanager's field names, as they are
     isEqual: bool = True
+
+
+class PostableAlert(BaseModel):
+    """Alertmanager's postableAlert (what `amtool alert add` and Prometheus send)."""
+
+    labels: dict[str, Annotated[str, Field(max_length=2000)]] = Field(min_length=1, max_length=100)
+    annotations: dict[str, Annotated[str, Field(max_length=10_000)]] = Field(default_factory=dict, max_length=100)
+    startsAt: datetime | None = None
+    endsAt: datetime | None = None
+    generatorURL: AnyUrl | None = None
+
+    @field_validator("startsAt", "endsAt", "generatorURL", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # absent is unset; null is not a date-time nor a URI
+            raise ValueError("null is not allowed: leave the field out")
+        return value
+
+
+POSTED_ALERTS = TypeAdapter(list[PostableAlert])
+MOST_POSTED = 1000
 
 
 class PostableSilence(BaseModel):
@@ -71,14 +108,26 @@ def _matchers(texts: list[str]) -> list[Matcher]:
 
 
 def add_alertmanager_routes(
-    api: FastAPI, settings: Settings, config: AlerterConfig, sessions: async_sessionmaker[AsyncSession]
+    api: FastAPI,
+    settings: Settings,
+    config: AlerterConfig,
+    sessions: async_sessionmaker[AsyncSession],
+    alerting: Alerting,
 ) -> None:
     """Answer Alertmanager's API v2 under /api/v2."""
     platform = settings.topic_prefix
     started = datetime.now(UTC)
     route_plans = plans(config)
-    original = config.as_yaml()
+    original = config.as_alertmanager_yaml()
     tags: list[str | Enum] = ["alertmanager"]
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Alertmanager's API answers a bad parameter 400 with a JSON string; the rest keep FastAPI's 422
+        if not request.url.path.startswith("/api/v2"):
+            return await request_validation_exception_handler(request, exc)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+        return _bad(problems)
 
     @api.get("/api/v2/status", tags=tags)
     async def status(_: Viewer) -> dict[str, Any]:
@@ -102,17 +151,10 @@ def add_alertmanager_routes(
         """The receivers' names."""
         return [{"name": receiver.name} for receiver in config.receivers]
 
-    @api.get("/api/v2/alerts", tags=tags, response_model=None)
-    async def alerts(
-        _: Viewer,
-        active: bool = True,
-        silenced: bool = True,
-        inhibited: bool = True,
-        unprocessed: bool = True,  # accepted; the alerter takes an alert in as it comes: none is unprocessed
-        filter: Annotated[list[str] | None, Query()] = None,
-        receiver: str | None = None,
-    ) -> list[dict[str, Any]] | JSONResponse:
-        """Firing alerts, as Alertmanager lists them."""
+    async def listed(
+        active: bool, silenced: bool, inhibited: bool, filter: list[str] | None, receiver: str | None
+    ) -> list[tuple[list[str], dict[str, Any]]] | JSONResponse:
+        """The firing alerts that pass the filters: each one's route paths and gettableAlert."""
         try:
             wanted = _matchers(filter or [])
             by_receiver = Matcher.parse(f'receiver=~"{receiver}"') if receiver else None
@@ -129,9 +171,11 @@ def add_alertmanager_routes(
         for row in rows:
             if not all(m.matches(row.labels) for m in wanted):
                 continue
-            names = sorted({route_plans[path].receiver for path in routes_for(config, row.labels)})
-            if by_receiver is not None and not any(by_receiver.matches({"receiver": n}) for n in names):
-                continue
+            paths = routes_for(config, row.labels)
+            if by_receiver is not None:
+                paths = [p for p in paths if by_receiver.matches({"receiver": route_plans[p].receiver})]
+                if not paths:
+                    continue
             silenced_by = [s.id for s in silences if s.mutes(row.labels, now)]
             inhibited_by = [inhibitors[row.fingerprint]] if row.fingerprint in inhibitors else []
             if (
@@ -141,12 +185,99 @@ def add_alertmanager_routes(
             ):
                 continue
             lapse = row.updated_at + timedelta(seconds=config.resolve_timeout)
-            found.append(
-                formats.gettable_alert(
-                    row.as_dict(), receivers=names, silenced_by=silenced_by, inhibited_by=inhibited_by, ends_at=lapse
-                )
+            names = sorted({route_plans[path].receiver for path in routes_for(config, row.labels)})
+            gettable = formats.gettable_alert(
+                row.as_dict(), receivers=names, silenced_by=silenced_by, inhibited_by=inhibited_by, ends_at=lapse
             )
+            found.append((paths, gettable))
         return found
+
+    @api.get("/api/v2/alerts", tags=tags, response_model=None)
+    async def alerts(
+        _: Viewer,
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+        unprocessed: bool = True,  # accepted; the alerter takes an alert in as it comes: none is unprocessed
+        filter: Annotated[list[str] | None, Query()] = None,
+        receiver: str | None = None,
+    ) -> list[dict[str, Any]] | JSONResponse:
+        """Firing alerts, as Alertmanager lists them."""
+        found = await listed(active, silenced, inhibited, filter, receiver)
+        if isinstance(found, JSONResponse):
+            return found
+        return [gettable for _, gettable in found]
+
+    @api.post("/api/v2/alerts", tags=tags, response_model=None)
+    async def post_alerts(who: Operator, body: Annotated[Any, Body()]) -> JSONResponse:
+        """Alerts from outside (`amtool alert add`, a Prometheus): each fires, routed, grouped and
+        notified as the platform's own are (an `endsAt` in the past resolves it); operators only,
+        audited. Labels `model` and `severity` (info, warning, critical) are read when given."""
+        try:
+            posted = POSTED_ALERTS.validate_python(body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            return _bad(f"invalid alerts: {problems}")
+        if len(posted) > MOST_POSTED:
+            return _bad(f"{len(posted)} alerts in one request; the limit is {MOST_POSTED}")
+        now = datetime.now(UTC)
+        async with sessions() as session, session.begin():
+            kept = SqlStore(session, platform)
+            for index, alert in enumerate(posted):
+                labels = dict(alert.labels)
+                fingerprint = domain.fingerprint(labels)
+                ends = (
+                    alert.endsAt if alert.endsAt is not None and alert.endsAt.year > 1 else None
+                )  # Go's zero time: unset
+                if ends is not None and ends <= now:
+                    await clear(
+                        kept, alerting, [fingerprint], now, f"resolved through the Alertmanager API by {who.actor}"
+                    )
+                    await kept.audit(who.actor, "resolve-alert", fingerprint, now, api="alertmanager-v2")
+                    continue
+                severity = labels.get("severity", "warning")
+                annotations = dict(alert.annotations)
+                if alert.generatorURL is not None:
+                    annotations.setdefault("generator", str(alert.generatorURL))
+                raised = domain.Alert(
+                    model=labels.get("model", domain.PLATFORM),
+                    labels=labels,
+                    annotations=annotations,
+                    severity=severity if severity in ("info", "warning", "critical") else "warning",  # type: ignore[arg-type]
+                    source_event_type="alertmanager-api",
+                    source_event_id=f"{who.actor}:{now.isoformat()}:{index}",
+                )
+                await fire(kept, alerting, raised, now)
+                await kept.audit(who.actor, "post-alert", fingerprint, now, api="alertmanager-v2", labels=labels)
+        return JSONResponse(None, status_code=200)
+
+    @api.get("/api/v2/alerts/groups", tags=tags, response_model=None)
+    async def alert_groups(
+        _: Viewer,
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+        filter: Annotated[list[str] | None, Query()] = None,
+        receiver: str | None = None,
+    ) -> list[dict[str, Any]] | JSONResponse:
+        """Firing alerts by the groups the routing tree puts them in (a route's receiver and its
+        group_by labels), as Alertmanager lists them; Karma and Grafana read these."""
+        found = await listed(active, silenced, inhibited, filter, receiver)
+        if isinstance(found, JSONResponse):
+            return found
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = {}
+        for paths, gettable in found:
+            for path in paths:
+                by = route_plans[path].group_by
+                labels = gettable["labels"]
+                chosen = labels if ALL_LABELS in by else {k: labels[k] for k in by if k in labels}
+                groups.setdefault((path, tuple(sorted(chosen.items()))), []).append(gettable)
+        return [
+            {"labels": dict(key), "receiver": {"name": route_plans[path].receiver}, "alerts": members}
+            for (path, key), members in sorted(groups.items())
+        ]
 
     @api.get("/api/v2/silences", tags=tags, response_model=None)
     async def silences(
@@ -241,3 +372,17 @@ def add_alertmanager_routes(
             if found[1]:
                 await kept.audit(who.actor, "expire-silence", silence_id, now, api="alertmanager-v2")
         return JSONResponse(None, status_code=200)
+
+    @api.options("/api/v2/{rest:path}", tags=tags, include_in_schema=False)
+    async def options(request: Request) -> Response:
+        """The methods a path of this API answers, in `Allow` (no token needed, as for any OPTIONS).
+        Unlike Alertmanager, no `Access-Control-Allow-Origin: *`: browsers of other origins get no
+        cross-origin access to an API that changes what is muted."""
+        allowed = {"OPTIONS"}
+        for route in api.routes:
+            if isinstance(route, APIRoute) and route.path.startswith("/api/v2"):
+                if route.path_regex.match(request.url.path):
+                    allowed |= route.methods or set()
+        if allowed == {"OPTIONS"}:
+            return _bad(f"path {request.url.path} not found", 404)
+        return Response(status_code=200, headers={"Allow": ", ".join(sorted(allowed))})

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.alerter import domain
 from services.alerter.amapi import add_alertmanager_routes
 from services.alerter.config import EMPTY_SILENCE, AlerterConfig, Matcher, mutes_everything, seconds
+from services.alerter.handlers import Alerting
 from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
 from shared.runtime.bus import Bus
@@ -59,6 +60,7 @@ def make_api(
     sessions: async_sessionmaker[AsyncSession],
     bus: Bus,
     metrics: CollectorRegistry,
+    alerting: Alerting,
 ) -> FastAPI:
     """The alerter's FastAPI application: alerts, acknowledgements, silences, notifications."""
     api = FastAPI(title="modelbus alerter", version="1", description="Alerts, silences and the notification log.")
@@ -196,5 +198,5 @@ def make_api(
         async with sessions() as session:
             return [n.as_dict() for n in await SqlStore(session, platform).notifications(status=status, limit=limit)]
 
-    add_alertmanager_routes(api, settings, config, sessions)
+    add_alertmanager_routes(api, settings, config, sessions, alerting)
     return api

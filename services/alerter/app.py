@@ -154,7 +154,7 @@ def build(settings: Settings, *, group: str = GROUP, config: AlerterConfig | Non
         bus=bus,
         alerting=alerting,
         receivers=Receivers(config, bus),
-        api=make_api(settings, config, sessions, bus, registry),
+        api=make_api(settings, config, sessions, bus, registry, alerting),
     )
 
 

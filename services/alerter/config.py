@@ -56,6 +56,7 @@ from shared.runtime.settings import SettingsFileError, secret_variable
 from shared.runtime.specfile import yaml_line
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))\s*$')
+_ESCAPE = re.compile(r'\\([n"\\])')
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 ALL_LABELS = "..."
@@ -91,7 +92,7 @@ class Matcher:
                 f"{text!r} is not a matcher: write label=value, label!=value, label=~regex or label!~regex"
             )
         label, op, quoted, bare = found.groups()
-        value = bytes(quoted, "utf-8").decode("unicode_escape") if quoted is not None else bare
+        value = _unescape(quoted) if quoted is not None else bare
         pattern = regex(value, text) if op in ("=~", "!~") else None
         return cls(label, op, value, pattern)  # type: ignore[arg-type]
 
@@ -107,7 +108,14 @@ class Matcher:
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
-        return f'{self.label}{self.op}"{self.value}"'
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.label}{self.op}"{escaped}"'
+
+
+def _unescape(quoted: str) -> str:
+    """A quoted matcher value's escapes as Alertmanager reads them: \\n, \\" and \\\\; any other
+    backslash is literal (so `a\\.b` stays a regular expression's escaped dot)."""
+    return _ESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), quoted)
 
 
 def regex(value: str, text: str | None = None) -> Any:
@@ -359,10 +367,50 @@ class AlerterConfig(_Strict):
         """The receiver called `name`."""
         return next(r for r in self.receivers if r.name == name)
 
-    def as_yaml(self) -> str:
-        """The configuration in force, as YAML (durations in seconds; secrets appear only as the
-        names of the variables that hold them)."""
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+    def as_alertmanager_yaml(self) -> str:
+        """The routing tree and inhibition rules as an Alertmanager configuration (what
+        `amtool config routes show` and `routes test` read from /api/v2/status). Receivers appear
+        by name only: their destinations (Kafka, SNS, ...) have no Alertmanager equivalent."""
+
+        def route(node: Route, root: bool) -> dict[str, Any]:
+            written: dict[str, Any] = {}
+            if node.receiver or root:
+                written["receiver"] = node.receiver or "default"
+            if node.group_by is not None or root:
+                written["group_by"] = list(node.group_by if node.group_by is not None else DEFAULT_GROUP_BY)
+            if node.matchers:
+                written["matchers"] = [str(m) for m in node.matchers]
+            if node.continue_:
+                written["continue"] = True
+            for key in ("group_wait", "group_interval", "repeat_interval"):
+                value = getattr(node, key)
+                value = ROOT_DEFAULTS[key] if value is None and root else value
+                if value is not None:
+                    written[key] = go_duration(float(value))  # type: ignore[arg-type]
+            if node.routes:
+                written["routes"] = [route(child, False) for child in node.routes]
+            return written
+
+        document = {
+            "global": {"resolve_timeout": go_duration(self.resolve_timeout)},
+            "route": route(self.route, True),
+            "inhibit_rules": [rule.model_dump(mode="json") for rule in self.inhibit_rules],
+            "receivers": [{"name": r.name} for r in self.receivers],
+        }
+        return yaml.safe_dump(document, sort_keys=False)
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as Prometheus' duration text (4h, 1h30m, 30s, 250ms), as Alertmanager writes them."""
+    left = round(seconds * 1000)
+    if left == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -377,7 +425,8 @@ class RoutePlan:
     repeat_interval: float
 
 
-ROOT_DEFAULTS = {"group_by": ("model", "kind"), "group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 14400.0}
+DEFAULT_GROUP_BY = ("model", "kind")
+ROOT_DEFAULTS = {"group_by": DEFAULT_GROUP_BY, "group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 14400.0}
 
 
 def plans(config: AlerterConfig) -> dict[str, RoutePlan]:

@@ -135,7 +135,7 @@ def gettable_alert(
 ) -> dict[str, Any]:
     """A firing alert (services.alerter.records.AlertRecord.as_dict) as Alertmanager's gettableAlert."""
     annotations = {k: v for k, v in alert["annotations"].items() if isinstance(v, str)}
-    return {
+    gettable: dict[str, Any] = {
         "labels": alert["labels"],
         "annotations": annotations,
         "receivers": [{"name": name} for name in receivers],
@@ -143,10 +143,13 @@ def gettable_alert(
         "startsAt": rfc3339(alert["starts_at"]),
         "updatedAt": rfc3339(alert["updated_at"]),
         "endsAt": rfc3339(ends_at.isoformat()),
-        "generatorURL": annotations.get("console") or annotations.get("lineage", ""),
         "status": {
             "state": "suppressed" if silenced_by or inhibited_by else "active",
             "silencedBy": silenced_by,
             "inhibitedBy": inhibited_by,
         },
     }
+    generator = annotations.get("console") or annotations.get("lineage")
+    if generator:  # optional, and a URI when given (never "")
+        gettable["generatorURL"] = generator
+    return gettable

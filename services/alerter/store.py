@@ -446,8 +446,8 @@ class SqlStore(SqlSpecs):
         if row is None or row.platform != self.platform:
             return None
         ended = row.ends_at > now
-        if ended:
-            row.ends_at, row.expired_by = max(now, row.starts_at), actor
+        if ended:  # a pending silence ends before it began, as Alertmanager expires it: expired, never in force
+            row.starts_at, row.ends_at, row.expired_by = min(now, row.starts_at), now, actor
         return _silence(row), ended
 
     async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:

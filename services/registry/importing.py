@@ -122,12 +122,46 @@ class Prepared:
         )
 
 
-def read_rows(path: Path, filename: str, what: str) -> pd.DataFrame:
-    """A CSV or Parquet file of rows; ImportRefused naming the file if it cannot be read."""
+MAX_ROWS = 1_000_000  # reference or test rows an import reads
+MAX_COLUMNS = 2_000
+
+
+def _parquet_bounds(path: Path, filename: str, what: str, max_bytes: int) -> None:
+    """Refuse a Parquet file whose footer declares more rows, columns or unpacked bytes than an
+    import reads, before any page is decompressed (a few hundred KB can declare 50 million rows)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    for count, limit, unit in (
+        (meta.num_rows, MAX_ROWS, "rows"),
+        (meta.num_columns, MAX_COLUMNS, "columns"),
+        (unpacked, max_bytes, "bytes unpacked"),
+    ):
+        if count > limit:
+            raise ImportRefused(f"the {what} data {filename} has {count:,} {unit}; the limit is {limit:,}")
+
+
+def read_rows(path: Path, filename: str, what: str, *, max_bytes: int) -> pd.DataFrame:
+    """A CSV or Parquet file of rows, at most MAX_ROWS rows and MAX_COLUMNS columns (checked before
+    they are read); ImportRefused naming the file if it cannot be read or is too large."""
     try:
         with path.open("rb") as handle:
             parquet = handle.read(4) == b"PAR1"
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        if parquet:
+            _parquet_bounds(path, filename, what, max_bytes)
+            frame = pd.read_parquet(path)
+        else:
+            columns = len(pd.read_csv(path, nrows=0, compression=None).columns)
+            if columns > MAX_COLUMNS:
+                raise ImportRefused(f"the {what} data {filename} has {columns:,} columns; the limit is {MAX_COLUMNS:,}")
+            frame = pd.read_csv(path, nrows=MAX_ROWS + 1, compression=None)
+            if len(frame) > MAX_ROWS:
+                raise ImportRefused(
+                    f"the {what} data {filename} has more than {MAX_ROWS:,} rows; the limit is {MAX_ROWS:,}"
+                )
+    except ImportRefused:
+        raise
     except Exception as exc:
         raise ImportRefused(f"the {what} data {filename} is neither Parquet nor CSV that reads: {exc}") from None
     if frame.empty:
@@ -242,10 +276,10 @@ def check_trees(model: Any) -> None:
                 )
 
 
-def _load(source: Source, spec: ModelSpec, features: list[Feature]) -> Any:
+def _load(source: Source, spec: ModelSpec, features: list[Feature], max_bytes: int) -> Any:
     if source.flavor == "skops":
         try:
-            model = load_model(source.model_file)
+            model = load_model(source.model_file, max_bytes)
         except UntrustedArtifact as exc:
             raise ImportRefused(
                 f"{exc}; modelbus loads skops files naming scikit-learn, NumPy, SciPy, XGBoost and LightGBM types only"
@@ -356,20 +390,24 @@ def prepare_import(upload: Upload, spec: ModelSpec, *, run_id: str, work: Path, 
                 "inputs nor smoke-test it; send --reference rows (or save the model with a signature)"
             )
         raise ImportRefused("no rows to smoke-test and profile the model on: send --reference (and --test) data")
-    reference = read_rows(upload.reference, upload.reference_name, "reference") if upload.reference else None
-    test = read_rows(upload.test, upload.test_name, "test") if upload.test else None
+    reference = (
+        read_rows(upload.reference, upload.reference_name, "reference", max_bytes=max_bytes)
+        if upload.reference
+        else None
+    )
+    test = read_rows(upload.test, upload.test_name, "test", max_bytes=max_bytes) if upload.test else None
     target = upload.target or spec.target
     if target != spec.target:
         raise ImportRefused(f"--target {target!r} is not the spec's target {spec.target!r}")
     onnx_inputs = _onnx_columns(source.model_file, spec) if source.flavor == "onnx" else None
     fitted = None
     if source.flavor == "skops":
-        model = _load(source, spec, list(spec.features))
+        model = _load(source, spec, list(spec.features), max_bytes)
         names = getattr(model, "feature_names_in_", None)
         fitted = [str(n) for n in names] if names is not None else None
     features = settle_schema(spec, source, onnx_inputs, reference, fitted)
     if source.flavor == "onnx":
-        model = _load(source, spec, features)
+        model = _load(source, spec, features, max_bytes)
     rows = reference if reference is not None else test
     evaluation = test if test is not None else reference
     assert rows is not None and evaluation is not None

@@ -1,7 +1,8 @@
 """What operators' tools ask the registry besides models: who a token is (`GET /v1/whoami`, how
 the console learns a session's role), the dead letters (`GET /v1/dead-letters`: reason, origin
-and body of each) and their replay (`POST /v1/dead-letters/{id}/replay`, operator, audited: the
-original body, key and headers published to the original topic again)."""
+and body of each, newest first, a page at a time) and their replay
+(`POST /v1/dead-letters/{id}/replay`, operator, audited: the original body, key and headers
+published to the original topic again)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import base64
 import hashlib
 import json
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +20,15 @@ from services.registry import store
 from shared.contract import access
 from shared.runtime.httpapi import Limit, Operator, Viewer
 from shared.runtime.settings import Settings
-from shared.runtime.topicreader import StoredLetter, find_letter, original_value, read_dead_letters, replay
+from shared.runtime.topicreader import (
+    StoredLetter,
+    dead_letter_page,
+    original_value,
+    parse_cursor,
+    read_letter,
+    replay,
+    write_cursor,
+)
 
 BODY_SHOWN = 20_000  # characters of a dead letter's body the list shows
 
@@ -64,22 +74,34 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
         return {"actor": who.actor, "role": who.role}
 
     @api.get("/v1/dead-letters", tags=["read"])
-    async def dead_letters(_: Viewer, limit: Limit = 500) -> list[dict[str, Any]]:
-        """The dead letters in the topic, newest first."""
+    async def dead_letters(
+        _: Viewer, response: Response, limit: Limit = 500, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The dead letters, newest first, a page at a time: `limit` of them, and when older ones
+        remain a `Link: <...?before=...>; rel="next"` header naming the next page (RFC 8288)."""
         try:
-            letters = await read_dead_letters(settings)
+            cursor = parse_cursor(before) if before is not None else None
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        try:
+            letters, following = await dead_letter_page(settings, limit, cursor)
         except (LookupError, TimeoutError) as exc:
             raise HTTPException(503, f"the dead-letter topic cannot be read: {exc}") from None
-        return [letter_view(item) for item in reversed(letters)][:limit]
+        if following is not None:
+            query = urlencode({"limit": limit, "before": write_cursor(following)})
+            response.headers["Link"] = f'</v1/dead-letters?{query}>; rel="next"'
+        return [letter_view(item) for item in letters]
 
     @api.post("/v1/dead-letters/{letter_id}/replay", tags=["act"])
     async def replay_letter(who: Operator, letter_id: str, body: Replay | None = None) -> dict[str, str]:
         """Publish a dead letter's original message to its topic again (or, with `value`, a
         corrected body with the original key and headers); audited."""
         try:
-            item = find_letter(await read_dead_letters(settings), letter_id)
+            item = await read_letter(settings, letter_id)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
+        except TimeoutError as exc:
+            raise HTTPException(503, f"the dead-letter topic cannot be read: {exc}") from None
         topic = item.letter.original_topic
         writers = access.topic_table().get(topic.removeprefix(f"{settings.topic_prefix}."), (frozenset(), None))[0]
         if "registry" not in writers:

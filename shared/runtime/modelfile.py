@@ -192,11 +192,34 @@ def refusals(schema: Any) -> list[str]:
     return sorted(found)
 
 
-def audit(data: bytes) -> list[str]:
+MAX_UNPACKED_BYTES = 2 * 1024**3  # what a skops file's members may unpack to, together
+MAX_MEMBERS = 100_000
+MAX_SCHEMA_BYTES = 64 * 1024**2
+
+
+def _check_sizes(archive: zipfile.ZipFile, max_bytes: int) -> None:
+    """Refuse a file whose members would unpack to more than `max_bytes` (a zip bomb), before any
+    is read: the sizes are the archive's own, and zipfile stops a member at its declared size."""
+    members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise UntrustedArtifact(f"the model file holds {len(members)} members; the limit is {MAX_MEMBERS}")
+    total = sum(info.file_size for info in members)
+    if total > max_bytes:
+        raise UntrustedArtifact(f"the model file unpacks to {total} bytes; the limit is {max_bytes}")
+    schema = next((info for info in members if info.filename == "schema.json"), None)
+    if schema is not None and schema.file_size > MAX_SCHEMA_BYTES:
+        raise UntrustedArtifact(
+            f"the model file's schema.json is {schema.file_size} bytes; the limit is {MAX_SCHEMA_BYTES}"
+        )
+
+
+def audit(data: bytes, max_bytes: int = MAX_UNPACKED_BYTES) -> list[str]:
     """Every type a skops file names, once its schema has been checked against the allowlists;
-    UntrustedArtifact naming what is not allowed. Reads the schema as JSON: nothing is imported."""
+    UntrustedArtifact naming what is not allowed. Reads the schema as JSON: nothing is imported.
+    Its members (the schema, the .npy arrays) may unpack to `max_bytes` at most."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            _check_sizes(archive, max_bytes)
             schema = json.loads(archive.read("schema.json"))
             pickled = [name for name in archive.namelist() if name.endswith(".npy") and _holds_objects(archive, name)]
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -222,12 +245,13 @@ def _holds_objects(archive: zipfile.ZipFile, name: str) -> bool:
     return bool(dtype.hasobject)
 
 
-def load_model(path: Path) -> Any:
-    """Load a skops file whose every node is on the allowlists (UntrustedArtifact otherwise)."""
+def load_model(path: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> Any:
+    """Load a skops file whose every node is on the allowlists and whose members unpack to
+    `max_bytes` at most (UntrustedArtifact otherwise)."""
     import skops.io as sio
 
     data = path.read_bytes()
-    return sio.loads(data, trusted=audit(data))
+    return sio.loads(data, trusted=audit(data, max_bytes))
 
 
 def load_predictor(

@@ -68,15 +68,93 @@ async def read_all(settings: Settings, name: str, *, timeout: float = 10.0) -> l
 
 async def read_dead_letters(settings: Settings) -> list[StoredLetter]:
     """Every dead letter currently in the topic, oldest first per partition."""
-    letters: list[StoredLetter] = []
-    for record in await read_all(settings, topics.DEAD_LETTER):
-        try:
-            envelope = decode(record.value, list(record.headers or ()), allowed=frozenset({"DeadLettered"}))
-        except EnvelopeError:
-            continue
-        assert isinstance(envelope.event, DeadLettered)
-        letters.append(StoredLetter(f"{record.partition}:{record.offset}", envelope.event))
-    return letters
+    records = await read_all(settings, topics.DEAD_LETTER)
+    return [letter for record in records if (letter := _letter(record)) is not None]
+
+
+def _letter(record: ConsumerRecord[bytes, bytes]) -> StoredLetter | None:
+    try:
+        envelope = decode(record.value, list(record.headers or ()), allowed=frozenset({"DeadLettered"}))
+    except EnvelopeError:
+        return None
+    assert isinstance(envelope.event, DeadLettered)
+    return StoredLetter(f"{record.partition}:{record.offset}", envelope.event)
+
+
+Cursor = dict[int, int]  # partition -> the first offset the next page must not read
+
+
+def parse_cursor(text: str) -> Cursor:
+    """`0:120,1:98` (what a page's `next` says) as a cursor; ValueError naming the fault."""
+    try:
+        pairs = [part.split(":") for part in text.split(",") if part]
+        return {int(partition): int(offset) for partition, offset in pairs}
+    except ValueError:
+        raise ValueError(
+            f"{text[:60]!r} is not a page cursor: write partition:offset,... as a page's next link gives"
+        ) from None
+
+
+def write_cursor(cursor: Cursor) -> str:
+    return ",".join(f"{partition}:{offset}" for partition, offset in sorted(cursor.items()))
+
+
+async def dead_letter_page(
+    settings: Settings, limit: int, before: Cursor | None = None, *, timeout: float = 10.0
+) -> tuple[list[StoredLetter], Cursor | None]:
+    """The `limit` newest dead letters older than `before`, newest first, and the cursor of the
+    next page (None at the oldest). At most `limit` records are read from each partition, however
+    long the topic is."""
+    consumer, assigned = await assigned_consumer(settings, full_topic(settings, topics.DEAD_LETTER))
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        begins, ends = await consumer.beginning_offsets(assigned), await consumer.end_offsets(assigned)
+        stops = {tp: min(ends[tp], (before or {}).get(tp.partition, ends[tp])) for tp in assigned}
+        wanted = [tp for tp in assigned if stops[tp] > begins[tp]]
+        consumer.assign(wanted)
+        for tp in wanted:
+            consumer.seek(tp, max(begins[tp], stops[tp] - limit))
+        deadline = time.monotonic() + timeout
+        while reading := [tp for tp in wanted if await consumer.position(tp) < stops[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {full_topic(settings, topics.DEAD_LETTER)} took longer than {timeout} s")
+            consumer.pause(*[tp for tp in wanted if tp not in reading])
+            batch = await consumer.getmany(*reading, timeout_ms=500)
+            found += [r for tp, rs in batch.items() for r in rs if r.offset < stops[tp]]
+    finally:
+        await consumer.stop()
+    found.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
+    page = found[:limit]
+    cursor = {tp.partition: stops[tp] for tp in assigned}
+    for record in page:
+        cursor[record.partition] = min(cursor[record.partition], record.offset)
+    more = any(cursor[tp.partition] > begins[tp] for tp in assigned)
+    return [letter for r in page if (letter := _letter(r)) is not None], cursor if more else None
+
+
+async def read_letter(settings: Settings, letter_id: str, *, timeout: float = 10.0) -> StoredLetter:
+    """The dead letter at `partition:offset`, read alone; LookupError when there is none."""
+    try:
+        partition, offset = (int(part) for part in letter_id.split(":"))
+    except ValueError:
+        raise LookupError(f"no dead letter {letter_id[:60]!r}: an id is partition:offset (`modelbus dlq ls`)") from None
+    consumer, assigned = await assigned_consumer(settings, full_topic(settings, topics.DEAD_LETTER))
+    try:
+        tp = next((tp for tp in assigned if tp.partition == partition), None)
+        if (
+            tp is None
+            or not (await consumer.beginning_offsets([tp]))[tp] <= offset < (await consumer.end_offsets([tp]))[tp]
+        ):
+            raise LookupError(f"no dead letter {letter_id!r}; `modelbus dlq ls` lists them")
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        record = await asyncio.wait_for(consumer.getone(tp), timeout)
+    finally:
+        await consumer.stop()
+    letter = _letter(record) if record.offset == offset else None
+    if letter is None:
+        raise LookupError(f"{letter_id!r} is not a dead letter modelbus can read")
+    return letter
 
 
 def find_letter(letters: list[StoredLetter], letter_id: str) -> StoredLetter:

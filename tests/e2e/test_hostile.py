@@ -58,7 +58,7 @@ def test_every_hostile_input_gets_a_readable_rejection(attacked: Attacked) -> No
     outcomes = attacked.outcomes
     print("\n" + table(outcomes))
     assert len(outcomes) >= 40
-    assert {o.family for o in outcomes} == {"event", "spec", "http", "data", "artifact", "trust"}
+    assert {o.family for o in outcomes} == {"event", "spec", "http", "data", "artifact", "trust", "stall", "session"}
     wrong = [o for o in outcomes if not o.passed]
     assert wrong == [], table(wrong)
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -431,6 +431,41 @@ async def test_silences_and_acks_through_the_api_are_audited_and_mute_notificati
         ("olga", "expire-silence"),
         ("olga", "silence"),
     ]
+
+
+async def test_a_pending_silence_expires_at_once_and_silences_of_everything_or_bad_parameters_are_refused(
+    settings: Settings, alerter_of: Any, hook: Hook
+) -> None:
+    tokens = SecretStr("op-token=operator:olga")
+    alerter: AlerterService = await alerter_of(config_text(hook), api_tokens=tokens)
+    operator = {"Authorization": "Bearer op-token"}
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=alerter.api), base_url="http://alerter") as http:
+        made = await http.post(
+            "/v1/silences", headers=operator,
+            json={"matchers": ['model="later"'], "starts_at": later, "duration": "1h", "comment": "maintenance"},
+        )  # fmt: skip
+        assert made.status_code == 201 and made.json()["state"] == "pending", made.text
+        expired = await http.delete(f"/v1/silences/{made.json()['id']}", headers=operator)
+        assert expired.json()["state"] == "expired", "expiring a pending silence ends it (as Alertmanager does)"
+        am = await http.get(f"/api/v2/silence/{made.json()['id']}", headers=operator)
+        assert am.json()["status"]["state"] == "expired"
+
+        everything = await http.post(
+            "/v1/silences", headers=operator, json={"matchers": ['team=""'], "duration": "1h", "comment": "x"}
+        )
+        assert everything.status_code == 422 and "must not match the empty string" in everything.text
+        posted = await http.post(
+            "/api/v2/silences", headers=operator,
+            json={"matchers": [{"name": "model", "value": ".*", "isRegex": True}], "startsAt": later,
+                  "endsAt": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+                  "createdBy": "olga", "comment": "x"},
+        )  # fmt: skip
+        assert posted.status_code == 400 and "must not match the empty string" in posted.json()
+        bad = await http.get("/api/v2/alerts", params={"active": "perhaps"}, headers=operator)
+        assert bad.status_code == 400 and isinstance(bad.json(), str) and "active" in bad.json(), bad.text
+        refused = await http.get("/api/v2/alerts", params={"filter": r"model=~(a)\1"}, headers=operator)
+        assert refused.status_code == 400 and "RE2" in refused.json()
 
 
 async def _listed(found: Any) -> bool:

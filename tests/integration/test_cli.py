@@ -20,14 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contract import topics
 from shared.contract.envelope import Envelope
-from shared.contract.events import DataArrived
+from shared.contract.events import DataArrived, DeadLettered
 from shared.ops.tools import read_dead_letters
 from shared.runtime.broker import ensure_acls
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Settings
+from shared.runtime.topicreader import read_letter
 from shared.runtime.uow import HandlerContext
 from tests.integration.conftest import eventually, free_port, service_process
 from tests.integration.kafka_helpers import record_effect
+from tests.integration.test_alerter import publish
 from tests.support.foreign import console_produce
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +179,45 @@ async def test_dlq_replay_with_a_fixed_body_brings_the_message_back(
     assert seen[0].id == "needs-fix"
     assert seen[0].event.uri == "s3://datasets/churn-v9.csv"  # type: ignore[attr-defined]
     assert seen[0].extra.get("modelbus_replayed") == "1"
+
+
+async def test_dead_letters_are_read_a_page_at_a_time_newest_first_and_one_by_its_id(
+    settings: Settings, tmp_path: Path
+) -> None:
+    letters = [
+        DeadLettered(
+            consumer="registry-like", reason=f"letter {index}", error_type="validation", attempts=1,
+            original_topic=settings.topic(topics.DATA_ARRIVED), original_partition=0, original_offset=index,
+            original_key_b64=None, original_value_b64="e30=", original_headers=[],
+        )
+        for index in range(7)
+    ]  # fmt: skip
+    await publish(settings, *letters)  # one key: one partition, in this order
+    port = free_port()
+    registry_env = {
+        **os.environ, "MODELBUS_TOPIC_PREFIX": settings.topic_prefix, "MODELBUS_OTLP_ENDPOINT": "",
+        "MODELBUS_API_TOKENS": "view-token=viewer:vic", "MODELBUS_REGISTRY_PORT": str(port),
+    }  # fmt: skip
+    pages: list[list[str]] = []
+    ids: dict[str, str] = {}
+    async with (
+        service_process("services.registry", registry_env, port, tmp_path / "registry.log"),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer view-token"}) as http,
+    ):
+        url: str | None = "/v1/dead-letters?limit=3"
+        while url is not None:
+            answer = await http.get(url)
+            assert answer.status_code == 200, answer.text
+            pages.append([letter["reason"] for letter in answer.json()])
+            ids |= {letter["reason"]: letter["id"] for letter in answer.json()}
+            url = answer.links.get("next", {}).get("url")
+        bad = await http.get("/v1/dead-letters", params={"before": "the start"})
+    assert pages == [["letter 6", "letter 5", "letter 4"], ["letter 3", "letter 2", "letter 1"], ["letter 0"]]
+    assert bad.status_code == 400 and "not a page cursor" in bad.json()["detail"]
+    assert (await read_letter(settings, ids["letter 4"])).letter.reason == "letter 4"
+    partition, offset = ids["letter 6"].split(":")
+    with pytest.raises(LookupError, match=f"no dead letter '{partition}:{int(offset) + 1}'"):
+        await read_letter(settings, f"{partition}:{int(offset) + 1}")
 
 
 async def test_cli_publish_validates_computes_the_digest_and_tail_shows_the_event(

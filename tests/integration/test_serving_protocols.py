@@ -37,6 +37,7 @@ from shared.runtime.settings import Settings
 from tests.integration import test_deployer
 from tests.integration.conftest import drop_topics, eventually, free_port
 from tests.integration.test_deployer import FEATURES, apply, changes, on_topic, register, rows
+from tests.support import conformance
 
 ROOT = Path(__file__).resolve().parents[2]
 trained = test_deployer.trained  # the module-scoped fixture: both models trained once
@@ -281,29 +282,43 @@ async def test_mlflow_scoring_bodies_equal_mlflow_models_serve_for_the_same_mode
                 assert mlflow.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
                 assert asyncio.get_running_loop().time() < deadline, "mlflow models serve did not start"
                 await asyncio.sleep(0.5)
+
+            async def both(body: str | bytes, content_type: str) -> tuple[httpx.Response, httpx.Response]:
+                """The same request to `mlflow models serve` and to serving's MLflow route."""
+                kind = {"content-type": content_type}
+                theirs = await http.post(f"http://127.0.0.1:{port}/invocations", content=body, headers=kind)
+                ours = await http.post(f"{served.url}/v1/models/{served.plain}/invocations", content=body, headers=kind)
+                return theirs, ours
+
             for name, content_type, body in bodies:
-                theirs = await http.post(
-                    f"http://127.0.0.1:{port}/invocations", content=body, headers={"content-type": content_type}
-                )
-                ours = await http.post(
-                    f"{served.url}/v1/models/{served.plain}/invocations",
-                    content=body,
-                    headers={"content-type": content_type},
-                )
+                theirs, ours = await both(body, content_type)
                 assert theirs.status_code == ours.status_code == 200, (name, theirs.text, ours.text)
                 assert ours.json() == theirs.json(), name
                 assert list(ours.json()) == ["predictions"]
             # Both refuse what is not JSON, in MLflow's error shape.
-            theirs = await http.post(
-                f"http://127.0.0.1:{port}/invocations", content=b"{nope", headers={"content-type": "application/json"}
-            )
-            ours = await http.post(
-                f"{served.url}/v1/models/{served.plain}/invocations",
-                content=b"{nope",
-                headers={"content-type": "application/json"},
-            )
+            theirs, ours = await both(b"{nope", "application/json")
             assert theirs.status_code == ours.status_code == 400
             assert theirs.json()["error_code"] == ours.json()["error_code"] == "BAD_REQUEST"
+            # An incompatible dataframe (a required column missing: the schema refuses it) and an
+            # empty CSV body (unreadable): 400 in both, with MLflow's error codes.
+            missing = json.dumps({"dataframe_records": [{k: v for k, v in batch[0].items() if k != columns[0]}]})
+            for name, content_type, body, code in (
+                ("missing column", "application/json", missing, "INVALID_PARAMETER_VALUE"),
+                ("empty CSV", "text/csv", "", "BAD_REQUEST"),
+            ):
+                theirs, ours = await both(body, content_type)
+                assert theirs.status_code == ours.status_code == 400, (name, theirs.text, ours.text)
+                assert theirs.json()["error_code"] == ours.json()["error_code"] == code, (name, theirs.text, ours.text)
+            # MLflow's own client, unmodified, in its virtualenv: ping and version.
+            host, served_port = served.url.removeprefix("http://").split(":")
+            client = await asyncio.to_thread(
+                subprocess.run,
+                [str(mlflow_python()), "-c",
+                 "import sys; from mlflow.pyfunc.scoring_server.client import ScoringServerClient as C;"
+                 " c = C(sys.argv[1], int(sys.argv[2])); c.ping(); print(c.get_version())", host, served_port],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert client.returncode == 0 and client.stdout.strip(), client.stderr[-2000:]
             unsupported = await http.post(
                 f"{served.url}/invocations", content=b"x", headers={"content-type": "text/xml"}
             )
@@ -380,3 +395,33 @@ async def test_bad_input_is_refused_in_each_protocols_shape_and_good_requests_be
     good_statuses = [s for i, s in enumerate(statuses) if i % 3 != 2]
     assert good_statuses == [200] * 400
     assert all(400 <= s < 500 for i, s in enumerate(statuses) if i % 3 == 2)
+
+
+# Where serving answers the OIP REST document otherwise, on purpose (the README lists them too).
+OIP_DIFFERENCES = [
+    conformance.Difference(
+        r"/ready$", "status_code_conformance",
+        "a model or version that is not ready answers 404 (unknown) or 400 (known, not loaded yet), as Triton"
+        " does: the protocol's text says a 4xx means not ready; MLServer's document lists 200 alone",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+async def test_the_open_inference_protocols_own_document_holds_against_serving(served: Served) -> None:
+    report = await asyncio.to_thread(
+        conformance.run,
+        "OIP REST (MLServer's dataplane.json) on serving",
+        conformance.oip_document(),
+        served.url,
+        headers={},
+        examples=int(os.environ.get("MODELBUS_CONFORMANCE_EXAMPLES", "30")),
+        seed=20261207,
+        deliberate=OIP_DIFFERENCES,
+        choose={"model_name": [served.plain, served.canary], "model_version": ["1", "2"]},
+        skip=r"/generate|/infer_stream",  # MLServer's LLM extensions: not in the protocol's text
+    )
+    print("\n" + report.summary())
+    assert report.cases > 0 and report.statuses[200] > 0, "cases reached a served model"
+    assert report.server_errors == 0, report.summary()
+    assert report.unexplained == [], report.summary()

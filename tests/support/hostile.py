@@ -40,7 +40,7 @@ from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.broker import aiokafka_options, ensure_topics
 from shared.runtime.bus import publish_events
 from shared.runtime.settings import Settings
-from tests.support import trust
+from tests.support import logins, stalls, trust
 
 Say = Callable[[str], None]
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +170,8 @@ class Corpus:
             ("data", self.data),
             ("artifact", self.artifacts),
             ("trust", self.trust),
+            ("stall", self.stalls),
+            ("session", self.sessions),
         ):
             began = len(self.outcomes)
             await phase()
@@ -186,6 +188,16 @@ class Corpus:
         folder = self.file_root.parent / "trust"
         folder.mkdir(exist_ok=True)
         await trust.run(self, folder)
+
+    async def stalls(self) -> None:
+        """Requests and connections that would hold an HTTP edge's loop or its connections
+        (tests/support/stalls.py), each timed by the target's /healthz meanwhile."""
+        await stalls.run(self)
+
+    async def sessions(self) -> None:
+        """The console's sessions (tests/support/logins.py): the cookie, cross-site logins, logout,
+        guessing tokens."""
+        await logins.run(self)
 
     # ------------------------------------------------------------ events
 
@@ -524,7 +536,7 @@ class Corpus:
                     content=json.dumps({"inputs": [{**columns[0], "data": [math.inf]}, *columns[1:]]}),
                     headers=js,
                 ),
-                {422},
+                {400},
                 "expected a finite number",
             ),
             (
@@ -538,7 +550,7 @@ class Corpus:
                 lambda h: h.post(
                     invocations, content=infinite(b'{"dataframe_records": [', row, "monthly_charges", b"]}"), headers=js
                 ),
-                {422},
+                {400},
                 "monthly_charges: expected a finite number",
             ),
             (
@@ -756,13 +768,18 @@ async def hostile_platform(base: Settings, folder: Path, say: Say = print) -> tu
     root.mkdir(parents=True, exist_ok=True)
     tokens = {role: f"{role}-{secrets.token_hex(16)}" for role in ("viewer", "operator", "admin")}
     settings = base.model_copy(
-        update={"topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}", "stack_dir": folder, "file_roots": [root]}
-    )
+        update={
+            "topic_prefix": f"hostile-{uuid.uuid4().hex[:8]}", "stack_dir": folder, "file_roots": [root],
+            "http_header_timeout_seconds": 3.0, "http_body_timeout_seconds": 4.0,  # slow clients cut sooner
+        }
+    )  # fmt: skip
     await ensure_topics(settings)
-    platform = Platform(settings, say, extra_env={**secret_files(folder, settings, tokens), **{
+    platform = Platform(settings, say, console=True, extra_env={**secret_files(folder, settings, tokens), **{
         "MODELBUS_TOPIC_PREFIX": settings.topic_prefix,
         "MODELBUS_FILE_ROOTS": f'["{root}"]',
         "MODELBUS_OTLP_ENDPOINT": "",
+        "MODELBUS_HTTP_HEADER_TIMEOUT_SECONDS": str(settings.http_header_timeout_seconds),
+        "MODELBUS_HTTP_BODY_TIMEOUT_SECONDS": str(settings.http_body_timeout_seconds),
     }})  # fmt: skip
     platform.start()
     try:

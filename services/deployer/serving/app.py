@@ -32,7 +32,7 @@ from services.deployer.serving.front import PredictFront, dispatch, json_respons
 from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predictor import Answer, Predictor, Refused, Target
 from services.deployer.serving.predlog import PredictionLog
-from services.deployer.serving.routing import Host, NotServed
+from services.deployer.serving.routing import Host, NotServed, OverBudget
 from shared.contract.events import RolloutChanged
 from shared.runtime import feast
 from shared.runtime.artifacts import ArtifactStore
@@ -40,7 +40,7 @@ from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.settings import Settings
 from shared.runtime.tasks import cancel_and_wait
-from shared.runtime.telemetry import make_tracer_provider
+from shared.runtime.telemetry import code_version, make_tracer_provider
 
 log = logging.getLogger("modelbus.serving")
 
@@ -222,6 +222,11 @@ def make_api(serving: Serving) -> FastAPI:
         """MLflow's health check: 200 once the rollouts were read."""
         return Response("\n", status_code=200 if host.ready else 503, media_type="application/json")
 
+    @api.get("/version", tags=["mlflow"])
+    async def version() -> Response:
+        """MLflow's `/version`: the version of the server (here, modelbus'), as `mlflow models serve` answers it."""
+        return Response(code_version(), status_code=200, media_type="application/json")
+
     add_v2_routes(api, serving, fast)
     return api
 
@@ -256,6 +261,8 @@ def add_v2_routes(api: FastAPI, serving: Serving, fast: Callable[..., Awaitable[
             else:
                 engine = await host.engine(name, v2.pinned_version(version) or 0)
                 target = Target(name, host.live.get(name), engine)
+        except OverBudget as exc:
+            return _response(v2.error(503, str(exc)))
         except NotServed as exc:
             return _response(v2.error(404, str(exc)))
         except Refused as refused:
@@ -271,7 +278,7 @@ def add_v2_routes(api: FastAPI, serving: Serving, fast: Callable[..., Awaitable[
                 return _response(v2.error(404, host.why_not(name)))
             return _response(v2.error(404, f"no model named {name!r} is served here (served: {sorted(host.live)})"))
         if not (version.isascii() and version.isdigit()):
-            return _response(v2.error(400, f"a version is a positive integer, got {version[:20]!r}"))
+            return _response(v2.error(404, f"no version {version[:20]!r}: a version is a positive integer"))
         if (name, int(version)) in host.engines:
             return json_response({"name": name, "version": version, "ready": True})
         # Not ready is a 4xx in the protocol (as Triton answers it); a request naming it loads it.

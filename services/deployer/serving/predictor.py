@@ -22,7 +22,7 @@ from services.deployer import domain
 from services.deployer.serving.features import FeatureLookups
 from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predlog import PredictionLog, Served
-from services.deployer.serving.routing import Engine, Host, Live, NotServed
+from services.deployer.serving.routing import Engine, Host, Live, NotServed, OverBudget
 from shared.runtime.feast import FeatureStoreError
 from shared.runtime.served import InputError, Row, check_rows
 from shared.runtime.settings import Settings
@@ -74,6 +74,14 @@ def too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     if not _depth_over(body.translate(None, _NOT_BRACKETS), limit):
         return False
     return _depth_over(_STRINGS.sub(b"", body).translate(None, _NOT_BRACKETS), limit)
+
+
+def too_many_values(body: bytes, limit: int) -> bool:
+    """Whether a JSON or CSV body holds more than `limit` values, by its commas (C speed); only a
+    body that seems to is counted again with its strings taken out."""
+    if body.count(b",") < limit:
+        return False
+    return _STRINGS.sub(b"", body).count(b",") >= limit
 
 
 def _depth_over(brackets: bytes, limit: int) -> bool:
@@ -159,23 +167,44 @@ class Predictor:
         """The live routing of a model, or the named version (loaded on its first request)."""
         if version is None:
             live = self.host.live.get(name)
+            if live is None and name in self.host.problems:  # rolled out, but it could not be loaded
+                raise Refused(503, self.host.problems[name], "not-loaded")
             if live is None:
                 served = sorted(self.host.live)
                 raise Refused(404, f"no model named {name!r} is served here (served: {served})", "unknown-model")
             return Target(name, live)
         try:
             engine = await self.host.engine(name, version)
+        except OverBudget as exc:
+            raise Refused(503, str(exc), "over-budget") from None
         except NotServed as exc:
             raise Refused(404, str(exc), "unknown-version") from None
         self.metrics.pinned.labels(name, str(version), protocol).inc()
         return Target(name, self.host.live.get(name), engine)
 
-    async def parse(self, size: int, work: Callable[[], T]) -> T:
+    async def parse(self, body: bytes, target: Target | None, work: Callable[[], T]) -> T:
         """Run a body's parsing: inline when the body is small (microseconds), else in a worker
-        thread, so that a large or hostile body never holds the event loop."""
-        if size <= INLINE_PARSE_BYTES:
+        thread once the body is known to hold no more values than the target's rows can (a parser
+        holds the interpreter while it builds values, whichever thread it runs on; counting commas
+        takes a millisecond per 4 MiB)."""
+        if len(body) <= INLINE_PARSE_BYTES:
             return work()
+        if target is not None:
+            budget = self.value_budget(target)
+            if too_many_values(body, budget):
+                raise Refused(
+                    413,
+                    f"the body holds more than {budget} values; {self.settings.serving_max_rows} rows"
+                    f" (MODELBUS_SERVING_MAX_ROWS) of {target.model}'s features hold fewer",
+                    "too-large",
+                )
         return await asyncio.to_thread(work)
+
+    def value_budget(self, target: Target) -> int:
+        """The most values (JSON values, CSV cells) a body for `target` may hold: two per feature
+        and row at the row limit (room for keys, shapes and names), and a thousand more."""
+        widest = max((len(e.loaded.features) for e in target.engines.values()), default=1)
+        return self.settings.serving_max_rows * (widest + 1) * 2 + 1000
 
     def check_row_count(self, count: int) -> None:
         """Refuse (413) more rows than MODELBUS_SERVING_MAX_ROWS, before any work per row."""

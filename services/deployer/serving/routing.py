@@ -112,6 +112,10 @@ class NotServed(LookupError):
     """A model or version this process does not serve; the message says why."""
 
 
+class OverBudget(NotServed):
+    """A version that would take the versions rollouts route to over serving's memory budget."""
+
+
 class Host:
     """The models this process serves, refreshed from the deployer's tables."""
 
@@ -185,7 +189,10 @@ class Host:
                 raise NotServed(f"{model}@{version} is not a version the deployer knows")
             began = time.perf_counter()
             try:
-                engine = await self._load(model, version, list(known.artifacts))
+                engine = await self._load(model, version, list(known.artifacts), {(model, v) for v in routed})
+            except OverBudget:
+                self.metrics.load_failures.labels(model).inc()
+                raise
             except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
                 self.metrics.load_failures.labels(model).inc()
                 raise NotServed(f"{model}@{version} cannot be loaded: {exc}") from exc
@@ -250,12 +257,18 @@ class Host:
             return False
         engines: dict[int, Engine] = {}
         loaded = False
+        routing = {(item.model, v) for v in needed(item.rollout)}
         for version in sorted(needed(item.rollout)):
             engine = self.engines.get((item.model, version))
             if engine is None:
                 loaded = True
                 try:
-                    engine = await self._load(item.model, version, item.artifacts.get(version))
+                    engine = await self._load(item.model, version, item.artifacts.get(version), routing)
+                except OverBudget as exc:
+                    self.metrics.load_failures.labels(item.model).inc()
+                    self.problems[item.model] = str(exc)
+                    log.error("%s; still serving what was live before", exc)
+                    return loaded
                 except (ArtifactError, UntrustedArtifact, OSError, ValueError, RuntimeError) as exc:
                     self.metrics.load_failures.labels(item.model).inc()
                     self.problems[item.model] = f"{item.model}@{version} cannot be loaded: {exc}"
@@ -279,12 +292,44 @@ class Host:
         log.info("%s: %s (%s) now live: %s", item.model, item.rollout.rollout_id, item.rollout.state, split)
         return loaded
 
-    async def _load(self, model: str, version: int, refs: list[ArtifactRef] | None) -> Engine:
+    def _pinned_bytes(self, model: str, routing: set[tuple[str, int]]) -> int:
+        """Memory the versions rollouts route to would take once `model`'s routing became
+        `routing` (the other models' routed versions, and those of `routing` already resident)."""
+        pinned = {(m, v) for m, live in self.live.items() if m != model for v in live.engines} | routing
+        return sum(self.engines[key].loaded.memory_bytes for key in pinned if key in self.engines)
+
+    def _over_budget(self, model: str, version: int, size: int, routing: set[tuple[str, int]]) -> OverBudget | None:
+        taken = self._pinned_bytes(model, routing - {(model, version)})
+        if taken + size <= self.budget:
+            return None
+        return OverBudget(
+            f"{model}@{version} needs {size / 2**20:.1f} MiB; the versions rollouts route to already take "
+            f"{taken / 2**20:.1f} MiB of serving's memory budget of {self.budget / 2**20:.1f} MiB "
+            "(MODELBUS_SERVING_MEMORY_BYTES): raise the budget, or serve fewer models per process "
+            "(MODELBUS_SERVING_MODELS, MODELBUS_SERVING_SHARD)"
+        )
+
+    async def _load(
+        self, model: str, version: int, refs: list[ArtifactRef] | None, routing: set[tuple[str, int]]
+    ) -> Engine:
+        """Load a version for a model whose routing will be `routing`; OverBudget (nothing kept)
+        when its stored size alone, or what it takes loaded, would go over the memory budget."""
         if not refs:
             raise ArtifactError(f"the deployer knows no artifacts of {model}@{version}")
+        stored = sum(ref.size_bytes for ref in refs if ref.name in ("model.skops", "model.onnx"))
+        refused = self._over_budget(model, version, stored, routing)
+        if refused is not None:  # before any download
+            raise refused
         folder = self.folder / model / str(version)
         began = time.perf_counter()
         loaded = await asyncio.to_thread(load, self.artifacts, model, version, refs, folder)
+        # What the process grew by, never less than the model's stored size (which a loaded model
+        # holds at least): the growth of a process's RSS can hide in memory it had freed before.
+        loaded.memory_bytes = max(loaded.memory_bytes, stored)
+        refused = self._over_budget(model, version, loaded.memory_bytes, routing)
+        if refused is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise refused
         self.metrics.loaded.labels(model, str(version), loaded.runtime).set(loaded.memory_bytes)
         self.metrics.loads.labels(model).inc()
         log.info(

@@ -25,8 +25,8 @@ ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQ
 
 def error(status: int, message: str) -> Answer:
     """An MLflow-shaped error answer."""
-    if status == 422:
-        status = 400  # MLflow's scoring server answers an incompatible input 400 BAD_REQUEST
+    if status == 422:  # an input the model's schema refuses: 400, as MLflow's schema enforcement answers it
+        return Answer(400, dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": message}))
     code = ERROR_CODES.get(status, "INTERNAL_ERROR")
     return Answer(status, dumps({"error_code": code, "message": message}))
 
@@ -158,7 +158,8 @@ async def invocations(predictor: Predictor, name: str | None, body: bytes, heade
         target = await predictor.target(model)
         limit = predictor.settings.serving_max_rows
         rows = await predictor.parse(
-            len(body),
+            body,
+            target,
             lambda: (
                 _csv_rows(body, target, limit)
                 if mime == "text/csv"

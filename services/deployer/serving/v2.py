@@ -402,11 +402,10 @@ async def infer(
 ) -> Answer:
     """Answer one V2 inference request (errors in V2's shape)."""
     try:
-        pinned = pinned_version(version)
-        payload, tensors = await predictor.parse(len(body), lambda: decode_request(body, headers.get(HEADER)))
-        target = await predictor.target(name, pinned, "v2")
+        target = await predictor.target(name, pinned_version(version), "v2")
+        payload, tensors = await predictor.parse(body, target, lambda: decode_request(body, headers.get(HEADER)))
         request_id = predictor.request_id(payload.get("id") or headers.get("x-request-id"))
-        rows = await predictor.parse(len(body), lambda: rows_of(payload, tensors, target, predictor.check_row_count))
+        rows = await predictor.parse(body, None, lambda: rows_of(payload, tensors, target, predictor.check_row_count))
         outcome = await predictor.serve(
             target, rows, request_id, single=len(rows) == 1, label=lambda i, f: f"input {f!r}[{i}]"
         )
@@ -420,7 +419,7 @@ def pinned_version(text: str | None) -> int | None:
     if text is None:
         return None
     if not (text.isascii() and text.isdigit()):
-        raise Refused(400, f"a version is a positive integer, got {text[:20]!r}", "unknown-version")
+        raise Refused(404, f"no version {text[:20]!r}: a version is a positive integer", "unknown-version")
     if len(text) > len(str(MAX_VERSION)) or int(text) > MAX_VERSION:
         raise Refused(404, f"no version {text[:20]} (versions go up to {MAX_VERSION})", "unknown-version")
     return int(text)

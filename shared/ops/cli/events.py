@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import typer
 
@@ -99,9 +100,15 @@ def tail(
 
 
 def _letters(consumer: str | None = None) -> list[dict[str, Any]]:
-    """The dead letters, from the registry's API (oldest first), optionally of one consumer."""
-    found: list[dict[str, Any]] = list(reversed(call_api("GET", "/v1/dead-letters", params={"limit": 1000})))
-    return [letter for letter in found if not consumer or letter["consumer"].endswith(consumer)]
+    """The dead letters, from the registry's API page by page (oldest first), optionally of one consumer."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, object] | None = {"limit": 1000}
+    while params is not None:
+        page = call_api("GET", "/v1/dead-letters", params=params, raw=True)
+        found += page.json()
+        following = page.links.get("next", {}).get("url")
+        params = dict(parse_qsl(urlsplit(following).query)) if following else None
+    return [letter for letter in reversed(found) if not consumer or letter["consumer"].endswith(consumer)]
 
 
 @dlq_app.command("ls")

@@ -4,7 +4,8 @@ Pages: Models, Model (versions, rollout timeline, drift, live performance, laten
 (gates, manifest, artifacts, candidates, lineage graph), Dataset, Alerts (ack and silence),
 Dead letters (replay), Trace (a lifecycle's waterfall), and search. A process of its own, like
 the CLI a client of the services' APIs: it reads and acts only through them, with the viewer's
-own token, so the services still never call each other and the console holds no state.
+own token, so the services still never call each other. What it holds is its sessions (in
+memory: the browser's cookie names a session, never the token; a restart logs everyone out).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
         who = await console.who(request)
         if who is None:
             return Response("log in first", status_code=401, media_type="text/plain")
-        if not auth.csrf_ok(request, csrf):
+        if not console.sessions.csrf_ok(request, csrf):
             return _forbidden("the form's CSRF token is missing or wrong")
         if not auth.may(who, "operator"):
             return _forbidden(f"role {who.role} may not do this; it needs operator")
@@ -48,7 +48,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
         if isinstance(who, Response):
             return who
         try:
-            await console.sources.ack(auth.token_of(request) or "", fingerprint, comment[:2000])
+            await console.sources.ack(console.sessions.token_of(request) or "", fingerprint, comment[:2000])
         except Unavailable as exc:
             return console.refuse(request, who, 502, "The alert was not acknowledged", str(exc))
         return _back("/alerts", f"acknowledged {fingerprint[:12]} as {who.actor}")
@@ -64,7 +64,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
         who = await operator(request, csrf)
         if isinstance(who, Response):
             return who
-        token = auth.token_of(request) or ""
+        token = console.sessions.token_of(request) or ""
         try:
             alert = next(
                 (a for a in await console.sources.alerts(token, limit=1000) if a["fingerprint"] == fingerprint), None
@@ -87,7 +87,7 @@ def add_actions(api: FastAPI, console: Console) -> None:
         if isinstance(who, Response):
             return who
         try:
-            done = await console.sources.replay(auth.token_of(request) or "", letter_id)
+            done = await console.sources.replay(console.sessions.token_of(request) or "", letter_id)
         except Unavailable as exc:
             return console.refuse(request, who, 409, "Not replayed", str(exc))
         return _back("/dead-letters", f"replayed {letter_id} to {done['topic']}")

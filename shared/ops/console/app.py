@@ -52,6 +52,7 @@ class Console:
     settings: Settings
     sources: Sources
     sessions: auth.Sessions
+    throttle: auth.Throttle = field(default_factory=auth.Throttle)
     templates: Environment = field(
         default_factory=lambda: Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), enable_async=False
@@ -64,7 +65,7 @@ class Console:
     async def who(self, request: Request) -> Principal | None:
         """The session's principal (None: log in first, also when the registry cannot say)."""
         try:
-            return await self.sessions.principal(auth.token_of(request))
+            return await self.sessions.principal(self.sessions.token_of(request))
         except Unavailable:
             return None
 
@@ -82,11 +83,11 @@ class Console:
         problems: list[str] | None = None,
         **context: Any,
     ) -> HTMLResponse:
-        token = auth.token_of(request)
+        session = self.sessions.session(request)
         page = self.templates.get_template(template).render(
             ui=auth.PREFIX,
             who=who,
-            csrf=auth.csrf_of(token) if token and who else "",
+            csrf=session.csrf if session and who else "",
             static=self.static,
             plotly=PLOTLY,
             charts=bool(figures),
@@ -143,22 +144,35 @@ def add_frame(api: FastAPI, console: Console) -> None:
 
     @api.post(f"{auth.PREFIX}/login", include_in_schema=False)
     async def log_in(request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "") -> Response:
+        if not auth.same_origin(request):
+            return Response("forbidden: a login comes from this console's own page", 403, media_type="text/plain")
+        address = request.client.host if request.client else "unknown"
+        wait = console.throttle.wait(address)
+        if wait > 0:
+            error = f"Too many wrong tokens from {address}: try again in {auth.Throttle.retry_after(wait)} s."
+            refused = console.login(request, error=error, status=429)
+            refused.headers["Retry-After"] = auth.Throttle.retry_after(wait)
+            return refused
         try:
             known = await console.sessions.principal(token)
         except Unavailable as exc:
             return console.login(request, error=f"Nobody can say whose token that is now: {exc}", status=503)
         if known is None:
+            console.throttle.failed(address)
             return console.login(request, error="That token is not valid.")
+        console.throttle.succeeded(address)
+        console.sessions.end(request)  # a new id at every login: a fixed session id opens nothing
         response = RedirectResponse(auth.safe_next(next), status_code=303)
-        auth.keep_session(response, request, token)
+        auth.keep_session(response, request, console.sessions.begin(token))
         return response
 
     @api.post(f"{auth.PREFIX}/logout", include_in_schema=False)
     async def log_out(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-        if not auth.csrf_ok(request, csrf):
+        if not console.sessions.csrf_ok(request, csrf):
             return Response(
                 "forbidden: the form's CSRF token is missing or wrong", status_code=403, media_type="text/plain"
             )
+        console.sessions.end(request)
         response = RedirectResponse(f"{auth.PREFIX}/login", status_code=303)
         auth.end_session(response)
         return response

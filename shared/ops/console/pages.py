@@ -59,7 +59,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         who = await console.who(request)
         if who is None:
             return console.login(request)
-        token, problems = auth.token_of(request) or "", list[str]()
+        token, problems = console.sessions.token_of(request) or "", list[str]()
         reads = Reads(console, token)
         try:
             summaries = await reads.models()
@@ -107,7 +107,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         who = await console.who(request)
         if who is None:
             return console.login(request)
-        token, problems = auth.token_of(request) or "", list[str]()
+        token, problems = console.sessions.token_of(request) or "", list[str]()
         reads = Reads(console, token)
         try:
             summary = await reads.model(name)
@@ -163,7 +163,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         except ValueError as exc:
             return console.refuse(request, who, 400, "Not a version", str(exc))
         try:
-            lineage = await Reads(console, auth.token_of(request) or "").lineage(
+            lineage = await Reads(console, console.sessions.token_of(request) or "").lineage(
                 name, str(ref).partition("@")[2] or "latest"
             )
         except LookupError:
@@ -191,7 +191,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         if who is None:
             return console.login(request)
         try:
-            found = await Reads(console, auth.token_of(request) or "").dataset(name, version)
+            found = await Reads(console, console.sessions.token_of(request) or "").dataset(name, version)
         except LookupError:
             return console.refuse(request, who, 404, "No such dataset version", f"{name}@{version} is not recorded")
         except Unavailable as exc:
@@ -203,7 +203,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         who = await console.who(request)
         if who is None:
             return console.login(request)
-        token, problems = auth.token_of(request) or "", list[str]()
+        token, problems = console.sessions.token_of(request) or "", list[str]()
         scope = {"model": model} if model else {}
         firing, resolved, silences = await asyncio.gather(
             _soft(problems, [], console.sources.alerts(token, status="firing", limit=500, **scope)),
@@ -228,7 +228,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
         if who is None:
             return console.login(request)
         problems: list[str] = []
-        shown = await _soft(problems, [], Reads(console, auth.token_of(request) or "").dead_letters())
+        shown = await _soft(problems, [], Reads(console, console.sessions.token_of(request) or "").dead_letters())
         return console.render(
             request,
             "dead_letters.html",
@@ -266,7 +266,7 @@ def add_pages(api: FastAPI, console: Console) -> None:
             return RedirectResponse(f"{ui}/traces/{text.lower()}", status_code=303)
         model, _, version = text.partition("@")
         try:
-            found = await Reads(console, auth.token_of(request) or "").models(model) if model else []
+            found = await Reads(console, console.sessions.token_of(request) or "").models(model) if model else []
         except Unavailable as exc:
             return console.refuse(request, who, 503, "The registry did not answer", str(exc))
         exact = [m for m in found if m.name == model]

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from services.alerter import domain
 from services.alerter.config import ConfigError, Matcher, mutes_everything, parse_config, plans, routes_for
@@ -215,6 +216,32 @@ def test_routes_inherit_what_they_leave_unset() -> None:
     assert found["0.0.0"].receiver == "payments-pager" and found["0.0.0"].repeat_interval == 1800.0
     assert found["0.0.0"].group_interval == 120.0 and found["0.0.0"].group_by == ("model",)
     assert found["0.1"].group_by == ("...",)
+
+
+def test_the_tree_reads_as_an_alertmanager_configuration_durations_and_matchers_written_as_alertmanager_does() -> None:
+    written = yaml.safe_load(parse_config(TREE + "resolve_timeout: 90m\n").as_alertmanager_yaml())
+    assert written["global"] == {"resolve_timeout": "1h30m"}
+    root = written["route"]
+    assert (root["receiver"], root["group_by"], root["group_wait"], root["group_interval"]) == (
+        "ops", ["model"], "30s", "2m",
+    )  # fmt: skip
+    assert root["repeat_interval"] == "4h", "the root's defaults are written out"
+    payments = root["routes"][0]
+    assert payments == {
+        "receiver": "payments", "matchers": ['team="payments"'], "continue": True,
+        "routes": [{"receiver": "payments-pager", "matchers": ['severity="critical"'], "repeat_interval": "30m"}],
+    }  # fmt: skip
+    assert root["routes"][1]["group_by"] == ["..."]
+    assert [r["name"] for r in written["receivers"]] == ["ops", "payments", "payments-pager", "ml", "platform"]
+    assert all(set(r) == {"name"} for r in written["receivers"]), "modelbus' destinations have no Alertmanager form"
+    assert written["inhibit_rules"][0]["target_matchers"] == ['kind=~"drift|performance|canary-failed"']
+
+
+@pytest.mark.parametrize("value", ['say "hi"', "back\\slash", "two\nlines", r"a\.b|c\d+", "naïve ✓"])
+def test_a_matcher_written_out_reads_back_the_same(value: str) -> None:
+    matcher = Matcher("note", "=~", value, None)
+    again = Matcher.parse(str(matcher))
+    assert (again.label, again.op, again.value) == ("note", "=~", value)
 
 
 # ---------------------------------------------------------------- alerts from events

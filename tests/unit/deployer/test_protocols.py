@@ -305,3 +305,71 @@ async def test_unpinned_versions_are_evicted_least_recently_used_first_and_route
     assert set(host.engines) == {("hot", 1)}
     assert metrics.evictions.labels("a")._value.get() == 1 and metrics.resident._value.get() == 2**20
     host.close()
+
+
+async def test_a_version_over_the_memory_budget_is_refused_naming_it_and_what_was_live_keeps_answering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from services.deployer import domain, store
+    from services.deployer.serving import routing
+    from services.deployer.serving.routing import Host
+    from shared.contract.events import ArtifactRef
+    from shared.contract.spec import Rollout as Policy
+
+    sizes = {("a", 1): 2**20, ("b", 1): 2 * 2**20, ("a", 2): 3 * 2**20}
+    downloaded: list[tuple[str, int]] = []
+
+    def load(_: object, model: str, version: int, refs: object, folder: Path) -> Loaded:
+        downloaded.append((model, version))
+        return resident(model, version, sizes[(model, version)]).loaded
+
+    monkeypatch.setattr(routing, "load", load)
+    metrics = Metrics(CollectorRegistry())
+    host = Host(Settings(service_name="t", serving_memory_bytes=3 * 2**20), None, None, metrics)  # type: ignore[arg-type]
+
+    def live(model: str, version: int, stored: int = 1000) -> store.LiveModel:
+        rollout = domain.start(model, f"ro-{version}", version, None, Policy(), datetime(2026, 12, 1, tzinfo=UTC))
+        ref = ArtifactRef(name="model.onnx", uri=f"s3://m/{model}", sha256="a" * 64, size_bytes=stored)
+        return store.LiveModel(model, rollout.rollout, {version: [ref]}, None)
+
+    assert await host._apply(live("a", 1)) and await host._apply(live("b", 1))
+    assert set(host.live) == {"a", "b"}  # 3 MiB of 3
+    await host._apply(live("a", 2))  # a@2 takes 3 MiB where a@1 took 1: b's 2 MiB leave too little
+    assert host.live["a"].rollout.candidate == 1, "a keeps answering with what was live"
+    assert "a@2 needs 3.0 MiB" in host.problems["a"] and "MODELBUS_SERVING_MEMORY_BYTES" in host.problems["a"]
+    assert ("a", 2) not in host.engines
+    await host._apply(live("c", 1, stored=5 * 2**20))  # refused on its stored size, before any download
+    assert downloaded == [("a", 1), ("b", 1), ("a", 2)]
+    predictor = Predictor(Settings(service_name="t"), host, metrics, None)  # type: ignore[arg-type]
+    with pytest.raises(Refused) as refused:
+        await predictor.target("c")
+    assert refused.value.status == 503 and "c@1 needs 5.0 MiB" in str(refused.value)
+    assert metrics.load_failures.labels("a")._value.get() == 1
+    host.close()
+
+
+async def test_a_large_body_with_more_values_than_the_rows_can_hold_is_refused_before_it_is_parsed() -> None:
+
+    metrics = Metrics(CollectorRegistry())
+    predictor = Predictor(Settings(service_name="t", serving_max_rows=10), None, metrics, None)  # type: ignore[arg-type]
+    engine = resident("churn", 1, 1000)
+    target = Target("churn", None, engine)
+    budget = predictor.value_budget(target)
+    assert budget == 10 * (len(FEATURES) + 1) * 2 + 1000
+    parsed: list[bytes] = []
+
+    def work(body: bytes) -> Any:
+        parsed.append(body)
+        return json.loads(body)
+
+    numbers = json.dumps({"inputs": [{"name": "tenure", "shape": [1], "data": [7] * 70_000}]}).encode()
+    with pytest.raises(Refused) as refused:
+        await predictor.parse(numbers, target, lambda: work(numbers))
+    assert refused.value.status == 413 and f"more than {budget} values" in str(refused.value)
+    assert "MODELBUS_SERVING_MAX_ROWS" in str(refused.value) and parsed == [], "refused before any parsing"
+    text = json.dumps({"inputs": [{"name": "note", "shape": [1], "data": ["a," * 40_000]}]}).encode()
+    assert len(text) > 64 * 1024 and (await predictor.parse(text, target, lambda: work(text)))["inputs"]
+    assert parsed == [text], "commas inside strings are no values"

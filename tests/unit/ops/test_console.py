@@ -11,8 +11,6 @@ from fastapi.testclient import TestClient
 
 from services.registry import domain
 from shared.ops.console import auth, charts, drawings
-from shared.runtime.httpapi import identifier
-from shared.runtime.settings import Settings
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -140,23 +138,94 @@ def test_a_login_only_leads_to_a_console_page() -> None:
         assert auth.safe_next(elsewhere) == "/ui/"
 
 
-def test_an_action_needs_the_sessions_own_csrf_token_from_this_origin() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def nobody(token: str) -> dict[str, str] | None:
+    return None
+
+
+def session_app(sessions: auth.Sessions) -> TestClient:
     api = FastAPI()
-    api.state.identify = identifier(Settings(api_tokens="tok=operator:olga"))  # type: ignore[arg-type]
 
     @api.post("/ui/check")
-    async def check(request: Request, csrf: str = Form("")) -> dict[str, bool]:
-        return {"ok": auth.csrf_ok(request, csrf)}
+    async def check(request: Request, csrf: str = Form("")) -> dict[str, Any]:
+        return {"ok": sessions.csrf_ok(request, csrf), "token": sessions.token_of(request)}
 
-    client = TestClient(api)
-    good = auth.csrf_of("tok")
-    assert client.post("/ui/check", data={"csrf": good}).json() == {"ok": False}, "no session cookie"
+    @api.post("/ui/out")
+    async def out(request: Request) -> None:
+        sessions.end(request)
+
+    return TestClient(api, base_url="http://console")
+
+
+def test_the_cookie_names_a_random_session_never_the_token_and_the_session_ends_at_logout_or_expiry() -> None:
+    clock = Clock()
+    sessions = auth.Sessions(nobody, clock=clock)
+    client = session_app(sessions)
+    first, second = sessions.begin("tok"), sessions.begin("tok")
+    assert first != second and "tok" not in first and len(first) >= 43, "256 random bits, nothing of the token"
+    client.cookies.set(auth.COOKIE, first)
+    assert client.post("/ui/check").json()["token"] == "tok"
     client.cookies.set(auth.COOKIE, "tok")
-    assert client.post("/ui/check", data={"csrf": good}).json() == {"ok": True}
-    assert client.post("/ui/check", data={"csrf": auth.csrf_of("other")}).json() == {"ok": False}
-    assert client.post("/ui/check", data={}).json() == {"ok": False}
-    other_site = client.post("/ui/check", data={"csrf": good}, headers={"Origin": "https://evil.example"})
-    assert other_site.json() == {"ok": False}
+    assert client.post("/ui/check").json()["token"] is None, "the token itself opens no session"
+    client.cookies.set(auth.COOKIE, first)
+    clock.now += auth.IDLE_SECONDS + 1
+    assert client.post("/ui/check").json()["token"] is None, "idle too long"
+    client.cookies.set(auth.COOKIE, second)
+    assert client.post("/ui/check").json()["token"] is None, "the other one too"
+    third = sessions.begin("tok")
+    client.cookies.set(auth.COOKIE, third)
+    for _ in range(int(auth.SESSION_SECONDS / auth.IDLE_SECONDS) + 1):  # used often, yet not for ever
+        clock.now += auth.IDLE_SECONDS - 1
+        client.post("/ui/check")
+    assert client.post("/ui/check").json()["token"] is None, "past its lifetime"
+    fourth = sessions.begin("tok")
+    client.cookies.set(auth.COOKIE, fourth)
+    assert client.post("/ui/check").json()["token"] == "tok"
+    client.post("/ui/out")
+    assert client.post("/ui/check").json()["token"] is None, "logged out"
+
+
+def test_an_action_needs_the_sessions_own_csrf_token_from_this_origin() -> None:
+    sessions = auth.Sessions(nobody)
+    client = session_app(sessions)
+    session_id = sessions.begin("tok")
+    good = sessions.open[sessions._key(session_id)].csrf
+    assert client.post("/ui/check", data={"csrf": good}).json()["ok"] is False, "no session cookie"
+    client.cookies.set(auth.COOKIE, session_id)
+    assert client.post("/ui/check", data={"csrf": good}).json()["ok"] is True
+    other = sessions.open[sessions._key(sessions.begin("tok"))].csrf
+    assert client.post("/ui/check", data={"csrf": other}).json()["ok"] is False, "another session's token"
+    assert client.post("/ui/check", data={}).json()["ok"] is False
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Referer": "https://evil.example/page"}):  # fmt: skip
+        assert client.post("/ui/check", data={"csrf": good}, headers=headers).json()["ok"] is False, headers
+    same = {"Origin": "http://console", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/ui/check", data={"csrf": good}, headers=same).json()["ok"] is True
+
+
+def test_failed_logins_from_one_address_are_slowed_and_a_success_clears_them() -> None:
+    clock = Clock()
+    throttle = auth.Throttle(free=5, longest=60, clock=clock)
+    for _ in range(5):
+        assert throttle.wait("10.0.0.9") == 0
+        throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 1.0 and throttle.wait("10.0.0.7") == 0, "per address"
+    clock.now += 1
+    throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 2.0
+    for _ in range(20):
+        clock.now += 100
+        throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 60.0, "at most a minute"
+    throttle.succeeded("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 0
 
 
 async def test_a_session_is_whoever_the_registry_says_the_token_is_asked_once_per_interval() -> None:

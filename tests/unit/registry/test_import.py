@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import stat
 import tarfile
 import zipfile
@@ -378,3 +379,31 @@ def test_an_onnx_classifier_imports_and_serves_whatever_spelling_names_its_class
     row = {"tenure_months": 30, "monthly_charges": 40.0, "support_calls": 0}
     answered, _ = loaded.predict(check_rows(loaded.features, [row]))
     assert str(answered[0]) in {str(c) for c in estimator.classes_}
+
+
+def test_reference_data_that_declares_too_many_rows_or_columns_is_refused_before_it_is_read(
+    notebook: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.registry.importing as importing
+
+    monkeypatch.setattr(importing, "MAX_ROWS", 1000)
+    monkeypatch.setattr(importing, "MAX_COLUMNS", 10)
+    long = tmp_path / "long.parquet"
+    pd.DataFrame({"tenure_months": np.zeros(5000)}).to_parquet(long, compression="zstd")
+    with pytest.raises(
+        ImportRefused, match=re.escape("the reference data long.parquet has 5,000 rows; the limit is 1,000")
+    ):
+        importing.read_rows(long, "long.parquet", "reference", max_bytes=LIMIT)
+    dense = tmp_path / "dense.parquet"
+    pd.DataFrame({"tenure_months": np.arange(900.0)}).to_parquet(dense)
+    with pytest.raises(ImportRefused, match=r"dense.parquet has \d[\d,]* bytes unpacked; the limit is 1,000"):
+        importing.read_rows(dense, "dense.parquet", "reference", max_bytes=1000)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(11)) + "\n" + ",".join("1" * 11) + "\n")
+    with pytest.raises(ImportRefused, match=re.escape("wide.csv has 11 columns; the limit is 10")):
+        importing.read_rows(wide, "wide.csv", "reference", max_bytes=LIMIT)
+    many = tmp_path / "many.csv"
+    many.write_text("a\n" + "1\n" * 1001)
+    with pytest.raises(ImportRefused, match=re.escape("many.csv has more than 1,000 rows")):
+        importing.read_rows(many, "many.csv", "reference", max_bytes=LIMIT)
+    assert len(importing.read_rows(notebook["test"], "test.parquet", "test", max_bytes=LIMIT)) == 1000

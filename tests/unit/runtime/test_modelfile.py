@@ -211,3 +211,20 @@ def test_an_array_member_that_holds_a_pickle_is_refused_before_loading() -> None
             archive.writestr(member, data)
     with pytest.raises(UntrustedArtifact, match="holds Python objects"):
         audit(out.getvalue())
+
+
+def test_a_skops_file_whose_arrays_unpack_past_the_limit_is_refused_before_any_is_read() -> None:
+    schema, members = template()
+    name = next(iter(members))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+        for member, data in members.items():
+            archive.writestr(member, data)
+        zeros = io.BytesIO()
+        np.save(zeros, np.zeros(2**20))  # 8 MiB of zeros: about 8 KB stored
+        archive.writestr(f"{name}.big.npy", zeros.getvalue())
+    assert len(out.getvalue()) < 64 * 1024
+    with pytest.raises(UntrustedArtifact, match=r"unpacks to \d+ bytes; the limit is 4194304"):
+        audit(out.getvalue(), max_bytes=4 * 2**20)
+    assert audit(out.getvalue(), max_bytes=16 * 2**20), "under the limit, the same file is audited"
