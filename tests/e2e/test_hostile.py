@@ -36,7 +36,7 @@ class Attacked:
 
 @pytest.fixture(scope="module")
 async def attacked(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Attacked]:
-    """One platform (seven processes) with its own topics, put through the whole corpus."""
+    """One platform (seven processes and the console) with its own topics, put through the whole corpus."""
     platform, corpus = await hostile_platform(base_settings, tmp_path_factory.mktemp("hostile"))
     settings = corpus.settings
     try:
@@ -90,7 +90,7 @@ async def test_every_process_stays_up_and_keeps_working(attacked: Attacked) -> N
 
 def test_no_secret_reaches_a_log(attacked: Attacked) -> None:
     logs = sorted(Path(attacked.platform.logs).glob("*.log"))
-    assert len(logs) == 7, logs
+    assert len(logs) == 8, logs  # the seven processes and the console
     text = {path.name: path.read_text(errors="replace") for path in logs}
     assert all(text.values()), "every process logged something"
     leaks = [
