@@ -17,6 +17,7 @@ import httpx
 
 from shared.ops.demo import FEATURES
 from shared.ops.example_data import churn_frame
+from shared.ops.platform import HEALTH_PORTS
 
 if TYPE_CHECKING:
     from tests.support.hostile import Corpus
@@ -165,6 +166,7 @@ async def trickles(corpus: Corpus) -> None:
         ("serving", corpus.serving),
         ("registry", corpus.registry),
         ("alerter", corpus.alerter),
+        ("monitor", f"http://127.0.0.1:{HEALTH_PORTS['monitor']}"),
         ("console", console),
     )
     for target, base in targets:
