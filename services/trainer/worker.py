@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -44,11 +47,21 @@ from shared.runtime.telemetry import code_version, configure_logging
 
 log = logging.getLogger("modelbus.trainer")
 IDLE_POLL_SECONDS = 1.0  # the poll when no NOTIFY came (the listener reconnecting)
+PARENT_CHECK_SECONDS = 1.0
 
 
 def _fit_process_init(settings: Settings) -> None:
     configure_logging(settings.model_copy(update={"service_name": f"{settings.service_name}-fit"}))
     feast.configure(settings)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End the fit process when the trainer that started it is gone (killed, or stopped without
+    shutting its pool down): its queue's pipe never closes for the child, which holds both ends."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 @dataclass
