@@ -156,8 +156,9 @@ async def trickle(address: str, at_once: bytes, trickled: bytes) -> float:
 
 
 async def trickles(corpus: Corpus) -> None:
-    """A hundred connections trickling their headers, and a hundred their bodies, at serving and at
-    the registry; the listener must close each within its timeout while normal requests go on."""
+    """A hundred connections trickling their headers, and a hundred their bodies, at every HTTP
+    listener (serving, registry, alerter, monitor, console); the listener must close each within
+    its timeout while normal requests go on."""
     settings = corpus.settings
     header = b"POST /v1/models/x:predict HTTP/1.1\r\nhost: modelbus\r\n" + b"x-padding: slowly\r\n" * 40 + b"\r\n"
     body_head = b"POST /v1/models/x:predict HTTP/1.1\r\nhost: modelbus\r\ncontent-length: 100000\r\n\r\n"
