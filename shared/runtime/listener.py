@@ -91,6 +91,9 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
 
 
+SHUTDOWN_GRACE_SECONDS = 10.0  # what requests in flight get to finish when the process stops
+
+
 def server_config(app: Any, host: str, port: int, settings: Settings, lifespan: str = "off") -> uvicorn.Config:
     """uvicorn's configuration for a modelbus listener, with the settings' timeouts and cap."""
     protocol = type(
@@ -112,4 +115,5 @@ def server_config(app: Any, host: str, port: int, settings: Settings, lifespan: 
         lifespan=lifespan,  # type: ignore[arg-type]
         timeout_keep_alive=settings.http_idle_timeout_seconds,
         limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,  # a stuck request never holds a stop
     )

@@ -111,7 +111,7 @@ async def dead_letter_page(
         begins, ends = await consumer.beginning_offsets(assigned), await consumer.end_offsets(assigned)
         stops = {tp: min(ends[tp], (before or {}).get(tp.partition, ends[tp])) for tp in assigned}
         wanted = [tp for tp in assigned if stops[tp] > begins[tp]]
-        consumer.assign(wanted)
+        consumer.pause(*[tp for tp in assigned if tp not in wanted])
         for tp in wanted:
             consumer.seek(tp, max(begins[tp], stops[tp] - limit))
         deadline = time.monotonic() + timeout
