@@ -43,10 +43,14 @@ class GuardedHttp(HttpToolsProtocol):
         self._phase = "headers"
 
     def _arm(self, phase: str, seconds: float) -> None:
-        self._disarm()
+        """Give the request's `phase` `seconds` from now. One timer per connection: it is moved
+        only by being checked when it fires, so a fast request costs no timer of its own."""
         self._phase = phase
         self._due = self.loop.time() + seconds
-        self._timer = self.loop.call_at(self._due, self._check)
+        if self._timer is not None and self._timer.when() > self._due:
+            self._disarm()  # due sooner than the timer would look: look then
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._due, self._check)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -55,9 +59,9 @@ class GuardedHttp(HttpToolsProtocol):
 
     def _check(self) -> None:
         self._timer = None
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self.loop.time() < self._due:  # the body came on meanwhile: its deadline moved
+        if self.transport is None or self.transport.is_closing() or self._phase == "idle":
+            return  # between requests uvicorn's keep-alive timeout is the one that counts
+        if self.loop.time() < self._due:  # the request moved on, or its body came on, meanwhile
             self._timer = self.loop.call_at(self._due, self._check)
             return
         log.warning("closed the connection of %s: its request's %s took too long", self.client, self._phase)
@@ -75,7 +79,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._timer is None:  # the next request on a kept-alive connection
+        if self._phase == "idle":  # the next request on a kept-alive connection
             self._arm("headers", self.header_seconds)
 
     def on_headers_complete(self) -> None:
@@ -87,7 +91,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = "idle"
         super().on_message_complete()
 
 
