@@ -95,7 +95,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
 
 
-SHUTDOWN_GRACE_SECONDS = 10.0  # what requests in flight get to finish when the process stops
+SHUTDOWN_GRACE_SECONDS = 10  # seconds requests in flight get to finish when the process stops (uvicorn: whole seconds)
 
 
 def server_config(app: Any, host: str, port: int, settings: Settings, lifespan: str = "off") -> uvicorn.Config:
