@@ -19,7 +19,9 @@ are RE2, as Alertmanager's; a bad parameter is 400 with a JSON string, as Alertm
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
@@ -65,6 +67,9 @@ class AmMatcher(BaseModel):
     isEqual: bool = True
 
 
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
 class PostableAlert(BaseModel):
     """Alertmanager's postableAlert (what `amtool alert add` and Prometheus send)."""
 
@@ -81,6 +86,22 @@ class PostableAlert(BaseModel):
             raise ValueError("null is not allowed: leave the field out")
         return value
 
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _names_and_values(cls, value: dict[str, str]) -> dict[str, str]:
+        # Alertmanager's rule for label and annotation names; a NUL is no text PostgreSQL keeps
+        for name, text in value.items():
+            if not LABEL_NAME.fullmatch(name):
+                raise ValueError(f"{name[:60]!r} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+            if "\x00" in text:
+                raise ValueError(f"the value of {name!r} holds a NUL character")
+        return value
+
+    @field_validator("startsAt", "endsAt")
+    @classmethod
+    def _zero_is_unset(cls, value: datetime | None) -> datetime | None:
+        return None if value is not None and value.year == 1 else value  # Go's zero time, as amtool sends it
+
 
 POSTED_ALERTS = TypeAdapter(list[PostableAlert])
 MOST_POSTED = 1000
@@ -95,6 +116,11 @@ class PostableSilence(BaseModel):
     endsAt: datetime
     createdBy: str = Field(min_length=1, max_length=200)
     comment: str = Field(min_length=1, max_length=2000)
+
+
+def _problems(errors: Sequence[Any], whole: str) -> str:
+    """Validation errors as one line: `where: what; ...` (`whole` where the error is the whole)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in errors)
 
 
 def _bad(message: str, status: int = 400) -> JSONResponse:
@@ -126,8 +152,7 @@ def add_alertmanager_routes(
         # Alertmanager's API answers a bad parameter 400 with a JSON string; the rest keep FastAPI's 422
         if not request.url.path.startswith("/api/v2"):
             return await request_validation_exception_handler(request, exc)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-        return _bad(problems)
+        return _bad(_problems(exc.errors(), "request"))
 
     @api.get("/api/v2/status", tags=tags)
     async def status(_: Viewer) -> dict[str, Any]:
@@ -171,9 +196,10 @@ def add_alertmanager_routes(
         for row in rows:
             if not all(m.matches(row.labels) for m in wanted):
                 continue
-            paths = routes_for(config, row.labels)
+            every = routes_for(config, row.labels)
+            paths = every
             if by_receiver is not None:
-                paths = [p for p in paths if by_receiver.matches({"receiver": route_plans[p].receiver})]
+                paths = [p for p in every if by_receiver.matches({"receiver": route_plans[p].receiver})]
                 if not paths:
                     continue
             silenced_by = [s.id for s in silences if s.mutes(row.labels, now)]
@@ -185,7 +211,7 @@ def add_alertmanager_routes(
             ):
                 continue
             lapse = row.updated_at + timedelta(seconds=config.resolve_timeout)
-            names = sorted({route_plans[path].receiver for path in routes_for(config, row.labels)})
+            names = sorted({route_plans[path].receiver for path in every})
             gettable = formats.gettable_alert(
                 row.as_dict(), receivers=names, silenced_by=silenced_by, inhibited_by=inhibited_by, ends_at=lapse
             )
@@ -216,9 +242,7 @@ def add_alertmanager_routes(
         try:
             posted = POSTED_ALERTS.validate_python(body)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
+            problems = _problems(exc.errors(include_url=False), "body")
             return _bad(f"invalid alerts: {problems}")
         if len(posted) > MOST_POSTED:
             return _bad(f"{len(posted)} alerts in one request; the limit is {MOST_POSTED}")
@@ -228,10 +252,7 @@ def add_alertmanager_routes(
             for index, alert in enumerate(posted):
                 labels = dict(alert.labels)
                 fingerprint = domain.fingerprint(labels)
-                ends = (
-                    alert.endsAt if alert.endsAt is not None and alert.endsAt.year > 1 else None
-                )  # Go's zero time: unset
-                if ends is not None and ends <= now:
+                if alert.endsAt is not None and alert.endsAt <= now:
                     await clear(
                         kept, alerting, [fingerprint], now, f"resolved through the Alertmanager API by {who.actor}"
                     )
@@ -318,9 +339,7 @@ def add_alertmanager_routes(
                 for m in posted.matchers
             ]
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
+            problems = _problems(exc.errors(include_url=False), "body")
             return _bad(f"invalid silence: {problems}")
         except ValueError as exc:
             return _bad(f"invalid silence: {exc}")
