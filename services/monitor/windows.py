@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from services.monitor import drift, estimate
-from services.monitor.canary import Summary
+from services.monitor.canary import Summary, quantile_bounds
 from services.monitor.domain import Drifted
 from shared.contract.events import Calibration, CategoricalProfile, PredictionsLogged, ReferenceProfile
 from shared.contract.spec import Monitoring
@@ -234,6 +234,7 @@ def summarize(columns: Columns, calibration: Calibration | None = None, *, drift
     return Summary(
         rows=rows,
         latency_p99_ms=float(np.percentile(latency, 99)) if latency.size else 0.0,
+        latency_p99_bounds=quantile_bounds(latency) if latency.size else None,
         prediction_shares={} if deciles else shares,
         prediction_deciles=deciles,
         distinct_predictions=int((counts > 0).sum()),

@@ -120,3 +120,32 @@ def test_once_labels_speak_a_worse_estimate_is_reported_not_decisive() -> None:
     guessed = next(c for c in comparisons if c.test == "cbpe")
     assert (guessed.outcome, guessed.candidate, guessed.stable) == ("reported", 0.8, 0.9)
     assert canary.verdict(comparisons, candidate.rows, POLICY.min_samples)[0] == "advance"
+
+
+def test_the_p99_interval_puts_its_low_end_above_the_true_quantile_at_most_as_often_as_stated() -> None:
+    """The low end is what a rollback rests on: above the true p99 at most 2.5 % of the time."""
+    rng = np.random.default_rng(7)
+    true_p99 = float(np.log(100.0))  # exponential(1): P(X > ln 100) = 1 %
+    bounds = [canary.quantile_bounds(rng.exponential(1.0, 300)) for _ in range(4000)]
+    too_high = sum(low > true_p99 for low, _ in bounds) / len(bounds)
+    held = sum(low <= true_p99 <= high for low, high in bounds) / len(bounds)
+    assert too_high <= 0.03
+    assert held >= 0.92  # at 300 rows the high end is the largest value, which misses 0.99^300 = 4.9 %
+
+
+def test_a_few_slow_requests_in_a_busy_window_do_not_roll_back_but_a_slower_version_does() -> None:
+    rng = np.random.default_rng(3)
+    stable_ms = rng.normal(2.0, 0.2, 300)
+    hiccups = np.concatenate([rng.normal(2.0, 0.2, 295), [7.4, 7.6, 8.1, 8.8, 9.0]])  # five scheduling stalls
+    slower = rng.normal(9.0, 0.5, 300)
+
+    def window(latency: np.ndarray) -> canary.Summary:
+        return summary(
+            latency_p99_ms=float(np.percentile(latency, 99)), latency_p99_bounds=canary.quantile_bounds(latency)
+        )
+
+    stable = window(stable_ms)
+    assert window(hiccups).latency_p99_ms - stable.latency_p99_ms > 5.0, "the point estimate alone would roll back"
+    assert judged(window(hiccups), stable, None)[0] == "advance"
+    outcome, reason = judged(window(slower), stable, None)
+    assert outcome == "rollback" and "latency_p99_ms" in reason and "95% interval from" in reason
