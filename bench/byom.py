@@ -20,20 +20,20 @@ import httpx
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import free_port, say, vegeta
+from bench.serving import register
+from services.trainer import domain, fit
+from shared.contract.spec import Candidate, Evaluation
+from shared.ops.example_data import write_churn
+from shared.runtime.broker import ensure_topics
+from shared.runtime.features import prepare
+from shared.runtime.modelfile import load_model
+from shared.runtime.onnxmodel import OnnxModel
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+from tests.support.venvs import mlflow_python
 
-from bench.common import free_port, mlflow_python, say, vegeta  # noqa: E402
-from bench.serving import register  # noqa: E402
-from services.trainer import domain, fit  # noqa: E402
-from shared.contract.spec import Candidate, Evaluation  # noqa: E402
-from shared.ops.example_data import write_churn  # noqa: E402
-from shared.runtime.broker import ensure_topics  # noqa: E402
-from shared.runtime.features import prepare  # noqa: E402
-from shared.runtime.modelfile import load_model  # noqa: E402
-from shared.runtime.onnxmodel import OnnxModel  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from shared.runtime.specfile import load_spec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench-byom-token"  # noqa: S105 - the operator token of the throwaway registry the benchmark starts

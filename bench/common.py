@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: output, ports, the `hey` load generator, MLflow's virtualenv."""
+"""What the benchmark scripts share: output, ports, the `hey` load generator; the peers' virtualenvs
+come from tests.support.venvs. Run a benchmark from the project's folder as `python -m bench.NAME`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,6 +34,38 @@ credentials.adopt("admin")
 def say(line: str) -> None:
     """Print a progress or result line at once."""
     print(line, flush=True)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]], note: str = "") -> dict[str, Any]:
+    """Print a table, aligned, and return it as `publish` writes it (the docs' results page)."""
+    cells = [[_shown(c) for c in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(columns)]
+    say("")
+    say(title)
+    say("  ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(columns, widths, strict=True))))
+    say("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for row in cells:
+        say("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    if note:
+        say(note)
+    return {"title": title, "columns": columns, "rows": rows, "note": note}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def publish(out: Path, benchmark: str, title: str, tables: list[dict[str, Any]], data: Any) -> None:
+    """Write a run's results where the docs' results page reads them: its tables, the command that
+    made them, the date and the machine, and the raw figures."""
+    from shared.ops.benchmarks import document
+
+    command = " ".join(["python -m", f"bench.{benchmark}", *sys.argv[1:]])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document(benchmark, title, command, tables, data), indent=2) + "\n")
+    say(f"\nwrote {out} (`modelbus docs generate` puts it on the results page)")
 
 
 def free_port() -> int:
@@ -159,54 +193,6 @@ def wait_http(url: str, *, timeout: float, what: str, process: subprocess.Popen[
             pass
         time.sleep(0.5)
     raise SystemExit(f"{what} did not answer {url} within {timeout} s")
-
-
-CLIENTS = ("tritonclient[http]==2.73.0", "kserve==0.21.0")
-
-
-def clients_python() -> Path:
-    """Python of a virtualenv with the Open Inference Protocol's own clients, unmodified: Triton's
-    `tritonclient.http` and KServe's `InferenceRESTClient` (their pins clash with the project's)."""
-    venv = BENCH / "clients-venv"
-    python = venv / "bin" / "python"
-    marker = venv / "installed.txt"
-    if not marker.exists() or marker.read_text() != "\n".join(CLIENTS):
-        say("[bench] installing tritonclient and kserve into .modelbus/bench/clients-venv …")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *CLIENTS], check=True)
-        marker.write_text("\n".join(CLIENTS))
-    return python
-
-
-def mlflow_python() -> Path:
-    """Python of the benchmark's own MLflow virtualenv (created on first use), with the same
-    scikit-learn, skops and ONNX packages as modelbus, to read its models and write notebook ones."""
-    import onnx
-    import onnxruntime
-    import skl2onnx
-    import sklearn
-    import skops
-
-    venv = BENCH / "mlflow-venv"
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "mlflow").exists():
-        say("[bench] installing MLflow into .modelbus/bench/mlflow-venv (a few minutes the first time) …")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow", "psycopg2-binary"], check=True)
-    pins = {
-        "sklearn": f"scikit-learn=={sklearn.__version__}",
-        "skops": f"skops=={skops.__version__}",
-        "skl2onnx": f"skl2onnx=={skl2onnx.__version__}",
-        "onnx": f"onnx=={onnx.__version__}",
-        "onnxruntime": f"onnxruntime=={onnxruntime.__version__}",
-    }
-    probe = "import importlib.metadata as m, sys; " + "; ".join(
-        f"sys.exit(1) if m.version({pin.split('==')[0]!r}) != {pin.split('==')[1]!r} else None" for pin in pins.values()
-    )
-    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
-        say(f"[bench] installing {', '.join(pins.values())} into the MLflow virtualenv …")
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins.values()], check=True)
-    return python
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,6 +1,6 @@
 """Console page-load benchmark: how long each page takes with a big model in the database.
 
-    .venv/bin/python bench/console.py [--versions 200] [--windows 10000] [--runs 7]
+    .venv/bin/python -m bench.console [--versions 200] [--windows 10000] [--runs 7]
 
 Needs the local stack (`modelbus stack up`) and Debian's chromium. Seeds one model with
 `--versions` versions (through the registry's store, as its handlers write them), one rollout
@@ -33,15 +33,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import BENCH, free_port, say, wait_http
+from services.monitor.tables import WindowRow
+from services.registry import store
+from shared.contract.events import ModelTrained, RolloutChanged
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.settings import Settings
 
-from bench.common import BENCH, free_port, say, wait_http  # noqa: E402
-from services.monitor.tables import WindowRow  # noqa: E402
-from services.registry import store  # noqa: E402
-from shared.contract.events import ModelTrained, RolloutChanged  # noqa: E402
-from shared.runtime.db import make_engine, make_sessions  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKEN = "bench-console-token"  # noqa: S105 - the viewer token of the throwaway processes this benchmark starts
 FEATURES = ("tenure_months", "monthly_charges", "support_calls", "plan", "region")

@@ -1,6 +1,6 @@
 """Drift benchmark: the monitor's statistics against Evidently, NannyML and alibi-detect, one run.
 
-    .venv/bin/python bench/drift.py [--rows 50000,500000] [--no-peers]
+    .venv/bin/python -m bench.drift [--rows 50000,500000] [--no-peers]
 
 The data (seeded, generated here): 25 columns, 20 numeric and 5 categorical; the current window
 shifts 6 of them (a mean shift, a scale change, a slid uniform, a mixture, a log-mean shift and a
@@ -37,12 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import BENCH, say
+from services.monitor import drift
+from shared.runtime.profile import categorical_profile, numeric_profile
 
-from bench.common import BENCH, say  # noqa: E402
-from services.monitor import drift  # noqa: E402
-from shared.runtime.profile import categorical_profile, numeric_profile  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NUMERIC = [f"n{i:02d}" for i in range(20)]
 CATEGORICAL = [f"c{i}" for i in range(5)]

@@ -1,6 +1,6 @@
 """Label-free performance estimation benchmark: the monitor's CBPE against NannyML's, one run.
 
-    .venv/bin/python bench/estimate.py [--rows 5000,50000] [--windows 20] [--no-peers]
+    .venv/bin/python -m bench.estimate [--rows 5000,50000] [--windows 20] [--no-peers]
 
 The data is the scenarios' simulated world (tests/support/world.py): four normal features and a
 hidden logistic truth. A logistic regression is fitted on 5,000 rows of the unchanged world and
@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,15 +37,14 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import say
+from bench.drift import peer_python
+from services.monitor import estimate
+from shared.contract.events import Calibration
+from shared.runtime.profile import calibration
+from tests.support.world import FEATURES, TARGET, World
 
-from bench.common import say  # noqa: E402
-from bench.drift import peer_python  # noqa: E402
-from services.monitor import estimate  # noqa: E402
-from shared.contract.events import Calibration  # noqa: E402
-from shared.runtime.profile import calibration  # noqa: E402
-from tests.support.world import FEATURES, TARGET, World  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NANNYML = """
 import json, sys, time, pandas as pd, nannyml as nml

@@ -1,7 +1,7 @@
 """High availability and network faults, with figures: the platform on a three-broker Kafka
 cluster and behind toxiproxy.
 
-    .venv/bin/python bench/faults.py [--profile full|short] [--skip-cluster] [--skip-network] [--out PATH]
+    .venv/bin/python -m bench.faults [--profile full|short] [--skip-cluster] [--skip-network] [--out PATH]
 
 Needs the local stack (`modelbus stack up`: PostgreSQL and the S3 server; its own Kafka is left
 alone), toxiproxy (built by scripts/bootstrap.sh) and the platform's ports free. Runs:
@@ -22,17 +22,15 @@ import asyncio
 import dataclasses
 import json
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import say
+from shared.runtime.settings import Settings
+from tests.support import cluster, toxics
 
-from bench.common import say  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from tests.support import cluster, toxics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def on_cluster(settings: Settings, profile: str, folder: Path) -> dict[str, Any]:

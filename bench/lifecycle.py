@@ -1,6 +1,6 @@
 """Lifecycle benchmark: the control plane's overhead from data to rollout, on the real broker.
 
-    .venv/bin/python bench/lifecycle.py [--lifecycles 20] [--rows 2000]
+    .venv/bin/python -m bench.lifecycle [--lifecycles 20] [--rows 2000]
 
 Needs the local stack (`modelbus stack up`); starts the platform (seven processes, as `modelbus
 up`) on a fresh topic prefix, applies a small spec (the example's features, one logistic
@@ -23,7 +23,6 @@ import os
 import platform
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -32,11 +31,8 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import say  # noqa: E402
-from shared.contract.events import (  # noqa: E402
+from bench.common import say
+from shared.contract.events import (
     DataArrived,
     ModelEvaluated,
     ModelRegistered,
@@ -45,14 +41,16 @@ from shared.contract.events import (  # noqa: E402
     TrainingFailed,
     TrainingStarted,
 )
-from shared.contract.spec import Candidate, Evaluation  # noqa: E402
-from shared.ops.example_data import churn_frame  # noqa: E402
-from shared.ops.platform import Follower, Platform  # noqa: E402
-from shared.runtime.artifacts import ArtifactStore  # noqa: E402
-from shared.runtime.broker import ensure_topics  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from shared.runtime.specfile import load_spec  # noqa: E402
+from shared.contract.spec import Candidate, Evaluation
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import Follower, Platform
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.broker import ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_spec(model: str) -> str:

@@ -1,6 +1,6 @@
 """Monitor ingestion: prediction records per second through the real Kafka into one monitor process.
 
-    .venv/bin/python bench/monitor_ingest.py [--records 1000000] [--batch 500] [--window 10000]
+    .venv/bin/python -m bench.monitor_ingest [--records 1000000] [--batch 500] [--window 10000]
                                               [--labels 0.2]
 
 Needs the local stack (`modelbus stack up`). On a fresh topic prefix: publishes a spec (windows of
@@ -33,12 +33,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import say  # noqa: E402
-from services.monitor import tables  # noqa: E402
-from shared.contract.events import (  # noqa: E402
+from bench.common import say
+from services.monitor import tables
+from shared.contract.events import (
     ArtifactRef,
     FeatureSchema,
     Label,
@@ -49,13 +46,15 @@ from shared.contract.events import (  # noqa: E402
     Prediction,
     PredictionsLogged,
 )
-from shared.ops.example_data import churn_frame  # noqa: E402
-from shared.runtime.broker import ensure_topics  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.db import make_engine, make_sessions  # noqa: E402
-from shared.runtime.profile import reference_profile  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from shared.runtime.specfile import load_spec  # noqa: E402
+from shared.ops.example_data import churn_frame
+from shared.runtime.broker import ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine, make_sessions
+from shared.runtime.profile import reference_profile
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLE = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
 FEATURES = [f.name for f in EXAMPLE.features]

@@ -1,6 +1,6 @@
 """Registry benchmark: modelbus against MLflow's model registry, same machine, same PostgreSQL.
 
-    .venv/bin/python bench/registry.py [--versions 1000] [--resolves 5000] [--no-mlflow]
+    .venv/bin/python -m bench.registry [--versions 1000] [--resolves 5000] [--no-mlflow]
 
 Needs the local stack (`modelbus stack up`). Measures:
   1. registering N versions of one model through events: ModelTrained published to Kafka, until
@@ -32,15 +32,15 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import BENCH, free_port, hey, publish, say, table, wait_http
+from shared.contract.envelope import decode
+from shared.contract.events import ModelRegistered, ModelTrained, RolloutChanged
+from shared.runtime.broker import aiokafka_options, drop_topics, ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
+from tests.support.venvs import mlflow_python
 
-from bench.common import BENCH, free_port, hey, mlflow_python, say, wait_http  # noqa: E402
-from shared.contract.envelope import decode  # noqa: E402
-from shared.contract.events import ModelRegistered, ModelTrained, RolloutChanged  # noqa: E402
-from shared.runtime.broker import aiokafka_options, drop_topics, ensure_topics  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKEN = "bench-viewer-token"  # noqa: S105 - the viewer token of the throwaway registry the benchmark starts
 
@@ -218,9 +218,9 @@ def bench_mlflow(versions: int, resolves: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- report
 
 
-def report(results: dict[str, Any]) -> None:
+def report(results: dict[str, Any]) -> list[dict[str, Any]]:
     ours, theirs = results["modelbus"], results.get("mlflow")
-    rows = [
+    measures = [
         ("register versions (events / REST), ops/s", "register", "ops_per_s"),
         ("resolve NAME@champion c=1, ops/s", "resolve_c1", "ops_per_s"),
         ("resolve NAME@champion c=1, p50 ms", "resolve_c1", "p50_ms"),
@@ -229,18 +229,20 @@ def report(results: dict[str, Any]) -> None:
         ("resolve NAME@champion c=8, p50 ms", "resolve_c8", "p50_ms"),
         ("resolve NAME@champion c=8, p99 ms", "resolve_c8", "p99_ms"),
     ]
-    say("")
-    say(f"{'measure':<44} {'modelbus':>12} {'MLflow':>12} {'ratio':>8}")
-    say("-" * 79)
-    for label, part, key in rows:
+    rows: list[list[Any]] = []
+    for label, part, key in measures:
         mine = ours[part][key]
         other = theirs[part][key] if theirs else None
-        if other:
-            ratio = mine / other if key == "ops_per_s" else other / mine
-            say(f"{label:<44} {mine:>12.1f} {other:>12.1f} {ratio:>7.1f}x")
-        else:
-            say(f"{label:<44} {mine:>12.1f} {'-':>12} {'-':>8}")
-    say("(ratio: how many times better modelbus is; for latencies, MLflow's divided by modelbus's)")
+        ratio = (mine / other if key == "ops_per_s" else other / mine) if other else None
+        rows.append([label, round(mine, 1), round(other, 1) if other else "-", f"{ratio:.1f}x" if ratio else "-"])
+    return [
+        table(
+            "The registry against MLflow's",
+            ["measure", "modelbus", "MLflow", "ratio"],
+            rows,
+            "ratio: how many times better modelbus is; for latencies, MLflow's divided by modelbus's",
+        )
+    ]
 
 
 def main() -> None:
@@ -267,10 +269,7 @@ def main() -> None:
             "resolve_c8_ops": results["modelbus"]["resolve_c8"]["ops_per_s"]
             / results["mlflow"]["resolve_c8"]["ops_per_s"],
         }
-    report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    say(f"\nwrote {args.out}")
+    publish(args.out, "registry", "Registry: modelbus against MLflow's model registry", report(results), results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Reliability report: the fault scenarios and the hostile-input corpus, with figures.
 
-    .venv/bin/python bench/reliability.py [--profile full|short] [--skip-hostile] [--out PATH]
+    .venv/bin/python -m bench.reliability [--profile full|short] [--skip-hostile] [--out PATH]
 
 Needs the local stack (`modelbus stack up`) and the platform's ports free (it starts its own seven
 processes, twice: once for the faults, once for the corpus). Runs:
@@ -20,19 +20,17 @@ import asyncio
 import dataclasses
 import json
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import say
+from shared.runtime.broker import drop_topics
+from shared.runtime.settings import Settings
+from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage
+from tests.support.hostile import hostile_platform, table
 
-from bench.common import say  # noqa: E402
-from shared.runtime.broker import drop_topics  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage  # noqa: E402
-from tests.support.hostile import hostile_platform, table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def faults(settings: Settings, profile: str, folder: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@ stack (SASL/SCRAM-SHA-512, the StandardAuthorizer, a principal per service) and,
 on an open Kafka node beside it (no authentication, no authorizer; the baseline, which the stack
 never runs).
 
-    .venv/bin/python bench/sasl.py [--lifecycles 8] [--seconds 15] [--concurrency 8] [--rounds 3]
+    .venv/bin/python -m bench.sasl [--lifecycles 8] [--seconds 15] [--concurrency 8] [--rounds 3]
 
 Needs the local stack (`modelbus stack up`). For each broker: a platform of seven processes runs
 the lifecycle benchmark (bench/lifecycle.py: DataArrived to the rollout, its control-plane
@@ -21,21 +21,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import hey, say
+from bench.lifecycle import run
+from shared.ops.demo import FEATURES
+from shared.ops.example_data import churn_frame
+from shared.ops.kafka import Kafka
+from shared.runtime.broker import drop_topics, ensure_topics
+from shared.runtime.settings import Settings
 
-from bench.common import hey, say  # noqa: E402
-from bench.lifecycle import run  # noqa: E402
-from shared.ops.demo import FEATURES  # noqa: E402
-from shared.ops.example_data import churn_frame  # noqa: E402
-from shared.ops.kafka import Kafka  # noqa: E402
-from shared.runtime.broker import drop_topics, ensure_topics  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OPEN_PORT = 29092  # beside the stack's 9092 (and the fault tests' 19092-19097)
 

@@ -1,6 +1,6 @@
 """The loop's decisions on a simulated world, full profile, with figures.
 
-    .venv/bin/python bench/scenarios.py [--profile full|short] [--no-peers] [--out PATH]
+    .venv/bin/python -m bench.scenarios [--profile full|short] [--no-peers] [--out PATH]
 
 Needs the local stack (`modelbus stack up`) and the platform's ports free (it starts its own seven
 processes). Runs the five scenarios of tests/support/scenarios.py one after another:
@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import say  # noqa: E402
-from bench.estimate import nannyml  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from tests.support.scenarios import (  # noqa: E402
+from bench.common import say
+from bench.estimate import nannyml
+from shared.runtime.settings import Settings
+from tests.support.scenarios import (
     PROFILES,
     Loop,
     Report,
@@ -47,6 +43,8 @@ from tests.support.scenarios import (  # noqa: E402
     fresh_data,
     no_fresh_data,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REFERENCE_ROWS = 1000  # as many labelled rows as the version's calibration saw (its test split: 20 % of 5,000)
 

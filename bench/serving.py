@@ -1,7 +1,7 @@
 """Serving benchmark: modelbus serving (`/v1` and V2) against MLServer, BentoML and `mlflow models
 serve`, same models, same machine, same run; and many models in one serving process.
 
-    .venv/bin/python bench/serving.py [--seconds 20] [--concurrency 1,8,32] [--no-mlflow] [--no-peers]
+    .venv/bin/python -m bench.serving [--seconds 20] [--concurrency 1,8,32] [--no-mlflow] [--no-peers]
                                       [--many 1000 --live 50] [--no-feast | --feast-only]
 
 Needs the local stack (`modelbus stack up`). Three models, each trained here by the trainer's own
@@ -30,10 +30,8 @@ import asyncio
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,21 +42,21 @@ import httpx
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import feast_serving, many_models, peers
+from bench.common import free_port, publish, rss_bytes, say, serving_platform, table, vegeta, wait_http
+from services.trainer import fit
+from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
+from shared.contract.spec import ModelSpec
+from shared.ops.example_data import write_churn
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.broker import ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.served import check_rows, load
+from shared.runtime.settings import Settings
+from shared.runtime.specfile import load_spec
+from tests.support.venvs import mlflow_python
 
-from bench import feast_serving, many_models, peers  # noqa: E402
-from bench.common import free_port, mlflow_python, rss_bytes, say, serving_platform, vegeta, wait_http  # noqa: E402
-from services.trainer import fit  # noqa: E402
-from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied  # noqa: E402
-from shared.contract.spec import ModelSpec  # noqa: E402
-from shared.ops.example_data import write_churn  # noqa: E402
-from shared.runtime.artifacts import ArtifactStore  # noqa: E402
-from shared.runtime.broker import ensure_topics  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.served import check_rows, load  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from shared.runtime.specfile import load_spec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NUMERIC_SPEC = """
 api_version: modelbus/v1
@@ -461,19 +459,16 @@ def main() -> None:
         results["feast"] = feast_serving.run(
             settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix
         )
-    report(results, concurrency)
-    report_systems(results, concurrency)
+    tables = report(results, concurrency) + report_systems(results, concurrency)
     if "feast" in results:
         feast_serving.report(results["feast"], concurrency)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results["parameters"] = {"seconds": args.seconds, "concurrency": concurrency}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    say(f"\nJSON: {args.out}")
+    publish(args.out, "serving", "Serving: modelbus against MLflow, MLServer and BentoML", tables, results)
 
 
-def report_systems(results: dict[str, Any], concurrency: list[int]) -> None:
+def report_systems(results: dict[str, Any], concurrency: list[int]) -> list[dict[str, Any]]:
     """Every system on the peers' models: req/s, p50/p99, memory, and modelbus' ratio to the best peer."""
+    tables = []
     for name in PEER_MODELS:
         rows: list[tuple[str, dict[int, dict[str, float]], float]] = [
             ("modelbus /v1", results["modelbus"][name]["runs"], results["serving_rss_bytes"]),
@@ -484,36 +479,53 @@ def report_systems(results: dict[str, Any], concurrency: list[int]) -> None:
         for key, label in (("mlflow", "mlflow models serve"), ("mlflow_2_workers", "mlflow models serve, 2 workers")):
             if name in (results.get(key) or {}):
                 rows.append((label, results[key][name]["runs"], results[key][name]["rss_bytes"]))
-        say("")
-        say(f"{name}: single-row requests, closed loop")
-        header = f"{'system':<32}" + "".join(f" {'c=' + str(c) + ' req/s':>12} {'p50/p99 ms':>13}" for c in concurrency)
-        say(header + f" {'RSS MiB':>8}")
-        say("-" * len(header + " RSS MiB  "))
-        for system, runs, rss in rows:
-            cells = "".join(
-                f" {runs[c]['ops_per_s']:>12,.0f} {runs[c]['p50_ms']:>6.2f}/{runs[c]['p99_ms']:<6.2f}"
+        columns = ["system"]
+        for c in concurrency:
+            columns += [f"c={c} req/s", f"c={c} p50/p99 ms"]
+        cells = [
+            [system]
+            + [
+                x
                 for c in concurrency
-            )
-            say(f"{system:<32}{cells} {rss / 2**20:>8.0f}")
+                for x in (round(runs[c]["ops_per_s"]), f"{runs[c]['p50_ms']:.2f} / {runs[c]['p99_ms']:.2f}")
+            ]
+            + [round(rss / 2**20)]
+            for system, runs, rss in rows
+        ]
         top = max(concurrency)
+        notes = []
         peers_best = max((r[top]["ops_per_s"] for s, r, _ in rows if s.startswith(("MLServer", "BentoML"))), default=0)
         if peers_best:
             for system, runs, _ in rows[:2]:
                 ratio = runs[top]["ops_per_s"] / peers_best
-                say(f"  {system} at c={top}: {ratio:.1f}x the faster of MLServer and BentoML")
+                notes.append(f"{system} at c={top}: {ratio:.1f}x the faster of MLServer and BentoML")
         v1, v2 = rows[0][1][top]["ops_per_s"], rows[1][1][top]["ops_per_s"]
-        say(f"  V2 / v1 at c={top}: {v2 / v1:.2f}")
+        notes.append(f"V2 / v1 at c={top}: {v2 / v1:.2f}")
+        tables.append(
+            table(f"{name}: single-row requests, closed loop", [*columns, "RSS MiB"], cells, "; ".join(notes))
+        )
     many = results.get("many_models")
     if many:
-        say("")
-        say(f"many models: {many['models']} logistic regressions, {many['live']} live, one serving process")
-        for c, run in many["warm"].items():
-            rate, p50, p99 = run["ops_per_s"], run["p50_ms"], run["p99_ms"]
-            say(f"  warm over the live models c={c}: {rate:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-        say(f"  cold load (first request by name) p50 {many['cold_p50_ms']:.0f} ms, p99 {many['cold_p99_ms']:.0f} ms")
-        rss, resident, budget = many["rss_bytes"] / 2**20, many["resident_bytes"] / 2**20, many["budget_bytes"] / 2**30
-        say(f"  RSS {rss:.0f} MiB; resident versions {resident:.0f} MiB of a {budget:.0f} GiB budget;")
-        say(f"  {many['loads']:.0f} loads, {many['evictions']:.0f} evictions")
+        rows_many: list[list[Any]] = [
+            [
+                f"warm over the live models, c={c}",
+                round(run["ops_per_s"]),
+                round(run["p50_ms"], 2),
+                round(run["p99_ms"], 2),
+            ]
+            for c, run in many["warm"].items()
+        ]
+        rows_many.append(
+            ["cold load (first request by name)", "-", round(many["cold_p50_ms"]), round(many["cold_p99_ms"])]
+        )
+        note = (
+            f"RSS {many['rss_bytes'] / 2**20:.0f} MiB; resident versions {many['resident_bytes'] / 2**20:.0f} MiB"
+            f" of a {many['budget_bytes'] / 2**30:.0f} GiB budget; {many['loads']:.0f} loads,"
+            f" {many['evictions']:.0f} evictions"
+        )
+        title = f"Many models: {many['models']} logistic regressions, {many['live']} live, one serving process"
+        tables.append(table(title, ["measure", "req/s", "p50 ms", "p99 ms"], rows_many, note))
+    return tables
 
 
 def _metric(text: str, name: str) -> float:
@@ -523,44 +535,54 @@ def _metric(text: str, name: str) -> float:
     return math.nan
 
 
-def report(results: dict[str, Any], concurrency: list[int]) -> None:
-    say("")
-    say(
-        f"{'model':<22} {'c':>3} {'modelbus req/s':>15} {'p50/p99 ms':>14} "
-        f"{'MLflow req/s':>13} {'p50/p99 ms':>14} {'ratio':>7}"
-    )
-    say("-" * 95)
+def report(results: dict[str, Any], concurrency: list[int]) -> list[dict[str, Any]]:
+    rows: list[list[Any]] = []
     for name, ours in results["modelbus"].items():
         theirs = results["mlflow"].get(name, {}).get("runs", {})
         for c in concurrency:
-            a = ours["runs"][c]
-            b = theirs.get(c)
-            mlflow_cells = (
-                f"{b['ops_per_s']:>13,.0f} {b['p50_ms']:>6.1f}/{b['p99_ms']:<7.1f} "
-                f"{a['ops_per_s'] / b['ops_per_s']:>6.1f}x"
-                if b
-                else f"{'-':>13} {'-':>14} {'-':>7}"
+            a, b = ours["runs"][c], theirs.get(c)
+            rows.append(
+                [name, c, round(a["ops_per_s"]), f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f}"]
+                + (
+                    [
+                        round(b["ops_per_s"]),
+                        f"{b['p50_ms']:.1f} / {b['p99_ms']:.1f}",
+                        f"{a['ops_per_s'] / b['ops_per_s']:.1f}x",
+                    ]
+                    if b
+                    else ["-", "-", "-"]
+                )
             )
-            say(f"{name:<22} {c:>3} {a['ops_per_s']:>15,.0f} {a['p50_ms']:>6.2f}/{a['p99_ms']:<7.2f} {mlflow_cells}")
-    say("")
-    say(f"{'model':<22} {'runtime':>8} {'floor p50 µs':>13} {'c=1 p50 µs':>11} {'overhead µs':>12} {'memory MiB':>11}")
-    say("-" * 82)
+    columns = ["model", "c", "modelbus req/s", "p50 / p99 ms", "MLflow req/s", "p50 / p99 ms", "ratio"]
+    tables = [table("modelbus /v1 against `mlflow models serve`", columns, rows)]
+    floors: list[list[Any]] = []
     for name, ours in results["modelbus"].items():
         found = results["floor"][name]
         c1 = ours["runs"].get(1)
-        overhead = (c1["p50_ms"] - found["predict_p50_ms"]) * 1000 if c1 else math.nan
-        say(
-            f"{name:<22} {ours['runtime']:>8} {found['predict_p50_ms'] * 1000:>13.0f} "
-            f"{(c1['p50_ms'] * 1000 if c1 else math.nan):>11.0f} {overhead:>12.0f} "
-            f"{found['memory_per_version_bytes'] / 2**20:>11.1f}"
+        floor_us = found["predict_p50_ms"] * 1000
+        c1_us = c1["p50_ms"] * 1000 if c1 else math.nan
+        floors.append(
+            [
+                name,
+                ours["runtime"],
+                round(floor_us),
+                round(c1_us),
+                round(c1_us - floor_us),
+                round(found["memory_per_version_bytes"] / 2**20, 1),
+            ]
         )
-    say(
-        f"serving process RSS {results['serving_rss_bytes'] / 2**20:.0f} MiB "
-        f"with {len(results['modelbus'])} models loaded"
+    mlflow_rss = "; ".join(
+        f"MLflow serving {name}: RSS {theirs['rss_bytes'] / 2**20:.0f} MiB (one model)"
+        for name, theirs in results["mlflow"].items()
     )
-    for name, theirs in results["mlflow"].items():
-        say(f"MLflow serving {name}: RSS {theirs['rss_bytes'] / 2**20:.0f} MiB (one model)")
-    say(f"predictions logged {results['predictions_logged']:,.0f}, dropped {results['predictions_dropped']:,.0f}")
+    note = (
+        f"serving process RSS {results['serving_rss_bytes'] / 2**20:.0f} MiB with {len(results['modelbus'])} models"
+        f" loaded; predictions logged {results['predictions_logged']:,.0f},"
+        f" dropped {results['predictions_dropped']:,.0f}" + (f"; {mlflow_rss}" if mlflow_rss else "")
+    )
+    columns = ["model", "runtime", "floor p50 µs", "c=1 p50 µs", "overhead µs", "memory MiB"]
+    tables.append(table("What serving adds to the model's own predict", columns, floors, note))
+    return tables
 
 
 if __name__ == "__main__":

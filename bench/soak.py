@@ -1,6 +1,6 @@
 """Soak: the platform under mixed load for a long while, watched for growth.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--rows-per-second 1000] [--lifecycle-every 30]
+    .venv/bin/python -m bench.soak [--minutes 30] [--rows-per-second 1000] [--lifecycle-every 30]
                                    [--warm-up 5] [--out PATH] [--plot PATH]
 
 Needs the local stack (`modelbus stack up`) and the platform's ports free; starts the seven
@@ -26,7 +26,6 @@ import contextlib
 import json
 import platform
 import re
-import sys
 import tempfile
 import time
 import uuid
@@ -37,18 +36,17 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import rss_bytes, say
+from shared.contract.events import DataArrived, Label, LabelsArrived
+from shared.ops.example_data import churn_frame
+from shared.ops.platform import processes
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.bus import Bus
+from shared.runtime.db import make_engine
+from shared.runtime.settings import Settings
+from tests.support.faults import Harness, lifecycle_ends, light_spec, until
 
-from bench.common import rss_bytes, say  # noqa: E402
-from shared.contract.events import DataArrived, Label, LabelsArrived  # noqa: E402
-from shared.ops.example_data import churn_frame  # noqa: E402
-from shared.ops.platform import processes  # noqa: E402
-from shared.runtime.artifacts import ArtifactStore  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.db import make_engine  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
-from tests.support.faults import Harness, lifecycle_ends, light_spec, until  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FEATURES = ["tenure_months", "monthly_charges", "support_calls", "plan", "region"]
 SAMPLE_SECONDS = 15.0

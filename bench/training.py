@@ -1,9 +1,9 @@
 """From DataArrived to ModelEvaluated: where the time goes; and the gradient-boosting families and
 model imports side by side.
 
-    .venv/bin/python bench/training.py [--runs 3] [--rows 5000]
-    .venv/bin/python bench/training.py --families [--family-rows 50000] [--seconds 10]
-    .venv/bin/python bench/training.py --imports [--repeat 3]
+    .venv/bin/python -m bench.training [--runs 3] [--rows 5000]
+    .venv/bin/python -m bench.training --families [--family-rows 50000] [--seconds 10]
+    .venv/bin/python -m bench.training --imports [--repeat 3]
 
 Needs the local stack (`modelbus stack up`). Starts the registry, trainer and evaluator as separate
 processes (fresh topic prefix), applies the example spec, and for each run uploads a fresh example
@@ -46,17 +46,16 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import free_port, say
+from shared.contract.envelope import decode
+from shared.contract.events import DataArrived, ModelEvaluated, ModelTrained
+from shared.ops.example_data import write_churn
+from shared.runtime.artifacts import ArtifactStore
+from shared.runtime.broker import aiokafka_options, ensure_topics
+from shared.runtime.bus import Bus
+from shared.runtime.settings import Settings
 
-from bench.common import free_port, say  # noqa: E402
-from shared.contract.envelope import decode  # noqa: E402
-from shared.contract.events import DataArrived, ModelEvaluated, ModelTrained  # noqa: E402
-from shared.ops.example_data import write_churn  # noqa: E402
-from shared.runtime.artifacts import ArtifactStore  # noqa: E402
-from shared.runtime.broker import aiokafka_options, ensure_topics  # noqa: E402
-from shared.runtime.bus import Bus  # noqa: E402
-from shared.runtime.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKEN = "bench-admin-token"  # noqa: S105 - the admin token of the throwaway registry the benchmark starts
 

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# Installs what modelbus needs on a fresh Debian/Ubuntu machine: Java 17, Maven, PostgreSQL,
-# Prometheus, Alertmanager (and amtool) and chromium (the console's browser tests) from
-# the OS packages (when missing), and the project into ./.venv.
+# Installs what modelbus needs on a fresh Debian/Ubuntu machine, in three levels:
+#   bootstrap.sh          the platform and the demo (`make demo`): Java 17, Maven, PostgreSQL and
+#                         Prometheus from the OS packages when missing, Jaeger built from its Go
+#                         module, the project into ./.venv with its `platform` extra
+#   bootstrap.sh --dev    also the tools (`make unit`, `make check`, `make docs`): the `dev` extra
+#   bootstrap.sh --test   also what only the tests use (`make test`): chromium, Alertmanager and
+#                         amtool, kustomize and toxiproxy, and MLflow's and the Open Inference
+#                         Protocol clients' virtualenvs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 fail() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
+
+level=demo
+case "${1:-}" in
+  "") ;;
+  --dev) level=dev ;;
+  --test) level=test ;;
+  *) fail "unknown option ${1} (none for the demo, --dev for the tools, --test for the tests)" ;;
+esac
+testing() { [ "$level" = test ]; }
 
 missing=()
 java_major=$( (java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1) || true)
@@ -14,8 +28,10 @@ java_major=$( (java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | he
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 command -v prometheus >/dev/null || missing+=(prometheus)
-[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
-[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+if testing; then
+  [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+  [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -45,13 +61,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     invoke-rc.d prometheus stop >/dev/null 2>&1 || true
   fi
 else
-  say "system packages present (java ${java_major}, maven, postgresql, prometheus, alertmanager, chromium)"
+  say "system packages present (java ${java_major}, maven, postgresql, prometheus$(testing && echo ', alertmanager, chromium'))"
 fi
 
 # kustomize renders k8s/ for the deployment tests; pinned, built from the Go module proxy.
 kustomize_version=v5.7.1
 kustomize=.modelbus/bin/kustomize
-if [ -x "$kustomize" ] && "$kustomize" version 2>/dev/null | grep -qx "$kustomize_version"; then
+if ! testing; then
+  :
+elif [ -x "$kustomize" ] && "$kustomize" version 2>/dev/null | grep -qx "$kustomize_version"; then
   say "kustomize $kustomize_version present"
 elif command -v go >/dev/null; then
   say "building kustomize $kustomize_version with go install (about 2 minutes the first time)"
@@ -66,24 +84,42 @@ fi
 # scripts/jaeger/go.mod (`go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@v1.75.0`).
 jaeger=.modelbus/bin/jaeger
 jaeger_stamp="$jaeger.built-$(cat scripts/jaeger/go.mod scripts/jaeger/go.sum | sha256sum | cut -c1-16)"
+jaeger_build=""
 if [ -x "$jaeger" ] && [ -f "$jaeger_stamp" ]; then
   say "jaeger v1.75.0 present"
 elif command -v go >/dev/null; then
-  say "building jaeger v1.75.0 from scripts/jaeger with go build (about 5 minutes the first time)"
-  mkdir -p .modelbus/bin
-  (cd scripts/jaeger && GOFLAGS=-mod=mod go build -o "../../$jaeger" github.com/jaegertracing/jaeger/cmd/jaeger) \
-    || fail "go build github.com/jaegertracing/jaeger/cmd/jaeger (scripts/jaeger) failed (see above)"
-  rm -f "$jaeger".built-*
-  touch "$jaeger_stamp"
+  # The compile runs while pip downloads and installs below (one is CPU-bound, the other mostly not);
+  # its output goes to a log, and the script waits for it before it ends.
+  mkdir -p .modelbus/bin .modelbus/logs
+  say "building jaeger v1.75.0 from scripts/jaeger with go build, beside the Python install (about 5 minutes the first time; .modelbus/logs/jaeger-build.log)"
+  (
+    cd scripts/jaeger && GOFLAGS=-mod=mod go build -o "../../$jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+  ) > .modelbus/logs/jaeger-build.log 2>&1 &
+  jaeger_build=$!
+  trap '[ -z "$jaeger_build" ] || kill "$jaeger_build" 2>/dev/null || true' EXIT  # a failure below stops it too
 else
   fail "Go is needed to build jaeger v1.75.0 for the local stack (or put that jaeger at $jaeger)"
 fi
+wait_for_jaeger() {
+  [ -n "$jaeger_build" ] || return 0
+  if wait "$jaeger_build"; then
+    rm -f "$jaeger".built-*
+    touch "$jaeger_stamp"
+    say "jaeger v1.75.0 built"
+  else
+    tail -n 30 .modelbus/logs/jaeger-build.log >&2
+    fail "go build github.com/jaegertracing/jaeger/cmd/jaeger (scripts/jaeger) failed (above, and in .modelbus/logs/jaeger-build.log)"
+  fi
+  jaeger_build=""
+}
 
 # toxiproxy puts latency, bandwidth limits, blackholes and connection resets between the services
 # and Kafka, PostgreSQL and S3 in the fault scenarios; pinned, built from the Go module proxy.
 toxiproxy_version=v2.12.0
 toxiproxy=.modelbus/bin/toxiproxy-server
-if [ -x "$toxiproxy" ] && [ -f "$toxiproxy.built-$toxiproxy_version" ]; then
+if ! testing; then
+  :
+elif [ -x "$toxiproxy" ] && [ -f "$toxiproxy.built-$toxiproxy_version" ]; then
   say "toxiproxy $toxiproxy_version present"
 elif command -v go >/dev/null; then
   say "building toxiproxy $toxiproxy_version with go install (about 1 minute the first time)"
@@ -103,27 +139,31 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$python" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ -f "$stamp" ] && .venv/bin/modelbus --help >/dev/null 2>&1; then
+extra=$([ "$level" = demo ] && echo platform || echo dev)
+digest=$(sha256sum pyproject.toml | cut -c1-16)
+stamp=".venv/.installed-$extra-$digest"
+if { [ -f "$stamp" ] || [ -f ".venv/.installed-dev-$digest" ]; } && .venv/bin/modelbus --help >/dev/null 2>&1; then
   say "modelbus already installed in .venv (pyproject.toml unchanged)"
 else
-  say "installing modelbus and its dependencies into .venv (first run downloads ~300 MB)"
+  say "installing modelbus[$extra] and its dependencies into .venv (the first run downloads ~300 MB)"
   export PYTHONWARNINGS=ignore  # setuptools' notices about editable installs
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e ".[$extra]"
   rm -f .venv/.installed-*
   .venv/bin/modelbus --help >/dev/null && touch "$stamp"
   say "done: modelbus CLI ready at .venv/bin/modelbus"
 fi
+wait_for_jaeger
+testing || exit 0
 
 # MLflow in a virtualenv of its own: the MLflow interop tests (notebook models in, exports loaded
 # with mlflow.pyfunc, the tracking mirror) and the serving benchmark use it, unmodified.
-.venv/bin/python -c 'from bench.common import mlflow_python; mlflow_python()' \
+.venv/bin/python -c 'from tests.support.venvs import mlflow_python; mlflow_python()' \
   || fail "could not install MLflow into .modelbus/bench/mlflow-venv (see above)"
 say "MLflow ready in .modelbus/bench/mlflow-venv"
 
 # The Open Inference Protocol's clients (tritonclient, kserve) in a virtualenv of their own: the
 # serving protocol tests call modelbus with them, unmodified.
-.venv/bin/python -c 'from bench.common import clients_python; clients_python()' \
+.venv/bin/python -c 'from tests.support.venvs import clients_python; clients_python()' \
   || fail "could not install tritonclient and kserve into .modelbus/bench/clients-venv (see above)"
 say "tritonclient and kserve ready in .modelbus/bench/clients-venv"

@@ -20,7 +20,6 @@ are RE2, as Alertmanager's; a bad parameter is 400 with a JSON string, as Alertm
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -34,19 +33,17 @@ from fastapi.routing import APIRoute
 from pydantic import AnyUrl, BaseModel, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerter import domain, formats
+from services.alerter import commands, domain, formats
 from services.alerter.config import (
     ALL_LABELS,
-    EMPTY_SILENCE,
     AlerterConfig,
     Matcher,
-    mutes_everything,
     plans,
     routes_for,
 )
 from services.alerter.handlers import Alerting, clear, fire
-from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
+from shared.runtime.commands import SqlCommands
 from shared.runtime.httpapi import Operator, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.telemetry import code_version
@@ -142,6 +139,7 @@ def add_alertmanager_routes(
 ) -> None:
     """Answer Alertmanager's API v2 under /api/v2."""
     platform = settings.topic_prefix
+    run: SqlCommands[commands.Store] = SqlCommands(sessions, lambda session: SqlStore(session, platform), None)
     started = datetime.now(UTC)
     route_plans = plans(config)
     original = config.as_alertmanager_yaml()
@@ -343,53 +341,35 @@ def add_alertmanager_routes(
             return _bad(f"invalid silence: {problems}")
         except ValueError as exc:
             return _bad(f"invalid silence: {exc}")
-        if mutes_everything([Matcher.parse(m) for m in matchers]):
-            return _bad(f"invalid silence: {EMPTY_SILENCE}")
-        now = datetime.now(UTC)
-        starts = max(posted.startsAt, now)
-        if posted.endsAt <= starts:
-            return _bad("invalid silence: the end time must be after the start time (and after now)")
-        record = SilenceRecord(
-            id=str(uuid.uuid4()),
+        asked = commands.CreateSilence(
+            actor=who.actor,
             matchers=matchers,
-            starts_at=starts,
+            starts_at=posted.startsAt,
             ends_at=posted.endsAt,
+            now=datetime.now(UTC),
             created_by=posted.createdBy,
             comment=posted.comment,
-            created_at=now,
+            replaces=posted.id or None,
+            api="alertmanager-v2",
         )
-        async with sessions() as session, session.begin():
-            kept = SqlStore(session, platform)
-            if posted.id:
-                replaced = await kept.expire_silence(posted.id, now, who.actor)
-                if replaced is None:
-                    return _bad(f"silence {posted.id} not found", 404)
-                await kept.audit(who.actor, "expire-silence", posted.id, now, replaced_by=record.id)
-            await kept.add_silence(record)
-            await kept.audit(
-                who.actor,
-                "silence",
-                record.id,
-                now,
-                matchers=matchers,
-                ends_at=posted.endsAt.isoformat(),
-                comment=posted.comment,
-                created_by=posted.createdBy,
-                api="alertmanager-v2",
-            )
+        try:
+            record = await run.run(commands.create_silence, asked)
+        except commands.Refused as exc:
+            return _bad(f"invalid silence: {exc}")
+        except commands.NotFound as exc:
+            return _bad(str(exc), 404)
         return {"silenceID": record.id}
 
     @api.delete("/api/v2/silence/{silence_id}", tags=tags, response_model=None)
     async def delete_silence(who: Operator, silence_id: str) -> JSONResponse:
         """Expire a silence now."""
-        now = datetime.now(UTC)
-        async with sessions() as session, session.begin():
-            kept = SqlStore(session, platform)
-            found = await kept.expire_silence(silence_id, now, who.actor)
-            if found is None:
-                return _bad(f"silence {silence_id} not found", 404)
-            if found[1]:
-                await kept.audit(who.actor, "expire-silence", silence_id, now, api="alertmanager-v2")
+        asked = commands.ExpireSilence(
+            actor=who.actor, silence_id=silence_id, now=datetime.now(UTC), api="alertmanager-v2"
+        )
+        try:
+            await run.run(commands.expire_silence, asked)
+        except commands.NotFound as exc:
+            return _bad(str(exc), 404)
         return JSONResponse(None, status_code=200)
 
     @api.options("/api/v2/{rest:path}", tags=tags, include_in_schema=False)

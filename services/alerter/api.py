@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -11,13 +10,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerter import domain
+from services.alerter import commands, domain
 from services.alerter.amapi import add_alertmanager_routes
-from services.alerter.config import EMPTY_SILENCE, AlerterConfig, Matcher, mutes_everything, seconds
+from services.alerter.config import AlerterConfig, Matcher, seconds
 from services.alerter.handlers import Alerting
-from services.alerter.records import SilenceRecord
 from services.alerter.store import SqlStore
 from shared.runtime.bus import Bus
+from shared.runtime.commands import SqlCommands
 from shared.runtime.httpapi import (
     BodyLimit,
     HttpMetrics,
@@ -69,6 +68,7 @@ def make_api(
     add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)
     platform = settings.topic_prefix
+    run: SqlCommands[commands.Store] = SqlCommands(sessions, lambda session: SqlStore(session, platform), bus)
 
     add_health_routes(api, sessions, bus, metrics)
 
@@ -111,15 +111,13 @@ def make_api(
     @api.post("/v1/alerts/{fingerprint}/ack", tags=["act"])
     async def ack(who: Operator, fingerprint: str, body: Annotated[Ack | None, Body()] = None) -> dict[str, Any]:
         """Acknowledge an alert: someone is on it (it keeps notifying; silence it to mute it)."""
-        now = datetime.now(UTC)
-        comment = body.comment if body else ""
-        async with sessions() as session, session.begin():
-            kept = SqlStore(session, platform)
-            acked = await kept.acknowledge(fingerprint, who.actor, now, comment)
-            if acked is None:
-                raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
-            await kept.audit(who.actor, "ack", fingerprint, now, comment=comment)
-            return acked.as_dict()
+        asked = commands.Acknowledge(
+            actor=who.actor, fingerprint=fingerprint, now=datetime.now(UTC), comment=body.comment if body else ""
+        )
+        try:
+            return (await run.run(commands.acknowledge, asked)).as_dict()
+        except commands.NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
 
     @api.get("/v1/silences", tags=["read"])
     async def list_silences(_: Viewer, expired: bool = False) -> list[dict[str, Any]]:
@@ -133,56 +131,39 @@ def make_api(
     async def create_silence(who: Operator, body: NewSilence) -> dict[str, Any]:
         """Mute the alerts matching every matcher, from start to end."""
         now = datetime.now(UTC)
-        starts = body.starts_at or now
         if body.ends_at is not None:
             ends = body.ends_at
         elif body.duration is not None:
             try:
-                ends = starts + timedelta(seconds=seconds(body.duration))
+                ends = (body.starts_at or now) + timedelta(seconds=seconds(body.duration))
             except ValueError as exc:
                 raise HTTPException(422, f"duration: {exc}") from None
         else:
             raise HTTPException(422, "give ends_at or duration")
-        if ends <= starts:
-            raise HTTPException(422, "the silence ends before it starts")
-        if mutes_everything([Matcher.parse(m) for m in body.matchers]):
-            raise HTTPException(422, f"matchers: {EMPTY_SILENCE}")
-        row = SilenceRecord(
-            id=str(uuid.uuid4()),
+        asked = commands.CreateSilence(
+            actor=who.actor,
             matchers=body.matchers,
-            starts_at=starts,
+            starts_at=body.starts_at,
             ends_at=ends,
-            created_by=who.actor,
+            now=now,
             comment=body.comment,
-            created_at=now,
         )
-        async with sessions() as session, session.begin():
-            kept = SqlStore(session, platform)
-            await kept.add_silence(row)
-            await kept.audit(
-                who.actor,
-                "silence",
-                row.id,
-                now,
-                matchers=body.matchers,
-                ends_at=ends.isoformat(),
-                comment=body.comment,
-            )
-        return row.as_dict(now)
+        try:
+            return (await run.run(commands.create_silence, asked)).as_dict(now)
+        except commands.Refused as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @api.delete("/v1/silences/{silence_id}", tags=["act"])
     async def expire_silence(who: Operator, silence_id: str) -> dict[str, Any]:
         """End a silence now."""
         now = datetime.now(UTC)
-        async with sessions() as session, session.begin():
-            kept = SqlStore(session, platform)
-            found = await kept.expire_silence(silence_id, now, who.actor)
-            if found is None:
-                raise HTTPException(404, f"no silence has the id {silence_id!r}")
-            silence, ended = found
-            if ended:
-                await kept.audit(who.actor, "expire-silence", silence_id, now)
-            return silence.as_dict(now)
+        try:
+            ended = await run.run(
+                commands.expire_silence, commands.ExpireSilence(actor=who.actor, silence_id=silence_id, now=now)
+            )
+        except commands.NotFound:
+            raise HTTPException(404, f"no silence has the id {silence_id!r}") from None
+        return ended.as_dict(now)
 
     @api.get("/v1/audit", tags=["read"])
     async def audit(_: Viewer, target: str | None = None, limit: Limit = 100) -> list[dict[str, Any]]:

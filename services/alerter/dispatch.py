@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from services.alerter import domain
 from services.alerter.handlers import Alerting, clear
 from services.alerter.receivers import Receivers
-from services.alerter.records import AlerterStore, Group, Notification, failed, sent
+from services.alerter.records import Group, Notification, failed, sent
+from services.alerter.store import AlerterStore
 
 log = logging.getLogger("modelbus.alerter")
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.alerter import domain
 from services.alerter.config import AlerterConfig, RoutePlan, plans, routes_for
-from services.alerter.records import AlerterStore
+from services.alerter.store import AlerterStore
 from shared.contract.events import DeadLettered, Event, ModelSpecApplied
 from shared.runtime.errors import is_transient
 from shared.runtime.uow import UnitOfWork

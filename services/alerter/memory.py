@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from services.alerter import domain
 from services.alerter.records import AlertRecord, Group, Notification, SilenceRecord
@@ -22,6 +23,7 @@ class MemoryStore(MemorySpecs):
     notifications: dict[str, Notification] = field(default_factory=dict)
     silences: dict[str, SilenceRecord] = field(default_factory=dict)
     resolutions: dict[tuple[str, str], domain.Kept] = field(default_factory=dict)
+    audits: list[dict[str, Any]] = field(default_factory=list)
 
     async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
         """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
@@ -183,3 +185,32 @@ class MemoryStore(MemorySpecs):
     async def add_silence(self, silence: SilenceRecord) -> None:
         """Keep a new silence."""
         self.silences[silence.id] = silence
+
+    async def expire_silence(self, silence_id: str, now: datetime, actor: str) -> tuple[SilenceRecord, bool] | None:
+        """End a silence now; (the silence, whether it was still in force), or None if there is none."""
+        found = self.silences.get(silence_id)
+        if found is None:
+            return None
+        ended = found.ends_at > now
+        if ended:  # a pending silence ends before it began, as Alertmanager expires it
+            found = replace(found, starts_at=min(now, found.starts_at), ends_at=now, expired_by=actor)
+            self.silences[silence_id] = found
+        return found, ended
+
+    async def acknowledge(self, fingerprint: str, actor: str, now: datetime, comment: str) -> AlertRecord | None:
+        """Note who is on an alert; None if there is no such alert."""
+        found = self.alerts.get(fingerprint)
+        if found is None:
+            return None
+        self.alerts[fingerprint] = replace(found, acked_by=actor, acked_at=now, ack_comment=comment)
+        return self.alerts[fingerprint]
+
+    async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:
+        """Record an operator's action."""
+        self.audits.append(
+            {"at": now.isoformat(), "actor": actor, "action": action, "target": target, "detail": detail}
+        )
+
+    async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Operators' actions on alerts and silences, newest first."""
+        return [a for a in reversed(self.audits) if target is None or a["target"] == target][:limit]

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,19 +115,10 @@ class Receivers:
             raise DeliveryError(f"no receiver is called {receiver_name!r} in this alerter's configuration") from None
         failures = []
         steps: list[tuple[str, Any]] = []
-        if receiver.kafka:
-            steps.append(("kafka", self._kafka(receiver.kafka, notification_id, payload)))
-        if receiver.webhook:
-            steps.append(("webhook", self._webhook(receiver.webhook, notification_id, payload)))
-        if receiver.sns:
-            steps.append(("sns", self._sns_publish(receiver.sns, notification_id, payload)))
-        if receiver.pagerduty:
-            steps.append(("pagerduty", pagerduty.send(self.http, receiver.pagerduty, payload, self.alerts_page)))
-        if receiver.alertmanager:
-            now = datetime.now(UTC)
-            steps.append(("alertmanager", alertmanager.send(self.http, receiver.alertmanager, payload, now)))
-        if receiver.email:
-            steps.append(("email", mail.send(receiver.email, notification_id, payload, self.alerts_page)))
+        for name, send in DESTINATIONS.items():
+            target = getattr(receiver, name)
+            if target is not None:
+                steps.append((name, send(self, target, notification_id, payload)))
         for name, step in steps:
             try:
                 await step
@@ -177,3 +169,53 @@ class Receivers:
         await asyncio.to_thread(
             client.publish, TopicArn=target.topic_arn, Subject=subject, Message=message, MessageAttributes=attributes
         )
+
+
+# Each kind of destination registers itself under the name of its field in a receiver's
+# configuration (as Evidently's `register_stattest`): a coroutine function of the receivers, the
+# destination's settings, the notification id and the payload. A notification goes to them in
+# this order.
+Destination = Callable[[Receivers, Any, str, dict[str, Any]], Awaitable[None]]
+DESTINATIONS: dict[str, Destination] = {}
+
+
+def destination(name: str) -> Callable[[Destination], Destination]:
+    """Register how a notification goes to the destinations configured as `name`."""
+
+    def register(send: Destination) -> Destination:
+        DESTINATIONS[name] = send
+        return send
+
+    return register
+
+
+@destination("kafka")
+async def _to_kafka(receivers: Receivers, target: KafkaReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+    await receivers._kafka(target, notification_id, payload)
+
+
+@destination("webhook")
+async def _to_webhook(
+    receivers: Receivers, target: WebhookReceiver, notification_id: str, payload: dict[str, Any]
+) -> None:
+    await receivers._webhook(target, notification_id, payload)
+
+
+@destination("sns")
+async def _to_sns(receivers: Receivers, target: SnsReceiver, notification_id: str, payload: dict[str, Any]) -> None:
+    await receivers._sns_publish(target, notification_id, payload)
+
+
+@destination("pagerduty")
+async def _to_pagerduty(receivers: Receivers, target: Any, notification_id: str, payload: dict[str, Any]) -> None:
+    await pagerduty.send(receivers.http, target, payload, receivers.alerts_page)
+
+
+@destination("alertmanager")
+async def _to_alertmanager(receivers: Receivers, target: Any, notification_id: str, payload: dict[str, Any]) -> None:
+    await alertmanager.send(receivers.http, target, payload, datetime.now(UTC))
+
+
+@destination("email")
+async def _to_email(receivers: Receivers, target: Any, notification_id: str, payload: dict[str, Any]) -> None:
+    await mail.send(target, notification_id, payload, receivers.alerts_page)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -29,7 +29,108 @@ from services.alerter.tables import (
     ResolutionRow,
     SilenceRow,
 )
+from shared.contract.events import ModelSpecApplied
+from shared.contract.spec import ModelSpec
 from shared.runtime.specview import SpecView, SqlSpecs
+
+
+class AlerterStore(Protocol):
+    """What the alerter keeps for its platform."""
+
+    @property
+    def platform(self) -> str:
+        """The topic prefix this store's alerts, groups and notifications belong to."""
+
+    async def keep_spec(self, event: ModelSpecApplied) -> bool:
+        """Keep the newest revision of a model's spec; False if an older one arrived late."""
+
+    async def spec_of(self, model: str) -> ModelSpec | None:
+        """The spec in force for a model, if any."""
+
+    async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
+        """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
+
+    async def resolve(self, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
+        """Resolve these alerts if firing; the fingerprints that were."""
+
+    async def firing_of(self, model: str) -> list[AlertRecord]:
+        """The model's firing alerts."""
+
+    async def keep_resolution(self, resolution: domain.Resolution) -> None:
+        """Keep a resolution (per model and kind, the latest) for the events that happened before
+        it and arrive after it."""
+
+    async def resolution_of(self, model: str, kind: str) -> domain.Kept | None:
+        """The latest resolution kept for a model's alerts of a kind."""
+
+    async def stale(self, before: datetime) -> list[str]:
+        """Firing alerts last raised before `before`."""
+
+    async def all_firing(self) -> dict[str, dict[str, str]]:
+        """Every firing alert's labels by fingerprint (the inhibition sources)."""
+
+    async def touch_group(
+        self,
+        key: str,
+        route: str,
+        receiver: str,
+        labels: dict[str, str],
+        fingerprint: str,
+        now: datetime,
+        group_wait: float,
+        group_interval: float,
+    ) -> None:
+        """Put an alert that is news in its group, and make the group due."""
+
+    async def touch_groups_of(
+        self, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
+    ) -> None:
+        """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
+
+    async def due_groups(self, now: datetime, limit: int = 50) -> list[Group]:
+        """Groups due for a flush, locked (another alerter replica skips them)."""
+
+    async def members_of(self, key: str) -> list[AlertRecord]:
+        """The alerts of a group."""
+
+    async def flushed(
+        self,
+        key: str,
+        *,
+        notified: dict[str, str],
+        next_flush_at: datetime | None,
+        left: list[str],
+        notification: Notification | None,
+    ) -> None:
+        """A group's flush: what it notified, when it is due again, the resolved alerts that leave it,
+        and the notification it wrote (if any)."""
+
+    async def pending(self, now: datetime, limit: int = 20) -> list[Notification]:
+        """Notifications due for (another) attempt, locked while they are being sent."""
+
+    async def attempted(self, notification: Notification) -> None:
+        """Keep the outcome of a delivery attempt (attempts, status, next attempt, error)."""
+
+    async def waiting(self) -> int:
+        """How many notifications still wait to be sent."""
+
+    async def active_silences(self, now: datetime) -> list[domain.Silence]:
+        """Silences in force now."""
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        """Keep a new silence."""
+
+    async def expire_silence(self, silence_id: str, now: datetime, actor: str) -> tuple[SilenceRecord, bool] | None:
+        """End a silence now; (the silence, whether it was still in force), or None if there is none."""
+
+    async def acknowledge(self, fingerprint: str, actor: str, now: datetime, comment: str) -> AlertRecord | None:
+        """Note who is on an alert; None if there is no such alert."""
+
+    async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:
+        """Record an operator's action."""
+
+    async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Operators' actions on alerts and silences, newest first."""
 
 
 def _alert(row: AlertRow) -> AlertRecord:

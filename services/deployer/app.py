@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.deployer import handlers, store
 from services.deployer.handlers import Clock, utcnow
 from services.deployer.materialize import Materializer
+from services.deployer.memory import MemoryStore
 from shared.contract.events import CanaryAnalyzed, ModelEvaluated, ModelRegistered, ModelSpecApplied, RolloutCommanded
 from shared.runtime import feast
 from shared.runtime.bootstrap import HandlerTable, bind
@@ -77,6 +78,6 @@ def build(settings: Settings, *, group: str = GROUP, clock: Clock = utcnow) -> D
     )
 
 
-def in_memory(*, clock: Clock = utcnow, memory: store.MemoryStore | None = None) -> InMemoryBus[store.MemoryStore]:
+def in_memory(*, clock: Clock = utcnow, memory: MemoryStore | None = None) -> InMemoryBus[MemoryStore]:
     """The deployer's handlers on its in-memory store, for tests with no server."""
-    return InMemoryBus(bind(HANDLERS, clock=clock), memory or store.MemoryStore(), consumer=GROUP)
+    return InMemoryBus(bind(HANDLERS, clock=clock), memory or MemoryStore(), consumer=GROUP)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.evaluator import handlers, store
 from services.evaluator.judge import Judge, Judging
+from services.evaluator.memory import MemoryStore
 from shared.contract.events import ModelRegistered, ModelSpecApplied
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
@@ -62,6 +63,6 @@ def build(settings: Settings, *, group: str = GROUP) -> Evaluator:
     return Evaluator(settings=settings, engine=engine, sessions=sessions, bus=bus, metrics=metrics, judge=judge)
 
 
-def in_memory(judge: Judging, memory: store.MemoryStore | None = None) -> InMemoryBus[store.MemoryStore]:
+def in_memory(judge: Judging, memory: MemoryStore | None = None) -> InMemoryBus[MemoryStore]:
     """The evaluator's handlers on its in-memory store, for tests with no server."""
-    return InMemoryBus(bind(HANDLERS, judge=judge), memory or store.MemoryStore(), consumer=GROUP)
+    return InMemoryBus(bind(HANDLERS, judge=judge), memory or MemoryStore(), consumer=GROUP)

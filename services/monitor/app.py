@@ -12,6 +12,7 @@ sweep that closes windows by age, `in_memory` for the handler tests, both throug
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,12 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.monitor import feedback, handlers, store
 from services.monitor.api import make_api
-from services.monitor.handlers import Watch
 from services.monitor.memory import MemoryStore
 from services.monitor.metrics import Metrics
+from services.monitor.steps import Watch
 from shared.contract.events import (
     DataArrived,
-    Event,
     LabelsArrived,
     ModelRegistered,
     ModelSpecApplied,
@@ -39,6 +39,7 @@ from shared.contract.events import (
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bootstrap import HandlerTable, bind
 from shared.runtime.bus import Bus
+from shared.runtime.commands import SqlCommands
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.memory import InMemoryBus
 from shared.runtime.settings import Settings
@@ -97,21 +98,15 @@ class MonitorService:
 
         Each window closes in a transaction of its own, with what it emits staged in the outbox.
         """
-        closed = 0
+        commands: SqlCommands[store.MonitorStore] = SqlCommands(self.sessions, store.SqlStore, self.bus)
         async with self.sessions() as session:
             aged = await store.SqlStore(session).aged_windows(datetime.now(UTC))
+        closed = 0
         for model, version, age in aged:
-            async with self.sessions() as session, session.begin():
-
-                def emit(event: Event, session: AsyncSession = session) -> str:
-                    return self.bus.stage(session, event)
-
-                closed += await handlers.sweep_one(store.SqlStore(session), self.watch, model, version, age, emit)
-        async with self.sessions() as session, session.begin():
-            ledgers = await handlers.expire(store.SqlStore(session), self.watch, datetime.now(UTC))
-        self.watch.metrics.ledger(ledgers)
-        if closed:
-            self.bus.wake_relay()
+            closing = functools.partial(handlers.close_aged, watch=self.watch)
+            closed += await commands.run(closing, handlers.CloseAged(model, version, age))
+        expiring = functools.partial(handlers.expire_old, watch=self.watch)
+        self.watch.metrics.ledger(await commands.run(expiring, handlers.Expire(datetime.now(UTC))))
         return closed
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -352,8 +352,89 @@ def choose(reference: Reference, rows: int, policy: Policy) -> Test:
     return "chi2" if small else "jensenshannon"
 
 
+# Each test registers itself for the kind of column it applies to (as Evidently's `register_stattest`
+# does): a function of the reference, the window's values and the policy, giving the measurement.
+NumericTest = Callable[[NumericReference, np.ndarray[Any, Any], Policy], Measured]
+CategoricalTest = Callable[[CategoricalReference, np.ndarray[Any, Any], np.ndarray[Any, Any], Policy], Measured]
+NUMERIC_TESTS: dict[str, NumericTest] = {}
+CATEGORICAL_TESTS: dict[str, CategoricalTest] = {}
+
+
+def numeric_test(name: Test) -> Callable[[NumericTest], NumericTest]:
+    """Register a test of numeric columns under `name`."""
+
+    def register(test: NumericTest) -> NumericTest:
+        NUMERIC_TESTS[name] = test
+        return test
+
+    return register
+
+
+def categorical_test(name: Test) -> Callable[[CategoricalTest], CategoricalTest]:
+    """Register a test of categorical columns (reference counts against window counts) under `name`."""
+
+    def register(test: CategoricalTest) -> CategoricalTest:
+        CATEGORICAL_TESTS[name] = test
+        return test
+
+    return register
+
+
+@numeric_test("ks")
+def _ks(reference: NumericReference, x: np.ndarray[Any, Any], policy: Policy) -> Measured:
+    d = ks_exact(reference, x) if policy.exact else ks_statistic(reference, count(reference, x))
+    p = ks_p_value(d, reference.sample.size, x.size)
+    return Measured(reference.name, "ks", d, p, d, policy.p_value)
+
+
+@numeric_test("wasserstein")
+def _wasserstein(reference: NumericReference, x: np.ndarray[Any, Any], policy: Policy) -> Measured:
+    if policy.exact:
+        w, bound = wasserstein_exact(reference, x), 0.0
+    else:
+        w, bound = wasserstein_fast(reference, count(reference, x))
+    return Measured(reference.name, "wasserstein", w, None, w / reference.std, policy.min_effect, bound / reference.std)
+
+
+@numeric_test("psi")
+def _psi_numeric(reference: NumericReference, x: np.ndarray[Any, Any], policy: Policy) -> Measured:
+    score = psi(reference.fractions, binned(reference, x))
+    return Measured(reference.name, "psi", score, None, score, PSI_THRESHOLD)
+
+
+@numeric_test("jensenshannon")
+def _js_numeric(reference: NumericReference, x: np.ndarray[Any, Any], policy: Policy) -> Measured:
+    score = jensen_shannon(reference.fractions, binned(reference, x))
+    return Measured(reference.name, "jensenshannon", score, None, score, policy.min_effect)
+
+
+@categorical_test("chi2")
+def _chi2(
+    reference: CategoricalReference, expected: np.ndarray[Any, Any], window: np.ndarray[Any, Any], policy: Policy
+) -> Measured:
+    statistic, p, v = chi2_two_rows(expected, window)
+    return Measured(reference.name, "chi2", statistic, p, v, policy.p_value)
+
+
+@categorical_test("jensenshannon")
+def _js_categorical(
+    reference: CategoricalReference, expected: np.ndarray[Any, Any], window: np.ndarray[Any, Any], policy: Policy
+) -> Measured:
+    score = jensen_shannon(expected, window)
+    return Measured(reference.name, "jensenshannon", score, None, score, policy.min_effect)
+
+
+@categorical_test("psi")
+def _psi_categorical(
+    reference: CategoricalReference, expected: np.ndarray[Any, Any], window: np.ndarray[Any, Any], policy: Policy
+) -> Measured:
+    score = psi(expected / max(expected.sum(), 1.0), window / window.sum())
+    return Measured(reference.name, "psi", score, None, score, PSI_THRESHOLD)
+
+
 def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) -> Measured | None:
-    """Test one column of the window; None when it has no values."""
+    """Test one column of the window with the test its policy or its size chooses; None when it
+    has no values."""
     if isinstance(reference, NumericReference):
         x = np.asarray(column, dtype=np.float64)
         if np.isnan(x.sum()):
@@ -361,26 +442,9 @@ def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) 
         if x.size == 0:
             return None
         test = choose(reference, x.size, policy)
-        if test in ("ks", "wasserstein") and not policy.exact:
-            counts = count(reference, x)
-        if test == "ks":
-            d = ks_exact(reference, x) if policy.exact else ks_statistic(reference, counts)
-            p = ks_p_value(d, reference.sample.size, x.size)
-            return Measured(reference.name, "ks", d, p, d, policy.p_value)
-        if test == "wasserstein":
-            if policy.exact:
-                w, bound = wasserstein_exact(reference, x), 0.0
-            else:
-                w, bound = wasserstein_fast(reference, counts)
-            return Measured(reference.name, test, w, None, w / reference.std, policy.min_effect, bound / reference.std)
-        shares = binned(reference, x)
-        if test == "psi":
-            score = psi(reference.fractions, shares)
-            return Measured(reference.name, test, score, None, score, PSI_THRESHOLD)
-        if test == "jensenshannon":
-            score = jensen_shannon(reference.fractions, shares)
-            return Measured(reference.name, test, score, None, score, policy.min_effect)
-        raise ValueError(f"{test} does not apply to the numeric feature {reference.name}")
+        if test not in NUMERIC_TESTS:
+            raise ValueError(f"{test} does not apply to the numeric feature {reference.name}")
+        return NUMERIC_TESTS[test](reference, x, policy)
     codes = np.asarray(column, dtype=np.int64)
     if codes.size and codes.min() < 0:  # -1: missing
         codes = codes[codes >= 0]
@@ -391,16 +455,9 @@ def measure(reference: Reference, column: np.ndarray[Any, Any], policy: Policy) 
     expected = np.zeros(window.size)
     expected[: reference.counts.size] = reference.counts
     test = choose(reference, codes.size, policy)
-    if test == "chi2":
-        statistic, p, v = chi2_two_rows(expected, window)
-        return Measured(reference.name, "chi2", statistic, p, v, policy.p_value)
-    if test == "jensenshannon":
-        score = jensen_shannon(expected, window)
-        return Measured(reference.name, test, score, None, score, policy.min_effect)
-    if test == "psi":
-        score = psi(expected / max(expected.sum(), 1.0), window / window.sum())
-        return Measured(reference.name, test, score, None, score, PSI_THRESHOLD)
-    raise ValueError(f"{test} does not apply to the categorical feature {reference.name}")
+    if test not in CATEGORICAL_TESTS:
+        raise ValueError(f"{test} does not apply to the categorical feature {reference.name}")
+    return CATEGORICAL_TESTS[test](reference, expected, window, policy)
 
 
 def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:

@@ -9,7 +9,6 @@ the cache is bypassed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,16 +22,17 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.registry import domain, store
+from services.registry import commands, domain, store
 from services.registry.cache import AliasCache
 from services.registry.interchange import add_interchange_routes
 from services.registry.operators import add_operator_routes
 from services.registry.publishing import add_publish_routes
-from shared.contract.events import MAX_VERSION, ModelSpecApplied, RetrainRequested, RolloutCommanded
+from shared.contract.events import MAX_VERSION
 from shared.contract.refs import Ref, parse_ref
 from shared.contract.specparse import SpecError
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
+from shared.runtime.commands import SqlCommands
 from shared.runtime.feast import FeatureStoreError
 from shared.runtime.httpapi import (
     Admin,
@@ -52,6 +52,7 @@ from shared.runtime.specfile import load_spec_checked
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version number.")]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+C = TypeVar("C", bound=commands.Command)
 
 
 # ---------------------------------------------------------------- the cache of NAME@ref answers
@@ -187,49 +188,21 @@ def make_api(
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
 
-    async def act(
-        who: Principal,
-        action: str,
-        target: str,
-        reason: str,
-        detail: dict[str, Any],
-        work: Callable[[AsyncSession, int], Awaitable[T]],
-        *,
-        model: str | None = None,
-    ) -> T:
-        """Run an action in one transaction with its audit entry, written first so that a command
-        the action stages carries the entry's id (`work(session, audit_id)`); a refusal is
-        audited too."""
+    run_commands: SqlCommands[commands.Store] = SqlCommands(sessions, store.SqlStore, bus)
+
+    async def act(handler: Callable[[C, Any], Awaitable[T]], command: C) -> T:
+        """Carry out an operator's command (audited by its handler), in a span naming who and what."""
         with tracer.start_as_current_span(
-            f"registry {action}", attributes={"modelbus.actor": who.actor, "modelbus.target": target}
+            f"registry {command.action}",
+            attributes={"modelbus.actor": command.who.actor, "modelbus.target": command.target},
         ):
-            try:
-                async with sessions() as session, session.begin():
-                    audit_id = await store.SqlStore(session).audit(
-                        actor=who.actor,
-                        role=who.role,
-                        action=action,
-                        target=target,
-                        reason=reason,
-                        detail=detail,
-                    )
-                    result = await work(session, audit_id)
-            except (domain.RegistryRefusal, domain.NotFound, SpecError) as exc:
-                async with sessions() as session, session.begin():
-                    await store.SqlStore(session).audit(
-                        actor=who.actor,
-                        role=who.role,
-                        action=action,
-                        target=target,
-                        reason=reason,
-                        outcome="refused",
-                        detail={**detail, "error": str(exc)},
-                    )
-                raise
-        if model is not None:
-            cache.invalidate(model)
-        bus.wake_relay()
+            result = await run_commands.run(handler, command)
+        if command.model is not None:
+            cache.invalidate(command.model)
         return result
+
+    def actor(who: Principal) -> commands.Actor:
+        return commands.Actor(actor=who.actor, role=who.role)
 
     # ------------------------------------------------------------ health
 
@@ -351,34 +324,16 @@ def make_api(
     @api.post("/v1/models/{name}/versions/{version}/approve", tags=["act"])
     async def approve(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Approve a version held for review; the deployer starts its rollout."""
-
-        async def work(session: AsyncSession, audit_id: int) -> str:
-            versions = store.SqlStore(session)
-            domain.check_approval(name, version, await versions.status_of(name, version, lock=True))
-            await versions.move_status(
-                name, version, "approved", f"approved by {who.actor}: {body.reason}".rstrip(": ")
-            )
-            command = RolloutCommanded(
-                model=name, command="approve", version=version, actor=who.actor, reason=body.reason, audit_id=audit_id
-            )
-            return bus.stage(session, command)
-
-        event_id: str = await act(who, "approve", f"{name}@{version}", body.reason, {}, work, model=name)
-        return Done(action="approve", target=f"{name}@{version}", event_id=event_id)
+        command = commands.Approve(who=actor(who), reason=body.reason, name=name, version=version)
+        event_id = await act(commands.approve, command)
+        return Done(action=command.action, target=command.target, event_id=event_id)
 
     @api.post("/v1/models/{name}/versions/{version}/reject", tags=["act"])
     async def reject(who: Operator, name: str, version: VersionPath, body: Reason) -> Done:
         """Reject a version that is not serving."""
-
-        async def work(session: AsyncSession, audit_id: int) -> None:
-            versions = store.SqlStore(session)
-            domain.check_rejection(name, version, await versions.status_of(name, version, lock=True))
-            await versions.move_status(
-                name, version, "rejected", f"rejected by {who.actor}: {body.reason}".rstrip(": ")
-            )
-
-        await act(who, "reject", f"{name}@{version}", body.reason, {}, work, model=name)
-        return Done(action="reject", target=f"{name}@{version}")
+        command = commands.Reject(who=actor(who), reason=body.reason, name=name, version=version)
+        await act(commands.reject, command)
+        return Done(action=command.action, target=command.target)
 
     @api.post("/v1/models/{name}/rollout/{command}", tags=["act"])
     async def rollout(
@@ -388,117 +343,62 @@ def make_api(
         body: RolloutRequest,
     ) -> Done:
         """Command the model's rollout; the deployer carries it out (or refuses it, with a reason)."""
-
-        async def work(session: AsyncSession, audit_id: int) -> str:
-            await store.SqlStore(session).get_model(name)
-            if command == "start":
-                if body.version is None:
-                    raise domain.RegistryRefusal("starting a rollout needs a version")
-                status = await store.SqlStore(session).status_of(name, body.version)
-                domain.check_rollout_start(name, body.version, status)
-            elif body.version is not None:
-                await store.SqlStore(session).status_of(name, body.version)
-            event = RolloutCommanded(
-                model=name,
-                command=command,
-                version=body.version,
-                actor=who.actor,
-                reason=body.reason,
-                audit_id=audit_id,
-            )
-            return bus.stage(session, event)
-
-        detail = {"version": body.version} if body.version else {}
-        event_id = await act(who, f"rollout-{command}", name, body.reason, detail, work)
-        return Done(action=f"rollout-{command}", target=name, event_id=event_id, detail=detail)
+        asked = commands.CommandRollout(
+            who=actor(who), reason=body.reason, name=name, command=command, version=body.version
+        )
+        event_id = await act(commands.rollout, asked)
+        return Done(action=asked.action, target=asked.target, event_id=event_id, detail=asked.detail())
 
     @api.post("/v1/models/{name}/retrain", tags=["act"])
     async def retrain(who: Operator, name: str, body: RetrainRequest) -> Done:
         """Ask the trainer to train the model again (on the latest dataset version unless one is named)."""
-
-        async def work(session: AsyncSession, audit_id: int) -> str:
-            spec = await store.SqlStore(session).latest_spec(name)
-            if body.dataset_version is not None:
-                await store.SqlStore(session).get_dataset(spec.spec["dataset"], body.dataset_version)
-            event = RetrainRequested(
-                model=name, reason="operator", dataset_version=body.dataset_version, requested_by=who.actor
-            )
-            return bus.stage(session, event)
-
-        detail = {"dataset_version": body.dataset_version} if body.dataset_version else {}
-        event_id = await act(who, "retrain", name, body.reason, detail, work)
-        return Done(action="retrain", target=name, event_id=event_id, detail=detail)
+        command = commands.Retrain(who=actor(who), reason=body.reason, name=name, dataset_version=body.dataset_version)
+        event_id = await act(commands.retrain, command)
+        return Done(action=command.action, target=command.target, event_id=event_id, detail=command.detail())
 
     @api.put("/v1/models/{name}/aliases/{alias}", tags=["act"])
     async def put_alias(who: Operator, name: str, alias: str, body: AliasRequest) -> Done:
         """Point an alias of your own at a version (`champion` and `challenger` move with rollouts)."""
-
-        async def work(session: AsyncSession, audit_id: int) -> None:
-            domain.check_alias(alias)
-            await store.SqlStore(session).status_of(name, body.version)
-            await store.SqlStore(session).set_alias(name, alias, body.version, by=who.actor)
-
-        await act(who, "set-alias", f"{name}@{alias}", body.reason, {"version": body.version}, work, model=name)
-        return Done(action="set-alias", target=f"{name}@{alias}", detail={"version": body.version})
+        command = commands.SetAlias(who=actor(who), reason=body.reason, name=name, alias=alias, version=body.version)
+        await act(commands.set_alias, command)
+        return Done(action=command.action, target=command.target, detail=command.detail())
 
     @api.delete("/v1/models/{name}/aliases/{alias}", tags=["act"])
     async def delete_alias(who: Operator, name: str, alias: str, reason: str = "") -> Done:
         """Remove an alias of your own."""
-
-        async def work(session: AsyncSession, audit_id: int) -> None:
-            domain.check_alias(alias)
-            if not await store.SqlStore(session).drop_alias(name, alias):
-                raise domain.NotFound(f"{name} has no alias {alias!r}")
-
-        await act(who, "delete-alias", f"{name}@{alias}", reason, {}, work, model=name)
-        return Done(action="delete-alias", target=f"{name}@{alias}")
+        command = commands.DropAlias(who=actor(who), reason=reason, name=name, alias=alias)
+        await act(commands.drop_alias, command)
+        return Done(action=command.action, target=command.target)
 
     @api.put("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
     async def put_tag(who: Operator, name: str, version: VersionPath, key: str, body: TagRequest) -> Done:
         """Set a tag on a version."""
-
-        async def work(session: AsyncSession, audit_id: int) -> None:
-            await store.SqlStore(session).status_of(name, version)
-            await store.SqlStore(session).set_tag(name, version, key, body.value)
-
-        target = f"{name}@{version}"
-        await act(who, "set-tag", target, body.reason, {"key": key, "value": body.value}, work, model=name)
-        return Done(action="set-tag", target=target, detail={"key": key, "value": body.value})
+        command = commands.SetTag(
+            who=actor(who), reason=body.reason, name=name, version=version, key=key, value=body.value
+        )
+        await act(commands.set_tag, command)
+        return Done(action=command.action, target=command.target, detail=command.detail())
 
     @api.delete("/v1/models/{name}/versions/{version}/tags/{key}", tags=["act"])
     async def delete_tag(who: Operator, name: str, version: VersionPath, key: str, reason: str = "") -> Done:
         """Remove a tag from a version."""
-
-        async def work(session: AsyncSession, audit_id: int) -> None:
-            if not await store.SqlStore(session).drop_tag(name, version, key):
-                raise domain.NotFound(f"{name}@{version} has no tag {key!r}")
-
-        await act(who, "delete-tag", f"{name}@{version}", reason, {"key": key}, work, model=name)
-        return Done(action="delete-tag", target=f"{name}@{version}", detail={"key": key})
+        command = commands.DropTag(who=actor(who), reason=reason, name=name, version=version, key=key)
+        await act(commands.drop_tag, command)
+        return Done(action=command.action, target=command.target, detail=command.detail())
 
     # ------------------------------------------------------------ admin
 
     @api.post("/v1/specs", tags=["admin"])
     async def apply_spec(who: Admin, body: SpecRequest) -> Applied:
         """Validate and apply a model spec; a changed spec becomes a new revision and is published."""
-
-        async def work(session: AsyncSession, audit_id: int) -> Applied:
-            spec = await asyncio.to_thread(load_spec_checked, body.spec_yaml, settings.feast_repo)
-            revision, changed = await store.SqlStore(session).apply_spec(spec, body.spec_yaml, applied_by=who.actor)
-            if changed:
-                bus.stage(
-                    session,
-                    ModelSpecApplied(
-                        model=spec.model,
-                        revision=revision.revision,
-                        spec=spec,
-                        spec_yaml=body.spec_yaml,
-                        spec_sha256=revision.sha256,
-                        applied_by=who.actor,
-                    ),
-                )
-            return Applied(model=spec.model, revision=revision.revision, sha256=revision.sha256, changed=changed)
-
-        return await act(who, "apply-spec", _spec_target(body.spec_yaml), body.reason, {}, work)
+        command = commands.ApplySpec(
+            who=actor(who),
+            reason=body.reason,
+            spec_yaml=body.spec_yaml,
+            named=_spec_target(body.spec_yaml),
+            check=lambda text: load_spec_checked(text, settings.feast_repo),
+        )
+        applied = await act(commands.apply_spec, command)
+        return Applied(model=applied.model, revision=applied.revision, sha256=applied.sha256, changed=applied.changed)
 
     return api

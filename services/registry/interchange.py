@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
-from services.registry import domain, store
+from services.registry import commands, domain, store
 from services.registry.cache import AliasCache
 from services.registry.export import write_mlflow_model
 from services.registry.importing import Prepared, Upload
@@ -36,6 +36,7 @@ from shared.contract.spec import ModelSpec
 from shared.runtime import sandbox
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.bus import Bus
+from shared.runtime.commands import SqlCommands
 from shared.runtime.httpapi import RANK, Principal, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.telemetry import code_version
@@ -110,21 +111,20 @@ def add_interchange_routes(
     """Add `POST /v1/models/{name}/import` and `GET /v1/models/{name}/versions/{ref}/export`."""
     tracer = trace.get_tracer("modelbus.registry.api")
 
-    async def audit(
-        session: AsyncSession, who: Principal, name: str, reason: str, *, outcome: str, detail: dict[str, Any]
-    ) -> None:
-        await store.SqlStore(session).audit(
-            actor=who.actor, role=who.role, action="import", target=name, reason=reason, outcome=outcome, detail=detail
-        )
+    run: SqlCommands[commands.Store] = SqlCommands(sessions, store.SqlStore, bus)
+
+    def actor(who: Principal) -> commands.Actor:
+        return commands.Actor(actor=who.actor, role=who.role)
 
     async def refuse(
         who: Principal, name: str, reason: str, status: int, message: str, detail: dict[str, Any]
     ) -> NoReturn:
         log.info("import of %s refused (%d): %s", name, status, message)
-        async with sessions() as session, session.begin():
-            await audit(
-                session, who, name, reason, outcome="refused", detail={**detail, "error": message, "status": status}
-            )
+        facts = {**detail, "error": message, "status": status}
+        refused = commands.Record(
+            who=actor(who), reason=reason, did="import", about=name, outcome="refused", facts=facts
+        )
+        await run.run(commands.record, refused)
         raise HTTPException(status, message)
 
     @api.post(
@@ -219,12 +219,10 @@ def add_interchange_routes(
         except ArtifactError as exc:
             await refuse(who, name, reason, 503, f"the artifact store refused the files: {exc}", detail)
         trained = prepared.trained(spec, revision.revision, refs, code_version())
-        async with sessions() as session, session.begin():
-            event_id = bus.stage(session, trained)
-            accepted = {**detail, "run_id": run_id, "format": prepared.source["format"], "event_id": event_id}
-            await audit(session, who, name, reason, outcome="ok", detail=accepted)
+        facts = {**detail, "run_id": run_id, "format": prepared.source["format"]}
+        registered = commands.RegisterImport(who=actor(who), reason=reason, name=name, trained=trained, facts=facts)
+        event_id = await run.run(commands.register_import, registered)
         cache.invalidate(name)
-        bus.wake_relay()
         log.info("%s: imported %s as run %s (%s)", name, upload.model_name, run_id, prepared.estimator)
         return Imported(
             model=name,

@@ -4,7 +4,7 @@ from services.registry.domain; one contract test runs on both)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.registry import domain
@@ -17,6 +17,7 @@ from shared.contract.events import (
     TrainingFailed,
     TrainingStarted,
 )
+from shared.contract.spec import ModelSpec
 
 
 @dataclass
@@ -32,6 +33,8 @@ class MemoryStore:
     rollouts: dict[str, RolloutChanged] = field(default_factory=dict)
     history: dict[str, tuple[str, domain.HistoryItem]] = field(default_factory=dict)
     parked: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)  # status a rollout set early
+    specs: dict[str, list[domain.SpecRevision]] = field(default_factory=dict)  # revisions, oldest first
+    audits: list[domain.AuditEntry] = field(default_factory=list)
 
     async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
         """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
@@ -166,3 +169,138 @@ class MemoryStore:
     def history_of(self, model: str) -> list[domain.HistoryItem]:
         """A model's history items, in the order they were kept."""
         return [item for owner, item in self.history.values() if owner == model]
+
+    # ------------------------------------------------------------ what operators' commands need
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        target: str,
+        reason: str = "",
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Append to the audit log; returns the entry's id."""
+        entry = domain.AuditEntry(
+            id=len(self.audits) + 1,
+            at=datetime.now(UTC),
+            actor=actor,
+            role=role,
+            action=action,
+            target=target,
+            reason=reason,
+            outcome=outcome,
+            detail=detail or {},
+        )
+        self.audits.append(entry)
+        return entry.id
+
+    async def audit_log(
+        self, *, target: str | None = None, actor: str | None = None, action: str | None = None, limit: int = 100
+    ) -> list[domain.AuditEntry]:
+        """Who did what, newest first; `target` a model matches its versions too."""
+        found = [
+            e
+            for e in reversed(self.audits)
+            if (target is None or e.target == target or e.target.startswith(f"{target}@"))
+            and (actor is None or e.actor == actor)
+            and (action is None or e.action == action)
+        ]
+        return found[:limit]
+
+    async def status_of(self, model: str, version: int, *, lock: bool = False) -> str:
+        """A version's status; raises NotFound."""
+        return (await self.get_version(model, version)).status
+
+    async def move_status(self, model: str, version: int, status: str, reason: str) -> bool:
+        """Move a version to `status` if the lifecycle allows it; False if it does not. Raises NotFound."""
+        return await self._move(model, version, status, reason)
+
+    async def get_model(self, name: str) -> domain.ModelSummary:
+        """One model's summary; raises NotFound."""
+        if name not in self.numbers and name not in self.specs:
+            raise domain.NotFound(f"model {name!r} does not exist")
+        statuses: dict[str, int] = {}
+        for (model, _), known in self.versions.items():
+            if model == name:
+                statuses[known.status] = statuses.get(known.status, 0) + 1
+        spec = self.specs[name][-1] if name in self.specs else None
+        return domain.ModelSummary(
+            name=name,
+            latest_version=self.numbers.get(name, 0),
+            aliases=dict(self.aliases.get(name, {})),
+            spec_revision=spec.revision if spec else None,
+            dataset=spec.spec.get("dataset") if spec else None,
+            task=spec.spec.get("task") if spec else None,
+            statuses=statuses,
+            updated_at=datetime.now(UTC),
+        )
+
+    async def latest_spec(self, model: str) -> domain.SpecRevision:
+        """The spec revision in force; raises NotFound."""
+        if model not in self.specs:
+            raise domain.NotFound(f"no spec applied for model {model!r}")
+        return self.specs[model][-1]
+
+    async def get_dataset(self, name: str, version: str) -> domain.DatasetVersion:
+        """One dataset version; raises NotFound."""
+        found = self.datasets.get((name, version))
+        if found is None:
+            raise domain.NotFound(f"dataset {name}@{version} does not exist")
+        return domain.DatasetVersion(
+            name=name,
+            version=version,
+            uri=found.uri,
+            sha256=found.sha256,
+            format=found.format,
+            row_count=found.row_count,
+            size_bytes=found.size_bytes,
+            columns=found.columns,
+            profile=None,
+            producer=found.producer,
+            lineage=found.lineage.model_dump(mode="json") if found.lineage else None,
+            arrived_at=found.occurred_at,
+        )
+
+    async def set_alias(self, model: str, alias: str, version: int, *, by: str) -> None:
+        """Point `alias` at a version (creating or moving it)."""
+        self.aliases.setdefault(model, {})[alias] = version
+
+    async def drop_alias(self, model: str, alias: str) -> bool:
+        """Remove an alias; False if there was none."""
+        return self.aliases.get(model, {}).pop(alias, None) is not None
+
+    async def set_tag(self, model: str, version: int, key: str, value: str) -> None:
+        """Set a tag on a version."""
+        known = await self.get_version(model, version)
+        self.versions[(model, version)] = known.model_copy(update={"tags": {**known.tags, key: value}, "aliases": []})
+
+    async def drop_tag(self, model: str, version: int, key: str) -> bool:
+        """Remove a tag; False if there was none."""
+        known = self.versions.get((model, version))
+        if known is None or key not in known.tags:
+            return False
+        tags = {k: v for k, v in known.tags.items() if k != key}
+        self.versions[(model, version)] = known.model_copy(update={"tags": tags})
+        return True
+
+    async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
+        """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""
+        revisions = self.specs.setdefault(spec.model, [])
+        digest = spec.sha256()
+        if revisions and revisions[-1].sha256 == digest:
+            return revisions[-1], False
+        revision = domain.SpecRevision(
+            model=spec.model,
+            revision=len(revisions) + 1,
+            sha256=digest,
+            spec=spec.model_dump(mode="json"),
+            spec_yaml=spec_yaml,
+            applied_by=applied_by,
+            applied_at=datetime.now(UTC),
+        )
+        revisions.append(revision)
+        return revision, True

@@ -16,8 +16,9 @@ from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.registry import store
+from services.registry import commands, store
 from shared.contract import access
+from shared.runtime.commands import SqlCommands
 from shared.runtime.httpapi import Limit, Operator, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.topicreader import (
@@ -118,17 +119,18 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
             await replay(settings, [item.letter], value=value)
         except (ValueError, TimeoutError) as exc:
             raise HTTPException(409, str(exc)) from None
-        async with sessions() as session, session.begin():
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                role=who.role,
-                action="replay-dead-letter",
-                target=item.letter.original_topic,
-                reason=item.letter.reason[:500],
-                detail={
-                    "letter": letter_id,
-                    "consumer": item.letter.consumer,
-                    **({"corrected_sha256": hashlib.sha256(value).hexdigest()} if value is not None else {}),
-                },
-            )
+        facts = {
+            "letter": letter_id,
+            "consumer": item.letter.consumer,
+            **({"corrected_sha256": hashlib.sha256(value).hexdigest()} if value is not None else {}),
+        }
+        replayed = commands.Record(
+            who=commands.Actor(actor=who.actor, role=who.role),
+            reason=item.letter.reason[:500],
+            did="replay-dead-letter",
+            about=item.letter.original_topic,
+            facts=facts,
+        )
+        audits: SqlCommands[commands.Store] = SqlCommands(sessions, store.SqlStore, bus=None)
+        await audits.run(commands.record, replayed)
         return {"action": "replay-dead-letter", "letter": letter_id, "topic": item.letter.original_topic}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -37,6 +37,46 @@ from shared.contract.events import (
 )
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import core_table
+
+
+class RegistryStore(Protocol):
+    """What the registry's operators' commands need of its store (SqlStore, and MemoryStore in
+    services.registry.memory); the store contract (tests/contracts/registry_store.py) runs on both."""
+
+    async def audit(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        target: str,
+        reason: str = "",
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> int: ...
+
+    async def status_of(self, model: str, version: int, *, lock: bool = False) -> str: ...
+
+    async def move_status(self, model: str, version: int, status: str, reason: str) -> bool: ...
+
+    async def get_model(self, name: str) -> domain.ModelSummary: ...
+
+    async def latest_spec(self, model: str) -> domain.SpecRevision: ...
+
+    async def get_dataset(self, name: str, version: str) -> domain.DatasetVersion: ...
+
+    async def set_alias(self, model: str, alias: str, version: int, *, by: str) -> None: ...
+
+    async def drop_alias(self, model: str, alias: str) -> bool: ...
+
+    async def set_tag(self, model: str, version: int, key: str, value: str) -> None: ...
+
+    async def drop_tag(self, model: str, version: int, key: str) -> bool: ...
+
+    async def apply_spec(
+        self, spec: ModelSpec, spec_yaml: str, *, applied_by: str
+    ) -> tuple[domain.SpecRevision, bool]: ...
+
 
 NOTIFY_CHANNEL = "modelbus_registry"
 

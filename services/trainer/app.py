@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.trainer import handlers, store
+from services.trainer.memory import MemoryStore
 from services.trainer.mirror import Mirror, MlflowMirror, NoMirror
 from services.trainer.worker import Worker
 from shared.contract.events import DataArrived, ModelRegistered, ModelSpecApplied, RetrainRequested
@@ -90,8 +91,8 @@ def build(settings: Settings, *, group: str = GROUP) -> Trainer:
 
 
 def in_memory(
-    *, platform: str = "modelbus", memory: store.MemoryStore | None = None, mirror: Mirror | None = None
-) -> InMemoryBus[store.MemoryStore]:
+    *, platform: str = "modelbus", memory: MemoryStore | None = None, mirror: Mirror | None = None
+) -> InMemoryBus[MemoryStore]:
     """The trainer's handlers on its in-memory store, for tests with no server."""
     table = bind(HANDLERS, platform=platform, mirror=mirror or NoMirror())
-    return InMemoryBus(table, memory or store.MemoryStore(), consumer=GROUP)
+    return InMemoryBus(table, memory or MemoryStore(), consumer=GROUP)

@@ -7,7 +7,7 @@ worker's side of the queue (claim under a lease, renew, finish, release) is `Sql
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.contract.events import DataArrived, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.runtime.db import Base
-from shared.runtime.specview import SpecView, SpecViewColumns, is_news
+from shared.runtime.specview import SpecView, SpecViewColumns
 
 
 class SpecRow(SpecViewColumns, Base):
@@ -141,6 +141,18 @@ class TrainerStore(Protocol):
 
     async def add_job(self, job: JobRequest) -> None:
         """Queue a training run (once per run id)."""
+
+    async def claim_job(self, *, platform: str, lease_seconds: float) -> Job | None:
+        """The oldest pending job, or one whose runner stopped renewing its lease; now ours."""
+
+    async def renew(self, run_id: str, attempt: int, *, lease_seconds: float) -> bool:
+        """Extend our lease; False if the job is no longer ours."""
+
+    async def finish(self, run_id: str, attempt: int, *, status: str, error: str | None = None) -> bool:
+        """Close our job as done or failed; False if someone else took it over meanwhile."""
+
+    async def release(self, run_id: str, attempt: int, *, error: str) -> None:
+        """Give a job back (a transient failure): pending again, to be retried."""
 
 
 def _dataset(row: DatasetRow) -> Dataset:
@@ -287,52 +299,3 @@ class SqlStore:
             .where(JobRow.run_id == run_id, JobRow.attempts == attempt)
             .values(status="pending", last_error=error, lease_until=None)
         )
-
-
-@dataclass
-class MemoryStore:
-    """What the trainer's handlers keep, in dictionaries: the twin of `SqlStore` for handler tests."""
-
-    specs: dict[str, ModelSpecApplied] = field(default_factory=dict)
-    datasets: dict[tuple[str, str], tuple[Dataset, datetime]] = field(default_factory=dict)
-    jobs: dict[str, JobRequest] = field(default_factory=dict)
-
-    async def keep_spec(self, event: ModelSpecApplied) -> bool:
-        """Keep the newest revision of a model's spec (and the dataset it names); False if older."""
-        known = self.specs.get(event.model)
-        if not is_news(known.revision if known is not None else None, event):
-            return False
-        self.specs[event.model] = event
-        return True
-
-    async def spec_of(self, model: str) -> tuple[int, ModelSpec] | None:
-        """(revision, spec) in force for a model, if any."""
-        known = self.specs.get(model)
-        return (known.revision, known.spec) if known is not None else None
-
-    async def specs_for_dataset(self, dataset: str) -> list[tuple[str, int, ModelSpec]]:
-        """(model, revision, spec) of every spec that trains on `dataset`, by model name."""
-        return [(m, e.revision, e.spec) for m, e in sorted(self.specs.items()) if e.spec.dataset == dataset]
-
-    async def keep_dataset(self, event: DataArrived) -> None:
-        """Remember a dataset version (the first announcement of a version wins)."""
-        found = Dataset(event.dataset, event.version, event.uri, event.sha256, event.format)
-        self.datasets.setdefault((event.dataset, event.version), (found, event.occurred_at))
-
-    async def dataset_version(self, name: str, version: str | None) -> str | None:
-        """`version` if known, else the latest version of the dataset; None when there is none."""
-        known = [(at, v) for (n, v), (_, at) in self.datasets.items() if n == name and version in (None, v)]
-        return max(known)[1] if known else None
-
-    async def dataset(self, name: str, version: str) -> Dataset | None:
-        """A known dataset version."""
-        found = self.datasets.get((name, version))
-        return found[0] if found is not None else None
-
-    async def ever_trained(self, model: str) -> bool:
-        """Whether a training job was ever queued for the model."""
-        return any(job.model == model for job in self.jobs.values())
-
-    async def add_job(self, job: JobRequest) -> None:
-        """Queue a training run (once per run id)."""
-        self.jobs.setdefault(job.run_id, job)

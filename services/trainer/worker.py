@@ -20,15 +20,17 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.trainer import commands as jobs
 from services.trainer import fit, store
 from services.trainer.mirror import Mirror, NoMirror
-from shared.contract.events import ArtifactRef, ContractViolation, Event, ModelTrained, TrainingFailed
+from shared.contract.events import ArtifactRef, ContractViolation, ModelTrained, TrainingFailed
 from shared.runtime import feast
 from shared.runtime.artifacts import (
     ArtifactAccessDenied,
@@ -40,6 +42,7 @@ from shared.runtime.artifacts import (
     sha256_file,
 )
 from shared.runtime.bus import Bus
+from shared.runtime.commands import SqlCommands
 from shared.runtime.errors import is_transient
 from shared.runtime.notify import Listener
 from shared.runtime.settings import Settings
@@ -76,6 +79,10 @@ class Worker:
     executor: ProcessPoolExecutor | None = None
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer("modelbus.trainer"))
     queued: asyncio.Event = field(default_factory=asyncio.Event)
+    commands: SqlCommands[jobs.Store] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commands = SqlCommands(self.sessions, store.SqlStore, self.bus)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.executor is None:
@@ -114,10 +121,9 @@ class Worker:
 
     async def run_one(self) -> bool:
         """Claim and run one job; False when there was none."""
-        async with self.sessions() as session, session.begin():
-            job = await store.SqlStore(session).claim_job(
-                platform=self.settings.topic_prefix, lease_seconds=self.settings.trainer_lease_seconds
-            )
+        job = await self.commands.run(
+            jobs.claim, jobs.Claim(self.settings.topic_prefix, self.settings.trainer_lease_seconds)
+        )
         if job is None:
             return False
         carrier = {"traceparent": job.traceparent} if job.traceparent else {}
@@ -227,10 +233,9 @@ class Worker:
             lease = self.settings.trainer_lease_seconds
             await asyncio.sleep(lease / 3)
             try:
-                async with self.sessions() as session, session.begin():
-                    if not await store.SqlStore(session).renew(job.run_id, job.attempts, lease_seconds=lease):
-                        log.warning("run %s is no longer ours", job.run_id)
-                        return
+                if not await self.commands.run(jobs.renew, jobs.Renew(job, lease)):
+                    log.warning("run %s is no longer ours", job.run_id)
+                    return
             except Exception:
                 log.warning("could not renew the lease of %s", job.run_id, exc_info=True)
 
@@ -247,8 +252,7 @@ class Worker:
             job.attempts,
             self.settings.trainer_max_attempts,
         )
-        async with self.sessions() as session, session.begin():
-            await store.SqlStore(session).release(job.run_id, job.attempts, error=reason)
+        await self.commands.run(jobs.release, jobs.Release(job, reason))
         await asyncio.sleep(self.settings.handler_backoff_seconds * 2 ** (job.attempts - 1))
 
     async def _fail(
@@ -267,15 +271,17 @@ class Worker:
         )
         await self._close(job, "failed", failed, error=reason)
 
-    async def _close(self, job: store.Job, status: str, event: Event, *, error: str | None = None) -> bool:
-        lineage = event.model_copy(update={"correlation_id": job.correlation_id, "causation_id": job.cause_event_id})
-        async with self.sessions() as session, session.begin():
-            closed = await store.SqlStore(session).finish(job.run_id, job.attempts, status=status, error=error)
-            if closed:
-                self.bus.stage(session, lineage)
-            else:
-                log.warning("run %s was taken over by another trainer; its result is dropped", job.run_id)
-        self.bus.wake_relay()
+    async def _close(
+        self,
+        job: store.Job,
+        status: Literal["done", "failed"],
+        outcome: ModelTrained | TrainingFailed,
+        *,
+        error: str | None = None,
+    ) -> bool:
+        closed = await self.commands.run(jobs.close, jobs.Close(job, status, outcome, error))
+        if not closed:
+            log.warning("run %s was taken over by another trainer; its result is dropped", job.run_id)
         return closed
 
     def shutdown(self) -> None:

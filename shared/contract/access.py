@@ -1,5 +1,5 @@
 """Who may do what on the bus, derived from the contract's producer/consumer table (each event
-class's `emitted_by` and `consumed_by`): the broker's ACLs, the README's table and the k8s
+class's `emitted_by` and `consumed_by`): the broker's ACLs, the docs' ACL table and the k8s
 overlay's Kafka users are all generated from here, never written by hand."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def allowed(principal: Principal, operation: Operation, topic: str) -> bool:
 
 
 def markdown_table() -> str:
-    """The README's table: per topic, who writes and who reads it."""
+    """The docs' ACL table (concepts/trust.md): per topic, who writes and who reads it."""
     lines = ["| topic | written by | read by |", "|---|---|---|"]
     for name, (writers, readers) in topic_table().items():
         lines.append(f"| `<prefix>.{name}` | {', '.join(sorted(writers))} | {', '.join(sorted(readers))} |")

@@ -378,7 +378,7 @@ def documented() -> list[tuple[str, str, str]]:
 
 
 def markdown_table() -> str:
-    """The README's configuration table."""
+    """The configuration table (`modelbus config`, the docs' configuration reference)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     lines += [
         f"| `{name}` | `{default}` | {meaning} |" if default else f"| `{name}` | | {meaning} |"

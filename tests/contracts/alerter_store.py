@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from services.alerter import domain
-from services.alerter.records import AlerterStore, Notification, SilenceRecord, failed, sent
+from services.alerter.records import Notification, SilenceRecord, failed, sent
+from services.alerter.store import AlerterStore
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -97,3 +98,31 @@ class AlerterStoreContract:
         await store.add_silence(silence)
         assert silence.id in [s.id for s in await store.active_silences(T0 + timedelta(minutes=1))]
         assert silence.id not in [s.id for s in await store.active_silences(T0 + timedelta(hours=2))]
+
+    async def test_an_expired_silence_ends_now_and_a_pending_one_ends_before_it_began(
+        self, store: AlerterStore
+    ) -> None:
+        running = SilenceRecord(uuid.uuid4().hex[:12], ['model="x"'], T0, T0 + HOUR, "ops", "why", T0)
+        pending = SilenceRecord(uuid.uuid4().hex[:12], ['model="x"'], T0 + HOUR, T0 + 2 * HOUR, "ops", "why", T0)
+        for silence in (running, pending):
+            await store.add_silence(silence)
+        now = T0 + timedelta(minutes=10)
+        ended = await store.expire_silence(running.id, now, "bob")
+        assert ended is not None and ended[1] and (ended[0].ends_at, ended[0].expired_by) == (now, "bob")
+        early = await store.expire_silence(pending.id, now, "bob")
+        assert early is not None and early[0].starts_at == early[0].ends_at == now
+        again = await store.expire_silence(running.id, now + HOUR, "bob")
+        assert again is not None and not again[1]
+        assert await store.expire_silence("nothing", now, "bob") is None
+
+    async def test_an_acknowledgement_names_who_and_why_and_an_unknown_alert_has_none(
+        self, store: AlerterStore
+    ) -> None:
+        raised = alert(self.model())
+        await store.raise_alert(raised, T0)
+        acked = await store.acknowledge(raised.fingerprint, "ann", T0 + HOUR, "on it")
+        assert acked is not None and (acked.acked_by, acked.ack_comment) == ("ann", "on it")
+        assert await store.acknowledge("f" * 16, "ann", T0, "") is None
+        await store.audit("ann", "ack", raised.fingerprint, T0 + HOUR, comment="on it")
+        [entry] = await store.audit_log(target=raised.fingerprint)
+        assert (entry["actor"], entry["action"], entry["detail"]) == ("ann", "ack", {"comment": "on it"})

@@ -24,13 +24,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.common import mlflow_python
 from shared.contract.events import ModelEvaluated, ModelTrained, RolloutChanged
 from shared.ops.example_data import churn_frame
 from shared.runtime.features import prepare
 from shared.runtime.settings import Settings
 from tests.support.scenarios import Loop
 from tests.support.specs import example_spec
+from tests.support.venvs import mlflow_python
 
 pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """The Python client as a user gets it: `pip install 'modelbus[pandas]'` into a fresh virtualenv
-(no platform packages), then README's notebook session, run as written against a platform of
+(no platform packages), then the Python client page's notebook session, run as written against a platform of
 its own (7 processes, real Kafka, PostgreSQL and S3)."""
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ async def loop(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 
 
 def session() -> str:
-    """README's session block, as written."""
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(r"A session, as in a notebook.*?```python\n(.*?)```", readme, re.S)
-    assert found, "README's Python client section has its session"
+    """The Python client page's session block, as written."""
+    page = (ROOT / "docs" / "integrations" / "python-client.md").read_text()
+    found = re.search(r"A session, as in a notebook.*?```python\n(.*?)```", page, re.S)
+    assert found, "the Python client page has its session"
     return found.group(1)
 
 

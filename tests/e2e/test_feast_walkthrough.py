@@ -1,4 +1,4 @@
-"""The README's "Features from Feast", as a user runs it against the seven processes (real Kafka,
+"""docs/integrations/feast.md, "Features from Feast", as a user runs it against the seven processes (real Kafka,
 PostgreSQL and S3, real Feast on its local provider): apply the example feature repo, apply the
 spec, publish the entity rows, and the loop trains with point-in-time features, evaluates, rolls
 out; serving answers by key alone, and the lineage names the Feast views and digests."""

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.common import mlflow_python
 from services.trainer import store as trainer_store
 from shared.contract import topics
 from shared.contract.events import DataArrived, ModelRegistered, ModelTrained
@@ -30,6 +29,7 @@ from tests.integration.test_trainer import (
     services,  # noqa: F401 - the trainer tests' fixture, with this module's settings
     upload,
 )
+from tests.support.venvs import mlflow_python
 
 pytestmark = pytest.mark.timeout(400)
 

@@ -25,7 +25,6 @@ import httpx
 import pytest
 import uvicorn
 
-from bench.common import clients_python, mlflow_python
 from services.deployer.app import build as build_deployer
 from services.deployer.serving.app import Serving
 from services.deployer.serving.app import build as build_serving
@@ -38,6 +37,7 @@ from tests.integration import test_deployer
 from tests.integration.conftest import drop_topics, eventually, free_port
 from tests.integration.test_deployer import FEATURES, apply, changes, on_topic, register, rows
 from tests.support import conformance
+from tests.support.venvs import clients_python, mlflow_python
 
 ROOT = Path(__file__).resolve().parents[2]
 trained = test_deployer.trained  # the module-scoped fixture: both models trained once

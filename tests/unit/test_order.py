@@ -25,15 +25,15 @@ from services.alerter import app as alerter_app
 from services.alerter.config import AlerterConfig
 from services.alerter.memory import MemoryStore as AlerterMemory
 from services.deployer import app as deployer_app
-from services.deployer.store import MemoryStore as DeployerMemory
+from services.deployer.memory import MemoryStore as DeployerMemory
 from services.evaluator import app as evaluator_app
-from services.evaluator.store import MemoryStore as EvaluatorMemory
+from services.evaluator.memory import MemoryStore as EvaluatorMemory
 from services.monitor import app as monitor_app
 from services.monitor.memory import MemoryStore
 from services.registry import app as registry_app
 from services.registry.memory import MemoryStore as RegistryMemory
 from services.trainer import app as trainer_app
-from services.trainer.store import MemoryStore as TrainerMemory
+from services.trainer.memory import MemoryStore as TrainerMemory
 from shared.contract.events import (
     ArtifactRef,
     DataArrived,

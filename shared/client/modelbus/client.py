@@ -4,8 +4,8 @@
     with Client("http://127.0.0.1:8080", token="...") as mb:
         mb.versions("churn")
 
-Unset arguments come from the environment, as the CLI reads them: MODELBUS_API_URL,
-MODELBUS_SERVING_URL, MODELBUS_ALERTER_URL and MODELBUS_API_TOKEN.
+Unset arguments come from the environment, as the CLI reads them (`ENVIRONMENT`): MODELBUS_API_URL,
+MODELBUS_SERVING_URL, MODELBUS_ALERTER_URL, MODELBUS_API_TOKEN and MODELBUS_SERVING_TOKEN.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from shared.contract.events import DataArrived, LabelsArrived
 T = TypeVar("T")
 VARIABLES = {"registry": "MODELBUS_API_URL", "serving": "MODELBUS_SERVING_URL", "alerter": "MODELBUS_ALERTER_URL"}
 DEFAULTS = {"registry": "http://127.0.0.1:8080", "serving": "http://127.0.0.1:8081", "alerter": "http://127.0.0.1:8082"}
+ENVIRONMENT = {  # variable: (default, meaning), what an unset argument is read from
+    "MODELBUS_API_URL": (DEFAULTS["registry"], "The registry's API (`url`)."),
+    "MODELBUS_SERVING_URL": (DEFAULTS["serving"], "Serving's API (`serving_url`)."),
+    "MODELBUS_ALERTER_URL": (DEFAULTS["alerter"], "The alerter's API (`alerter_url`)."),
+    "MODELBUS_API_TOKEN": ("", "Bearer token sent to the registry and the alerter (`token`)."),
+    "MODELBUS_SERVING_TOKEN": ("", "Bearer token sent to serving when it requires one (`serving_token`)."),
+}
 
 
 class ApiError(Exception):

@@ -6,6 +6,7 @@ from shared.ops.cli import (  # noqa: F401 (registration)
     alerts,
     config,
     db,
+    docs,
     events,
     feast,
     interchange,

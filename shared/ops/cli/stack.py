@@ -9,7 +9,9 @@ import typer
 from shared.ops.cli.app import app, cli_settings
 from shared.ops.cli.render import err, say
 
-stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, S3 server, Jaeger.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="The local stack: Kafka, PostgreSQL, the S3 server, Jaeger and Prometheus.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 
 

@@ -132,3 +132,10 @@ async def test_a_groups_resolution_never_goes_out_before_its_firing() -> None:
     assert await round_at(bus, receivers, datetime.now(UTC) + timedelta(seconds=1000)) == 2
     statuses = [json.dumps(payload["modelbus"]["status"]) for _, _, payload in receivers.taken]
     assert statuses == ['"firing"', '"resolved"']
+
+
+def test_every_kind_of_destination_a_receiver_may_name_has_a_registered_sender() -> None:
+    from services.alerter.config import Receiver
+    from services.alerter.receivers import DESTINATIONS
+
+    assert set(Receiver.model_fields) - {"name", "log"} == set(DESTINATIONS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.deployer.store import MemoryStore
+from services.deployer.memory import MemoryStore
 from tests.contracts.deployer_store import DeployerStoreContract
 
 

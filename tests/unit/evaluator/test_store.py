@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.evaluator.store import MemoryStore
+from services.evaluator.memory import MemoryStore
 from tests.contracts.evaluator_store import EvaluatorStoreContract
 
 

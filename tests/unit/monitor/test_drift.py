@@ -160,3 +160,11 @@ def test_a_practically_identical_distribution_is_not_flagged_at_half_a_million_r
     n1 = next(f for f in judged.features if f.feature == "n1")
     assert n1.test == "ks" and n1.p_value is not None and n1.p_value < 0.001
     assert n1.score < policy.min_effect and not n1.drifted and not judged.dataset_drift
+
+
+def test_every_test_a_spec_may_name_is_registered_for_the_kinds_of_column_it_applies_to() -> None:
+    from typing import get_args
+
+    assert set(get_args(drift.Test)) == set(drift.NUMERIC_TESTS) | set(drift.CATEGORICAL_TESTS)
+    assert set(drift.NUMERIC_TESTS) == {"ks", "wasserstein", "psi", "jensenshannon"}
+    assert set(drift.CATEGORICAL_TESTS) == {"chi2", "psi", "jensenshannon"}

@@ -203,3 +203,29 @@ async def test_labels_that_match_keep_quiet_and_shadow_answers_are_never_judged(
     # labelled, but never judged as served answers.
     assert len(answered) == 200 and all(a.evaluated for a in answered)
     assert len(shadows) == 50 and all(a.label is not None and not a.evaluated for a in shadows)
+
+
+async def test_the_sweep_closes_an_aged_window_through_the_unit_of_work_and_a_young_one_stays_open() -> None:
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from services.monitor import handlers, steps
+    from services.monitor.metrics import Metrics
+    from shared.runtime.commands import MemoryCommands
+
+    bus = await known()
+    await bus.handle(predictions(WINDOW // 2, seed=3, shift=1.5))
+    await bus.handle(predictions(WINDOW // 2, seed=5, version=2))
+    old = bus.store.windows[(MODEL, 1)]  # an hour passes for version 1's window
+    bus.store.windows[(MODEL, 1)] = dataclasses.replace(old, first_at=old.first_at - timedelta(hours=1))
+    commands = MemoryCommands(bus.store)
+    watch = steps.Watch(Metrics(CollectorRegistry()), timedelta(days=7))
+    closing = functools.partial(handlers.close_aged, watch=watch)
+    aged = {(m, v): age for m, v, age in await bus.store.aged_windows(datetime.now(UTC))}
+    assert not await commands.run(closing, handlers.CloseAged(MODEL, 2, aged[(MODEL, 2)]))
+    assert await commands.run(closing, handlers.CloseAged(MODEL, 1, aged[(MODEL, 1)]))
+    [window] = bus.store.closed
+    assert (window.version, window.rows, window.dataset_drift) == (1, WINDOW // 2, True)
+    assert any(isinstance(e, DriftDetected) for e in commands.emitted)
+    assert await bus.store.open_rows(MODEL, 2) == WINDOW // 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.store import MemoryStore
+from services.trainer.memory import MemoryStore
 from tests.contracts.trainer_store import TrainerStoreContract
 
 
