@@ -35,7 +35,7 @@ import numpy as np
 
 from bench.common import BENCH, free_port, say, wait_http
 from services.monitor.tables import WindowRow
-from services.registry import store
+from services.registry import handlers, store
 from shared.contract.events import ModelTrained, RolloutChanged
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.settings import Settings
@@ -81,7 +81,7 @@ async def seed(settings: Settings, model: str, versions: int, windows: int) -> N
         async with sessions() as session, session.begin():
             kept = store.SqlStore(session)
             await kept.register_version(event, event_id=uuid.uuid4().hex)
-            await kept.record_rollout(rollout, event_id=uuid.uuid4().hex)
+            await handlers.record_rollout(kept, rollout, event_id=uuid.uuid4().hex)
         if version % 50 == 0:
             say(f"[bench] {version}/{versions} versions registered")
     rng = np.random.default_rng(7)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from services.registry import domain
+from services.registry.handlers import move
 from services.registry.store import RegistryStore
 from shared.contract.events import (
     DataArrived,
@@ -268,7 +269,7 @@ async def approve(command: Approve, uow: Work, audit_id: int) -> str:
     status = await uow.store.status_of(command.name, command.version, lock=True)
     domain.check_approval(command.name, command.version, status)
     said = _said("approved", command.who, command.reason)
-    await uow.store.move_status(command.name, command.version, "approved", said)
+    await move(uow.store, command.name, command.version, "approved", said)
     return uow.emit(
         RolloutCommanded(
             model=command.name,
@@ -286,7 +287,7 @@ async def reject(command: Reject, uow: Work, audit_id: int) -> None:
     status = await uow.store.status_of(command.name, command.version, lock=True)
     domain.check_rejection(command.name, command.version, status)
     said = _said("rejected", command.who, command.reason)
-    await uow.store.move_status(command.name, command.version, "rejected", said)
+    await move(uow.store, command.name, command.version, "rejected", said)
 
 
 @audited

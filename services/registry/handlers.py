@@ -3,10 +3,8 @@ gets its version number and is handed to the evaluator."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Protocol
-
 from services.registry import domain
+from services.registry.store import RegistryStore
 from shared.contract.events import (
     DataArrived,
     Event,
@@ -18,48 +16,6 @@ from shared.contract.events import (
     TrainingStarted,
 )
 from shared.runtime.uow import UnitOfWork
-
-
-class RegistryStore(Protocol):
-    """What the registry's handlers change (SqlStore, and its twin MemoryStore)."""
-
-    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
-        """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
-
-    async def record_training_started(self, event: TrainingStarted) -> None:
-        """Open the training run (or fill in its start if ModelTrained came first)."""
-
-    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
-        """Close the run as failed and keep the failure in the model's history."""
-
-    async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
-        """Give a trained model the next version number; returns (version, created)."""
-
-    async def aliases_of(self, model: str) -> dict[str, int]:
-        """Alias to version for one model."""
-
-    async def mark_evaluating(self, event: ModelRegistered) -> None:
-        """The version has been handed to the evaluator (unless something later already happened)."""
-
-    async def record_evaluation(self, event: ModelEvaluated, *, event_id: str) -> bool:
-        """Keep the evaluation and move the version's status; False if the status could not move."""
-
-    async def record_rollout(self, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
-        """Keep the transition and move aliases and statuses as the rollout says."""
-
-    async def add_history(
-        self,
-        *,
-        event_id: str,
-        model: str,
-        version: int | None,
-        kind: str,
-        summary: str,
-        payload: dict[str, Any],
-        occurred_at: datetime,
-    ) -> None:
-        """Record a lifecycle event about a model (idempotent by event id)."""
-
 
 UoW = UnitOfWork[RegistryStore]
 
@@ -89,18 +45,68 @@ async def on_model_trained(event: ModelTrained, uow: UoW) -> ModelRegistered | N
 
 
 async def on_model_registered(event: ModelRegistered, uow: UoW) -> None:
-    """registered → evaluating."""
-    await uow.store.mark_evaluating(event)
+    """registered → evaluating (unless something later already happened to the version)."""
+    try:
+        status = await uow.store.status_of(event.model, event.version, lock=True)
+    except domain.NotFound:
+        return  # numbered by another registry's store: nothing of it here to move
+    if status == "registered":
+        await uow.store.set_status(event.model, event.version, "evaluating", "handed to the evaluator")
 
 
 async def on_model_evaluated(event: ModelEvaluated, uow: UoW) -> None:
     """Keep the evaluation; the version's status follows its decision."""
-    await uow.store.record_evaluation(event, event_id=uow.envelope.id)
+    await record_evaluation(uow.store, event, event_id=uow.envelope.id)
 
 
 async def on_rollout_changed(event: RolloutChanged, uow: UoW) -> None:
     """Keep the transition; aliases and statuses move as the rollout says."""
-    await uow.store.record_rollout(event, event_id=uow.envelope.id)
+    await record_rollout(uow.store, event, event_id=uow.envelope.id)
+
+
+async def move(store: RegistryStore, model: str, version: int, status: str, reason: str) -> bool:
+    """Move a version to `status` if its lifecycle allows it (domain.can_move); False if it does
+    not (a late or replayed event: the status stays). Raises NotFound."""
+    if not domain.can_move(await store.status_of(model, version, lock=True), status):
+        return False
+    await store.set_status(model, version, status, reason)
+    return True
+
+
+async def record_evaluation(store: RegistryStore, event: ModelEvaluated, *, event_id: str) -> bool:
+    """Keep the evaluation and move the version as its decision says, then apply what a rollout
+    parked on it while it awaited its evaluation; False if the decision's status could not move."""
+    await store.status_of(event.model, event.version, lock=True)  # NotFound: a version never numbered
+    await store.keep_evaluation(event, event_id=event_id)
+    moved = await move(
+        store,
+        event.model,
+        event.version,
+        domain.status_after_evaluation(event.decision),
+        domain.evaluation_reason(event),
+    )
+    parked = await store.take_parked(event.model, event.version)
+    if parked is not None:
+        await move(store, event.model, event.version, *parked)
+    return moved
+
+
+async def record_rollout(store: RegistryStore, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
+    """Keep the transition and move statuses and aliases as the rollout says; a status that comes
+    before the version's evaluation is parked on it until the evaluation is recorded."""
+    await store.keep_rollout(event, event_id=event_id)
+    effects = domain.rollout_effects(event, await store.aliases_of(event.model))
+    for version, (status, reason) in effects.statuses.items():
+        if not await move(store, event.model, version, status, reason) and domain.awaits_evaluation(
+            await store.status_of(event.model, version)
+        ):
+            await store.park(event.model, version, status, reason)
+    for alias in effects.drop_aliases - set(effects.set_aliases):
+        await store.drop_alias(event.model, alias)
+    for alias, version in effects.set_aliases.items():
+        await store.status_of(event.model, version)  # NotFound: an alias names versions that exist
+        await store.set_alias(event.model, alias, version, by=f"rollout {event.rollout_id}")
+    return effects
 
 
 async def on_history(event: Event, uow: UoW) -> None:

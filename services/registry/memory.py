@@ -11,7 +11,6 @@ from services.registry import domain
 from shared.contract.events import (
     DataArrived,
     ModelEvaluated,
-    ModelRegistered,
     ModelTrained,
     RolloutChanged,
     TrainingFailed,
@@ -108,46 +107,30 @@ class MemoryStore:
         names = sorted(a for a, v in self.aliases.get(model, {}).items() if v == version)
         return known.model_copy(update={"aliases": names})
 
-    async def _move(self, model: str, version: int, status: str, reason: str) -> bool:
+    async def set_status(self, model: str, version: int, status: str, reason: str) -> None:
+        """Write a version's status and why. Raises NotFound."""
         known = await self.get_version(model, version)
-        if not domain.can_move(known.status, status):
-            return False
-        self.versions[(model, version)] = known.model_copy(update={"status": status, "status_reason": reason})
-        return True
+        self.versions[(model, version)] = known.model_copy(
+            update={"status": status, "status_reason": reason, "aliases": []}
+        )
 
-    async def mark_evaluating(self, event: ModelRegistered) -> None:
-        """The version has been handed to the evaluator (unless something later already happened)."""
-        known = self.versions.get((event.model, event.version))
-        if known is not None and known.status == "registered":
-            await self._move(event.model, event.version, "evaluating", "handed to the evaluator")
+    async def park(self, model: str, version: int, status: str, reason: str) -> None:
+        """Keep a status that arrived before the version's evaluation, to apply after it."""
+        await self.get_version(model, version)
+        self.parked[(model, version)] = (status, reason)
 
-    async def record_evaluation(self, event: ModelEvaluated, *, event_id: str) -> bool:
-        """Keep the evaluation and move the version's status; False if the status could not move."""
-        await self.get_version(event.model, event.version)
+    async def take_parked(self, model: str, version: int) -> tuple[str, str] | None:
+        """The parked (status, reason) of a version, removed; None if there is none."""
+        await self.get_version(model, version)
+        return self.parked.pop((model, version), None)
+
+    async def keep_evaluation(self, event: ModelEvaluated, *, event_id: str) -> None:
+        """Keep an evaluation of a version."""
         self.evaluations.setdefault(event_id, event)
-        status = domain.status_after_evaluation(event.decision)
-        moved = await self._move(event.model, event.version, status, domain.evaluation_reason(event))
-        parked = self.parked.pop((event.model, event.version), None)
-        if parked is not None:
-            await self._move(event.model, event.version, *parked)
-        return moved
 
-    async def record_rollout(self, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
-        """Keep the transition and move aliases and statuses as the rollout says."""
+    async def keep_rollout(self, event: RolloutChanged, *, event_id: str) -> None:
+        """Keep a rollout transition."""
         self.rollouts.setdefault(event_id, event)
-        effects = domain.rollout_effects(event, await self.aliases_of(event.model))
-        for version, (status, reason) in effects.statuses.items():
-            if not await self._move(event.model, version, status, reason):
-                known = await self.get_version(event.model, version)
-                if domain.awaits_evaluation(known.status):
-                    self.parked[(event.model, version)] = (status, reason)
-        aliases = self.aliases.setdefault(event.model, {})
-        for alias in effects.drop_aliases - set(effects.set_aliases):
-            aliases.pop(alias, None)
-        for alias, version in effects.set_aliases.items():
-            await self.get_version(event.model, version)
-            aliases[alias] = version
-        return effects
 
     async def add_history(
         self,
@@ -214,10 +197,6 @@ class MemoryStore:
     async def status_of(self, model: str, version: int, *, lock: bool = False) -> str:
         """A version's status; raises NotFound."""
         return (await self.get_version(model, version)).status
-
-    async def move_status(self, model: str, version: int, status: str, reason: str) -> bool:
-        """Move a version to `status` if the lifecycle allows it; False if it does not. Raises NotFound."""
-        return await self._move(model, version, status, reason)
 
     async def get_model(self, name: str) -> domain.ModelSummary:
         """One model's summary; raises NotFound."""

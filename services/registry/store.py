@@ -29,7 +29,6 @@ from services.registry.tables import (
 from shared.contract.events import (
     DataArrived,
     ModelEvaluated,
-    ModelRegistered,
     ModelTrained,
     RolloutChanged,
     TrainingFailed,
@@ -40,8 +39,59 @@ from shared.runtime.db import core_table
 
 
 class RegistryStore(Protocol):
-    """What the registry's operators' commands need of its store (SqlStore, and MemoryStore in
-    services.registry.memory); the store contract (tests/contracts/registry_store.py) runs on both."""
+    """What the registry keeps, for its event handlers and its operators' commands (SqlStore, and
+    its twin MemoryStore in services.registry.memory); the rules of what may change live in
+    services.registry.domain and the handlers, not here. The store contract
+    (tests/contracts/registry_store.py) runs on both."""
+
+    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
+        """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
+
+    async def record_training_started(self, event: TrainingStarted) -> None:
+        """Open the training run (or fill in its start if ModelTrained came first)."""
+
+    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
+        """Close the run as failed and keep the failure in the model's history."""
+
+    async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
+        """Give a trained model the next version number; returns (version, created)."""
+
+    async def aliases_of(self, model: str) -> dict[str, int]:
+        """Alias to version for one model."""
+
+    async def get_version(self, model: str, version: int) -> domain.ModelVersion:
+        """One version with its aliases and tags; raises NotFound."""
+
+    async def status_of(self, model: str, version: int, *, lock: bool = False) -> str:
+        """A version's status (locked until the transaction ends when `lock`); raises NotFound."""
+
+    async def set_status(self, model: str, version: int, status: str, reason: str) -> None:
+        """Write a version's status and why (the lifecycle's rule is the caller's: domain.can_move)."""
+
+    async def park(self, model: str, version: int, status: str, reason: str) -> None:
+        """Keep a status that arrived before the version's evaluation, to apply after it."""
+
+    async def take_parked(self, model: str, version: int) -> tuple[str, str] | None:
+        """The parked (status, reason) of a version, removed; None if there is none."""
+
+    async def keep_evaluation(self, event: ModelEvaluated, *, event_id: str) -> None:
+        """Keep an evaluation of a version."""
+
+    async def keep_rollout(self, event: RolloutChanged, *, event_id: str) -> None:
+        """Keep a rollout transition (and hold the model until the transaction ends)."""
+
+    async def add_history(
+        self,
+        *,
+        event_id: str,
+        model: str,
+        version: int | None,
+        kind: str,
+        summary: str,
+        payload: dict[str, Any],
+        occurred_at: datetime,
+    ) -> None:
+        """Record a lifecycle event about a model (idempotent by event id)."""
 
     async def audit(
         self,
@@ -53,29 +103,32 @@ class RegistryStore(Protocol):
         reason: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | None = None,
-    ) -> int: ...
+    ) -> int:
+        """Append to the audit log; returns the entry's id."""
 
-    async def status_of(self, model: str, version: int, *, lock: bool = False) -> str: ...
+    async def get_model(self, name: str) -> domain.ModelSummary:
+        """One model's summary; raises NotFound."""
 
-    async def move_status(self, model: str, version: int, status: str, reason: str) -> bool: ...
+    async def latest_spec(self, model: str) -> domain.SpecRevision:
+        """The spec revision in force; raises NotFound."""
 
-    async def get_model(self, name: str) -> domain.ModelSummary: ...
+    async def get_dataset(self, name: str, version: str) -> domain.DatasetVersion:
+        """One dataset version; raises NotFound."""
 
-    async def latest_spec(self, model: str) -> domain.SpecRevision: ...
+    async def set_alias(self, model: str, alias: str, version: int, *, by: str) -> None:
+        """Point `alias` at a version (creating or moving it)."""
 
-    async def get_dataset(self, name: str, version: str) -> domain.DatasetVersion: ...
+    async def drop_alias(self, model: str, alias: str) -> bool:
+        """Remove an alias; False if there was none."""
 
-    async def set_alias(self, model: str, alias: str, version: int, *, by: str) -> None: ...
+    async def set_tag(self, model: str, version: int, key: str, value: str) -> None:
+        """Set a tag on a version."""
 
-    async def drop_alias(self, model: str, alias: str) -> bool: ...
+    async def drop_tag(self, model: str, version: int, key: str) -> bool:
+        """Remove a tag; False if there was none."""
 
-    async def set_tag(self, model: str, version: int, key: str, value: str) -> None: ...
-
-    async def drop_tag(self, model: str, version: int, key: str) -> bool: ...
-
-    async def apply_spec(
-        self, spec: ModelSpec, spec_yaml: str, *, applied_by: str
-    ) -> tuple[domain.SpecRevision, bool]: ...
+    async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
+        """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""
 
 
 NOTIFY_CHANNEL = "modelbus_registry"
@@ -108,10 +161,6 @@ class SqlStore(SqlQueries):
         self.session.info.get("aliases", {}).pop(name, None)  # read them again under the lock
         return row
 
-    async def move_status(self, model: str, version: int, status: str, reason: str) -> bool:
-        """Move a version to `status` if the lifecycle allows it; False if it does not. Raises NotFound."""
-        return await self._set_status(await self._version_row(model, version, lock=True), status, reason)
-
     async def set_alias(self, model: str, alias: str, version: int, *, by: str) -> None:
         """Point `alias` at a version (creating or moving it)."""
         stmt = insert(AliasRow).values(model=model, alias=alias, version=version, updated_by=by)
@@ -130,6 +179,7 @@ class SqlStore(SqlQueries):
         if row is None:
             return False
         await self.session.delete(row)
+        await self.session.flush()  # gone for the rest of the transaction too
         self.session.info.get("aliases", {}).pop(model, None)
         await self.notify(model)
         return True
@@ -148,16 +198,29 @@ class SqlStore(SqlQueries):
         if row is None:
             return False
         await self.session.delete(row)
+        await self.session.flush()  # gone for the rest of the transaction too
         await self.notify(model)
         return True
 
-    async def _set_status(self, row: VersionRow, status: str, reason: str) -> bool:
-        """Move a version to `status` if the lifecycle allows it; False if it does not."""
-        if not domain.can_move(row.status, status):
-            return False
+    async def set_status(self, model: str, version: int, status: str, reason: str) -> None:
+        """Write a version's status and why. Raises NotFound."""
+        row = await self._version_row(model, version, lock=True)
         row.status, row.status_reason, row.updated_at = status, reason, func.now()
-        await self.notify(row.model)
-        return True
+        await self.notify(model)
+
+    async def park(self, model: str, version: int, status: str, reason: str) -> None:
+        """Keep a status that arrived before the version's evaluation, to apply after it."""
+        row = await self._version_row(model, version, lock=True)
+        row.parked_status, row.parked_reason = status, reason
+
+    async def take_parked(self, model: str, version: int) -> tuple[str, str] | None:
+        """The parked (status, reason) of a version, removed; None if there is none."""
+        row = await self._version_row(model, version, lock=True)
+        if row.parked_status is None:
+            return None
+        parked = (row.parked_status, row.parked_reason or "")
+        row.parked_status = row.parked_reason = None
+        return parked
 
     async def add_history(
         self,
@@ -392,23 +455,8 @@ class SqlStore(SqlQueries):
         )
         return created, True
 
-    async def mark_evaluating(self, event: ModelRegistered) -> None:
-        """The version has been handed to the evaluator (unless something later already happened)."""
-        moved = await self.session.execute(
-            update(VersionRow)
-            .where(
-                VersionRow.model == event.model,
-                VersionRow.version == event.version,
-                VersionRow.status == "registered",
-            )
-            .values(status="evaluating", status_reason="handed to the evaluator", updated_at=func.now())
-        )
-        if moved.rowcount:  # type: ignore[attr-defined]
-            await self.notify(event.model)
-
-    async def record_evaluation(self, event: ModelEvaluated, *, event_id: str) -> bool:
-        """Keep the evaluation and move the version's status; False if the status could not move."""
-        row = await self._version_row(event.model, event.version, lock=True)
+    async def keep_evaluation(self, event: ModelEvaluated, *, event_id: str) -> None:
+        """Keep an evaluation of a version."""
         self.session.add(
             EvaluationRow(
                 event_id=event_id,
@@ -424,18 +472,10 @@ class SqlStore(SqlQueries):
                 evaluated_at=event.occurred_at,
             )
         )
-        moved = await self._set_status(
-            row, domain.status_after_evaluation(event.decision), domain.evaluation_reason(event)
-        )
-        if row.parked_status is not None:
-            parked = (row.parked_status, row.parked_reason or "")
-            row.parked_status = row.parked_reason = None
-            await self._set_status(row, *parked)
         await self.notify(event.model)
-        return moved
 
-    async def record_rollout(self, event: RolloutChanged, *, event_id: str) -> domain.RolloutEffects:
-        """Keep the transition and move aliases and statuses as the rollout says."""
+    async def keep_rollout(self, event: RolloutChanged, *, event_id: str) -> None:
+        """Keep a rollout transition, the model locked until the transaction ends."""
         await self.lock_model(event.model)
         self.session.add(
             RolloutRow(
@@ -454,17 +494,6 @@ class SqlStore(SqlQueries):
                 occurred_at=event.occurred_at,
             )
         )
-        effects = domain.rollout_effects(event, await self.aliases_of(event.model))
-        for version, (status, reason) in effects.statuses.items():
-            row = await self._version_row(event.model, version, lock=True)
-            if not await self._set_status(row, status, reason) and domain.awaits_evaluation(row.status):
-                row.parked_status, row.parked_reason = status, reason
-        for alias in effects.drop_aliases - set(effects.set_aliases):
-            await self.drop_alias(event.model, alias)
-        for alias, version in effects.set_aliases.items():
-            await self._version_row(event.model, version)
-            await self.set_alias(event.model, alias, version, by=f"rollout {event.rollout_id}")
-        return effects
 
     async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
         """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""

@@ -285,6 +285,12 @@ class Worker:
         return closed
 
     def shutdown(self) -> None:
-        """Stop the fit process."""
+        """Stop the fit process, and the fit it may be running: the job's lease lapses and a trainer
+        (this one restarted, or another) takes it over. Left running, the fit would hold the
+        process's exit until it finished (the pool's shutdown waits for the work in hand)."""
         if self.executor is not None:
+            running = list(getattr(self.executor, "_processes", {}).values())  # Python 3.14: terminate_workers()
             self.executor.shutdown(wait=False, cancel_futures=True)
+            for process in running:
+                process.terminate()
+            self.executor = None

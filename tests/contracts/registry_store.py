@@ -23,18 +23,24 @@ class RegistryStoreContract:
 
     async def version(self, store: Store, model: str) -> int:
         trained = example(ModelTrained, model=model, run_id=f"run-{uuid.uuid4().hex[:8]}")
-        created, _ = await store.register_version(trained, event_id=str(uuid.uuid4()))  # type: ignore[attr-defined]
+        created, _ = await store.register_version(trained, event_id=str(uuid.uuid4()))
         return int(created.version)
 
-    async def test_a_status_moves_only_where_the_lifecycle_allows(self, store: Store) -> None:
+    async def test_a_status_is_written_with_its_reason_and_a_parked_one_is_taken_once(self, store: Store) -> None:
         model = self.model()
         version = await self.version(store, model)
         assert await store.status_of(model, version) == "registered"
-        assert await store.move_status(model, version, "evaluating", "handed over")
-        assert not await store.move_status(model, version, "serving", "skipping the evaluation")
+        await store.set_status(model, version, "evaluating", "handed over")
         assert await store.status_of(model, version, lock=True) == "evaluating"
+        assert (await store.get_version(model, version)).status_reason == "handed over"
+        assert await store.take_parked(model, version) is None
+        await store.park(model, version, "serving", "promoted before its evaluation")
+        assert await store.take_parked(model, version) == ("serving", "promoted before its evaluation")
+        assert await store.take_parked(model, version) is None
         with pytest.raises(domain.NotFound):
             await store.status_of(model, version + 1)
+        with pytest.raises(domain.NotFound):
+            await store.set_status(model, version + 1, "approved", "no such version")
 
     async def test_an_alias_points_moves_and_goes(self, store: Store) -> None:
         model = self.model()
@@ -51,7 +57,7 @@ class RegistryStoreContract:
         version = await self.version(store, model)
         await store.set_tag(model, version, "team", "a")
         await store.set_tag(model, version, "team", "b")
-        assert (await store.get_version(model, version)).tags == {"team": "b"}  # type: ignore[attr-defined]
+        assert (await store.get_version(model, version)).tags == {"team": "b"}
         assert await store.drop_tag(model, version, "team")
         assert not await store.drop_tag(model, version, "team")
 
@@ -79,7 +85,7 @@ class RegistryStoreContract:
     async def test_a_recorded_dataset_version_is_found_with_its_digest(self, store: Store) -> None:
         name = self.model()
         arrived = example(DataArrived, dataset=name, version="v1", sha256="c" * 64)
-        await store.record_dataset(arrived, event_id=str(uuid.uuid4()))  # type: ignore[attr-defined]
+        await store.record_dataset(arrived, event_id=str(uuid.uuid4()))
         found = await store.get_dataset(name, "v1")
         assert (found.uri, found.sha256) == (arrived.uri, "c" * 64)
 

@@ -1,6 +1,6 @@
 """Call a V2 (Open Inference Protocol) server with the ecosystem's own clients, unmodified:
 Triton's `tritonclient.http` and KServe's `InferenceRESTClient`. Runs in the clients' virtualenv
-(bench.common.clients_python); prints what each client got, as JSON, for the test to judge.
+(tests.support.venvs.clients_python); prints what each client got, as JSON, for the test to judge.
 
     python v2clients.py URL MODEL ROWS.json OUT.json
 

@@ -1,52 +1,25 @@
-"""What the client returns: typed views of the APIs' answers. Each keeps fields it does not name
+"""What the client returns: typed views of the APIs' answers. The registry's models, versions and
+audit entries are the contract's own views (shared.contract.views: what the registry returns and
+the console reads); the rest are declared here. Each keeps fields it does not name
 (`extra="allow"`), so a newer server's additions reach the caller."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contract import views
+
+Model = views.ModelSummary
+Version = views.ModelVersion
+AuditEntry = views.AuditEntry
 
 
 class View(BaseModel):
     """An API answer."""
 
     model_config = ConfigDict(extra="allow")
-
-
-class Model(View):
-    """A model with its aliases and latest state."""
-
-    name: str
-    latest_version: int
-    aliases: dict[str, int] = Field(default_factory=dict)
-    spec_revision: int | None = None
-    dataset: str | None = None
-    task: str | None = None
-    statuses: dict[str, int] = Field(default_factory=dict)
-    updated_at: datetime | None = None
-
-
-class Version(View):
-    """One version of a model."""
-
-    model: str
-    version: int
-    status: str
-    status_reason: str = ""
-    run_id: str = ""
-    task: str = ""
-    estimator: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    artifacts: list[dict[str, Any]] = Field(default_factory=list)
-    manifest: dict[str, Any] = Field(default_factory=dict)
-    dataset: str = ""
-    dataset_version: str = ""
-    aliases: list[str] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
-    created_at: datetime | None = None
 
 
 class Lineage(View):
@@ -59,20 +32,6 @@ class Lineage(View):
     evaluations: list[dict[str, Any]] = Field(default_factory=list)
     rollouts: list[dict[str, Any]] = Field(default_factory=list)
     history: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class AuditEntry(View):
-    """One audited action."""
-
-    id: int
-    at: datetime
-    actor: str
-    role: str
-    action: str
-    target: str
-    reason: str = ""
-    outcome: str
-    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class Done(View):

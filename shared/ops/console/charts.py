@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from services.registry import domain
+from shared.contract import views
 
 Figure = dict[str, Any]
 FONT = {"family": "system-ui, sans-serif", "size": 12}
@@ -31,7 +31,7 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def metric_across_versions(versions: Sequence[domain.ModelVersion], metric: str) -> Figure:
+def metric_across_versions(versions: Sequence[views.ModelVersion], metric: str) -> Figure:
     """The selection metric of each version (validation split), oldest version first."""
     ordered = sorted(versions, key=lambda v: v.version)
     return {
@@ -50,7 +50,7 @@ def metric_across_versions(versions: Sequence[domain.ModelVersion], metric: str)
     }
 
 
-def rollout_timeline(steps: Sequence[domain.RolloutStep]) -> Figure:
+def rollout_timeline(steps: Sequence[views.RolloutStep]) -> Figure:
     """The rollout timeline, oldest first: a row of markers with one point per transition (the
     transition and its reason on hover), and each version's traffic share as a step line drawn
     through the transitions where its share changed."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from services.registry import domain
+from shared.contract import views
 
 COLUMN, ROW, WIDTH, HEIGHT = 178, 44, 150, 30
 MAX_PER_COLUMN = 6
@@ -26,7 +26,7 @@ class Node:
     detail: str = ""
 
 
-def lineage_nodes(lineage: domain.Lineage, ui: str) -> list[list[Node]]:
+def lineage_nodes(lineage: views.Lineage, ui: str) -> list[list[Node]]:
     """The graph's columns, left to right: dataset → run → version → evaluations → rollouts →
     drift → alerts (an empty column is left out)."""
     v = lineage.version

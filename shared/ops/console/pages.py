@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.registry import domain
+from shared.contract import views
 from shared.contract.refs import parse_ref
 from shared.ops.console import auth, charts, drawings
 from shared.ops.console.app import Console
@@ -287,21 +287,21 @@ class Reads:
         self.get = console.sources.registry
         self.token = token
 
-    async def models(self, contains: str | None = None) -> list[domain.ModelSummary]:
+    async def models(self, contains: str | None = None) -> list[views.ModelSummary]:
         found = await self.get(self.token, "/v1/models", **({"q": contains} if contains else {}))
-        return [domain.ModelSummary.model_validate(m) for m in found]
+        return [views.ModelSummary.model_validate(m) for m in found]
 
-    async def model(self, name: str) -> domain.ModelSummary:
-        return domain.ModelSummary.model_validate(await self.get(self.token, f"/v1/models/{name}"))
+    async def model(self, name: str) -> views.ModelSummary:
+        return views.ModelSummary.model_validate(await self.get(self.token, f"/v1/models/{name}"))
 
-    async def versions(self, name: str) -> list[domain.ModelVersion]:
+    async def versions(self, name: str) -> list[views.ModelVersion]:
         found = await self.get(self.token, f"/v1/models/{name}/versions", limit=1000)
-        return [domain.ModelVersion.model_validate(v) for v in found]
+        return [views.ModelVersion.model_validate(v) for v in found]
 
-    async def history(self, name: str, limit: int) -> tuple[list[domain.RolloutStep], list[domain.HistoryItem]]:
+    async def history(self, name: str, limit: int) -> tuple[list[views.RolloutStep], list[views.HistoryItem]]:
         found = await self.get(self.token, f"/v1/models/{name}/history", limit=limit)
-        steps = [domain.RolloutStep.model_validate(r) for r in found["rollouts"]]
-        return steps, [domain.HistoryItem.model_validate(e) for e in found["events"]]
+        steps = [views.RolloutStep.model_validate(r) for r in found["rollouts"]]
+        return steps, [views.HistoryItem.model_validate(e) for e in found["events"]]
 
     async def spec(self, name: str) -> dict[str, Any] | None:
         try:
@@ -310,11 +310,11 @@ class Reads:
             return None
         return found
 
-    async def lineage(self, name: str, ref: str) -> domain.Lineage:
-        return domain.Lineage.model_validate(await self.get(self.token, f"/v1/models/{name}/versions/{ref}/lineage"))
+    async def lineage(self, name: str, ref: str) -> views.Lineage:
+        return views.Lineage.model_validate(await self.get(self.token, f"/v1/models/{name}/versions/{ref}/lineage"))
 
-    async def dataset(self, name: str, version: str) -> domain.DatasetVersion:
-        return domain.DatasetVersion.model_validate(await self.get(self.token, f"/v1/datasets/{name}/{version}"))
+    async def dataset(self, name: str, version: str) -> views.DatasetVersion:
+        return views.DatasetVersion.model_validate(await self.get(self.token, f"/v1/datasets/{name}/{version}"))
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await self.get(self.token, "/v1/dead-letters")

@@ -37,7 +37,11 @@ async def test_a_version_is_judged_in_the_sandbox_on_its_stored_test_split(
     trained: fit.Outcome, tmp_path: Path
 ) -> None:
     files = {name: Path(trained.files[name]).read_bytes() for name in ("model.skops", "test-split.parquet")}
-    verdict = await Judge(store(tmp_path)).verdict(SPEC, registered(store(tmp_path), files), None)
+    judge = Judge(store(tmp_path))
+    try:
+        verdict = await judge.verdict(SPEC, registered(store(tmp_path), files), None)
+    finally:
+        await judge.close()
     assert verdict.test_rows == len(pd.read_parquet(trained.files["test-split.parquet"]))
     assert {g.name for g in verdict.gates} >= {"min_roc_auc", "latency_p99_row"}
     assert verdict.metrics["roc_auc"] > 0.7 and verdict.decision in ("approved", "rejected")
@@ -49,7 +53,11 @@ async def test_the_exec_chain_file_is_rejected_unloaded_and_runs_nothing(tmp_pat
     split = io.BytesIO()
     rows.to_parquet(split, index=False)
     files = {"model.skops": crafted(EXEC_CHAIN), "test-split.parquet": split.getvalue()}
-    verdict = await Judge(store(tmp_path)).verdict(SPEC, registered(store(tmp_path), files), None)
+    judge = Judge(store(tmp_path))
+    try:
+        verdict = await judge.verdict(SPEC, registered(store(tmp_path), files), None)
+    finally:
+        await judge.close()
     [gate] = verdict.gates
     assert verdict.decision == "rejected" and gate.name == "artifact_types"
     assert "the function builtins.exec" in gate.detail
