@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.common import BENCH, say
+from bench.common import BENCH, publish, say, table
 from services.monitor import drift
 from shared.runtime.profile import categorical_profile, numeric_profile
 
@@ -219,33 +218,37 @@ def main() -> None:
                 shown = found[peer].get("error") or f"{found[peer]['seconds']:.3f} s, flagged {found[peer]['flagged']}"
                 say(f"[bench] {peer} {rows:,}: {shown}")
         results["sizes"][rows] = found
-    report(results)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    say(f"\nJSON: {args.out}")
+    tables = report(results)
+    results["sizes"] = {str(rows): found for rows, found in results["sizes"].items()}
+    publish(
+        args.out,
+        "drift",
+        "Drift: the monitor's statistics against Evidently, NannyML and alibi-detect",
+        tables,
+        results,
+    )
 
 
-def report(results: dict[str, Any]) -> None:
+def report(results: dict[str, Any]) -> list[dict[str, Any]]:
     shifted = set(results["shifted"])
-    say("")
-    say(f"{'rows':>9} {'system':<13} {'seconds':>9} {'rows/s':>13} {'vs modelbus':>12}  exactly the 6?  flagged")
-    say("-" * 110)
+    rows_out: list[list[Any]] = []
+    notes = []
     for rows, found in results["sizes"].items():
         ours = found["modelbus"]["seconds"]
         for system, result in found.items():
             if "error" in result:
-                say(f"{rows:>9,} {system:<13} {'failed':>9}  {result['error'][:70]}")
+                rows_out.append([rows, system, "failed", "-", "-", result["error"][:70]])
                 continue
             flagged = set(result["flagged"])
             extra, missed = sorted(flagged - shifted), sorted(shifted - flagged)
             verdict = "yes" if not extra and not missed else f"no (+{extra} -{missed})"
-            say(
-                f"{rows:>9,} {system:<13} {result['seconds']:>9.3f} {rows / result['seconds']:>13,.0f} "
-                f"{result['seconds'] / ours:>11.1f}x  {verdict}"
-            )
-        encode = found["modelbus"]["encode_seconds"]
-        say(f"{'':>9} (modelbus: categorical strings encoded at ingestion, {encode:.3f} s for this window)")
+            seconds = result["seconds"]
+            rows_out.append([rows, system, round(seconds, 3), round(rows / seconds), f"{seconds / ours:.1f}x", verdict])
+        notes.append(
+            f"{rows:,} rows: categorical strings encoded at ingestion in {found['modelbus']['encode_seconds']:.3f} s"
+        )
+    columns = ["rows", "system", "seconds", "rows/s", "vs modelbus", f"exactly the {len(shifted)} shifted?"]
+    return [table("Drift tests on one window, every feature", columns, rows_out, "; ".join(notes))]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -37,7 +36,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from bench.common import say
+from bench.common import publish, say, table
 from bench.drift import peer_python
 from services.monitor import estimate
 from shared.contract.events import Calibration
@@ -153,13 +152,8 @@ def run(sizes: list[int], windows: int, peers: bool, folder: Path) -> dict[str, 
     return results
 
 
-def report(results: dict[str, Any]) -> None:
-    say("")
-    say(
-        f"{'rows':>7} {'phase':<8} {'system':<9} {'accuracy MAE':>13} {'ROC-AUC MAE':>12} "
-        f"{'s/window':>10} {'vs modelbus':>12} {'estimate only':>14}"
-    )
-    say("-" * 94)
+def report(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[list[Any]] = []
     for size, phases in results["sizes"].items():
         for phase, found in phases.items():
             ours_seconds = found["modelbus"]["seconds_per_window"]
@@ -168,19 +162,19 @@ def report(results: dict[str, Any]) -> None:
                     continue
                 result = found[system]
                 if "error" in result:
-                    say(f"{size:>7,} {phase:<8} {system:<9} failed: {result['error'][:60]}")
+                    rows.append([size, phase, system, "failed", result["error"][:60], "-", "-", "-"])
                     continue
                 ratio = result["seconds_per_window"] / ours_seconds
                 alone = result.get("estimate_seconds_per_window", result["seconds_per_window"]) / ours_seconds
-                say(
-                    f"{size:>7,} {phase:<8} {system:<9} {result['mae']['accuracy']:>13.4f} "
-                    f"{result['mae']['roc_auc']:>12.4f} {result['seconds_per_window']:>10.5f} {ratio:>11.1f}x"
-                    f" {alone:>13.1f}x"
-                )
-    say(
-        f"(windows per phase: {results['windows_per_phase']}; error against each window's realised value;"
-        " NannyML's s/window includes its fit on the reference, spread over the windows; 'estimate only' leaves it out)"
+                mae = result["mae"]
+                timing = [f"{result['seconds_per_window']:.5f}", f"{ratio:.1f}x", f"{alone:.1f}x"]
+                rows.append([size, phase, system, round(mae["accuracy"], 4), round(mae["roc_auc"], 4), *timing])
+    note = (
+        f"windows per phase: {results['windows_per_phase']}; error against each window's realised value;"
+        " NannyML's s/window includes its fit on the reference, spread over the windows; 'estimate only' leaves it out"
     )
+    columns = ["rows", "phase", "system", "accuracy MAE", "ROC-AUC MAE", "s/window", "vs modelbus", "estimate only"]
+    return [table("Label-free performance estimation (CBPE) against NannyML", columns, rows, note)]
 
 
 def main() -> None:
@@ -192,11 +186,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelbus-bench-estimate-") as folder:
         results = run([int(r) for r in args.rows.split(",")], args.windows, not args.no_peers, Path(folder))
-    report(results)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    say(f"\nJSON: {args.out}")
+    tables = report(results)
+    results["sizes"] = {str(size): phases for size, phases in results["sizes"].items()}
+    publish(args.out, "estimate", "Estimation: the monitor's CBPE against NannyML's", tables, results)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
-from bench.common import say
+from bench.common import publish, say, table
 from services.monitor import tables
 from shared.contract.events import (
     ArtifactRef,
@@ -218,14 +216,10 @@ def main() -> None:
     first = next((t for t, r in samples if r > 0), total)
     steady_rows = args.records - next((r for t, r in samples if r > 0), 0)
     steady = steady_rows / (total - first) if total > first else float("nan")
-    say("")
-    header = ("records", 9), ("labels", 8), ("batch", 6), ("window", 7), ("windows", 8), ("from start s", 13)
-    say(" ".join(f"{name:>{width}}" for name, width in header) + f" {'records/s':>11} {'steady/s':>10}")
-    say("-" * 80)
-    say(
-        f"{args.records:>9,} {wanted_labels:>8,} {args.batch:>6} {args.window:>7,} {windows:>8} {total:>13.1f} "
-        f"{args.records / total:>11,.0f} {steady:>10,.0f}"
-    )
+    columns = ["records", "labels", "batch", "window", "windows", "from start s", "records/s", "steady/s"]
+    row = [args.records, wanted_labels, args.batch, args.window, windows, round(total, 1)]
+    row += [round(args.records / total), round(steady)]
+    tables = [table("Monitor ingestion through the real Kafka, one monitor process", columns, [row])]
     result: dict[str, Any] = {
         "benchmark": "monitor_ingest",
         "records": args.records,
@@ -238,12 +232,9 @@ def main() -> None:
         "records_per_second": args.records / total,
         "steady_records_per_second": steady,
         "samples": samples,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "median_sample_gap": float(np.median(np.diff([t for t, _ in samples]))) if len(samples) > 1 else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    say(f"\nJSON: {args.out}")
+    publish(args.out, "monitor_ingest", "Monitor ingestion: prediction records per second", tables, result)
 
 
 if __name__ == "__main__":
