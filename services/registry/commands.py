@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from services.registry import domain
 from services.registry.handlers import move
@@ -72,25 +72,27 @@ class OnModel(Command):
     """A command about a model."""
 
     name: str
+    changes_versions: ClassVar[bool] = False  # whether it may change the model's cached version answers
 
     @property
     def target(self) -> str:
         return self.name
+
+    @property
+    def model(self) -> str | None:
+        return self.name if self.changes_versions else None
 
 
 @dataclass(frozen=True, kw_only=True)
 class OnVersion(OnModel):
-    """A command about one version; it may change the model's cached answers."""
+    """A command about one version."""
 
     version: int
+    changes_versions = True
 
     @property
     def target(self) -> str:
         return f"{self.name}@{self.version}"
-
-    @property
-    def model(self) -> str:
-        return self.name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,14 +100,11 @@ class OnAlias(OnModel):
     """A command about one of the model's aliases."""
 
     alias: str
+    changes_versions = True
 
     @property
     def target(self) -> str:
         return f"{self.name}@{self.alias}"
-
-    @property
-    def model(self) -> str:
-        return self.name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -394,10 +393,7 @@ class RegisterImport(OnModel):
     trained: ModelTrained
     facts: dict[str, Any] = field(default_factory=dict)  # what the audit entry says of the upload
     action = "import"
-
-    @property
-    def model(self) -> str:
-        return self.name
+    changes_versions = True
 
 
 async def register_import(command: RegisterImport, uow: Work) -> str:
