@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from shared.ops import credentials
+from shared.ops.benchmarks import shown
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".modelbus" / "bench"
@@ -38,7 +39,7 @@ def say(line: str) -> None:
 
 def table(title: str, columns: list[str], rows: list[list[Any]], note: str = "") -> dict[str, Any]:
     """Print a table, aligned, and return it as `publish` writes it (the docs' results page)."""
-    cells = [[_shown(c) for c in row] for row in rows]
+    cells = [[shown(c) for c in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(columns)]
     say("")
     say(title)
@@ -49,12 +50,6 @@ def table(title: str, columns: list[str], rows: list[list[Any]], note: str = "")
     if note:
         say(note)
     return {"title": title, "columns": columns, "rows": rows, "note": note}
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def publish(out: Path, benchmark: str, title: str, tables: list[dict[str, Any]], data: Any) -> None:

@@ -66,6 +66,18 @@ class Command:
     def detail(self) -> dict[str, Any]:
         return {}
 
+    async def audit(self, store: Store, *, outcome: str = "ok", detail: dict[str, Any] | None = None) -> int:
+        """Write this command's audit entry (its own detail unless `detail` is given); its id."""
+        return await store.audit(
+            actor=self.who.actor,
+            role=self.who.role,
+            action=self.action,
+            target=self.target,
+            reason=self.reason,
+            outcome=outcome,
+            detail=self.detail() if detail is None else detail,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class OnModel(Command):
@@ -242,16 +254,14 @@ def audited(
     handler refuses, written apart as `refused` with the error."""
 
     async def run(command: C, uow: Work) -> T:
-        who = command.who
-        entry = {"actor": who.actor, "role": who.role, "action": command.action, "target": command.target}
-        audit_id = await uow.store.audit(**entry, reason=command.reason, detail=command.detail())
+        audit_id = await command.audit(uow.store)
         try:
             return await handler(command, uow, audit_id)
         except REFUSALS as exc:
             refused = {**command.detail(), "error": str(exc)}
 
             async def keep(store: Store) -> None:
-                await store.audit(**entry, reason=command.reason, outcome="refused", detail=refused)
+                await command.audit(store, outcome="refused", detail=refused)
 
             await uow.apart(keep)
             raise
@@ -375,14 +385,7 @@ async def publish(command: Publish, uow: Work) -> str:
     """Stage the producer's event with its audit entry, which names the event's id."""
     event: Event = command.event
     event_id = uow.emit(event)
-    who = command.who
-    await uow.store.audit(
-        actor=who.actor,
-        role=who.role,
-        action=command.action,
-        target=command.target,
-        detail={**command.detail(), "event_id": event_id},
-    )
+    await command.audit(uow.store, detail={**command.detail(), "event_id": event_id})
     return event_id
 
 
@@ -395,19 +398,14 @@ class RegisterImport(OnModel):
     action = "import"
     changes_versions = True
 
+    def detail(self) -> dict[str, Any]:
+        return self.facts
+
 
 async def register_import(command: RegisterImport, uow: Work) -> str:
     """Stage the import's ModelTrained with its audit entry, which names the event's id."""
     event_id = uow.emit(command.trained)
-    who = command.who
-    await uow.store.audit(
-        actor=who.actor,
-        role=who.role,
-        action=command.action,
-        target=command.target,
-        reason=command.reason,
-        detail={**command.facts, "event_id": event_id},
-    )
+    await command.audit(uow.store, detail={**command.detail(), "event_id": event_id})
     return event_id
 
 
@@ -434,13 +432,4 @@ class Record(Command):
 
 
 async def record(command: Record, uow: Work) -> int:
-    who = command.who
-    return await uow.store.audit(
-        actor=who.actor,
-        role=who.role,
-        action=command.action,
-        target=command.target,
-        reason=command.reason,
-        outcome=command.outcome,
-        detail=command.detail(),
-    )
+    return await command.audit(uow.store, outcome=command.outcome)

@@ -56,12 +56,15 @@ def document(benchmark: str, title: str, command: str, tables: list[dict[str, An
     }
 
 
-def _cell(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A figure as a benchmark table shows it: thousands separated, two decimals below 1,000."""
     if isinstance(value, float):
-        value = f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = f"{value:,}"
-    return " ".join(str(value).split()).replace("|", "\\|")
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _cell(value: Any) -> str:
+    return " ".join(shown(value).split()).replace("|", "\\|")
 
 
 def results_page(folder: Path) -> str:

@@ -9,7 +9,6 @@ of date; CI runs it before `mkdocs build --strict`."""
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -404,7 +403,3 @@ def write(root: Path) -> list[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     return changed
-
-
-def dump(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=True)
