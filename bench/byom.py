@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.common import free_port, say, vegeta
+from bench.common import free_port, publish, say, table, vegeta
 from bench.serving import register
 from services.trainer import domain, fit
 from shared.contract.spec import Candidate, Evaluation
@@ -149,30 +148,23 @@ def bench_families(*, rows: int, seconds: float) -> dict[str, Any]:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-    say("")
-    say(
-        f"{'family':<22} {'fit s':>7} {'run s':>7} {'roc_auc':>8} {'ONNX max |diff|':>16} "
-        f"{'served as':>10} {'p50 ms':>8}"
+    lines = [
+        [label, round(r["fit_s"], 2), round(r["run_s"], 1), round(r["roc_auc"], 4),
+         f"{r['onnx_max_abs_diff']:.1e}" if r["onnx_max_abs_diff"] is not None else "no ONNX",
+         r["serving_runtime"], round(r["serving_p50_ms"], 2)]
+        for label, r in results.items()
+    ]  # fmt: skip
+    missing = "; ".join(f"{label}: {r['onnx']}" for label, r in results.items() if r["onnx_max_abs_diff"] is None)
+    shown = table(
+        f"Gradient-boosting families on {len(x_train):,} training rows",
+        ["family", "fit s", "whole run s", "roc_auc", "ONNX max abs diff", "served as", "p50 ms (c=1)"],
+        lines,
+        f"served p50: vegeta, one row per request, {seconds:g} s per model."
+        + (f" No ONNX: {missing}" if missing else ""),
     )
-    say("-" * 86)
-    for label, r in results.items():
-        diff = f"{r['onnx_max_abs_diff']:.2e}" if r["onnx_max_abs_diff"] is not None else "no ONNX"
-        say(
-            f"{label:<22} {r['fit_s']:>7.2f} {r['run_s']:>7.1f} {r['roc_auc']:>8.4f} {diff:>16} "
-            f"{r['serving_runtime']:>10} {r['serving_p50_ms']:>8.2f}"
-        )
-    for label, r in results.items():
-        if r["onnx_max_abs_diff"] is None:
-            say(f"  {label}: {r['onnx']}")
-    document = {
-        "benchmark": "training-families",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "parameters": {"rows": rows, "train_rows": len(x_train), "seconds": seconds},
-        "results": results,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training-families.json").write_text(json.dumps(document, indent=2) + "\n")
-    say(f"\nwrote {RESULTS / 'training-families.json'}")
+    document = {"parameters": {"rows": rows, "train_rows": len(x_train), "seconds": seconds}, "results": results}
+    publish(RESULTS / "training-families.json", "training-families", "Training: the gradient-boosting families",
+            [shown], document)  # fmt: skip
     return document
 
 
@@ -236,20 +228,18 @@ def bench_imports(*, repeat: int) -> dict[str, Any]:
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
-    say("")
-    say(f"{'import (100-tree forest)':<26} {'file':>10} {'request s':>10} {'checks s':>9} {'served as':>10}")
-    say("-" * 70)
-    for label, r in results.items():
-        size = f"{r['bytes'] / 1024:.0f} KB"
-        say(f"{label:<26} {size:>10} {r['wall_s_median']:>10.2f} {r['check_s_median']:>9.2f} {r['served_as']:>10}")
-    say(f"(median of {repeat}; reference 5,000 rows, test 1,000 rows; the request includes the upload and storing)")
-    document = {
-        "benchmark": "training-imports",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "parameters": {"repeat": repeat, "trees": 100, "reference_rows": 5000, "test_rows": 1000},
-        "results": results,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training-imports.json").write_text(json.dumps(document, indent=2) + "\n")
-    say(f"\nwrote {RESULTS / 'training-imports.json'}")
+    lines = [
+        [label, f"{r['bytes'] / 1024:,.0f} KB", round(r["wall_s_median"], 2), round(r["check_s_median"], 2),
+         r["served_as"]]
+        for label, r in results.items()
+    ]  # fmt: skip
+    shown = table(
+        "Importing a 100-tree forest",
+        ["import (100-tree forest)", "file", "request s", "checks s", "served as"],
+        lines,
+        f"Median of {repeat}; reference 5,000 rows, test 1,000 rows; the request includes the upload and storing.",
+    )
+    document = {"parameters": {"repeat": repeat, "trees": 100, "reference_rows": 5000, "test_rows": 1000},
+                "results": results}  # fmt: skip
+    publish(RESULTS / "training-imports.json", "training-imports", "Training: importing models", [shown], document)
     return document

@@ -57,7 +57,7 @@ def publish(out: Path, benchmark: str, title: str, tables: list[dict[str, Any]],
     made them, the date and the machine, and the raw figures."""
     from shared.ops.benchmarks import document
 
-    command = " ".join(["python -m", f"bench.{benchmark}", *sys.argv[1:]])
+    command = " ".join(["python -m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document(benchmark, title, command, tables, data), indent=2) + "\n")
     say(f"\nwrote {out} (`modelbus docs generate` puts it on the results page)")

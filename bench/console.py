@@ -19,7 +19,6 @@ import asyncio
 import gzip
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import BENCH, free_port, say, wait_http
+from bench.common import BENCH, free_port, publish, say, table, wait_http
 from services.monitor.tables import WindowRow
 from services.registry import handlers, store
 from shared.contract.events import ModelTrained, RolloutChanged
@@ -239,32 +238,19 @@ def main() -> None:
     with processes(env, folder):
         say("[bench] timing the pages")
         results = measure(base, pages, args.runs)
-    say(f"\nconsole pages, {args.versions} versions and {args.windows} drift windows in the database")
-    say(f"{'page':<8} {'server p50':>11} {'server p95':>11} {'browser p50':>12} {'browser p95':>12} {'cold':>8} "
-        f"{'HTML':>9} {'cold transfer':>14} {'warm':>9}")  # fmt: skip
-    for name, found in results.items():
-        say(
-            f"{name:<8} {found['server']['median_ms']:>9.0f}ms {found['server']['p95_ms']:>9.0f}ms "
-            f"{found['browser']['median_ms']:>10.0f}ms {found['browser']['p95_ms']:>10.0f}ms "
-            f"{found['cold_ms']:>6.0f}ms "
-            f"{found['html_bytes'] / 1024:>7.0f}KB {found['cold_transfer_bytes'] / 1024:>12.0f}KB "
-            f"{found['warm_transfer_bytes'] / 1024:>7.0f}KB"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "versions": args.versions,
-                "windows": args.windows,
-                "runs": args.runs,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "pages": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    say(f"[bench] wrote {args.out}")
+    pages_table = table(
+        f"Console pages, {args.versions:,} versions and {args.windows:,} drift windows in the database",
+        ["page", "server p50 ms", "server p95 ms", "browser p50 ms", "browser p95 ms", "cold ms", "HTML KB",
+         "cold transfer KB", "warm transfer KB"],
+        [[name, round(f["server"]["median_ms"]), round(f["server"]["p95_ms"]), round(f["browser"]["median_ms"]),
+          round(f["browser"]["p95_ms"]), round(f["cold_ms"]), round(f["html_bytes"] / 1024),
+          round(f["cold_transfer_bytes"] / 1024), round(f["warm_transfer_bytes"] / 1024)]
+         for name, f in results.items()],
+        f"Server: the HTML answer over HTTP with the session cookie; browser: chromium until the page is drawn. "
+        f"Median and p95 of {args.runs} runs; cold: the first load with an empty cache.",
+    )  # fmt: skip
+    data = {"versions": args.versions, "windows": args.windows, "runs": args.runs, "pages": results}
+    publish(args.out, "console", "Console: page loads with a big model", [pages_table], data)
 
 
 if __name__ == "__main__":

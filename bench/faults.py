@@ -21,12 +21,11 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import say
+from bench.common import publish, say, table
 from shared.runtime.settings import Settings
 from tests.support import cluster, toxics
 
@@ -54,47 +53,51 @@ async def behind_toxiproxy(settings: Settings, profile: str, folder: Path) -> li
     return reports
 
 
-def show(result: dict[str, Any]) -> None:
+def show(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's tables: each leader kill, the cluster's figures, and each network fault."""
+    tables = []
     if "cluster" in result:
         leaders = result["cluster"]["leader_kills"]
-        print("\n| kill | node | partitions it led | writes resumed after (s) | back in sync after restart (s) |")
-        print("|---|---|---|---|---|")
-        for number, kill in enumerate(leaders["kills"], 1):
-            print(
-                f"| {number} | {kill['node']} | {kill['partitions_led']} | {kill['resumed_seconds']:.2f} | "
-                f"{kill['back_in_sync_seconds']:.1f} |"
-                if kill["resumed_seconds"] is not None and kill["back_in_sync_seconds"] is not None
-                else f"| {number} | {kill['node']} | {kill['partitions_led']} | {kill['resumed_seconds']} | "
-                f"{kill['back_in_sync_seconds']} |"
+        tables.append(
+            table(
+                "Leader kills on a three-broker cluster",
+                ["kill", "node", "partitions it led", "writes resumed after (s)", "back in sync after restart (s)"],
+                [[number, k["node"], k["partitions_led"], _seconds(k["resumed_seconds"]),
+                  _seconds(k["back_in_sync_seconds"], 1)] for number, k in enumerate(leaders["kills"], 1)],
             )
-        resumed = [k["resumed_seconds"] for k in leaders["kills"] if k["resumed_seconds"] is not None]
+        )  # fmt: skip
+        resumed = sorted(k["resumed_seconds"] for k in leaders["kills"] if k["resumed_seconds"] is not None)
         quorum = result["cluster"]["two_brokers_down"]
-        rows = [
-            ("lifecycles completed", f"{leaders['completed']}/{leaders['lifecycles']} {leaders['outcomes']}"),
-            ("leader kills (kill -9, restarted)", str(len(leaders["kills"]))),
-            ("writes resumed after a kill, median / max (s)",
-             f"{sorted(resumed)[len(resumed) // 2]:.2f} / {max(resumed):.2f}" if resumed else "-"),
-            ("events produced but not handled", str(sum(leaders["missing"].values()))),
-            ("effects done twice", str(sum(leaders["duplicates"].values()))),
-            ("acknowledged writes (probe) / lost", f"{leaders['probe_acked']} / {leaders['probe_lost']}"),
-            ("2 of 3 brokers down: writes acknowledged", str(quorum["acked_during"])),
-            ("2 of 3 brokers down: writes refused", json.dumps(quorum["refused_during"])),
-            ("2 of 3 brokers down: acknowledged and lost", str(quorum["acked_lost"])),
-            ("writes resumed after one broker came back (s)", str(quorum["resumed_seconds"])),
-            ("lifecycle begun in the outage", str(quorum["lifecycle_after"])),
+        rows: list[list[Any]] = [
+            ["lifecycles completed", f"{leaders['completed']}/{leaders['lifecycles']} {leaders['outcomes']}"],
+            ["leader kills (kill -9, restarted)", len(leaders["kills"])],
+            ["writes resumed after a kill, median / max (s)",
+             f"{resumed[len(resumed) // 2]:.2f} / {max(resumed):.2f}" if resumed else "-"],
+            ["events produced but not handled", sum(leaders["missing"].values())],
+            ["effects done twice", sum(leaders["duplicates"].values())],
+            ["acknowledged writes (probe) / lost", f"{leaders['probe_acked']} / {leaders['probe_lost']}"],
+            ["2 of 3 brokers down: writes acknowledged", quorum["acked_during"]],
+            ["2 of 3 brokers down: writes refused", json.dumps(quorum["refused_during"])],
+            ["2 of 3 brokers down: acknowledged and lost", quorum["acked_lost"]],
+            ["writes resumed after one broker came back (s)", _seconds(quorum["resumed_seconds"])],
+            ["lifecycle begun in the outage", str(quorum["lifecycle_after"])],
         ]  # fmt: skip
-        print("\n| measure | result |\n|---|---|")
-        for name, value in rows:
-            print(f"| {name} | {value} |")
+        tables.append(table("The cluster under kills and a lost quorum", ["measure", "result"], rows))
     if "network" in result:
-        print("\n| fault | lasted (s) | lifecycles ended | not handled | twice | processes alive | recovered (s) |")
-        print("|---|---|---|---|---|---|---|")
-        for report in result["network"]:
-            print(
-                f"| {report['fault']} | {report['lasted_seconds']} | {report['completed']}/{report['lifecycles']} "
-                f"| {sum(report['missing'].values())} | {sum(report['duplicates'].values())} "
-                f"| {'yes' if report['processes_alive'] else 'NO'} | {report['recovered_seconds']} |"
+        tables.append(
+            table(
+                "The platform behind toxiproxy",
+                ["fault", "lasted (s)", "lifecycles ended", "not handled", "twice", "processes alive", "recovered (s)"],
+                [[r["fault"], r["lasted_seconds"], f"{r['completed']}/{r['lifecycles']}", sum(r["missing"].values()),
+                  sum(r["duplicates"].values()), "yes" if r["processes_alive"] else "NO",
+                  _seconds(r["recovered_seconds"])] for r in result["network"]],
             )
+        )  # fmt: skip
+    return tables
+
+
+def _seconds(value: float | None, places: int = 2) -> str:
+    return "-" if value is None else f"{value:.{places}f}"
 
 
 async def main() -> None:
@@ -105,21 +108,16 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "faults.json")
     args = parser.parse_args()
     settings = Settings()
-    result: dict[str, Any] = {
-        "benchmark": "faults",
-        "profile": args.profile,
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-    }
+    result: dict[str, Any] = {"profile": args.profile}
     with tempfile.TemporaryDirectory(prefix="modelbus-faults-") as name:
         folder = Path(name)
         if not args.skip_cluster:
             result["cluster"] = await on_cluster(settings, args.profile, folder)
         if not args.skip_network:
             result["network"] = await behind_toxiproxy(settings, args.profile, folder)
-    show(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {args.out}")
+    tables = show(result)
+    publish(args.out, "faults", f"Faults: a three-broker cluster and network faults ({args.profile} profile)", tables,
+            json.loads(json.dumps(result, default=str)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port, say, serving_platform, vegeta
+from bench.common import free_port, say, serving_platform, table, vegeta
 from services.trainer import fit
 from shared.ops import feast as feast_ops
 from shared.ops.example_data import activity_frame, churn_feast_frame
@@ -118,18 +118,16 @@ def run(
     return {"model": spec.model, "features_looked_up": len(spec.feast_refs()), "runs": runs}
 
 
-def report(result: dict[str, Any], concurrency: list[int]) -> None:
+def report(result: dict[str, Any], concurrency: list[int]) -> dict[str, Any]:
     """The table: inline and by key, and what the lookup adds."""
-    say(f"\nFeast: {result['features_looked_up']} features looked up per request (SQLite online store)")
-    say(
-        f"{'c':>3} {'inline p50':>11} {'inline p99':>11} {'by key p50':>11} {'by key p99':>11} "
-        f"{'added p50':>10} {'added p99':>10}"
-    )
-    say("-" * 72)
+    rows = []
     for c in concurrency:
         inline, keyed = result["runs"]["inline"][c], result["runs"]["by_key"][c]
-        say(
-            f"{c:>3} {inline['p50_ms']:>8.2f} ms {inline['p99_ms']:>8.2f} ms {keyed['p50_ms']:>8.2f} ms "
-            f"{keyed['p99_ms']:>8.2f} ms {keyed['p50_ms'] - inline['p50_ms']:>7.2f} ms "
-            f"{keyed['p99_ms'] - inline['p99_ms']:>7.2f} ms"
-        )
+        rows.append([c, round(inline["p50_ms"], 2), round(inline["p99_ms"], 2), round(keyed["p50_ms"], 2),
+                     round(keyed["p99_ms"], 2), round(keyed["p50_ms"] - inline["p50_ms"], 2),
+                     round(keyed["p99_ms"] - inline["p99_ms"], 2)])  # fmt: skip
+    return table(
+        f"Feast: {result['features_looked_up']} features looked up per request (SQLite online store)",
+        ["c", "inline p50 ms", "inline p99 ms", "by key p50 ms", "by key p99 ms", "added p50 ms", "added p99 ms"],
+        rows,
+    )

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import secrets
 import statistics
 import tempfile
@@ -31,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import say
+from bench.common import publish, say, table
 from shared.contract.events import (
     DataArrived,
     ModelEvaluated,
@@ -201,36 +198,33 @@ def main() -> None:
     def column(name: str) -> list[float]:
         return [r[name] for r in rows]
 
-    say("")
-    say(f"{'seconds':<46} {'p50':>7} {'p95':>7} {'max':>7}")
-    say("-" * 70)
-    for label, name in (
+    stages = (
         ("DataArrived → rollout started", "total_seconds"),
         ("training job (TrainingStarted → ModelTrained)", "training_job_seconds"),
-        ("  of which the fit", "fit_seconds"),
+        ("of which the fit", "fit_seconds"),
         ("evaluation", "evaluation_seconds"),
         ("control-plane overhead", "overhead_seconds"),
         ("overhead counting only the fit", "overhead_beyond_fit_seconds"),
-    ):
-        values = column(name)
-        say(f"{label:<46} {percentile(values, 0.5):>7.3f} {percentile(values, 0.95):>7.3f} {max(values):>7.3f}")
-    rate = found["events_seen"] / found["elapsed_seconds"]
-    say(
-        f"\nlifecycle events through the bus: {found['events_seen']} in {found['elapsed_seconds']:.1f} s ({rate:.1f}/s)"
     )
+    rate = found["events_seen"] / found["elapsed_seconds"]
+    shown = table(
+        f"{len(rows)} lifecycles of {args.rows:,}-row datasets, one after another",
+        ["seconds", "p50", "p95", "max"],
+        [[label, round(percentile(column(name), 0.5), 3), round(percentile(column(name), 0.95), 3),
+          round(max(column(name)), 3)] for label, name in stages],
+        f"Lifecycle events through the bus: {found['events_seen']:,} in {found['elapsed_seconds']:.1f} s "
+        f"({rate:.1f} per s).",
+    )  # fmt: skip
     result = {
-        "benchmark": "lifecycle",
         "lifecycles": len(rows),
         "rows_per_dataset": args.rows,
         "p50": {name: statistics.median(column(name)) for name in ("total_seconds", "overhead_seconds")},
         "p95": {name: percentile(column(name), 0.95) for name in ("total_seconds", "overhead_seconds")},
         "events_per_second": rate,
         "runs": rows,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    say(f"\nJSON: {args.out}")
+    publish(args.out, "lifecycle", "Lifecycle: from new data to a rollout, and the control plane's share", [shown],
+            result)  # fmt: skip
 
 
 if __name__ == "__main__":

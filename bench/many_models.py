@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, rss_bytes, say, serving_platform, vegeta
+from bench.common import free_port, rss_bytes, say, serving_platform, table, vegeta
 from bench.peers import v2_body
 from services.trainer import fit
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
@@ -149,3 +149,20 @@ def run(
             f"RSS {found['rss_bytes'] / 2**20:.0f} MiB, {found['loads']:.0f} loads, {found['evictions']:.0f} evictions"
         )
         return found
+
+
+def report(found: dict[str, Any]) -> dict[str, Any]:
+    """The table: memory and loads, warm load over the live models, cold loads by name."""
+    rows = [
+        [f"resident versions after {found['loads']:,.0f} loads",
+         f"{found['resident_bytes'] / 2**20:,.0f} MiB of the {found['budget_bytes'] / 2**30:g} GiB budget "
+         f"({found['evictions']:,.0f} evictions)"],
+        ["serving process RSS", f"{found['rss_bytes'] / 2**20:,.0f} MiB"],
+        *([f"warm, over the {found['live']} live models, c={c}",
+           f"{run['ops_per_s']:,.0f} req/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms"]
+          for c, run in found["warm"].items()),
+        ["cold load (first request by name: download, digest check, load)",
+         f"p50 {found['cold_p50_ms']:,.0f} ms, p99 {found['cold_p99_ms']:,.0f} ms"],
+    ]  # fmt: skip
+    return table(f"{found['models']:,} models in one serving process, {found['live']} with a rollout",
+                 ["measure", "value"], rows)  # fmt: skip

@@ -19,16 +19,15 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import say
+from bench.common import publish, say, table
 from shared.runtime.broker import drop_topics
 from shared.runtime.settings import Settings
 from tests.support.faults import PROFILES, Harness, chaos, restart, s3_outage
-from tests.support.hostile import hostile_platform, table
+from tests.support.hostile import hostile_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +60,11 @@ async def hostile(settings: Settings, folder: Path) -> list[dict[str, Any]]:
     finally:
         platform_.stop()
         await drop_topics(corpus.settings)
-    print("\n" + table(outcomes))
     return [dataclasses.asdict(o) | {"processes_alive_after": alive} for o in outcomes]
 
 
-def show(result: dict[str, Any]) -> None:
+def show(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's tables: the faults' figures, then each hostile case."""
     chaos_ = result["faults"]["chaos"]
     rows = [
         ("lifecycles completed", f"{chaos_['completed']}/{chaos_['lifecycles']} ({chaos_['outcomes']})"),
@@ -105,12 +104,19 @@ def show(result: dict[str, Any]) -> None:
     if result.get("hostile"):
         cases = result["hostile"]
         rows.append(("bad inputs rejected readably / total", f"{sum(c['passed'] for c in cases)}/{len(cases)}"))
-    width = max(len(r[0]) for r in rows)
-    print("\n" + "measure".ljust(width) + "  result")
-    print("-" * (width + 60))
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
-    print("\nevents produced (distinct) per type:", json.dumps(chaos_["produced"]))
+    produced = ", ".join(f"{kind} {count:,}" for kind, count in sorted(chaos_["produced"].items()))
+    tables = [table("Faults and restarts", ["measure", "result"], [list(r) for r in rows],
+                    f"Events produced (distinct) per type: {produced}.")]  # fmt: skip
+    if result.get("hostile"):
+        tables.append(
+            table(
+                "Hostile inputs",
+                ["case", "family", "expected", "observed", "ok"],
+                [[c["case"], c["family"], c["expected"], c["observed"][:160], "yes" if c["passed"] else "NO"]
+                 for c in result["hostile"]],
+            )
+        )  # fmt: skip
+    return tables
 
 
 async def main() -> None:
@@ -123,17 +129,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelbus-reliability-") as name:
         folder = Path(name)
         result: dict[str, Any] = {
-            "benchmark": "reliability",
             "profile": dataclasses.asdict(PROFILES[args.profile]),
-            "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "faults": await faults(settings, args.profile, folder),
         }
         if not args.skip_hostile:
             result["hostile"] = await hostile(settings, folder)
-    show(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {args.out}")
+    tables = show(result)
+    publish(args.out, "reliability", f"Reliability: faults and hostile inputs ({args.profile} profile)", tables,
+            json.loads(json.dumps(result, default=str)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import hey, say
+from bench.common import hey, publish, say, table
 from bench.lifecycle import run
 from shared.ops.demo import FEATURES
 from shared.ops.example_data import churn_frame
@@ -118,29 +116,29 @@ def main() -> None:
         ("serving: p50 (ms)", "serving", "p50_ms"),
         ("serving: p99 (ms)", "serving", "p99_ms"),
     ]
-    say("")
-    say(f"{'':<46} {'open':>9} {'SASL+ACLs':>10} {'cost':>8}")
-    say("-" * 76)
-    costs = {}
+    costs, lines = {}, []
     for label, key, sub in rows:
         a = baseline[key][sub] if sub else baseline[key]
         b = result[key][sub] if sub else result[key]
         cost = (a - b) / a if sub == "ops_per_s" else (b - a) / a
         costs[label] = cost
-        say(f"{label:<46} {a:>9.3f} {b:>10.3f} {cost:>+8.1%}")
+        lines.append([label, round(a, 3), round(b, 3), f"{cost:+.1%}"])
+    shown = table(
+        "Open Kafka against SASL/SCRAM with ACLs, same run",
+        ["measure", "open", "SASL+ACLs", "cost"],
+        lines,
+        f"{args.lifecycles} lifecycles; serving: hey at c={args.concurrency} for {args.seconds:g} s, median of "
+        f"{args.rounds} rounds.",
+    )
     report = {
-        "benchmark": "sasl",
         "lifecycles": args.lifecycles,
         "serving_seconds": args.seconds,
         "concurrency": args.concurrency,
         "open": baseline,
         "secured": result,
         "cost": costs,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    say(f"\nJSON: {args.out}")
+    publish(args.out, "sasl", "Authentication: what SASL and ACLs cost", [shown], report)
 
 
 if __name__ == "__main__":

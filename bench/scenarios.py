@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.common import say
+from bench.common import publish, say, table
 from bench.estimate import nannyml
 from shared.runtime.settings import Settings
 from tests.support.scenarios import (
@@ -99,52 +97,49 @@ async def run(settings: Settings, profile: str, peers: bool, folder: Path) -> di
     return results
 
 
-def report(results: dict[str, Any]) -> None:
-    say("")
-    say(f"{'scenario':<38} {'versions':<28} {'asked':>5} {'skipped':>7} {'run':>4} {'rollbacks':>9} {'s':>6}")
-    say("-" * 104)
-    for found in results["scenarios"]:
-        versions = " ".join(f"v{v}:{state}" for v, state in found["versions"].items())
-        say(
-            f"{found['scenario']:<38} {versions:<28} {found['retrains_asked']:>5} {found['retrains_skipped']:>7} "
-            f"{found['retrains_run']:>4} {found['rollbacks']:>9} {found['seconds']:>6.0f}"
-        )
-    say("\nverdicts, with their evidence (decisive lines: pass/fail/undecided; reported lines do not decide)")
+DECISIVE = ("live_error_rate_increase", "live_mae_increase", "estimated_accuracy")
+
+
+def report(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's tables: each scenario's outcome, the verdicts' decisive evidence, CBPE against NannyML."""
+    outcomes = table(
+        "The scenarios",
+        ["scenario", "versions", "retrains asked", "skipped", "run", "rollbacks", "seconds"],
+        [[found["scenario"], " ".join(f"v{v}: {state}" for v, state in found["versions"].items()),
+          found["retrains_asked"], found["retrains_skipped"], found["retrains_run"], found["rollbacks"],
+          round(found["seconds"])] for found in results["scenarios"]],
+    )  # fmt: skip
+    evidence = []
     for found in results["scenarios"]:
         for verdict in found["verdicts"]:
-            say(f"  {found['scenario'][:2]} v{verdict['version']} {verdict['verdict']}: {verdict['reason'][:150]}")
             for line in verdict["evidence"]:
-                if line["metric"] in ("live_error_rate_increase", "live_mae_increase", "estimated_accuracy") or (
-                    line["outcome"] == "fail"
-                ):
-                    interval = f" CI [{line['low']:+.4f}, {line['high']:+.4f}]" if "low" in line else ""
-                    say(
-                        f"      {line['metric']:<26} {line['test']:<12} {line['outcome']:<9}"
-                        f" candidate {line.get('candidate', 0):.4f} stable {line.get('stable', 0):.4f}"
-                        f"{interval} n={line.get('candidate_samples')}"
-                    )
-        for reason in found["skipped_reasons"]:
-            say(f"  {found['scenario'][:2]} skipped: {reason}")
-        for built in found["feedback"]:
-            lineage = built["lineage"]
-            say(
-                f"  {found['scenario'][:2]} feedback dataset {built['version']}: {lineage['feedback_rows']} rows,"
-                f" {len(lineage['windows'])} windows, {len(lineage['label_batches'])} label batches"
-            )
-        if found["figures"] and not found["scenario"].startswith("5."):
-            say(f"  {found['scenario'][:2]} {json.dumps(found['figures'], default=str)[:200]}")
+                if line["metric"] in DECISIVE or line["outcome"] == "fail":
+                    interval = f"[{line['low']:+.4f}, {line['high']:+.4f}]" if "low" in line else "-"
+                    evidence.append([found["scenario"][:2], f"v{verdict['version']} {verdict['verdict']}",
+                                     line["metric"], line["test"], line["outcome"], interval,
+                                     line.get("candidate_samples") or "-"])  # fmt: skip
+        skipped = found["skipped_reasons"]
+        evidence += [[found["scenario"][:2], "skipped", reason[:120], "", "", "", ""] for reason in skipped]
+    verdicts = table(
+        "The verdicts' decisive evidence",
+        ["scenario", "verdict", "metric", "test", "outcome", "interval", "n"],
+        evidence,
+        "Decisive lines pass, fail or stay undecided; the lines a verdict only reports are left out.",
+    )
     cbpe = results["scenarios"][-1]["figures"]
     peer = results.get("nannyml", {})
-    say("\nCBPE on the platform: estimated vs realised accuracy per window")
-    say(f"{'phase':<9} {'windows':>7} {'rows':>6} {'modelbus MAE':>13} {'max':>7} {'NannyML MAE':>12} {'drifted':>8}")
+    rows = []
     for phase in ("steady", "drifted"):
-        mine = cbpe[phase]
-        theirs = peer.get(phase, {})
-        shown = f"{theirs['mae']:>12.4f}" if "mae" in theirs else f"{theirs.get('error', '-')[:12]:>12}"
-        say(
-            f"{phase:<9} {mine['windows']:>7} {mine['rows_per_window']:>6} {mine['mae']:>13.4f}"
-            f" {mine['max_error']:>7.4f} {shown} {mine['dataset_drift_windows']:>8}"
-        )
+        mine, theirs = cbpe[phase], peer.get(phase, {})
+        peer_mae = round(theirs["mae"], 4) if "mae" in theirs else theirs.get("error", "-")[:40]
+        rows.append([phase, mine["windows"], mine["rows_per_window"], round(mine["mae"], 4),
+                     round(mine["max_error"], 4), peer_mae, mine["dataset_drift_windows"]])  # fmt: skip
+    estimates = table(
+        "CBPE on the platform: estimated against realised accuracy per window",
+        ["phase", "windows", "rows", "modelbus MAE", "max", "NannyML MAE", "drifted windows"],
+        rows,
+    )
+    return [outcomes, verdicts, estimates]
 
 
 def main() -> None:
@@ -155,11 +150,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelbus-bench-scenarios-") as folder:
         results = asyncio.run(run(Settings(), args.profile, not args.no_peers, Path(folder)))
-    report(results)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    say(f"\nJSON: {args.out}")
+    tables = report(results)
+    publish(args.out, "scenarios", f"The loop's decisions on a simulated world ({args.profile} profile)", tables,
+            json.loads(json.dumps(results, default=str)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -387,10 +387,10 @@ def main() -> None:
         found = feast_serving.run(
             settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix
         )
-        feast_serving.report(found, concurrency)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"feast": found, "parameters": {"seconds": args.seconds}}, indent=2) + "\n")
-        say(f"\nJSON: {args.out}")
+        shown = feast_serving.report(found, concurrency)
+        out = args.out.with_name("serving-feast.json")
+        data = {"feast": found, "parameters": {"seconds": args.seconds}}
+        publish(out, "serving-feast", "Serving: features looked up in Feast", [shown], data)
         return
     trained = train_all(folder, suffix)
     refs = {name: asyncio.run(register(settings, spec, outcome)) for name, (spec, outcome, _) in trained.items()}
@@ -460,8 +460,10 @@ def main() -> None:
             settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix
         )
     tables = report(results, concurrency) + report_systems(results, concurrency)
+    if "many_models" in results:
+        tables.append(many_models.report(results["many_models"]))
     if "feast" in results:
-        feast_serving.report(results["feast"], concurrency)
+        tables.append(feast_serving.report(results["feast"], concurrency))
     results["parameters"] = {"seconds": args.seconds, "concurrency": concurrency}
     publish(args.out, "serving", "Serving: modelbus against MLflow, MLServer and BentoML", tables, results)
 

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import platform
 import re
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.common import rss_bytes, say
+from bench.common import publish, rss_bytes, say, table
 from shared.contract.events import DataArrived, Label, LabelsArrived
 from shared.ops.example_data import churn_frame
 from shared.ops.platform import processes
@@ -231,25 +230,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=80)
 
 
-def show(result: dict[str, Any], found: dict[str, Any]) -> None:
-    print("\n| process | RSS after warm-up MiB | RSS at the end MiB | growth |")
-    print("|---|---|---|---|")
-    for name, (warm, last) in found["rss_mib"].items():
-        print(f"| {name} | {warm:.0f} | {last:.0f} | {found['rss_growth'][name]:+.1%} |")
+def show(result: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's tables: each process's memory, then the load and what it left behind."""
+    memory = table(
+        "Resident memory per process",
+        ["process", "RSS after warm-up MiB", "RSS at the end MiB", "growth"],
+        [[name, round(warm), round(last), f"{found['rss_growth'][name]:+.1%}"]
+         for name, (warm, last) in found["rss_mib"].items()],
+    )  # fmt: skip
     counts = result["counts"]
     rows = [
-        ("load", f"{counts['rows']:,} rows served, {counts['labels']:,} labels, {counts['lifecycles']} lifecycles, "
-                 f"{counts['errors']} failed requests"),
-        ("consumer lag, largest / last (messages)", f"{found['lag_max']:.0f} / {found['lag_last']:.0f}"),
-        ("outbox, most unpublished rows", str(found["outbox_max"])),
-        ("inbox rows per hour", f"{found['inbox_rows_per_hour']:,.0f}"),
-        ("database growth per hour", f"{found['database_bytes_per_hour'] / 2**20:,.1f} MiB"),
-        ("processes alive at the end", "yes" if result["processes_alive"] else "NO"),
-        *((goal, "met" if met else "NOT met") for goal, met in found["goals"].items()),
+        ["load", f"{counts['rows']:,} rows served, {counts['labels']:,} labels, {counts['lifecycles']} lifecycles, "
+                 f"{counts['errors']} failed requests"],
+        ["consumer lag, largest / last (messages)", f"{found['lag_max']:.0f} / {found['lag_last']:.0f}"],
+        ["outbox, most unpublished rows", found["outbox_max"]],
+        ["inbox rows per hour", round(found["inbox_rows_per_hour"])],
+        ["database growth per hour", f"{found['database_bytes_per_hour'] / 2**20:,.1f} MiB"],
+        ["processes alive at the end", "yes" if result["processes_alive"] else "NO"],
+        *([goal, "met" if met else "NOT met"] for goal, met in found["goals"].items()),
     ]  # fmt: skip
-    print("\n| measure | result |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    return [memory, table("Load and what it left behind", ["measure", "result"], rows)]
 
 
 async def main() -> None:
@@ -264,17 +264,11 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelbus-soak-") as name:
         result = await soak(Settings(), args, Path(name))
     found = summary(result, args.warm_up * 60)
-    show(result, found)
+    tables = show(result, found)
     plot(result, args.plot)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {"benchmark": "soak", "machine": {"python": platform.python_version()}, **result, "summary": found},
-            indent=2,
-            default=str,
-        )
-    )
-    print(f"\nwrote {args.out} and {args.plot}")
+    say(f"plotted {args.plot}")
+    publish(args.out, "soak", f"Soak: {args.minutes:g} minutes of mixed load", tables,
+            json.loads(json.dumps({**result, "summary": found}, default=str)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,7 +44,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.common import free_port, say
+from bench.common import free_port, publish, say, table
 from shared.contract.envelope import decode
 from shared.contract.events import DataArrived, ModelEvaluated, ModelTrained
 from shared.ops.example_data import write_churn
@@ -194,29 +192,24 @@ def main() -> None:
             process.wait(timeout=30)
     keys = ("total_s", "training_s", "evaluation_s", "else_s")
     median = {key: statistics.median(r[key] for r in runs) for key in keys}
-    say("")
-    say(f"{'DataArrived -> ModelEvaluated':<32} {'median s':>9} {'min s':>8} {'max s':>8}")
-    say("-" * 60)
-    for key, label in zip(keys, ("total", "training (fit)", "evaluation", "everything else"), strict=True):
-        values = [r[key] for r in runs]
-        say(f"{label:<32} {median[key]:>9.2f} {min(values):>8.2f} {max(values):>8.2f}")
-    say(f"(rows {args.rows}, runs {args.runs}; decisions approved: {sum(r['decision'] for r in runs):.0f}/{args.runs})")
+    labels = ("total", "training (fit)", "evaluation", "everything else")
+    stages = table(
+        "From DataArrived to ModelEvaluated",
+        ["DataArrived → ModelEvaluated", "median s", "min s", "max s"],
+        [[label, round(median[key], 2), round(min(r[key] for r in runs), 2), round(max(r[key] for r in runs), 2)]
+         for key, label in zip(keys, labels, strict=True)],
+        f"{args.rows:,} rows, {args.runs} runs; approved {sum(r['decision'] for r in runs):.0f} of {args.runs}.",
+    )  # fmt: skip
     last = runs[-1]
-    say("\nmetrics (test split): " + " ".join(f"{k}={v:.4f}" for k, v in sorted(last["metrics"].items())))
-    say(f"{'gate':<40} {'value':>10} {'':>3} {'threshold':>10}  passed")
-    for gate in last["gates"]:
-        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
-        say(f"{gate['name']:<40} {value:>10} {gate['comparator']:>3} {gate['threshold']:>10.4g}  {gate['passed']}")
-    result_doc: dict[str, Any] = {
-        "benchmark": "training",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "parameters": {"runs": args.runs, "rows": args.rows},
-        "runs": runs,
-        "median": median,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result_doc, indent=2) + "\n")
-    say(f"\nwrote {args.out}")
+    gates = table(
+        "The last run's gates",
+        ["gate", "value", "", "threshold", "passed"],
+        [[g["name"], "-" if g["value"] is None else f"{g['value']:.4g}", g["comparator"], f"{g['threshold']:.4g}",
+          "yes" if g["passed"] else "no"] for g in last["gates"]],
+        "Metrics on the test split: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last["metrics"].items())),
+    )  # fmt: skip
+    data = {"parameters": {"runs": args.runs, "rows": args.rows}, "runs": runs, "median": median}
+    publish(args.out, "training", "Training: from new data to a decision", [stages, gates], data)
 
 
 if __name__ == "__main__":
