@@ -22,7 +22,7 @@ log = logging.getLogger("modelbus.alerter")
 async def expire(store: AlerterStore, alerting: Alerting, now: datetime) -> None:
     """Resolve alerts not raised again within resolve_timeout."""
     timeout = alerting.config.resolve_timeout
-    old = await store.stale(now - timedelta(seconds=timeout))
+    old = await store.stale(now - timedelta(seconds=timeout), keep=domain.UNTIL_CLEARED)
     await clear(store, alerting, old, now, f"not raised again for {timeout:.0f} s")
 
 

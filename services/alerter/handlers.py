@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.alerter import domain
 from services.alerter.config import AlerterConfig, RoutePlan, plans, routes_for
+from services.alerter.records import Group
 from services.alerter.store import AlerterStore
 from shared.contract.events import DeadLettered, Event, ModelSpecApplied
 from shared.runtime.errors import is_transient
@@ -115,23 +116,16 @@ async def on_event(
 
 async def fire(store: AlerterStore, alerting: Alerting, alert: domain.Alert, now: datetime) -> None:
     """Record the alert; if it is news, put it in its groups (a repeat changes no timing)."""
-    if not await store.raise_alert(alert, now):
+    if not domain.is_news(await store.raise_alert(alert, now)):
         return
     alerting.metrics.raised.labels(alert.labels.get("kind", "")).inc()
     log.info("alert %s firing: %s", alert.fingerprint, alert.annotations.get("summary", ""))
     for path in routes_for(alerting.config, alert.labels):
         plan = alerting.plans[path]
         labels = domain.group_labels(alert.labels, plan.group_by)
-        await store.touch_group(
-            domain.group_key(store.platform, path, labels),
-            path,
-            plan.receiver,
-            labels,
-            alert.fingerprint,
-            now,
-            plan.group_wait,
-            plan.group_interval,
-        )
+        key = domain.group_key(store.platform, path, labels)
+        group = await store.join_group(key, path, plan.receiver, labels, alert.fingerprint, now)
+        await make_due(store, group, now, plan.group_wait, plan.group_interval)
 
 
 async def clear(store: AlerterStore, alerting: Alerting, fingerprints: list[str], now: datetime, reason: str) -> None:
@@ -140,5 +134,15 @@ async def clear(store: AlerterStore, alerting: Alerting, fingerprints: list[str]
     if resolved:
         alerting.metrics.resolved.inc(len(resolved))
         log.info("%d alert(s) resolved: %s", len(resolved), reason)
-        timings = {path: (plan.group_wait, plan.group_interval) for path, plan in alerting.plans.items()}
-        await store.touch_groups_of(resolved, now, timings)
+        for group in await store.groups_of(resolved):
+            plan = alerting.plans.get(group.route)
+            wait, interval = (plan.group_wait, plan.group_interval) if plan is not None else (30.0, 300.0)
+            await make_due(store, group, now, wait, interval)
+
+
+async def make_due(store: AlerterStore, group: Group, now: datetime, group_wait: float, group_interval: float) -> None:
+    """A group's alerts changed: it is due per domain.due_after_change."""
+    due = domain.due_after_change(
+        now, group.created_at, group.last_notified_at, group.next_flush_at, group_wait, group_interval
+    )
+    await store.set_due(group.key, due)

@@ -25,8 +25,8 @@ class MemoryStore(MemorySpecs):
     resolutions: dict[tuple[str, str], domain.Kept] = field(default_factory=dict)
     audits: list[dict[str, Any]] = field(default_factory=list)
 
-    async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
-        """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
+    async def raise_alert(self, alert: domain.Alert, now: datetime) -> str | None:
+        """Record an alert firing; its status before, None if it is new (see AlerterStore)."""
         was = self.alerts.get(alert.fingerprint)
         fresh = AlertRecord(
             alert.fingerprint,
@@ -63,7 +63,7 @@ class MemoryStore(MemorySpecs):
         elif was is not None:  # firing again after it resolved: a new episode, unacknowledged
             fresh = replace(fresh, times_raised=was.times_raised + 1, ack_comment=was.ack_comment)
         self.alerts[alert.fingerprint] = fresh
-        return domain.is_news(was.status if was is not None else None)
+        return was.status if was is not None else None
 
     async def resolve(self, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
         """Resolve these alerts if firing; the fingerprints that were."""
@@ -95,49 +95,36 @@ class MemoryStore(MemorySpecs):
         """The model's firing alerts."""
         return [a for a in self.alerts.values() if a.model == model and a.status == "firing"]
 
-    async def stale(self, before: datetime) -> list[str]:
-        """Firing alerts last raised before `before` (but those that stay open until cleared)."""
+    async def stale(self, before: datetime, *, keep: frozenset[str]) -> list[str]:
+        """Firing alerts last raised before `before`, but those of the kinds in `keep`."""
         return [
             a.fingerprint
             for a in self.alerts.values()
-            if a.status == "firing" and a.updated_at < before and a.kind not in domain.UNTIL_CLEARED
+            if a.status == "firing" and a.updated_at < before and a.kind not in keep
         ]
 
     async def all_firing(self) -> dict[str, dict[str, str]]:
         """Every firing alert's labels by fingerprint (the inhibition sources)."""
         return {a.fingerprint: a.labels for a in self.alerts.values() if a.status == "firing"}
 
-    async def touch_group(
-        self,
-        key: str,
-        route: str,
-        receiver: str,
-        labels: dict[str, str],
-        fingerprint: str,
-        now: datetime,
-        group_wait: float,
-        group_interval: float,
-    ) -> None:
-        """Put an alert that is news in its group, and make the group due."""
+    async def join_group(
+        self, key: str, route: str, receiver: str, labels: dict[str, str], fingerprint: str, now: datetime
+    ) -> Group:
+        """Put an alert in its group (formed now if it is new); the group."""
         group = self.groups.setdefault(key, Group(key, route, receiver, labels, now, None, None, {}))
-        due = domain.due_after_change(
-            now, group.created_at, group.last_notified_at, group.next_flush_at, group_wait, group_interval
-        )
-        self.groups[key] = replace(group, next_flush_at=due)
         if fingerprint not in self.members.setdefault(key, []):
             self.members[key].append(fingerprint)
+        return group
 
-    async def touch_groups_of(
-        self, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
-    ) -> None:
-        """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
-        for key in sorted(k for k, held in self.members.items() if set(held) & set(fingerprints)):
-            group = self.groups[key]
-            wait, interval = timings.get(group.route, (30.0, 300.0))
-            due = domain.due_after_change(
-                now, group.created_at, group.last_notified_at, group.next_flush_at, wait, interval
-            )
-            self.groups[key] = replace(group, next_flush_at=due)
+    async def groups_of(self, fingerprints: list[str]) -> list[Group]:
+        """The groups holding these alerts."""
+        return [
+            self.groups[key] for key in sorted(k for k, held in self.members.items() if set(held) & set(fingerprints))
+        ]
+
+    async def set_due(self, key: str, when: datetime) -> None:
+        """When a group is next due for a flush."""
+        self.groups[key] = replace(self.groups[key], next_flush_at=when)
 
     async def due_groups(self, now: datetime, limit: int = 50) -> list[Group]:
         """Groups due for a flush."""

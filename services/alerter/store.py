@@ -3,8 +3,9 @@ log of one platform (its topic prefix), as records, never rows.
 
 `SqlStore` keeps them in PostgreSQL; `MemoryStore` (services.alerter.memory) is its in-memory twin
 for the handler and dispatch tests, and one contract test runs on both; the interface they share,
-`AlerterStore`, is in services.alerter.records. Alerters of other platforms sharing the database
-never see this platform's state.
+`AlerterStore`, is here. The rules (what is news, when a group is due, which alerts stay until
+cleared) are in services.alerter.domain and applied by the handlers; the stores only keep.
+Alerters of other platforms sharing the database never see this platform's state.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class AlerterStore(Protocol):
     async def spec_of(self, model: str) -> ModelSpec | None:
         """The spec in force for a model, if any."""
 
-    async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
-        """Record an alert firing; True if that is news (new, or firing again after it resolved)."""
+    async def raise_alert(self, alert: domain.Alert, now: datetime) -> str | None:
+        """Record an alert firing: a repeat of a firing alert refreshes it (annotations, time,
+        count); firing again after it resolved starts a new, unacknowledged episode. Its status
+        before, None if it is new."""
 
     async def resolve(self, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
         """Resolve these alerts if firing; the fingerprints that were."""
@@ -63,29 +66,22 @@ class AlerterStore(Protocol):
     async def resolution_of(self, model: str, kind: str) -> domain.Kept | None:
         """The latest resolution kept for a model's alerts of a kind."""
 
-    async def stale(self, before: datetime) -> list[str]:
-        """Firing alerts last raised before `before`."""
+    async def stale(self, before: datetime, *, keep: frozenset[str]) -> list[str]:
+        """Firing alerts last raised before `before`, but those of the kinds in `keep`."""
 
     async def all_firing(self) -> dict[str, dict[str, str]]:
         """Every firing alert's labels by fingerprint (the inhibition sources)."""
 
-    async def touch_group(
-        self,
-        key: str,
-        route: str,
-        receiver: str,
-        labels: dict[str, str],
-        fingerprint: str,
-        now: datetime,
-        group_wait: float,
-        group_interval: float,
-    ) -> None:
-        """Put an alert that is news in its group, and make the group due."""
+    async def join_group(
+        self, key: str, route: str, receiver: str, labels: dict[str, str], fingerprint: str, now: datetime
+    ) -> Group:
+        """Put an alert in its group (formed now if it is new); the group, locked."""
 
-    async def touch_groups_of(
-        self, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
-    ) -> None:
-        """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
+    async def groups_of(self, fingerprints: list[str]) -> list[Group]:
+        """The groups holding these alerts, locked."""
+
+    async def set_due(self, key: str, when: datetime) -> None:
+        """When a group is next due for a flush."""
 
     async def due_groups(self, now: datetime, limit: int = 50) -> list[Group]:
         """Groups due for a flush, locked (another alerter replica skips them)."""
@@ -199,11 +195,8 @@ class SqlStore(SqlSpecs):
 
     # ------------------------------------------------------------ alerts
 
-    async def raise_alert(self, alert: domain.Alert, now: datetime) -> bool:
-        """Record an alert firing; True if that is news (new, or firing again after it resolved).
-
-        A repeat of a firing alert only refreshes it (annotations, time, count).
-        """
+    async def raise_alert(self, alert: domain.Alert, now: datetime) -> str | None:
+        """Record an alert firing; its status before, None if it is new (see AlerterStore)."""
         labels = alert.labels
         values = {
             "model": alert.model,
@@ -245,7 +238,7 @@ class SqlStore(SqlSpecs):
                 },
             )
         )
-        return domain.is_news(was)
+        return was
 
     async def resolve(self, fingerprints: list[str], now: datetime, reason: str) -> list[str]:
         """Resolve these alerts if firing; the fingerprints that were."""
@@ -296,14 +289,14 @@ class SqlStore(SqlSpecs):
         )
         return [_alert(row) for row in found.all()]
 
-    async def stale(self, before: datetime) -> list[str]:
-        """Firing alerts last raised before `before` (but those that stay open until cleared)."""
+    async def stale(self, before: datetime, *, keep: frozenset[str]) -> list[str]:
+        """Firing alerts last raised before `before`, but those of the kinds in `keep`."""
         found = await self.session.scalars(
             select(AlertRow.fingerprint).where(
                 AlertRow.platform == self.platform,
                 AlertRow.status == "firing",
                 AlertRow.updated_at < before,
-                AlertRow.kind.not_in(domain.UNTIL_CLEARED),
+                AlertRow.kind.not_in(keep),
             )
         )
         return list(found.all())
@@ -345,18 +338,10 @@ class SqlStore(SqlSpecs):
 
     # ------------------------------------------------------------ groups
 
-    async def touch_group(
-        self,
-        key: str,
-        route: str,
-        receiver: str,
-        labels: dict[str, str],
-        fingerprint: str,
-        now: datetime,
-        group_wait: float,
-        group_interval: float,
-    ) -> None:
-        """Put an alert that is news in its group, and make the group due (see domain.due_after_change)."""
+    async def join_group(
+        self, key: str, route: str, receiver: str, labels: dict[str, str], fingerprint: str, now: datetime
+    ) -> Group:
+        """Put an alert in its group (formed now if it is new); the group, locked."""
         await self.session.execute(
             insert(GroupRow)
             .values(
@@ -372,29 +357,30 @@ class SqlStore(SqlSpecs):
         )
         group = await self.session.get(GroupRow, key, with_for_update=True, populate_existing=True)
         assert group is not None
-        group.next_flush_at = domain.due_after_change(
-            now, group.created_at, group.last_notified_at, group.next_flush_at, group_wait, group_interval
-        )
         await self.session.execute(
             insert(MemberRow).values(group_key=key, fingerprint=fingerprint).on_conflict_do_nothing()
         )
+        return _group(group)
 
-    async def touch_groups_of(
-        self, fingerprints: list[str], now: datetime, timings: dict[str, tuple[float, float]]
-    ) -> None:
-        """Make the groups holding these (changed) alerts due; timings: route -> (group_wait, group_interval)."""
+    async def groups_of(self, fingerprints: list[str]) -> list[Group]:
+        """The groups holding these alerts, locked."""
         if not fingerprints:
-            return
+            return []
         keys = (
             await self.session.scalars(select(MemberRow.group_key).where(MemberRow.fingerprint.in_(fingerprints)))
         ).all()
+        found = []
         for key in sorted(set(keys)):
             group = await self.session.get(GroupRow, key, with_for_update=True, populate_existing=True)
             if group is not None and group.platform == self.platform:
-                wait, interval = timings.get(group.route, (30.0, 300.0))
-                group.next_flush_at = domain.due_after_change(
-                    now, group.created_at, group.last_notified_at, group.next_flush_at, wait, interval
-                )
+                found.append(_group(group))
+        return found
+
+    async def set_due(self, key: str, when: datetime) -> None:
+        """When a group is next due for a flush."""
+        await self.session.execute(
+            update(GroupRow).where(GroupRow.platform == self.platform, GroupRow.key == key).values(next_flush_at=when)
+        )
 
     async def due_groups(self, now: datetime, limit: int = 50) -> list[Group]:
         """Groups due for a flush, locked (another alerter replica skips them)."""

@@ -69,14 +69,23 @@ async def begin(
     moves: list[Transition] = []
     if running is not None and running.live:
         moves.append(domain.supersede(running, now, newer=version))
-        state = await store.save(state, moves[-1].rollout)
+        state = await keep(store, state, moves[-1].rollout)
     rollout_id = f"ro-{uuid.uuid4().hex[:12]}"
     started = domain.start(model, rollout_id, version, state.champion, await policy_of(store, model), now)
     if actor != "deployer":
         started = Transition(started.rollout, started.from_state, reason or started.reason, actor=actor)
     moves.append(started)
-    await store.save(state, started.rollout, traceparent=traceparent)
+    await keep(store, state, started.rollout, traceparent=traceparent)
     return moves
+
+
+async def keep(
+    store: DeployerStore, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
+) -> domain.ModelState:
+    """Persist a rollout's new state and the model's that follows from it (returned)."""
+    after = domain.after_save(state, rollout)
+    await store.save(after, rollout, traceparent=traceparent)
+    return after
 
 
 async def in_lifecycle_trace(uow: UoW, moves: list[Transition]) -> None:
@@ -175,7 +184,7 @@ async def on_analysis(event: CanaryAnalyzed, uow: UoW, *, clock: Clock) -> list[
     )
     if moved is None:
         return []
-    await uow.store.save(state, moved.rollout)
+    await keep(uow.store, state, moved.rollout)
     await in_lifecycle_trace(uow, [moved])
     return [announce(moved)]
 
@@ -218,7 +227,7 @@ async def commanded(
                 raise DeployerRefusal(f"unknown command {event.command!r}")
     except domain.Refused as exc:
         raise DeployerRefusal(str(exc)) from exc
-    await store.save(state, moved.rollout)
+    await keep(store, state, moved.rollout)
     return [moved]
 
 

@@ -49,15 +49,12 @@ class MemoryStore(MemorySpecs):
         """The model's current (or last) rollout."""
         return self.rollouts.get(state.rollout_id) if state.rollout_id is not None else None
 
-    async def save(
-        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
-    ) -> domain.ModelState:
-        """Persist a rollout's state, and the model's state that follows from it (returned)."""
+    async def save(self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None) -> None:
+        """Persist a rollout's state and the model's state that follows from it."""
         if rollout.rollout_id not in self.rollouts:
             self.traceparents[rollout.rollout_id] = traceparent
         self.rollouts[rollout.rollout_id] = rollout
-        self.models[state.model] = domain.after_save(state, rollout)
-        return self.models[state.model]
+        self.models[state.model] = state
 
     async def traceparent_of(self, rollout_id: str) -> str | None:
         """The trace a rollout belongs to."""

@@ -142,10 +142,8 @@ class DeployerStore(Protocol):
     async def current(self, state: domain.ModelState) -> domain.Rollout | None:
         """The model's current (or last) rollout."""
 
-    async def save(
-        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
-    ) -> domain.ModelState:
-        """Persist a rollout's state, and the model's state that follows from it (returned).
+    async def save(self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None) -> None:
+        """Persist a rollout's state and the model's state that follows from it (domain.after_save).
 
         `traceparent`, given when the rollout starts, is kept for the rest of its life.
         """
@@ -241,10 +239,8 @@ class SqlStore(SqlSpecs):
         row = await self.session.get(RolloutRow, state.rollout_id, populate_existing=True)
         return _rollout(row) if row else None
 
-    async def save(
-        self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None
-    ) -> domain.ModelState:
-        """Persist a rollout's state, and the model's state that follows from it (returned)."""
+    async def save(self, state: domain.ModelState, rollout: domain.Rollout, *, traceparent: str | None = None) -> None:
+        """Persist a rollout's state and the model's state that follows from it."""
         values = {
             "model": rollout.model,
             "candidate": rollout.candidate,
@@ -260,14 +256,11 @@ class SqlStore(SqlSpecs):
         }
         stmt = insert(RolloutRow).values(rollout_id=rollout.rollout_id, traceparent=traceparent, **values)
         await self.session.execute(stmt.on_conflict_do_update(index_elements=[RolloutRow.rollout_id], set_=values))
-        after = domain.after_save(state, rollout)
-        if after != state:
-            await self.session.execute(
-                update(ModelRow)
-                .where(ModelRow.model == state.model)
-                .values(champion=after.champion, rollout_id=after.rollout_id)
-            )
-        return after
+        await self.session.execute(
+            update(ModelRow)
+            .where(ModelRow.model == state.model)
+            .values(champion=state.champion, rollout_id=state.rollout_id)
+        )
 
     async def traceparent_of(self, rollout_id: str) -> str | None:
         """The trace a rollout belongs to."""

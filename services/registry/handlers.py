@@ -22,7 +22,9 @@ UoW = UnitOfWork[RegistryStore]
 
 async def on_data_arrived(event: DataArrived, uow: UoW) -> None:
     """Record the dataset version (the same version with another digest or URI is refused)."""
-    await uow.store.record_dataset(event, event_id=uow.envelope.id)
+    recorded = await uow.store.record_dataset(event, event_id=uow.envelope.id)
+    if recorded is not None:
+        domain.check_same_dataset(event, *recorded)
 
 
 async def on_training_started(event: TrainingStarted, uow: UoW) -> None:
@@ -32,7 +34,16 @@ async def on_training_started(event: TrainingStarted, uow: UoW) -> None:
 
 async def on_training_failed(event: TrainingFailed, uow: UoW) -> None:
     """Close the run as failed, in the model's history."""
-    await uow.store.record_training_failed(event, event_id=uow.envelope.id)
+    await uow.store.record_training_failed(event)
+    await uow.store.add_history(
+        event_id=uow.envelope.id,
+        model=event.model,
+        version=None,
+        kind="TrainingFailed",
+        summary=domain.failure_summary(event),
+        payload=event.model_dump(mode="json"),
+        occurred_at=event.occurred_at,
+    )
 
 
 async def on_model_trained(event: ModelTrained, uow: UoW) -> ModelRegistered | None:

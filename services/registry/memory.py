@@ -35,32 +35,22 @@ class MemoryStore:
     specs: dict[str, list[domain.SpecRevision]] = field(default_factory=dict)  # revisions, oldest first
     audits: list[domain.AuditEntry] = field(default_factory=list)
 
-    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
-        """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
+    async def record_dataset(self, event: DataArrived, *, event_id: str) -> tuple[str | None, str] | None:
+        """Record a dataset version if it is new (None); else the digest and URI it has."""
         existing = self.datasets.get((event.dataset, event.version))
         if existing is not None:
-            domain.check_same_dataset(event, existing.sha256, existing.uri)
-            return False
+            return existing.sha256, existing.uri
         self.datasets[(event.dataset, event.version)] = event
-        return True
+        return None
 
     async def record_training_started(self, event: TrainingStarted) -> None:
         """Open the training run (or fill in its start if ModelTrained came first)."""
         run = self.runs.setdefault(event.run_id, {"status": "running"})
         run.update(model=event.model, trigger=event.trigger, started_at=event.occurred_at)
 
-    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
-        """Close the run as failed and keep the failure in the model's history."""
+    async def record_training_failed(self, event: TrainingFailed) -> None:
+        """Close the run as failed."""
         self.runs.setdefault(event.run_id, {}).update(model=event.model, status="failed", stage=event.stage)
-        await self.add_history(
-            event_id=event_id,
-            model=event.model,
-            version=None,
-            kind="TrainingFailed",
-            summary=domain.failure_summary(event),
-            payload=event.model_dump(mode="json"),
-            occurred_at=event.occurred_at,
-        )
 
     async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
         """Give a trained model the next version number; returns (version, created)."""

@@ -44,14 +44,15 @@ class RegistryStore(Protocol):
     services.registry.domain and the handlers, not here. The store contract
     (tests/contracts/registry_store.py) runs on both."""
 
-    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
-        """Record a dataset version; False if already recorded alike; RegistryRefusal if not alike."""
+    async def record_dataset(self, event: DataArrived, *, event_id: str) -> tuple[str | None, str] | None:
+        """Record a dataset version if it is new (None); if not, nothing changes: the digest and
+        URI it was recorded with (the handler refuses another content under the same label)."""
 
     async def record_training_started(self, event: TrainingStarted) -> None:
         """Open the training run (or fill in its start if ModelTrained came first)."""
 
-    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
-        """Close the run as failed and keep the failure in the model's history."""
+    async def record_training_failed(self, event: TrainingFailed) -> None:
+        """Close the run as failed."""
 
     async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
         """Give a trained model the next version number; returns (version, created)."""
@@ -273,16 +274,11 @@ class SqlStore(SqlQueries):
         await self.session.flush()
         return int(row.id)
 
-    async def record_dataset(self, event: DataArrived, *, event_id: str) -> bool:
-        """Record a dataset version; False if it was already recorded with the same digest.
-
-        Raises RegistryRefusal when the version exists with a different digest or URI: a version
-        label names one content forever.
-        """
+    async def record_dataset(self, event: DataArrived, *, event_id: str) -> tuple[str | None, str] | None:
+        """Record a dataset version if it is new (None); else the digest and URI it has."""
         existing = await self.session.get(DatasetRow, (event.dataset, event.version), with_for_update=True)
         if existing is not None:
-            domain.check_same_dataset(event, existing.sha256, existing.uri)
-            return False
+            return existing.sha256, existing.uri
         # Events on different topics race: a model may have been trained on this data already.
         profile = await self.session.scalar(
             select(RunRow.profile)
@@ -311,7 +307,7 @@ class SqlStore(SqlQueries):
                 profile=profile,
             )
         )
-        return True
+        return None
 
     async def record_training_started(self, event: TrainingStarted) -> None:
         """Open the training run (or fill in its start if ModelTrained came first)."""
@@ -327,8 +323,8 @@ class SqlStore(SqlQueries):
         stmt = insert(RunRow).values(run_id=event.run_id, status="running", candidates=event.candidates, **values)
         await self.session.execute(stmt.on_conflict_do_update(index_elements=[RunRow.run_id], set_=values))
 
-    async def record_training_failed(self, event: TrainingFailed, *, event_id: str) -> None:
-        """Close the run as failed and keep the failure in the model's history."""
+    async def record_training_failed(self, event: TrainingFailed) -> None:
+        """Close the run as failed."""
         failure = event.model_dump(mode="json", include={"stage", "reason", "violations", "attempts"})
         values = {"status": "failed", "failure": failure, "finished_at": event.occurred_at}
         stmt = insert(RunRow).values(
@@ -341,15 +337,6 @@ class SqlStore(SqlQueries):
         )
         await self.session.execute(stmt.on_conflict_do_update(index_elements=[RunRow.run_id], set_=values))
         await self.lock_model(event.model)
-        await self.add_history(
-            event_id=event_id,
-            model=event.model,
-            version=None,
-            kind="TrainingFailed",
-            summary=domain.failure_summary(event),
-            payload=event.model_dump(mode="json"),
-            occurred_at=event.occurred_at,
-        )
 
     async def register_version(self, event: ModelTrained, *, event_id: str) -> tuple[domain.ModelVersion, bool]:
         """Give a trained model the next version number; returns (version, created).

@@ -32,19 +32,17 @@ class AlerterStoreContract:
     def model() -> str:
         return f"contract-{uuid.uuid4().hex[:8]}"
 
-    async def test_an_alert_is_news_when_new_or_firing_again_and_a_repeat_only_refreshes(
-        self, store: AlerterStore
-    ) -> None:
+    async def test_raising_tells_the_status_before_and_a_repeat_only_refreshes(self, store: AlerterStore) -> None:
         raised = alert(self.model())
-        assert await store.raise_alert(raised, T0)
-        assert not await store.raise_alert(raised, T0 + timedelta(seconds=5))
+        assert await store.raise_alert(raised, T0) is None
+        assert await store.raise_alert(raised, T0 + timedelta(seconds=5)) == "firing"
         [firing] = await store.firing_of(raised.model)
         assert (firing.times_raised, firing.starts_at, firing.updated_at) == (2, T0, T0 + timedelta(seconds=5))
         assert await store.resolve([raised.fingerprint, "nope"], T0 + timedelta(seconds=9), "gone") == [
             raised.fingerprint
         ]
         assert await store.resolve([raised.fingerprint], T0 + timedelta(seconds=9), "gone") == []
-        assert await store.raise_alert(raised, T0 + timedelta(seconds=20))
+        assert await store.raise_alert(raised, T0 + timedelta(seconds=20)) == "resolved"
         [again] = await store.firing_of(raised.model)
         assert (again.starts_at, again.ends_at, again.times_raised) == (T0 + timedelta(seconds=20), None, 3)
 
@@ -62,20 +60,22 @@ class AlerterStoreContract:
         assert not kept.covers({"version": "2"}, T0 + HOUR), "what happened after the resolution is news"
         assert await store.resolution_of(model, "training-failed") is None
 
-    async def test_stale_alerts_are_those_not_raised_since(self, store: AlerterStore) -> None:
-        old, new = alert(self.model()), alert(self.model())
+    async def test_stale_alerts_are_those_not_raised_since_but_the_kinds_kept(self, store: AlerterStore) -> None:
+        old, new, kept = alert(self.model()), alert(self.model()), alert(self.model(), "retrain-skipped")
         await store.raise_alert(old, T0)
+        await store.raise_alert(kept, T0)
         await store.raise_alert(new, T0 + timedelta(hours=2))
-        stale = await store.stale(T0 + timedelta(hours=1))
-        assert old.fingerprint in stale and new.fingerprint not in stale
+        stale = await store.stale(T0 + timedelta(hours=1), keep=frozenset({"retrain-skipped"}))
+        assert old.fingerprint in stale and new.fingerprint not in stale and kept.fingerprint not in stale
         assert (await store.all_firing())[new.fingerprint] == new.labels
 
-    async def test_a_group_is_due_after_group_wait_and_a_flush_writes_its_notification(
-        self, store: AlerterStore
-    ) -> None:
+    async def test_a_group_is_due_when_set_and_a_flush_writes_its_notification(self, store: AlerterStore) -> None:
         raised, key = alert(self.model()), f"route:{uuid.uuid4().hex[:8]}"
         await store.raise_alert(raised, T0)
-        await store.touch_group(key, "route", "log", {"model": raised.model}, raised.fingerprint, T0, 30, 300)
+        group = await store.join_group(key, "route", "log", {"model": raised.model}, raised.fingerprint, T0)
+        assert (group.created_at, group.next_flush_at, group.last_notified_at) == (T0, None, None)
+        assert [g.key for g in await store.groups_of([raised.fingerprint])] == [key]
+        await store.set_due(key, T0 + timedelta(seconds=30))
         assert key not in [g.key for g in await store.due_groups(T0 + timedelta(seconds=29))]
         [group] = [g for g in await store.due_groups(T0 + timedelta(seconds=30)) if g.key == key]
         assert (group.receiver, group.group_labels) == ("log", {"model": raised.model})

@@ -46,20 +46,20 @@ class DeployerStoreContract:
         assert await store.version_of(model, 3) is None
         assert await store.newest_approved(model) == 1
 
-    async def test_a_saved_rollout_becomes_current_and_moves_the_champion_when_promoted(
-        self, store: DeployerStore
-    ) -> None:
+    async def test_a_saved_rollout_and_model_state_are_what_the_next_lock_finds(self, store: DeployerStore) -> None:
         model = self.model()
         state = await store.lock(model)
         assert (state.champion, state.rollout_id, await store.current(state)) == (None, None, None)
         now = datetime(2026, 12, 1, tzinfo=UTC)
         started = domain.start(model, f"ro-{model}", 1, None, Policy(), now).rollout
-        state = await store.save(state, started, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
-        assert state == domain.ModelState(model, champion=1, rollout_id=started.rollout_id)
+        state = domain.ModelState(model, champion=1, rollout_id=started.rollout_id)
+        await store.save(state, started, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
         assert await store.lock(model) == state
         assert await store.current(state) == started
         later = replace(started, step=0, state="rolled-back")
-        assert (await store.save(state, later)).champion is None
+        await store.save(replace(state, champion=None), later)
+        assert (await store.lock(model)).champion is None
+        assert await store.current(state) == later
         assert await store.traceparent_of(started.rollout_id) == "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 
     async def test_a_command_is_logged_once(self, store: DeployerStore) -> None:
@@ -69,6 +69,7 @@ class DeployerStoreContract:
         await store.keep_version(registered(model, 1))
         state = await store.lock(model)
         now = datetime(2026, 12, 1, tzinfo=UTC)
-        await store.save(state, domain.start(model, f"ro-{model}", 1, None, Policy(), now).rollout)
+        started = domain.start(model, f"ro-{model}", 1, None, Policy(), now).rollout
+        await store.save(domain.after_save(state, started), started)
         [live] = await store.live_models(frozenset({model}))
         assert (live.model, live.rollout.candidate, list(live.artifacts)) == (model, 1, [1])

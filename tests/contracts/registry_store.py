@@ -85,9 +85,12 @@ class RegistryStoreContract:
     async def test_a_recorded_dataset_version_is_found_with_its_digest(self, store: Store) -> None:
         name = self.model()
         arrived = example(DataArrived, dataset=name, version="v1", sha256="c" * 64)
-        await store.record_dataset(arrived, event_id=str(uuid.uuid4()))
+        assert await store.record_dataset(arrived, event_id=str(uuid.uuid4())) is None
         found = await store.get_dataset(name, "v1")
         assert (found.uri, found.sha256) == (arrived.uri, "c" * 64)
+        other = arrived.model_copy(update={"sha256": "d" * 64})
+        assert await store.record_dataset(other, event_id=str(uuid.uuid4())) == ("c" * 64, arrived.uri)
+        assert (await store.get_dataset(name, "v1")).sha256 == "c" * 64, "a label's content never changes"
 
     async def test_the_audit_log_is_newest_first_and_a_model_matches_its_versions(self, store: Store) -> None:
         model = self.model()

@@ -103,6 +103,18 @@ def test_a_newer_approved_version_supersedes_the_running_rollout() -> None:
     assert [(s.version, s.percent) for s in domain.traffic(moved.rollout)] == [(2, 100)]
 
 
+def test_the_model_follows_its_newest_rollout_but_not_one_superseded() -> None:
+    state = domain.ModelState("churn", champion=2, rollout_id="ro-0")
+    running = canary()
+    assert domain.after_save(state, running) == domain.ModelState("churn", champion=2, rollout_id="ro-1")
+    promoted = domain.command(running, "promote", T0, actor="ops").rollout
+    assert domain.after_save(state, promoted).champion == 3
+    rolled_back = domain.on_analysis(running, "rollback", T0, bake_seconds=60, reason="worse")
+    assert rolled_back is not None and domain.after_save(state, rolled_back.rollout).champion == 2
+    superseded = domain.supersede(running, T0, newer=4).rollout
+    assert domain.after_save(state, superseded) == state
+
+
 def test_ten_thousand_keys_split_within_two_percent_and_each_key_sticks() -> None:
     rollout = canary()
     rng = random.Random(5)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
 
-PYPROJECT = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+ROOT = Path(__file__).parents[3]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 ALLOWED_IN_CONTRACT = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions"}
 
 
@@ -48,3 +50,26 @@ def test_the_client_is_forbidden_every_platform_dependency_so_it_installs_alone(
     assert not {re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0] for r in PYPROJECT["project"]["dependencies"]} & {
         re.split(r"[\[<>=!~ ]", r, maxsplit=1)[0] for r in platform
     }
+
+
+def _rules_applied(source: str) -> list[str]:
+    """Calls of a `domain` function and reads of a `domain` constant in a module (its types are fine)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "domain":
+            if node.attr[0].islower() or node.attr.isupper():
+                found.append((node.lineno, f"{node.lineno}: domain.{node.attr}"))
+    return [line for _, line in sorted(found)]
+
+
+def test_no_store_or_twin_applies_a_domain_rule() -> None:
+    services = ROOT / "services"
+    stores = sorted(services.glob("*/store.py")) + sorted(services.glob("*/memory.py"))
+    assert len(stores) >= 12, [str(p) for p in stores]
+    applied = [f"{path.relative_to(ROOT)}:{found}" for path in stores for found in _rules_applied(path.read_text())]
+    assert applied == [], "stores keep; the handlers apply domain rules"
+
+
+def test_the_rule_finder_sees_a_call_and_a_constant_but_not_a_type() -> None:
+    source = "def f(a):\n    domain.Kept(1)\n    domain.due_after_change(a)\n    return domain.UNTIL_CLEARED\n"
+    assert _rules_applied(source) == ["3: domain.due_after_change", "4: domain.UNTIL_CLEARED"]
