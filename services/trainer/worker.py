@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -54,17 +55,32 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def _fit_process_init(settings: Settings) -> None:
+    # A process group of its own: the fit process and the workers its fits start (joblib's loky
+    # processes for n_jobs) end together.
+    os.setpgrp()
     configure_logging(settings.model_copy(update={"service_name": f"{settings.service_name}-fit"}))
     feast.configure(settings)
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
 
 
 def _exit_with(parent: int) -> None:
-    """End the fit process when the trainer that started it is gone (killed, or stopped without
-    shutting its pool down): its queue's pipe never closes for the child, which holds both ends."""
+    """End the fit process and its workers when the trainer that started it is gone (killed, or
+    stopped without shutting its pool down): its queue's pipe never closes for the child, which
+    holds both ends."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    os.killpg(0, signal.SIGKILL)
+
+
+def stop_fit_processes(executor: ProcessPoolExecutor) -> None:
+    """End the pool's fit process, the fit it may be running and that fit's workers."""
+    running = list(getattr(executor, "_processes", {}).values())  # Python 3.14: terminate_workers()
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in running:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass
@@ -289,8 +305,5 @@ class Worker:
         (this one restarted, or another) takes it over. Left running, the fit would hold the
         process's exit until it finished (the pool's shutdown waits for the work in hand)."""
         if self.executor is not None:
-            running = list(getattr(self.executor, "_processes", {}).values())  # Python 3.14: terminate_workers()
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            for process in running:
-                process.terminate()
+            stop_fit_processes(self.executor)
             self.executor = None
