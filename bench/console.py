@@ -36,6 +36,7 @@ from bench.common import BENCH, free_port, publish, say, table, wait_http
 from services.monitor.tables import WindowRow
 from services.registry import handlers, store
 from shared.contract.events import ModelTrained, RolloutChanged
+from shared.ops import credentials
 from shared.runtime.db import make_engine, make_sessions
 from shared.runtime.settings import Settings
 
@@ -216,7 +217,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ports = {name: str(free_port()) for name in ("registry", "monitor", "alerter", "console")}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")},
+        # Nothing of the caller's platform but the stack's credentials (adopted by bench.common).
+        **{k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_") or k in credentials.VARIABLES},
         "MODELBUS_TOPIC_PREFIX": f"bench-console-{uuid.uuid4().hex[:6]}",
         "MODELBUS_API_TOKENS": f"{TOKEN}=viewer:bench",
         "MODELBUS_OTLP_ENDPOINT": "",

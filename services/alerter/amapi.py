@@ -254,7 +254,9 @@ def add_alertmanager_routes(
                     await clear(
                         kept, alerting, [fingerprint], now, f"resolved through the Alertmanager API by {who.actor}"
                     )
-                    await kept.audit(who.actor, "resolve-alert", fingerprint, now, api="alertmanager-v2")
+                    await kept.audit(
+                        who.actor, "resolve-alert", fingerprint, now, subject=who.subject, api="alertmanager-v2"
+                    )
                     continue
                 severity = labels.get("severity", "warning")
                 annotations = dict(alert.annotations)
@@ -269,7 +271,9 @@ def add_alertmanager_routes(
                     source_event_id=f"{who.actor}:{now.isoformat()}:{index}",
                 )
                 await fire(kept, alerting, raised, now)
-                await kept.audit(who.actor, "post-alert", fingerprint, now, api="alertmanager-v2", labels=labels)
+                await kept.audit(
+                    who.actor, "post-alert", fingerprint, now, subject=who.subject, api="alertmanager-v2", labels=labels
+                )
         return JSONResponse(None, status_code=200)
 
     @api.get("/api/v2/alerts/groups", tags=tags, response_model=None)
@@ -343,6 +347,7 @@ def add_alertmanager_routes(
             return _bad(f"invalid silence: {exc}")
         asked = commands.CreateSilence(
             actor=who.actor,
+            subject=who.subject,
             matchers=matchers,
             starts_at=posted.startsAt,
             ends_at=posted.endsAt,
@@ -364,7 +369,7 @@ def add_alertmanager_routes(
     async def delete_silence(who: Operator, silence_id: str) -> JSONResponse:
         """Expire a silence now."""
         asked = commands.ExpireSilence(
-            actor=who.actor, silence_id=silence_id, now=datetime.now(UTC), api="alertmanager-v2"
+            actor=who.actor, subject=who.subject, silence_id=silence_id, now=datetime.now(UTC), api="alertmanager-v2"
         )
         try:
             await run.run(commands.expire_silence, asked)

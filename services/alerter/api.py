@@ -112,7 +112,11 @@ def make_api(
     async def ack(who: Operator, fingerprint: str, body: Annotated[Ack | None, Body()] = None) -> dict[str, Any]:
         """Acknowledge an alert: someone is on it (it keeps notifying; silence it to mute it)."""
         asked = commands.Acknowledge(
-            actor=who.actor, fingerprint=fingerprint, now=datetime.now(UTC), comment=body.comment if body else ""
+            actor=who.actor,
+            subject=who.subject,
+            fingerprint=fingerprint,
+            now=datetime.now(UTC),
+            comment=body.comment if body else "",
         )
         try:
             return (await run.run(commands.acknowledge, asked)).as_dict()
@@ -142,6 +146,7 @@ def make_api(
             raise HTTPException(422, "give ends_at or duration")
         asked = commands.CreateSilence(
             actor=who.actor,
+            subject=who.subject,
             matchers=body.matchers,
             starts_at=body.starts_at,
             ends_at=ends,
@@ -159,7 +164,8 @@ def make_api(
         now = datetime.now(UTC)
         try:
             ended = await run.run(
-                commands.expire_silence, commands.ExpireSilence(actor=who.actor, silence_id=silence_id, now=now)
+                commands.expire_silence,
+                commands.ExpireSilence(actor=who.actor, subject=who.subject, silence_id=silence_id, now=now),
             )
         except commands.NotFound:
             raise HTTPException(404, f"no silence has the id {silence_id!r}") from None

@@ -33,6 +33,7 @@ class CreateSilence:
     `replaces`, end that silence first (Alertmanager's update: the new one gets a new id)."""
 
     actor: str
+    subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
     matchers: list[str]
     ends_at: datetime
     now: datetime
@@ -48,6 +49,7 @@ class ExpireSilence:
     """End a silence now (a pending one ends before it began)."""
 
     actor: str
+    subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
     silence_id: str
     now: datetime
     api: str | None = None
@@ -58,6 +60,7 @@ class Acknowledge:
     """Someone is on an alert (it keeps notifying; a silence mutes it)."""
 
     actor: str
+    subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
     fingerprint: str
     now: datetime
     comment: str = ""
@@ -86,7 +89,13 @@ async def create_silence(command: CreateSilence, uow: Work) -> SilenceRecord:
         if await uow.store.expire_silence(command.replaces, command.now, command.actor) is None:
             raise NotFound(f"silence {command.replaces} not found")
         await uow.store.audit(
-            command.actor, "expire-silence", command.replaces, command.now, replaced_by=record.id, **_via(command.api)
+            command.actor,
+            "expire-silence",
+            command.replaces,
+            command.now,
+            subject=command.subject,
+            replaced_by=record.id,
+            **_via(command.api),
         )
     await uow.store.add_silence(record)
     await uow.store.audit(
@@ -94,6 +103,7 @@ async def create_silence(command: CreateSilence, uow: Work) -> SilenceRecord:
         "silence",
         record.id,
         command.now,
+        subject=command.subject,
         matchers=record.matchers,
         ends_at=record.ends_at.isoformat(),
         comment=record.comment,
@@ -109,7 +119,14 @@ async def expire_silence(command: ExpireSilence, uow: Work) -> SilenceRecord:
         raise NotFound(f"silence {command.silence_id} not found")
     silence, ended = found
     if ended:
-        await uow.store.audit(command.actor, "expire-silence", command.silence_id, command.now, **_via(command.api))
+        await uow.store.audit(
+            command.actor,
+            "expire-silence",
+            command.silence_id,
+            command.now,
+            subject=command.subject,
+            **_via(command.api),
+        )
     return silence
 
 
@@ -117,5 +134,7 @@ async def acknowledge(command: Acknowledge, uow: Work) -> AlertRecord:
     acked = await uow.store.acknowledge(command.fingerprint, command.actor, command.now, command.comment)
     if acked is None:
         raise NotFound(f"no alert has the fingerprint {command.fingerprint!r}")
-    await uow.store.audit(command.actor, "ack", command.fingerprint, command.now, comment=command.comment)
+    await uow.store.audit(
+        command.actor, "ack", command.fingerprint, command.now, subject=command.subject, comment=command.comment
+    )
     return acked

@@ -192,10 +192,19 @@ class MemoryStore(MemorySpecs):
         self.alerts[fingerprint] = replace(found, acked_by=actor, acked_at=now, ack_comment=comment)
         return self.alerts[fingerprint]
 
-    async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:
+    async def audit(
+        self, actor: str, action: str, target: str, now: datetime, *, subject: str = "", **detail: Any
+    ) -> None:
         """Record an operator's action."""
         self.audits.append(
-            {"at": now.isoformat(), "actor": actor, "action": action, "target": target, "detail": detail}
+            {
+                "at": now.isoformat(),
+                "actor": actor,
+                "subject": subject,
+                "action": action,
+                "target": target,
+                "detail": detail,
+            }
         )
 
     async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -122,7 +122,9 @@ class AlerterStore(Protocol):
     async def acknowledge(self, fingerprint: str, actor: str, now: datetime, comment: str) -> AlertRecord | None:
         """Note who is on an alert; None if there is no such alert."""
 
-    async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:
+    async def audit(
+        self, actor: str, action: str, target: str, now: datetime, *, subject: str = "", **detail: Any
+    ) -> None:
         """Record an operator's action."""
 
     async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -537,9 +539,11 @@ class SqlStore(SqlSpecs):
             row.starts_at, row.ends_at, row.expired_by = min(now, row.starts_at), now, actor
         return _silence(row), ended
 
-    async def audit(self, actor: str, action: str, target: str, now: datetime, **detail: Any) -> None:
+    async def audit(
+        self, actor: str, action: str, target: str, now: datetime, *, subject: str = "", **detail: Any
+    ) -> None:
         """Record an operator's action."""
-        self.session.add(AuditRow(at=now, actor=actor, action=action, target=target, detail=detail))
+        self.session.add(AuditRow(at=now, actor=actor, subject=subject, action=action, target=target, detail=detail))
 
     async def audit_log(self, *, target: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Operators' actions on alerts and silences, newest first."""
@@ -548,7 +552,14 @@ class SqlStore(SqlSpecs):
             query = query.where(AuditRow.target == target)
         rows = await self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
         return [
-            {"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target, "detail": r.detail}
+            {
+                "at": r.at.isoformat(),
+                "actor": r.actor,
+                "subject": r.subject,
+                "action": r.action,
+                "target": r.target,
+                "detail": r.detail,
+            }
             for r in rows.all()
         ]
 

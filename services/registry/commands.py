@@ -26,6 +26,7 @@ from shared.contract.events import (
 from shared.contract.spec import ModelSpec
 from shared.contract.specparse import SpecError
 from shared.runtime.commands import CommandWork
+from shared.runtime.httpapi import Principal
 
 T = TypeVar("T")
 REFUSALS = (domain.RegistryRefusal, domain.NotFound, SpecError)
@@ -37,10 +38,16 @@ Work = CommandWork[RegistryStore]
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks: the token's name (the audit log's actor) and role."""
+    """Who asks: the token's name (the audit log's actor), role, and for an OpenID Connect token
+    its subject (the provider's stable id)."""
 
     actor: str
     role: str
+    subject: str = ""
+
+    @classmethod
+    def of(cls, who: Principal) -> Actor:
+        return cls(actor=who.actor, role=who.role, subject=who.subject)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Command:
         """Write this command's audit entry (its own detail unless `detail` is given); its id."""
         return await store.audit(
             actor=self.who.actor,
+            subject=self.who.subject,
             role=self.who.role,
             action=self.action,
             target=self.target,

@@ -114,7 +114,7 @@ def add_interchange_routes(
     run: SqlCommands[commands.Store] = SqlCommands(sessions, store.SqlStore, bus)
 
     def actor(who: Principal) -> commands.Actor:
-        return commands.Actor(actor=who.actor, role=who.role)
+        return commands.Actor.of(who)
 
     async def refuse(
         who: Principal, name: str, reason: str, status: int, message: str, detail: dict[str, Any]

@@ -155,12 +155,14 @@ class MemoryStore:
         reason: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | None = None,
+        subject: str = "",
     ) -> int:
         """Append to the audit log; returns the entry's id."""
         entry = domain.AuditEntry(
             id=len(self.audits) + 1,
             at=datetime.now(UTC),
             actor=actor,
+            subject=subject,
             role=role,
             action=action,
             target=target,

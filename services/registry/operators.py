@@ -71,8 +71,8 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
 
     @api.get("/v1/whoami", tags=["read"])
     async def whoami(who: Viewer) -> dict[str, str]:
-        """The actor and role of the token presented."""
-        return {"actor": who.actor, "role": who.role}
+        """The actor, role and (for an OpenID Connect token) subject of the token presented."""
+        return {"actor": who.actor, "role": who.role, "subject": who.subject}
 
     @api.get("/v1/dead-letters", tags=["read"])
     async def dead_letters(
@@ -125,7 +125,7 @@ def add_operator_routes(api: FastAPI, settings: Settings, *, sessions: async_ses
             **({"corrected_sha256": hashlib.sha256(value).hexdigest()} if value is not None else {}),
         }
         replayed = commands.Record(
-            who=commands.Actor(actor=who.actor, role=who.role),
+            who=commands.Actor.of(who),
             reason=item.letter.reason[:500],
             did="replay-dead-letter",
             about=item.letter.original_topic,

@@ -31,7 +31,7 @@ def add_publish_routes(api: FastAPI, *, sessions: async_sessionmaker[AsyncSessio
     run: SqlCommands[commands.Store] = SqlCommands(sessions, store.SqlStore, bus)
 
     async def publish(who: Principal, event: DataArrived | LabelsArrived) -> Published:
-        command = commands.Publish(who=commands.Actor(actor=who.actor, role=who.role), event=event)
+        command = commands.Publish(who=commands.Actor.of(who), event=event)
         with tracer.start_as_current_span(
             f"registry publish {event.event_type}", attributes={"modelbus.actor": who.actor}
         ):

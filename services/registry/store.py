@@ -104,6 +104,7 @@ class RegistryStore(Protocol):
         reason: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | None = None,
+        subject: str = "",
     ) -> int:
         """Append to the audit log; returns the entry's id."""
 
@@ -259,10 +260,12 @@ class SqlStore(SqlQueries):
         reason: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | None = None,
+        subject: str = "",
     ) -> int:
         """Append to the audit log; returns the entry's id."""
         row = AuditRow(
             actor=actor,
+            subject=subject,
             role=role,
             action=action,
             target=target,

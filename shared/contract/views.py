@@ -140,7 +140,8 @@ class AuditEntry(View):
 
     id: int = Field(description="Sequence number.")
     at: datetime = Field(description="When.")
-    actor: str = Field(description="Who.")
+    actor: str = Field(description="Who: the token's name.")
+    subject: str = Field(default="", description="The OpenID Connect token's subject (empty for a static token).")
     role: str = Field(description="Their role.")
     action: str = Field(description="What.")
     target: str = Field(description="On what (model, model@version, spec).")

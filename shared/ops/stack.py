@@ -1,7 +1,7 @@
 """The local stack without Docker: Apache Kafka (KRaft, from Maven; one node, or three with
 `--brokers 3`), PostgreSQL (OS packages),
-an S3-compatible server (rclone serve s3), Jaeger v2 (traces) and Prometheus (metrics), all on
-127.0.0.1.
+an S3-compatible server (rclone serve s3), Jaeger v2 (traces) and Prometheus (metrics), and with
+`--oidc` an OpenID Connect provider (Keycloak, shared.ops.identity), all on 127.0.0.1.
 
 State lives under `Settings.stack_dir`: downloads, data, logs and one pid file per component.
 `up` is idempotent, `down` stops exactly what `up` started, `status` shows each component.
@@ -14,6 +14,7 @@ import time
 
 from shared.ops import credentials
 from shared.ops.components import Component, Postgres, S3Server, Say, StackError
+from shared.ops.identity import Identity
 from shared.ops.kafka import KafkaCluster
 from shared.ops.observability import Metrics, Traces
 from shared.runtime.settings import Settings
@@ -21,22 +22,27 @@ from shared.runtime.settings import Settings
 __all__ = ["StackError", "components", "down", "status", "up"]
 
 
-def components(settings: Settings, say: Say) -> list[Component]:
-    """The stack's components, in start order."""
-    return [
+def components(settings: Settings, say: Say, *, oidc: bool | None = None) -> list[Component]:
+    """The stack's components, in start order; the OpenID Connect provider when `oidc` (None: when
+    it runs)."""
+    found: list[Component] = [
         Postgres("postgres", settings, say),
         S3Server("s3", settings, say),
         Traces("traces", settings, say),
         KafkaCluster("kafka", settings, say),
         Metrics("metrics", settings, say),
     ]
+    provider = Identity("oidc", settings, say)
+    if oidc or (oidc is None and provider.running()):
+        found.append(provider)
+    return found
 
 
-def up(settings: Settings, say: Say = print) -> None:
+def up(settings: Settings, say: Say = print, *, oidc: bool = False) -> None:
     """Start what is not running, then make sure topics, bucket and schema exist."""
     started = time.monotonic()
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
-    for component in components(settings, say):
+    for component in components(settings, say, oidc=oidc or None):
         if component.running():
             say(f"[{component.name}] already running (pid {component.pid()}) at {component.address()}")
             continue

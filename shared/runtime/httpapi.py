@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
 from typing import Annotated, NamedTuple
 
+import httpx
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,23 +16,28 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.runtime import oidc
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Role, Settings
 
-RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+RANK = oidc.RANK
 
 
 # ---------------------------------------------------------------- who is asking
 
 
 class Principal(NamedTuple):
-    """The caller behind a bearer token."""
+    """The caller behind a bearer token: the name audited, the role, and for a provider's token its
+    subject (the provider's stable id of the person or client)."""
 
     actor: str
     role: Role
+    subject: str = ""
 
 
-_bearer = HTTPBearer(auto_error=False, description="A token from MODELBUS_API_TOKENS.")
+_bearer = HTTPBearer(
+    auto_error=False, description="A token from MODELBUS_API_TOKENS, or the OpenID Connect provider's access token."
+)
 
 
 class RoleCheck:
@@ -46,7 +51,15 @@ class RoleCheck:
     ) -> Principal:
         if credentials is None:
             raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        principal: Principal | None = request.app.state.identify(credentials.credentials)
+        try:
+            principal: Principal | None = await request.app.state.identify(credentials.credentials)
+        except oidc.Invalid as exc:
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            raise HTTPException(401, f"the bearer token is not valid: {exc}", headers=challenge) from exc
+        except oidc.Unassigned as exc:
+            raise HTTPException(403, str(exc)) from exc
+        except oidc.Unavailable as exc:
+            raise HTTPException(503, f"the bearer token cannot be checked now: {exc}") from exc
         if principal is None:
             raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
         if RANK[principal.role] < RANK[self.role]:
@@ -54,19 +67,41 @@ class RoleCheck:
         return principal
 
 
-def identifier(settings: Settings) -> Callable[[str], Principal | None]:
-    """Token -> principal; compares against every token in constant time, whichever matches."""
-    known = [(token.encode(), Principal(actor, role)) for token, (role, actor) in settings.principals().items()]
+class Identify:
+    """Token -> principal: one of MODELBUS_API_TOKENS (compared with every one in constant time,
+    whichever matches), else, when an OpenID Connect issuer is set, the provider's access token
+    (raising oidc.Invalid, oidc.Unassigned or oidc.Unavailable with the reason)."""
 
-    def identify(presented: str) -> Principal | None:
+    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
+        principals = settings.principals().items() if settings.static_tokens else []
+        self.known = [(token.encode(), Principal(actor, role)) for token, (role, actor) in principals]
+        self.verifier = (
+            oidc.Verifier(
+                settings.oidc_issuer,
+                settings.oidc_audience,
+                oidc.grants(settings.oidc_roles),
+                groups_claim=settings.oidc_groups_claim,
+                http=http,
+            )
+            if settings.oidc_issuer
+            else None
+        )
+
+    async def __call__(self, presented: str) -> Principal | None:
         candidate = presented.encode()
         found = None
-        for token, principal in known:
+        for token, principal in self.known:
             if hmac.compare_digest(token, candidate):
                 found = principal
+        if found is None and self.verifier is not None and presented.count(".") == 2:
+            claims = await self.verifier.claims(presented)
+            found = Principal(claims.name, claims.role, claims.subject)
         return found
 
-    return identify
+
+def identifier(settings: Settings) -> Identify:
+    """How the APIs tell who presents a bearer token (see Identify)."""
+    return Identify(settings)
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -149,6 +149,20 @@ class Settings(BaseSettings):
 
     # API bearer tokens: TOKEN=ROLE[:NAME] pairs, comma-separated; ROLE is viewer, operator or admin; NAME is audited.
     api_tokens: SecretStr = SecretStr("")
+    # Whether the APIs accept api_tokens at all (false: only the OpenID Connect provider's tokens; break-glass: true).
+    static_tokens: bool = True
+    # OpenID Connect issuer whose JWT access tokens the APIs accept (its discovery document and keys); empty: none.
+    oidc_issuer: str = ""
+    # The audience an access token must name (`aud`): the client id the provider issues them for.
+    oidc_audience: str = "modelbus"
+    # The token claim listing the caller's groups.
+    oidc_groups_claim: str = "groups"
+    # Roles granted to the provider's groups: GROUP=ROLE pairs, comma-separated (viewer, operator, admin).
+    oidc_roles: str = ""
+    # The console's OAuth client at the provider (authorization code with PKCE); empty: oidc_audience.
+    oidc_client_id: str = ""
+    # The console client's secret, for a provider that keeps it confidential; empty: a public client.
+    oidc_client_secret: SecretStr = SecretStr("")
     # Largest request body the registry and alerter APIs accept, in bytes (serving has its own).
     api_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # Largest model import (model file or archive plus reference and test rows), in bytes.

@@ -70,7 +70,7 @@ class Context:
 
 def actor(who: Principal) -> commands.Actor:
     """The command's actor: the token's name and role."""
-    return commands.Actor(actor=who.actor, role=who.role)
+    return commands.Actor.of(who)
 
 
 def ref_of(name: str, ref: str) -> Ref:

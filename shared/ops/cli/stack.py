@@ -10,7 +10,8 @@ from shared.ops.cli.app import app, cli_settings
 from shared.ops.cli.render import err, say
 
 stack_app = typer.Typer(
-    help="The local stack: Kafka, PostgreSQL, the S3 server, Jaeger and Prometheus.", no_args_is_help=True
+    help="The local stack: Kafka, PostgreSQL, the S3 server, Jaeger, Prometheus and, with --oidc, Keycloak.",
+    no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
 
@@ -26,6 +27,14 @@ def stack_up(
             "default: as many as MODELBUS_KAFKA_BOOTSTRAP lists.",
         ),
     ] = None,
+    oidc: Annotated[
+        bool,
+        typer.Option(
+            "--oidc",
+            help="Also start the OpenID Connect provider (Keycloak: people ann and bob in groups team-a and "
+            "team-b; passwords under .modelbus/credentials/oidc).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local stack (idempotent), create topics and bring the schema up to date."""
     from shared.ops import stack
@@ -41,7 +50,7 @@ def stack_up(
             }
         )
     try:
-        stack.up(settings, say=say)
+        stack.up(settings, say=say, oidc=oidc)
     except stack.StackError as exc:
         err.print(f"[red]stack up failed:[/red] {exc}")
         raise typer.Exit(1) from None

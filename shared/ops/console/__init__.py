@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
 
-from shared.ops.console import auth
+from shared.ops.console import auth, oidc
 from shared.ops.console.actions import add_actions
 from shared.ops.console.app import Console, add_frame
 from shared.ops.console.pages import add_pages
@@ -31,11 +31,14 @@ from shared.runtime.settings import Settings
 def make_app(settings: Settings) -> FastAPI:
     """The console's application: pages, actions, assets, and /healthz, /readyz, /metrics."""
     sources = Sources(settings)
+    provider = oidc.Provider(settings) if settings.oidc_issuer else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await sources.close()
+        if provider is not None:
+            await provider.http.aclose()
 
     api = FastAPI(
         title="modelbus console", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -43,7 +46,7 @@ def make_app(settings: Settings) -> FastAPI:
     metrics = CollectorRegistry()
     api.add_middleware(GZipMiddleware, minimum_size=1024)  # pages; the assets come gzipped already
     api.add_middleware(HttpMetrics, registry=metrics)
-    console = Console(settings=settings, sources=sources, sessions=auth.Sessions(sources.whoami))
+    console = Console(settings=settings, sources=sources, sessions=auth.Sessions(sources.whoami), provider=provider)
     add_frame(api, console)
     add_pages(api, console)
     add_actions(api, console)

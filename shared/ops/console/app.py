@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import secrets
+import time
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -15,7 +16,7 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.ops.console import auth
+from shared.ops.console import auth, oidc
 from shared.ops.console.sources import Sources, Unavailable
 from shared.runtime.httpapi import Principal
 from shared.runtime.settings import Settings
@@ -52,6 +53,7 @@ class Console:
     settings: Settings
     sources: Sources
     sessions: auth.Sessions
+    provider: oidc.Provider | None = None  # logging in with the OpenID Connect provider
     throttle: auth.Throttle = field(default_factory=auth.Throttle)
     templates: Environment = field(
         default_factory=lambda: Environment(
@@ -63,9 +65,29 @@ class Console:
         self.templates.filters["when"] = when
 
     async def who(self, request: Request) -> Principal | None:
-        """The session's principal (None: log in first, also when the registry cannot say)."""
+        """The session's principal (None: log in first, also when the registry cannot say). A
+        provider's access token about to expire is renewed first, if the session can."""
+        session = self.sessions.session(request)
+        if session is None:
+            return None
+        if (
+            self.provider is not None
+            and session.expires_at is not None
+            and session.expires_at - time.monotonic() < oidc.RENEW_BEFORE_SECONDS
+        ):
+            if session.refresh is None:
+                return None
+            try:
+                renewed = await self.provider.renew(session.refresh, "")
+            except oidc.LoginFailed:
+                return None
+            session.token, session.refresh, session.expires_at = (
+                renewed.access,
+                renewed.refresh or session.refresh,
+                renewed.expires_at,
+            )
         try:
-            return await self.sessions.principal(self.sessions.token_of(request))
+            return await self.sessions.principal(session.token)
         except Unavailable:
             return None
 
@@ -116,6 +138,7 @@ class Console:
             status=status,
             error=error,
             next=auth.safe_next(request.query_params.get("next") or target),
+            provider=self.provider.issuer if self.provider else None,
         )
 
     def refuse(self, request: Request, who: Principal, status: int, heading: str, message: str) -> HTMLResponse:
@@ -164,6 +187,55 @@ def add_frame(api: FastAPI, console: Console) -> None:
         console.sessions.end(request)  # a new id at every login: a fixed session id opens nothing
         response = RedirectResponse(auth.safe_next(next), status_code=303)
         auth.keep_session(response, request, console.sessions.begin(token))
+        return response
+
+    @api.get(f"{auth.PREFIX}/login/oidc", include_in_schema=False)
+    async def log_in_with_provider(request: Request, next: str = "") -> Response:
+        if console.provider is None:
+            return console.login(request, error="Single sign-on is not set up here (MODELBUS_OIDC_ISSUER).", status=404)
+        try:
+            state, url = await console.provider.begin(auth.safe_next(next), oidc.callback_uri(request, auth.PREFIX))
+        except oidc.LoginFailed as exc:
+            return console.login(request, error=f"Single sign-on is not available now: {exc}", status=503)
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(
+            oidc.LOGIN_COOKIE,
+            state,
+            max_age=oidc.LOGIN_SECONDS,
+            path=f"{auth.PREFIX}/login",
+            httponly=True,
+            samesite="lax",  # the provider's redirect back is a cross-site navigation
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @api.get(f"{auth.PREFIX}/login/callback", include_in_schema=False)
+    async def provider_answered(
+        request: Request, state: str = "", code: str = "", error: str = "", error_description: str = ""
+    ) -> Response:
+        if console.provider is None:
+            return console.login(request, error="Single sign-on is not set up here.", status=404)
+        started = request.cookies.get(oidc.LOGIN_COOKIE, "")
+        if not state or not started or not secrets.compare_digest(started, state):
+            return console.login(request, error="This login was not started in this browser: start again.", status=400)
+        if error:
+            console.provider.pending.pop(state, None)
+            return console.login(request, error=f"The provider refused: {error_description or error}", status=400)
+        try:
+            tokens, next_page = await console.provider.finish(state, code)
+            known = await console.sessions.principal(tokens.access)
+        except oidc.LoginFailed as exc:
+            return console.login(request, error=f"Single sign-on failed: {exc}", status=400)
+        except Unavailable as exc:
+            return console.login(request, error=f"Nobody can say who you are now: {exc}", status=503)
+        if known is None:
+            refused = f"The provider knows you as {tokens.name}, but no role here is granted to you."
+            return console.login(request, error=refused, status=403)
+        console.sessions.end(request)
+        response = RedirectResponse(next_page, status_code=303)
+        session = console.sessions.begin(tokens.access, refresh=tokens.refresh, expires_at=tokens.expires_at)
+        auth.keep_session(response, request, session)
+        response.delete_cookie(oidc.LOGIN_COOKIE, path=f"{auth.PREFIX}/login")
         return response
 
     @api.post(f"{auth.PREFIX}/logout", include_in_schema=False)

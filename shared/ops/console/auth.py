@@ -33,12 +33,16 @@ PREFIX = "/ui"
 
 @dataclass
 class Session:
-    """One login: the API token it acts with, its CSRF token, when it began and was last used."""
+    """One login: the API token it acts with, its CSRF token, when it began and was last used; for
+    a login through the OpenID Connect provider, its refresh token and when the access token
+    expires (time.monotonic())."""
 
     token: str
     csrf: str
     began: float
     seen: float
+    refresh: str | None = None
+    expires_at: float | None = None
 
 
 class Sessions:
@@ -61,11 +65,11 @@ class Sessions:
     def _key(session_id: str) -> str:
         return hashlib.sha256(session_id.encode()).hexdigest()
 
-    def begin(self, token: str) -> str:
+    def begin(self, token: str, *, refresh: str | None = None, expires_at: float | None = None) -> str:
         """A new session acting with `token`; its id (what the cookie holds)."""
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
-        self.open[self._key(session_id)] = Session(token, secrets.token_urlsafe(32), now, now)
+        self.open[self._key(session_id)] = Session(token, secrets.token_urlsafe(32), now, now, refresh, expires_at)
         while len(self.open) > MOST_SESSIONS:  # the least recently used goes first
             self.open.popitem(last=False)
         return session_id
@@ -115,7 +119,11 @@ class Sessions:
             return kept[1]
         found = await self.whoami(token)
         role = (found or {}).get("role")
-        principal = Principal(found["actor"], role) if found and role in RANK else None  # type: ignore[arg-type]
+        principal = (
+            Principal(found["actor"], role, found.get("subject", ""))  # type: ignore[arg-type]
+            if found and role in RANK
+            else None
+        )
         if len(self.known) > 10_000:
             self.known.clear()
         self.known[key] = (now, principal)
