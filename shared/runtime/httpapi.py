@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, NamedTuple
 
 import httpx
@@ -27,12 +28,40 @@ RANK = oidc.RANK
 
 
 class Principal(NamedTuple):
-    """The caller behind a bearer token: the name audited, the role, and for a provider's token its
-    subject (the provider's stable id of the person or client)."""
+    """The caller behind a bearer token: the name audited, the strongest role they have anywhere,
+    for a provider's token its subject (the provider's stable id of the person or client), and their
+    role per workspace (`grants`, (workspace, role) pairs; `*` is every workspace; none: `role` in
+    every workspace)."""
 
     actor: str
     role: Role
     subject: str = ""
+    grants: tuple[tuple[str, Role], ...] = ()
+
+    def role_in(self, workspace: str) -> Role | None:
+        """The strongest role in a workspace, None if none."""
+        if not self.grants:
+            return self.role
+        found: list[Role] = [role for where, role in self.grants if where in (workspace, oidc.ALL)]
+        if not found:
+            return None
+        return max(found, key=RANK.__getitem__)
+
+    def may(self, workspace: str, role: Role) -> bool:
+        """Whether the caller has at least `role` in `workspace`."""
+        held = self.role_in(workspace)
+        return held is not None and RANK[held] >= RANK[role]
+
+    def workspaces(self) -> frozenset[str] | None:
+        """The workspaces the caller may read (None: every one)."""
+        if not self.grants or any(where == oidc.ALL for where, _ in self.grants):
+            return None
+        return frozenset(where for where, _ in self.grants)
+
+
+def granted(actor: str, grants: tuple[tuple[str, Role], ...], subject: str = "") -> Principal:
+    """A principal from its grants: its `role` the strongest of them."""
+    return Principal(actor, max((r for _, r in grants), key=RANK.__getitem__), subject, grants)
 
 
 _bearer = HTTPBearer(
@@ -40,8 +69,15 @@ _bearer = HTTPBearer(
 )
 
 
+WorkspaceOf = Callable[[str], Awaitable[str]]  # a model's workspace
+Refused = Callable[["Principal", Request, str, str], Awaitable[None]]  # audit a refusal: who, request, model, why
+
+
 class RoleCheck:
-    """A FastAPI dependency admitting callers with at least `role` (401 without a valid token, 403 if weaker)."""
+    """A FastAPI dependency admitting callers with at least `role` (401 without a valid token, 403 if
+    weaker). On a route of one model (a `name` path parameter) of an API that knows the models'
+    workspaces (`app.state.workspace_of`), the role must be held in that model's workspace; a
+    refusal there is told to `app.state.refused` (the registry audits it)."""
 
     def __init__(self, role: Role) -> None:
         self.role = role
@@ -64,6 +100,21 @@ class RoleCheck:
             raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
         if RANK[principal.role] < RANK[self.role]:
             raise HTTPException(403, f"role {principal.role} may not do this; it needs {self.role}")
+        model = request.path_params.get("name")
+        workspace_of: WorkspaceOf | None = getattr(request.app.state, "workspace_of", None)
+        if model is not None and workspace_of is not None:
+            workspace = await workspace_of(model)
+            if not principal.may(workspace, self.role):
+                held = principal.role_in(workspace)
+                reason = (
+                    f"{principal.actor} has no role in workspace {workspace!r} (model {model})"
+                    if held is None
+                    else f"role {held} in workspace {workspace!r} may not do this; it needs {self.role}"
+                )
+                refused: Refused | None = getattr(request.app.state, "refused", None)
+                if refused is not None:
+                    await refused(principal, request, model, reason)
+                raise HTTPException(403, reason)
         return principal
 
 
@@ -73,8 +124,10 @@ class Identify:
     (raising oidc.Invalid, oidc.Unassigned or oidc.Unavailable with the reason)."""
 
     def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
-        principals = settings.principals().items() if settings.static_tokens else []
-        self.known = [(token.encode(), Principal(actor, role)) for token, (role, actor) in principals]
+        principals = settings.static_grants().items() if settings.static_tokens else []
+        self.known = [
+            (token.encode(), granted(actor, ((workspace, role),))) for token, (role, actor, workspace) in principals
+        ]
         self.verifier = (
             oidc.Verifier(
                 settings.oidc_issuer,
@@ -95,7 +148,7 @@ class Identify:
                 found = principal
         if found is None and self.verifier is not None and presented.count(".") == 2:
             claims = await self.verifier.claims(presented)
-            found = Principal(claims.name, claims.role, claims.subject)
+            found = granted(claims.name, claims.grants, claims.subject)
         return found
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,24 +38,42 @@ class Unavailable(Exception):
     """The provider's keys cannot be read, and none are known yet (answered 503)."""
 
 
+ALL = "*"  # every workspace
+
+
 @dataclass(frozen=True)
 class Claims:
-    """What the platform takes from a valid token."""
+    """What the platform takes from a valid token: who, and their role in each workspace."""
 
     subject: str
     name: str
     groups: tuple[str, ...]
+    grants: tuple[tuple[str, Role], ...]  # (workspace or ALL, role)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A role in a workspace (ALL: in every one) for the members of a group, or for one user
+    (`user:NAME`, their preferred username or subject)."""
+
+    holder: str
     role: Role
+    workspace: str = ALL
 
 
-def grants(text: str) -> dict[str, Role]:
-    """Parse `GROUP=ROLE` pairs, comma-separated (MODELBUS_OIDC_ROLES)."""
-    found: dict[str, Role] = {}
+def grants(text: str) -> list[Grant]:
+    """Parse `HOLDER=ROLE[@WORKSPACE]`, comma-separated (MODELBUS_OIDC_ROLES): HOLDER a group, or
+    `user:NAME`."""
+    found = []
     for item in filter(None, (p.strip() for p in text.split(","))):
-        group, sep, role = item.rpartition("=")
-        if not sep or not group or role not in RANK:
-            raise ValueError(f"oidc_roles entries must look like GROUP=viewer|operator|admin, not {item!r}")
-        found[group] = role  # type: ignore[assignment]
+        holder, sep, scoped = item.rpartition("=")
+        role, _, workspace = scoped.partition("@")
+        if not sep or not holder or role not in RANK:
+            raise ValueError(
+                f"oidc_roles entries must look like GROUP=viewer|operator|admin[@WORKSPACE] (or user:NAME=...), "
+                f"not {item!r}"
+            )
+        found.append(Grant(holder, role, workspace or ALL))  # type: ignore[arg-type]
     return found
 
 
@@ -66,12 +84,12 @@ def display_name(payload: Mapping[str, Any]) -> str:
 
 @dataclass
 class Verifier:
-    """Checks the provider's access tokens; `roles` maps a group to the role its members have
-    (a member of several groups has the strongest)."""
+    """Checks the provider's access tokens; `roles` says which groups and users have which role in
+    which workspace (a member of several groups has each of their roles, the strongest counting)."""
 
     issuer: str
     audience: str
-    roles: Mapping[str, Role]
+    roles: Sequence[Grant]
     groups_claim: str = "groups"
     refresh_seconds: float = 600.0
     unknown_key_seconds: float = 5.0
@@ -119,13 +137,15 @@ class Verifier:
         groups = payload.get(self.groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]
-        granted = [self.roles[g] for g in groups if isinstance(g, str) and g in self.roles]
         subject = str(payload["sub"])
         name = display_name(payload)
+        holders = {g for g in groups if isinstance(g, str)} | {f"user:{subject}"}
+        if payload.get("preferred_username"):
+            holders.add(f"user:{payload['preferred_username']}")
+        granted = tuple(sorted({(g.workspace, g.role) for g in self.roles if g.holder in holders}))
         if not granted:
             raise Unassigned(f"{name} has no role here: none of the groups {sorted(map(str, groups))} is granted one")
-        role = max(granted, key=RANK.__getitem__)
-        return Claims(subject, name, tuple(str(g) for g in groups), role)
+        return Claims(subject, name, tuple(str(g) for g in groups), granted)
 
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         now = time.monotonic()

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # Log level of the service's JSON logs.
     log_level: str = "INFO"
 
-    # API bearer tokens: TOKEN=ROLE[:NAME] pairs, comma-separated; ROLE is viewer, operator or admin; NAME is audited.
+    # API bearer tokens: TOKEN=ROLE[@WORKSPACE][:NAME], comma-separated; no WORKSPACE: every one; NAME is audited.
     api_tokens: SecretStr = SecretStr("")
     # Whether the APIs accept api_tokens at all (false: only the OpenID Connect provider's tokens; break-glass: true).
     static_tokens: bool = True
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     oidc_audience: str = "modelbus"
     # The token claim listing the caller's groups.
     oidc_groups_claim: str = "groups"
-    # Roles granted to the provider's groups: GROUP=ROLE pairs, comma-separated (viewer, operator, admin).
+    # Roles the provider's groups and users have: GROUP=ROLE[@WORKSPACE] or user:NAME=ROLE[@WORKSPACE], comma-separated.
     oidc_roles: str = ""
     # The console's OAuth client at the provider (authorization code with PKCE); empty: oidc_audience.
     oidc_client_id: str = ""
@@ -355,14 +355,20 @@ class Settings(BaseSettings):
 
     def principals(self) -> dict[str, tuple[Role, str]]:
         """Parse api_tokens into {token: (role, actor name)}; an unnamed token's actor is ROLE-<digest>."""
-        pairs: dict[str, tuple[Role, str]] = {}
+        return {token: (role, actor) for token, (role, actor, _) in self.static_grants().items()}
+
+    def static_grants(self) -> dict[str, tuple[Role, str, str]]:
+        """Parse api_tokens into {token: (role, actor name, workspace)}: `TOKEN=ROLE[@WORKSPACE][:NAME]`,
+        the workspace `*` (every one) when none is named."""
+        pairs: dict[str, tuple[Role, str, str]] = {}
         for item in filter(None, (p.strip() for p in self.api_tokens.get_secret_value().split(","))):
             token, sep, grant = item.rpartition("=")
-            role, _, name = grant.partition(":")
+            scoped, _, name = grant.partition(":")
+            role, _, workspace = scoped.partition("@")
             if not sep or role not in ("viewer", "operator", "admin") or not token:
-                raise ValueError("api_tokens entries must look like TOKEN=viewer|operator|admin[:NAME]")
+                raise ValueError("api_tokens entries must look like TOKEN=viewer|operator|admin[@WORKSPACE][:NAME]")
             actor = name or f"{role}-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
-            pairs[token] = (role, actor)  # type: ignore[assignment]
+            pairs[token] = (role, actor, workspace or "*")  # type: ignore[assignment]
         return pairs
 
 

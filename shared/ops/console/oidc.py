@@ -75,7 +75,7 @@ class Provider:
     id_tokens: oidc.Verifier = field(init=False)
 
     def __post_init__(self) -> None:
-        self.id_tokens = oidc.Verifier(self.settings.oidc_issuer, self.client_id, {}, http=self.http)
+        self.id_tokens = oidc.Verifier(self.settings.oidc_issuer, self.client_id, [], http=self.http)
 
     @property
     def client_id(self) -> str:

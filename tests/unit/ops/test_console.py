@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.registry import domain
 from shared.ops.console import auth, charts, drawings
+from shared.runtime.httpapi import Principal
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -237,8 +238,8 @@ async def test_a_session_is_whoever_the_registry_says_the_token_is_asked_once_pe
         return known.get(token)
 
     sessions = auth.Sessions(whoami)
-    assert await sessions.principal("op") == ("olga", "operator")
-    assert await sessions.principal("op") == ("olga", "operator") and asked == ["op"]
+    assert await sessions.principal("op") == Principal("olga", "operator")
+    assert await sessions.principal("op") == Principal("olga", "operator") and asked == ["op"]
     assert await sessions.principal("nobody") is None
     assert await sessions.principal("odd") is None, "a role the console does not know is no session"
     assert await sessions.principal(None) is None and await sessions.principal("") is None

@@ -212,7 +212,11 @@ async def test_when_the_issuer_cannot_be_reached_the_answer_says_so_and_is_not_a
 
 
 def test_role_grants_are_parsed_and_a_bad_one_is_named() -> None:
-    assert oidc.grants("team-a=operator, platform=admin") == {"team-a": "operator", "platform": "admin"}
+    assert oidc.grants("team-a=operator@fraud, platform=admin, user:ann=viewer@churn") == [
+        oidc.Grant("team-a", "operator", "fraud"),
+        oidc.Grant("platform", "admin", oidc.ALL),
+        oidc.Grant("user:ann", "viewer", "churn"),
+    ]
     with pytest.raises(ValueError, match="'team-a=owner'"):
         oidc.grants("team-a=owner")
 
