@@ -33,7 +33,7 @@ from fastapi.routing import APIRoute
 from pydantic import AnyUrl, BaseModel, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerter import commands, domain, formats
+from services.alerter import access, commands, domain, formats
 from services.alerter.config import (
     ALL_LABELS,
     AlerterConfig,
@@ -44,7 +44,7 @@ from services.alerter.config import (
 from services.alerter.handlers import Alerting, clear, fire
 from services.alerter.store import SqlStore
 from shared.runtime.commands import SqlCommands
-from shared.runtime.httpapi import Operator, Viewer
+from shared.runtime.httpapi import Operator, Principal, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.telemetry import code_version
 
@@ -175,7 +175,12 @@ def add_alertmanager_routes(
         return [{"name": receiver.name} for receiver in config.receivers]
 
     async def listed(
-        active: bool, silenced: bool, inhibited: bool, filter: list[str] | None, receiver: str | None
+        who: Principal,
+        active: bool,
+        silenced: bool,
+        inhibited: bool,
+        filter: list[str] | None,
+        receiver: str | None,
     ) -> list[tuple[list[str], dict[str, Any]]] | JSONResponse:
         """The firing alerts that pass the filters: each one's route paths and gettableAlert."""
         try:
@@ -191,8 +196,9 @@ def add_alertmanager_routes(
             firing = await kept.all_firing()
         inhibitors = domain.inhibited({r.fingerprint: r.labels for r in rows}, firing, config.inhibit_rules)
         found = []
+        readable = who.workspaces()
         for row in rows:
-            if not all(m.matches(row.labels) for m in wanted):
+            if not access.visible(readable, row.labels) or not all(m.matches(row.labels) for m in wanted):
                 continue
             every = routes_for(config, row.labels)
             paths = every
@@ -218,7 +224,7 @@ def add_alertmanager_routes(
 
     @api.get("/api/v2/alerts", tags=tags, response_model=None)
     async def alerts(
-        _: Viewer,
+        who: Viewer,
         active: bool = True,
         silenced: bool = True,
         inhibited: bool = True,
@@ -226,8 +232,8 @@ def add_alertmanager_routes(
         filter: Annotated[list[str] | None, Query()] = None,
         receiver: str | None = None,
     ) -> list[dict[str, Any]] | JSONResponse:
-        """Firing alerts, as Alertmanager lists them."""
-        found = await listed(active, silenced, inhibited, filter, receiver)
+        """Firing alerts (of the workspaces you may read), as Alertmanager lists them."""
+        found = await listed(who, active, silenced, inhibited, filter, receiver)
         if isinstance(found, JSONResponse):
             return found
         return [gettable for _, gettable in found]
@@ -244,6 +250,16 @@ def add_alertmanager_routes(
             return _bad(f"invalid alerts: {problems}")
         if len(posted) > MOST_POSTED:
             return _bad(f"{len(posted)} alerts in one request; the limit is {MOST_POSTED}")
+        operated = who.workspaces("operator")
+        for alert in posted:
+            if not access.visible(operated, alert.labels):
+                where = alert.labels.get(access.LABEL)
+                yours = ", ".join(sorted(operated or ()))
+                return _bad(
+                    f"{who.actor} may post alerts only of the workspaces they operate ({yours}): give the label "
+                    f"workspace" + (f", not {where!r}" if where else ""),
+                    403,
+                )
         now = datetime.now(UTC)
         async with sessions() as session, session.begin():
             kept = SqlStore(session, platform)
@@ -278,7 +294,7 @@ def add_alertmanager_routes(
 
     @api.get("/api/v2/alerts/groups", tags=tags, response_model=None)
     async def alert_groups(
-        _: Viewer,
+        who: Viewer,
         active: bool = True,
         silenced: bool = True,
         inhibited: bool = True,
@@ -287,7 +303,7 @@ def add_alertmanager_routes(
     ) -> list[dict[str, Any]] | JSONResponse:
         """Firing alerts by the groups the routing tree puts them in (a route's receiver and its
         group_by labels), as Alertmanager lists them; Karma and Grafana read these."""
-        found = await listed(active, silenced, inhibited, filter, receiver)
+        found = await listed(who, active, silenced, inhibited, filter, receiver)
         if isinstance(found, JSONResponse):
             return found
         groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = {}
@@ -304,10 +320,10 @@ def add_alertmanager_routes(
 
     @api.get("/api/v2/silences", tags=tags, response_model=None)
     async def silences(
-        _: Viewer,
+        who: Viewer,
         filter: Annotated[list[str] | None, Query()] = None,
     ) -> list[dict[str, Any]] | JSONResponse:
-        """Every silence, expired ones too, newest first."""
+        """Every silence (of the workspaces you may read), expired ones too, newest first."""
         try:
             wanted = _matchers(filter or [])
         except ValueError as exc:
@@ -315,20 +331,25 @@ def add_alertmanager_routes(
         now = datetime.now(UTC)
         async with sessions() as session:
             found = await SqlStore(session, platform).silences(include_expired=True, now=now)
+        readable = who.workspaces()
         return [
             formats.gettable_silence(s.as_dict(now), now)
             for s in found
             if formats.silence_matches_filter(s.matchers, wanted)
+            and (readable is None or access.silence_workspace(s.matchers) in readable)
         ]
 
     @api.get("/api/v2/silence/{silence_id}", tags=tags, response_model=None)
-    async def silence(_: Viewer, silence_id: str) -> dict[str, Any] | JSONResponse:
+    async def silence(who: Viewer, silence_id: str) -> dict[str, Any] | JSONResponse:
         """One silence."""
         now = datetime.now(UTC)
         async with sessions() as session:
             found = await SqlStore(session, platform).silence(silence_id)
         if found is None:
             return _bad(f"silence {silence_id} not found", 404)
+        readable = who.workspaces()
+        if readable is not None and access.silence_workspace(found.matchers) not in readable:
+            return _bad(f"silence {silence_id} belongs to a workspace {who.actor} may not read", 403)
         return formats.gettable_silence(found.as_dict(now), now)
 
     @api.post("/api/v2/silences", tags=tags, response_model=None)
@@ -348,6 +369,7 @@ def add_alertmanager_routes(
         asked = commands.CreateSilence(
             actor=who.actor,
             subject=who.subject,
+            workspaces=who.workspaces("operator"),
             matchers=matchers,
             starts_at=posted.startsAt,
             ends_at=posted.endsAt,
@@ -363,18 +385,27 @@ def add_alertmanager_routes(
             return _bad(f"invalid silence: {exc}")
         except commands.NotFound as exc:
             return _bad(str(exc), 404)
+        except access.Forbidden as exc:
+            return _bad(str(exc), 403)
         return {"silenceID": record.id}
 
     @api.delete("/api/v2/silence/{silence_id}", tags=tags, response_model=None)
     async def delete_silence(who: Operator, silence_id: str) -> JSONResponse:
         """Expire a silence now."""
         asked = commands.ExpireSilence(
-            actor=who.actor, subject=who.subject, silence_id=silence_id, now=datetime.now(UTC), api="alertmanager-v2"
+            actor=who.actor,
+            subject=who.subject,
+            workspaces=who.workspaces("operator"),
+            silence_id=silence_id,
+            now=datetime.now(UTC),
+            api="alertmanager-v2",
         )
         try:
             await run.run(commands.expire_silence, asked)
         except commands.NotFound as exc:
             return _bad(str(exc), 404)
+        except access.Forbidden as exc:
+            return _bad(str(exc), 403)
         return JSONResponse(None, status_code=200)
 
     @api.options("/api/v2/{rest:path}", tags=tags, include_in_schema=False)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.alerter import commands, domain
+from services.alerter import access, commands, domain
 from services.alerter.amapi import add_alertmanager_routes
 from services.alerter.config import AlerterConfig, Matcher, seconds
 from services.alerter.handlers import Alerting
@@ -22,6 +23,7 @@ from shared.runtime.httpapi import (
     HttpMetrics,
     Limit,
     Operator,
+    Principal,
     Viewer,
     add_error_handlers,
     add_health_routes,
@@ -53,6 +55,12 @@ class NewSilence(BaseModel):
         return [str(Matcher.parse(m)) for m in value]
 
 
+def everywhere(who: Principal) -> None:
+    """Forbidden unless the caller has a role in every workspace (what spans all of them)."""
+    if who.workspaces() is not None:
+        raise access.Forbidden(f"{who.actor} has roles in some workspaces only; this spans every workspace")
+
+
 def make_api(
     settings: Settings,
     config: AlerterConfig,
@@ -72,18 +80,23 @@ def make_api(
 
     add_health_routes(api, sessions, bus, metrics)
 
+    @api.exception_handler(access.Forbidden)
+    async def _forbidden(_: Request, exc: access.Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @api.get("/v1/alerts", tags=["read"])
     async def list_alerts(
-        _: Viewer,
+        who: Viewer,
         status: Annotated[Literal["firing", "resolved"] | None, Query()] = None,
         model: str | None = None,
         kind: str | None = None,
         limit: Limit = 100,
     ) -> list[dict[str, Any]]:
-        """Alerts, most recently raised first."""
+        """Alerts (of the workspaces you may read), most recently raised first."""
         async with sessions() as session:
             kept = SqlStore(session, platform)
             rows = await kept.alerts(status=status, model=model, kind=kind, limit=limit)
+            rows = [r for r in rows if access.visible(who.workspaces(), r.labels)]
             now = datetime.now(UTC)
             silences = await kept.active_silences(now)
             firing = await kept.all_firing()
@@ -98,13 +111,14 @@ def make_api(
         return found
 
     @api.get("/v1/alerts/{fingerprint}", tags=["read"])
-    async def show_alert(_: Viewer, fingerprint: str) -> dict[str, Any]:
+    async def show_alert(who: Viewer, fingerprint: str) -> dict[str, Any]:
         """One alert, with the notifications that carried it."""
         async with sessions() as session:
             kept = SqlStore(session, platform)
             found = await kept.alert(fingerprint)
             if found is None:
                 raise HTTPException(404, f"no alert has the fingerprint {fingerprint!r}")
+            access.check_alert(who.workspaces(), found.labels, who.actor)
             sent = await kept.notifications_of(fingerprint)
         return {**found.as_dict(), "notifications": [n.as_dict() for n in sent]}
 
@@ -114,6 +128,7 @@ def make_api(
         asked = commands.Acknowledge(
             actor=who.actor,
             subject=who.subject,
+            workspaces=who.workspaces("operator"),
             fingerprint=fingerprint,
             now=datetime.now(UTC),
             comment=body.comment if body else "",
@@ -124,12 +139,16 @@ def make_api(
             raise HTTPException(404, str(exc)) from None
 
     @api.get("/v1/silences", tags=["read"])
-    async def list_silences(_: Viewer, expired: bool = False) -> list[dict[str, Any]]:
-        """Silences in force or to come (and ended ones with expired=true), newest first."""
+    async def list_silences(who: Viewer, expired: bool = False) -> list[dict[str, Any]]:
+        """Silences (of the workspaces you may read) in force or to come (and ended ones with
+        expired=true), newest first."""
         now = datetime.now(UTC)
+        readable = who.workspaces()
         async with sessions() as session:
             found = await SqlStore(session, platform).silences(include_expired=expired, now=now)
-            return [s.as_dict(now) for s in found]
+            return [
+                s.as_dict(now) for s in found if readable is None or access.silence_workspace(s.matchers) in readable
+            ]
 
     @api.post("/v1/silences", tags=["act"], status_code=201)
     async def create_silence(who: Operator, body: NewSilence) -> dict[str, Any]:
@@ -147,6 +166,7 @@ def make_api(
         asked = commands.CreateSilence(
             actor=who.actor,
             subject=who.subject,
+            workspaces=who.workspaces("operator"),
             matchers=body.matchers,
             starts_at=body.starts_at,
             ends_at=ends,
@@ -165,23 +185,32 @@ def make_api(
         try:
             ended = await run.run(
                 commands.expire_silence,
-                commands.ExpireSilence(actor=who.actor, subject=who.subject, silence_id=silence_id, now=now),
+                commands.ExpireSilence(
+                    actor=who.actor,
+                    subject=who.subject,
+                    workspaces=who.workspaces("operator"),
+                    silence_id=silence_id,
+                    now=now,
+                ),
             )
         except commands.NotFound:
             raise HTTPException(404, f"no silence has the id {silence_id!r}") from None
         return ended.as_dict(now)
 
     @api.get("/v1/audit", tags=["read"])
-    async def audit(_: Viewer, target: str | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
-        """Who acknowledged or silenced what (target: an alert's fingerprint or a silence's id), newest first."""
+    async def audit(who: Viewer, target: str | None = None, limit: Limit = 100) -> list[dict[str, Any]]:
+        """Who acknowledged or silenced what (target: an alert's fingerprint or a silence's id), newest
+        first; for callers with a role in every workspace."""
+        everywhere(who)
         async with sessions() as session:
             return await SqlStore(session, platform).audit_log(target=target, limit=limit)
 
     @api.get("/v1/notifications", tags=["read"])
     async def list_notifications(
-        _: Viewer, status: Annotated[Literal["pending", "sent"] | None, Query()] = None, limit: Limit = 100
+        who: Viewer, status: Annotated[Literal["pending", "sent"] | None, Query()] = None, limit: Limit = 100
     ) -> list[dict[str, Any]]:
-        """The notification log, newest first."""
+        """The notification log, newest first; for callers with a role in every workspace."""
+        everywhere(who)
         async with sessions() as session:
             return [n.as_dict() for n in await SqlStore(session, platform).notifications(status=status, limit=limit)]
 

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.alerter import access
 from services.alerter.config import EMPTY_SILENCE, Matcher, mutes_everything
 from services.alerter.records import AlertRecord, SilenceRecord
 from services.alerter.store import AlerterStore
@@ -34,6 +35,7 @@ class CreateSilence:
 
     actor: str
     subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
+    workspaces: frozenset[str] | None = None  # where the actor is an operator (None: every workspace)
     matchers: list[str]
     ends_at: datetime
     now: datetime
@@ -50,6 +52,7 @@ class ExpireSilence:
 
     actor: str
     subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
+    workspaces: frozenset[str] | None = None  # where the actor is an operator (None: every workspace)
     silence_id: str
     now: datetime
     api: str | None = None
@@ -61,6 +64,7 @@ class Acknowledge:
 
     actor: str
     subject: str = ""  # the provider's id of the actor (an OpenID Connect token's subject)
+    workspaces: frozenset[str] | None = None  # where the actor is an operator (None: every workspace)
     fingerprint: str
     now: datetime
     comment: str = ""
@@ -73,6 +77,7 @@ def _via(api: str | None) -> dict[str, str]:
 async def create_silence(command: CreateSilence, uow: Work) -> SilenceRecord:
     if mutes_everything([Matcher.parse(m) for m in command.matchers]):
         raise Refused(EMPTY_SILENCE)
+    access.check_silence(command.workspaces, command.matchers, command.actor)
     starts = max(command.starts_at or command.now, command.now)
     if command.ends_at <= starts:
         raise Refused("the end time must be after the start time (and after now)")
@@ -86,8 +91,11 @@ async def create_silence(command: CreateSilence, uow: Work) -> SilenceRecord:
         created_at=command.now,
     )
     if command.replaces:
-        if await uow.store.expire_silence(command.replaces, command.now, command.actor) is None:
+        replaced = await uow.store.silence(command.replaces)
+        if replaced is None:
             raise NotFound(f"silence {command.replaces} not found")
+        access.check_silence(command.workspaces, replaced.matchers, command.actor)
+        await uow.store.expire_silence(command.replaces, command.now, command.actor)
         await uow.store.audit(
             command.actor,
             "expire-silence",
@@ -114,6 +122,9 @@ async def create_silence(command: CreateSilence, uow: Work) -> SilenceRecord:
 
 
 async def expire_silence(command: ExpireSilence, uow: Work) -> SilenceRecord:
+    existing = await uow.store.silence(command.silence_id)
+    if existing is not None:
+        access.check_silence(command.workspaces, existing.matchers, command.actor)
     found = await uow.store.expire_silence(command.silence_id, command.now, command.actor)
     if found is None:
         raise NotFound(f"silence {command.silence_id} not found")
@@ -131,6 +142,9 @@ async def expire_silence(command: ExpireSilence, uow: Work) -> SilenceRecord:
 
 
 async def acknowledge(command: Acknowledge, uow: Work) -> AlertRecord:
+    existing = await uow.store.alert(command.fingerprint)
+    if existing is not None:
+        access.check_alert(command.workspaces, existing.labels, command.actor)
     acked = await uow.store.acknowledge(command.fingerprint, command.actor, command.now, command.comment)
     if acked is None:
         raise NotFound(f"no alert has the fingerprint {command.fingerprint!r}")

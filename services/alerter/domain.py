@@ -120,10 +120,17 @@ ALERTNAMES = {
 }
 
 
-def _labels(model: str, version: int | None, kind: str, severity: str, alerts: Alerts | None) -> dict[str, str]:
+def _labels(
+    model: str, version: int | None, kind: str, severity: str, alerts: Alerts | None, workspace: str
+) -> dict[str, str]:
     labels = {**(alerts.labels if alerts else {})}
     labels.update(
-        alertname=ALERTNAMES[kind], model=model, kind=kind, severity=severity, team=alerts.team if alerts else "ml"
+        alertname=ALERTNAMES[kind],
+        model=model,
+        kind=kind,
+        severity=severity,
+        team=alerts.team if alerts else "ml",
+        workspace=workspace,
     )
     if version is not None:
         labels["version"] = str(version)
@@ -137,9 +144,16 @@ def _names(items: Iterable[str]) -> str:
 
 
 def raised_by(
-    event: Event, event_id: str, traceparent: str | None, alerts: Alerts | None, links: Links
+    event: Event,
+    event_id: str,
+    traceparent: str | None,
+    alerts: Alerts | None,
+    links: Links,
+    workspace: str = "default",
 ) -> Alert | None:
-    """The alert an event raises, if any. `alerts` is the model's spec's alert labels (if known)."""
+    """The alert an event raises, if any. `alerts` is the model's spec's alert labels (if known),
+    `workspace` the model's (a label of every model's alert, for routing and for who may see it;
+    the platform's own alerts have none)."""
     default: Severity = alerts.severity if alerts else "warning"
     model = getattr(event, "model", PLATFORM)
     version: int | None = None
@@ -228,7 +242,7 @@ def raised_by(
         return Alert(model, labels, annotations, severity, event.event_type, event_id)
     else:
         return None
-    labels = _labels(model, version, kind, severity, alerts)
+    labels = _labels(model, version, kind, severity, alerts, workspace)
     annotations = {"summary": summary[:1000], "evidence": json.dumps(evidence, default=str)[:20_000]}
     annotations.update(links.annotations(model, version, traceparent))
     return Alert(model, labels, annotations, severity, event.event_type, event_id)

@@ -98,7 +98,14 @@ async def on_event(
     now = datetime.now(UTC)
     model = getattr(event, "model", domain.PLATFORM)
     known = await store.spec_of(model) if model != domain.PLATFORM else None
-    alert = domain.raised_by(event, event_id, traceparent, known.alerts if known else None, alerting.links)
+    alert = domain.raised_by(
+        event,
+        event_id,
+        traceparent,
+        known.alerts if known else None,
+        alerting.links,
+        known.workspace if known else "default",
+    )
     late = None
     if alert is not None:
         kept = await store.resolution_of(model, alert.labels.get("kind", ""))

@@ -91,6 +91,14 @@ class MemoryStore(MemorySpecs):
         """The latest resolution kept for a model's alerts of a kind."""
         return self.resolutions.get((model, kind))
 
+    async def alert(self, fingerprint: str, *, lock: bool = False) -> AlertRecord | None:
+        """One alert."""
+        return self.alerts.get(fingerprint)
+
+    async def silence(self, silence_id: str) -> SilenceRecord | None:
+        """One silence."""
+        return self.silences.get(silence_id)
+
     async def firing_of(self, model: str) -> list[AlertRecord]:
         """The model's firing alerts."""
         return [a for a in self.alerts.values() if a.model == model and a.status == "firing"]

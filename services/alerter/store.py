@@ -59,6 +59,12 @@ class AlerterStore(Protocol):
     async def firing_of(self, model: str) -> list[AlertRecord]:
         """The model's firing alerts."""
 
+    async def alert(self, fingerprint: str, *, lock: bool = False) -> AlertRecord | None:
+        """One alert (locked until the transaction ends, if `lock`)."""
+
+    async def silence(self, silence_id: str) -> SilenceRecord | None:
+        """One silence."""
+
     async def keep_resolution(self, resolution: domain.Resolution) -> None:
         """Keep a resolution (per model and kind, the latest) for the events that happened before
         it and arrive after it."""

@@ -54,6 +54,14 @@ def make_api(
     api.add_middleware(HttpMetrics, registry=metrics)
     add_health_routes(api, sessions, bus, metrics)
 
+    async def workspace_of(model: str) -> str:
+        """The model's workspace, from the spec the monitor keeps (a model without one: `default`)."""
+        async with sessions() as session:
+            spec = await SqlStore(session).spec_of(model)
+        return spec.workspace if spec is not None else "default"
+
+    api.state.workspace_of = workspace_of  # a role in the model's workspace opens its windows
+
     @api.get("/v1/models/{name}/windows", tags=["read"])
     async def windows(_: Viewer, name: str, limit: WindowLimit = 500) -> dict[str, Any]:
         """A model's closed windows, oldest first (the newest `limit`), each version's

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registry import domain, routes, store
-from services.registry.cache import AliasCache
+from services.registry.cache import AliasCache, Workspaces
 from services.registry.interchange import add_interchange_routes
 from services.registry.operators import add_operator_routes
 from services.registry.publishing import add_publish_routes
@@ -32,6 +32,7 @@ from shared.runtime.feast import FeatureStoreError
 from shared.runtime.httpapi import (
     BodyLimit,
     HttpMetrics,
+    Principal,
     add_error_handlers,
     add_health_routes,
     identifier,
@@ -67,7 +68,31 @@ def make_api(
 
     @api.exception_handler(domain.RegistryRefusal)
     async def _refused(_: Request, exc: domain.RegistryRefusal) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse({"detail": str(exc)}, status_code=403 if isinstance(exc, domain.Forbidden) else 409)
+
+    async def lookup(model: str) -> str | None:
+        async with sessions() as session:
+            return await store.SqlStore(session).workspace_of(model)
+
+    workspaces = Workspaces(lookup)
+    api.state.workspaces = workspaces
+    api.state.workspace_of = workspaces.of
+
+    async def refused(who: Principal, request: Request, model: str, reason: str) -> None:
+        """A request refused for the model's workspace is audited like any refused action."""
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        async with sessions() as session, session.begin():
+            await store.SqlStore(session).audit(
+                actor=who.actor,
+                subject=who.subject,
+                role=who.role,
+                action=f"{request.method} {route}"[:64],
+                target=model,
+                outcome="refused",
+                detail={"error": reason},
+            )
+
+    api.state.refused = refused
 
     @api.exception_handler(FeatureStoreError)
     async def _no_feature_store(_: Request, exc: FeatureStoreError) -> JSONResponse:

@@ -4,6 +4,8 @@ announced (PostgreSQL NOTIFY in the changing transaction)."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from services.registry.store import NOTIFY_CHANNEL
 from shared.runtime.notify import Listener
@@ -58,3 +60,28 @@ class AliasCache:
 
 
 # ---------------------------------------------------------------- request bodies
+
+
+class Workspaces:
+    """Each model's workspace, asked of the store at most every `seconds` per model (a model moves
+    between workspaces only when an admin applies a spec naming another; this process forgets at
+    once, other replicas within `seconds`). A model that does not exist belongs to `default`."""
+
+    def __init__(self, lookup: Callable[[str], Awaitable[str | None]], *, seconds: float = 5.0) -> None:
+        self.lookup = lookup
+        self.seconds = seconds
+        self._known: dict[str, tuple[float, str]] = {}
+
+    async def of(self, model: str) -> str:
+        now = time.monotonic()
+        kept = self._known.get(model)
+        if kept is not None and now - kept[0] < self.seconds:
+            return kept[1]
+        found = await self.lookup(model) or "default"
+        if len(self._known) >= MAX_CACHED:
+            self._known.clear()
+        self._known[model] = (now, found)
+        return found
+
+    def forget(self, model: str) -> None:
+        self._known.pop(model, None)

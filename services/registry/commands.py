@@ -27,6 +27,7 @@ from shared.contract.spec import ModelSpec
 from shared.contract.specparse import SpecError
 from shared.runtime.commands import CommandWork
 from shared.runtime.httpapi import Principal
+from shared.runtime.settings import Role
 
 T = TypeVar("T")
 REFUSALS = (domain.RegistryRefusal, domain.NotFound, SpecError)
@@ -44,10 +45,15 @@ class Actor:
     actor: str
     role: str
     subject: str = ""
+    grants: tuple[tuple[str, Role], ...] = ()  # per workspace (see Principal); none: `role` everywhere
 
     @classmethod
     def of(cls, who: Principal) -> Actor:
-        return cls(actor=who.actor, role=who.role, subject=who.subject)
+        return cls(actor=who.actor, role=who.role, subject=who.subject, grants=who.grants)
+
+    def may(self, workspace: str, role: Role) -> bool:
+        """Whether the actor has at least `role` in `workspace`."""
+        return Principal(self.actor, self.role, self.subject, self.grants).may(workspace, role)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -374,6 +380,13 @@ async def drop_tag(command: DropTag, uow: Work, audit_id: int) -> None:
 @audited
 async def apply_spec(command: ApplySpec, uow: Work, audit_id: int) -> Applied:
     spec = await asyncio.to_thread(command.check, command.spec_yaml)
+    owner = await uow.store.workspace_of(spec.model)
+    for workspace in sorted({spec.workspace, owner or spec.workspace}):
+        if not command.who.may(workspace, "admin"):
+            raise domain.Forbidden(
+                f"{command.who.actor} may not apply specs in workspace {workspace!r}: that needs admin there"
+                + (f" (model {spec.model} belongs to {owner!r})" if owner and owner != spec.workspace else "")
+            )
     revision, changed = await uow.store.apply_spec(spec, command.spec_yaml, applied_by=command.who.actor)
     if changed:
         uow.emit(

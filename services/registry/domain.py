@@ -48,6 +48,10 @@ class RegistryRefusal(ValueError):
     """An event or request the registry will not apply; the message says why."""
 
 
+class Forbidden(RegistryRefusal):
+    """A request the caller's role in the model's workspace does not allow (answered 403)."""
+
+
 class NotFound(LookupError):
     """A model, version, alias, dataset or spec that does not exist."""
 

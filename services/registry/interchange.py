@@ -37,7 +37,7 @@ from shared.runtime import sandbox
 from shared.runtime.artifacts import ArtifactError, ArtifactStore
 from shared.runtime.bus import Bus
 from shared.runtime.commands import SqlCommands
-from shared.runtime.httpapi import RANK, Principal, Viewer
+from shared.runtime.httpapi import Principal, Viewer
 from shared.runtime.settings import Settings
 from shared.runtime.telemetry import code_version
 
@@ -137,8 +137,11 @@ def add_interchange_routes(
     async def import_model(who: Viewer, name: str, request: Request) -> Imported:
         """Import a model trained elsewhere (operator): skops, ONNX or an MLflow model; it becomes the
         model's next version and goes through the same evaluation, rollout and monitoring."""
-        if RANK[who.role] < RANK["operator"]:
-            await refuse(who, name, "", 403, f"role {who.role} may not import models; it needs operator", {})
+        workspace = await request.app.state.workspace_of(name)
+        if not who.may(workspace, "operator"):
+            held = who.role_in(workspace)
+            message = f"role {held} in workspace {workspace!r} may not import models; it needs operator"
+            await refuse(who, name, "", 403, message, {})
         declared = int(request.headers.get("content-length") or 0)
         limit = settings.import_max_bytes
         if declared > limit:

@@ -201,6 +201,7 @@ class MemoryStore:
         spec = self.specs[name][-1] if name in self.specs else None
         return domain.ModelSummary(
             name=name,
+            workspace=spec.spec.get("workspace", "default") if spec else "default",
             latest_version=self.numbers.get(name, 0),
             aliases=dict(self.aliases.get(name, {})),
             spec_revision=spec.revision if spec else None,
@@ -257,6 +258,12 @@ class MemoryStore:
         tags = {k: v for k, v in known.tags.items() if k != key}
         self.versions[(model, version)] = known.model_copy(update={"tags": tags})
         return True
+
+    async def workspace_of(self, model: str) -> str | None:
+        """The workspace that owns a model (None: no such model)."""
+        if model in self.specs:
+            return str(self.specs[model][-1].spec.get("workspace", "default"))
+        return "default" if model in self.numbers else None
 
     async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
         """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import domain
@@ -121,9 +122,12 @@ class SqlQueries:
         metric: domain.MetricFilter | None = None,
         limit: int = 100,
         offset: int = 0,
+        workspaces: frozenset[str] | None = None,
     ) -> list[domain.ModelVersion]:
-        """Versions matching every filter given, newest first."""
+        """Versions matching every filter given (of models in these workspaces; None: all), newest first."""
         query = select(VersionRow)
+        if workspaces is not None:
+            query = query.where(VersionRow.model.in_(_models_in(workspaces)))
         if model:
             query = query.where(VersionRow.model == model)
         if status:
@@ -169,9 +173,18 @@ class SqlQueries:
             for row in rows
         ]
 
-    async def list_models(self, *, name_contains: str | None = None) -> list[domain.ModelSummary]:
-        """Every model with its aliases, spec and version counts."""
+    async def workspace_of(self, model: str) -> str | None:
+        """The workspace that owns a model (None: no such model)."""
+        found: str | None = await self.session.scalar(select(ModelRow.workspace).where(ModelRow.name == model))
+        return found
+
+    async def list_models(
+        self, *, name_contains: str | None = None, workspaces: frozenset[str] | None = None
+    ) -> list[domain.ModelSummary]:
+        """Every model (of these workspaces; None: all) with its aliases, spec and version counts."""
         query = select(ModelRow).order_by(ModelRow.name)
+        if workspaces is not None:
+            query = query.where(ModelRow.workspace.in_(sorted(workspaces)))
         if name_contains:
             query = query.where(ModelRow.name.contains(name_contains, autoescape=True))
         models = (await self.session.scalars(query)).all()
@@ -197,6 +210,7 @@ class SqlQueries:
         return [
             domain.ModelSummary(
                 name=m.name,
+                workspace=m.workspace,
                 latest_version=m.last_version,
                 aliases=aliases.get(m.name, {}),
                 spec_revision=m.spec_revision,
@@ -299,9 +313,13 @@ class SqlQueries:
         actor: str | None = None,
         action: str | None = None,
         limit: int = 100,
+        workspaces: frozenset[str] | None = None,
     ) -> list[domain.AuditEntry]:
-        """Audit entries, newest first; `target` matches a model and all its versions."""
+        """Audit entries, newest first; `target` matches a model and all its versions; with
+        `workspaces`, only entries on models of those workspaces."""
         query = select(AuditRow)
+        if workspaces is not None:
+            query = query.where(func.split_part(AuditRow.target, "@", 1).in_(_models_in(workspaces)))
         if target:
             query = query.where((AuditRow.target == target) | AuditRow.target.startswith(f"{target}@", autoescape=True))
         if actor:
@@ -310,3 +328,8 @@ class SqlQueries:
             query = query.where(AuditRow.action == action)
         rows = await self.session.scalars(query.order_by(AuditRow.id.desc()).limit(limit))
         return [domain.AuditEntry.model_validate(row) for row in rows.all()]
+
+
+def _models_in(workspaces: frozenset[str]) -> Select[Any]:
+    """The names of the models of these workspaces (a subquery)."""
+    return select(ModelRow.name).where(ModelRow.workspace.in_(sorted(workspaces)))

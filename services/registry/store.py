@@ -132,6 +132,9 @@ class RegistryStore(Protocol):
     async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
         """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""
 
+    async def workspace_of(self, model: str) -> str | None:
+        """The workspace that owns a model (None: no such model)."""
+
 
 NOTIFY_CHANNEL = "modelbus_registry"
 
@@ -505,6 +508,7 @@ class SqlStore(SqlQueries):
         )
         self.session.add(row)
         model.spec_revision = revision
+        model.workspace = spec.workspace
         model.updated_at = func.now()
         await self.session.flush()
         await self.session.refresh(row)

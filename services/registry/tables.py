@@ -25,11 +25,13 @@ from shared.runtime.db import Base
 
 
 class ModelRow(Base):
-    """A model: the counter its version numbers come from."""
+    """A model: the workspace that owns it, and the counter its version numbers come from."""
 
     __tablename__ = "registry_models"
+    __table_args__ = (Index("ix_registry_models_workspace", "workspace", "name"),)
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(128), default="default", server_default="default")
     last_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     spec_revision: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -477,6 +477,11 @@ class ModelSpec(SpecModel):
 
     api_version: Literal["modelbus/v1"] = Field(default="modelbus/v1", description="Spec format version.")
     model: str = Field(pattern=_NAME, description="Model name: lowercase letters, digits, '.', '_', '-'.")
+    workspace: str = Field(
+        default="default",
+        pattern=_NAME,
+        description="The workspace (team) that owns the model: roles are granted per workspace.",
+    )
     description: str = Field(default="", max_length=2000, description="What the model is for.")
     dataset: str = Field(pattern=_NAME, description="Dataset whose arrivals train this model.")
     task: Task = Field(description="classification or regression.")

@@ -46,6 +46,7 @@ class ModelSummary(View):
     """A model with its aliases and latest state."""
 
     name: str = Field(description="Model name.")
+    workspace: str = Field(default="default", description="The workspace that owns the model.")
     latest_version: int = Field(description="Highest version number (0: none yet).")
     aliases: dict[str, int] = Field(description="Alias to version.")
     spec_revision: int | None = Field(description="Latest applied spec revision.")

@@ -52,11 +52,14 @@ class Principal(NamedTuple):
         held = self.role_in(workspace)
         return held is not None and RANK[held] >= RANK[role]
 
-    def workspaces(self) -> frozenset[str] | None:
-        """The workspaces the caller may read (None: every one)."""
-        if not self.grants or any(where == oidc.ALL for where, _ in self.grants):
+    def workspaces(self, role: Role = "viewer") -> frozenset[str] | None:
+        """The workspaces where the caller has at least `role` (None: every one)."""
+        if not self.grants:
+            return None if RANK[self.role] >= RANK[role] else frozenset()
+        held = [(where, r) for where, r in self.grants if RANK[r] >= RANK[role]]
+        if any(where == oidc.ALL for where, _ in held):
             return None
-        return frozenset(where for where, _ in self.grants)
+        return frozenset(where for where, _ in held)
 
 
 def granted(actor: str, grants: tuple[tuple[str, Role], ...], subject: str = "") -> Principal:
@@ -98,11 +101,12 @@ class RoleCheck:
             raise HTTPException(503, f"the bearer token cannot be checked now: {exc}") from exc
         if principal is None:
             raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
-        if RANK[principal.role] < RANK[self.role]:
-            raise HTTPException(403, f"role {principal.role} may not do this; it needs {self.role}")
         model = request.path_params.get("name")
         workspace_of: WorkspaceOf | None = getattr(request.app.state, "workspace_of", None)
-        if model is not None and workspace_of is not None:
+        if model is None or workspace_of is None:
+            if RANK[principal.role] < RANK[self.role]:
+                raise HTTPException(403, f"role {principal.role} may not do this; it needs {self.role}")
+        else:
             workspace = await workspace_of(model)
             if not principal.may(workspace, self.role):
                 held = principal.role_in(workspace)

@@ -16,12 +16,14 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
 
     @api.get("/v1/audit", tags=["read"])
     async def get_audit(
-        _: Viewer,
+        who: Viewer,
         target: Annotated[str | None, Query(description="A model (and its versions) or model@version.")] = None,
         actor: str | None = None,
         action: str | None = None,
         limit: Limit = 100,
     ) -> list[domain.AuditEntry]:
-        """Who did what, newest first."""
+        """Who did what, newest first (on the models of the workspaces you may read)."""
         async with ctx.sessions() as session:
-            return await ctx.queries(session).audit_log(target=target, actor=actor, action=action, limit=limit)
+            return await ctx.queries(session).audit_log(
+                target=target, actor=actor, action=action, limit=limit, workspaces=who.workspaces()
+            )

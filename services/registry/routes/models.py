@@ -42,10 +42,11 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
     """Add the models' routes."""
 
     @api.get("/v1/models", tags=["read"])
-    async def list_models(_: Viewer, q: str | None = None) -> list[domain.ModelSummary]:
-        """Every model (optionally those whose name contains `q`) with aliases and version counts."""
+    async def list_models(who: Viewer, q: str | None = None) -> list[domain.ModelSummary]:
+        """Every model of the workspaces you may read (optionally those whose name contains `q`), with
+        aliases and version counts."""
         async with ctx.sessions() as session:
-            return await ctx.queries(session).list_models(name_contains=q)
+            return await ctx.queries(session).list_models(name_contains=q, workspaces=who.workspaces())
 
     @api.get("/v1/models/{name}", tags=["read"])
     async def get_model(_: Viewer, name: str) -> domain.ModelSummary:

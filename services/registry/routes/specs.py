@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import yaml
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from services.registry import commands
@@ -44,7 +44,7 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
     """Add the specs' route."""
 
     @api.post("/v1/specs", tags=["admin"])
-    async def apply_spec(who: Admin, body: SpecRequest) -> Applied:
+    async def apply_spec(who: Admin, body: SpecRequest, request: Request) -> Applied:
         """Validate and apply a model spec; a changed spec becomes a new revision and is published."""
         command = commands.ApplySpec(
             who=actor(who),
@@ -54,4 +54,5 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
             check=lambda text: load_spec_checked(text, ctx.settings.feast_repo),
         )
         applied = await ctx.act(commands.apply_spec, command)
+        request.app.state.workspaces.forget(applied.model)  # it may have moved to another workspace
         return Applied(model=applied.model, revision=applied.revision, sha256=applied.sha256, changed=applied.changed)

@@ -33,7 +33,9 @@ class TagRequest(Reason):
 def add_routes(api: FastAPI, ctx: Context) -> None:
     """Add the versions' routes."""
 
-    async def search(model: str | None, query: VersionQuery) -> list[domain.ModelVersion]:
+    async def search(
+        model: str | None, query: VersionQuery, workspaces: frozenset[str] | None = None
+    ) -> list[domain.ModelVersion]:
         try:
             metric_filter = domain.parse_metric_filter(query.metric) if query.metric else None
         except ValueError as exc:
@@ -51,14 +53,15 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
                 metric=metric_filter,
                 limit=query.limit,
                 offset=query.offset,
+                workspaces=workspaces,
             )
 
     @api.get("/v1/versions", tags=["read"])
     async def search_versions(
-        _: Viewer, query: Annotated[VersionQuery, Query()], model: str | None = None
+        who: Viewer, query: Annotated[VersionQuery, Query()], model: str | None = None
     ) -> list[domain.ModelVersion]:
-        """Search versions across models by alias, status, tag and metric."""
-        return await search(model, query)
+        """Search versions across models (those of the workspaces you may read) by alias, status, tag and metric."""
+        return await search(model, query, who.workspaces())
 
     @api.get("/v1/models/{name}/versions", tags=["read"])
     async def list_versions(_: Viewer, name: str, query: Annotated[VersionQuery, Query()]) -> list[domain.ModelVersion]:

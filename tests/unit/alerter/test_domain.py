@@ -259,6 +259,7 @@ def test_a_drift_becomes_an_alert_labelled_from_the_spec_and_repeats_keep_its_id
         "severity": "warning",
         "team": "risk",
         "tier": "gold",
+        "workspace": "default",
     }
     assert alert.annotations["summary"] == "churn v3: drift in tenure (1000 rows)"
     assert json.loads(alert.annotations["evidence"])["features"][0]["feature"] == "tenure"
