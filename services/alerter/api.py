@@ -71,7 +71,7 @@ def make_api(
 ) -> FastAPI:
     """The alerter's FastAPI application: alerts, acknowledgements, silences, notifications."""
     api = FastAPI(title="modelbus alerter", version="1", description="Alerts, silences and the notification log.")
-    api.state.identify = identifier(settings)
+    api.state.identify = identifier(settings, sessions)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)

@@ -48,7 +48,7 @@ def make_api(
 ) -> FastAPI:
     """The monitor's FastAPI application: health, readiness, metrics, and the window history."""
     api = FastAPI(title="modelbus monitor", version="1", description="Drift and performance history per model.")
-    api.state.identify = identifier(settings)
+    api.state.identify = identifier(settings, sessions)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)

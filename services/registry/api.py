@@ -23,7 +23,7 @@ from services.registry.cache import AliasCache, Workspaces
 from services.registry.interchange import add_interchange_routes
 from services.registry.operators import add_operator_routes
 from services.registry.publishing import add_publish_routes
-from services.registry.routes import audit, datasets, models, specs, versions
+from services.registry.routes import accounts, audit, datasets, models, specs, versions
 from shared.contract.specparse import SpecError
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.bus import Bus
@@ -57,7 +57,7 @@ def make_api(
         version="1",
         description="Models, versions, aliases, lineage and audit; operator actions emit events.",
     )
-    api.state.identify = identifier(settings)
+    api.state.identify = identifier(settings, sessions)
     api.add_middleware(BodyLimit, limit=settings.api_max_body_bytes, uploads={"/import": settings.import_max_bytes})
     add_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=metrics)
@@ -114,6 +114,6 @@ def make_api(
     add_interchange_routes(api, settings, sessions=sessions, bus=bus, cache=cache, artifacts=artifacts)
     add_publish_routes(api, sessions=sessions, bus=bus)
     add_operator_routes(api, settings, sessions=sessions)
-    for resource in (models, versions, datasets, audit, specs):
+    for resource in (models, versions, datasets, audit, specs, accounts):
         resource.add_routes(api, ctx)
     return api

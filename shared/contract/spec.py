@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 _NAME = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+NAME_PATTERN = _NAME  # a model's, dataset's, workspace's or service account's name
 _WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
 # A column name: letters, digits and a few separators; never quotes, brackets or operators.
 _COLUMN = r"^[A-Za-z0-9_][A-Za-z0-9_. /:-]{0,127}$"

@@ -14,8 +14,9 @@ from sqlalchemy import MetaData
 from shared.runtime.db import Base, alembic_config
 from shared.runtime.settings import Settings
 
-STORES = tuple(
-    f"services.{name}.store" for name in ("registry", "trainer", "evaluator", "deployer", "monitor", "alerter")
+STORES = (
+    *(f"services.{name}.store" for name in ("registry", "trainer", "evaluator", "deployer", "monitor", "alerter")),
+    "shared.runtime.accounts",  # service accounts, read by every API
 )
 
 

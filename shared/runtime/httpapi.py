@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.runtime import oidc
+from shared.runtime.accounts import PREFIX, Accounts
 from shared.runtime.bus import Bus
 from shared.runtime.settings import Role, Settings
 
@@ -124,10 +125,14 @@ class RoleCheck:
 
 class Identify:
     """Token -> principal: one of MODELBUS_API_TOKENS (compared with every one in constant time,
-    whichever matches), else, when an OpenID Connect issuer is set, the provider's access token
-    (raising oidc.Invalid, oidc.Unassigned or oidc.Unavailable with the reason)."""
+    whichever matches), else a service account's (shared.runtime.accounts), else, when an OpenID
+    Connect issuer is set, the provider's access token (raising oidc.Invalid, oidc.Unassigned or
+    oidc.Unavailable with the reason)."""
 
-    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, http: httpx.AsyncClient | None = None, accounts: Accounts | None = None
+    ) -> None:
+        self.accounts = accounts
         principals = settings.static_grants().items() if settings.static_tokens else []
         self.known = [
             (token.encode(), granted(actor, ((workspace, role),))) for token, (role, actor, workspace) in principals
@@ -150,15 +155,20 @@ class Identify:
         for token, principal in self.known:
             if hmac.compare_digest(token, candidate):
                 found = principal
+        if found is None and self.accounts is not None and presented.startswith(PREFIX):
+            account = await self.accounts.of(presented)
+            if account is not None:
+                found = granted(account.name, ((account.workspace, account.role),), f"service-account:{account.id}")
         if found is None and self.verifier is not None and presented.count(".") == 2:
             claims = await self.verifier.claims(presented)
             found = granted(claims.name, claims.grants, claims.subject)
         return found
 
 
-def identifier(settings: Settings) -> Identify:
-    """How the APIs tell who presents a bearer token (see Identify)."""
-    return Identify(settings)
+def identifier(settings: Settings, sessions: async_sessionmaker[AsyncSession] | None = None) -> Identify:
+    """How the APIs tell who presents a bearer token (see Identify); with `sessions`, service
+    accounts' tokens too."""
+    return Identify(settings, accounts=Accounts(sessions) if sessions is not None else None)
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]

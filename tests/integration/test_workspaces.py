@@ -5,6 +5,7 @@ spec takes admin in the spec's workspace and in the one the model belongs to."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -182,3 +183,44 @@ async def test_alerts_and_silences_are_seen_and_acted_on_per_workspace(alerter: 
         assert am_refused.status_code == 403
         assert (await http.get("/v1/audit", headers=bearer("a-op"))).status_code == 403
         assert (await http.get("/v1/audit", headers=bearer("root-token"))).status_code == 200
+
+
+async def test_a_service_account_acts_in_its_workspace_only_until_revoked(http: httpx.AsyncClient) -> None:
+    run = uuid.uuid4().hex[:6]
+    own, other = f"ws-{run}-ci-a", f"ws-{run}-ci-b"
+    for model, workspace in ((own, "team-a"), (other, "team-b")):
+        assert (
+            await http.post("/v1/specs", json={"spec_yaml": spec(model, workspace)}, headers=bearer("root-token"))
+        ).is_success
+    asked = {"name": f"ci-{run}", "workspace": "team-a", "role": "operator", "reason": "the import job"}
+    assert (await http.post("/v1/service-accounts", json=asked, headers=bearer("a-op"))).status_code == 403
+    elsewhere = await http.post(
+        "/v1/service-accounts", json={**asked, "workspace": "team-b"}, headers=bearer("a-admin")
+    )
+    assert elsewhere.status_code == 403, "an admin of team-a makes no account for team-b"
+    made = await http.post("/v1/service-accounts", json=asked, headers=bearer("a-admin"))
+    assert made.status_code == 201, made.text
+    account, token = made.json(), made.json()["token"]
+    assert token.startswith("mbsa_") and len(token) > 40
+
+    listed = (await http.get("/v1/service-accounts", headers=bearer("a-admin"))).json()
+    mine = [a for a in listed if a["id"] == account["id"]]
+    assert mine and "token" not in mine[0] and token not in str(listed), "a token is shown once"
+    assert (await http.get("/v1/service-accounts", headers=bearer("b-op"))).status_code == 403, "admins only"
+
+    who = (await http.get("/v1/whoami", headers=bearer(token))).json()
+    assert (who["actor"], who["role"], who["subject"]) == (f"ci-{run}", "operator", f"service-account:{account['id']}")
+    assert (await http.post(f"/v1/models/{own}/retrain", json={}, headers=bearer(token))).status_code != 403
+    assert (await http.post(f"/v1/models/{other}/retrain", json={}, headers=bearer(token))).status_code == 403
+    assert (
+        await http.post("/v1/specs", json={"spec_yaml": spec(own, "team-a")}, headers=bearer(token))
+    ).status_code == 403
+
+    revoked = await http.delete(f"/v1/service-accounts/{account['id']}", headers=bearer("a-admin"))
+    assert revoked.status_code == 200 and revoked.json()["revoked_by"] == "ada"
+    await asyncio.sleep(5.1)  # the accounts each API remembers are read again after 5 s
+    assert (await http.get("/v1/whoami", headers=bearer(token))).status_code == 401
+    audit = (
+        await http.get("/v1/audit", params={"action": "revoke-service-account"}, headers=bearer("root-token"))
+    ).json()
+    assert f"service-account:{account['id']}" in {e["target"] for e in audit}
