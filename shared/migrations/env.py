@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -17,6 +18,12 @@ target_metadata = context.config.attributes.get("target_metadata")
 
 
 def _run(connection: Connection) -> None:
+    schema = context.config.attributes.get("schema")
+    if schema:  # a platform of its own in this database: its tables, and its alembic_version, in its schema
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        connection.execute(text(f'SET search_path TO "{schema}"'))
+        connection.commit()
+        connection.dialect.default_schema_name = schema
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()

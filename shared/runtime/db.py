@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from alembic.config import Config
 from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, String, Table, func, text
@@ -56,9 +56,18 @@ def core_table(mapped: type[Base]) -> Table:
     return cast(Table, mapped.__table__)
 
 
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """What every connection of this platform starts with: its schema first on the search path (a
+    platform sharing the database with others reads and writes only its own tables)."""
+    schema = settings.database_schema
+    return {"server_settings": {"search_path": schema}} if schema else {}
+
+
 def make_engine(settings: Settings) -> AsyncEngine:
     """The process's one async engine."""
-    return create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_async_engine(
+        settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args(settings)
+    )
 
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -114,6 +123,7 @@ def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parents[1] / "migrations"))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    config.attributes["schema"] = settings.database_schema
     return config
 
 
@@ -130,7 +140,9 @@ async def current_revision(settings: Settings) -> str | None:
     """The migration the database is at (None: never migrated). Raises when it cannot be reached."""
     from alembic.migration import MigrationContext
 
-    engine = create_async_engine(settings.database_url, pool_size=1, connect_args={"timeout": 5})
+    engine = create_async_engine(
+        settings.database_url, pool_size=1, connect_args={"timeout": 5, **connect_args(settings)}
+    )
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
 
     # SQLAlchemy URL of the database (async driver).
     database_url: str = "postgresql+asyncpg://modelbus:modelbus@127.0.0.1:5432/modelbus"
+    # PostgreSQL schema of this platform's tables (platforms sharing a database each have one); empty: public.
+    database_schema: str = Field(default="", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
     # Password of the database user; when set it replaces the one in database_url (keep the URL free of it).
     database_password: SecretStr | None = None
 
