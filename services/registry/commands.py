@@ -16,7 +16,6 @@ from services.registry.handlers import move
 from services.registry.store import RegistryStore
 from shared.contract.events import (
     DataArrived,
-    Event,
     LabelsArrived,
     ModelSpecApplied,
     ModelTrained,
@@ -403,8 +402,23 @@ async def apply_spec(command: ApplySpec, uow: Work, audit_id: int) -> Applied:
 
 
 async def publish(command: Publish, uow: Work) -> str:
-    """Stage the producer's event with its audit entry, which names the event's id."""
-    event: Event = command.event
+    """Stage the producer's event with its audit entry, which names the event's id. Labels take
+    operator in their model's workspace; a dataset's new version, in the workspace of every model
+    that trains on it (it starts their retraining). Refused: audited as such."""
+    event = command.event
+    if isinstance(event, LabelsArrived):
+        needed = {await uow.store.workspace_of(event.model) or "default"}
+    else:
+        needed = await uow.store.workspaces_of_dataset(event.dataset) or {"default"}
+    barred = [workspace for workspace in sorted(needed) if not command.who.may(workspace, "operator")]
+    if barred:
+        error = f"{command.who.actor} may not publish for workspace {barred[0]!r}: that needs operator there"
+
+        async def keep(store: Store) -> None:
+            await command.audit(store, outcome="refused", detail={**command.detail(), "error": error})
+
+        await uow.apart(keep)
+        raise domain.Forbidden(error)
     event_id = uow.emit(event)
     await command.audit(uow.store, detail={**command.detail(), "event_id": event_id})
     return event_id

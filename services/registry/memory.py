@@ -265,6 +265,14 @@ class MemoryStore:
             return str(self.specs[model][-1].spec.get("workspace", "default"))
         return "default" if model in self.numbers else None
 
+    async def workspaces_of_dataset(self, dataset: str) -> set[str]:
+        """The workspaces of the models whose spec in force trains on a dataset."""
+        return {
+            str(revisions[-1].spec.get("workspace", "default"))
+            for revisions in self.specs.values()
+            if revisions and revisions[-1].spec.get("dataset") == dataset
+        }
+
     async def apply_spec(self, spec: ModelSpec, spec_yaml: str, *, applied_by: str) -> tuple[domain.SpecRevision, bool]:
         """Store a new spec revision; returns (revision, changed). An identical spec is not a new revision."""
         revisions = self.specs.setdefault(spec.model, [])

@@ -178,6 +178,16 @@ class SqlQueries:
         found: str | None = await self.session.scalar(select(ModelRow.workspace).where(ModelRow.name == model))
         return found
 
+    async def workspaces_of_dataset(self, dataset: str) -> set[str]:
+        """The workspaces of the models whose spec in force trains on a dataset."""
+        found = await self.session.scalars(
+            select(ModelRow.workspace)
+            .join(SpecRow, (SpecRow.model == ModelRow.name) & (SpecRow.revision == ModelRow.spec_revision))
+            .where(SpecRow.dataset == dataset)
+            .distinct()
+        )
+        return set(found.all())
+
     async def list_models(
         self, *, name_contains: str | None = None, workspaces: frozenset[str] | None = None
     ) -> list[domain.ModelSummary]:

@@ -135,6 +135,9 @@ class RegistryStore(Protocol):
     async def workspace_of(self, model: str) -> str | None:
         """The workspace that owns a model (None: no such model)."""
 
+    async def workspaces_of_dataset(self, dataset: str) -> set[str]:
+        """The workspaces of the models whose spec in force trains on a dataset."""
+
 
 NOTIFY_CHANNEL = "modelbus_registry"
 

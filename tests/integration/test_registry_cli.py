@@ -124,3 +124,18 @@ async def test_operators_apply_specs_inspect_lineage_and_command_rollouts_from_t
     lines = audit.stdout.splitlines()
     assert "rollout-rollback" in lines[1] and "olga" in lines[1] and "bad canary" in lines[1]
     assert any("apply-spec" in line and "alice" in line and "first spec" in line for line in lines)
+
+
+async def test_an_admin_makes_lists_and_revokes_a_service_account_from_the_cli(registry_env: dict[str, str]) -> None:
+    name = f"ci-{uuid.uuid4().hex[:6]}"
+    made = await cli(registry_env, "service-accounts", "create", name, "--workspace", "fraud", "--role", "operator")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.split("token (shown once): ")[1].split()[0]
+    account = made.stdout.split(f"service account {name} (")[1].split(")")[0]
+    assert token.startswith("mbsa_")
+    whoami = await cli(registry_env, "service-accounts", "ls")
+    assert name in whoami.stdout and "fraud" in whoami.stdout and token not in whoami.stdout
+    refused = await cli(registry_env, "service-accounts", "ls", token=token)
+    assert refused.returncode != 0 and "not an admin of any workspace" in refused.stderr
+    revoked = await cli(registry_env, "service-accounts", "revoke", account, "--reason", "rotated")
+    assert revoked.returncode == 0 and "revoked by alice" in revoked.stdout, revoked.stderr

@@ -41,6 +41,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def spec(model: str, workspace: str) -> str:
     text = (ROOT / "schemas/examples/model-spec.yaml").read_text().replace("model: churn", f"model: {model}")
+    text = text.replace("dataset: churn", f"dataset: {model}")
     return text.replace(f"model: {model}\n", f"model: {model}\nworkspace: {workspace}\n", 1)
 
 
@@ -94,6 +95,15 @@ async def test_a_role_in_one_workspace_opens_its_models_and_nothing_of_anothers(
         ("GET /v1/models/{name}", "refused"),
     ], "every refused request on another workspace's model is audited, reads too"
     assert "no role in workspace 'team-b'" in refused[0]["detail"]["error"]
+    labels = {"labels": [{"request_id": f"r-{run}", "label": 1}]}
+    theirs = await http.post("/v1/events/labels-arrived", json={"model": b, **labels}, headers=bearer("a-op"))
+    assert theirs.status_code == 403 and "may not publish for workspace 'team-b'" in theirs.json()["detail"]
+    ours = await http.post("/v1/events/labels-arrived", json={"model": a, **labels}, headers=bearer("a-op"))
+    assert ours.status_code == 202, ours.text
+    data = {"dataset": b, "version": f"v-{run}", "uri": "s3://modelbus-artifacts/x.csv", "format": "csv"}
+    assert (await http.post("/v1/events/data-arrived", json=data, headers=bearer("a-op"))).status_code == 403
+    own_data = await http.post("/v1/events/data-arrived", json={**data, "dataset": a}, headers=bearer("a-op"))
+    assert own_data.status_code == 202, own_data.text
     mine = (await http.get("/v1/audit", params={"limit": 1000}, headers=bearer("a-op"))).json()
     assert b not in {e["target"].split("@")[0] for e in mine}, "team-b's entries are not team-a's to read"
     assert a in {e["target"].split("@")[0] for e in mine}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.ops.cli import (  # noqa: F401 (registration)
+    accounts,
     alerts,
     config,
     db,

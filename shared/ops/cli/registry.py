@@ -60,10 +60,11 @@ def models_ls(
         say(json.dumps(models, indent=2))
         return
     table(
-        ["MODEL", "LATEST", "ALIASES", "STATUSES", "SPEC", "DATASET", "UPDATED"],
+        ["MODEL", "WORKSPACE", "LATEST", "ALIASES", "STATUSES", "SPEC", "DATASET", "UPDATED"],
         [
             [
                 m["name"],
+                m.get("workspace", "default"),
                 m["latest_version"] or "-",
                 " ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items())) or "-",
                 " ".join(f"{s}:{n}" for s, n in sorted(m["statuses"].items())) or "-",

@@ -149,3 +149,29 @@ async def test_a_published_event_is_staged_with_an_audit_entry_naming_its_id() -
     [entry] = bus.store.audits
     assert bus.emitted == [labels]
     assert (entry.action, entry.target, entry.detail["event_id"]) == ("publish-LabelsArrived", MODEL, event_id)
+
+
+async def test_workspaces_bound_who_applies_specs_and_publishes_for_a_model() -> None:
+    bus = await platform()
+    root = commands.Actor(actor="root", role="admin")
+    team_a_admin = commands.Actor(actor="ada", role="admin", grants=(("team-a", "admin"),))
+    team_a_ops = commands.Actor(actor="olga", role="operator", grants=(("team-a", "operator"),))
+
+    def apply(who: commands.Actor, workspace: str) -> commands.ApplySpec:
+        text = SPEC.replace("model: churn\n", f"model: churn\nworkspace: {workspace}\n", 1)
+        return commands.ApplySpec(who=who, spec_yaml=text, named=MODEL, check=lambda t: load_spec_checked(t, None))
+
+    with pytest.raises(domain.Forbidden, match="may not apply specs in workspace 'team-b'"):
+        await bus.run(commands.apply_spec, apply(team_a_admin, "team-b"))
+    await bus.run(commands.apply_spec, apply(root, "team-b"))
+    with pytest.raises(domain.Forbidden, match="belongs to 'team-b'"):
+        await bus.run(commands.apply_spec, apply(team_a_admin, "team-a"))
+    assert await bus.store.workspace_of(MODEL) == "team-b"
+    labels = example(LabelsArrived, model=MODEL)
+    with pytest.raises(domain.Forbidden, match="may not publish for workspace 'team-b'"):
+        await bus.run(commands.publish, commands.Publish(who=team_a_ops, event=labels))
+    data = example(DataArrived, dataset="churn")
+    with pytest.raises(domain.Forbidden):
+        await bus.run(commands.publish, commands.Publish(who=team_a_ops, event=data))
+    assert len(bus.emitted) == 1, "only root's spec was published"
+    assert [e.outcome for e in bus.store.audits] == ["refused", "ok", "refused", "refused", "refused"]
