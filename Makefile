@@ -70,7 +70,9 @@ lint: check
 # The docs site into .modelbus/site/: a broken link or anchor, or a generated page out of date, fails.
 docs: install-dev
 	@$(BIN)/modelbus docs generate --check
-	@NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@# Not --quiet: it hides the warnings that --strict turns into a failure (a broken link would pass).
+	@out=$$(NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict 2>&1); rc=$$?; \
+		printf '%s\n' "$$out" | grep -v '^INFO' || true; exit $$rc
 	@echo "docs: .modelbus/site/index.html"
 
 # The benchmarks: each prints a table and writes bench/results/<name>.json (the docs' results page).

@@ -57,14 +57,23 @@ def document(benchmark: str, title: str, command: str, tables: list[dict[str, An
 
 
 def shown(value: Any) -> str:
-    """A figure as a benchmark table shows it: thousands separated, two decimals below 1,000."""
+    """A figure as a benchmark table shows it: thousands separated; below 1,000 with two to four
+    decimals (as many as the script rounded it to: 0.7915 stays 0.7915, 5.6 shows 5.60)."""
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        whole, _, decimals = f"{value:,.4f}".partition(".")
+        return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
+# What would become a link, an HTML tag, emphasis or another cell.
+MARKDOWN = str.maketrans({**{c: f"\\{c}" for c in "\\`*_[]>|"}, "<": "&lt;"})
+
+
 def _cell(value: Any) -> str:
-    return " ".join(shown(value).split()).replace("|", "\\|")
+    """A figure or text as one table cell: on one line, nothing in it read as Markdown or HTML."""
+    return " ".join(shown(value).split()).translate(MARKDOWN)
 
 
 def results_page(folder: Path) -> str:
@@ -102,5 +111,5 @@ def results_page(folder: Path) -> str:
             out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table["rows"]]
             out.append("")
             if table.get("note"):
-                out += [table["note"], ""]
+                out += [" ".join(str(table["note"]).split()).translate(MARKDOWN), ""]
     return "\n".join(out).rstrip() + "\n"

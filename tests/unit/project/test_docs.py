@@ -81,3 +81,23 @@ def test_a_benchmark_table_with_a_short_row_is_refused() -> None:
         assert "does not have 2 cells" in str(exc)
     else:
         raise AssertionError("a short row was published")
+
+
+def test_a_figure_keeps_the_decimals_its_benchmark_rounded_it_to() -> None:
+    from shared.ops.benchmarks import shown
+
+    assert [shown(v) for v in (0.7915, 5.6, 14.12, 2129.0, 0.0043, 3, "1.5x")] == [
+        "0.7915", "5.60", "14.12", "2,129", "0.0043", "3", "1.5x",
+    ]  # fmt: skip
+
+
+def test_text_in_a_benchmark_table_is_never_read_as_a_link_or_a_tag(tmp_path: Path) -> None:
+    from shared.ops import benchmarks
+
+    row = ["hostile name", "model: [a-z]{0,3}(x) <script>alert(1)</script> a|b"]
+    table = {"title": "t", "columns": ["case", "observed"], "rows": [row], "note": "see [here](x.md)"}
+    found = benchmarks.document("x", "X", "python -m bench.x", [table], {})
+    (tmp_path / "x.json").write_text(__import__("json").dumps(found))
+    page = benchmarks.results_page(tmp_path)
+    assert r"model: \[a-z\]{0,3}(x) &lt;script\>alert(1)&lt;/script\> a\|b" in page
+    assert r"see \[here\](x.md)" in page
