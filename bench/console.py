@@ -154,8 +154,11 @@ def measure(base: str, pages: dict[str, str], runs: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, Any] = {}
-    cookies = {"modelbus_console": TOKEN}
-    with httpx.Client(base_url=base, cookies=cookies, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30) as http:
+        # A session as a person gets one: the login form with the token (the cookie names the session).
+        login = http.post("/ui/login", data={"token": TOKEN, "next": "/ui/"}, headers={"Origin": base})
+        assert login.status_code == 303 and "modelbus_console" in http.cookies, f"login: {login.status_code}"
+        session = http.cookies["modelbus_console"]
         for name, path in pages.items():
             timings = []
             for _ in range(runs):
@@ -172,7 +175,7 @@ def measure(base: str, pages: dict[str, str], runs: int) -> dict[str, Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context()
-        context.add_cookies([{"name": "modelbus_console", "value": TOKEN, "url": base}])
+        context.add_cookies([{"name": "modelbus_console", "value": session, "url": f"{base}/ui"}])
         page = context.new_page()
         transferred = {"bytes": 0.0}
         network = context.new_cdp_session(page)
