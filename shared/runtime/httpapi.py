@@ -81,7 +81,8 @@ class RoleCheck:
     """A FastAPI dependency admitting callers with at least `role` (401 without a valid token, 403 if
     weaker). On a route of one model (a `name` path parameter) of an API that knows the models'
     workspaces (`app.state.workspace_of`), the role must be held in that model's workspace; a
-    refusal there is told to `app.state.refused` (the registry audits it)."""
+    caller with no role there at all (reaching into another team's model) is told to
+    `app.state.refused` as well as refused (the registry audits it)."""
 
     def __init__(self, role: Role) -> None:
         self.role = role
@@ -117,7 +118,7 @@ class RoleCheck:
                     else f"role {held} in workspace {workspace!r} may not do this; it needs {self.role}"
                 )
                 refused: Refused | None = getattr(request.app.state, "refused", None)
-                if refused is not None:
+                if refused is not None and held is None:  # reaching into another workspace's model
                     await refused(principal, request, model, reason)
                 raise HTTPException(403, reason)
         return principal

@@ -95,7 +95,7 @@ async def test_a_role_in_one_workspace_opens_its_models_and_nothing_of_anothers(
         ("GET /v1/models/{name}", "refused"),
     ], "every refused request on another workspace's model is audited, reads too"
     assert "no role in workspace 'team-b'" in refused[0]["detail"]["error"]
-    labels = {"labels": [{"request_id": f"r-{run}", "label": 1}]}
+    labels = {"labels": [{"request_id": f"r-{run}", "label": 1, "observed_at": datetime.now(UTC).isoformat()}]}
     theirs = await http.post("/v1/events/labels-arrived", json={"model": b, **labels}, headers=bearer("a-op"))
     assert theirs.status_code == 403 and "may not publish for workspace 'team-b'" in theirs.json()["detail"]
     ours = await http.post("/v1/events/labels-arrived", json={"model": a, **labels}, headers=bearer("a-op"))
