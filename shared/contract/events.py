@@ -599,7 +599,10 @@ class PredictionsLogged(Event):
             if column is not None and len(column) != rows
         ]
         if uneven:
-            raise ValueError(f"every column needs one value per request_id ({rows}): " + "; ".join(uneven))
+            raise ValueError(
+                f"every column needs one value per request_id ({rows}): {'; '.join(uneven)}"
+                " (unless field 'request_id' is the one that is off)"
+            )
         return values
 
     @property

@@ -111,3 +111,11 @@ def test_what_is_encoded_decodes_to_the_same_event_and_id(event_type: str, event
     out = encode(event, source=source, event_id=event_id)
     back = decode(out.value, list(out.headers))
     assert back.event == event and back.id == event_id and back.source == source
+
+
+def test_a_request_id_column_of_another_length_is_named_with_the_columns_it_disagrees_with() -> None:
+    document = {**EXAMPLES["PredictionsLogged"], "request_id": ["only-one"]}
+    _, headers = valid("PredictionsLogged")
+    with pytest.raises(EnvelopeError, match="field 'request_id' is the one that is off") as refused:
+        decode(json.dumps(document).encode(), headers)
+    assert "field 'model_version'" in refused.value.reason
