@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registry import store
 from services.registry.routes import Context
@@ -36,6 +37,20 @@ def _admin_of(who: Principal, workspace: str) -> None:
         raise HTTPException(403, f"{who.actor} is not an admin of workspace {workspace!r}")
 
 
+async def _audit(
+    session: AsyncSession, who: Principal, action: str, account_id: str, reason: str, detail: dict[str, Any]
+) -> None:
+    await store.SqlStore(session).audit(
+        actor=who.actor,
+        subject=who.subject,
+        role=who.role,
+        action=action,
+        target=f"service-account:{account_id}",
+        reason=reason,
+        detail=detail,
+    )
+
+
 def add_routes(api: FastAPI, ctx: Context) -> None:
     """Add the service accounts' routes."""
 
@@ -48,15 +63,8 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
             account, token = await accounts.create(
                 session, name=body.name, workspace=body.workspace, role=body.role, by=who.actor, expires_at=expires
             )
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                subject=who.subject,
-                role=who.role,
-                action="create-service-account",
-                target=f"service-account:{account.id}",
-                reason=body.reason,
-                detail={"name": body.name, "workspace": body.workspace, "role": body.role},
-            )
+            detail = {"name": body.name, "workspace": body.workspace, "role": body.role}
+            await _audit(session, who, "create-service-account", account.id, body.reason, detail)
         return {**account.as_dict(), "token": token}
 
     @api.get("/v1/service-accounts", tags=["admin"])
@@ -78,13 +86,6 @@ def add_routes(api: FastAPI, ctx: Context) -> None:
             _admin_of(who, existing.workspace)
             revoked = await accounts.revoke(session, account_id, by=who.actor)
             assert revoked is not None
-            await store.SqlStore(session).audit(
-                actor=who.actor,
-                subject=who.subject,
-                role=who.role,
-                action="revoke-service-account",
-                target=f"service-account:{account_id}",
-                reason=reason,
-                detail={"name": existing.name, "workspace": existing.workspace},
-            )
+            detail = {"name": existing.name, "workspace": existing.workspace}
+            await _audit(session, who, "revoke-service-account", account_id, reason, detail)
         return revoked.as_dict()
