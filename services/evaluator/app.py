@@ -58,7 +58,7 @@ def build(settings: Settings, *, group: str = GROUP) -> Evaluator:
     sessions = make_sessions(engine)
     metrics = CollectorRegistry()
     bus = Bus(settings, sessions=sessions, tracer_provider=make_tracer_provider(settings), registry=metrics)
-    judge = Judge(ArtifactStore(settings))
+    judge = Judge(ArtifactStore(settings), model_threads=settings.model_threads)
     bus.register(bind(HANDLERS, judge=judge), group=group, store=store.SqlStore)
     return Evaluator(settings=settings, engine=engine, sessions=sessions, bus=bus, metrics=metrics, judge=judge)
 

@@ -14,15 +14,9 @@ import pandas as pd
 from shared.contract.events import GateResult
 from shared.contract.spec import METRICS, ModelSpec
 from shared.runtime.features import prepare
+from shared.runtime.gates import Timing, gate, latency_gates, sanity_gates
+from shared.runtime.latency import Latency
 from shared.runtime.metrics import evaluate
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Measured p99 latencies of a model, in milliseconds."""
-
-    row_p99_ms: float
-    batch_p99_ms: float
 
 
 @dataclass(frozen=True)
@@ -41,45 +35,25 @@ class Verdict:
         return all(g.passed for g in self.gates)
 
 
-def _gate(
-    name: str, metric: str, value: float | None, threshold: float, comparator: str, detail: str = ""
-) -> GateResult:
-    if value is None or np.isnan(value):
-        passed = False
-        detail = detail or "could not be measured"
-        value = None
-    elif comparator == ">=":
-        passed = value >= threshold
-    elif comparator == "<=":
-        passed = value <= threshold
-    elif comparator == ">":
-        passed = value > threshold
-    else:
-        passed = value < threshold
-    return GateResult(
-        name=name, metric=metric, value=value, threshold=threshold, comparator=comparator, passed=passed, detail=detail
-    )
-
-
 def metric_gates(spec: ModelSpec, metrics: dict[str, float], champion: dict[str, float] | None) -> list[GateResult]:
     """The spec's metric gates: absolute bounds, and regression against the champion on the same rows."""
     found: list[GateResult] = []
-    for gate in spec.gates:
-        value = metrics.get(gate.metric)
-        higher = METRICS[gate.metric].higher_is_better
-        if gate.min is not None:
-            found.append(_gate(f"min_{gate.metric}", gate.metric, value, gate.min, ">="))
-        if gate.max is not None:
-            found.append(_gate(f"max_{gate.metric}", gate.metric, value, gate.max, "<="))
-        for kind, allowed in (("absolute", gate.max_regression), ("relative", gate.max_relative_regression)):
+    for rule in spec.gates:
+        value = metrics.get(rule.metric)
+        higher = METRICS[rule.metric].higher_is_better
+        if rule.min is not None:
+            found.append(gate(f"min_{rule.metric}", rule.metric, value, rule.min, ">="))
+        if rule.max is not None:
+            found.append(gate(f"max_{rule.metric}", rule.metric, value, rule.max, "<="))
+        for kind, allowed in (("absolute", rule.max_regression), ("relative", rule.max_relative_regression)):
             if allowed is None:
                 continue
-            name = f"{gate.metric}_vs_champion_{kind}"
-            if champion is None or gate.metric not in champion:
+            name = f"{rule.metric}_vs_champion_{kind}"
+            if champion is None or rule.metric not in champion:
                 found.append(
                     GateResult(
                         name=name,
-                        metric=gate.metric,
+                        metric=rule.metric,
                         value=None,
                         threshold=allowed,
                         comparator="<=",
@@ -88,50 +62,16 @@ def metric_gates(spec: ModelSpec, metrics: dict[str, float], champion: dict[str,
                     )
                 )
                 continue
-            base = champion[gate.metric]
+            base = champion[rule.metric]
             loss = (base - value if higher else value - base) if value is not None else None
             if kind == "relative" and loss is not None:
                 loss = loss / abs(base) if base else (0.0 if loss <= 0 else float("inf"))
             found.append(
-                _gate(name, gate.metric, loss, allowed, "<=", f"candidate {value:.4g} vs champion {base:.4g}")
+                gate(name, rule.metric, loss, allowed, "<=", f"candidate {value:.4g} vs champion {base:.4g}")
                 if value is not None
-                else _gate(name, gate.metric, None, allowed, "<=")
+                else gate(name, rule.metric, None, allowed, "<=")
             )
     return found
-
-
-def sanity_gates(spec: ModelSpec, model: Any, x: pd.DataFrame) -> list[GateResult]:
-    """Probabilities in [0, 1] summing to 1; each class predicted at a plausible rate."""
-    if spec.task != "classification":
-        predicted = np.asarray(model.predict(x), dtype=float)
-        finite = float(np.isfinite(predicted).mean())
-        return [_gate("finite_predictions", "finite_share", finite, 1.0, ">=")]
-    found = []
-    if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(x), dtype=float)
-        inside = float(((proba >= 0) & (proba <= 1)).all(axis=1).mean())
-        sums = float(np.max(np.abs(proba.sum(axis=1) - 1))) if len(proba) else 0.0
-        found.append(_gate("probabilities_in_0_1", "share_in_range", inside, 1.0, ">="))
-        found.append(_gate("probabilities_sum_to_1", "max_abs_error", sums, 1e-6, "<="))
-    predicted = pd.Series(model.predict(x))
-    rates = predicted.value_counts(normalize=True).reindex(list(model.classes_), fill_value=0.0)
-    e = spec.evaluation
-    found.append(_gate("min_class_rate", "class_rate", float(rates.min()), e.min_class_rate, ">=", _rates(rates)))
-    found.append(_gate("max_class_rate", "class_rate", float(rates.max()), e.max_class_rate, "<=", _rates(rates)))
-    return found
-
-
-def _rates(rates: pd.Series) -> str:
-    return ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
-
-
-def latency_gates(spec: ModelSpec, latency: Latency) -> list[GateResult]:
-    """Inference latency budget: one row, and a 1,000-row batch."""
-    e = spec.evaluation
-    return [
-        _gate("latency_p99_row", "latency_p99_ms", latency.row_p99_ms, e.max_latency_ms_row, "<="),
-        _gate("latency_p99_batch_1000", "latency_p99_ms", latency.batch_p99_ms, e.max_latency_ms_batch, "<="),
-    ]
 
 
 def fairness_gate(spec: ModelSpec, model: Any, test: pd.DataFrame) -> list[GateResult]:
@@ -141,7 +81,7 @@ def fairness_gate(spec: ModelSpec, model: Any, test: pd.DataFrame) -> list[GateR
         return []
     name = f"fairness_{fairness.metric}_{fairness.segment}"
     if fairness.segment not in test.columns:
-        return [_gate(name, fairness.metric, None, fairness.max_difference, "<=", f"no column {fairness.segment!r}")]
+        return [gate(name, fairness.metric, None, fairness.max_difference, "<=", f"no column {fairness.segment!r}")]
     positive = list(model.classes_)[-1]
     predicted = pd.Series(model.predict(prepare(test, spec.features)), index=test.index) == positive
     groups = test[fairness.segment].astype(str)
@@ -151,9 +91,9 @@ def fairness_gate(spec: ModelSpec, model: Any, test: pd.DataFrame) -> list[GateR
     else:
         rates = predicted.groupby(groups).mean()
     if len(rates) < 2:
-        return [_gate(name, fairness.metric, None, fairness.max_difference, "<=", "fewer than two groups")]
+        return [gate(name, fairness.metric, None, fairness.max_difference, "<=", "fewer than two groups")]
     detail = ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
-    return [_gate(name, fairness.metric, float(rates.max() - rates.min()), fairness.max_difference, "<=", detail)]
+    return [gate(name, fairness.metric, float(rates.max() - rates.min()), fairness.max_difference, "<=", detail)]
 
 
 def importances(model: Any) -> np.ndarray[Any, Any] | None:
@@ -187,14 +127,14 @@ def importance_gate(spec: ModelSpec, model: Any, champion: Any | None) -> list[G
             )
         ]
     correlation = float(np.corrcoef(mine, theirs)[0, 1])
-    return [_gate("importance_stability", "importance_correlation", correlation, wanted, ">=")]
+    return [gate("importance_stability", "importance_correlation", correlation, wanted, ">=")]
 
 
 def judge(
     spec: ModelSpec,
     model: Any,
     test: pd.DataFrame,
-    latency: Latency,
+    latency: Timing | Latency,
     *,
     champion: Any | None = None,
 ) -> Verdict:

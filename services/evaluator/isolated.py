@@ -16,7 +16,8 @@ from shared.runtime.sandbox import serve_request
 
 def judged(request: dict[str, Any]) -> dict[str, Any]:
     """The verdict on the files, as JSON."""
-    verdict = judge_files(ModelSpec.model_validate(request["spec"]), Path(request["folder"]))
+    spec = ModelSpec.model_validate(request["spec"])
+    verdict = judge_files(spec, Path(request["folder"]), model_threads=int(request.get("threads", 1)))
     found = dataclasses.asdict(verdict)
     found["gates"] = [g.model_dump(mode="json") for g in verdict.gates]
     return found

@@ -11,27 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 
 from services.evaluator import domain
 from shared.contract.events import ArtifactRef, GateResult, ModelRegistered
 from shared.contract.spec import ModelSpec
-from shared.runtime import sandbox
+from shared.runtime import latency, sandbox, threads
 from shared.runtime.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
 from shared.runtime.features import prepare
+from shared.runtime.gates import Timing, latency_failed
 from shared.runtime.modelfile import UntrustedArtifact, load_predictor
 from shared.runtime.onnxmodel import OnnxModelError
 
 log = logging.getLogger("modelbus.evaluator")
-ROW_SAMPLES = 200
-BATCH_ROWS = 1000
-BATCH_SAMPLES = 20
 
 
 class Judging(Protocol):
@@ -47,21 +43,18 @@ class EvaluatorRefusal(ValueError):
     """A version the evaluator cannot judge (an artifact is missing)."""
 
 
-def measure_latency(model: Any, x: pd.DataFrame) -> domain.Latency:
-    """p99 of one-row predictions and of 1,000-row batch predictions, in milliseconds."""
-    rows: list[float] = []
-    for i in range(ROW_SAMPLES):
-        one = x.iloc[[i % len(x)]]
-        began = time.perf_counter()
-        model.predict(one)
-        rows.append((time.perf_counter() - began) * 1000)
-    batch = x.sample(n=BATCH_ROWS, replace=len(x) < BATCH_ROWS, random_state=0)
-    batches: list[float] = []
-    for _ in range(BATCH_SAMPLES):
-        began = time.perf_counter()
-        model.predict(batch)
-        batches.append((time.perf_counter() - began) * 1000)
-    return domain.Latency(float(np.percentile(rows, 99)), float(np.percentile(batches, 99)))
+def timing(spec: ModelSpec, served: Any, champion: Any | None, x: pd.DataFrame) -> Timing:
+    """The candidate's latencies in its served form, the champion's measured in the same run; when
+    a latency gate fails on them, everything is measured once more and the second run counts (the
+    first kept), so that a busy moment does not reject a model on its own."""
+    models = [served] if champion is None else [served, champion]
+    found = latency.measure(models, x)
+    measured = Timing(found[0], champion=found[1] if champion is not None else None)
+    if not latency_failed(spec, measured):
+        return measured
+    log.info("%s: a latency gate failed (%s); measuring again", spec.model, measured.latency.shown())
+    again = latency.measure(models, x)
+    return Timing(again[0], first=found[0], champion=again[1] if champion is not None else None)
 
 
 def _artifact(artifacts: list[ArtifactRef], name: str) -> ArtifactRef:
@@ -81,9 +74,11 @@ def _open(spec: ModelSpec, folder: Path) -> Any:
     )
 
 
-def judge_files(spec: ModelSpec, folder: Path) -> domain.Verdict:
+def judge_files(spec: ModelSpec, folder: Path, *, model_threads: int = 1) -> domain.Verdict:
     """Every gate for the files a Judge fetched into `folder` (candidate/, its served graph in
-    served/, the champion's model in champion/): what runs in the sandbox's child process."""
+    served/, the champion's model in champion/ and its served graph in champion-served/): what runs
+    in the sandbox's child process, its native pools as serving sizes them."""
+    threads.narrow(model_threads)
     try:
         model = _open(spec, folder / "candidate")
     except (UntrustedArtifact, OnnxModelError) as exc:
@@ -94,15 +89,22 @@ def judge_files(spec: ModelSpec, folder: Path) -> domain.Verdict:
             champion_model = _open(spec, folder / "champion")
         except (UntrustedArtifact, OnnxModelError, OSError) as exc:
             log.warning("the champion is unreadable (%s); judging without it", exc)
-    served = model
-    if (folder / "served").is_dir():
-        try:
-            served = _open(spec, folder / "served")
-        except (OnnxModelError, OSError) as exc:
-            log.warning("the version's ONNX graph is unreadable (%s); timing the pipeline", exc)
+    served = _served(spec, folder / "served", model)
+    champion_served = _served(spec, folder / "champion-served", champion_model) if champion_model else None
     test = pd.read_parquet(folder / "candidate" / "test-split.parquet")
-    latency = measure_latency(served, prepare(test, spec.features))
-    return domain.judge(spec, model, test, latency, champion=champion_model)
+    measured = timing(spec, served, champion_served, prepare(test, spec.features))
+    return domain.judge(spec, model, test, measured, champion=champion_model)
+
+
+def _served(spec: ModelSpec, folder: Path, model: Any) -> Any:
+    """What serving runs: the ONNX graph in `folder` when there is one, else `model`."""
+    if not folder.is_dir():
+        return model
+    try:
+        return _open(spec, folder)
+    except (OnnxModelError, OSError) as exc:
+        log.warning("an ONNX graph is unreadable (%s); timing the pipeline", exc)
+        return model
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Judge:
     the sandbox open and judge them: a model file runs in no long-lived process before it passed."""
 
     artifacts: ArtifactStore
+    model_threads: int = 1
     warm: sandbox.Warm = field(default_factory=lambda: sandbox.Warm("services.evaluator.isolated"))
 
     async def close(self) -> None:
@@ -152,9 +155,11 @@ class Judge:
             if champion is not None:
                 try:
                     await self.fetch_model(champion, folder / "champion")
+                    if "model.onnx" in {a.name for a in champion} and (folder / "champion" / "model.skops").exists():
+                        await self.fetch(_artifact(champion, "model.onnx"), folder / "champion-served")
                 except (ArtifactError, EvaluatorRefusal) as exc:
                     log.warning("champion of %s unreadable (%s); judging without it", event.model, exc)
-            request = {"spec": spec.model_dump(mode="json"), "folder": str(folder)}
+            request = {"spec": spec.model_dump(mode="json"), "folder": str(folder), "threads": self.model_threads}
             try:
                 answer = await self.warm.run(request, cwd=folder)
             except sandbox.SandboxError as exc:

@@ -215,7 +215,10 @@ def summarize(columns: Columns, calibration: Calibration | None = None, *, drift
     performance (CBPE)."""
     roles = categories(columns, ROLE)
     answered = roles != "shadow"
-    latency = columns[LATENCY][answered] if answered.any() else columns[LATENCY]
+    # Every row of a request carries the request's latency, so the rows of one request are one
+    # observation: the p99 and its interval are taken over requests (the distinct values), or a
+    # single slow request of 20 rows would be 20 of a few hundred samples and decide a rollback.
+    latency = np.unique(columns[LATENCY][answered] if answered.any() else columns[LATENCY])
     confidence = columns[CONFIDENCE]
     labels = columns[PREDICTION + VOCABULARY]
     counts = np.bincount(columns[PREDICTION], minlength=len(labels))

@@ -20,7 +20,7 @@ from sklearn.model_selection import RandomizedSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from shared.contract.events import ContractViolation
+from shared.contract.events import CandidateResult, ContractViolation, GateResult
 from shared.contract.spec import METRICS, Candidate, Choice, ModelSpec
 from shared.runtime.derive import DeriveFeatures
 from shared.runtime.features import epoch_seconds
@@ -267,3 +267,34 @@ def better(spec: ModelSpec, score: float, than: float | None) -> bool:
     if than is None:
         return True
     return score > than if METRICS[spec.selection_metric].higher_is_better else score < than
+
+
+def refusal(checks: list[GateResult]) -> str | None:
+    """Why a candidate cannot be chosen: the gates it fails, with their numbers; None if it passes."""
+    failed = [g for g in checks if not g.passed]
+    if not failed:
+        return None
+    return "; ".join(f"fails {g.name}: {_value(g.value)} (needs {g.comparator} {g.threshold:g})" for g in failed)
+
+
+def _value(value: float | None) -> str:
+    return "unmeasured" if value is None else f"{value:.4g}"
+
+
+def choose(spec: ModelSpec, tried: list[CandidateResult]) -> int | None:
+    """The index of the best candidate on the selection metric among those that can pass the spec's
+    gates (not refused, with a measured score); None when none can. A candidate that would be
+    rejected is never chosen over one that would pass, however much better its score."""
+    best: int | None = None
+    for index, candidate in enumerate(tried):
+        if candidate.refused is not None or math.isnan(candidate.score):
+            continue
+        if best is None or better(spec, candidate.score, tried[best].score):
+            best = index
+    return best
+
+
+def none_passes(tried: list[CandidateResult]) -> str:
+    """The run's reason when no candidate can pass: each one's."""
+    reasons = "; ".join(f"{c.estimator.rsplit('.', 1)[-1]} {c.refused or 'has no validation score'}" for c in tried)
+    return f"no candidate can pass the spec's gates: {reasons}"

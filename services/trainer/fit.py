@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from services.trainer import domain
 from shared.contract.events import (
@@ -30,16 +32,21 @@ from shared.contract.events import (
     ContractViolation,
     FeatureSchema,
     FeatureStoreLineage,
+    GateResult,
     ReferenceProfile,
 )
 from shared.contract.spec import Candidate, ModelSpec
+from shared.runtime import latency
 from shared.runtime.derive import compute
 from shared.runtime.features import prepare
+from shared.runtime.gates import Timing, latency_failed, latency_gates, sanity_gates
 from shared.runtime.metrics import evaluate
+from shared.runtime.modelfile import load_predictor
 from shared.runtime.onnxexport import export_onnx
 from shared.runtime.profile import calibration, reference_profile
 
 log = logging.getLogger("modelbus.trainer.fit")
+CHECK_CALLS = 300  # one-row calls a candidate's latency check takes (the evaluator's judgement takes 1,000)
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Job:
     dask_scheduler: str | None = None
     n_jobs: int = 0
     feast_repo: str | None = None  # the Feast repo, for a spec that names Feast features
+    model_threads: int = 1  # native threads a candidate's latency is measured with (as serving runs it)
 
 
 @dataclass
@@ -163,7 +171,7 @@ def train(job: Job) -> Outcome:
         len(x_val),
         len(parts.test),
     )
-    best: tuple[Any, dict[str, Any], str, float] | None = None
+    fitted_models: list[Any] = []
     tried: list[CandidateResult] = []
     try:
         with parallelism(job, x_train, y_train) as (n_jobs, where):
@@ -175,14 +183,18 @@ def train(job: Job) -> Outcome:
                 model, params = fitted.pipeline, fitted.params
                 measured = evaluate(spec.task, model, x_val, y_val)
                 score = measured.get(spec.selection_metric, float("nan"))
+                checks = check_candidate(job, model, x_val, out / "candidates" / str(index))
+                refused = domain.refusal(checks)
                 log.info(
-                    "run %s: %s %s=%.4f in %.1f s",
+                    "run %s: %s %s=%.4f in %.1f s%s",
                     job.run_id,
                     candidate.estimator.rsplit(".", 1)[1],
                     spec.selection_metric,
                     score,
                     time.perf_counter() - began,
+                    f"; cannot be chosen, it {refused}" if refused else "",
                 )
+                fitted_models.append(model)
                 tried.append(
                     CandidateResult(
                         estimator=candidate.estimator,
@@ -190,15 +202,20 @@ def train(job: Job) -> Outcome:
                         score=score,
                         cv_score=fitted.cv_score,
                         metrics=measured,
+                        checks=checks,
+                        refused=refused,
                     )
                 )
-                if best is None or domain.better(spec, score, best[3]):
-                    best = (model, params, candidate.estimator, score)
     except Exception as exc:
         log.exception("run %s: fit failed", job.run_id)
         return Outcome(job.run_id, ok=False, stage="fit", reason=f"{type(exc).__name__}: {exc}")
-    assert best is not None
-    model, params, estimator, _ = best
+    chosen = domain.choose(spec, tried)
+    if chosen is None:
+        shutil.rmtree(out / "candidates", ignore_errors=True)
+        reason = domain.none_passes(tried)
+        log.warning("run %s: %s", job.run_id, reason)
+        return Outcome(job.run_id, ok=False, stage="select", reason=reason, candidates=tried)
+    model, params, estimator = fitted_models[chosen], tried[chosen].params, tried[chosen].estimator
     metrics = evaluate(spec.task, model, x_val, y_val)
     profile = reference_profile(
         spec.model_inputs(), with_derived(spec, parts.train), model.predict(x_val), task=spec.task, seed=spec.split.seed
@@ -207,14 +224,12 @@ def train(job: Job) -> Outcome:
         calibrated = calibration(model, prepare(parts.test, spec.features), parts.test[spec.target])
         profile = profile.model_copy(update={"calibration": calibrated})
     files = _write_artifacts(job, spec, model, parts.test, out)
-    onnx_note = (
-        export_onnx(model, spec.features, spec.task, x_val, out / "model.onnx")
-        if not spec.derived
-        else "not exported: derived features are computed by modelbus' DeriveFeatures step, which has no ONNX "
-        "converter; served through skops"
-    )
+    winner = out / "candidates" / str(chosen + 1)
+    onnx_note = (winner / "onnx.txt").read_text()
     if onnx_note == "ok":
+        (winner / "model.onnx").replace(out / "model.onnx")
         files["model.onnx"] = str(out / "model.onnx")
+    shutil.rmtree(out / "candidates", ignore_errors=True)
     seconds = time.perf_counter() - started
     schema = [
         FeatureSchema(name=f.name, kind=schema_kind(f.type), dtype=str(frame[f.name].dtype)) for f in spec.features
@@ -258,6 +273,37 @@ def train(job: Job) -> Outcome:
         training_seconds=seconds,
         features_from=features_from,
     )
+
+
+def check_candidate(job: Job, model: Any, x_val: pd.DataFrame, folder: Path) -> list[GateResult]:
+    """The spec's gates a candidate can be held to before it is chosen: its predictions' sanity on
+    the validation rows, and the latency of its served form (its ONNX graph, exported into
+    `folder`, when it has one) with the native threads serving gives it, measured again once if a
+    latency gate fails, as the evaluator measures."""
+    spec = job.spec
+    folder.mkdir(parents=True, exist_ok=True)
+    note = (
+        export_onnx(model, spec.features, spec.task, x_val, folder / "model.onnx")
+        if not spec.derived
+        else "not exported: derived features are computed by modelbus' DeriveFeatures step, which has no ONNX "
+        "converter; served through skops"
+    )
+    (folder / "onnx.txt").write_text(note)
+    served = model
+    if note == "ok":
+        served = load_predictor(
+            folder,
+            features=[f.name for f in spec.features],
+            numeric=[f.type != "categorical" for f in spec.features],
+            task=spec.task,
+        )
+    with threadpool_limits(limits=job.model_threads or None):
+        [found] = latency.measure([served], x_val, row_calls=CHECK_CALLS)
+        timing = Timing(found)
+        if latency_failed(spec, timing):
+            [again] = latency.measure([served], x_val, row_calls=CHECK_CALLS)
+            timing = Timing(again, first=found)
+    return [*sanity_gates(spec, model, x_val), *latency_gates(spec, timing)]
 
 
 @contextlib.contextmanager

@@ -199,6 +199,7 @@ class Worker:
             dask_scheduler=self.settings.trainer_dask_scheduler,
             n_jobs=self.settings.trainer_n_jobs,
             feast_repo=str(self.settings.feast_repo),
+            model_threads=self.settings.model_threads,
         )
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(self._pool(), fit.train, request)

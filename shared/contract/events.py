@@ -206,27 +206,6 @@ class ReferenceProfile(Record):
     )
 
 
-class CandidateResult(Record):
-    """One estimator tried during training."""
-
-    estimator: str = Field(description="Estimator class path, from the allowlist.")
-    params: dict[str, Scalar] = Field(description="Hyperparameters of its best fit.")
-    score: float = Field(description="Value of the spec's selection metric on validation.")
-    cv_score: float | None = Field(
-        default=None, description="Mean cross-validated selection metric of its best parameters (searched only)."
-    )
-    metrics: dict[str, float] = Field(default_factory=dict, description="Every validation metric of its best fit.")
-
-
-class ContractViolation(Record):
-    """One rule of a data contract that the data broke."""
-
-    column: str | None = Field(description="Column concerned; null for table-level rules.")
-    rule: str = Field(description="The rule, e.g. required, dtype, max_null_fraction, range, domain.")
-    expected: str = Field(description="What the contract asks for.")
-    observed: str = Field(description="What the data has.")
-
-
 class GateResult(Record):
     """One evaluation gate with its numbers."""
 
@@ -237,6 +216,47 @@ class GateResult(Record):
     comparator: Literal[">=", "<=", ">", "<", "within"] = Field(description="How they compare.")
     passed: bool = Field(description="Whether the gate passed.")
     detail: str = Field(default="", description="Readable explanation.")
+    measurements: list[float] = Field(
+        default_factory=list,
+        description="Every measurement of the value, in order (a latency gate that fails is measured once "
+        "more, and the second counts).",
+    )
+    champion_value: float | None = Field(
+        default=None, description="The champion's value, measured in the same run (latency gates)."
+    )
+    load: float | None = Field(
+        default=None,
+        description="The machine's 1-minute load average per core while the value was measured (latency gates).",
+    )
+
+
+class CandidateResult(Record):
+    """One estimator tried during training."""
+
+    estimator: str = Field(description="Estimator class path, from the allowlist.")
+    params: dict[str, Scalar] = Field(description="Hyperparameters of its best fit.")
+    score: float = Field(description="Value of the spec's selection metric on validation.")
+    cv_score: float | None = Field(
+        default=None, description="Mean cross-validated selection metric of its best parameters (searched only)."
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="Every validation metric of its best fit.")
+    checks: list[GateResult] = Field(
+        default_factory=list,
+        description="The spec's gates it was checked against before choosing (sanity on validation, latency of "
+        "its served form).",
+    )
+    refused: str | None = Field(
+        default=None, description="Why it could not be chosen (a gate it fails); null: it could."
+    )
+
+
+class ContractViolation(Record):
+    """One rule of a data contract that the data broke."""
+
+    column: str | None = Field(description="Column concerned; null for table-level rules.")
+    rule: str = Field(description="The rule, e.g. required, dtype, max_null_fraction, range, domain.")
+    expected: str = Field(description="What the contract asks for.")
+    observed: str = Field(description="What the data has.")
 
 
 class TrafficShare(Record):
@@ -459,7 +479,9 @@ class TrainingFailed(Event):
     run_id: str = Field(description="Training run id.")
     dataset: ModelName = Field(description="Dataset name.")
     dataset_version: str = Field(description="Dataset version.")
-    stage: Literal["load", "validate", "fit", "export", "upload"] = Field(description="Stage that failed.")
+    stage: Literal["load", "validate", "fit", "select", "export", "upload"] = Field(
+        description="Stage that failed (select: no candidate can pass the spec's gates)."
+    )
     reason: str = Field(description="Readable cause.")
     violations: list[ContractViolation] = Field(
         default_factory=list, description="Every data-contract rule broken (stage validate)."

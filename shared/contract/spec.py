@@ -336,6 +336,12 @@ class Evaluation(SpecModel):
 
     max_latency_ms_row: float = Field(default=50, gt=0, description="p99 latency of one-row predictions, ms.")
     max_latency_ms_batch: float = Field(default=2000, gt=0, description="p99 latency of a 1,000-row batch, ms.")
+    max_latency_ratio: float | None = Field(
+        default=None,
+        ge=1,
+        description="Largest one-row p99 of the candidate over the champion's, both measured in the same run; "
+        "null: not compared.",
+    )
     min_class_rate: float = Field(default=0.0, ge=0, le=1, description="Smallest share of predictions per class.")
     max_class_rate: float = Field(default=1.0, ge=0, le=1, description="Largest share of predictions per class.")
     fairness: Fairness | None = Field(default=None, description="Fairness gate, if wanted.")

@@ -53,6 +53,27 @@ def register_boosters() -> None:
     )
 
 
+@functools.cache
+def mend_hist_gradient_boosting() -> None:
+    """Let skl2onnx convert HistGradientBoosting* fitted by scikit-learn 1.9.
+
+    skl2onnx 1.20's tree converter writes each node's `nodes_missing_value_tracks_true` as the
+    tree's own `missing_go_to_left` value (a numpy uint8) for a branch and as Python's `False` for
+    a leaf; ONNX's attribute builder then refuses the mixed list ("AttributeProto.ints: Expected an
+    int, got a boolean") and the model could only be served through skops. The flag is a 0/1
+    integer in ONNX's TreeEnsemble operators, so the node builder the converter calls is wrapped to
+    pass it as one. The graph is checked against the pipeline as every export is (`export_onnx`)."""
+    from skl2onnx.common import tree_ensemble
+
+    build = tree_ensemble.add_node
+
+    @functools.wraps(build)
+    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
+        return build(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs)
+
+    tree_ensemble.add_node = add_node
+
+
 def onnx_inputs(features: Sequence[Feature], x: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     for feature in features:
@@ -91,6 +112,8 @@ def export_onnx(
             model = with_feature_inputs(model, features, x_val)
         if type(model.steps[-1][1]).__module__.startswith(("xgboost", "lightgbm")):
             register_boosters()
+        if type(model.steps[-1][1]).__name__.startswith("HistGradientBoosting"):
+            mend_hist_gradient_boosting()
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
         types = [

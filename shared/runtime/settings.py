@@ -240,6 +240,10 @@ class Settings(BaseSettings):
     serving_refresh_seconds: float = Field(default=30, gt=0)
     # This process's shard of the models, i/n (a stable hash of the model name); empty: every model.
     serving_shard: str = ""
+    # Native threads a model's call may use in serving, the evaluator's sandbox and the trainer's
+    # checks of its candidates (OpenMP, BLAS); requests run in parallel across processes, not inside
+    # one call, and batches of 1,000 rows or more use every core. 0: the libraries' defaults.
+    model_threads: int = Field(default=1, ge=0, le=256)
     # Memory for resident versions, in bytes; versions no rollout routes to are evicted beyond it (LRU).
     serving_memory_bytes: int = Field(default=4 * 1024**3, ge=1024**2)
     # Bearer tokens for predict, infer and metadata (TOKEN[:NAME], comma-separated); empty: no auth.

@@ -14,6 +14,7 @@ from tests.support.scenarios import (
     PROFILES,
     Loop,
     broken,
+    busy_machine,
     estimation,
     feedback,
     fresh_data,
@@ -120,3 +121,25 @@ async def test_labels_sent_at_once_or_before_their_answers_all_join_and_unknown_
         return all(w in text for w in wanted)
 
     await loop.until(in_metrics, 30, "the ledger in /metrics")
+
+
+async def test_on_a_busy_machine_the_better_model_is_chosen_passes_its_latency_gates_and_is_promoted(
+    loop: Loop,
+) -> None:
+    report, trained, evaluated = await busy_machine(loop)
+    assert report.versions == {1: "promoted"}, report
+    [run] = trained
+    scores = {c.estimator.rsplit(".", 1)[1]: c for c in run.candidates}
+    ridge, boosting = scores["Ridge"], scores["HistGradientBoostingRegressor"]
+    assert run.estimator.endswith("HistGradientBoostingRegressor")
+    assert boosting.score > ridge.score + 0.3, (boosting.score, ridge.score)
+    assert boosting.refused is None, boosting.checks
+    [verdict] = evaluated
+    assert verdict.decision == "approved", verdict.gates
+    gates = {g.name: g for g in verdict.gates}
+    row = gates["latency_p99_row"]
+    assert row.passed and row.value is not None and row.value <= 50, row
+    assert row.measurements and row.measurements[-1] == row.value, "the measurements are in the verdict"
+    assert row.load is not None and row.load > 0.5, "measured while every core was busy"
+    assert "over 1000 calls" in row.detail, row.detail
+    assert "model.onnx" in {a.name for a in run.artifacts}, "boosting is served as ONNX"

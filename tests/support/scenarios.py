@@ -38,20 +38,24 @@ from shared.contract.events import (
     Event,
     Label,
     LabelsArrived,
+    ModelEvaluated,
     ModelRegistered,
+    ModelTrained,
     RetrainRequested,
     RetrainSkipped,
     RolloutChanged,
     TrainingFailed,
     TrainingStarted,
 )
+from shared.contract.spec import ModelSpec
 from shared.ops.platform import Follower, Platform, describe
 from shared.runtime.artifacts import ArtifactStore
 from shared.runtime.broker import drop_topics, ensure_topics
 from shared.runtime.bus import Bus
 from shared.runtime.db import make_engine
 from shared.runtime.settings import Settings
-from tests.support.world import FEATURES, KEY, TARGET, Pace, World, noise, world_spec
+from tests.support.burner import burning
+from tests.support.world import FEATURES, KEY, TARGET, Pace, World, boosting_spec, interactions, noise, world_spec
 
 Say = Callable[[str], None]
 ENDED = ("promoted", "rolled-back")
@@ -155,10 +159,13 @@ class Loop:
     # ------------------------------------------------------------ acting
 
     async def apply(self, model: str, pace: Pace) -> None:
+        await self.apply_spec(world_spec(model, pace))
+
+    async def apply_spec(self, spec: ModelSpec) -> None:
         async with httpx.AsyncClient(timeout=30) as http:
             answer = await http.post(
                 f"http://127.0.0.1:{self.settings.registry_port}/v1/specs",
-                json={"spec_yaml": world_spec(model, pace).model_dump_json(), "reason": "scenario"},
+                json={"spec_yaml": spec.model_dump_json(), "reason": "scenario"},
                 headers={"Authorization": f"Bearer {self.token}"},
             )
         answer.raise_for_status()
@@ -473,6 +480,19 @@ async def broken(loop: Loop, profile: Profile) -> Report:
     report = loop.report("4. broken candidate, no labels", model, began)
     report.figures = {"rollback_reason": ended.reason}
     return report
+
+
+async def busy_machine(loop: Loop, seconds: float = 300) -> tuple[Report, list[ModelTrained], list[ModelEvaluated]]:
+    """A spec offering a linear model and gradient boosting on data the linear one cannot fit,
+    trained, judged and rolled out while a CPU burner keeps every core busy: the better model must
+    still be chosen, pass its latency gates and be promoted."""
+    began, model = time.monotonic(), name("busy")
+    with burning(seconds):
+        await loop.apply_spec(boosting_spec(model))
+        await loop.publish(model, "d1", interactions(4000, seed=12))
+        await loop.rollout_end(model, 1, timeout=seconds)
+    report = loop.report("a busy machine", model, began)
+    return report, loop.events(model, ModelTrained), loop.events(model, ModelEvaluated)
 
 
 async def labels_in_any_order(loop: Loop, rows: int = 500) -> tuple[Report, dict[str, Any]]:

@@ -128,3 +128,40 @@ def world_spec(model: str, pace: Pace) -> ModelSpec:
             }
         ),
     )
+
+
+def interactions(rows: int, *, seed: int) -> pd.DataFrame:
+    """A regression world a linear model cannot fit: the target rests on a product, a sine and a
+    square of the features (r2 about 0.1 for a linear fit, above 0.8 for gradient boosting)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, len(FEATURES)))
+    frame = pd.DataFrame(x, columns=FEATURES)
+    frame.insert(0, KEY, [f"b-{seed}-{i}" for i in range(rows)])
+    frame["value"] = 3 * np.sin(x[:, 0] * x[:, 1]) + x[:, 2] ** 2 - 1 + 0.3 * rng.normal(size=rows)
+    return frame
+
+
+def boosting_spec(model: str) -> ModelSpec:
+    """A spec offering a linear model and gradient boosting for `interactions`, with the default
+    latency budget (one row 50 ms, 1,000 rows 2,000 ms) and an r2 gate only boosting can pass."""
+    numeric = ColumnRule(dtype="numeric")
+    return ModelSpec(
+        model=model,
+        dataset=model,
+        task="regression",
+        target="value",
+        features=[Feature(name=name, type="numeric") for name in FEATURES],
+        contract=Contract(min_rows=200, columns={**{name: numeric for name in FEATURES}, "value": numeric}),
+        candidates=[
+            Candidate(estimator="sklearn.linear_model.Ridge", params={"alpha": 1.0}),
+            Candidate(
+                estimator="sklearn.ensemble.HistGradientBoostingRegressor",
+                params={"max_iter": 200, "learning_rate": 0.1, "random_state": 0},
+            ),
+        ],
+        search=Search(iterations=1, cv=3),
+        selection_metric="r2",
+        gates=[Gate(metric="r2", min=0.6)],
+        rollout=Rollout(steps=[100], bake_seconds=1, min_samples=10, sticky_key=KEY),
+        monitoring=Monitoring.model_validate({"window_rows": 300, "window_seconds": 20, "retrain_on": []}),
+    )

@@ -40,7 +40,7 @@ class Batcher:
         self.waiting: collections.deque[Pending] = collections.deque()
         self.scheduled = False
         self.busy = False
-        self.call_seconds = 0.0
+        self.call_seconds = loaded.call_seconds  # a warm call's, until calls are timed here
 
     def submit(self, rows: list[Row]) -> asyncio.Future[Predicted]:
         """Queue rows; the future resolves to what the model predicted for them."""

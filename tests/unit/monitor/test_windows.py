@@ -131,3 +131,31 @@ def test_canary_latency_fails_only_beyond_both_the_ratio_and_the_slack(
     compared = canary.compare(canary_, stable, policy, task="classification", labelled=None)
     [latency] = [c for c in compared if c.metric == "latency_p99_ms"]
     assert latency.passed is passes
+
+
+def test_the_latency_p99_counts_a_request_once_however_many_rows_it_carried() -> None:
+    """15 requests of 20 rows, one of them slow (the first call of a new version on a busy
+    machine): the rows of one request are one observation, so that request alone cannot put the
+    p99's interval above the stable's."""
+    rng = np.random.default_rng(5)
+    taken = [*rng.normal(1.0, 0.05, 14), 8.468]
+    rows = [
+        Prediction(
+            request_id=f"r-{request}-{row}",
+            model_version=2,
+            role="canary",
+            features={"age": 30.0 + row, "plan": "pro"},
+            prediction=row % 2,
+            probabilities={"0": 0.4, "1": 0.6},
+            latency_ms=float(ms),
+            served_at=NOW + timedelta(seconds=request),
+        )
+        for request, ms in enumerate(taken)
+        for row in range(20)
+    ]
+    found = windows.summarize(windows.columns_of(PredictionsLogged.from_records("churn", "b-1", rows)))
+    assert found.rows == 300
+    assert found.latency_p99_bounds is not None
+    low, high = found.latency_p99_bounds
+    assert high == 8.468 and low < 1.5, found.latency_p99_bounds  # rows as samples: both ends at 8.468
+    assert canary.quantile_bounds(np.repeat(taken, 20))[0] == 8.468, "what rows as samples gave"

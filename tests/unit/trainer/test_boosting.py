@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from services.trainer import fit
+from shared.contract.spec import ModelSpec
 from shared.contract.specparse import SpecError
 from shared.ops.example_data import write_churn
 from shared.runtime.features import prepare
@@ -22,6 +23,24 @@ from tests.unit.trainer.test_fit import job
 ROOT = Path(__file__).resolve().parents[3]
 TEXT = (ROOT / "schemas/examples/gradient-boosting.yaml").read_text()
 SPEC = load_spec(TEXT)
+
+
+def one_candidate(estimator: str, task: str, params: dict[str, int]) -> ModelSpec:
+    """The example spec with one candidate; for regression, monthly charges become the target."""
+    regression = task == "regression"
+    return SPEC.model_copy(
+        update={
+            "task": task,
+            "target": "monthly_charges" if regression else SPEC.target,
+            "features": [f for f in SPEC.features if not (regression and f.name == "monthly_charges")],
+            "selection_metric": "rmse" if regression else SPEC.selection_metric,
+            "gates": [],
+            "contract": SPEC.contract.model_copy(update={"min_class_count": 1}),
+            "candidates": [
+                SPEC.candidates[1].model_copy(update={"estimator": estimator, "params": params, "search": {}})
+            ],
+        }
+    )
 
 
 def test_three_families_compete_on_the_selection_metric_and_the_best_wins(tmp_path: Path) -> None:
@@ -51,19 +70,7 @@ def test_a_boosted_model_exports_to_onnx_that_agrees_and_loads_back_through_skop
     estimator: str, task: str, params: dict[str, int], tmp_path: Path
 ) -> None:
     regression = task == "regression"
-    spec = SPEC.model_copy(
-        update={
-            "task": task,
-            "target": "monthly_charges" if regression else SPEC.target,
-            "features": [f for f in SPEC.features if not (regression and f.name == "monthly_charges")],
-            "selection_metric": "rmse" if regression else SPEC.selection_metric,
-            "gates": [],
-            "contract": SPEC.contract.model_copy(update={"min_class_count": 1}),
-            "candidates": [
-                SPEC.candidates[1].model_copy(update={"estimator": estimator, "params": params, "search": {}})
-            ],
-        }
-    )
+    spec = one_candidate(estimator, task, params)
     outcome = fit.train(job(tmp_path, spec, write_churn(tmp_path / "churn.csv", rows=2000)))
     assert outcome.ok, outcome.reason
     assert outcome.onnx == "ok" and "model.onnx" in outcome.files
@@ -80,6 +87,36 @@ def test_a_boosted_model_exports_to_onnx_that_agrees_and_loads_back_through_skop
         assert (
             np.max(np.abs(graph.predict(rows) - pipeline.predict(rows))) < 1e-3 * np.abs(pipeline.predict(rows)).max()
         )
+    else:
+        assert np.max(np.abs(graph.predict_proba(rows) - pipeline.predict_proba(rows))) < 1e-4
+        assert np.array_equal(graph.predict(rows), pipeline.predict(rows))
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_hist_gradient_boosting_exports_to_onnx_that_agrees_on_10000_rows_with_missing_values(
+    task: str, tmp_path: Path
+) -> None:
+    regression = task == "regression"
+    estimator = f"sklearn.ensemble.HistGradientBoosting{'Regressor' if regression else 'Classifier'}"
+    spec = one_candidate(estimator, task, {"max_iter": 80})
+    outcome = fit.train(job(tmp_path, spec, write_churn(tmp_path / "churn.csv", rows=3000)))
+    assert outcome.ok, outcome.reason
+    assert outcome.onnx == "ok" and "model.onnx" in outcome.files, outcome.onnx
+    pipeline = load_model(Path(outcome.files["model.skops"]))
+    rows = prepare(pd.read_csv(write_churn(tmp_path / "other.csv", rows=10_000, seed=11)), spec.features)
+    numeric = [f.name for f in spec.features if f.type == "numeric"]
+    holes = np.random.default_rng(3).random((len(rows), len(numeric))) < 0.05
+    rows[numeric] = rows[numeric].mask(holes)  # the converter's missing-value branches are taken too
+    graph = OnnxModel.open(
+        Path(outcome.files["model.onnx"]),
+        features=[f.name for f in spec.features],
+        numeric=[f.type == "numeric" for f in spec.features],
+        task=spec.task,
+        classes=pipeline.classes_.tolist() if not regression else None,
+    )
+    if regression:
+        difference = np.max(np.abs(graph.predict(rows) - pipeline.predict(rows)))
+        assert difference < 1e-4 * np.abs(pipeline.predict(rows)).max(), difference
     else:
         assert np.max(np.abs(graph.predict_proba(rows) - pipeline.predict_proba(rows))) < 1e-4
         assert np.array_equal(graph.predict(rows), pipeline.predict(rows))
