@@ -211,6 +211,10 @@ class OnnxModel:
         labels, probabilities = self._decode(self.session.run(self._outputs, self.feed_rows(rows)))
         return labels.tolist(), probabilities.tolist() if probabilities is not None else None
 
+    def run_frame(self, x: pd.DataFrame) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any] | None]:
+        """Labels (or values) and class probabilities for a frame of prepared features, in one run."""
+        return self._decode(self.session.run(self._outputs, self.feed_frame(x)))
+
     def predict(self, x: pd.DataFrame) -> np.ndarray[Any, Any]:
         """Labels (classifier) or values (regressor) for a frame of prepared features."""
         return self._decode(self.session.run(self._outputs, self.feed_frame(x)))[0]

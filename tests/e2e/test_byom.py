@@ -193,6 +193,31 @@ async def test_exported_versions_predict_in_mlflow_pyfunc_as_serving_does(
     assert compared == 1000
 
 
+async def test_a_file_scored_with_modelbus_score_equals_the_v1_answers_row_for_row(loop: Loop, tmp_path: Path) -> None:
+    rows = churn_frame(10_000, seed=98)
+    answers = await predict(loop, rows)  # the canary splits them between the two versions
+    rows.drop(columns=["churned"]).to_parquet(tmp_path / "rows.parquet", index=False)
+    for version in (1, 2):
+        out = tmp_path / f"scored-v{version}"
+        done = cli(loop, "score", f"{MODEL}@{version}", "--input", str(tmp_path / "rows.parquet"),
+                   "--output", str(out), "--keep", "customer_id", "--chunk-rows", "3000", "--job", f"j{version}",
+                   token=VIEWER)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "10000 rows in 4 parts: 10000 scored, 0 refused" in done.stdout, done.stdout
+        scored = pd.concat([pd.read_parquet(part) for part in sorted(out.glob("part-*.parquet"))])
+        assert list(scored["customer_id"]) == list(rows["customer_id"])
+        assert list(scored["request_id"][:2]) == [f"j{version}-0", f"j{version}-1"]
+        mine = [i for i, a in enumerate(answers) if a["version"] == version]
+        assert len(mine) > 1000, f"v{version} answered {len(mine)} of 10,000 rows"
+        assert [scored["prediction"].iloc[i] for i in mine] == [answers[i]["prediction"] for i in mine]
+        ours = scored[["probability_0", "probability_1"]].to_numpy()[mine]
+        theirs = np.array([[answers[i]["probabilities"][k] for k in ("0", "1")] for i in mine])
+        assert np.max(np.abs(ours - theirs)) < 1e-6
+    again = cli(loop, "score", f"{MODEL}@1", "--input", str(tmp_path / "rows.parquet"), "--output",
+                str(tmp_path / "scored-v1"), "--chunk-rows", "3000", "--job", "j1", token=VIEWER)  # fmt: skip
+    assert again.returncode == 0 and "4 of them resumed" in again.stdout, again.stdout + again.stderr
+
+
 def bad_uploads(notebook: dict[str, Path], folder: Path) -> list[tuple[str, dict[str, Any], int, str]]:
     """(what, multipart files, status, the message's telling part) for each bad upload."""
     folder.mkdir(exist_ok=True)

@@ -485,13 +485,15 @@ async def broken(loop: Loop, profile: Profile) -> Report:
 async def busy_machine(loop: Loop, seconds: float = 300) -> tuple[Report, list[ModelTrained], list[ModelEvaluated]]:
     """A spec offering a linear model and gradient boosting on data the linear one cannot fit,
     trained, judged and rolled out while a CPU burner keeps every core busy: the better model must
-    still be chosen, pass its latency gates and be promoted."""
+    still be chosen, pass its latency gates and be promoted. The report's figures say how many
+    cores the burner kept busy on average."""
     began, model = time.monotonic(), name("busy")
-    with burning(seconds):
+    with burning(seconds) as burner:
         await loop.apply_spec(boosting_spec(model))
         await loop.publish(model, "d1", interactions(4000, seed=12))
         await loop.rollout_end(model, 1, timeout=seconds)
     report = loop.report("a busy machine", model, began)
+    report.figures = {"cores_busy": round(burner.cores_busy, 2), "seconds": round(burner.seconds, 1)}
     return report, loop.events(model, ModelTrained), loop.events(model, ModelEvaluated)
 
 

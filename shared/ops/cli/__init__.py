@@ -14,6 +14,7 @@ from shared.ops.cli import (  # noqa: F401 (registration)
     platform,
     registry,
     schemas,
+    scoring,
     stack,
 )
 from shared.ops.cli.app import app
