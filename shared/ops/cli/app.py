@@ -36,10 +36,20 @@ def client() -> Any:
     settings = cli_settings()
     return Client(
         settings.api_url,
-        token=settings.api_token.get_secret_value(),
+        token=settings.api_token.get_secret_value() or local_token(settings),
         alerter_url=settings.alerter_url,
         serving_url=f"http://{settings.serving_host}:{settings.serving_port}",
     )
+
+
+def local_token(settings: Settings) -> str:
+    """The local platform's admin token (`.modelbus/console-token`, made by `modelbus demo` and
+    `modelbus up` when MODELBUS_API_TOKENS is unset), for a CLI with no MODELBUS_API_TOKEN on the
+    machine that runs the local stack; empty elsewhere."""
+    kept = settings.stack_dir / "console-token"
+    if settings.api_tokens.get_secret_value() or not kept.is_file():
+        return ""
+    return kept.read_text().strip()
 
 
 def refused(exc: Any) -> typer.Exit:
@@ -94,6 +104,16 @@ def ref_or_exit(text: str) -> Any:
     except ValueError as exc:
         err.print(str(exc), markup=False)
         raise typer.Exit(2) from None
+
+
+def version_or_exit(text: str, command: str) -> Any:
+    """`NAME@VERSION` or `NAME@ALIAS` parsed; a bare name (or a bad reference) exits 2 naming
+    what `command` needs."""
+    parsed = ref_or_exit(text)
+    if parsed.version is None and parsed.alias is None:
+        err.print(f"{command} needs NAME@VERSION or NAME@ALIAS", markup=False)
+        raise typer.Exit(2)
+    return parsed
 
 
 Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the audit log).")]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.ops.cli.app import Reason, call_api, ref_or_exit
+from shared.ops.cli.app import Reason, call_api, version_or_exit
 from shared.ops.cli.registry import models_app
 from shared.ops.cli.render import err, metrics_line, say
 
@@ -126,10 +126,7 @@ def models_export(
     if format != "mlflow":
         err.print(f"--format {format}: only mlflow is supported", markup=False)
         raise typer.Exit(2)
-    parsed = ref_or_exit(ref)
-    if parsed.version is None and parsed.alias is None:
-        err.print("export needs NAME@VERSION or NAME@ALIAS", markup=False)
-        raise typer.Exit(2)
+    parsed = version_or_exit(ref, "export")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         err.print(f"{directory} exists and is not empty; MLflow models are written to a new folder", markup=False)
         raise typer.Exit(2)

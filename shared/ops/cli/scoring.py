@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from shared.ops.cli.app import app, cli_settings, ref_or_exit, run
+from shared.ops.cli.app import app, cli_settings, run, version_or_exit
 from shared.ops.cli.render import err, say
 
 
@@ -55,10 +55,7 @@ def score(
     if not source.is_file():
         err.print(f"no file at {source}", markup=False)
         raise typer.Exit(2)
-    parsed = ref_or_exit(ref)
-    if parsed.version is None and parsed.alias is None:
-        err.print("score needs NAME@VERSION or NAME@ALIAS", markup=False)
-        raise typer.Exit(2)
+    version_or_exit(ref, "score")
     found = run(lambda mb: mb.version(ref))
     from shared.contract.events import ArtifactRef
 
@@ -98,8 +95,9 @@ def score(
             err.print(str(exc), markup=False)
             raise typer.Exit(1) from None
     resumed = f", {scored.resumed_chunks} of them resumed" if scored.resumed_chunks else ""
+    parts = "1 part" if scored.chunks == 1 else f"{scored.chunks} parts"
     say(
-        f"{scored.rows} rows in {scored.chunks} parts{resumed}: {scored.scored} scored, {scored.bad} refused, "
+        f"{scored.rows} rows in {parts}{resumed}: {scored.scored} scored, {scored.bad} refused, "
         f"{scored.seconds:.1f} s ({scored.rows / max(scored.seconds, 1e-9):,.0f} rows/s); sha256 {scored.sha256[:12]}"
     )
     for bad in scored.bad_rows[:10]:
