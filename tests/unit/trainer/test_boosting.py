@@ -43,6 +43,26 @@ def one_candidate(estimator: str, task: str, params: dict[str, int]) -> ModelSpe
     )
 
 
+def assert_the_graph_agrees(outcome: fit.Outcome, spec: ModelSpec, rows: pd.DataFrame, *, relative: float) -> None:
+    """The run's ONNX graph gives the pipeline's answers on `rows`: a regressor's values within
+    `relative` of the largest, a classifier's probabilities within 1e-4 and the same labels."""
+    pipeline = load_model(Path(outcome.files["model.skops"]))  # refuses any type it does not name
+    regression = spec.task == "regression"
+    graph = OnnxModel.open(
+        Path(outcome.files["model.onnx"]),
+        features=[f.name for f in spec.features],
+        numeric=[f.type == "numeric" for f in spec.features],
+        task=spec.task,
+        classes=pipeline.classes_.tolist() if not regression else None,
+    )
+    if regression:
+        difference = np.max(np.abs(graph.predict(rows) - pipeline.predict(rows)))
+        assert difference < relative * np.abs(pipeline.predict(rows)).max(), difference
+    else:
+        assert np.max(np.abs(graph.predict_proba(rows) - pipeline.predict_proba(rows))) < 1e-4
+        assert np.array_equal(graph.predict(rows), pipeline.predict(rows))
+
+
 def test_three_families_compete_on_the_selection_metric_and_the_best_wins(tmp_path: Path) -> None:
     spec = SPEC.model_copy(update={"search": SPEC.search.model_copy(update={"iterations": 2, "cv": 2})})
     outcome = fit.train(job(tmp_path, spec, write_churn(tmp_path / "churn.csv", rows=3000)))
@@ -69,27 +89,12 @@ def test_three_families_compete_on_the_selection_metric_and_the_best_wins(tmp_pa
 def test_a_boosted_model_exports_to_onnx_that_agrees_and_loads_back_through_skops(
     estimator: str, task: str, params: dict[str, int], tmp_path: Path
 ) -> None:
-    regression = task == "regression"
     spec = one_candidate(estimator, task, params)
     outcome = fit.train(job(tmp_path, spec, write_churn(tmp_path / "churn.csv", rows=2000)))
     assert outcome.ok, outcome.reason
     assert outcome.onnx == "ok" and "model.onnx" in outcome.files
-    pipeline = load_model(Path(outcome.files["model.skops"]))  # refuses any type it does not name
     rows = prepare(pd.read_parquet(outcome.files["test-split.parquet"]), spec.features)
-    graph = OnnxModel.open(
-        Path(outcome.files["model.onnx"]),
-        features=[f.name for f in spec.features],
-        numeric=[f.type == "numeric" for f in spec.features],
-        task=spec.task,
-        classes=pipeline.classes_.tolist() if not regression else None,
-    )
-    if regression:
-        assert (
-            np.max(np.abs(graph.predict(rows) - pipeline.predict(rows))) < 1e-3 * np.abs(pipeline.predict(rows)).max()
-        )
-    else:
-        assert np.max(np.abs(graph.predict_proba(rows) - pipeline.predict_proba(rows))) < 1e-4
-        assert np.array_equal(graph.predict(rows), pipeline.predict(rows))
+    assert_the_graph_agrees(outcome, spec, rows, relative=1e-3)
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -102,24 +107,11 @@ def test_hist_gradient_boosting_exports_to_onnx_that_agrees_on_10000_rows_with_m
     outcome = fit.train(job(tmp_path, spec, write_churn(tmp_path / "churn.csv", rows=3000)))
     assert outcome.ok, outcome.reason
     assert outcome.onnx == "ok" and "model.onnx" in outcome.files, outcome.onnx
-    pipeline = load_model(Path(outcome.files["model.skops"]))
     rows = prepare(pd.read_csv(write_churn(tmp_path / "other.csv", rows=10_000, seed=11)), spec.features)
     numeric = [f.name for f in spec.features if f.type == "numeric"]
     holes = np.random.default_rng(3).random((len(rows), len(numeric))) < 0.05
     rows[numeric] = rows[numeric].mask(holes)  # the converter's missing-value branches are taken too
-    graph = OnnxModel.open(
-        Path(outcome.files["model.onnx"]),
-        features=[f.name for f in spec.features],
-        numeric=[f.type == "numeric" for f in spec.features],
-        task=spec.task,
-        classes=pipeline.classes_.tolist() if not regression else None,
-    )
-    if regression:
-        difference = np.max(np.abs(graph.predict(rows) - pipeline.predict(rows)))
-        assert difference < 1e-4 * np.abs(pipeline.predict(rows)).max(), difference
-    else:
-        assert np.max(np.abs(graph.predict_proba(rows) - pipeline.predict_proba(rows))) < 1e-4
-        assert np.array_equal(graph.predict(rows), pipeline.predict(rows))
+    assert_the_graph_agrees(outcome, spec, rows, relative=1e-4)
 
 
 def test_an_unknown_booster_parameter_is_refused_with_its_yaml_path() -> None:
