@@ -20,10 +20,10 @@ import pandas as pd
 from services.evaluator import domain
 from shared.contract.events import ArtifactRef, GateResult, ModelRegistered
 from shared.contract.spec import ModelSpec
-from shared.runtime import latency, sandbox, threads
+from shared.runtime import sandbox, threads
 from shared.runtime.artifacts import ArtifactError, ArtifactIntegrityError, ArtifactStore
 from shared.runtime.features import prepare
-from shared.runtime.gates import Timing, latency_failed
+from shared.runtime.gates import timing
 from shared.runtime.modelfile import UntrustedArtifact, load_predictor
 from shared.runtime.onnxmodel import OnnxModelError
 
@@ -41,20 +41,6 @@ class Judging(Protocol):
 
 class EvaluatorRefusal(ValueError):
     """A version the evaluator cannot judge (an artifact is missing)."""
-
-
-def timing(spec: ModelSpec, served: Any, champion: Any | None, x: pd.DataFrame) -> Timing:
-    """The candidate's latencies in its served form, the champion's measured in the same run; when
-    a latency gate fails on them, everything is measured once more and the second run counts (the
-    first kept), so that a busy moment does not reject a model on its own."""
-    models = [served] if champion is None else [served, champion]
-    found = latency.measure(models, x)
-    measured = Timing(found[0], champion=found[1] if champion is not None else None)
-    if not latency_failed(spec, measured):
-        return measured
-    log.info("%s: a latency gate failed (%s); measuring again", spec.model, measured.latency.shown())
-    again = latency.measure(models, x)
-    return Timing(again[0], first=found[0], champion=again[1] if champion is not None else None)
 
 
 def _artifact(artifacts: list[ArtifactRef], name: str) -> ArtifactRef:

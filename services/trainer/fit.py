@@ -36,10 +36,9 @@ from shared.contract.events import (
     ReferenceProfile,
 )
 from shared.contract.spec import Candidate, ModelSpec
-from shared.runtime import latency
 from shared.runtime.derive import compute
 from shared.runtime.features import prepare
-from shared.runtime.gates import Timing, latency_failed, latency_gates, sanity_gates
+from shared.runtime.gates import latency_gates, sanity_gates, timing
 from shared.runtime.metrics import evaluate
 from shared.runtime.modelfile import load_predictor
 from shared.runtime.onnxexport import export_onnx
@@ -298,12 +297,8 @@ def check_candidate(job: Job, model: Any, x_val: pd.DataFrame, folder: Path) -> 
             task=spec.task,
         )
     with threadpool_limits(limits=job.model_threads or None):
-        [found] = latency.measure([served], x_val, row_calls=CHECK_CALLS)
-        timing = Timing(found)
-        if latency_failed(spec, timing):
-            [again] = latency.measure([served], x_val, row_calls=CHECK_CALLS)
-            timing = Timing(again, first=found)
-    return [*sanity_gates(spec, model, x_val), *latency_gates(spec, timing)]
+        measured = timing(spec, served, None, x_val, row_calls=CHECK_CALLS)
+    return [*sanity_gates(spec, model, x_val), *latency_gates(spec, measured)]
 
 
 @contextlib.contextmanager

@@ -69,12 +69,16 @@ class Scored:
     rows: int = 0
     scored: int = 0
     bad: int = 0
-    chunks: int = 0
     resumed_chunks: int = 0
     seconds: float = 0.0
     sha256: str = ""
-    parts: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # one per chunk, in order
     bad_rows: list[BadRow] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        """Chunks finished (resumed ones included)."""
+        return len(self.parts)
 
 
 def chunks_of(source: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -224,7 +228,7 @@ def score_file(
     for name in found.parts:
         digest.update((out / name).read_bytes())
     found.sha256 = digest.hexdigest()
-    summary = {k: v for k, v in asdict(found).items() if k != "bad_rows"}
+    summary = {k: v for k, v in asdict(found).items() if k != "bad_rows"} | {"chunks": found.chunks}
     (out / SUCCESS).write_text(json.dumps({**summary, "bad_rows": [asdict(b) for b in found.bad_rows]}, indent=2))
     return found
 
@@ -233,7 +237,6 @@ def _count(found: Scored, rows: int, scored: int, bad: int, part: Path, *, resum
     found.rows += rows
     found.scored += scored
     found.bad += bad
-    found.chunks += 1
     found.resumed_chunks += int(resumed)
     found.parts.append(part.name)
 

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 
-from services.evaluator import judge
 from shared.runtime import latency
-from shared.runtime.gates import Timing, latency_gates
+from shared.runtime.gates import Timing, latency_gates, timing
 from shared.runtime.threads import narrow
 from tests.unit.evaluator.conftest import SPEC
 
@@ -40,7 +39,7 @@ class Model:
 def test_a_latency_gate_that_fails_in_a_busy_moment_is_measured_again_and_the_second_counts() -> None:
     spec = SPEC.model_copy(update={"evaluation": SPEC.evaluation.model_copy(update={"max_latency_ms_row": 40})})
     busy = Model(0.2, slow_ms=80, slow_calls=1100)  # 1 call in 20 takes 80 ms while the first run lasts
-    measured = judge.timing(spec, busy, None, ROWS)
+    measured = timing(spec, busy, None, ROWS)
     assert measured.first is not None and measured.first.row_p99_ms > 40, "the first run saw the busy moment"
     assert measured.latency.row_p99_ms < 40
     row = next(g for g in latency_gates(spec, measured) if g.name == "latency_p99_row")
@@ -51,14 +50,14 @@ def test_a_latency_gate_that_fails_in_a_busy_moment_is_measured_again_and_the_se
 
 def test_a_latency_that_passes_is_measured_once() -> None:
     model = Model(0.2)
-    measured = judge.timing(SPEC, model, None, ROWS)
+    measured = timing(SPEC, model, None, ROWS)
     assert measured.first is None and len(next(iter(latency_gates(SPEC, measured))).measurements) == 1
     assert model.calls == latency.WARM_CALLS + latency.ROW_CALLS + 1 + latency.BATCH_CALLS
 
 
 def test_the_champion_is_measured_in_the_same_run_and_the_ratio_compares_like_with_like() -> None:
     spec = SPEC.model_copy(update={"evaluation": SPEC.evaluation.model_copy(update={"max_latency_ratio": 1.5})})
-    measured = judge.timing(spec, Model(3.0), Model(1.0), ROWS)
+    measured = timing(spec, Model(3.0), Model(1.0), ROWS)
     assert measured.champion is not None
     gates = {g.name: g for g in latency_gates(spec, measured)}
     ratio = gates["latency_vs_champion"]
