@@ -9,9 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from bench.common import free_port, publish, say, table, vegeta
+from bench.common import free_port, fresh_platform, publish, say, table, vegeta
 from bench.serving import register
 from services.trainer import domain, fit
 from shared.contract.spec import Candidate, Evaluation
 from shared.ops.example_data import write_churn
-from shared.runtime.broker import ensure_topics
 from shared.runtime.features import prepare
 from shared.runtime.modelfile import load_model
 from shared.runtime.onnxmodel import OnnxModel
@@ -82,10 +79,7 @@ def _parity(outcome: fit.Outcome, features: list[Any]) -> float | None:
 
 def bench_families(*, rows: int, seconds: float) -> dict[str, Any]:
     """Fit seconds, ONNX parity and serving p50 (c=1) of the three boosting families on one dataset."""
-    suffix = uuid.uuid4().hex[:6]
-    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
-    asyncio.run(ensure_topics(settings))
-    folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-families-"))
+    suffix, settings, folder = fresh_platform("families")
     data = write_churn(folder / "churn.csv", rows=rows, seed=5)
     example = load_spec((ROOT / "schemas/examples/model-spec.yaml").read_text())
     frame = pd.read_csv(data)
@@ -170,10 +164,7 @@ def bench_families(*, rows: int, seconds: float) -> dict[str, Any]:
 
 def bench_imports(*, repeat: int) -> dict[str, Any]:
     """The import of a 100-tree forest from skops, ONNX and an MLflow model, through the HTTP route."""
-    suffix = uuid.uuid4().hex[:6]
-    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
-    asyncio.run(ensure_topics(settings))
-    folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-imports-"))
+    suffix, settings, folder = fresh_platform("imports")
     from shared.ops.example_data import churn_frame
 
     churn = churn_frame(6000, seed=9)

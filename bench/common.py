@@ -22,6 +22,7 @@ import httpx
 
 from shared.ops import credentials
 from shared.ops.benchmarks import shown
+from shared.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".modelbus" / "bench"
@@ -61,6 +62,21 @@ def publish(out: Path, benchmark: str, title: str, tables: list[dict[str, Any]],
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document(benchmark, title, command, tables, data), indent=2) + "\n")
     say(f"\nwrote {out} (`modelbus docs generate` puts it on the results page)")
+
+
+def fresh_platform(kind: str) -> tuple[str, Settings, Path]:
+    """A benchmark run's own topic prefix (its catalog created) and scratch folder: (the run's
+    suffix, the settings, the folder)."""
+    import asyncio
+    import tempfile
+    import uuid
+
+    from shared.runtime.broker import ensure_topics
+
+    suffix = uuid.uuid4().hex[:6]
+    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
+    asyncio.run(ensure_topics(settings))
+    return suffix, settings, Path(tempfile.mkdtemp(prefix=f"modelbus-bench-{kind}-"))
 
 
 def free_port() -> int:

@@ -32,9 +32,7 @@ import math
 import os
 import statistics
 import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +41,12 @@ import numpy as np
 import pandas as pd
 
 from bench import feast_serving, many_models, peers
-from bench.common import free_port, publish, rss_bytes, say, serving_platform, table, vegeta, wait_http
+from bench.common import free_port, fresh_platform, publish, rss_bytes, say, serving_platform, table, vegeta, wait_http
 from services.trainer import fit
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
 from shared.contract.spec import ModelSpec
 from shared.ops.example_data import write_churn
 from shared.runtime.artifacts import ArtifactStore
-from shared.runtime.broker import ensure_topics
 from shared.runtime.bus import Bus
 from shared.runtime.served import check_rows, load
 from shared.runtime.settings import Settings
@@ -379,10 +376,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
-    suffix = uuid.uuid4().hex[:6]
-    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
-    asyncio.run(ensure_topics(settings))
-    folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-serving-"))
+    suffix, settings, folder = fresh_platform("serving")
     if args.feast_only:
         found = feast_serving.run(
             settings, register, concurrency=concurrency, seconds=args.seconds, folder=folder, suffix=suffix

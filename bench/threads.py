@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +32,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from bench.common import free_port, publish, say, serving_platform, table, vegeta
+from bench.common import free_port, fresh_platform, publish, say, serving_platform, table, vegeta
 from bench.serving import numeric_data, register
 from services.trainer import fit
 from shared.contract.spec import ModelSpec
 from shared.runtime import latency
-from shared.runtime.broker import ensure_topics
 from shared.runtime.features import prepare
 from shared.runtime.modelfile import load_model, load_predictor
 from shared.runtime.settings import Settings
@@ -157,10 +154,7 @@ def main() -> None:
     parser.add_argument("--burn", type=int, default=2, help="Processes spinning during the run (0: none).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "threads.json")
     args = parser.parse_args()
-    suffix = uuid.uuid4().hex[:6]
-    settings = Settings().model_copy(update={"topic_prefix": f"bench-{suffix}"})
-    asyncio.run(ensure_topics(settings))
-    folder = Path(tempfile.mkdtemp(prefix="modelbus-bench-threads-"))
+    suffix, settings, folder = fresh_platform("threads")
     data = numeric_data(folder / "numeric.csv")
     features = ", ".join(f"{{name: f{i:02d}, type: numeric}}" for i in range(20))
     trained: dict[str, tuple[ModelSpec, fit.Outcome]] = {}

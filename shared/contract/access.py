@@ -13,7 +13,7 @@ from shared.contract import events, topics
 from shared.contract.topics import Principal
 
 Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE"]
-ResourceType = Literal["topic", "group"]
+ResourceType = Literal["topic", "group", "transactional_id"]
 Pattern = Literal["literal", "prefixed"]
 
 
@@ -64,6 +64,7 @@ def grants(prefix: str) -> list[Grant]:
     found.update(Grant(who, "group", f"{prefix}.{who}", "READ") for who in topics.GROUP_MEMBERS)
     receivers = f"{prefix}.{topics.ALERT_RECEIVER_PREFIX}"
     found.update(Grant("alerter", "topic", receivers, op, "prefixed") for op in ("CREATE", "WRITE"))
+    found.update(stream_grants(prefix))
     # The autoscaler sees the consumer groups' offsets and the topics' ends (their lag), no event.
     for member in topics.GROUP_MEMBERS:
         found.add(Grant("autoscaler", "group", f"{prefix}.{member}", "DESCRIBE"))
@@ -73,6 +74,28 @@ def grants(prefix: str) -> list[Grant]:
             if member in readers
         )
     return sorted(found)
+
+
+def stream_grants(prefix: str) -> set[Grant]:
+    """Streaming inference's ACLs: outside producers write every model's input topic; serving
+    creates both topics of a model it serves, reads the inputs in its scorers' group and writes
+    the outputs in transactions (its transactional ids start with `<prefix>.scorer.`); outside
+    consumers read the outputs in groups of their own, named `<prefix>.consumer.*`; the
+    autoscaler sees the scorers' lag."""
+    inputs, outputs = f"{prefix}.{topics.INPUTS}.", f"{prefix}.{topics.OUTPUTS}."
+    scorers, readers = f"{prefix}.{topics.SCORER}", f"{prefix}.consumer."
+    return {
+        Grant("producer", "topic", inputs, "WRITE", "prefixed"),
+        *(Grant("serving", "topic", name, "CREATE", "prefixed") for name in (inputs, outputs)),
+        Grant("serving", "topic", inputs, "READ", "prefixed"),
+        Grant("serving", "topic", outputs, "WRITE", "prefixed"),
+        Grant("serving", "group", scorers, "READ"),
+        Grant("serving", "transactional_id", f"{scorers}.", "WRITE", "prefixed"),
+        Grant("consumer", "topic", outputs, "READ", "prefixed"),
+        Grant("consumer", "group", readers, "READ", "prefixed"),
+        Grant("autoscaler", "group", scorers, "DESCRIBE"),
+        Grant("autoscaler", "topic", inputs, "DESCRIBE", "prefixed"),
+    }
 
 
 def allowed(principal: Principal, operation: Operation, topic: str) -> bool:
@@ -88,4 +111,9 @@ def markdown_table() -> str:
     lines = ["| topic | written by | read by |", "|---|---|---|"]
     for name, (writers, readers) in topic_table().items():
         lines.append(f"| `<prefix>.{name}` | {', '.join(sorted(writers))} | {', '.join(sorted(readers))} |")
+    lines.append(f"| `<prefix>.{topics.INPUTS}.<model>` | producer | serving (group `<prefix>.{topics.SCORER}`) |")
+    lines.append(
+        f"| `<prefix>.{topics.OUTPUTS}.<model>` | serving (transactional ids `<prefix>.{topics.SCORER}.*`)"
+        " | consumer (groups `<prefix>.consumer.*`) |"
+    )
     return "\n".join(lines)

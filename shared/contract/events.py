@@ -829,7 +829,15 @@ class DeadLettered(Event):
 
     event_type: ClassVar[str] = "DeadLettered"
     topic: ClassVar[str] = topics.DEAD_LETTER
-    emitted_by: ClassVar[tuple[Principal, ...]] = ("registry", "trainer", "evaluator", "deployer", "monitor", "alerter")
+    emitted_by: ClassVar[tuple[Principal, ...]] = (
+        "registry",
+        "trainer",
+        "evaluator",
+        "deployer",
+        "serving",
+        "monitor",
+        "alerter",
+    )
     consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
     key_field: ClassVar[str] = "consumer"
 

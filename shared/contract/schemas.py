@@ -1,12 +1,15 @@
-"""The JSON Schemas of the contract: one per event body, the Kafka envelope (CloudEvents headers)
-and the model spec format. `shared.ops.schemas` writes them, with the AsyncAPI document, to
-`schemas/`; a test fails when the files are stale."""
+"""The JSON Schemas of the contract: one per event body, the Kafka envelope (CloudEvents headers),
+streaming inference's two messages and the model spec format. `shared.ops.schemas` writes them,
+with the AsyncAPI document, to `schemas/`; a test fails when the files are stale."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from pydantic import BaseModel
+
+from shared.contract import topics
 from shared.contract.envelope import CONTENT_TYPE, SPEC_VERSION, ce_type
 from shared.contract.events import EVENT_TYPES, SCHEMA_VERSION, Event
 from shared.contract.spec import spec_json_schema
@@ -33,6 +36,18 @@ def event_schema(cls: type[Event]) -> dict[str, Any]:
             "key": cls.key_field,
             "schema_version": SCHEMA_VERSION,
         },
+    }
+
+
+def stream_schema(message: type[BaseModel]) -> dict[str, Any]:
+    """JSON Schema of a streaming inference message (plain JSON, no CloudEvents headers), with the
+    topic it travels on."""
+    topic = f"{topics.INPUTS}.<model>" if message.__name__ == "FeatureRecords" else f"{topics.OUTPUTS}.<model>"
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE}/streams/{kebab(message.__name__)}.json",
+        **message.model_json_schema(mode="validation"),
+        "x-modelbus": {"topic": f"{DEFAULT_PREFIX}.{topic}", "key": "the entity (optional)"},
     }
 
 

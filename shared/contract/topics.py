@@ -11,10 +11,21 @@ from typing import Literal, get_args
 
 # Every client of the bus is one of these authenticated principals: one per service (serving is
 # the deployer's second entrypoint, with a principal of its own), `producer` for outside
-# producers, `autoscaler` for what reads consumer lag (KEDA; it reads no event), `admin` for the
-# platform's own tasks (topics, ACLs, credentials).
+# producers, `consumer` for outside readers of the models' predictions, `autoscaler` for what
+# reads consumer lag (KEDA; it reads no event), `admin` for the platform's own tasks (topics,
+# ACLs, credentials).
 Principal = Literal[
-    "registry", "trainer", "evaluator", "deployer", "serving", "monitor", "alerter", "producer", "autoscaler", "admin"
+    "registry",
+    "trainer",
+    "evaluator",
+    "deployer",
+    "serving",
+    "monitor",
+    "alerter",
+    "producer",
+    "consumer",
+    "autoscaler",
+    "admin",
 ]
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
 SERVICES: tuple[Principal, ...] = PRINCIPALS[:7]
@@ -76,3 +87,27 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOG}
+
+
+# Streaming inference: per model, a topic of feature records to score and one of their
+# predictions (`<prefix>.inputs.<model>`, `<prefix>.outputs.<model>`), created by serving when the
+# model goes live. The direction comes first so that one prefixed ACL covers every model's.
+INPUTS = "inputs"
+OUTPUTS = "outputs"
+STREAM_PARTITIONS = 3
+# The consumer group of serving's scorers, and the start of each scorer's transactional id.
+SCORER = "scorer"
+STREAMS: tuple[TopicSpec, ...] = (
+    TopicSpec(f"{INPUTS}.<model>", STREAM_PARTITIONS, description="Feature records to score, keyed by entity."),
+    TopicSpec(f"{OUTPUTS}.<model>", STREAM_PARTITIONS, description="Their predictions, written in transactions."),
+)
+
+
+def inputs(model: str) -> str:
+    """A model's input topic (without the prefix)."""
+    return f"{INPUTS}.{model}"
+
+
+def outputs(model: str) -> str:
+    """A model's output topic (without the prefix)."""
+    return f"{OUTPUTS}.{model}"

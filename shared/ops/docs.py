@@ -335,6 +335,9 @@ def handlers_table() -> str:
         else:  # serving follows rollouts without a consumer group (`Bus.follow`)
             consumed = sorted(cls.event_type for cls in EVENT_TYPES if service in cls.consumed_by)
         emitted = sorted(cls.event_type for cls in EVENT_TYPES if service in cls.emitted_by)
+        if service == "serving":  # and scores the models' input topics into their output topics
+            consumed.append("feature records (`inputs.<model>`)")
+            emitted.append("predictions (`outputs.<model>`)")
         lines.append(f"| {service} | {', '.join(consumed) or '—'} | {', '.join(emitted) or '—'} |")
     return "\n".join(lines)
 

@@ -10,9 +10,30 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel
 
+from shared.contract import topics
 from shared.contract.events import EVENT_TYPES, SCHEMA_VERSION
-from shared.contract.schemas import DEFAULT_PREFIX, envelope_schema, event_schema, kebab, model_spec_schema
+from shared.contract.schemas import (
+    DEFAULT_PREFIX,
+    envelope_schema,
+    event_schema,
+    kebab,
+    model_spec_schema,
+    stream_schema,
+)
+from shared.contract.streams import FeatureRecords, Predictions
+from shared.contract.topics import Principal
+
+# Streaming inference's topics, one pair per model: their messages and who sends and receives them.
+STREAM_MESSAGES: dict[str, type[BaseModel]] = {
+    f"{topics.INPUTS}.{{model}}": FeatureRecords,
+    f"{topics.OUTPUTS}.{{model}}": Predictions,
+}
+STREAM_PRINCIPALS: dict[type[BaseModel], tuple[tuple[Principal, ...], tuple[Principal, ...]]] = {
+    FeatureRecords: (("producer",), ("serving",)),
+    Predictions: (("serving",), ("consumer",)),
+}
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -24,6 +45,13 @@ def asyncapi_document() -> dict[str, Any]:
             schema=cls,
             title=f"{DEFAULT_PREFIX}.{cls.topic}:{cls.event_type}",
             description=(cls.__doc__ or "").strip(),
+        )
+    for name, message in STREAM_MESSAGES.items():
+        broker.publisher(
+            f"{DEFAULT_PREFIX}.{name}",
+            schema=message,
+            title=f"{DEFAULT_PREFIX}.{name}:{message.__name__}",
+            description=(message.__doc__ or "").strip(),
         )
     spec = AsyncAPI(
         broker,
@@ -39,20 +67,24 @@ def with_access(document: dict[str, Any]) -> dict[str, Any]:
     """The contract's producer/consumer table in the document: each channel's send operation names
     the principals that may publish it, a receive operation those that consume it, and the
     brokers require SCRAM-SHA-512 (the ACLs are generated from the same table)."""
-    by_title = {f"{DEFAULT_PREFIX}.{cls.topic}:{cls.event_type}": cls for cls in EVENT_TYPES}
+    by_title = {
+        f"{DEFAULT_PREFIX}.{cls.topic}:{cls.event_type}": (cls.emitted_by, cls.consumed_by) for cls in EVENT_TYPES
+    }
+    by_title |= {f"{DEFAULT_PREFIX}.{name}:{m.__name__}": STREAM_PRINCIPALS[m] for name, m in STREAM_MESSAGES.items()}
     for name, operation in list(document["operations"].items()):
-        cls = by_title[name]
-        operation["x-principals"] = sorted(cls.emitted_by)
+        senders, receivers = by_title[name]
+        operation["x-principals"] = sorted(senders)
         document["operations"][f"{name}:receive"] = {
             "action": "receive",
             "channel": operation["channel"],
             "messages": operation["messages"],
-            "x-principals": sorted(cls.consumed_by),
+            "x-principals": sorted(receivers),
         }
     document.setdefault("components", {})["securitySchemes"] = {
         "scram": {
             "type": "scramSha512",
-            "description": "One principal per service, `producer` for outside producers, `admin` for the platform;"
+            "description": "One principal per service, `producer` for outside producers, `consumer` for outside"
+            " readers of predictions, `admin` for the platform;"
             " each may send and receive only what its operations' x-principals name (the broker's ACLs).",
         }
     }
@@ -68,6 +100,8 @@ def render() -> dict[str, str]:
         f"events/{kebab(cls.event_type)}.json": json.dumps(event_schema(cls), indent=2, sort_keys=True)
         for cls in EVENT_TYPES
     }
+    for message in (FeatureRecords, Predictions):
+        files[f"streams/{kebab(message.__name__)}.json"] = json.dumps(stream_schema(message), indent=2, sort_keys=True)
     files["envelope.json"] = json.dumps(envelope_schema(), indent=2, sort_keys=True)
     files["model-spec.json"] = json.dumps(model_spec_schema(), indent=2, sort_keys=True)
     files["asyncapi.json"] = json.dumps(asyncapi_document(), indent=2, sort_keys=True)

@@ -59,6 +59,9 @@ def up(settings: Settings, say: Say = print, *, oidc: bool = False) -> None:
     java = credentials.client_properties(settings, "producer")
     librdkafka = credentials.client_properties(settings, "producer", flavor="librdkafka")
     say(f"[kafka] outside producers connect as `producer`: {java} (Java clients), {librdkafka.name} (librdkafka)")
+    readers = credentials.client_properties(settings, "consumer")
+    credentials.client_properties(settings, "consumer", flavor="librdkafka")
+    say(f"[kafka] outside readers of predictions connect as `consumer`: {readers}")
     from alembic import command
 
     from shared.runtime.db import alembic_config

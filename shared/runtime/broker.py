@@ -84,9 +84,14 @@ def _bindings(found: Sequence[Grant], *, users: str = "", filters: bool = False)
     )
 
     kind = AclBindingFilter if filters else AclBinding
+    resources = {
+        "topic": ResourceType.TOPIC,
+        "group": ResourceType.GROUP,
+        "transactional_id": ResourceType.TRANSACTIONAL_ID,
+    }
     return [
         kind(
-            ResourceType.TOPIC if grant.resource == "topic" else ResourceType.GROUP,
+            resources[grant.resource],
             grant.name,
             ResourcePatternType.PREFIXED if grant.pattern == "prefixed" else ResourcePatternType.LITERAL,
             f"User:{users}{grant.principal}",
@@ -238,13 +243,16 @@ async def ensure_topics(
 
 
 async def drop_topics(settings: Settings) -> None:
-    """Delete the catalog's topics of the settings' prefix (a throwaway platform's, after a test)."""
+    """Delete the catalog's topics of the settings' prefix and its models' stream topics (a
+    throwaway platform's, after a test)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**aiokafka_options(settings))
     await admin.start()
     try:
-        await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG])
+        streams = (settings.topic(topics.INPUTS) + ".", settings.topic(topics.OUTPUTS) + ".")
+        found = [t for t in await admin.list_topics() if t.startswith(streams)]
+        await admin.delete_topics([settings.topic(spec.name) for spec in topics.CATALOG] + found)
     finally:
         await admin.close()
     if settings.kafka_security_protocol != "PLAINTEXT":

@@ -438,27 +438,16 @@ class Consumers:
 
     async def _dead_letter(self, letter: Letter, group_id: str) -> bool:
         """Publish a dead letter for a message; False if even that failed."""
-        record, headers, envelope = letter.record, letter.headers, letter.envelope
-        # A value too large to carry in base64 within the size limit keeps only its start (the
-        # letter says so), so that an oversized message cannot block its partition.
-        value = record.value or b""
-        kept = min(len(value), self.settings.max_message_bytes // 2)
-        original_id = dict(headers).get("ce_id")
+        record, envelope = letter.record, letter.envelope
         lineage = {"correlation_id": envelope.event.correlation_id, "causation_id": envelope.id} if envelope else {}
-        dead = DeadLettered(
+        dead = dead_letter(
+            record,
+            letter.headers,
             consumer=group_id,
             reason=letter.reason,
-            error_type=letter.kind,
+            kind=letter.kind,
             attempts=letter.attempts,
-            original_topic=record.topic,
-            original_partition=record.partition,
-            original_offset=record.offset,
-            original_key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
-            original_value_b64=base64.b64encode(value[:kept]).decode(),
-            original_size_bytes=len(value),
-            original_truncated=kept < len(value),
-            original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
-            original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
+            max_bytes=self.settings.max_message_bytes,
             **lineage,
         )
         where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -479,6 +468,41 @@ class Consumers:
             # The offset stays uncommitted: after a rebalance the message comes back, and the
             # inbox turns that redelivery into a no-op.
             log.warning("offset commit failed; the message may be redelivered", exc_info=True)
+
+
+def dead_letter(
+    record: ConsumerRecord[Any, Any],
+    headers: Sequence[tuple[str, bytes]],
+    *,
+    consumer: str,
+    reason: str,
+    kind: str,
+    attempts: int,
+    max_bytes: int,
+    **lineage: str,
+) -> DeadLettered:
+    """The dead letter of a message, kept whole with the reason. A value too large to carry in
+    base64 within the size limit keeps only its start (the letter says so), so that an oversized
+    message cannot block its partition."""
+    value = record.value or b""
+    kept = min(len(value), max_bytes // 2)
+    original_id = dict(headers).get("ce_id")
+    return DeadLettered(
+        consumer=consumer,
+        reason=reason,
+        error_type=kind,
+        attempts=attempts,
+        original_topic=record.topic,
+        original_partition=record.partition,
+        original_offset=record.offset,
+        original_key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+        original_value_b64=base64.b64encode(value[:kept]).decode(),
+        original_size_bytes=len(value),
+        original_truncated=kept < len(value),
+        original_headers=[(name, base64.b64encode(data).decode()) for name, data in headers],
+        original_event_id=original_id.decode("utf-8", "replace") if original_id else None,
+        **lineage,
+    )
 
 
 def _dispatch(table: Mapping[str, tuple[Handler, ...]], *, batched: bool) -> Handler:

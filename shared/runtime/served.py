@@ -118,38 +118,63 @@ def check_rows(
     """
     checked: list[Row] = []
     errors: list[str] = []
+    plan = [(f.name, f.kind == "numeric", f.kind == "categorical") for f in features]
     for index, row in enumerate(rows):
-        at = f"{where}[{index}]" if where == "instances" else where
-        if not isinstance(row, dict):
-            errors.append(f"{label(index, '') if label else at}: expected an object of features, got {_type_name(row)}")
-            continue
-        values: Row = []
-        for feature in features:
-            name = feature.name
-            if name not in row:
-                errors.append(f"{label(index, name) if label else f'{at}.{name}'}: required")
+        if type(row) is dict:  # the usual case: finite numbers where numbers go, at C speed per cell
+            values: Row = []
+            for name, numeric, categorical in plan:
+                raw = row.get(name, row)  # the row itself: absent
+                kind = type(raw)
+                if numeric and kind is float and raw - raw == 0.0:
+                    values.append(raw)
+                elif numeric and kind is int:
+                    values.append(float(raw))
+                elif categorical and kind is str:
+                    values.append(raw)
+                else:
+                    break
+            else:
+                checked.append(values)
                 continue
-            raw = row[name]
-            if feature.kind == "categorical":
-                category = _category(raw)
-                if category is None or (raw is None and not feature.nullable):
-                    place = label(index, name) if label else f"{at}.{name}"
-                    if category is None:
-                        errors.append(f"{place}: expected a string, got {_type_name(raw)}")
-                    else:
-                        errors.append(f"{place}: a value is required (the model was trained without missing values)")
-                values.append(category)
-                continue
-            number = _number(raw) if feature.kind == "numeric" else _instant(raw)
-            if number is None or not math.isfinite(number):
-                problem = _number_problem(feature, raw, number)
-                if problem:
-                    errors.append(f"{label(index, name) if label else f'{at}.{name}'}: {problem}")
-            values.append(number)
+        values = _row(features, row, index, where, label, errors)
         checked.append(values)
     if errors:
         raise InputError(errors)
     return checked
+
+
+def _row(
+    features: tuple[Feature, ...], row: Any, index: int, where: str, label: Label | None, errors: list[str]
+) -> Row:
+    """One row's values, checked cell by cell; what is wrong goes to `errors`."""
+    at = f"{where}[{index}]" if where == "instances" else where
+    values: Row = []
+    if not isinstance(row, dict):
+        errors.append(f"{label(index, '') if label else at}: expected an object of features, got {_type_name(row)}")
+        return values
+    for feature in features:
+        name = feature.name
+        if name not in row:
+            errors.append(f"{label(index, name) if label else f'{at}.{name}'}: required")
+            continue
+        raw = row[name]
+        if feature.kind == "categorical":
+            category = _category(raw)
+            if category is None or (raw is None and not feature.nullable):
+                place = label(index, name) if label else f"{at}.{name}"
+                if category is None:
+                    errors.append(f"{place}: expected a string, got {_type_name(raw)}")
+                else:
+                    errors.append(f"{place}: a value is required (the model was trained without missing values)")
+            values.append(category)
+            continue
+        number = _number(raw) if feature.kind == "numeric" else _instant(raw)
+        if number is None or not math.isfinite(number):
+            problem = _number_problem(feature, raw, number)
+            if problem:
+                errors.append(f"{label(index, name) if label else f'{at}.{name}'}: {problem}")
+        values.append(number)
+    return values
 
 
 def _number_problem(feature: Feature, raw: Any, number: float | None) -> str | None:

@@ -250,6 +250,18 @@ class Settings(BaseSettings):
     serving_tokens: SecretStr = SecretStr("")
     # Model POST /invocations answers for when this process serves several; empty: the only one.
     serving_default_model: str = ""
+    # Whether serving scores its models' input topics (`<prefix>.inputs.<model>`) into their output
+    # topics in Kafka transactions, creating both when a model goes live.
+    serving_streams: bool = True
+    # This replica's name in its scorer's transactional id (`<prefix>.scorer.<replica>`): stable
+    # across restarts (a pod's name in a StatefulSet), so a restarted scorer fences its former self
+    # and aborts what it left open. Empty: the host name and the port.
+    serving_replica: str = ""
+    # Most input messages a scorer reads, scores and commits in one transaction.
+    stream_batch_messages: int = Field(default=500, ge=1, le=100_000)
+    # A scorer's transaction timeout in milliseconds: how long a transaction a killed scorer left
+    # open holds back read-committed consumers when no scorer of its name comes back.
+    stream_transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
     # Predictions buffered for PredictionsLogged; beyond it new ones are dropped (and counted).
     prediction_log_capacity: int = Field(default=50_000, ge=1)
     # Most predictions in one PredictionsLogged event.

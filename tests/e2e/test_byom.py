@@ -1,13 +1,15 @@
 """Bring your own model, as a data scientist does: a notebook trains a scikit-learn pipeline outside
 modelbus and saves it with MLflow (skops) and as ONNX; `modelbus models import` takes both, the
 second is evaluated against the first as champion, rolled out and served; `models export` gives
-MLflow models whose `mlflow.pyfunc` predictions equal serving's; every bad upload is refused whole
-with its reason, and audited. Seven processes, real Kafka, PostgreSQL and S3, MLflow unmodified in
-its own virtualenv."""
+MLflow models whose `mlflow.pyfunc` predictions equal serving's; the same canary answers rows
+written to its Kafka input topic as `/v1` does, exactly once through a kill -9 of serving; every
+bad upload is refused whole with its reason, and audited. Seven processes, real Kafka, PostgreSQL
+and S3, MLflow unmodified in its own virtualenv."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -24,10 +26,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from shared.contract.events import ModelEvaluated, ModelTrained, RolloutChanged
+from shared.contract import topics
+from shared.contract.events import DeadLettered, ModelEvaluated, ModelTrained, RolloutChanged
 from shared.ops.example_data import churn_frame
 from shared.runtime.features import prepare
 from shared.runtime.settings import Settings
+from tests.support import streams
 from tests.support.scenarios import Loop
 from tests.support.specs import example_spec
 from tests.support.venvs import mlflow_python
@@ -216,6 +220,89 @@ async def test_a_file_scored_with_modelbus_score_equals_the_v1_answers_row_for_r
     again = cli(loop, "score", f"{MODEL}@1", "--input", str(tmp_path / "rows.parquet"), "--output",
                 str(tmp_path / "scored-v1"), "--chunk-rows", "3000", "--job", "j1", token=VIEWER)  # fmt: skip
     assert again.returncode == 0 and "4 of them resumed" in again.stdout, again.stdout + again.stderr
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()}
+        for r in frame.drop(columns=["churned"]).to_dict("records")
+    ]
+
+
+async def test_rows_on_the_input_topic_come_back_on_the_output_topic_as_v1_answers_them_bad_ones_dead_lettered(
+    loop: Loop,
+) -> None:
+    rows = rows_of(churn_frame(600, seed=77))
+    answers = await predict(loop, pd.DataFrame(rows).assign(churned=0))  # the canary splits by customer_id
+    # One row per message, keyed by the entity; a hundred rows in one message; two bad ones.
+    singles: list[tuple[str | None, Any]] = [(r["customer_id"], r) for r in rows[:500]]
+    listed: list[tuple[str | None, Any]] = [(None, rows[500:])]
+    bad: list[tuple[str | None, Any]] = [("bad-1", b"{not json"), ("bad-2", {**rows[0], "monthly_charges": "lots"})]
+    await streams.write(loop.settings, MODEL, singles[:250] + bad + singles[250:] + listed)
+    out = await streams.read(loop.settings, loop.settings.topic(topics.outputs(MODEL)), 501, timeout=120)
+    assert len(out) == 501, f"{len(out)} output messages for 500 one-row messages and one of 100 rows"
+    assert isinstance(out[-1], list) or any(isinstance(o, list) for o in out)
+    streamed: dict[str, tuple[int, Any]] = {}
+    roles = set()
+    for message in out:
+        if isinstance(message, list):
+            for index, p in enumerate(message):
+                assert p["request_id"].endswith(f"-{index}")
+                streamed[rows[500 + index]["customer_id"]] = (p["version"], p["prediction"])
+                roles.add(p["role"])
+        else:
+            streamed[message["key"]] = (message["version"], message["prediction"])
+            roles.add(message["role"])
+    assert roles == {"stable", "canary"}, "a shadow answer is never written"
+    by_customer = {r["customer_id"]: (a["version"], a["prediction"]) for r, a in zip(rows, answers, strict=True)}
+    assert streamed == by_customer, "each row's version and prediction are what /v1 answered for it"
+    assert {v for v, _ in streamed.values()} == {1, 2}
+
+    def letters() -> list[DeadLettered]:
+        seen = [e.event for e in loop.seen if isinstance(e.event, DeadLettered)]
+        return [e for e in seen if e.consumer == loop.settings.topic(topics.SCORER)]
+
+    async def dead_lettered() -> bool:
+        return len(letters()) >= 2
+
+    await loop.until(dead_lettered, timeout=60, what="two dead letters from the scorer")
+    found = {letter.original_key_b64: letter for letter in letters()}
+    assert found[base64.b64encode(b"bad-1").decode()].error_type == "parse"
+    assert "not JSON" in found[base64.b64encode(b"bad-1").decode()].reason
+    wrong = found[base64.b64encode(b"bad-2").decode()]
+    assert wrong.error_type == "validation" and "monthly_charges" in wrong.reason, wrong.reason
+    ids = {p["request_id"] for o in out for p in (o if isinstance(o, list) else [o])}
+    told = await streams.logged(loop.settings, MODEL, ids, timeout=60)  # as HTTP answers are
+    assert len(told) == 600, f"the monitor was told of {len(told)} of the stream's 600 answers"
+
+
+async def test_a_scorer_killed_mid_stream_writes_each_prediction_once(loop: Loop) -> None:
+    rows = rows_of(churn_frame(3000, seed=78))
+    messages = [(f"k-{r.pop('customer_id')}", r) for r in rows]  # routed by the message key
+    out_topic = loop.settings.topic(topics.outputs(MODEL))
+    before = await streams.until_end(loop.settings, out_topic, 0, timeout=10)
+    writing = asyncio.create_task(streams.write(loop.settings, MODEL, messages, pace=0.001))
+    await streams.until_end(loop.settings, out_topic, before + 300, timeout=60)  # it is scoring them
+    loop.platform.kill("serving")  # kill -9 while it scores, mid-transaction most likely
+    await writing
+
+    def mine(found: list[Any]) -> list[str]:
+        return [p["key"] for p in found if isinstance(p, dict) and p["key"].startswith("k-")]
+
+    committed = mine(await streams.read(loop.settings, out_topic, None, timeout=30, settle=0, idle=2))
+    assert len(committed) < 3000, f"all {len(committed)} rows were scored before serving was killed"
+    print(f"rows committed when serving was killed: {len(committed)} of 3000")
+    loop.platform.restart("serving")
+    await loop.platform.wait_ready()
+    out = await streams.read(loop.settings, out_topic, lambda found: len(mine(found)) >= 3000, timeout=180, settle=5)
+    keys = mine(out)
+    assert len(set(keys)) == 3000, f"{len(set(keys))} of 3000 rows scored: none lost"
+    assert len(keys) == 3000, f"{len(keys) - len(set(keys))} rows written twice"
+    # What the killed scorer had written in its open transaction is there, aborted: a reader
+    # that does not ask for committed records sees those rows twice.
+    seen = await streams.read(loop.settings, out_topic, len(out), timeout=60, settle=3, committed=False)
+    twice = len(mine(seen)) - 3000
+    print(f"rows in the aborted transaction, seen by a read-uncommitted reader only: {twice}")
 
 
 def bad_uploads(notebook: dict[str, Path], folder: Path) -> list[tuple[str, dict[str, Any], int, str]]:

@@ -20,18 +20,24 @@ def say(line: str) -> None:
 CLIENTS = ("tritonclient[http]==2.73.0", "kserve==0.21.0")
 
 
+def pinned_python(name: str, packages: tuple[str, ...], what: str) -> Path:
+    """Python of the virtualenv .modelbus/bench/NAME holding exactly `packages` (made, or
+    installed again, when the list changed)."""
+    venv = BENCH / name
+    python = venv / "bin" / "python"
+    marker = venv / "installed.txt"
+    if not marker.exists() or marker.read_text() != "\n".join(packages):
+        say(f"[bench] installing {what} into .modelbus/bench/{name} …")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+        marker.write_text("\n".join(packages))
+    return python
+
+
 def clients_python() -> Path:
     """Python of a virtualenv with the Open Inference Protocol's own clients, unmodified: Triton's
     `tritonclient.http` and KServe's `InferenceRESTClient` (their pins clash with the project's)."""
-    venv = BENCH / "clients-venv"
-    python = venv / "bin" / "python"
-    marker = venv / "installed.txt"
-    if not marker.exists() or marker.read_text() != "\n".join(CLIENTS):
-        say("[bench] installing tritonclient and kserve into .modelbus/bench/clients-venv …")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *CLIENTS], check=True)
-        marker.write_text("\n".join(CLIENTS))
-    return python
+    return pinned_python("clients-venv", CLIENTS, "tritonclient and kserve")
 
 
 def mlflow_python() -> Path:

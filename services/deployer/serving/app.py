@@ -9,7 +9,8 @@ as a safety net.
 
 Concurrent requests for one version are predicted together (micro-batching, services.deployer.
 serving.batcher). Every prediction goes to a bounded buffer that a background task publishes as
-`PredictionsLogged` (services.deployer.serving.predlog).
+`PredictionsLogged` (services.deployer.serving.predlog). The scorer scores the models' input
+topics into their output topics the same way, in Kafka transactions (services.deployer.serving.stream).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from services.deployer.serving.metrics import Metrics
 from services.deployer.serving.predictor import Answer, Predictor, Refused, Target
 from services.deployer.serving.predlog import PredictionLog
 from services.deployer.serving.routing import Host, NotServed, OverBudget
+from services.deployer.serving.stream import Scorer
 from shared.contract.events import RolloutChanged
 from shared.runtime import feast
 from shared.runtime.artifacts import ArtifactStore
@@ -56,12 +58,14 @@ class Serving:
     predictions: PredictionLog
     metrics: Metrics
     predictor: Predictor = field(init=False)
+    scorer: Scorer | None = field(init=False)
     fastapi: FastAPI = field(init=False)
     api: PredictFront = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.predictor = Predictor(self.settings, self.host, self.metrics, self.predictions)
+        self.scorer = Scorer(self.settings, self.predictor, self.metrics) if self.settings.serving_streams else None
         self.fastapi = make_api(self)
         self.api = PredictFront(self.predictor, self.fastapi)
         self.bus.follow(RolloutChanged, self._rollout_changed)
@@ -71,6 +75,8 @@ class Serving:
         self.tasks.append(asyncio.create_task(self._connect_bus(), name="serving-bus"))
         self.tasks.append(asyncio.create_task(self._refresh_forever(), name="serving-refresh"))
         self.tasks.append(asyncio.create_task(self.predictions.run(), name="serving-log"))
+        if self.scorer is not None:
+            self.tasks.append(asyncio.create_task(self.scorer.run(), name="serving-scorer"))
         with contextlib.suppress(Exception):
             await self.host.refresh()
 
@@ -81,6 +87,8 @@ class Serving:
                 await asyncio.wait_for(self.predictions.publish_some(), timeout=5)
         for task in self.tasks:
             await cancel_and_wait(task)
+        if self.scorer is not None:
+            await self.scorer.close()
         with contextlib.suppress(Exception):
             await self.bus.stop()
         await self.engine.dispose()

@@ -123,3 +123,27 @@ class Metrics:
             ["model", "policy"],
             registry=registry,
         )
+        self.stream_rows = Counter(
+            "modelbus_serving_stream_rows",
+            "Rows of input topics scored into the output topics (committed), by model and version.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.stream_dead = Counter(
+            "modelbus_serving_stream_dead_letters",
+            "Input messages dead-lettered with their reason, by model and kind.",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.stream_transactions = Counter(
+            "modelbus_serving_stream_transactions",
+            "Scorer transactions, by outcome (committed, aborted).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.stream_batch = Histogram(
+            "modelbus_serving_stream_batch_messages",
+            "Input messages per scorer transaction.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=registry,
+        )

@@ -7,6 +7,7 @@ each renders in its own error shape."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -146,6 +147,7 @@ class Outcome:
     target: Target
     request_id: str
     answers: list[dict[str, Any]]
+    record: Callable[[], None] = lambda: None  # logs the answers (and mirrors the shadow) when `serve` did not
 
 
 class Predictor:
@@ -232,20 +234,29 @@ class Predictor:
         single: bool = False,
         where: str = "instances",
         label: Callable[[int, str], str] | None = None,
+        ids: list[str] | None = None,
+        keys: list[str | None] | None = None,
+        log_now: bool = True,
     ) -> Outcome:
-        """Predict rows for a target, or raise Refused listing every bad field."""
+        """Predict rows for a target, or raise Refused listing every bad field.
+
+        `ids` names each row's request id (else the request's, numbered), `keys` the key each row
+        is routed by when the rollout's sticky field is absent from it (else its request id); with
+        `log_now` false the answers are logged only when the outcome's `record` is called (a
+        stream's scorer records them once its transaction committed)."""
         began = time.perf_counter()
         name = target.model
         if not rows:
             raise Refused(422, "the request has no rows", "bad-shape")
         self.check_row_count(len(rows))
-        ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
+        if ids is None:
+            ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(rows))]
         live, pinned = target.live, target.pinned
         if pinned is not None:
             routes = [domain.Route(pinned.loaded.version, "stable")] * len(rows)
         else:
             assert live is not None
-            routes = [live.route(row, ids[i]) for i, row in enumerate(rows)]
+            routes = [live.route(row, (keys and keys[i]) or ids[i]) for i, row in enumerate(rows)]
         engines = target.engines
         groups: dict[int, list[int]] = {}
         for index, chosen in enumerate(routes):
@@ -261,6 +272,11 @@ class Predictor:
                 except InputError as exc:
                     errors.extend(exc.errors)
                 continue
+            try:  # every row fine (the usual case): one pass; else row by row, naming each bad field
+                checked[version] = check_rows(features, [rows[index] for index in indices], where=where)
+                continue
+            except InputError:
+                checked[version] = []
             for index in indices:
                 try:
                     checked.setdefault(version, []).extend(
@@ -302,7 +318,10 @@ class Predictor:
             self.metrics.requests.labels(name, str(version), role or routes[indices[0]].role).inc(len(indices))
         if pinned is None:  # an operator's check of a named version is not rollout evidence
             assert live is not None
-            self._log(live, rows, groups, checked, answers, routes, elapsed)
+            record = functools.partial(self._log, live, rows, groups, checked, answers, routes, elapsed)
+            if not log_now:
+                return Outcome(target, request_id, answers, record)
+            record()
         return Outcome(target, request_id, answers)
 
     async def _with_store_features(

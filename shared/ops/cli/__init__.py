@@ -16,6 +16,7 @@ from shared.ops.cli import (  # noqa: F401 (registration)
     schemas,
     scoring,
     stack,
+    streams,
 )
 from shared.ops.cli.app import app
 from shared.ops.cli.render import err

@@ -28,26 +28,48 @@ def test_a_service_handles_exactly_the_events_the_contract_lets_it_consume(servi
 def test_serving_follows_rollouts_and_writes_predictions_only() -> None:
     reads = {t for t, (_, readers) in access.topic_table().items() if "serving" in readers}
     writes = {t for t, (writers, _) in access.topic_table().items() if "serving" in writers}
-    assert reads == {RolloutChanged.topic} and writes == {topics.PREDICTIONS_LOGGED}
+    assert reads == {RolloutChanged.topic} and writes == {topics.PREDICTIONS_LOGGED, topics.DEAD_LETTER}
 
 
-def test_outside_producers_may_write_data_and_labels_and_read_nothing() -> None:
+def test_outside_producers_may_write_data_labels_and_feature_records_and_read_nothing() -> None:
     grants = [g for g in access.grants("modelbus") if g.principal == "producer"]
-    assert {(g.name, g.operation) for g in grants} == {
-        (f"modelbus.{DataArrived.topic}", "WRITE"),
-        (f"modelbus.{LabelsArrived.topic}", "WRITE"),
+    assert {(g.name, g.operation, g.pattern) for g in grants} == {
+        (f"modelbus.{DataArrived.topic}", "WRITE", "literal"),
+        (f"modelbus.{LabelsArrived.topic}", "WRITE", "literal"),
+        ("modelbus.inputs.", "WRITE", "prefixed"),
     }
 
 
+def test_outside_consumers_read_the_models_predictions_in_groups_of_their_own_and_nothing_else() -> None:
+    grants = {(g.resource, g.name, g.operation, g.pattern) for g in access.grants("p") if g.principal == "consumer"}
+    assert grants == {("topic", "p.outputs.", "READ", "prefixed"), ("group", "p.consumer.", "READ", "prefixed")}
+
+
+def test_serving_reads_inputs_writes_outputs_in_transactions_of_its_scorers_only() -> None:
+    mine = {(g.resource, g.name, g.operation) for g in access.grants("p") if g.principal == "serving"}
+    streams = {m for m in mine if not m[1].startswith(("p.predictions", "p.rollout", "p.dead"))}
+    assert streams == {
+        ("topic", "p.inputs.", "CREATE"),
+        ("topic", "p.outputs.", "CREATE"),
+        ("topic", "p.inputs.", "READ"),
+        ("topic", "p.outputs.", "WRITE"),
+        ("group", "p.scorer", "READ"),
+        ("transactional_id", "p.scorer.", "WRITE"),
+    }
+    assert not any(g.principal == "producer" and g.name.startswith("p.outputs") for g in access.grants("p"))
+
+
 def test_each_service_may_join_its_own_consumer_group_only() -> None:
-    groups = {(g.principal, g.name) for g in access.grants("p") if g.resource == "group" and g.operation == "READ"}
-    assert groups == {(service, f"p.{service}") for service in topics.GROUP_MEMBERS}
+    grants = access.grants("p")
+    groups = {(g.principal, g.name) for g in grants if g.resource == "group" and g.operation == "READ"}
+    scorers, readers = ("serving", "p.scorer"), ("consumer", "p.consumer.")
+    assert groups == {(service, f"p.{service}") for service in topics.GROUP_MEMBERS} | {scorers, readers}
 
 
 def test_the_autoscaler_sees_the_groups_lag_and_reads_no_event() -> None:
     mine = [g for g in access.grants("p") if g.principal == "autoscaler"]
     assert {g.operation for g in mine} == {"DESCRIBE"}
-    assert {g.name for g in mine if g.resource == "group"} == {f"p.{s}" for s in topics.GROUP_MEMBERS}
+    assert {g.name for g in mine if g.resource == "group"} == {f"p.{s}" for s in (*topics.GROUP_MEMBERS, "scorer")}
     assert not any(access.allowed("autoscaler", op, t) for t in access.topic_table() for op in ("READ", "WRITE"))
 
 
@@ -67,6 +89,15 @@ def test_the_admin_needs_no_grant_and_every_grant_names_the_platform_prefix() ->
     assert {(g.principal, g.name, g.operation) for g in prefixed} == {
         ("alerter", "acme.alerts", "CREATE"),
         ("alerter", "acme.alerts", "WRITE"),
+        ("producer", "acme.inputs.", "WRITE"),
+        ("serving", "acme.inputs.", "CREATE"),
+        ("serving", "acme.inputs.", "READ"),
+        ("serving", "acme.outputs.", "CREATE"),
+        ("serving", "acme.outputs.", "WRITE"),
+        ("serving", "acme.scorer.", "WRITE"),
+        ("consumer", "acme.outputs.", "READ"),
+        ("consumer", "acme.consumer.", "READ"),
+        ("autoscaler", "acme.inputs.", "DESCRIBE"),
     }
 
 
