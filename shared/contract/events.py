@@ -829,15 +829,7 @@ class DeadLettered(Event):
 
     event_type: ClassVar[str] = "DeadLettered"
     topic: ClassVar[str] = topics.DEAD_LETTER
-    emitted_by: ClassVar[tuple[Principal, ...]] = (
-        "registry",
-        "trainer",
-        "evaluator",
-        "deployer",
-        "serving",
-        "monitor",
-        "alerter",
-    )
+    emitted_by: ClassVar[tuple[Principal, ...]] = topics.SERVICES  # every consumer, serving's scorer too
     consumed_by: ClassVar[tuple[Principal, ...]] = ("registry", "alerter")
     key_field: ClassVar[str] = "consumer"
 

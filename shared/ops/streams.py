@@ -73,13 +73,14 @@ async def read(
     try:
         began = last = time.monotonic()
         while timeout is None or time.monotonic() - began < timeout:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    value = orjson.loads(record.value) if record.value is not None else None
-                    found.append(value)
-                    if each is not None:
-                        each(value)
+            # A count is a count: no more is fetched than it lacks (a group's reader goes on after it).
+            rest = max(wanted - len(found), 1) if isinstance(wanted, int) else None
+            batch = await consumer.getmany(timeout_ms=500, max_records=rest)
+            for record in (r for records in batch.values() for r in records):
+                value = orjson.loads(record.value) if record.value is not None else None
+                found.append(value)
+                if each is not None:
+                    each(value)
                 last = time.monotonic()
             if enough(found) and time.monotonic() - last >= settle:
                 break

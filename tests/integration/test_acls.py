@@ -1,7 +1,8 @@
 """The broker enforces the contract's producer/consumer table: against the real Kafka, every
 principal writes and reads exactly the topics the table allows and joins only its own consumer
-group; everything else fails with Kafka's authorization error, and a client without credentials
-gets nothing at all."""
+group; a model's stream topics are written and read as the stream grants say, and only serving
+opens transactions, only as a scorer; everything else fails with Kafka's authorization error,
+and a client without credentials gets nothing at all."""
 
 from __future__ import annotations
 
@@ -157,3 +158,60 @@ async def test_the_producer_sees_only_the_topics_it_may_write(settings: Settings
     finally:
         await admin.close()
     assert visible == {settings.topic(topics.DATA_ARRIVED), settings.topic(topics.LABELS_ARRIVED)}
+
+
+STREAMS = {  # principal: what it may do on a model's input and output topics
+    "producer": {("inputs", "WRITE")},
+    "consumer": {("outputs", "READ")},
+    "serving": {("inputs", "READ"), ("outputs", "WRITE")},
+    "monitor": set(),
+}
+
+
+@pytest.mark.parametrize("principal", sorted(STREAMS))
+async def test_a_models_stream_topics_are_written_and_read_only_as_the_stream_grants_say(
+    settings: Settings, principal: Principal
+) -> None:
+    from shared.runtime.broker import ensure_topics
+
+    model = "acl-streamed"
+    specs = [topics.TopicSpec(f(model), 1) for f in (topics.inputs, topics.outputs)]
+    await ensure_topics(credentials.as_principal(settings, "admin"), catalog=specs, acls=False)
+    options = as_(settings, principal)
+    producer = AIOKafkaProducer(**options, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, request_timeout_ms=10_000)
+    client = AIOKafkaClient(**options, request_timeout_ms=10_000)
+    await producer.start()
+    await consumer.start()
+    await client.bootstrap()
+    observed = set()
+    try:
+        for direction, name in (("inputs", topics.inputs(model)), ("outputs", topics.outputs(model))):
+            if await write_outcome(producer, settings.topic(name)) == "allowed":
+                observed.add((direction, "WRITE"))
+            if await read_outcome(client, consumer, settings.topic(name)) == "allowed":
+                observed.add((direction, "READ"))
+    finally:
+        await client.close()
+        await consumer.stop()
+        await producer.stop()
+    assert observed == STREAMS[principal]
+
+
+@pytest.mark.parametrize(
+    ("principal", "suffix"), [("serving", "scorer.r1"), ("serving", "other"), ("producer", "scorer.r1")]
+)
+async def test_only_serving_opens_transactions_and_only_as_a_scorer(
+    settings: Settings, principal: Principal, suffix: str
+) -> None:
+    producer = AIOKafkaProducer(
+        **as_(settings, principal), transactional_id=settings.topic(suffix), request_timeout_ms=10_000
+    )
+    try:
+        await asyncio.wait_for(producer.start(), 30)
+        outcome = "allowed"
+    except KafkaError:
+        outcome = "denied"
+    finally:
+        await producer.stop()
+    assert outcome == ("allowed" if (principal, suffix) == ("serving", "scorer.r1") else "denied")

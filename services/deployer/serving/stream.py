@@ -196,7 +196,12 @@ async def _serve(predictor: Predictor, target: Any, messages: list[Message]) -> 
     # The row limit of one call is HTTP's; a transaction's rows are scored in calls of that size.
     limit = predictor.settings.serving_max_rows
     if len(rows) <= limit:
-        return await predictor.serve(target, rows, ids[0], ids=ids, keys=keys, where="rows", log_now=False)
+        # A message of one row names its bad fields `row.<feature>`; a list, `rows[i].<feature>`.
+        single = len(messages) == 1 and not messages[0].listed
+        where = "row" if single else "rows"
+        return await predictor.serve(
+            target, rows, ids[0], ids=ids, keys=keys, single=single, where=where, log_now=False
+        )
     parts = [
         await predictor.serve(
             target,
