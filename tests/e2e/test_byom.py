@@ -93,10 +93,13 @@ def cli(loop: Loop, *args: str, token: str = OPERATOR, timeout: float = 300) -> 
 
 
 def spec_file(folder: Path) -> Path:
-    """The example spec for this model: a canary that stays at 50 % while the test looks at it."""
+    """The example spec for this model: a canary that stays at 50 % while the tests look at it (not
+    judged on a busy machine's latency either: this module's tests read the split, not the
+    analysis)."""
     spec = example_spec(MODEL).model_dump(mode="json", exclude_none=True)
     spec["dataset"] = f"{MODEL}-data"
     spec["rollout"] |= {"steps": [50, 100], "bake_seconds": 3600, "min_samples": 100_000}
+    spec["rollout"] |= {"max_latency_ratio": 1000, "latency_slack_ms": 60_000, "max_error_rate_increase": 1.0}
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
