@@ -30,9 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.common import publish, say, table
+from bench.common import fit_model, publish, say, table
 from bench.serving import NUMERIC_SPEC, SAVE_FOR_MLFLOW, numeric_data
-from services.trainer import fit
 from shared.runtime.batchscore import score_file
 from shared.runtime.served import open_version
 from shared.runtime.specfile import load_spec
@@ -92,10 +91,7 @@ def main() -> None:
         spec = load_spec(
             NUMERIC_SPEC.format(model=f"batch-{name}", features=features, estimator=estimator, params=params)
         )
-        say(f"[bench] training {name} …")
-        outcome = fit.train(fit.Job(name, spec, str(data), "csv", "0" * 64, str(folder / name), "bench"))
-        if not outcome.ok:
-            raise SystemExit(f"training {name} failed: {outcome.reason}")
+        outcome = fit_model(name, spec, data, folder)
         loaded = open_version(spec.model, 1, Path(outcome.files["manifest.json"]).parent)
         began = time.perf_counter()
         scored = score_file(loaded, source, folder / f"out-{name}", job=name, chunk_rows=args.chunk_rows)

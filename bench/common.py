@@ -79,6 +79,18 @@ def fresh_platform(kind: str) -> tuple[str, Settings, Path]:
     return suffix, settings, Path(tempfile.mkdtemp(prefix=f"modelbus-bench-{kind}-"))
 
 
+def fit_model(name: str, spec: Any, data: Path, folder: Path) -> Any:
+    """A benchmark model (`spec`) fitted on the CSV `data` by the trainer's own code
+    (services.trainer.fit, into `folder/name`), or exit saying why it failed; its Outcome."""
+    from services.trainer import fit
+
+    say(f"[bench] training {name} …")
+    outcome = fit.train(fit.Job(name, spec, str(data), "csv", "0" * 64, str(folder / name), "bench"))
+    if not outcome.ok:
+        raise SystemExit(f"training {name} failed: {outcome.reason}")
+    return outcome
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:

@@ -38,7 +38,7 @@ import orjson
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.common import free_port, fresh_platform, publish, say, serving_platform, table
+from bench.common import fit_model, free_port, fresh_platform, publish, say, serving_platform, table
 from bench.serving import numeric_data, register, specs
 from services.trainer import fit
 from shared.contract import topics
@@ -229,10 +229,7 @@ def main() -> None:
     suffix, settings, folder = fresh_platform("inference")
     spec = specs(suffix)["logistic-regression"]
     data = numeric_data(folder / "numeric.csv")
-    say("[bench] training the logistic regression on 20 features …")
-    outcome = fit.train(fit.Job("lr", spec, str(data), "csv", "0" * 64, str(folder / "lr"), "bench"))
-    if not outcome.ok:
-        raise SystemExit(f"training failed: {outcome.reason}")
+    outcome = fit_model("logistic-regression", spec, data, folder)
     asyncio.run(register(settings, spec, outcome))
     model, features = spec.model, [f.name for f in spec.features]
     frame = pd.read_csv(data)[features]

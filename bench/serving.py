@@ -41,7 +41,18 @@ import numpy as np
 import pandas as pd
 
 from bench import feast_serving, many_models, peers
-from bench.common import free_port, fresh_platform, publish, rss_bytes, say, serving_platform, table, vegeta, wait_http
+from bench.common import (
+    fit_model,
+    free_port,
+    fresh_platform,
+    publish,
+    rss_bytes,
+    say,
+    serving_platform,
+    table,
+    vegeta,
+    wait_http,
+)
 from services.trainer import fit
 from shared.contract.events import ArtifactRef, ModelEvaluated, ModelRegistered, ModelSpecApplied
 from shared.contract.spec import ModelSpec
@@ -122,10 +133,7 @@ def train_all(folder: Path, suffix: str) -> dict[str, tuple[ModelSpec, fit.Outco
     trained = {}
     for name, spec in specs(suffix).items():
         data = churn if name == "example" else numeric
-        say(f"[bench] training {name} …")
-        outcome = fit.train(fit.Job(name, spec, str(data), "csv", "0" * 64, str(folder / name), "bench"))
-        if not outcome.ok:
-            raise SystemExit(f"training {name} failed: {outcome.reason}")
+        outcome = fit_model(name, spec, data, folder)
         say(f"[bench]   {outcome.estimator} in {outcome.training_seconds:.1f} s, ONNX: {outcome.onnx}")
         frame = pd.read_csv(data)
         row = frame[[f.name for f in spec.features]].dropna().iloc[0].to_dict()

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from bench.common import free_port, fresh_platform, publish, say, serving_platform, table, vegeta
+from bench.common import fit_model, free_port, fresh_platform, publish, say, serving_platform, table, vegeta
 from bench.serving import numeric_data, register
 from services.trainer import fit
 from shared.contract.spec import ModelSpec
@@ -163,10 +163,7 @@ def main() -> None:
         spec = load_spec(
             SPEC.format(model=f"bench-{name}-{suffix}", features=features, estimator=estimator, params=params)
         )
-        say(f"[bench] training {name} …")
-        outcome = fit.train(fit.Job(name, spec, str(data), "csv", "0" * 64, str(folder / name), "bench"))
-        if not outcome.ok:
-            raise SystemExit(f"training {name} failed: {outcome.reason}")
+        outcome = fit_model(name, spec, data, folder)
         skops_only = {k: v for k, v in outcome.files.items() if k != "model.onnx"}
         asyncio.run(register(settings, spec, fit.Outcome(**{**outcome.__dict__, "files": skops_only})))
         trained[name] = (spec, outcome)

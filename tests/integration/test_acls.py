@@ -7,6 +7,8 @@ and a client without credentials gets nothing at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,6 +40,26 @@ async def settings(settings: Settings) -> Settings:
 
 def as_(settings: Settings, principal: Principal) -> dict[str, object]:
     return aiokafka_options(credentials.as_principal(settings, principal))
+
+
+@contextlib.asynccontextmanager
+async def clients(
+    settings: Settings, principal: Principal
+) -> AsyncIterator[tuple[AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaClient]]:
+    """A producer, a consumer (no group) and a bare client connected as `principal`."""
+    options = as_(settings, principal)
+    producer = AIOKafkaProducer(**options, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, request_timeout_ms=10_000)
+    client = AIOKafkaClient(**options, request_timeout_ms=10_000)
+    await producer.start()
+    await consumer.start()
+    await client.bootstrap()
+    try:
+        yield producer, consumer, client
+    finally:
+        await client.close()
+        await consumer.stop()
+        await producer.stop()
 
 
 async def write_outcome(producer: AIOKafkaProducer, topic: str) -> str:
@@ -76,23 +98,12 @@ def expected(principal: Principal, operation: access.Operation, topic: str) -> s
 async def test_each_principal_writes_and_reads_exactly_what_the_table_allows(
     settings: Settings, principal: Principal
 ) -> None:
-    options = as_(settings, principal)
-    producer = AIOKafkaProducer(**options, request_timeout_ms=10_000)
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, request_timeout_ms=10_000)
-    client = AIOKafkaClient(**options, request_timeout_ms=10_000)
-    await producer.start()
-    await consumer.start()
-    await client.bootstrap()
     observed: dict[tuple[str, str], str] = {}
-    try:
+    async with clients(settings, principal) as (producer, consumer, client):
         for spec in topics.CATALOG:
             full = settings.topic(spec.name)
             observed[(spec.name, "WRITE")] = await write_outcome(producer, full)
             observed[(spec.name, "READ")] = await read_outcome(client, consumer, full)
-    finally:
-        await client.close()
-        await consumer.stop()
-        await producer.stop()
     wanted = {
         (spec.name, operation): expected(principal, operation, spec.name)
         for spec in topics.CATALOG
@@ -177,24 +188,13 @@ async def test_a_models_stream_topics_are_written_and_read_only_as_the_stream_gr
     model = "acl-streamed"
     specs = [topics.TopicSpec(f(model), 1) for f in (topics.inputs, topics.outputs)]
     await ensure_topics(credentials.as_principal(settings, "admin"), catalog=specs, acls=False)
-    options = as_(settings, principal)
-    producer = AIOKafkaProducer(**options, request_timeout_ms=10_000)
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, request_timeout_ms=10_000)
-    client = AIOKafkaClient(**options, request_timeout_ms=10_000)
-    await producer.start()
-    await consumer.start()
-    await client.bootstrap()
     observed = set()
-    try:
+    async with clients(settings, principal) as (producer, consumer, client):
         for direction, name in (("inputs", topics.inputs(model)), ("outputs", topics.outputs(model))):
             if await write_outcome(producer, settings.topic(name)) == "allowed":
                 observed.add((direction, "WRITE"))
             if await read_outcome(client, consumer, settings.topic(name)) == "allowed":
                 observed.add((direction, "READ"))
-    finally:
-        await client.close()
-        await consumer.stop()
-        await producer.stop()
     assert observed == STREAMS[principal]
 
 
